@@ -1,0 +1,84 @@
+"""fleetmind: run multi-agent work as a live, mutable task graph across devices and the cloud.
+
+```python
+from fleetmind import Fleet, TaskGraph, agent
+
+@agent(skills=["greeting"])
+async def greeter(name: str) -> str:
+    return f"hello {name}"
+
+graph = TaskGraph("hello")
+graph.add_subtask("greet", skill="greeting", inputs={"name": "world"})
+result = await Fleet([greeter]).run(graph)
+```
+"""
+
+from fleetmind.agents import (
+    Agent,
+    AgentLimits,
+    AgentProfile,
+    Skill,
+    SubtaskContext,
+    SubtaskResult,
+    Tier,
+    agent,
+)
+from fleetmind.errors import (
+    ConfigError,
+    FleetmindError,
+    GraphError,
+    NoCapableAgent,
+    SubtaskFailed,
+    SubtaskTimeout,
+    TaskCancelled,
+)
+from fleetmind.orchestrator import (
+    Condition,
+    Dependency,
+    DependencyKind,
+    Fleet,
+    RetryPolicy,
+    Router,
+    SQLiteStore,
+    Subtask,
+    SubtaskStatus,
+    TaskGraph,
+    TaskHandle,
+    TaskResult,
+)
+from fleetmind.tools import ToolRegistry, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentLimits",
+    "AgentProfile",
+    "Condition",
+    "ConfigError",
+    "Dependency",
+    "DependencyKind",
+    "Fleet",
+    "FleetmindError",
+    "GraphError",
+    "NoCapableAgent",
+    "RetryPolicy",
+    "Router",
+    "SQLiteStore",
+    "Skill",
+    "Subtask",
+    "SubtaskContext",
+    "SubtaskFailed",
+    "SubtaskResult",
+    "SubtaskStatus",
+    "SubtaskTimeout",
+    "TaskCancelled",
+    "TaskGraph",
+    "TaskHandle",
+    "TaskResult",
+    "Tier",
+    "ToolRegistry",
+    "__version__",
+    "agent",
+    "tool",
+]

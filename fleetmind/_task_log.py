@@ -1,0 +1,155 @@
+"""Entries of a task graph's append-only log.
+
+Everything that changes a task graph is one of these entries: structural edits (add or remove a
+subtask or dependency, update a subtask that has not started) and run facts (a subtask started,
+was retried, reassigned, finished; the task was cancelled). A graph's current state is the fold
+of its log, so the log is what the store persists and what a resumed task replays. Statuses
+that follow from others (ready, skipped, failed because a dependency failed) are not logged:
+the fold derives them again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from fleetmind._ids import AgentId, SubtaskId
+from fleetmind._task_model import Dependency, Subtask
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: float = 0.0
+    """Wall-clock time (Unix seconds) at which the entry was made; 0 when unknown."""
+
+
+class AddSubtask(_Entry):
+    """Add a subtask, optionally with the dependencies that lead into it."""
+
+    kind: Literal["add_subtask"] = "add_subtask"
+    subtask: Subtask
+    dependencies: tuple[Dependency, ...] = ()
+
+
+class RemoveSubtask(_Entry):
+    """Remove a subtask that has not started, and the control dependencies around it."""
+
+    kind: Literal["remove_subtask"] = "remove_subtask"
+    subtask_id: SubtaskId
+
+
+class UpdateSubtask(_Entry):
+    """Replace the definition of a subtask that has not started."""
+
+    kind: Literal["update_subtask"] = "update_subtask"
+    subtask: Subtask
+
+
+class AddDependency(_Entry):
+    """Add a dependency whose target has not started."""
+
+    kind: Literal["add_dependency"] = "add_dependency"
+    dependency: Dependency
+
+
+class RemoveDependency(_Entry):
+    """Remove a dependency whose target has not started."""
+
+    kind: Literal["remove_dependency"] = "remove_dependency"
+    source: SubtaskId
+    target: SubtaskId
+    input: str | None = None
+
+
+GraphEdit = Annotated[
+    AddSubtask | RemoveSubtask | UpdateSubtask | AddDependency | RemoveDependency,
+    Field(discriminator="kind"),
+]
+"""A structural change to a task graph, as a user, a file or an agent's result asks for it."""
+
+
+class SubtaskStarted(_Entry):
+    """An agent was given a ready subtask."""
+
+    kind: Literal["subtask_started"] = "subtask_started"
+    subtask_id: SubtaskId
+    agent: AgentId
+
+
+class SubtaskProgressed(_Entry):
+    """A running subtask reported progress."""
+
+    kind: Literal["subtask_progress"] = "subtask_progress"
+    subtask_id: SubtaskId
+    message: str = ""
+    fraction: float | None = None
+
+
+class SubtaskRetried(_Entry):
+    """An attempt failed and the same agent will try again after ``delay_s``."""
+
+    kind: Literal["subtask_retried"] = "subtask_retried"
+    subtask_id: SubtaskId
+    error: dict[str, Any]
+    delay_s: float
+
+
+class SubtaskReassigned(_Entry):
+    """An agent failed a subtask for good; it goes back to ready for the next candidate."""
+
+    kind: Literal["subtask_reassigned"] = "subtask_reassigned"
+    subtask_id: SubtaskId
+    agent: AgentId
+    error: dict[str, Any]
+
+
+class SubtaskRequeued(_Entry):
+    """A subtask that was running when its process died goes back to ready (resume)."""
+
+    kind: Literal["subtask_requeued"] = "subtask_requeued"
+    subtask_id: SubtaskId
+    reason: str = ""
+
+
+class SubtaskFinished(_Entry):
+    """A subtask ended: done with an output, or failed with an error."""
+
+    kind: Literal["subtask_finished"] = "subtask_finished"
+    subtask_id: SubtaskId
+    status: Literal["done", "failed"]
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+class TaskCancelled(_Entry):
+    """The task was cancelled: every subtask that has not finished is cancelled."""
+
+    kind: Literal["task_cancelled"] = "task_cancelled"
+    reason: str = ""
+
+
+LogEntry = Annotated[
+    AddSubtask
+    | RemoveSubtask
+    | UpdateSubtask
+    | AddDependency
+    | RemoveDependency
+    | SubtaskStarted
+    | SubtaskProgressed
+    | SubtaskRetried
+    | SubtaskReassigned
+    | SubtaskRequeued
+    | SubtaskFinished
+    | TaskCancelled,
+    Field(discriminator="kind"),
+]
+"""Any entry of a task graph's log."""
+
+STRUCTURAL_KINDS = frozenset(
+    {"add_subtask", "remove_subtask", "update_subtask", "add_dependency", "remove_dependency"}
+)
+
+log_entry_adapter: TypeAdapter[LogEntry] = TypeAdapter(LogEntry)
+graph_edit_adapter: TypeAdapter[GraphEdit] = TypeAdapter(GraphEdit)

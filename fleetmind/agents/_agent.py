@@ -1,0 +1,269 @@
+"""The Agent interface, and the ``@agent`` decorator that turns a function into one.
+
+An agent gets a subtask and a :class:`SubtaskContext` and returns its output (any
+JSON-serialisable value), or a :class:`SubtaskResult` when it also wants to edit the task graph.
+Local Python agents, LLM agents and remote agents (over MQTT or A2A) all share this interface,
+so the engine never needs to know which kind it is talking to.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, overload
+
+from pydantic import ValidationError
+
+from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
+from fleetmind.errors import AgentError, MissingInput
+from fleetmind._task_log import (
+    AddDependency,
+    AddSubtask,
+    GraphEdit,
+)
+from fleetmind._task_model import Dependency, DependencyKind, Subtask
+
+
+class ProgressSink(Protocol):
+    """Where an agent's progress reports go (the engine, or a remote runtime's publisher)."""
+
+    def __call__(self, message: str, fraction: float | None) -> None: ...
+
+
+@dataclass
+class SubtaskContext:
+    """What an agent knows about the subtask it is running, and how it talks back.
+
+    ``inputs`` holds the subtask's literal inputs merged with the outputs of its data
+    dependencies. Graph edits made through :meth:`add_subtask` and :meth:`add_dependency` are
+    applied when the subtask finishes successfully, while the rest of the task keeps running.
+    """
+
+    task_id: str
+    subtask: Subtask
+    inputs: dict[str, Any]
+    attempt: int = 1
+    agent_id: str = ""
+    _progress: ProgressSink | None = None
+    edits: list[GraphEdit] = field(default_factory=list)
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        """Report progress; it reaches every follower of the task's event stream."""
+        if self._progress is not None:
+            self._progress(message, fraction)
+
+    def add_subtask(
+        self,
+        subtask: Subtask | str,
+        *,
+        depends_on: Iterable[str | Dependency] = (),
+        **fields: Any,
+    ) -> Subtask:
+        """Ask for a follow-up subtask; it may depend on this or any other subtask."""
+        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
+        deps = tuple(
+            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
+            for d in depends_on
+        )
+        self.edits.append(AddSubtask(subtask=spec, dependencies=deps))
+        return spec
+
+    def add_dependency(
+        self,
+        source: str,
+        target: str,
+        *,
+        kind: DependencyKind | str = DependencyKind.CONTROL,
+        output: str | None = None,
+        input: str | None = None,
+    ) -> None:
+        """Ask for a new dependency between subtasks that have not started."""
+        dep = Dependency(
+            source=source, target=target, kind=DependencyKind(kind), output=output, input=input
+        )
+        self.edits.append(AddDependency(dependency=dep))
+
+
+@dataclass(frozen=True)
+class SubtaskResult:
+    """An agent's output together with the graph edits it asks for."""
+
+    output: Any = None
+    edits: tuple[GraphEdit, ...] = ()
+
+
+class Agent(abc.ABC):
+    """Base class of every agent.
+
+    Subclass it, set ``profile`` (or pass one to ``__init__``) and implement :meth:`run`.
+    """
+
+    profile: AgentProfile
+
+    def __init__(self, profile: AgentProfile | None = None) -> None:
+        if profile is not None:
+            self.profile = profile
+        if not isinstance(getattr(self, "profile", None), AgentProfile):
+            raise AgentError(f"{type(self).__name__} has no AgentProfile")
+
+    @property
+    def id(self) -> str:
+        """The agent's id (from its profile)."""
+        return self.profile.id
+
+    @property
+    def required_inputs(self) -> frozenset[str]:
+        """Inputs the agent cannot run without; checked before a task starts."""
+        return frozenset()
+
+    @abc.abstractmethod
+    async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        """Do the subtask and return its output (or a :class:`SubtaskResult`)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.profile.id!r} v{self.profile.version}>"
+
+
+AgentFunction = Callable[..., Awaitable[Any]]
+
+
+class FunctionAgent(Agent):
+    """An agent made from an async function; inputs are passed as keyword arguments.
+
+    A parameter named ``ctx`` receives the :class:`SubtaskContext`; every other parameter is
+    filled from the subtask's inputs by name. Parameters without defaults are required inputs.
+    """
+
+    def __init__(self, fn: AgentFunction, profile: AgentProfile) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise AgentError(f"@agent needs an async function; {fn.__qualname__} is not")
+        super().__init__(profile)
+        self._fn = fn
+        signature = inspect.signature(fn)
+        self._takes_ctx = "ctx" in signature.parameters
+        self._takes_any = any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+        )
+        self._params = {
+            name: p
+            for name, p in signature.parameters.items()
+            if name != "ctx"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+        self._required = frozenset(
+            name for name, p in self._params.items() if p.default is inspect.Parameter.empty
+        )
+
+    @property
+    def required_inputs(self) -> frozenset[str]:
+        return self._required
+
+    @property
+    def function(self) -> AgentFunction:
+        """The wrapped function."""
+        return self._fn
+
+    async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        missing = self._required - ctx.inputs.keys()
+        if missing:
+            raise MissingInput(
+                f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
+                f"required by agent {self.id!r}"
+            )
+        if self._takes_any:
+            kwargs = dict(ctx.inputs)
+        else:
+            kwargs = {k: v for k, v in ctx.inputs.items() if k in self._params}
+        if self._takes_ctx:
+            kwargs["ctx"] = ctx
+        return await self._fn(**kwargs)
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        """Call the wrapped function directly (handy in tests)."""
+        return await self._fn(**kwargs)
+
+
+@overload
+def agent(fn: AgentFunction, /) -> FunctionAgent: ...
+@overload
+def agent(
+    *,
+    id: str | None = None,
+    name: str = "",
+    description: str | None = None,
+    skills: Iterable[str | Skill | Mapping[str, Any]] = (),
+    tier: Tier | str = Tier.DEVICE,
+    cost_per_call: float = 0.0,
+    typical_latency_s: float = 0.0,
+    max_concurrency: int = 4,
+    local_data: Iterable[str] = (),
+    version: int = 1,
+) -> Callable[[AgentFunction], FunctionAgent]: ...
+
+
+def agent(
+    fn: AgentFunction | None = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str = "",
+    description: str | None = None,
+    skills: Iterable[str | Skill | Mapping[str, Any]] = (),
+    tier: Tier | str = Tier.DEVICE,
+    cost_per_call: float = 0.0,
+    typical_latency_s: float = 0.0,
+    max_concurrency: int = 4,
+    local_data: Iterable[str] = (),
+    version: int = 1,
+) -> FunctionAgent | Callable[[AgentFunction], FunctionAgent]:
+    """Turn an async function into an agent.
+
+    The id defaults to the function's name (``_`` becomes ``-``), the description to its
+    docstring. A skill given as a plain string is a skill of that name.
+
+    Example:
+        >>> @agent(skills=["greeting"])
+        ... async def greeter(name: str) -> str:
+        ...     return f"hello {name}"
+    """
+
+    def wrap(func: AgentFunction) -> FunctionAgent:
+        try:
+            profile = AgentProfile(
+                id=id or func.__name__.replace("_", "-"),
+                name=name,
+                description=description
+                if description is not None
+                else inspect.cleandoc(func.__doc__ or ""),
+                skills=tuple(_to_skill(s) for s in skills),
+                tier=Tier(tier),
+                cost_per_call=cost_per_call,
+                typical_latency_s=typical_latency_s,
+                limits=AgentLimits(
+                    max_concurrency=max_concurrency, local_data=tuple(local_data)
+                ),
+                version=version,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise AgentError(f"agent {func.__qualname__}: {_first_error(exc)}") from exc
+        return FunctionAgent(func, profile)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _to_skill(value: str | Skill | Mapping[str, Any]) -> Skill:
+    if isinstance(value, Skill):
+        return value
+    if isinstance(value, str):
+        return Skill(name=value)
+    return Skill.model_validate(value)
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return f"{where}: {err['msg']}" if where else err["msg"]
+    return str(exc)

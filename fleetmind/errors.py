@@ -1,0 +1,140 @@
+"""Every error fleetmind raises, as one tree.
+
+```
+FleetmindError
+├── ConfigError              a config file, task file or CLI argument is wrong
+├── GraphError               an edit would break the task graph (cycle, dangling id, ...)
+│   └── CycleError
+├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
+├── StoreError               the durable store cannot be read or written
+│   └── TaskNotFound
+├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
+├── RunError                 something went wrong while a subtask ran
+│   ├── SubtaskFailed        an agent gave up on a subtask (``retryable`` says if trying again helps)
+│   ├── SubtaskTimeout       an attempt ran past its timeout
+│   ├── MissingInput         a subtask lacks an input its agent requires
+│   ├── UpstreamFailed       a dependency the subtask needed did not succeed
+│   ├── NoCapableAgent       no registered agent can take the subtask
+│   └── TaskCancelled        the task was cancelled by its user
+└── ProtocolError            a message crossing a wire is malformed (children per protocol)
+```
+
+User mistakes (``ConfigError``, ``GraphError``, ``AgentError``, ``TaskNotFound``) are reported by
+the CLI as one line with exit code 2. Errors that cross a process boundary travel as
+``{type, message, retryable, details}`` (see :meth:`FleetmindError.to_dict`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FleetmindError(Exception):
+    """Root of every error fleetmind raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as it travels in a log entry or over a wire."""
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "retryable": self.retryable,
+            "details": self.details,
+        }
+
+
+class ConfigError(FleetmindError):
+    """A config file, task file or command-line argument is wrong."""
+
+
+class GraphError(FleetmindError):
+    """An edit would break an invariant of the task graph."""
+
+
+class CycleError(GraphError):
+    """An edit would make the task graph cyclic."""
+
+
+class AgentError(FleetmindError):
+    """An agent or its profile is defined wrongly."""
+
+
+class StoreError(FleetmindError):
+    """The durable store cannot be read or written."""
+
+
+class TaskNotFound(StoreError):
+    """No task with the given id is in the store."""
+
+
+class FleetStateError(FleetmindError):
+    """A fleet, engine or handle was used in a state that does not allow it."""
+
+
+class RunError(FleetmindError):
+    """Something went wrong while a subtask ran."""
+
+
+class SubtaskFailed(RunError):
+    """An agent gave up on a subtask.
+
+    Raise it from an agent with ``retryable=False`` to skip the remaining retries (the engine
+    then goes straight to the next candidate agent).
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retryable = retryable
+
+
+class SubtaskTimeout(RunError):
+    """One attempt at a subtask ran past its timeout."""
+
+    retryable = True
+
+
+class MissingInput(RunError):
+    """A subtask lacks an input that its agent requires."""
+
+
+class UpstreamFailed(RunError):
+    """A dependency that a subtask needed did not succeed."""
+
+
+class NoCapableAgent(RunError):
+    """No registered agent can take a subtask."""
+
+
+class TaskCancelled(RunError):
+    """The task was cancelled by its user."""
+
+
+class ProtocolError(FleetmindError):
+    """A message crossing a wire is malformed or breaks its protocol."""
+
+
+def error_from_dict(data: dict[str, Any]) -> FleetmindError:
+    """Rebuild an error that was stored or sent with :meth:`FleetmindError.to_dict`."""
+    cls = _ERRORS_BY_NAME.get(str(data.get("type")), RunError)
+    err = cls.__new__(cls)
+    FleetmindError.__init__(err, str(data.get("message", "")), details=data.get("details") or {})
+    err.retryable = bool(data.get("retryable", False))
+    return err
+
+
+_ERRORS_BY_NAME: dict[str, type[FleetmindError]] = {
+    cls.__name__: cls
+    for cls in (
+        FleetmindError, ConfigError, GraphError, CycleError, AgentError, StoreError,
+        TaskNotFound, FleetStateError, RunError, SubtaskFailed, SubtaskTimeout, MissingInput,
+        UpstreamFailed, NoCapableAgent, TaskCancelled, ProtocolError,
+    )
+}

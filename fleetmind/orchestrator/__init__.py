@@ -1,0 +1,86 @@
+"""What decides: the task graph, the engine that runs it, routing, and the durable store."""
+
+from fleetmind._task_log import (
+    AddDependency,
+    AddSubtask,
+    GraphEdit,
+    LogEntry,
+    RemoveDependency,
+    RemoveSubtask,
+    UpdateSubtask,
+)
+from fleetmind._task_model import (
+    Condition,
+    Dependency,
+    DependencyKind,
+    RetryPolicy,
+    Subtask,
+    SubtaskStatus,
+)
+from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._engine import Engine, TaskResult
+from fleetmind.orchestrator._events import (
+    Event,
+    GraphEdited,
+    SubtaskCancelled,
+    SubtaskDone,
+    SubtaskFailed,
+    SubtaskProgress,
+    SubtaskReady,
+    SubtaskReassigned,
+    SubtaskRetried,
+    SubtaskSkipped,
+    SubtaskStarted,
+    TaskEvent,
+    TaskFinished,
+)
+from fleetmind.orchestrator._export import to_dot, to_mermaid
+from fleetmind.orchestrator._fleet import Fleet, TaskHandle
+from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
+from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
+from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
+
+__all__ = [
+    "AddDependency",
+    "AddSubtask",
+    "AgentDirectory",
+    "Condition",
+    "Dependency",
+    "DependencyKind",
+    "Engine",
+    "Event",
+    "Fleet",
+    "GraphEdit",
+    "GraphEdited",
+    "LogEntry",
+    "MemoryStore",
+    "RemoveDependency",
+    "RemoveSubtask",
+    "RetryPolicy",
+    "Router",
+    "RoutingDecision",
+    "SQLiteStore",
+    "SkillRouter",
+    "Store",
+    "Subtask",
+    "SubtaskCancelled",
+    "SubtaskDone",
+    "SubtaskFailed",
+    "SubtaskProgress",
+    "SubtaskReady",
+    "SubtaskReassigned",
+    "SubtaskRetried",
+    "SubtaskSkipped",
+    "SubtaskStarted",
+    "SubtaskState",
+    "SubtaskStatus",
+    "TaskEvent",
+    "TaskFinished",
+    "TaskGraph",
+    "TaskHandle",
+    "TaskRecord",
+    "TaskResult",
+    "UpdateSubtask",
+    "to_dot",
+    "to_mermaid",
+]

@@ -1,0 +1,687 @@
+"""The engine: runs one task graph, event by event, until every subtask has finished.
+
+One loop owns the graph. Everything that happens — an agent's result, a retry, a slot freed on
+a busy agent, a user's live edit, a cancellation — arrives as a message in the engine's inbox.
+The loop applies each message to the graph (pure, see :class:`TaskGraph`), writes the resulting
+log entries to the store in one transaction, and only then acts: it publishes events and starts
+the subtasks that became ready. There is no polling; the loop sleeps until a message comes.
+
+Subtasks run as children of the engine's TaskGroup. A child never raises into the group: its
+outcome comes back as a message, so one agent's failure cannot tear the task down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from fleetmind._task_log import (
+    STRUCTURAL_KINDS,
+    GraphEdit,
+    LogEntry,
+    SubtaskFinished,
+    SubtaskProgressed,
+    SubtaskReassigned,
+    SubtaskRequeued,
+    SubtaskRetried,
+    SubtaskStarted,
+    TaskCancelled,
+    UpdateSubtask,
+)
+from fleetmind._task_model import SubtaskStatus
+from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
+from fleetmind.errors import (
+    FleetmindError,
+    FleetStateError,
+    GraphError,
+    MissingInput,
+    NoCapableAgent,
+    SubtaskFailed,
+    SubtaskTimeout,
+)
+from fleetmind.orchestrator import _events as ev
+from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
+from fleetmind.orchestrator._router import Router
+from fleetmind.orchestrator._store import Store
+
+# Errors that another agent could not fix either: the subtask fails without reassignment.
+_NOT_THE_AGENTS_FAULT = frozenset({"MissingInput", "GraphError", "UpstreamFailed"})
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended: its status, every subtask's output, and every error."""
+
+    task_id: str
+    status: str
+    outputs: dict[str, Any]
+    errors: dict[str, dict[str, Any]]
+    graph: TaskGraph
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task finished with no failed subtask."""
+        return self.status == "done"
+
+    @property
+    def output(self) -> Any:
+        """The output of the task's one final subtask (the one no other subtask depends on).
+
+        Raises:
+            GraphError: the task has several final subtasks; use ``outputs[id]``.
+        """
+        sinks = [s.id for s in self.graph if not self.graph.dependents_of(s.id)]
+        if len(sinks) != 1:
+            raise GraphError(
+                f"task has {len(sinks)} final subtasks ({', '.join(sinks)}); use outputs[id]"
+            )
+        return self.outputs.get(sinks[0])
+
+    @classmethod
+    def of(cls, task_id: str, graph: TaskGraph) -> TaskResult:
+        """The result as the graph stands."""
+        outputs, errors = {}, {}
+        for subtask in graph:
+            state = graph.state(subtask.id)
+            if state.status is SubtaskStatus.DONE:
+                outputs[subtask.id] = state.output
+            elif state.status is SubtaskStatus.FAILED and state.error:
+                errors[subtask.id] = state.error
+        return cls(task_id, graph.status, outputs, errors, graph)
+
+
+# Messages of the engine's inbox --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Succeeded:
+    subtask_id: str
+    agent_id: str
+    token: int
+    result: SubtaskResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Retrying:
+    subtask_id: str
+    agent_id: str
+    token: int
+    attempt: int
+    error: dict[str, Any]
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentGaveUp:
+    subtask_id: str
+    agent_id: str
+    token: int
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    subtask_id: str
+    token: int
+    message: str
+    fraction: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotOffered:
+    subtask_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentGone:
+    subtask_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Edit:
+    edit: GraphEdit
+    done: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    reason: str
+
+
+_Message = (
+    _Succeeded | _Retrying | _AgentGaveUp | _Progress | _SlotOffered | _AgentGone | _Edit | _Cancel
+)
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """An exception as it is logged and sent: ``{type, message, retryable, details}``."""
+    if isinstance(exc, FleetmindError):
+        return exc.to_dict()
+    if isinstance(exc, TimeoutError):
+        return SubtaskTimeout("attempt timed out").to_dict()
+    message = str(exc) or type(exc).__name__
+    return {"type": type(exc).__name__, "message": message, "retryable": True, "details": {}}
+
+
+class Engine:
+    """Runs one task graph on a fleet's agents until it finishes or is cancelled.
+
+    Args:
+        task_id: The task's id in the store.
+        graph: The graph to run; the engine owns it from now on.
+        directory: The fleet's agents and their slots.
+        router: Ranks agents for each subtask.
+        store: Where every entry is written before the engine acts on it.
+        clock: Wall-clock time in seconds, for timestamps (injected so tests can fix it).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        graph: TaskGraph,
+        *,
+        directory: AgentDirectory,
+        router: Router,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.task_id = task_id
+        self.graph = graph
+        self.events = ev.EventBroadcaster()
+        self._directory = directory
+        self._router = router
+        self._store = store
+        self._clock = clock
+        self._inbox: asyncio.Queue[_Message] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._state = "new"
+        # Work gathered while handling messages, carried out by _flush():
+        self._unsaved: list[LogEntry] = []
+        self._saved_version = graph.version
+        self._pending_events: list[ev.TaskEvent] = []
+        self._to_start: list[tuple[str, str, tuple[str, ...]]] = []
+        # Runtime bookkeeping:
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._tokens: dict[str, int] = {}
+        """Current run token of each running subtask; messages from older runs are stale."""
+        self._next_token = 0
+        self._waiting: set[str] = set()
+        self._candidates: dict[str, tuple[str, ...]] = {}
+
+    # ---------------------------------------------------------------------------------------
+    # Public surface (used by TaskHandle)
+    # ---------------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the engine has stopped."""
+        return self._state == "finished"
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        """Cancel the task: running subtasks are cancelled, the rest never start."""
+        if self._state == "finished":
+            return
+        self._post(_Cancel(reason))
+
+    async def edit(self, edit: GraphEdit) -> None:
+        """Apply a live edit between two events; raises ``GraphError`` if it is invalid."""
+        if self._state != "running" or self._inbox is None:
+            raise FleetStateError(f"task {self.task_id} is not running; it cannot be edited")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._post(_Edit(edit, done))
+        await done
+
+    async def run(self) -> TaskResult:
+        """Run the task to its end and return how it ended."""
+        if self._state != "new":
+            raise FleetStateError(f"task {self.task_id} has already been run by this engine")
+        if len(self.graph) == 0:
+            raise GraphError(f"task {self.task_id} has no subtasks")
+        self._state = "running"
+        self._inbox = asyncio.Queue()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for subtask_id in self.graph.running_ids():
+                    # A resumed task: whatever was running when the process died runs again.
+                    self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
+                self._schedule_ready()
+                self._flush()
+                while not self.graph.is_finished:
+                    self._handle(await self._inbox.get())
+                    while not self._inbox.empty():
+                        self._handle(self._inbox.get_nowait())
+                    self._schedule_ready()
+                    self._flush()
+                self._finish()
+        finally:
+            self._state = "finished"
+            self._tg = None
+            self.events.close()
+        return TaskResult.of(self.task_id, self.graph)
+
+    # ---------------------------------------------------------------------------------------
+    # Slot waiting (called by the AgentDirectory)
+    # ---------------------------------------------------------------------------------------
+
+    def wants_slot(self, subtask_id: str, agent_id: str) -> bool:
+        if self._state != "running" or subtask_id not in self._waiting:
+            return False
+        if subtask_id not in self.graph:
+            return False
+        state = self.graph.state(subtask_id)
+        return (
+            state.status is SubtaskStatus.READY
+            and agent_id not in state.excluded_agents
+            and agent_id in self._candidates.get(subtask_id, ())
+        )
+
+    def offer_slot(self, subtask_id: str, agent_id: str) -> None:
+        self._post(_SlotOffered(subtask_id, agent_id))
+
+    def agent_gone(self, subtask_id: str, agent_id: str) -> None:
+        if self._state == "running":
+            self._post(_AgentGone(subtask_id))
+
+    # ---------------------------------------------------------------------------------------
+    # The loop's steps
+    # ---------------------------------------------------------------------------------------
+
+    def _post(self, message: _Message) -> None:
+        assert self._inbox is not None
+        self._inbox.put_nowait(message)
+
+    def _record(self, entry: LogEntry, by: str | None = None) -> list[DerivedChange]:
+        """Apply an entry to the graph and queue it for the store and its events."""
+        changes = self.graph.apply(entry)
+        self._unsaved.append(entry)
+        self._events_for(entry, changes, by)
+        if isinstance(entry, UpdateSubtask) and entry.subtask.id in self._waiting:
+            # It waited for agents chosen under its old definition: route it again.
+            self._waiting.discard(entry.subtask.id)
+            self._dispatch(entry.subtask.id)
+        return changes
+
+    def _handle(self, message: _Message) -> None:
+        match message:
+            case _Succeeded():
+                if self._is_current(message.subtask_id, message.token):
+                    self._on_success(message)
+            case _Retrying():
+                if self._is_current(message.subtask_id, message.token):
+                    self._record(
+                        SubtaskRetried(
+                            subtask_id=message.subtask_id,
+                            error=message.error,
+                            delay_s=message.delay_s,
+                            at=self._clock(),
+                        )
+                    )
+            case _AgentGaveUp():
+                if self._is_current(message.subtask_id, message.token):
+                    self._on_agent_gave_up(message)
+            case _Progress():
+                if self._is_current(message.subtask_id, message.token):
+                    self._record(
+                        SubtaskProgressed(
+                            subtask_id=message.subtask_id,
+                            message=message.message,
+                            fraction=message.fraction,
+                        )
+                    )
+            case _SlotOffered():
+                self._on_slot_offered(message.subtask_id, message.agent_id)
+            case _AgentGone():
+                if message.subtask_id in self._waiting:
+                    self._waiting.discard(message.subtask_id)
+                    self._dispatch(message.subtask_id)
+            case _Edit():
+                self._on_edit(message)
+            case _Cancel():
+                self._on_cancel(message.reason)
+            case _:
+                assert_never(message)
+
+    def _is_current(self, subtask_id: str, token: int) -> bool:
+        return (
+            self._tokens.get(subtask_id) == token
+            and subtask_id in self.graph
+            and self.graph.state(subtask_id).status is SubtaskStatus.RUNNING
+        )
+
+    def _on_success(self, message: _Succeeded) -> None:
+        sid = message.subtask_id
+        self._tokens.pop(sid, None)
+        try:
+            for edit in message.result.edits:
+                self._record(edit, by=sid)
+        except GraphError as exc:
+            error = GraphError(f"subtask {sid!r} returned an invalid graph edit: {exc}")
+            self._record(
+                SubtaskFinished(
+                    subtask_id=sid, status="failed", error=error.to_dict(), at=self._clock()
+                )
+            )
+            return
+        self._record(
+            SubtaskFinished(
+                subtask_id=sid, status="done", output=message.result.output, at=self._clock()
+            )
+        )
+
+    def _on_agent_gave_up(self, message: _AgentGaveUp) -> None:
+        sid = message.subtask_id
+        self._tokens.pop(sid, None)
+        state = self.graph.state(sid)
+        tried = {*state.excluded_agents, message.agent_id}
+        others = [a for a in self._candidates.get(sid, ()) if a not in tried]
+        if message.error.get("type") in _NOT_THE_AGENTS_FAULT or not others:
+            self._record(
+                SubtaskFinished(
+                    subtask_id=sid, status="failed", error=message.error, at=self._clock()
+                )
+            )
+            return
+        self._record(
+            SubtaskReassigned(
+                subtask_id=sid, agent=message.agent_id, error=message.error, at=self._clock()
+            )
+        )
+
+    def _on_slot_offered(self, subtask_id: str, agent_id: str) -> None:
+        if self.wants_slot(subtask_id, agent_id):
+            self._waiting.discard(subtask_id)
+            self._start(subtask_id, agent_id)
+        else:
+            self._directory.release(agent_id)
+
+    def _on_edit(self, message: _Edit) -> None:
+        if message.edit.kind not in STRUCTURAL_KINDS:
+            message.done.set_exception(GraphError("only structural edits can be applied by hand"))
+            return
+        try:
+            self._record(message.edit)
+        except GraphError as exc:
+            message.done.set_exception(exc)
+        else:
+            message.done.set_result(None)
+
+    def _on_cancel(self, reason: str) -> None:
+        if self.graph.is_finished:
+            return
+        self._record(TaskCancelled(reason=reason, at=self._clock()))
+        self._waiting.clear()
+        for runner in self._runners.values():
+            runner.cancel()
+
+    def _schedule_ready(self) -> None:
+        for subtask_id in self.graph.drain_ready():
+            self._pending_events.append(
+                ev.SubtaskReady(
+                    task_id=self.task_id,
+                    version=self.graph.version,
+                    at=self._clock(),
+                    subtask_id=subtask_id,
+                )
+            )
+            self._dispatch(subtask_id)
+
+    def _dispatch(self, subtask_id: str) -> None:
+        """Give a ready subtask to the best candidate with a free slot, or queue it."""
+        subtask = self.graph.subtask(subtask_id)
+        state = self.graph.state(subtask_id)
+        try:
+            decision = self._router.route(subtask, self._directory.profiles)
+        except NoCapableAgent as exc:
+            self._fail_unstarted(subtask_id, exc)
+            return
+        candidates = tuple(
+            a for a in decision.candidates if a not in state.excluded_agents and a in self._directory
+        )
+        if not candidates:
+            last = state.error or {}
+            self._fail_unstarted(
+                subtask_id,
+                NoCapableAgent(
+                    f"no candidate agent is left for subtask {subtask_id!r}"
+                    + (f"; last error: {last.get('message')}" if last else "")
+                ),
+            )
+            return
+        missing = self._missing_inputs(subtask_id, candidates[0])
+        if missing is not None:
+            self._fail_unstarted(subtask_id, missing)
+            return
+        self._candidates[subtask_id] = candidates
+        for agent_id in candidates:
+            if self._directory.try_take(agent_id):
+                self._start(subtask_id, agent_id)
+                return
+        self._waiting.add(subtask_id)
+        for agent_id in candidates:
+            self._directory.wait(agent_id, self, subtask_id)
+
+    def _missing_inputs(self, subtask_id: str, agent_id: str) -> MissingInput | None:
+        agent = self._directory.get(agent_id)
+        assert agent is not None
+        missing = agent.required_inputs - self.graph.supplied_inputs(subtask_id)
+        if not missing:
+            return None
+        return MissingInput(
+            f"subtask {subtask_id!r} is missing input(s) {', '.join(sorted(missing))} "
+            f"required by agent {agent_id!r}"
+        )
+
+    def _fail_unstarted(self, subtask_id: str, error: FleetmindError) -> None:
+        self._record(
+            SubtaskFinished(
+                subtask_id=subtask_id, status="failed", error=error.to_dict(), at=self._clock()
+            )
+        )
+
+    def _start(self, subtask_id: str, agent_id: str) -> None:
+        self._waiting.discard(subtask_id)
+        self._record(SubtaskStarted(subtask_id=subtask_id, agent=agent_id, at=self._clock()))
+        self._to_start.append((subtask_id, agent_id, self._candidates.get(subtask_id, ())))
+
+    def _flush(self) -> None:
+        """Persist what was decided, then act on it: publish events, start subtasks."""
+        if self._unsaved:
+            self._store.append(self.task_id, self._saved_version + 1, self._unsaved)
+            self._saved_version += len(self._unsaved)
+            self._unsaved = []
+        events, self._pending_events = self._pending_events, []
+        for event in events:
+            self.events.publish(event)
+        to_start, self._to_start = self._to_start, []
+        assert self._tg is not None
+        for subtask_id, agent_id, _ in to_start:
+            agent = self._directory.get(agent_id)
+            if agent is None or self.graph.state(subtask_id).status is not SubtaskStatus.RUNNING:
+                self._directory.release(agent_id)
+                continue
+            self._next_token += 1
+            token = self._next_token
+            self._tokens[subtask_id] = token
+            self._runners[subtask_id] = self._tg.create_task(
+                self._run_subtask(subtask_id, agent, token), name=f"{self.task_id}/{subtask_id}"
+            )
+
+    def _finish(self) -> None:
+        status = self.graph.status
+        self._store.set_status(self.task_id, status)
+        self.events.publish(
+            ev.TaskFinished(
+                task_id=self.task_id,
+                version=self.graph.version,
+                at=self._clock(),
+                status=status,
+                counts=self.graph.counts(),
+            )
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # One subtask on one agent
+    # ---------------------------------------------------------------------------------------
+
+    async def _run_subtask(self, subtask_id: str, agent: Agent, token: int) -> None:
+        """Attempts on one agent, with retries; the outcome goes back as a message."""
+        subtask = self.graph.subtask(subtask_id)
+        policy = subtask.retry
+        attempt = 1
+
+        def report(message: str, fraction: float | None) -> None:
+            self._post(_Progress(subtask_id, token, message, fraction))
+
+        try:
+            while True:
+                try:
+                    ctx = SubtaskContext(
+                        task_id=self.task_id,
+                        subtask=subtask,
+                        inputs=self.graph.resolve_inputs(subtask_id),
+                        attempt=attempt,
+                        agent_id=agent.id,
+                        _progress=report,
+                    )
+                    async with asyncio.timeout(subtask.timeout_s):
+                        raw = await agent.run(subtask, ctx)
+                    result = _as_result(raw, ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if isinstance(exc, TimeoutError):
+                        exc = SubtaskTimeout(
+                            f"subtask {subtask_id!r} timed out after {subtask.timeout_s} s "
+                            f"on agent {agent.id!r}"
+                        )
+                    error = error_dict(exc)
+                    if _retryable(exc) and attempt < policy.max_attempts:
+                        delay = policy.backoff_s(attempt)
+                        attempt += 1
+                        self._post(_Retrying(subtask_id, agent.id, token, attempt, error, delay))
+                        await asyncio.sleep(delay)
+                        continue
+                    self._post(_AgentGaveUp(subtask_id, agent.id, token, error))
+                    return
+                self._post(_Succeeded(subtask_id, agent.id, token, result))
+                return
+        finally:
+            self._runners.pop(subtask_id, None)
+            self._directory.release(agent.id)
+
+    # ---------------------------------------------------------------------------------------
+    # Events
+    # ---------------------------------------------------------------------------------------
+
+    def _events_for(
+        self, entry: LogEntry, changes: list[DerivedChange], by: str | None
+    ) -> None:
+        base: dict[str, Any] = {
+            "task_id": self.task_id,
+            "version": self.graph.version,
+            "at": entry.at or self._clock(),
+        }
+        out = self._pending_events
+        match entry.kind:
+            case "subtask_started":
+                assert isinstance(entry, SubtaskStarted)
+                out.append(
+                    ev.SubtaskStarted(
+                        **base,
+                        subtask_id=entry.subtask_id,
+                        agent=entry.agent,
+                        routing=self._candidates.get(entry.subtask_id, ()),
+                    )
+                )
+            case "subtask_progress":
+                assert isinstance(entry, SubtaskProgressed)
+                out.append(
+                    ev.SubtaskProgress(
+                        **base,
+                        subtask_id=entry.subtask_id,
+                        message=entry.message,
+                        fraction=entry.fraction,
+                    )
+                )
+            case "subtask_retried":
+                assert isinstance(entry, SubtaskRetried)
+                state = self.graph.state(entry.subtask_id)
+                out.append(
+                    ev.SubtaskRetried(
+                        **base,
+                        subtask_id=entry.subtask_id,
+                        agent=state.agent or "",
+                        attempt=state.attempts + 1,
+                        error=entry.error,
+                        delay_s=entry.delay_s,
+                    )
+                )
+            case "subtask_reassigned":
+                assert isinstance(entry, SubtaskReassigned)
+                out.append(
+                    ev.SubtaskReassigned(
+                        **base, subtask_id=entry.subtask_id, agent=entry.agent, error=entry.error
+                    )
+                )
+            case "subtask_finished":
+                assert isinstance(entry, SubtaskFinished)
+                state = self.graph.state(entry.subtask_id)
+                if entry.status == "done":
+                    out.append(
+                        ev.SubtaskDone(
+                            **base,
+                            subtask_id=entry.subtask_id,
+                            agent=state.agent,
+                            output=entry.output,
+                            duration_s=state.duration_s,
+                        )
+                    )
+                else:
+                    out.append(
+                        ev.SubtaskFailed(
+                            **base,
+                            subtask_id=entry.subtask_id,
+                            agent=state.agent,
+                            error=entry.error or {},
+                        )
+                    )
+            case kind if kind in STRUCTURAL_KINDS:
+                out.append(ev.GraphEdited(**base, edit=entry, by=by))
+            case _:
+                pass
+        for change in changes:
+            sid = change.subtask_id
+            if change.status is SubtaskStatus.SKIPPED:
+                out.append(ev.SubtaskSkipped(**base, subtask_id=sid, reason=change.reason))
+            elif change.status is SubtaskStatus.CANCELLED:
+                out.append(ev.SubtaskCancelled(**base, subtask_id=sid, reason=change.reason))
+            elif change.status is SubtaskStatus.FAILED:
+                out.append(
+                    ev.SubtaskFailed(
+                        **base,
+                        subtask_id=sid,
+                        agent=None,
+                        error=self.graph.state(sid).error or {},
+                    )
+                )
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, SubtaskFailed):
+        return exc.retryable
+    if isinstance(exc, FleetmindError):
+        return exc.retryable
+    return True
+
+
+def _as_result(raw: Any, ctx: SubtaskContext) -> SubtaskResult:
+    if isinstance(raw, SubtaskResult):
+        return SubtaskResult(raw.output, (*ctx.edits, *raw.edits))
+    return SubtaskResult(raw, tuple(ctx.edits))
+

@@ -1,0 +1,282 @@
+"""Fleet: the agents you have, and the tasks you run on them.
+
+```python
+fleet = Fleet([summarise, translate], store="tasks.db")
+result = await fleet.run(graph)                 # run to the end
+
+async with fleet:                               # or run several tasks side by side
+    handle = fleet.submit(graph)
+    async for event in handle.events():
+        ...
+    result = await handle.result()
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+from fleetmind._ids import new_task_id
+from fleetmind._task_log import AddDependency, AddSubtask, GraphEdit, RemoveSubtask, UpdateSubtask
+from fleetmind._task_model import Dependency, DependencyKind, Subtask
+from fleetmind.agents import Agent, AgentProfile
+from fleetmind.errors import FleetStateError, GraphError
+from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._engine import Engine, TaskResult
+from fleetmind.orchestrator._events import TaskEvent
+from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._router import Router, SkillRouter
+from fleetmind.orchestrator._store import Store, TaskRecord, open_store
+
+
+class TaskHandle:
+    """A submitted task: follow its events, edit it live, cancel it, await its result."""
+
+    def __init__(self, engine: Engine, done: asyncio.Future[TaskResult]) -> None:
+        self._engine = engine
+        self._done = done
+
+    @property
+    def task_id(self) -> str:
+        """The task's id in the store."""
+        return self._engine.task_id
+
+    @property
+    def graph(self) -> TaskGraph:
+        """The live graph (read it; edit it through the handle)."""
+        return self._engine.graph
+
+    def done(self) -> bool:
+        """Whether the task has ended."""
+        return self._done.done()
+
+    def events(self) -> AsyncIterator[TaskEvent]:
+        """Every event of the task from its start, until it finishes; any number may follow."""
+        return self._engine.events.subscribe()
+
+    async def result(self) -> TaskResult:
+        """Wait for the task to end and return how it ended."""
+        return await asyncio.shield(self._done)
+
+    async def cancel(self, reason: str = "cancelled by user") -> TaskResult:
+        """Cancel the task and wait until its running subtasks have stopped."""
+        self._engine.cancel(reason)
+        return await self.result()
+
+    async def edit(self, edit: GraphEdit) -> None:
+        """Apply a structural edit while the task runs (``GraphError`` if it is invalid)."""
+        await self._engine.edit(edit)
+
+    async def add_subtask(
+        self,
+        subtask: Subtask | str,
+        *,
+        depends_on: Iterable[str | Dependency] = (),
+        **fields: Any,
+    ) -> Subtask:
+        """Add a subtask to the running task."""
+        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
+        deps = tuple(
+            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
+            for d in depends_on
+        )
+        await self.edit(AddSubtask(subtask=spec, dependencies=deps))
+        return spec
+
+    async def add_dependency(
+        self,
+        source: str,
+        target: str,
+        *,
+        kind: DependencyKind | str = DependencyKind.CONTROL,
+        output: str | None = None,
+        input: str | None = None,
+    ) -> None:
+        """Add a dependency whose target has not started."""
+        dep = Dependency(
+            source=source, target=target, kind=DependencyKind(kind), output=output, input=input
+        )
+        await self.edit(AddDependency(dependency=dep))
+
+    async def remove_subtask(self, subtask_id: str) -> None:
+        """Remove a subtask that has not started."""
+        await self.edit(RemoveSubtask(subtask_id=subtask_id))
+
+    async def update_subtask(self, subtask_id: str, **changes: Any) -> None:
+        """Change a subtask that has not started."""
+        current = self.graph.subtask(subtask_id)
+        spec = Subtask.model_validate({**current.model_dump(), **changes, "id": subtask_id})
+        await self.edit(UpdateSubtask(subtask=spec))
+
+
+class Fleet:
+    """A set of agents, a router that picks among them, and a store that remembers tasks.
+
+    Args:
+        agents: The agents to start with (more can join and leave at any time).
+        router: Chooses agents for subtasks; routes by agent id or skill by default.
+        store: A :class:`Store`, a path to a SQLite file, or None to keep tasks in memory.
+    """
+
+    def __init__(
+        self,
+        agents: Iterable[Agent] = (),
+        *,
+        router: Router | None = None,
+        store: Store | str | Path | None = None,
+    ) -> None:
+        self._directory = AgentDirectory()
+        for agent in agents:
+            self.add(agent)
+        self.router: Router = router or SkillRouter()
+        self.store: Store = open_store(store)
+        self._tg: asyncio.TaskGroup | None = None
+        self._state = "new"
+        self._handles: dict[str, TaskHandle] = {}
+
+    # Agents -------------------------------------------------------------------------------
+
+    def add(self, agent: Agent) -> None:
+        """Add an agent, or replace the agent with the same id by a new version."""
+        self._directory.add(agent)
+
+    def remove(self, agent_id: str) -> Agent:
+        """Remove an agent; subtasks waiting for it are routed again."""
+        return self._directory.remove(agent_id)
+
+    def agent(self, agent_id: str) -> Agent | None:
+        """The agent with this id, if it is in the fleet."""
+        return self._directory.get(agent_id)
+
+    @property
+    def agents(self) -> list[Agent]:
+        """Every agent in the fleet."""
+        return list(self._directory)
+
+    @property
+    def profiles(self) -> list[AgentProfile]:
+        """Every agent's profile."""
+        return list(self._directory.profiles)
+
+    def load(self, agent_id: str) -> tuple[int, int]:
+        """Subtasks an agent is running now, and how many it may run at once."""
+        return self._directory.load(agent_id)
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Fleet:
+        if self._state != "new":
+            raise FleetStateError(f"this fleet is {self._state}; a fleet is entered once")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._state = "open"
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._tg is not None
+        try:
+            await self._tg.__aexit__(*exc_info)
+        finally:
+            self._state = "closed"
+            self._tg = None
+
+    # Tasks --------------------------------------------------------------------------------
+
+    def _engine(
+        self,
+        graph: TaskGraph,
+        task_id: str | None,
+        source: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> Engine:
+        if len(graph) == 0:
+            raise GraphError(f"task graph {graph.name!r} has no subtasks")
+        if graph.is_finished or graph.running_ids():
+            raise GraphError(f"task graph {graph.name!r} has already run; build a new one")
+        task_id = task_id or new_task_id()
+        live = TaskGraph.from_log(graph.log, name=graph.name)
+        self.store.create_task(
+            TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
+        )
+        self.store.append(task_id, 1, list(live.log))
+        return Engine(
+            task_id, live, directory=self._directory, router=self.router, store=self.store
+        )
+
+    def resume_engine(self, task_id: str) -> Engine:
+        """An engine that continues a stored task where its log ends."""
+        record, entries = self.store.load(task_id)
+        if record.status != "running":
+            raise FleetStateError(f"task {task_id} has already ended ({record.status})")
+        graph = TaskGraph.from_log(entries, name=record.name)
+        if graph.is_finished:
+            # The process died between the last entry and the status update.
+            self.store.set_status(task_id, graph.status)
+            raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
+        return Engine(
+            task_id, graph, directory=self._directory, router=self.router, store=self.store
+        )
+
+    async def run(
+        self,
+        graph: TaskGraph,
+        *,
+        task_id: str | None = None,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TaskResult:
+        """Run a task graph to its end and return how it ended."""
+        return await self._engine(graph, task_id, source, metadata).run()
+
+    async def resume(self, task_id: str) -> TaskResult:
+        """Finish a stored task whose process stopped: done subtasks are not run again."""
+        return await self.resume_engine(task_id).run()
+
+    def submit(
+        self,
+        graph: TaskGraph,
+        *,
+        task_id: str | None = None,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TaskHandle:
+        """Start a task in the background of the fleet (inside ``async with fleet``)."""
+        if self._state != "open" or self._tg is None:
+            raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
+        return self._start(self._engine(graph, task_id, source, metadata))
+
+    def submit_resume(self, task_id: str) -> TaskHandle:
+        """Continue a stored task in the background of the fleet."""
+        if self._state != "open" or self._tg is None:
+            raise FleetStateError("submit_resume() needs a started fleet: use `async with fleet:`")
+        return self._start(self.resume_engine(task_id))
+
+    def _start(self, engine: Engine) -> TaskHandle:
+        assert self._tg is not None
+        done: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+
+        async def drive() -> None:
+            # An engine's failure is reported through its handle, never raised into the
+            # fleet's task group, where it would cancel every other task.
+            try:
+                done.set_result(await engine.run())
+            except asyncio.CancelledError:
+                done.cancel()
+                raise
+            except Exception as exc:
+                done.set_exception(exc)
+
+        handle = TaskHandle(engine, done)
+        self._handles[engine.task_id] = handle
+        self._tg.create_task(drive(), name=f"task {engine.task_id}")
+        return handle
+
+    def handle(self, task_id: str) -> TaskHandle:
+        """The handle of a task submitted to this fleet."""
+        try:
+            return self._handles[task_id]
+        except KeyError:
+            raise FleetStateError(f"task {task_id} was not submitted to this fleet") from None

@@ -1,0 +1,625 @@
+"""TaskGraph: the mutable DAG of subtasks that a task is.
+
+The graph is pure: it validates and applies log entries, keeps every entry in an append-only
+log, and derives what follows from them (which subtasks are ready, which are skipped or failed
+because a dependency did not go their way). It does no I/O and knows no clock, so the engine,
+the store and the tests can all drive it the same way, and replaying a log rebuilds the graph
+exactly.
+
+Invariants, checked on every entry:
+- the graph stays acyclic;
+- a subtask that is running or finished is never rewritten, removed, or given new dependencies;
+- every dependency joins two subtasks that exist (no dangling references);
+- once every subtask has finished, the task is over and takes no more entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+import networkx as nx
+
+from fleetmind.errors import CycleError, GraphError
+from fleetmind._task_log import (
+    AddDependency,
+    AddSubtask,
+    LogEntry,
+    RemoveDependency,
+    RemoveSubtask,
+    SubtaskFinished,
+    SubtaskProgressed,
+    SubtaskReassigned,
+    SubtaskRequeued,
+    SubtaskRetried,
+    SubtaskStarted,
+    TaskCancelled,
+    UpdateSubtask,
+)
+from fleetmind._task_model import (
+    Condition,
+    Dependency,
+    DependencyKind,
+    Subtask,
+    SubtaskStatus,
+)
+
+_S = SubtaskStatus
+
+
+@dataclass
+class SubtaskState:
+    """What has happened to one subtask so far (derived from the log)."""
+
+    status: SubtaskStatus = SubtaskStatus.PENDING
+    agent: str | None = None
+    attempts: int = 0
+    """Attempts made on the current agent."""
+    total_attempts: int = 0
+    """Attempts made on every agent, over the subtask's whole life."""
+    excluded_agents: list[str] = field(default_factory=list)
+    """Agents that failed this subtask for good and are not asked again."""
+    output: Any = None
+    error: dict[str, Any] | None = None
+    reason: str = ""
+    """Why the subtask was skipped, cancelled or failed without running."""
+    progress: str = ""
+    fraction: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from first start to finish, when both times are known."""
+        if self.started_at and self.finished_at:
+            return max(self.finished_at - self.started_at, 0.0)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedChange:
+    """A status that followed from an entry without being logged itself."""
+
+    subtask_id: str
+    status: SubtaskStatus
+    reason: str = ""
+
+
+class TaskGraph:
+    """A mutable, validated DAG of subtasks with an append-only log of every change.
+
+    Build one in code with :meth:`add_subtask` / :meth:`add_dependency` (or
+    :meth:`from_definition` from a task file), hand it to a :class:`~fleetmind.Fleet`, and edit
+    it while it runs. ``TaskGraph.from_log(graph.log)`` rebuilds an equal graph.
+    """
+
+    def __init__(self, name: str = "task") -> None:
+        self.name = name
+        self._specs: dict[str, Subtask] = {}
+        self._state: dict[str, SubtaskState] = {}
+        self._deps_in: dict[str, dict[tuple[str, str, str], Dependency]] = {}
+        self._deps_out: dict[str, dict[tuple[str, str, str], Dependency]] = {}
+        self._waiting_on: dict[str, int] = {}
+        self._dag: nx.DiGraph = nx.DiGraph()
+        self._log: list[LogEntry] = []
+        self._open = 0
+        self._cancelled = False
+        self._newly_ready: list[str] = []
+
+    # ----------------------------------------------------------------------------------------
+    # Building
+    # ----------------------------------------------------------------------------------------
+
+    def add_subtask(
+        self,
+        subtask: Subtask | str,
+        *,
+        depends_on: Iterable[str | Dependency] = (),
+        **fields: Any,
+    ) -> Subtask:
+        """Add a subtask (or build one from an id and fields) with control/data dependencies.
+
+        ``depends_on`` takes source ids (control dependencies) or full :class:`Dependency`
+        objects whose target is this subtask.
+        """
+        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
+        deps = tuple(
+            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
+            for d in depends_on
+        )
+        self.apply(AddSubtask(subtask=spec, dependencies=deps))
+        return spec
+
+    def add_dependency(
+        self,
+        source: str,
+        target: str,
+        *,
+        kind: DependencyKind | str = DependencyKind.CONTROL,
+        condition: Condition | str = Condition.SUCCESS,
+        output: str | None = None,
+        input: str | None = None,
+    ) -> Dependency:
+        """Make ``target`` wait for ``source`` (and, for ``kind="data"``, take its output)."""
+        dep = Dependency(
+            source=source,
+            target=target,
+            kind=DependencyKind(kind),
+            condition=Condition(condition),
+            output=output,
+            input=input,
+        )
+        self.apply(AddDependency(dependency=dep))
+        return dep
+
+    def remove_subtask(self, subtask_id: str) -> None:
+        """Remove a subtask that has not started."""
+        self.apply(RemoveSubtask(subtask_id=subtask_id))
+
+    def remove_dependency(self, source: str, target: str, *, input: str | None = None) -> None:
+        """Remove the dependency ``source -> target`` (the data one feeding ``input``)."""
+        self.apply(RemoveDependency(source=source, target=target, input=input))
+
+    def update_subtask(self, subtask_id: str, **changes: Any) -> Subtask:
+        """Change fields of a subtask that has not started."""
+        current = self.subtask(subtask_id)
+        spec = Subtask.model_validate({**current.model_dump(), **changes, "id": subtask_id})
+        self.apply(UpdateSubtask(subtask=spec))
+        return spec
+
+    # ----------------------------------------------------------------------------------------
+    # The fold
+    # ----------------------------------------------------------------------------------------
+
+    def apply(self, entry: LogEntry) -> list[DerivedChange]:
+        """Validate ``entry``, apply it, append it to the log, and return what followed.
+
+        Raises:
+            GraphError: the entry would break an invariant; the graph is left unchanged.
+        """
+        if self.is_finished and self._log:
+            raise GraphError(f"task graph {self.name!r} has finished; it takes no more changes")
+        changes: list[DerivedChange] = []
+        match entry:
+            case AddSubtask():
+                self._add_subtask(entry, changes)
+            case RemoveSubtask():
+                self._remove_subtask(entry.subtask_id)
+            case UpdateSubtask():
+                self._update_subtask(entry.subtask)
+            case AddDependency():
+                self._check_dependency(entry.dependency)
+                self._link(entry.dependency, changes)
+            case RemoveDependency():
+                self._remove_dependency(entry)
+            case SubtaskStarted():
+                state = self._expect(entry.subtask_id, (_S.READY,), "start")
+                state.status = _S.RUNNING
+                state.agent = entry.agent
+                state.attempts = 1
+                state.total_attempts += 1
+                state.started_at = state.started_at or entry.at or None
+            case SubtaskProgressed():
+                state = self._expect(entry.subtask_id, (_S.RUNNING,), "report progress for")
+                state.progress = entry.message
+                state.fraction = entry.fraction
+            case SubtaskRetried():
+                state = self._expect(entry.subtask_id, (_S.RUNNING,), "retry")
+                state.attempts += 1
+                state.total_attempts += 1
+                state.error = entry.error
+            case SubtaskReassigned():
+                state = self._expect(entry.subtask_id, (_S.RUNNING,), "reassign")
+                if entry.agent not in state.excluded_agents:
+                    state.excluded_agents.append(entry.agent)
+                state.error = entry.error
+                self._make_ready(entry.subtask_id, state)
+            case SubtaskRequeued():
+                state = self._expect(entry.subtask_id, (_S.RUNNING,), "requeue")
+                self._make_ready(entry.subtask_id, state)
+            case SubtaskFinished():
+                allowed = (_S.RUNNING,) if entry.status == "done" else (_S.RUNNING, _S.READY)
+                state = self._expect(entry.subtask_id, allowed, "finish")
+                state.output = entry.output
+                state.error = entry.error
+                state.finished_at = entry.at or None
+                self._finish(entry.subtask_id, _S(entry.status), changes)
+            case TaskCancelled():
+                self._cancel(entry.reason or "task cancelled", changes)
+            case _:
+                assert_never(entry)
+        self._log.append(entry)
+        return changes
+
+    def _add_subtask(self, entry: AddSubtask, changes: list[DerivedChange]) -> None:
+        spec = entry.subtask
+        if spec.id in self._specs:
+            raise GraphError(f"subtask {spec.id!r} already exists")
+        for dep in entry.dependencies:
+            if dep.target != spec.id:
+                raise GraphError(
+                    f"dependency {dep.source!r} -> {dep.target!r} given with subtask "
+                    f"{spec.id!r} must lead into it"
+                )
+            if dep.source not in self._specs:
+                raise GraphError(f"subtask {spec.id!r} depends on unknown subtask {dep.source!r}")
+        _check_unique_inputs(entry.dependencies)
+        self._specs[spec.id] = spec
+        self._state[spec.id] = SubtaskState()
+        self._deps_in[spec.id] = {}
+        self._deps_out[spec.id] = {}
+        self._waiting_on[spec.id] = 0
+        self._dag.add_node(spec.id)
+        self._open += 1
+        for dep in entry.dependencies:
+            self._link(dep, changes)
+        if self._state[spec.id].status is _S.PENDING and self._waiting_on[spec.id] == 0:
+            self._make_ready(spec.id, self._state[spec.id])
+
+    def _remove_subtask(self, subtask_id: str) -> None:
+        state = self._expect(subtask_id, (_S.PENDING, _S.READY), "remove")
+        for dep in self._deps_out[subtask_id].values():
+            if dep.kind is DependencyKind.DATA:
+                raise GraphError(
+                    f"cannot remove subtask {subtask_id!r}: {dep.target!r} takes its output as "
+                    f"input {dep.input!r}; remove that dependency first"
+                )
+        for dep in list(self._deps_in[subtask_id].values()):
+            self._unlink(dep)
+        for dep in list(self._deps_out[subtask_id].values()):
+            self._unlink(dep)
+        del self._specs[subtask_id], self._state[subtask_id], self._waiting_on[subtask_id]
+        del self._deps_in[subtask_id], self._deps_out[subtask_id]
+        self._dag.remove_node(subtask_id)
+        if not state.status.is_terminal:
+            self._open -= 1
+
+    def _update_subtask(self, spec: Subtask) -> None:
+        self._expect(spec.id, (_S.PENDING, _S.READY), "update")
+        self._specs[spec.id] = spec
+
+    def _check_dependency(self, dep: Dependency) -> None:
+        for end in (dep.source, dep.target):
+            if end not in self._specs:
+                raise GraphError(
+                    f"dependency {dep.source!r} -> {dep.target!r} names unknown subtask {end!r}"
+                )
+        self._expect(dep.target, (_S.PENDING, _S.READY), "add a dependency to")
+        if dep.key in self._deps_in[dep.target]:
+            raise GraphError(f"dependency {dep.source!r} -> {dep.target!r} already exists")
+        _check_unique_inputs((*self._deps_in[dep.target].values(), dep))
+        if nx.has_path(self._dag, dep.target, dep.source):
+            cycle = nx.shortest_path(self._dag, dep.target, dep.source)
+            raise CycleError(
+                f"dependency {dep.source!r} -> {dep.target!r} would close a cycle: "
+                + " -> ".join([*cycle, dep.target])
+            )
+
+    def _link(self, dep: Dependency, changes: list[DerivedChange]) -> None:
+        target_state = self._state[dep.target]
+        self._deps_in[dep.target][dep.key] = dep
+        self._deps_out[dep.source][dep.key] = dep
+        self._dag.add_edge(dep.source, dep.target)
+        source_status = self._state[dep.source].status
+        if not source_status.is_terminal:
+            self._waiting_on[dep.target] += 1
+            if target_state.status is _S.READY:
+                target_state.status = _S.PENDING
+            return
+        verdict = _verdict(dep, source_status)
+        if verdict is not None:
+            self._finish_without_running(dep.target, verdict[0], verdict[1], changes)
+
+    def _unlink(self, dep: Dependency) -> None:
+        del self._deps_in[dep.target][dep.key]
+        del self._deps_out[dep.source][dep.key]
+        if not any(d.source == dep.source for d in self._deps_in[dep.target].values()):
+            self._dag.remove_edge(dep.source, dep.target)
+        if not self._state[dep.source].status.is_terminal:
+            self._waiting_on[dep.target] -= 1
+            target_state = self._state[dep.target]
+            if target_state.status is _S.PENDING and self._waiting_on[dep.target] == 0:
+                self._make_ready(dep.target, target_state)
+
+    def _remove_dependency(self, entry: RemoveDependency) -> None:
+        key = (entry.source, entry.target, entry.input or "")
+        if entry.target not in self._specs or key not in self._deps_in[entry.target]:
+            raise GraphError(f"no dependency {entry.source!r} -> {entry.target!r} to remove")
+        self._expect(entry.target, (_S.PENDING, _S.READY), "remove a dependency of")
+        self._unlink(self._deps_in[entry.target][key])
+
+    def _make_ready(self, subtask_id: str, state: SubtaskState) -> None:
+        state.status = _S.READY
+        self._newly_ready.append(subtask_id)
+
+    def _finish(self, subtask_id: str, status: SubtaskStatus, changes: list[DerivedChange]) -> None:
+        """Mark a subtask terminal and settle every dependent it was holding back."""
+        self._state[subtask_id].status = status
+        self._open -= 1
+        for dep in self._deps_out[subtask_id].values():
+            target_state = self._state[dep.target]
+            if target_state.status.has_started:
+                continue
+            self._waiting_on[dep.target] -= 1
+            verdict = _verdict(dep, status)
+            if verdict is not None:
+                self._finish_without_running(dep.target, verdict[0], verdict[1], changes)
+            elif self._waiting_on[dep.target] == 0 and target_state.status is _S.PENDING:
+                self._make_ready(dep.target, target_state)
+
+    def _finish_without_running(
+        self,
+        subtask_id: str,
+        status: SubtaskStatus,
+        reason: str,
+        changes: list[DerivedChange],
+    ) -> None:
+        state = self._state[subtask_id]
+        state.reason = reason
+        if status is _S.FAILED:
+            state.error = {
+                "type": "UpstreamFailed",
+                "message": reason,
+                "retryable": False,
+                "details": {},
+            }
+        changes.append(DerivedChange(subtask_id, status, reason))
+        self._finish(subtask_id, status, changes)
+
+    def _cancel(self, reason: str, changes: list[DerivedChange]) -> None:
+        self._cancelled = True
+        for subtask_id, state in self._state.items():
+            if not state.status.is_terminal:
+                state.status = _S.CANCELLED
+                state.reason = reason
+                self._open -= 1
+                changes.append(DerivedChange(subtask_id, _S.CANCELLED, reason))
+
+    def _expect(
+        self, subtask_id: str, allowed: Sequence[SubtaskStatus], action: str
+    ) -> SubtaskState:
+        state = self._state.get(subtask_id)
+        if state is None:
+            raise GraphError(f"cannot {action} unknown subtask {subtask_id!r}")
+        if state.status not in allowed:
+            raise GraphError(f"cannot {action} subtask {subtask_id!r}: it is {state.status}")
+        return state
+
+    # ----------------------------------------------------------------------------------------
+    # Reading
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def log(self) -> tuple[LogEntry, ...]:
+        """Every entry applied so far, oldest first."""
+        return tuple(self._log)
+
+    @property
+    def version(self) -> int:
+        """How many entries have been applied: the graph's version."""
+        return len(self._log)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether every subtask has finished (or the task was cancelled)."""
+        return self._open == 0 and bool(self._specs or self._cancelled)
+
+    @property
+    def status(self) -> str:
+        """The task's status: running, done, failed (some subtask failed) or cancelled."""
+        if self._cancelled:
+            return "cancelled"
+        if not self.is_finished:
+            return "running"
+        if any(s.status is _S.FAILED for s in self._state.values()):
+            return "failed"
+        return "done"
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, subtask_id: object) -> bool:
+        return subtask_id in self._specs
+
+    def __iter__(self) -> Iterator[Subtask]:
+        return iter(self._specs.values())
+
+    def subtask(self, subtask_id: str) -> Subtask:
+        """The definition of one subtask."""
+        try:
+            return self._specs[subtask_id]
+        except KeyError:
+            raise GraphError(f"unknown subtask {subtask_id!r}") from None
+
+    def state(self, subtask_id: str) -> SubtaskState:
+        """What has happened to one subtask so far."""
+        try:
+            return self._state[subtask_id]
+        except KeyError:
+            raise GraphError(f"unknown subtask {subtask_id!r}") from None
+
+    @property
+    def subtasks(self) -> list[Subtask]:
+        """Every subtask, in the order they were added."""
+        return list(self._specs.values())
+
+    @property
+    def dependencies(self) -> list[Dependency]:
+        """Every dependency, grouped by target in the order targets were added."""
+        return [dep for deps in self._deps_in.values() for dep in deps.values()]
+
+    def dependencies_of(self, subtask_id: str) -> list[Dependency]:
+        """The dependencies leading into one subtask."""
+        return list(self._deps_in[subtask_id].values())
+
+    def dependents_of(self, subtask_id: str) -> list[Dependency]:
+        """The dependencies leading out of one subtask."""
+        return list(self._deps_out[subtask_id].values())
+
+    def drain_ready(self) -> list[str]:
+        """Subtasks that became ready since the last call and are still ready."""
+        ready, self._newly_ready = self._newly_ready, []
+        return [sid for sid in ready if sid in self._state and self._state[sid].status is _S.READY]
+
+    def ready_ids(self) -> list[str]:
+        """Every subtask that is ready now."""
+        return [sid for sid, st in self._state.items() if st.status is _S.READY]
+
+    def running_ids(self) -> list[str]:
+        """Every subtask that is running now."""
+        return [sid for sid, st in self._state.items() if st.status is _S.RUNNING]
+
+    def resolve_inputs(self, subtask_id: str) -> dict[str, Any]:
+        """The subtask's literal inputs with the outputs its data dependencies carry.
+
+        Raises:
+            GraphError: a data dependency names an output field the source did not produce.
+        """
+        inputs = dict(self._specs[subtask_id].inputs)
+        for dep in self._deps_in[subtask_id].values():
+            if dep.kind is not DependencyKind.DATA:
+                continue
+            source = self._state[dep.source]
+            if source.status is not _S.DONE:
+                continue
+            value = source.output
+            if dep.output is not None:
+                if not isinstance(value, Mapping) or dep.output not in value:
+                    raise GraphError(
+                        f"output of subtask {dep.source!r} has no field {dep.output!r} "
+                        f"for input {dep.input!r} of {subtask_id!r}"
+                    )
+                value = value[dep.output]
+            assert dep.input is not None
+            inputs[dep.input] = value
+        return inputs
+
+    def supplied_inputs(self, subtask_id: str) -> set[str]:
+        """Names of the inputs a subtask has or will get (literal or through a dependency)."""
+        names = set(self._specs[subtask_id].inputs)
+        names.update(
+            d.input for d in self._deps_in[subtask_id].values() if d.input is not None
+        )
+        return names
+
+    def topological_order(self) -> list[str]:
+        """Subtask ids so that every dependency's source comes before its target."""
+        return list(nx.topological_sort(self._dag))
+
+    def critical_path(self, durations: Mapping[str, float]) -> tuple[float, list[str]]:
+        """The longest chain of dependent subtasks, given how long each takes.
+
+        Returns:
+            The chain's total duration and its subtask ids, first to last.
+        """
+        finish: dict[str, float] = {}
+        previous: dict[str, str | None] = {}
+        for sid in nx.topological_sort(self._dag):
+            best_pred = max(self._dag.predecessors(sid), key=finish.__getitem__, default=None)
+            start = finish[best_pred] if best_pred is not None else 0.0
+            finish[sid] = start + float(durations.get(sid, 0.0))
+            previous[sid] = best_pred
+        if not finish:
+            return 0.0, []
+        end: str | None = max(finish, key=finish.__getitem__)
+        total = finish[end]
+        path: list[str] = []
+        while end is not None:
+            path.append(end)
+            end = previous[end]
+        return total, path[::-1]
+
+    def counts(self) -> dict[str, int]:
+        """How many subtasks are in each status."""
+        counts = {status.value: 0 for status in SubtaskStatus}
+        for state in self._state.values():
+            counts[state.status.value] += 1
+        return counts
+
+    # ----------------------------------------------------------------------------------------
+    # Round trips
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_log(cls, entries: Iterable[LogEntry], name: str = "task") -> TaskGraph:
+        """Rebuild a graph by replaying its log."""
+        graph = cls(name)
+        for entry in entries:
+            graph.apply(entry)
+        graph._newly_ready = [sid for sid in graph._newly_ready if sid in graph._state]
+        return graph
+
+    @classmethod
+    def from_definition(cls, data: Mapping[str, Any]) -> TaskGraph:
+        """Build a graph from ``{"name", "subtasks": [...], "dependencies": [...]}``.
+
+        Subtasks may be given in any order; dependencies are linked once all subtasks exist.
+        """
+        graph = cls(str(data.get("name") or "task"))
+        for raw in data.get("subtasks") or ():
+            graph.apply(AddSubtask(subtask=Subtask.model_validate(raw)))
+        for raw in data.get("dependencies") or ():
+            graph.apply(AddDependency(dependency=Dependency.model_validate(raw)))
+        return graph
+
+    def to_definition(self) -> dict[str, Any]:
+        """The graph's structure as plain data (what :meth:`from_definition` reads)."""
+        return {
+            "name": self.name,
+            "subtasks": [s.model_dump(mode="json", exclude_defaults=True) for s in self],
+            "dependencies": [
+                d.model_dump(mode="json", exclude_defaults=True) for d in self.dependencies
+            ],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Structure and current state, for ``fleetmind show --format json`` and APIs."""
+        data = self.to_definition()
+        data["version"] = self.version
+        data["status"] = self.status
+        data["state"] = {
+            sid: {
+                "status": st.status.value,
+                "agent": st.agent,
+                "attempts": st.total_attempts,
+                "duration_s": st.duration_s,
+                "error": st.error,
+                "reason": st.reason or None,
+                "output": st.output,
+            }
+            for sid, st in self._state.items()
+        }
+        return data
+
+
+def _verdict(dep: Dependency, source_status: SubtaskStatus) -> tuple[SubtaskStatus, str] | None:
+    """What a finished source means for its target: None (may run) or a terminal status."""
+    match dep.condition:
+        case Condition.ALWAYS:
+            return None
+        case Condition.SUCCESS:
+            if source_status is _S.DONE:
+                return None
+            if source_status is _S.SKIPPED:
+                return _S.SKIPPED, f"dependency {dep.source!r} was skipped"
+            return _S.FAILED, f"dependency {dep.source!r} {source_status.value}"
+        case Condition.FAILURE:
+            if source_status is _S.FAILED:
+                return None
+            return _S.SKIPPED, f"runs only if {dep.source!r} fails; it {source_status.value}"
+        case _:
+            assert_never(dep.condition)
+
+
+def _check_unique_inputs(deps: Iterable[Dependency]) -> None:
+    seen: dict[str, str] = {}
+    for dep in deps:
+        if dep.input is None:
+            continue
+        if dep.input in seen:
+            raise GraphError(
+                f"input {dep.input!r} of subtask {dep.target!r} is fed by both "
+                f"{seen[dep.input]!r} and {dep.source!r}"
+            )
+        seen[dep.input] = dep.source

@@ -1,0 +1,256 @@
+"""The durable store: every task's log, written before the engine acts on it.
+
+A task is a row of metadata plus its append-only log of entries; the graph is rebuilt by
+replaying that log (see :meth:`TaskGraph.from_log`). :class:`SQLiteStore` is the embedded
+default (one file, WAL); :class:`MemoryStore` keeps nothing across processes. Anything that
+implements :class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fleetmind._task_log import LogEntry, log_entry_adapter
+from fleetmind.errors import StoreError, TaskNotFound
+
+
+class TaskRecord(BaseModel):
+    """What the store knows about a task besides its log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    status: str = "running"
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    source: str | None = None
+    """Where the task came from (a task file or Python module), so it can be resumed."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where tasks and their logs live."""
+
+    def create_task(self, record: TaskRecord) -> None:
+        """Register a new task."""
+        ...
+
+    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
+        """Append entries to a task's log; ``first_version`` is the first entry's version."""
+        ...
+
+    def set_status(self, task_id: str, status: str) -> None:
+        """Record the task's status (running, done, failed, cancelled)."""
+        ...
+
+    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
+        """A task's record and its whole log (``TaskNotFound`` if there is none)."""
+        ...
+
+    def tasks(self, limit: int = 50) -> list[TaskRecord]:
+        """The most recent tasks, newest first."""
+        ...
+
+
+def _json_fallback(value: Any) -> Any:
+    """How outputs that JSON does not know are stored: their dict form, else their text."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
+def dump_entry(entry: LogEntry) -> str:
+    """One log entry as JSON text."""
+    return entry.model_dump_json(fallback=_json_fallback)
+
+
+class MemoryStore:
+    """A store that lives in this process only (the SDK's default when no path is given)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, TaskRecord] = {}
+        self._logs: dict[str, list[LogEntry]] = {}
+
+    def create_task(self, record: TaskRecord) -> None:
+        if record.id in self._records:
+            raise StoreError(f"task {record.id!r} already exists")
+        self._records[record.id] = record
+        self._logs[record.id] = []
+
+    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
+        log = self._logs[task_id]
+        if first_version != len(log) + 1:
+            raise StoreError(
+                f"task {task_id!r}: log is at version {len(log)}, got entries from {first_version}"
+            )
+        log.extend(entries)
+
+    def set_status(self, task_id: str, status: str) -> None:
+        record = self._records[task_id]
+        self._records[task_id] = record.model_copy(
+            update={"status": status, "updated_at": time.time()}
+        )
+
+    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
+        if task_id not in self._records:
+            raise TaskNotFound(f"no task {task_id!r} in the store")
+        return self._records[task_id], list(self._logs[task_id])
+
+    def tasks(self, limit: int = 50) -> list[TaskRecord]:
+        records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
+        return records[:limit]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    source TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS log (
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (task_id, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks(created_at);
+"""
+
+
+class SQLiteStore:
+    """The embedded store: one SQLite file in WAL mode.
+
+    ``synchronous=NORMAL`` keeps every committed entry across a killed process (``kill -9``);
+    only a power cut may lose the last commits. Each :meth:`append` is one transaction, so the
+    engine writes all entries of one scheduling step together.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database file."""
+        self._db.close()
+
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+
+    def create_task(self, record: TaskRecord) -> None:
+        self._write(
+            "INSERT INTO tasks (id, name, status, created_at, updated_at, source, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(
+                record.id, record.name, record.status, record.created_at, record.updated_at,
+                record.source, json.dumps(record.metadata, default=_json_fallback),
+            )],
+        )
+
+    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        rows = [
+            (task_id, first_version + i, entry.kind, dump_entry(entry))
+            for i, entry in enumerate(entries)
+        ]
+        self._write("INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows)
+
+    def set_status(self, task_id: str, status: str) -> None:
+        self._write(
+            "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
+            [(status, time.time(), task_id)],
+        )
+
+    def _record(self, row: tuple[Any, ...]) -> TaskRecord:
+        return TaskRecord(
+            id=row[0], name=row[1], status=row[2], created_at=row[3], updated_at=row[4],
+            source=row[5], metadata=json.loads(row[6] or "{}"),
+        )
+
+    def resolve_id(self, prefix: str) -> str:
+        """The full id of the one task whose id starts with ``prefix``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        if not rows:
+            raise TaskNotFound(f"no task {prefix!r} in the store at {self.path}")
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise TaskNotFound(f"task id {prefix!r} is ambiguous; give more characters")
+        return str(rows[0][0])
+
+    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, status, created_at, updated_at, source, metadata "
+                "FROM tasks WHERE id = ?",
+                (task_id,),
+            ).fetchone()
+            if row is None:
+                raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
+            bodies = self._db.execute(
+                "SELECT version, body FROM log WHERE task_id = ? ORDER BY version", (task_id,)
+            ).fetchall()
+        entries: list[LogEntry] = []
+        for expected, (version, body) in enumerate(bodies, start=1):
+            if version != expected:
+                raise StoreError(f"task {task_id!r}: log entry {expected} is missing")
+            try:
+                entries.append(log_entry_adapter.validate_json(body))
+            except ValidationError as exc:
+                raise StoreError(f"task {task_id!r}: log entry {version} is corrupt") from exc
+        return self._record(row), entries
+
+    def tasks(self, limit: int = 50) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, status, created_at, updated_at, source, metadata "
+                "FROM tasks ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [self._record(row) for row in rows]
+
+
+def open_store(target: Store | str | Path | None) -> Store:
+    """A store from what a user passed: a Store, a path to a SQLite file, or None (memory)."""
+    if target is None:
+        return MemoryStore()
+    if isinstance(target, str | Path):
+        return SQLiteStore(target)
+    return target
