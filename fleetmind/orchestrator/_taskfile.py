@@ -1,0 +1,224 @@
+"""Task files: a task graph written in YAML or JSON, and the fleet that runs it.
+
+```yaml
+name: repo-audit
+fleet: repo_audit.py            # Python file (relative to this file) or module[:attr]
+params:                         # defaults; `fleetmind run --param path=...` overrides
+  path: .
+subtasks:
+  - id: loc
+    description: Count lines of code per language
+    skill: code-metrics
+    inputs: {path: "${params.path}"}
+  - id: report
+    agent: reporter
+    depends_on: [largest]               # control dependency
+    inputs:
+      loc: ${loc}                        # data dependency: the whole output of `loc`
+      todos: ${todos.items}              # data dependency: the field `items` of its output
+```
+
+An input value that is exactly ``${ID}`` or ``${ID.FIELD}`` names another subtask's output and
+becomes a data dependency. ``${params.NAME}`` is replaced by a parameter, also inside longer
+strings. ``depends_on`` entries are ids or ``{id, condition}`` mappings; the condition also
+applies to data dependencies on that subtask.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fleetmind._task_model import Condition, Dependency, DependencyKind, RetryPolicy, Subtask
+from fleetmind.errors import ConfigError, FleetmindError
+from fleetmind.orchestrator._graph import TaskGraph
+
+_REF = re.compile(r"^\$\{\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*\}$")
+_PARAM = re.compile(r"\$\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+
+
+class _DependsOn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    condition: Condition = Condition.SUCCESS
+
+
+class _SubtaskEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    description: str = ""
+    agent: str | None = None
+    skill: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str | _DependsOn] = Field(default_factory=list)
+    timeout_s: float | None = None
+    retry: RetryPolicy | None = None
+    constraints: dict[str, Any] = Field(default_factory=dict)
+
+
+class _TaskFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "task"
+    description: str = ""
+    fleet: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    subtasks: list[_SubtaskEntry] = Field(min_length=1)
+
+
+@dataclass
+class TaskFile:
+    """A task file, read and checked: its graph, where its agents come from, its parameters."""
+
+    path: Path
+    graph: TaskGraph
+    fleet_ref: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) -> TaskFile:
+    """Read a YAML or JSON task file into a graph.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, malformed, or describes an invalid graph
+            (unknown subtask, cycle, unknown parameter); the message names the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"task file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read task file {path}: {exc}") from exc
+    raw = _parse(path, text)
+    try:
+        spec = _TaskFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    merged = {**spec.params, **(params or {})}
+    unknown = set(params or {}) - set(spec.params)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"the file declares: {', '.join(sorted(spec.params)) or 'none'}"
+        )
+    try:
+        graph = _build_graph(spec, merged)
+    except FleetmindError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from exc
+    return TaskFile(path=path.resolve(), graph=graph, fleet_ref=spec.fleet, params=merged)
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a task file must be a mapping with a 'subtasks' list")
+    return data
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = _PARAM.fullmatch(value.strip())
+        if whole:
+            return _param(whole.group(1), params)
+        return _PARAM.sub(lambda m: str(_param(m.group(1), params)), value)
+    if isinstance(value, list):
+        return [_substitute(v, params) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, params) for k, v in value.items()}
+    return value
+
+
+def _param(name: str, params: Mapping[str, Any]) -> Any:
+    if name not in params:
+        raise ConfigError(f"unknown parameter ${{params.{name}}}")
+    return params[name]
+
+
+def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
+    graph = TaskGraph(spec.name)
+    ids = {entry.id for entry in spec.subtasks}
+    dependencies: list[Dependency] = []
+    for entry in spec.subtasks:
+        conditions: dict[str, Condition] = {}
+        for dep in entry.depends_on:
+            source, condition = (dep, Condition.SUCCESS) if isinstance(dep, str) else (
+                dep.id, dep.condition
+            )
+            if source not in ids:
+                raise ConfigError(f"subtask {entry.id!r} depends on unknown subtask {source!r}")
+            conditions[source] = condition
+        literal: dict[str, Any] = {}
+        data_sources: set[str] = set()
+        for name, value in entry.inputs.items():
+            ref = _REF.match(value) if isinstance(value, str) else None
+            if ref is None or ref.group(1).startswith("params."):
+                literal[name] = _substitute(value, params)
+                continue
+            source, _, output = ref.group(1).partition(".")
+            if source not in ids:
+                raise ConfigError(
+                    f"input {name!r} of subtask {entry.id!r} refers to unknown subtask {source!r}"
+                )
+            data_sources.add(source)
+            dependencies.append(
+                Dependency(
+                    source=source,
+                    target=entry.id,
+                    kind=DependencyKind.DATA,
+                    condition=conditions.get(source, Condition.SUCCESS),
+                    output=output or None,
+                    input=name,
+                )
+            )
+        for source, condition in conditions.items():
+            if source not in data_sources:
+                dependencies.append(Dependency(source=source, target=entry.id, condition=condition))
+        fields: dict[str, Any] = {
+            "id": entry.id,
+            "description": entry.description,
+            "agent": entry.agent,
+            "skill": entry.skill,
+            "inputs": literal,
+            "timeout_s": entry.timeout_s,
+            "constraints": _substitute(entry.constraints, params),
+        }
+        if entry.retry is not None:
+            fields["retry"] = entry.retry
+        try:
+            graph.add_subtask(Subtask(**fields))
+        except ValidationError as exc:
+            raise ConfigError(f"subtask {entry.id!r}: {_describe(exc)}") from exc
+    for dep in dependencies:
+        graph.add_dependency(
+            dep.source,
+            dep.target,
+            kind=dep.kind,
+            condition=dep.condition,
+            output=dep.output,
+            input=dep.input,
+        )
+    return graph
