@@ -28,6 +28,7 @@ from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, SkillRouter
 from fleetmind.orchestrator._store import Store, TaskRecord, open_store
 
@@ -160,6 +161,10 @@ class Fleet:
     def profiles(self) -> list[AgentProfile]:
         """Every agent's profile."""
         return list(self._directory.profiles)
+
+    def check(self, graph: TaskGraph) -> None:
+        """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""
+        check_runnable(graph, self._directory, self.router)
 
     def load(self, agent_id: str) -> tuple[int, int]:
         """Subtasks an agent is running now, and how many it may run at once."""

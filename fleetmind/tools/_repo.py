@@ -165,9 +165,11 @@ def count_lines(path: str) -> dict[str, Any]:
 def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
     """Find TODO, FIXME, XXX and HACK markers in a repository's text files.
 
-    A marker is the tag as a whole, upper-case word (``TODO:``, ``TODO(alice):`` and ``# TODO``
-    match; ``todo`` and ``TODOS`` do not). Only the first marker on a line is reported. Every text
-    file is searched, whatever its type.
+    A marker is the tag as a whole, upper-case word that either follows a comment token on its
+    line (``# TODO``, ``// FIXME``, ``/* XXX``, ``-- HACK``, ``<!-- TODO``) or is directly followed
+    by ``:`` or ``(`` (``TODO: ...``, ``TODO(alice): ...``). Prose that merely mentions a tag
+    ("TODO and FIXME markers") and ``todo`` or ``TODOS`` do not count. Only the first marker on
+    a line is reported. Every text file is searched, whatever its type.
 
     Args:
         path: The repository's directory.
@@ -187,7 +189,7 @@ def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
             raise ConfigError(f"tag {tag!r} is not a word (letters, digits, '_')")
     # Longest first, so a tag that is a prefix of another cannot shadow it.
     alternatives = "|".join(re.escape(tag) for tag in sorted(wanted, key=len, reverse=True))
-    marker = re.compile(rf"\b({alternatives})\b(.*)")
+    marker = re.compile(rf"\b({alternatives})\b")
 
     items: list[dict[str, Any]] = []
     for rel in _repository_files(root):
@@ -196,10 +198,10 @@ def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
             if lines is None:
                 continue
             for number, line in enumerate(lines, start=1):
-                match = marker.search(line)
+                match = _first_marker(marker, line)
                 if match is None:
                     continue
-                text = match[2].lstrip(" \t:").strip()[:_MAX_TODO_TEXT]
+                text = line[match.end() :].lstrip(" \t:").strip()[:_MAX_TODO_TEXT]
                 items.append({"file": rel, "line": number, "tag": match[1], "text": text})
         except OSError:
             continue
@@ -208,6 +210,18 @@ def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
         by_tag[item["tag"]] += 1
     # Files come sorted and lines in order, so items are already sorted by file, then line.
     return {"count": len(items), "by_tag": by_tag, "items": items}
+
+
+_COMMENT_TOKEN = re.compile(r"#|//|/\*|<!--|--|;|^\s*\*")
+
+
+def _first_marker(marker: re.Pattern[str], line: str) -> re.Match[str] | None:
+    """The first tag on the line that is used as a marker, not merely mentioned."""
+    for match in marker.finditer(line):
+        follows = line[match.end() :].lstrip(" \t")[:1]
+        if follows in (":", "(") or _COMMENT_TOKEN.search(line, 0, match.start()):
+            return match
+    return None
 
 
 @tool

@@ -397,3 +397,24 @@ async def test_repository_tools_through_the_registry(plain_repo: Path) -> None:
     missing = os.fspath(plain_repo / "nope")
     result = await registry.call("find_todos", {"path": missing})
     assert result.error == f"tool 'find_todos' failed: ConfigError: path '{missing}' does not exist"
+
+
+def test_find_todos_ignores_prose_that_only_mentions_a_tag(tmp_path: Path) -> None:
+    write_files(
+        tmp_path,
+        {
+            "notes.py": (
+                b'"""Finds TODO and FIXME markers."""\n'  # prose: not a marker
+                b"x = 1  # later: TODO tidy this\n"  # after a comment token
+                b"TODO: write docs\n"  # followed by a colon
+                b"y = 2  # XXX(bob) check\n"
+                b'TAGS = ("TODO", "FIXME")\n'  # a string literal: not a marker
+            ),
+        },
+    )
+    found = find_todos(str(tmp_path))
+    assert [(i["line"], i["tag"], i["text"]) for i in found["items"]] == [
+        (2, "TODO", "tidy this"),
+        (3, "TODO", "write docs"),
+        (4, "XXX", "(bob) check"),
+    ]

@@ -1,0 +1,223 @@
+"""The `fleetmind` command: run task graphs, follow them live, resume them, look at them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fleetmind.cli._target import load_target, parse_params, reload_target
+from fleetmind.cli._view import TaskView, graph_table
+from fleetmind.errors import ConfigError
+from fleetmind.orchestrator import Fleet, SQLiteStore, TaskGraph, TaskResult, to_dot, to_mermaid
+
+app = typer.Typer(
+    name="fleetmind",
+    help="Run multi-agent work as a live task graph across your devices and the cloud.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="FLEETMIND_HOME",
+        help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
+        show_default=False,
+    ),
+]
+
+
+def _store(data_dir: Path | None) -> SQLiteStore:
+    base = data_dir or Path(os.path.expanduser("~/.fleetmind"))
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"data directory {base} is a file, not a directory")
+    return SQLiteStore(base / "fleetmind.db")
+
+
+def _consoles() -> tuple[Console, Console]:
+    return Console(), Console(stderr=True)
+
+
+def _use_live(live: bool | None, console: Console) -> bool:
+    return console.is_terminal if live is None else live
+
+
+async def _follow(fleet: Fleet, start: object, view: TaskView) -> TaskResult:
+    async with fleet:
+        handle = start()  # type: ignore[operator]
+        try:
+            await view.follow(handle)
+        except asyncio.CancelledError:
+            raise
+        return await handle.result()
+
+
+def _finish(result: TaskResult, view: TaskView, *, as_json: bool, live: bool) -> None:
+    if as_json:
+        print(json.dumps(_result_dict(result), indent=2, default=str))
+    else:
+        view.summary(result, show_table=not live)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _result_dict(result: TaskResult) -> dict[str, object]:
+    return {
+        "task_id": result.task_id,
+        "status": result.status,
+        "outputs": result.outputs,
+        "errors": result.errors,
+        "counts": result.graph.counts(),
+    }
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="A task file (.yaml/.json) or a Python module.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Set a task parameter: key=value (repeatable)."),
+    ] = None,
+    fleet: Annotated[
+        str | None,
+        typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr]."),
+    ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option("--live/--no-live", help="Live table (default: when on a terminal)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run a task graph and show it live; exit 0 when every subtask succeeded."""
+    target_spec = load_target(target, parse_params(param or []), fleet)
+    the_fleet = Fleet(target_spec.agents, router=target_spec.router, store=_store(data_dir))
+    the_fleet.check(target_spec.graph)
+    console, log = _consoles()
+    use_live = _use_live(live, console) and not as_json
+    view = TaskView(console, log, live=use_live)
+
+    def start() -> object:
+        handle = the_fleet.submit(
+            target_spec.graph, source=target_spec.source, metadata=target_spec.metadata
+        )
+        if not use_live:
+            log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
+        return handle
+
+    result = _run_async(_follow(the_fleet, start, view), the_fleet)
+    _finish(result, view, as_json=as_json, live=use_live)
+
+
+@app.command()
+def resume(
+    task_id: Annotated[str, typer.Argument(help="The task's id (a unique prefix will do).")],
+    live: Annotated[bool | None, typer.Option("--live/--no-live")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Finish a task whose process stopped: done subtasks are kept, the rest run."""
+    store = _store(data_dir)
+    task_id = store.resolve_id(task_id)
+    record, _ = store.load(task_id)
+    if record.status != "running":
+        raise ConfigError(f"task {task_id} has already ended ({record.status}); nothing to resume")
+    if not record.source:
+        raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
+    agents, router = reload_target(record.source, record.metadata)
+    the_fleet = Fleet(agents, router=router, store=store)
+    console, log = _consoles()
+    use_live = _use_live(live, console) and not as_json
+    view = TaskView(console, log, live=use_live)
+    result = _run_async(_follow(the_fleet, lambda: the_fleet.submit_resume(task_id), view), None)
+    _finish(result, view, as_json=as_json, live=use_live)
+
+
+@app.command()
+def tasks(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    data_dir: DataDir = None,
+) -> None:
+    """List recent tasks, newest first."""
+    records = _store(data_dir).tasks(limit)
+    if not records:
+        Console().print("no tasks yet — start one with: fleetmind run TASK_FILE")
+        return
+    table = Table("id", "name", "status", "started", "updated", "source")
+    for r in records:
+        table.add_row(
+            r.id,
+            r.name,
+            r.status,
+            datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+            datetime.fromtimestamp(r.updated_at).strftime("%H:%M:%S"),
+            r.source or "",
+        )
+    Console().print(table)
+
+
+@app.command()
+def show(
+    task_id: Annotated[str, typer.Argument(help="The task's id (a unique prefix will do).")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table, mermaid, dot or json.")
+    ] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Show a stored task: its subtasks and their state, or its graph as Mermaid/DOT/JSON."""
+    if format not in ("table", "mermaid", "dot", "json"):
+        raise ConfigError(f"unknown format {format!r}; use table, mermaid, dot or json")
+    store = _store(data_dir)
+    record, entries = store.load(store.resolve_id(task_id))
+    graph = TaskGraph.from_log(entries, name=record.name)
+    if format == "mermaid":
+        sys.stdout.write(to_mermaid(graph))
+    elif format == "dot":
+        sys.stdout.write(to_dot(graph))
+    elif format == "json":
+        data = {"task": record.model_dump(mode="json"), "graph": graph.to_dict()}
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        console = Console()
+        console.print(graph_table(graph, f"{record.name} · task {record.id} · {record.status}"))
+        if record.source:
+            console.print(f"source: {record.source}", style="dim", highlight=False)
+
+
+def _run_async(coro: object, fleet: Fleet | None) -> TaskResult:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "interrupted — the task is kept; continue it with: fleetmind resume ID"
+        )
+        raise typer.Exit(130) from None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from fleetmind import __version__
+
+        print(f"fleetmind {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Run multi-agent work as a live task graph across your devices and the cloud."""

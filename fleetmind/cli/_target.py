@@ -1,0 +1,117 @@
+"""What `fleetmind run` was pointed at: a task file or a Python module, turned into a fleet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetmind._imports import load_attr, load_module
+from fleetmind.agents import Agent
+from fleetmind.errors import ConfigError
+from fleetmind.orchestrator import Fleet, Router, TaskGraph
+from fleetmind.orchestrator._taskfile import read_task_file
+
+
+@dataclass
+class RunTarget:
+    """A graph ready to run, the agents for it, and how to find them again on resume."""
+
+    graph: TaskGraph
+    agents: list[Agent]
+    router: Router | None
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_params(items: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs from the command line; values are read as YAML scalars."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects key=value, got {item!r}")
+        try:
+            params[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            params[key.strip()] = value
+    return params
+
+
+def load_target(
+    target: str, params: Mapping[str, Any], fleet_ref: str | None = None
+) -> RunTarget:
+    """Load a task file (YAML/JSON) or a Python module that defines ``fleet`` and ``task``."""
+    path = Path(target)
+    if not path.exists():
+        raise ConfigError(f"file not found: {target}")
+    if path.suffix == ".py":
+        return _load_python(path, params, fleet_ref)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"{target}: expected a .yaml, .yml, .json or .py file")
+    task = read_task_file(path, params)
+    ref = fleet_ref or task.fleet_ref
+    if ref is None:
+        raise ConfigError(f"{target}: no fleet given; add `fleet: FILE.py` or pass --fleet")
+    base = None if fleet_ref else path.resolve().parent
+    agents, router = _agents_from(load_attr(ref, relative_to=base), ref)
+    fleet_source = ref if fleet_ref or ":" in ref else str((path.parent / ref).resolve())
+    return RunTarget(
+        graph=task.graph,
+        agents=agents,
+        router=router,
+        source=str(task.path),
+        metadata={"params": dict(task.params), "fleet": fleet_source},
+    )
+
+
+def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -> RunTarget:
+    module = load_module(path)
+    task = getattr(module, "task", None)
+    if callable(task) and not isinstance(task, TaskGraph):
+        task = task(**params)
+    elif params:
+        raise ConfigError(f"{path}: --param needs `task` to be a function taking parameters")
+    if not isinstance(task, TaskGraph):
+        raise ConfigError(f"{path} must define `task`: a TaskGraph, or a function returning one")
+    source = load_attr(fleet_ref) if fleet_ref else module
+    agents, router = _agents_from(source, fleet_ref or str(path))
+    return RunTarget(
+        graph=task,
+        agents=agents,
+        router=router,
+        source=str(path.resolve()),
+        metadata={"params": dict(params), "fleet": fleet_ref},
+    )
+
+
+def _agents_from(obj: Any, ref: str) -> tuple[list[Agent], Router | None]:
+    """Agents (and a router) from a Fleet, a list of agents, or a module defining either."""
+    if isinstance(obj, Fleet):
+        return obj.agents, obj.router
+    if isinstance(obj, list | tuple) and all(isinstance(a, Agent) for a in obj):
+        return list(obj), None
+    fleet = getattr(obj, "fleet", None)
+    if isinstance(fleet, Fleet):
+        return fleet.agents, fleet.router
+    agents = getattr(obj, "agents", None)
+    if isinstance(agents, list | tuple) and agents and all(isinstance(a, Agent) for a in agents):
+        return list(agents), None
+    raise ConfigError(f"{ref} defines no `fleet` (a Fleet) and no `agents` (a list of agents)")
+
+
+def reload_target(source: str, metadata: Mapping[str, Any]) -> tuple[list[Agent], Router | None]:
+    """The agents of a stored task, loaded again from where the task came from."""
+    params = dict(metadata.get("params") or {})
+    fleet_ref = metadata.get("fleet")
+    if source.endswith(".py"):
+        if fleet_ref:
+            return _agents_from(load_attr(fleet_ref), fleet_ref)
+        return _agents_from(load_module(source), source)
+    if not fleet_ref:
+        loaded = load_target(source, params)
+        return loaded.agents, loaded.router
+    return _agents_from(load_attr(str(fleet_ref)), str(fleet_ref))

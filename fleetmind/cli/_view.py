@@ -1,0 +1,170 @@
+"""What the terminal shows while a task runs, and after it ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from fleetmind.orchestrator import SubtaskStatus, TaskEvent, TaskGraph, TaskHandle, TaskResult
+
+_STYLE = {
+    SubtaskStatus.PENDING: ("·", "dim"),
+    SubtaskStatus.READY: ("○", "yellow"),
+    SubtaskStatus.RUNNING: ("◐", "cyan"),
+    SubtaskStatus.DONE: ("✓", "green"),
+    SubtaskStatus.FAILED: ("✗", "red"),
+    SubtaskStatus.CANCELLED: ("⊘", "magenta"),
+    SubtaskStatus.SKIPPED: ("↷", "dim"),
+}
+
+
+def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
+    """One row per subtask: status, agent, attempts, duration, and what it is doing or why not."""
+    table = Table(title=title, title_justify="left", expand=False, show_lines=False)
+    table.add_column("subtask", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("agent", no_wrap=True)
+    table.add_column("tries", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("note", overflow="fold", max_width=60)
+    now = time.time()
+    for subtask in graph:
+        state = graph.state(subtask.id)
+        glyph, style = _STYLE[state.status]
+        if state.duration_s is not None:
+            took = f"{state.duration_s:.2f}s"
+        elif state.status is SubtaskStatus.RUNNING and state.started_at:
+            took = f"{now - state.started_at:.1f}s"
+        else:
+            took = ""
+        note = ""
+        if state.status is SubtaskStatus.FAILED and state.error:
+            note = f"{state.error.get('type')}: {state.error.get('message')}"
+        elif state.reason:
+            note = state.reason
+        elif state.status is SubtaskStatus.RUNNING and state.progress:
+            pct = f" ({state.fraction:.0%})" if state.fraction is not None else ""
+            note = state.progress + pct
+        elif state.status is SubtaskStatus.RUNNING and state.error:
+            note = f"retrying after {state.error.get('type')}: {state.error.get('message')}"
+        table.add_row(
+            escape(subtask.id),
+            Text(f"{glyph} {state.status.value}", style=style),
+            escape(state.agent or ""),
+            str(state.total_attempts or ""),
+            took,
+            Text(note, style="red" if state.status is SubtaskStatus.FAILED else "dim"),
+        )
+    return table
+
+
+def counts_line(graph: TaskGraph) -> str:
+    """``3 done · 1 running · 2 pending`` for the statuses that occur."""
+    counts = graph.counts()
+    return " · ".join(f"{n} {status}" for status, n in counts.items() if n)
+
+
+class TaskView:
+    """Follows a task's events: a live table on a terminal, one line per event otherwise."""
+
+    def __init__(self, console: Console, log_console: Console, *, live: bool) -> None:
+        self._console = console
+        self._log = log_console
+        self._live = live
+
+    async def follow(self, handle: TaskHandle) -> None:
+        """Show the task until it finishes."""
+        graph = handle.graph
+        title = f"{graph.name} · task {handle.task_id}"
+        if not self._live:
+            self._log.print(f"task {handle.task_id} ({graph.name}) started", highlight=False)
+            async for event in handle.events():
+                line = describe_event(event)
+                if line:
+                    self._log.print(line, highlight=False, markup=False)
+            return
+
+        def render() -> Group:
+            return Group(graph_table(graph, title), Text(counts_line(graph), style="dim"))
+
+        with Live(get_renderable=render, console=self._console, refresh_per_second=8):
+            async for _ in handle.events():
+                pass
+
+    def summary(self, result: TaskResult, *, show_table: bool) -> None:
+        """The final table, the status line, and the outputs of the final subtasks."""
+        graph = result.graph
+        if show_table:
+            self._console.print(graph_table(graph, f"{graph.name} · task {result.task_id}"))
+        style = {"done": "green", "failed": "red", "cancelled": "magenta"}.get(result.status, "")
+        self._console.print(
+            Text(f"task {result.task_id} {result.status}: {counts_line(graph)}", style=style)
+        )
+        for subtask in graph:
+            if graph.dependents_of(subtask.id) or subtask.id not in result.outputs:
+                continue
+            self._console.print(Text(f"\n── {subtask.id} ──", style="bold"))
+            # Outputs go out as they are: no wrapping, no markup, so they can be piped.
+            self._console.file.write(format_output(result.outputs[subtask.id]).rstrip("\n") + "\n")
+            self._console.file.flush()
+
+
+def format_output(value: Any) -> str:
+    """Text outputs as they are; anything else as indented JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
+def describe_event(event: TaskEvent) -> str | None:
+    """One line for an event worth a line in a log (None for the rest)."""
+    match event.kind:
+        case "subtask_started":
+            return f"▶ {event.subtask_id} started on {event.agent}"
+        case "subtask_done":
+            took = f" in {event.duration_s:.2f}s" if event.duration_s is not None else ""
+            return f"✓ {event.subtask_id} done{took}"
+        case "subtask_failed":
+            return f"✗ {event.subtask_id} failed: {event.error.get('message')}"
+        case "subtask_retried":
+            return (
+                f"↻ {event.subtask_id} retry {event.attempt} on {event.agent} in "
+                f"{event.delay_s:.2f}s after: {event.error.get('message')}"
+            )
+        case "subtask_reassigned":
+            return f"⇄ {event.subtask_id} taken from {event.agent}: {event.error.get('message')}"
+        case "subtask_skipped":
+            return f"↷ {event.subtask_id} skipped: {event.reason}"
+        case "subtask_cancelled":
+            return f"⊘ {event.subtask_id} cancelled"
+        case "subtask_progress":
+            return f"… {event.subtask_id}: {event.message}"
+        case "graph_edited":
+            who = f" by {event.by}" if event.by else ""
+            return f"+ graph edited{who}: {_edit_text(event.edit)}"
+        case "task_finished":
+            return f"■ task {event.task_id} {event.status}"
+    return None
+
+
+def _edit_text(edit: Any) -> str:
+    match edit.kind:
+        case "add_subtask":
+            deps = ", ".join(d.source for d in edit.dependencies)
+            return f"added {edit.subtask.id}" + (f" after {deps}" if deps else "")
+        case "remove_subtask":
+            return f"removed {edit.subtask_id}"
+        case "update_subtask":
+            return f"updated {edit.subtask.id}"
+        case "add_dependency":
+            return f"{edit.dependency.source} -> {edit.dependency.target}"
+        case "remove_dependency":
+            return f"removed {edit.source} -> {edit.target}"
+    return str(edit.kind)

@@ -1,0 +1,35 @@
+"""Checks a task graph against a fleet before it runs, so mistakes surface as one clear error."""
+
+from __future__ import annotations
+
+from fleetmind.errors import MissingInput, NoCapableAgent
+from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._router import Router
+
+
+def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) -> None:
+    """Raise for the first subtask that no agent can take or that lacks a required input.
+
+    Raises:
+        NoCapableAgent: a subtask names an unknown agent or a skill nobody offers.
+        MissingInput: the best agent for a subtask requires an input nobody supplies.
+    """
+    for subtask in graph:
+        if graph.state(subtask.id).status.has_started:
+            continue
+        try:
+            decision = router.route(subtask, directory.profiles)
+        except NoCapableAgent as exc:
+            known = ", ".join(sorted(p.id for p in directory.profiles)) or "none"
+            raise NoCapableAgent(f"{exc.message} (agents: {known})") from None
+        agent = directory.get(decision.candidates[0])
+        if agent is None:
+            continue
+        missing = agent.required_inputs - graph.supplied_inputs(subtask.id)
+        if missing:
+            raise MissingInput(
+                f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
+                f"required by agent {agent.id!r}"
+            )
+
