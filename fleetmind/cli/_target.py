@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -89,7 +90,7 @@ def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -
 
 
 def _agents_from(obj: Any, ref: str) -> tuple[list[Agent], Router | None]:
-    """Agents (and a router) from a Fleet, a list of agents, or a module defining either."""
+    """Agents (and a router) from a Fleet, a list of agents, or a module that defines them."""
     if isinstance(obj, Fleet):
         return obj.agents, obj.router
     if isinstance(obj, list | tuple) and all(isinstance(a, Agent) for a in obj):
@@ -100,7 +101,12 @@ def _agents_from(obj: Any, ref: str) -> tuple[list[Agent], Router | None]:
     agents = getattr(obj, "agents", None)
     if isinstance(agents, list | tuple) and agents and all(isinstance(a, Agent) for a in agents):
         return list(agents), None
-    raise ConfigError(f"{ref} defines no `fleet` (a Fleet) and no `agents` (a list of agents)")
+    if isinstance(obj, ModuleType):
+        # A module of @agent functions: every agent defined at its top level.
+        found = [v for v in vars(obj).values() if isinstance(v, Agent)]
+        if found:
+            return found, None
+    raise ConfigError(f"{ref} defines no agents (a `fleet`, an `agents` list, or @agent functions)")
 
 
 def reload_target(source: str, metadata: Mapping[str, Any]) -> tuple[list[Agent], Router | None]:

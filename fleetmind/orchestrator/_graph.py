@@ -460,7 +460,11 @@ class TaskGraph:
     def drain_ready(self) -> list[str]:
         """Subtasks that became ready since the last call and are still ready."""
         ready, self._newly_ready = self._newly_ready, []
-        return [sid for sid in ready if sid in self._state and self._state[sid].status is _S.READY]
+        return [
+            sid
+            for sid in dict.fromkeys(ready)
+            if sid in self._state and self._state[sid].status is _S.READY
+        ]
 
     def ready_ids(self) -> list[str]:
         """Every subtask that is ready now."""
