@@ -7,7 +7,8 @@ through data dependencies, into one Markdown report.
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+import os
 from typing import Any
 
 from fleetmind import Fleet, SubtaskContext, SubtaskFailed, ToolRegistry, agent
@@ -64,7 +65,7 @@ def pin_level(spec: str) -> str:
     spec = spec.split(";")[0].strip()
     if not spec or spec in ("*", "latest"):
         return "unpinned"
-    if spec.startswith("==") or spec[0].isdigit() and not any(c in spec for c in "<>^~*"):
+    if spec.startswith("==") or (spec[0].isdigit() and not any(c in spec for c in "<>^~*")):
         return "exact"
     if spec.startswith(("~", "^")) or ("<" in spec and ">" in spec):
         return "bounded"
@@ -83,30 +84,53 @@ async def pin_checker(found: dict[str, Any]) -> dict[str, Any]:
 
 @agent(id="reporter", skills=["report-writing"])
 async def reporter(
-    path: str, loc: dict[str, Any], todos: dict[str, Any], largest: dict[str, Any],
-    deps: dict[str, Any], pins: dict[str, list[str]] | None = None,
+    path: str,
+    loc: dict[str, Any],
+    todos: dict[str, Any],
+    largest: dict[str, Any],
+    deps: dict[str, Any],
+    pins: dict[str, list[str]] | None = None,
 ) -> str:
     """Joins the auditors' findings into one Markdown report."""
+    root = await asyncio.to_thread(os.path.realpath, path)  # resolving symlinks reads the disk
     total = loc["total"]
-    out = [f"# Repository audit of {Path(path).resolve()}", "", "## Lines of code", "",
-           "| language | files | code | comment | blank |", "|---|---:|---:|---:|---:|"]
-    out += [f"| {r['language']} | {r['files']} | {r['code']} | {r['comment']} | {r['blank']} |"
-            for r in loc["languages"]]
-    out += [f"| **total** | {total['files']} | {total['code']} | {total['comment']} "
-            f"| {total['blank']} |", "", f"## Markers ({todos['count']})", ""]
+    out = [
+        f"# Repository audit of {root}",
+        "",
+        "## Lines of code",
+        "",
+        "| language | files | code | comment | blank |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    out += [
+        f"| {r['language']} | {r['files']} | {r['code']} | {r['comment']} | {r['blank']} |"
+        for r in loc["languages"]
+    ]
+    out += [
+        f"| **total** | {total['files']} | {total['code']} | {total['comment']} "
+        f"| {total['blank']} |",
+        "",
+        f"## Markers ({todos['count']})",
+        "",
+    ]
     out += [f"- {tag}: {n}" for tag, n in sorted(todos["by_tag"].items())]
     out += [f"- `{i['file']}:{i['line']}` {i['tag']} {i['text']}" for i in todos["items"][:10]]
     out += ["", "## Largest files", ""]
-    out += [f"- `{f['file']}` {f['bytes']:,} bytes" + (f", {f['lines']:,} lines"
-            if f["lines"] is not None else "") for f in largest["files"]]
+    out += [
+        f"- `{f['file']}` {f['bytes']:,} bytes"
+        + (f", {f['lines']:,} lines" if f["lines"] is not None else "")
+        for f in largest["files"]
+    ]
     out += ["", "## Declared dependencies", ""]
     for manifest in deps["manifests"]:
         names = ", ".join(f"{d['name']}{d['spec']}" for d in manifest["dependencies"])
         out.append(f"- `{manifest['file']}` ({manifest['ecosystem']}): {names or 'none'}")
     if pins is not None:
         out += ["", "## Dependency pinning", ""]
-        out += [f"- {level}: {len(names)}" + (f" — {', '.join(names)}" if names else "")
-                for level, names in pins.items()]
+        out += [
+            f"- {level}: {len(names)}" + (f" — {', '.join(names)}" if names else "")
+            for level, names in pins.items()
+        ]
     return "\n".join(out) + "\n"
 
 

@@ -10,7 +10,7 @@ FleetmindError
 │   └── TaskNotFound
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
 ├── RunError                 something went wrong while a subtask ran
-│   ├── SubtaskFailed        an agent gave up on a subtask (``retryable`` says if trying again helps)
+│   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
 │   ├── SubtaskTimeout       an attempt ran past its timeout
 │   ├── MissingInput         a subtask lacks an input its agent requires
 │   ├── UpstreamFailed       a dependency the subtask needed did not succeed
@@ -133,8 +133,21 @@ def error_from_dict(data: dict[str, Any]) -> FleetmindError:
 _ERRORS_BY_NAME: dict[str, type[FleetmindError]] = {
     cls.__name__: cls
     for cls in (
-        FleetmindError, ConfigError, GraphError, CycleError, AgentError, StoreError,
-        TaskNotFound, FleetStateError, RunError, SubtaskFailed, SubtaskTimeout, MissingInput,
-        UpstreamFailed, NoCapableAgent, TaskCancelled, ProtocolError,
+        FleetmindError,
+        ConfigError,
+        GraphError,
+        CycleError,
+        AgentError,
+        StoreError,
+        TaskNotFound,
+        FleetStateError,
+        RunError,
+        SubtaskFailed,
+        SubtaskTimeout,
+        MissingInput,
+        UpstreamFailed,
+        NoCapableAgent,
+        TaskCancelled,
+        ProtocolError,
     )
 }

@@ -16,14 +16,14 @@ from typing import Any, Protocol, overload
 
 from pydantic import ValidationError
 
-from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
-from fleetmind.errors import AgentError, MissingInput
 from fleetmind._task_log import (
     AddDependency,
     AddSubtask,
     GraphEdit,
 )
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
+from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
+from fleetmind.errors import AgentError, MissingInput
 
 
 class ProgressSink(Protocol):
@@ -241,9 +241,7 @@ def agent(
                 tier=Tier(tier),
                 cost_per_call=cost_per_call,
                 typical_latency_s=typical_latency_s,
-                limits=AgentLimits(
-                    max_concurrency=max_concurrency, local_data=tuple(local_data)
-                ),
+                limits=AgentLimits(max_concurrency=max_concurrency, local_data=tuple(local_data)),
                 version=version,
             )
         except (ValidationError, ValueError) as exc:

@@ -21,7 +21,12 @@ from fleetmind.errors import (
 
 # Mistakes in what the user gave us (files, ids, arguments): exit code 2, like a usage error.
 _USER_ERRORS = (
-    ConfigError, GraphError, AgentError, TaskNotFound, FleetStateError, NoCapableAgent,
+    ConfigError,
+    GraphError,
+    AgentError,
+    TaskNotFound,
+    FleetStateError,
+    NoCapableAgent,
     MissingInput,
 )
 

@@ -42,9 +42,7 @@ def parse_params(items: Iterable[str]) -> dict[str, Any]:
     return params
 
 
-def load_target(
-    target: str, params: Mapping[str, Any], fleet_ref: str | None = None
-) -> RunTarget:
+def load_target(target: str, params: Mapping[str, Any], fleet_ref: str | None = None) -> RunTarget:
     """Load a task file (YAML/JSON) or a Python module that defines ``fleet`` and ``task``."""
     path = Path(target)
     if not path.exists():

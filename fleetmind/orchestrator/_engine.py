@@ -441,7 +441,9 @@ class Engine:
             self._fail_unstarted(subtask_id, exc)
             return
         candidates = tuple(
-            a for a in decision.candidates if a not in state.excluded_agents and a in self._directory
+            a
+            for a in decision.candidates
+            if a not in state.excluded_agents and a in self._directory
         )
         if not candidates:
             last = state.error or {}
@@ -579,9 +581,7 @@ class Engine:
     # Events
     # ---------------------------------------------------------------------------------------
 
-    def _events_for(
-        self, entry: LogEntry, changes: list[DerivedChange], by: str | None
-    ) -> None:
+    def _events_for(self, entry: LogEntry, changes: list[DerivedChange], by: str | None) -> None:
         base: dict[str, Any] = {
             "task_id": self.task_id,
             "version": self.graph.version,
@@ -684,4 +684,3 @@ def _as_result(raw: Any, ctx: SubtaskContext) -> SubtaskResult:
     if isinstance(raw, SubtaskResult):
         return SubtaskResult(raw.output, (*ctx.edits, *raw.edits))
     return SubtaskResult(raw, tuple(ctx.edits))
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind._task_model import Condition, DependencyKind, SubtaskStatus
+from fleetmind.orchestrator._graph import TaskGraph
 
 _COLOURS = {
     SubtaskStatus.PENDING: "#eeeeee",

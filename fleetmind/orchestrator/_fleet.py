@@ -137,6 +137,7 @@ class Fleet:
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
         self._handles: dict[str, TaskHandle] = {}
+        self._drivers: list[asyncio.Task[None]] = []
 
     # Agents -------------------------------------------------------------------------------
 
@@ -180,10 +181,18 @@ class Fleet:
         self._state = "open"
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Wait for submitted tasks; if the body raised, cancel them and re-raise as it was."""
         assert self._tg is not None
         try:
-            await self._tg.__aexit__(*exc_info)
+            if exc is None or isinstance(exc, asyncio.CancelledError):
+                await self._tg.__aexit__(exc_type, exc, tb)
+            else:
+                # The user's own error propagates unwrapped (a TaskGroup would wrap it in an
+                # ExceptionGroup); the tasks it interrupts are cancelled, as a TaskGroup would.
+                for task in self._drivers:
+                    task.cancel()
+                await self._tg.__aexit__(None, None, None)
         finally:
             self._state = "closed"
             self._tg = None
@@ -276,7 +285,7 @@ class Fleet:
 
         handle = TaskHandle(engine, done)
         self._handles[engine.task_id] = handle
-        self._tg.create_task(drive(), name=f"task {engine.task_id}")
+        self._drivers.append(self._tg.create_task(drive(), name=f"task {engine.task_id}"))
         return handle
 
     def handle(self, task_id: str) -> TaskHandle:

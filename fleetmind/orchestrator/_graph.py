@@ -21,7 +21,6 @@ from typing import Any, assert_never
 
 import networkx as nx
 
-from fleetmind.errors import CycleError, GraphError
 from fleetmind._task_log import (
     AddDependency,
     AddSubtask,
@@ -44,6 +43,7 @@ from fleetmind._task_model import (
     Subtask,
     SubtaskStatus,
 )
+from fleetmind.errors import CycleError, GraphError
 
 _S = SubtaskStatus
 
@@ -502,9 +502,7 @@ class TaskGraph:
     def supplied_inputs(self, subtask_id: str) -> set[str]:
         """Names of the inputs a subtask has or will get (literal or through a dependency)."""
         names = set(self._specs[subtask_id].inputs)
-        names.update(
-            d.input for d in self._deps_in[subtask_id].values() if d.input is not None
-        )
+        names.update(d.input for d in self._deps_in[subtask_id].values() if d.input is not None)
         return names
 
     def topological_order(self) -> list[str]:

@@ -32,4 +32,3 @@ def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) 
                 f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
                 f"required by agent {agent.id!r}"
             )
-

@@ -46,7 +46,8 @@ class SkillRouter:
             if any(a.id == subtask.agent for a in agents):
                 return RoutingDecision((subtask.agent,))
             raise NoCapableAgent(
-                f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, which is not in the fleet"
+                f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, "
+                "which is not in the fleet"
             )
         if subtask.skill is None:
             raise NoCapableAgent(
@@ -59,5 +60,7 @@ class SkillRouter:
                 f"(needed by subtask {subtask.id!r})"
             )
         ranked = sorted(matching, key=lambda a: (a.cost_per_call, a.typical_latency_s))
-        excluded = {a.id: f"does not offer skill {subtask.skill!r}" for a in agents if a not in matching}
+        excluded = {
+            a.id: f"does not offer skill {subtask.skill!r}" for a in agents if a not in matching
+        }
         return RoutingDecision(tuple(a.id for a in ranked), excluded)

@@ -175,10 +175,17 @@ class SQLiteStore:
         self._write(
             "INSERT INTO tasks (id, name, status, created_at, updated_at, source, metadata) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(
-                record.id, record.name, record.status, record.created_at, record.updated_at,
-                record.source, json.dumps(record.metadata, default=_json_fallback),
-            )],
+            [
+                (
+                    record.id,
+                    record.name,
+                    record.status,
+                    record.created_at,
+                    record.updated_at,
+                    record.source,
+                    json.dumps(record.metadata, default=_json_fallback),
+                )
+            ],
         )
 
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
@@ -198,8 +205,13 @@ class SQLiteStore:
 
     def _record(self, row: tuple[Any, ...]) -> TaskRecord:
         return TaskRecord(
-            id=row[0], name=row[1], status=row[2], created_at=row[3], updated_at=row[4],
-            source=row[5], metadata=json.loads(row[6] or "{}"),
+            id=row[0],
+            name=row[1],
+            status=row[2],
+            created_at=row[3],
+            updated_at=row[4],
+            source=row[5],
+            metadata=json.loads(row[6] or "{}"),
         )
 
     def resolve_id(self, prefix: str) -> str:

@@ -165,8 +165,8 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
     for entry in spec.subtasks:
         conditions: dict[str, Condition] = {}
         for dep in entry.depends_on:
-            source, condition = (dep, Condition.SUCCESS) if isinstance(dep, str) else (
-                dep.id, dep.condition
+            source, condition = (
+                (dep, Condition.SUCCESS) if isinstance(dep, str) else (dep.id, dep.condition)
             )
             if source not in ids:
                 raise ConfigError(f"subtask {entry.id!r} depends on unknown subtask {source!r}")
