@@ -118,7 +118,7 @@ async def reporter(
     out += ["", "## Largest files", ""]
     out += [
         f"- `{f['file']}` {f['bytes']:,} bytes"
-        + (f", {f['lines']:,} lines" if f["lines"] is not None else "")
+        + (f", {f['lines']:,} line{'s' * (f['lines'] != 1)}" if f["lines"] is not None else "")
         for f in largest["files"]
     ]
     out += ["", "## Declared dependencies", ""]

@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,9 +56,12 @@ def _load_file(path: Path) -> ModuleType:
     except SyntaxError as exc:
         del sys.modules[name]
         raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
-    except Exception:
+    except Exception as exc:
+        # The user's module failed while being imported: say where, in one line.
         del sys.modules[name]
-        raise
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = f"{path}:{frames[-1].lineno}" if frames else str(path)
+        raise ConfigError(f"{where}: importing it failed: {type(exc).__name__}: {exc}") from exc
     return module
 
 

@@ -142,6 +142,16 @@ class FunctionAgent(Agent):
         super().__init__(profile)
         self._fn = fn
         signature = inspect.signature(fn)
+        positional_only = [
+            n
+            for n, p in signature.parameters.items()
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        ]
+        if positional_only:
+            raise AgentError(
+                f"{fn.__qualname__}: inputs are passed by name; parameter(s) "
+                f"{', '.join(positional_only)} cannot be positional-only"
+            )
         self._takes_ctx = "ctx" in signature.parameters
         self._takes_any = any(
             p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()

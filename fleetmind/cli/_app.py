@@ -47,7 +47,8 @@ def _store(data_dir: Path | None) -> SQLiteStore:
 
 
 def _consoles() -> tuple[Console, Console]:
-    return Console(), Console(stderr=True)
+    # Event lines are a log: never hard-wrapped, whatever the width of the terminal or pipe.
+    return Console(), Console(stderr=True, soft_wrap=True)
 
 
 def _use_live(live: bool | None, console: Console) -> bool:

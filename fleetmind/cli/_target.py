@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -
     module = load_module(path)
     task = getattr(module, "task", None)
     if callable(task) and not isinstance(task, TaskGraph):
+        try:
+            inspect.signature(task).bind(**params)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: task() cannot take these --param values: {exc}") from None
         task = task(**params)
     elif params:
         raise ConfigError(f"{path}: --param needs `task` to be a function taking parameters")

@@ -97,6 +97,8 @@ class TaskView:
         with Live(get_renderable=render, console=self._console, refresh_per_second=8):
             async for _ in handle.events():
                 pass
+        if not self._console.is_terminal:
+            self._console.line()  # off a terminal, Live leaves its last frame unterminated
 
     def summary(self, result: TaskResult, *, show_table: bool) -> None:
         """The final table, the status line, and the outputs of the final subtasks."""

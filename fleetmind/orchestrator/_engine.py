@@ -198,6 +198,7 @@ class Engine:
         self._store = store
         self._clock = clock
         self._inbox: asyncio.Queue[_Message] | None = None
+        self._cancel_requested: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
         # Work gathered while handling messages, carried out by _flush():
@@ -226,6 +227,9 @@ class Engine:
         """Cancel the task: running subtasks are cancelled, the rest never start."""
         if self._state == "finished":
             return
+        if self._inbox is None:
+            self._cancel_requested = reason  # run() has not started yet: it starts cancelled
+            return
         self._post(_Cancel(reason))
 
     async def edit(self, edit: GraphEdit) -> None:
@@ -250,6 +254,8 @@ class Engine:
                 for subtask_id in self.graph.running_ids():
                     # A resumed task: whatever was running when the process died runs again.
                     self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
+                if self._cancel_requested is not None:
+                    self._on_cancel(self._cancel_requested)
                 self._schedule_ready()
                 self._flush()
                 while not self.graph.is_finished:
@@ -258,6 +264,8 @@ class Engine:
                         self._handle(self._inbox.get_nowait())
                     self._schedule_ready()
                     self._flush()
+                self._state = "finishing"
+                self._refuse_late_edits()
                 self._finish()
         finally:
             self._state = "finished"
@@ -282,6 +290,9 @@ class Engine:
         )
 
     def offer_slot(self, subtask_id: str, agent_id: str) -> None:
+        if self._state != "running":
+            self._directory.release(agent_id)  # nobody will read the offer: hand it on
+            return
         self._post(_SlotOffered(subtask_id, agent_id))
 
     def agent_gone(self, subtask_id: str, agent_id: str) -> None:
@@ -357,8 +368,14 @@ class Engine:
     def _on_success(self, message: _Succeeded) -> None:
         sid = message.subtask_id
         self._tokens.pop(sid, None)
+        edits = message.result.edits
         try:
-            for edit in message.result.edits:
+            if len(edits) > 1:
+                # All or nothing: try the batch on a copy before touching the live graph.
+                trial = TaskGraph.from_log(self.graph.log, name=self.graph.name)
+                for edit in edits:
+                    trial.apply(edit)
+            for edit in edits:
                 self._record(edit, by=sid)
         except GraphError as exc:
             error = GraphError(f"subtask {sid!r} returned an invalid graph edit: {exc}")
@@ -420,7 +437,13 @@ class Engine:
             runner.cancel()
 
     def _schedule_ready(self) -> None:
-        for subtask_id in self.graph.drain_ready():
+        # A subtask that fails before it starts (no agent, missing input) may make its
+        # fallbacks ready at once, so drain until nothing new is ready.
+        while ready := self.graph.drain_ready():
+            self._schedule(ready)
+
+    def _schedule(self, ready: list[str]) -> None:
+        for subtask_id in ready:
             self._pending_events.append(
                 ev.SubtaskReady(
                     task_id=self.task_id,
@@ -513,6 +536,18 @@ class Engine:
             self._runners[subtask_id] = self._tg.create_task(
                 self._run_subtask(subtask_id, agent, token), name=f"{self.task_id}/{subtask_id}"
             )
+
+    def _refuse_late_edits(self) -> None:
+        """Settle messages left when the task ended: refuse edits, hand back offered slots."""
+        assert self._inbox is not None
+        while not self._inbox.empty():
+            message = self._inbox.get_nowait()
+            if isinstance(message, _Edit) and not message.done.done():
+                message.done.set_exception(
+                    FleetStateError(f"task {self.task_id} has finished; it cannot be edited")
+                )
+            elif isinstance(message, _SlotOffered):
+                self._directory.release(message.agent_id)
 
     def _finish(self) -> None:
         status = self.graph.status
@@ -617,7 +652,7 @@ class Engine:
                         **base,
                         subtask_id=entry.subtask_id,
                         agent=state.agent or "",
-                        attempt=state.attempts + 1,
+                        attempt=state.attempts,  # already counts the attempt about to be made
                         error=entry.error,
                         delay_s=entry.delay_s,
                     )

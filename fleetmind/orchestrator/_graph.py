@@ -244,6 +244,9 @@ class TaskGraph:
                 )
             if dep.source not in self._specs:
                 raise GraphError(f"subtask {spec.id!r} depends on unknown subtask {dep.source!r}")
+        keys = [dep.key for dep in entry.dependencies]
+        if len(set(keys)) != len(keys):
+            raise GraphError(f"subtask {spec.id!r} lists the same dependency twice")
         _check_unique_inputs(entry.dependencies)
         self._specs[spec.id] = spec
         self._state[spec.id] = SubtaskState()
@@ -302,6 +305,8 @@ class TaskGraph:
         self._deps_out[dep.source][dep.key] = dep
         self._dag.add_edge(dep.source, dep.target)
         source_status = self._state[dep.source].status
+        if target_state.status.is_terminal:
+            return  # an earlier dependency of the same new subtask already settled it
         if not source_status.is_terminal:
             self._waiting_on[dep.target] += 1
             if target_state.status is _S.READY:

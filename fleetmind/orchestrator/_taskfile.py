@@ -31,10 +31,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from fleetmind._task_model import Condition, Dependency, DependencyKind, RetryPolicy, Subtask
 from fleetmind.errors import ConfigError, FleetmindError
@@ -50,6 +50,11 @@ class _DependsOn(BaseModel):
     condition: Condition = Condition.SUCCESS
 
 
+def _id_to_mapping(value: Any) -> Any:
+    """``depends_on: [a]`` is short for ``depends_on: [{id: a}]``."""
+    return {"id": value} if isinstance(value, str) else value
+
+
 class _SubtaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -57,7 +62,9 @@ class _SubtaskEntry(BaseModel):
     agent: str | None = None
     skill: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
-    depends_on: list[str | _DependsOn] = Field(default_factory=list)
+    depends_on: list[Annotated[_DependsOn, BeforeValidator(_id_to_mapping)]] = Field(
+        default_factory=list
+    )
     timeout_s: float | None = None
     retry: RetryPolicy | None = None
     constraints: dict[str, Any] = Field(default_factory=dict)
@@ -112,31 +119,38 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
         graph = _build_graph(spec, merged)
     except FleetmindError as exc:
         raise ConfigError(f"{path}: {exc.message}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
     return TaskFile(path=path.resolve(), graph=graph, fleet_ref=spec.fleet, params=merged)
 
 
 def _parse(path: Path, text: str) -> Any:
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from exc
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a task file must be a mapping with a 'subtasks' list")
     return data
 
 
 def _describe(exc: ValidationError) -> str:
+    """The first validation error as ``where: what (got value)``."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
+    message = err["msg"]
+    if isinstance(err.get("input"), str | int | float | bool) and err["type"] != "extra_forbidden":
+        message += f" (got {err['input']!r})"
+    return f"{where}: {message}" if where else message
 
 
 def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
@@ -165,9 +179,7 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
     for entry in spec.subtasks:
         conditions: dict[str, Condition] = {}
         for dep in entry.depends_on:
-            source, condition = (
-                (dep, Condition.SUCCESS) if isinstance(dep, str) else (dep.id, dep.condition)
-            )
+            source, condition = dep.id, dep.condition
             if source not in ids:
                 raise ConfigError(f"subtask {entry.id!r} depends on unknown subtask {source!r}")
             conditions[source] = condition
@@ -178,7 +190,8 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
             if ref is None or ref.group(1).startswith("params."):
                 literal[name] = _substitute(value, params)
                 continue
-            source, _, output = ref.group(1).partition(".")
+            name_ref = ref.group(1)
+            source, _, output = (name_ref, "", "") if name_ref in ids else name_ref.partition(".")
             if source not in ids:
                 raise ConfigError(
                     f"input {name!r} of subtask {entry.id!r} refers to unknown subtask {source!r}"

@@ -14,7 +14,7 @@ from fleetmind.orchestrator import SQLiteStore
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 
-AGENTS = '''
+AGENTS = """
 import asyncio, os, pathlib
 from fleetmind import agent
 
@@ -46,7 +46,7 @@ async def blocking(x: int) -> int:
 async def adder(a: int, b: int) -> int:
     mark("adder")
     return a + b
-'''
+"""
 
 TASK = """
 name: kill-and-resume
@@ -100,17 +100,26 @@ def test_sigkill_mid_task_then_resume_finishes_without_rerunning_done_work(
     assert record.status == "running"
     shown = subprocess.run(
         [FLEETMIND, "show", record.id, "--format", "json", "--data-dir", str(home)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     state = json.loads(shown.stdout)["graph"]["state"]
     assert {k: v["status"] for k, v in state.items()} == {
-        "one": "done", "two": "done", "wait": "running", "sum": "pending",
+        "one": "done",
+        "two": "done",
+        "wait": "running",
+        "sum": "pending",
     }
 
     gate.touch()
     resumed = subprocess.run(
         [FLEETMIND, "resume", record.id[:6], *args, "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)

@@ -1,0 +1,107 @@
+"""Tests for fleetmind/orchestrator/_router.py: SkillRouter and the Router protocol."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetmind.agents import AgentProfile, Skill
+from fleetmind.errors import NoCapableAgent
+from fleetmind.orchestrator import Router, RoutingDecision, SkillRouter, Subtask
+
+
+def profile(
+    agent_id: str, *skills: Skill | str, cost: float = 0.0, latency: float = 0.0
+) -> AgentProfile:
+    return AgentProfile(
+        id=agent_id,
+        skills=tuple(s if isinstance(s, Skill) else Skill(name=s) for s in skills),
+        cost_per_call=cost,
+        typical_latency_s=latency,
+    )
+
+
+FLEET = [
+    profile("translator", Skill(name="translate", tags=("I18N", "language")), cost=0.5),
+    profile("summariser", "summarise", cost=0.1),
+    profile("pricey", "summarise", Skill(name="classify", tags=("labels",)), cost=2.0),
+]
+
+
+def test_skill_router_is_a_router() -> None:
+    assert isinstance(SkillRouter(), Router)
+
+
+def test_explicit_agent_id_wins_over_skill() -> None:
+    decision = SkillRouter().route(Subtask(id="s", agent="pricey", skill="translate"), FLEET)
+
+    assert decision == RoutingDecision(("pricey",))
+    assert decision.excluded == {}
+
+
+def test_routes_by_skill_name() -> None:
+    decision = SkillRouter().route(Subtask(id="s", skill="translate"), FLEET)
+
+    assert decision.candidates == ("translator",)
+    assert decision.excluded == {
+        "summariser": "does not offer skill 'translate'",
+        "pricey": "does not offer skill 'translate'",
+    }
+
+
+@pytest.mark.parametrize("wanted", ["i18n", "I18N", "Language", "TRANSLATE"])
+def test_routes_by_tag_or_name_case_insensitively(wanted: str) -> None:
+    decision = SkillRouter().route(Subtask(id="s", skill=wanted), FLEET)
+
+    assert decision.candidates == ("translator",)
+
+
+def test_ranks_cheapest_first() -> None:
+    decision = SkillRouter().route(Subtask(id="s", skill="summarise"), FLEET)
+
+    assert decision.candidates == ("summariser", "pricey")
+    assert set(decision.excluded) == {"translator"}
+
+
+def test_equal_cost_ranks_by_latency_then_keeps_fleet_order() -> None:
+    agents = [
+        profile("slow", "work", cost=1.0, latency=5.0),
+        profile("free-but-slow", "work", cost=0.0, latency=9.0),
+        profile("fast", "work", cost=1.0, latency=0.5),
+        profile("fast-too", "work", cost=1.0, latency=0.5),
+    ]
+
+    decision = SkillRouter().route(Subtask(id="s", skill="work"), agents)
+
+    assert decision.candidates == ("free-but-slow", "fast", "fast-too", "slow")
+
+
+def test_unknown_agent_id_raises_no_capable_agent() -> None:
+    with pytest.raises(NoCapableAgent) as caught:
+        SkillRouter().route(Subtask(id="job", agent="ghost"), FLEET)
+
+    message = str(caught.value)
+    assert "'job'" in message
+    assert "'ghost'" in message
+    assert "not in the fleet" in message
+
+
+def test_unknown_skill_raises_no_capable_agent() -> None:
+    with pytest.raises(NoCapableAgent) as caught:
+        SkillRouter().route(Subtask(id="job", skill="juggling"), FLEET)
+
+    message = str(caught.value)
+    assert "'juggling'" in message
+    assert "'job'" in message
+    assert caught.value.to_dict()["type"] == "NoCapableAgent"
+
+
+def test_subtask_without_agent_or_skill_raises_no_capable_agent() -> None:
+    with pytest.raises(NoCapableAgent, match="neither an agent nor a skill"):
+        SkillRouter().route(Subtask(id="job"), FLEET)
+
+
+def test_empty_fleet_has_no_capable_agent() -> None:
+    with pytest.raises(NoCapableAgent):
+        SkillRouter().route(Subtask(id="job", skill="summarise"), [])
+    with pytest.raises(NoCapableAgent):
+        SkillRouter().route(Subtask(id="job", agent="summariser"), [])
