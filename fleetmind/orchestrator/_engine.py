@@ -494,6 +494,8 @@ class Engine:
     def _missing_inputs(self, subtask_id: str, agent_id: str) -> MissingInput | None:
         agent = self._directory.get(agent_id)
         assert agent is not None
+        if not agent.required_inputs:
+            return None
         missing = agent.required_inputs - self.graph.supplied_inputs(subtask_id)
         if not missing:
             return None
@@ -586,8 +588,11 @@ class Engine:
                         agent_id=agent.id,
                         _progress=report,
                     )
-                    async with asyncio.timeout(subtask.timeout_s):
+                    if subtask.timeout_s is None:
                         raw = await agent.run(subtask, ctx)
+                    else:
+                        async with asyncio.timeout(subtask.timeout_s):
+                            raw = await agent.run(subtask, ctx)
                     result = _as_result(raw, ctx)
                 except asyncio.CancelledError:
                     raise

@@ -211,7 +211,7 @@ class Fleet:
         if graph.is_finished or graph.running_ids():
             raise GraphError(f"task graph {graph.name!r} has already run; build a new one")
         task_id = task_id or new_task_id()
-        live = TaskGraph.from_log(graph.log, name=graph.name)
+        live = graph.copy()  # the caller's graph stays as it was; the engine owns the copy
         self.store.create_task(
             TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
         )
