@@ -78,6 +78,15 @@ class SubtaskStarted(_Entry):
     agent: AgentId
 
 
+class SubtaskRouted(_Entry):
+    """The router's decision for a subtask: ranked candidates with scores, and exclusions."""
+
+    kind: Literal["subtask_routed"] = "subtask_routed"
+    subtask_id: SubtaskId
+    candidates: tuple[dict[str, Any], ...] = ()
+    excluded: dict[str, str] = Field(default_factory=dict)
+
+
 class SubtaskProgressed(_Entry):
     """A running subtask reported progress."""
 
@@ -137,6 +146,7 @@ LogEntry = Annotated[
     | AddDependency
     | RemoveDependency
     | SubtaskStarted
+    | SubtaskRouted
     | SubtaskProgressed
     | SubtaskRetried
     | SubtaskReassigned

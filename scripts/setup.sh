@@ -12,5 +12,13 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# torch comes first, pinned to a CPU build, so that sentence-transformers does not pull a
+# multi-GB CUDA build. Where pip's default index has no CPU wheel for your platform, point
+# FLEETMIND_TORCH_INDEX at PyTorch's CPU wheel index (see the README).
+if [ -n "${FLEETMIND_TORCH_INDEX:-}" ]; then
+    .venv/bin/python -m pip install --quiet "torch==2.13.0" --index-url "$FLEETMIND_TORCH_INDEX"
+else
+    .venv/bin/python -m pip install --quiet "torch==2.13.0"
+fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 echo "fleetmind installed in .venv — try: .venv/bin/fleetmind --help"

@@ -8,7 +8,7 @@ first engine still waiting, in order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from fleetmind.agents import Agent, AgentProfile
@@ -44,12 +44,21 @@ class AgentDirectory:
     def __init__(self) -> None:
         self._agents: dict[str, Agent] = {}
         self._slots: dict[str, _Slots] = {}
-        self._profiles: list[AgentProfile] | None = None
+        self._profiles: dict[str, AgentProfile] = {}
 
     def add(self, agent: Agent) -> None:
         """Add an agent, or replace the one with the same id (a new version)."""
         if not isinstance(agent, Agent):
             raise AgentError(f"{agent!r} is not an Agent; use @agent or subclass Agent")
+        previous = self._profiles.get(agent.id)
+        if (
+            previous is not None
+            and agent.profile.version <= previous.version
+            and agent.profile.model_dump(exclude={"version"})
+            != previous.model_dump(exclude={"version"})
+        ):
+            # A changed profile is a new version, whether or not its author said so.
+            agent.profile = agent.profile.model_copy(update={"version": previous.version + 1})
         limit = agent.profile.limits.max_concurrency
         slots = self._slots.get(agent.id)
         if slots is None:
@@ -58,14 +67,14 @@ class AgentDirectory:
             slots.limit = limit
             self._serve_waiters(agent.id)
         self._agents[agent.id] = agent
-        self._profiles = None
+        self._profiles[agent.id] = agent.profile
 
     def remove(self, agent_id: str) -> Agent:
         """Remove an agent; subtasks queued for it are routed again."""
         agent = self._agents.pop(agent_id, None)
         if agent is None:
             raise AgentError(f"no agent {agent_id!r} in the fleet")
-        self._profiles = None
+        del self._profiles[agent_id]
         slots = self._slots[agent_id]
         waiters, slots.waiters = list(slots.waiters), deque()
         for waiter, subtask_id in waiters:
@@ -86,10 +95,8 @@ class AgentDirectory:
         return len(self._agents)
 
     @property
-    def profiles(self) -> list[AgentProfile]:
-        """Every agent's profile (cached until the fleet changes)."""
-        if self._profiles is None:
-            self._profiles = [a.profile for a in self._agents.values()]
+    def profiles(self) -> Mapping[str, AgentProfile]:
+        """Every agent's profile by id (kept up to date as agents join and leave)."""
         return self._profiles
 
     def try_take(self, agent_id: str) -> bool:

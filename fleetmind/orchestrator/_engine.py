@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, assert_never
 
 from fleetmind._task_log import (
     STRUCTURAL_KINDS,
+    AddSubtask,
     GraphEdit,
     LogEntry,
     SubtaskFinished,
@@ -27,11 +28,12 @@ from fleetmind._task_log import (
     SubtaskReassigned,
     SubtaskRequeued,
     SubtaskRetried,
+    SubtaskRouted,
     SubtaskStarted,
     TaskCancelled,
     UpdateSubtask,
 )
-from fleetmind._task_model import SubtaskStatus
+from fleetmind._task_model import Subtask, SubtaskStatus
 from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
 from fleetmind.errors import (
     FleetmindError,
@@ -45,7 +47,7 @@ from fleetmind.errors import (
 from fleetmind.orchestrator import _events as ev
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
-from fleetmind.orchestrator._router import Router
+from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._store import Store
 
 # Errors that another agent could not fix either: the subtask fails without reassignment.
@@ -212,6 +214,8 @@ class Engine:
         """Current run token of each running subtask; messages from older runs are stale."""
         self._next_token = 0
         self._waiting: set[str] = set()
+        self._to_prepare: list[Subtask] = []
+        """Subtasks the router may want to embed, in one batch, before they are routed."""
         self._candidates: dict[str, tuple[str, ...]] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -254,6 +258,7 @@ class Engine:
                 for subtask_id in self.graph.running_ids():
                     # A resumed task: whatever was running when the process died runs again.
                     self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
+                self._to_prepare.extend(self.graph)
                 if self._cancel_requested is not None:
                     self._on_cancel(self._cancel_requested)
                 self._schedule_ready()
@@ -312,6 +317,8 @@ class Engine:
         changes = self.graph.apply(entry)
         self._unsaved.append(entry)
         self._events_for(entry, changes, by)
+        if isinstance(entry, AddSubtask | UpdateSubtask):
+            self._to_prepare.append(entry.subtask)
         if isinstance(entry, UpdateSubtask) and entry.subtask.id in self._waiting:
             # It waited for agents chosen under its old definition: route it again.
             self._waiting.discard(entry.subtask.id)
@@ -390,10 +397,18 @@ class Engine:
                 subtask_id=sid, status="done", output=message.result.output, at=self._clock()
             )
         )
+        self._observe(sid, message.agent_id, ok=True)
+
+    def _observe(self, subtask_id: str, agent_id: str, *, ok: bool) -> None:
+        observe = getattr(self._router, "observe", None)
+        if observe is not None:
+            observe(self.graph.subtask(subtask_id), agent_id, ok)
 
     def _on_agent_gave_up(self, message: _AgentGaveUp) -> None:
         sid = message.subtask_id
         self._tokens.pop(sid, None)
+        if message.error.get("type") not in _NOT_THE_AGENTS_FAULT:
+            self._observe(sid, message.agent_id, ok=False)
         state = self.graph.state(sid)
         tried = {*state.excluded_agents, message.agent_id}
         others = [a for a in self._candidates.get(sid, ()) if a not in tried]
@@ -439,6 +454,11 @@ class Engine:
     def _schedule_ready(self) -> None:
         # A subtask that fails before it starts (no agent, missing input) may make its
         # fallbacks ready at once, so drain until nothing new is ready.
+        if self._to_prepare:
+            prepare = getattr(self._router, "prepare", None)
+            pending, self._to_prepare = self._to_prepare, []
+            if prepare is not None:
+                prepare([s for s in pending if not self.graph.state(s.id).status.has_started])
         while ready := self.graph.drain_ready():
             self._schedule(ready)
 
@@ -483,6 +503,8 @@ class Engine:
             self._fail_unstarted(subtask_id, missing)
             return
         self._candidates[subtask_id] = candidates
+        if decision.scores or decision.excluded:
+            self._record(_routed_entry(subtask_id, decision))
         for agent_id in candidates:
             if self._directory.try_take(agent_id):
                 self._start(subtask_id, agent_id)
@@ -639,6 +661,16 @@ class Engine:
                         routing=self._candidates.get(entry.subtask_id, ()),
                     )
                 )
+            case "subtask_routed":
+                assert isinstance(entry, SubtaskRouted)
+                out.append(
+                    ev.SubtaskRouted(
+                        **base,
+                        subtask_id=entry.subtask_id,
+                        candidates=entry.candidates,
+                        excluded=entry.excluded,
+                    )
+                )
             case "subtask_progress":
                 assert isinstance(entry, SubtaskProgressed)
                 out.append(
@@ -710,6 +742,16 @@ class Engine:
                         error=self.graph.state(sid).error or {},
                     )
                 )
+
+
+def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:
+    """The decision as a log entry: top candidates with their scores, a few exclusions."""
+    candidates = tuple(
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(s).items()}
+        for s in decision.scores[:5]
+    ) or tuple({"agent_id": a} for a in decision.candidates[:5])
+    excluded = dict(list(decision.excluded.items())[:10])
+    return SubtaskRouted(subtask_id=subtask_id, candidates=candidates, excluded=excluded)
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -30,6 +30,17 @@ class SubtaskReady(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubtaskRouted(Event):
+    """The router ranked candidate agents for a subtask (and says why others were excluded)."""
+
+    kind: Literal["subtask_routed"] = "subtask_routed"
+    subtask_id: str
+    candidates: tuple[dict[str, Any], ...]
+    """Best first: ``agent_id``, ``score``, ``similarity``, ``via`` and the score's parts."""
+    excluded: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubtaskStarted(Event):
     """An agent started working on a subtask."""
 
@@ -134,6 +145,7 @@ class TaskFinished(Event):
 
 TaskEvent = (
     SubtaskReady
+    | SubtaskRouted
     | SubtaskStarted
     | SubtaskProgress
     | SubtaskRetried

@@ -29,7 +29,8 @@ from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._preflight import check_runnable
-from fleetmind.orchestrator._router import Router, SkillRouter
+from fleetmind.orchestrator._router import Router
+from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import Store, TaskRecord, open_store
 
 
@@ -130,9 +131,14 @@ class Fleet:
         store: Store | str | Path | None = None,
     ) -> None:
         self._directory = AgentDirectory()
-        for agent in agents:
-            self.add(agent)
-        self.router: Router = router or SkillRouter()
+        self.router: Router = router if router is not None else SemanticRouter()
+        bind = getattr(self.router, "bind", None)
+        if bind is not None:
+            bind(self._directory.load)
+        initial = list(agents)
+        for agent in initial:
+            self._directory.add(agent)
+        self._agents_changed(added=[a.profile for a in initial])
         self.store: Store = open_store(store)
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
@@ -142,12 +148,25 @@ class Fleet:
     # Agents -------------------------------------------------------------------------------
 
     def add(self, agent: Agent) -> None:
-        """Add an agent, or replace the agent with the same id by a new version."""
+        """Add an agent, or replace the agent with the same id by a new version.
+
+        A profile that changed without a higher version gets the next version number.
+        """
         self._directory.add(agent)
+        self._agents_changed(added=[agent.profile])
 
     def remove(self, agent_id: str) -> Agent:
         """Remove an agent; subtasks waiting for it are routed again."""
-        return self._directory.remove(agent_id)
+        agent = self._directory.remove(agent_id)
+        self._agents_changed(removed=[agent_id])
+        return agent
+
+    def _agents_changed(
+        self, added: list[AgentProfile] | None = None, removed: list[str] | None = None
+    ) -> None:
+        notify = getattr(self.router, "agents_changed", None)
+        if notify is not None:
+            notify(added=added or [], removed=removed or [])
 
     def agent(self, agent_id: str) -> Agent | None:
         """The agent with this id, if it is in the fleet."""
@@ -161,7 +180,7 @@ class Fleet:
     @property
     def profiles(self) -> list[AgentProfile]:
         """Every agent's profile."""
-        return list(self._directory.profiles)
+        return list(self._directory.profiles.values())
 
     def check(self, graph: TaskGraph) -> None:
         """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""

@@ -32,6 +32,7 @@ from fleetmind._task_log import (
     SubtaskReassigned,
     SubtaskRequeued,
     SubtaskRetried,
+    SubtaskRouted,
     SubtaskStarted,
     TaskCancelled,
     UpdateSubtask,
@@ -68,6 +69,8 @@ class SubtaskState:
     fraction: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    routing: dict[str, Any] | None = None
+    """The latest routing decision: ranked candidates with scores, and exclusions."""
 
     def copy(self) -> SubtaskState:
         """An independent copy (``dataclasses.replace`` is several times slower)."""
@@ -84,6 +87,7 @@ class SubtaskState:
             self.fraction,
             self.started_at,
             self.finished_at,
+            self.routing,
         )
 
     @property
@@ -219,6 +223,9 @@ class TaskGraph:
                 state.attempts = 1
                 state.total_attempts += 1
                 state.started_at = state.started_at or entry.at or None
+            case SubtaskRouted():
+                state = self._expect(entry.subtask_id, (_S.READY,), "route")
+                state.routing = {"candidates": list(entry.candidates), "excluded": entry.excluded}
             case SubtaskProgressed():
                 state = self._expect(entry.subtask_id, (_S.RUNNING,), "report progress for")
                 state.progress = entry.message
@@ -643,6 +650,7 @@ class TaskGraph:
                 "error": st.error,
                 "reason": st.reason or None,
                 "output": st.output,
+                "routing": st.routing,
             }
             for sid, st in self._state.items()
         }

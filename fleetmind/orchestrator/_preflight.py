@@ -21,7 +21,7 @@ def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) 
         try:
             decision = router.route(subtask, directory.profiles)
         except NoCapableAgent as exc:
-            known = ", ".join(sorted(p.id for p in directory.profiles)) or "none"
+            known = ", ".join(sorted(directory.profiles)) or "none"
             raise NoCapableAgent(f"{exc.message} (agents: {known})") from None
         agent = directory.get(decision.candidates[0])
         if agent is None:

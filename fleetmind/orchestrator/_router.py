@@ -7,9 +7,9 @@ routing over capability vectors replaces it behind the same interface.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile
@@ -23,14 +23,16 @@ class RoutingDecision:
     candidates: tuple[str, ...]
     excluded: dict[str, str] = field(default_factory=dict)
     """Agent id -> the reason it was ruled out."""
+    scores: tuple[Any, ...] = ()
+    """The top candidates' scores and their parts, best first (when the router scores)."""
 
 
 @runtime_checkable
 class Router(Protocol):
     """Chooses, for a subtask, the agents that may take it, best first."""
 
-    def route(self, subtask: Subtask, agents: Sequence[AgentProfile]) -> RoutingDecision:
-        """Rank ``agents`` for ``subtask``.
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        """Rank the fleet's ``agents`` (id -> profile) for ``subtask``.
 
         Raises:
             NoCapableAgent: no agent may take the subtask; the message says why.
@@ -41,9 +43,9 @@ class Router(Protocol):
 class SkillRouter:
     """Routes by explicit agent id, else by skill name or tag, cheapest and fastest first."""
 
-    def route(self, subtask: Subtask, agents: Sequence[AgentProfile]) -> RoutingDecision:
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
         if subtask.agent is not None:
-            if any(a.id == subtask.agent for a in agents):
+            if subtask.agent in agents:
                 return RoutingDecision((subtask.agent,))
             raise NoCapableAgent(
                 f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, "
@@ -53,7 +55,7 @@ class SkillRouter:
             raise NoCapableAgent(
                 f"subtask {subtask.id!r} names neither an agent nor a skill to route by"
             )
-        matching = [a for a in agents if a.offers(subtask.skill)]
+        matching = [a for a in agents.values() if a.offers(subtask.skill)]
         if not matching:
             raise NoCapableAgent(
                 f"no agent in the fleet offers skill {subtask.skill!r} "
@@ -61,6 +63,8 @@ class SkillRouter:
             )
         ranked = sorted(matching, key=lambda a: (a.cost_per_call, a.typical_latency_s))
         excluded = {
-            a.id: f"does not offer skill {subtask.skill!r}" for a in agents if a not in matching
+            a.id: f"does not offer skill {subtask.skill!r}"
+            for a in agents.values()
+            if a not in matching
         }
         return RoutingDecision(tuple(a.id for a in ranked), excluded)

@@ -357,10 +357,12 @@ async def test_subtask_is_reassigned_to_the_next_candidate_after_retries() -> No
     kinds = [e.kind for e in events if getattr(e, "subtask_id", None) == "s"]
     assert kinds == [
         "subtask_ready",
+        "subtask_routed",
         "subtask_started",
         "subtask_retried",
         "subtask_reassigned",
         "subtask_ready",
+        "subtask_routed",
         "subtask_started",
         "subtask_done",
     ]

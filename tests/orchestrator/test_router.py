@@ -20,11 +20,15 @@ def profile(
     )
 
 
-FLEET = [
+def by_id(*profiles: AgentProfile) -> dict[str, AgentProfile]:
+    return {p.id: p for p in profiles}
+
+
+FLEET = by_id(
     profile("translator", Skill(name="translate", tags=("I18N", "language")), cost=0.5),
     profile("summariser", "summarise", cost=0.1),
     profile("pricey", "summarise", Skill(name="classify", tags=("labels",)), cost=2.0),
-]
+)
 
 
 def test_skill_router_is_a_router() -> None:
@@ -63,12 +67,12 @@ def test_ranks_cheapest_first() -> None:
 
 
 def test_equal_cost_ranks_by_latency_then_keeps_fleet_order() -> None:
-    agents = [
+    agents = by_id(
         profile("slow", "work", cost=1.0, latency=5.0),
         profile("free-but-slow", "work", cost=0.0, latency=9.0),
         profile("fast", "work", cost=1.0, latency=0.5),
         profile("fast-too", "work", cost=1.0, latency=0.5),
-    ]
+    )
 
     decision = SkillRouter().route(Subtask(id="s", skill="work"), agents)
 
@@ -102,6 +106,6 @@ def test_subtask_without_agent_or_skill_raises_no_capable_agent() -> None:
 
 def test_empty_fleet_has_no_capable_agent() -> None:
     with pytest.raises(NoCapableAgent):
-        SkillRouter().route(Subtask(id="job", skill="summarise"), [])
+        SkillRouter().route(Subtask(id="job", skill="summarise"), {})
     with pytest.raises(NoCapableAgent):
-        SkillRouter().route(Subtask(id="job", agent="summariser"), [])
+        SkillRouter().route(Subtask(id="job", agent="summariser"), {})

