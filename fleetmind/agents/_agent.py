@@ -264,9 +264,12 @@ def agent(
 def _to_skill(value: str | Skill | Mapping[str, Any]) -> Skill:
     if isinstance(value, Skill):
         return value
-    if isinstance(value, str):
-        return Skill(name=value)
-    return Skill.model_validate(value)
+    try:
+        if isinstance(value, str):
+            return Skill(name=value)
+        return Skill.model_validate(value)
+    except ValidationError as exc:
+        raise AgentError(f"skill {value!r}: {_first_error(exc)}") from exc
 
 
 def _first_error(exc: Exception) -> str:

@@ -14,10 +14,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleetmind.cli._target import load_target, parse_params, reload_target
-from fleetmind.cli._view import TaskView, graph_table
-from fleetmind.errors import ConfigError
-from fleetmind.orchestrator import Fleet, SQLiteStore, TaskGraph, TaskResult, to_dot, to_mermaid
+from fleetmind.agents import Agent
+from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
+from fleetmind.cli._view import TaskView, graph_table, routing_table
+from fleetmind.errors import ConfigError, NoCapableAgent
+from fleetmind.orchestrator import (
+    Fleet,
+    Router,
+    SemanticRouter,
+    SQLiteStore,
+    Subtask,
+    TaskGraph,
+    TaskResult,
+    to_dot,
+    to_mermaid,
+)
 
 app = typer.Typer(
     name="fleetmind",
@@ -39,11 +50,31 @@ DataDir = Annotated[
 ]
 
 
-def _store(data_dir: Path | None) -> SQLiteStore:
+def _home(data_dir: Path | None) -> Path:
     base = data_dir or Path(os.path.expanduser("~/.fleetmind"))
     if base.exists() and not base.is_dir():
         raise ConfigError(f"data directory {base} is a file, not a directory")
-    return SQLiteStore(base / "fleetmind.db")
+    return base
+
+
+def _store(data_dir: Path | None) -> SQLiteStore:
+    return SQLiteStore(_home(data_dir) / "fleetmind.db")
+
+
+def _fleet(
+    agents: list[Agent], router: Router | None, data_dir: Path | None, store: SQLiteStore | None
+) -> Fleet:
+    """A fleet for the command line: semantic routing caches embeddings in the data dir."""
+    if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
+        base = router if isinstance(router, SemanticRouter) else SemanticRouter()
+        router = base.with_data_dir(_home(data_dir))
+    return Fleet(agents, router=router, store=store)
+
+
+def _save_router(fleet: Fleet) -> None:
+    save = getattr(fleet.router, "save", None)
+    if save is not None:
+        save()
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -103,7 +134,7 @@ def run(
 ) -> None:
     """Run a task graph and show it live; exit 0 when every subtask succeeded."""
     target_spec = load_target(target, parse_params(param or []), fleet)
-    the_fleet = Fleet(target_spec.agents, router=target_spec.router, store=_store(data_dir))
+    the_fleet = _fleet(target_spec.agents, target_spec.router, data_dir, _store(data_dir))
     the_fleet.check(target_spec.graph)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
@@ -118,6 +149,7 @@ def run(
         return handle
 
     result = _run_async(_follow(the_fleet, start, view), the_fleet)
+    _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
 
@@ -137,11 +169,12 @@ def resume(
     if not record.source:
         raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
     agents, router = reload_target(record.source, record.metadata)
-    the_fleet = Fleet(agents, router=router, store=store)
+    the_fleet = _fleet(agents, router, data_dir, store)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
     result = _run_async(_follow(the_fleet, lambda: the_fleet.submit_resume(task_id), view), None)
+    _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
 
@@ -192,8 +225,101 @@ def show(
     else:
         console = Console()
         console.print(graph_table(graph, f"{record.name} · task {record.id} · {record.status}"))
+        routed = routing_table(graph)
+        if routed is not None:
+            console.print(routed)
         if record.source:
             console.print(f"source: {record.source}", style="dim", highlight=False)
+
+
+FleetRef = Annotated[
+    str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+]
+
+
+@app.command()
+def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
+    """List a fleet's agents: tier, cost, latency, limits, version and skills."""
+    members, _ = load_fleet(fleet)
+    table = Table("id", "tier", "cost", "latency", "slots", "version", "skills", "local data")
+    for a in sorted(members, key=lambda a: a.id):
+        p = a.profile
+        skills = ", ".join(s.name + (f" [{', '.join(s.tags)}]" if s.tags else "") for s in p.skills)
+        table.add_row(
+            p.id,
+            p.tier.value,
+            f"{p.cost_per_call:g}",
+            f"{p.typical_latency_s:g}s",
+            str(p.limits.max_concurrency),
+            str(p.version),
+            skills,
+            ", ".join(p.limits.local_data),
+        )
+    Console().print(table)
+
+
+@app.command()
+def route(
+    text: Annotated[str, typer.Argument(help="The subtask, in plain words.")],
+    fleet: FleetRef,
+    tier: Annotated[
+        list[str] | None, typer.Option("--tier", help="Allowed tier (repeatable).")
+    ] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Cost ceiling.")] = None,
+    max_latency: Annotated[
+        float | None, typer.Option("--max-latency", help="Latency ceiling, seconds.")
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="A data set that must stay local (repeatable)."),
+    ] = None,
+    skill: Annotated[str | None, typer.Option("--skill", help="Require a skill.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Show where a subtask would go: ranked candidates, scores, and who was excluded why."""
+    constraints: dict[str, object] = {}
+    if tier:
+        constraints["tier"] = tier
+    if max_cost is not None:
+        constraints["max_cost"] = max_cost
+    if max_latency is not None:
+        constraints["max_latency_s"] = max_latency
+    if data:
+        constraints["data"] = data
+    members, router = load_fleet(fleet)
+    the_fleet = _fleet(members, router, data_dir, None)
+    subtask = Subtask(id="query", description=text, skill=skill, constraints=constraints)
+    console = Console()
+    try:
+        decision = the_fleet.route(subtask)
+    except NoCapableAgent as exc:
+        console.print(f"no capable agent: {exc.message}", style="red", highlight=False)
+        _save_router(the_fleet)
+        raise typer.Exit(1) from None
+    _save_router(the_fleet)
+    table = Table("rank", "agent", "score", "similarity", "via", "cost", "latency", "load")
+    scores = {s.agent_id: s for s in decision.scores}
+    for rank, agent_id in enumerate(decision.candidates, start=1):
+        s = scores.get(agent_id)
+        if s is None:
+            table.add_row(str(rank), agent_id, "", "", "", "", "", "")
+            continue
+        table.add_row(
+            str(rank),
+            agent_id,
+            f"{s.score:.3f}",
+            f"{s.similarity:.3f}",
+            s.via,
+            f"{s.cost:g}",
+            f"{s.latency_s:g}s",
+            f"{s.load:.0%}",
+        )
+    console.print(table)
+    if decision.excluded:
+        excluded = Table("excluded agent", "why", title="hard constraints")
+        for agent_id, why in decision.excluded.items():
+            excluded.add_row(agent_id, why)
+        console.print(excluded)
 
 
 def _run_async(coro: object, fleet: Fleet | None) -> TaskResult:

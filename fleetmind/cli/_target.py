@@ -112,6 +112,13 @@ def _agents_from(obj: Any, ref: str) -> tuple[list[Agent], Router | None]:
     raise ConfigError(f"{ref} defines no agents (a `fleet`, an `agents` list, or @agent functions)")
 
 
+def load_fleet(ref: str) -> tuple[list[Agent], Router | None]:
+    """The agents (and router) that ``--fleet FILE.py`` or ``module[:attr]`` names."""
+    if not Path(ref.rpartition(":")[0] or ref).exists() and ref.endswith(".py"):
+        raise ConfigError(f"fleet file not found: {ref}")
+    return _agents_from(load_attr(ref), ref)
+
+
 def reload_target(source: str, metadata: Mapping[str, Any]) -> tuple[list[Agent], Router | None]:
     """The agents of a stored task, loaded again from where the task came from."""
     params = dict(metadata.get("params") or {})

@@ -65,6 +65,28 @@ def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     return table
 
 
+def routing_table(graph: TaskGraph) -> Table | None:
+    """The router's decisions: top candidates with scores, and exclusions (None if none)."""
+    rows = [(s.id, graph.state(s.id).routing) for s in graph if graph.state(s.id).routing]
+    if not rows:
+        return None
+    table = Table(title="routing", title_justify="left")
+    table.add_column("subtask", no_wrap=True)
+    table.add_column("candidates (score / similarity)", overflow="fold")
+    table.add_column("excluded", overflow="fold", style="dim")
+    for subtask_id, routing in rows:
+        assert routing is not None
+        candidates = ", ".join(
+            f"{c['agent_id']} ({c['score']:.2f} / {c['similarity']:.2f})"
+            if "score" in c
+            else str(c["agent_id"])
+            for c in routing["candidates"]
+        )
+        excluded = "; ".join(f"{a}: {why}" for a, why in routing["excluded"].items())
+        table.add_row(escape(subtask_id), escape(candidates), escape(excluded))
+    return table
+
+
 def counts_line(graph: TaskGraph) -> str:
     """``3 done · 1 running · 2 pending`` for the statuses that occur."""
     counts = graph.counts()

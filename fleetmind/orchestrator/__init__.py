@@ -17,7 +17,9 @@ from fleetmind._task_model import (
     Subtask,
     SubtaskStatus,
 )
+from fleetmind.orchestrator._capindex import CapabilityIndex, CapabilityMatch, capability_texts
 from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import (
     Event,
@@ -39,15 +41,26 @@ from fleetmind.orchestrator._export import to_dot, to_mermaid
 from fleetmind.orchestrator._fleet import Fleet, TaskHandle
 from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
 from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
+from fleetmind.orchestrator._semantic import (
+    CandidateScore,
+    OutcomeHistory,
+    RoutingWeights,
+    SemanticRouter,
+)
 from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
 
 __all__ = [
     "AddDependency",
     "AddSubtask",
     "AgentDirectory",
+    "CachedEmbedder",
+    "CandidateScore",
+    "CapabilityIndex",
+    "CapabilityMatch",
     "Condition",
     "Dependency",
     "DependencyKind",
+    "Embedder",
     "Engine",
     "Event",
     "Fleet",
@@ -55,12 +68,16 @@ __all__ = [
     "GraphEdited",
     "LogEntry",
     "MemoryStore",
+    "MiniLMEmbedder",
+    "OutcomeHistory",
     "RemoveDependency",
     "RemoveSubtask",
     "RetryPolicy",
     "Router",
     "RoutingDecision",
+    "RoutingWeights",
     "SQLiteStore",
+    "SemanticRouter",
     "SkillRouter",
     "Store",
     "Subtask",
@@ -83,6 +100,7 @@ __all__ = [
     "TaskRecord",
     "TaskResult",
     "UpdateSubtask",
+    "capability_texts",
     "to_dot",
     "to_mermaid",
 ]

@@ -23,13 +23,13 @@ from fleetmind._ids import new_task_id
 from fleetmind._task_log import AddDependency, AddSubtask, GraphEdit, RemoveSubtask, UpdateSubtask
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
-from fleetmind.errors import FleetStateError, GraphError
+from fleetmind.errors import AgentError, FleetStateError, GraphError
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._preflight import check_runnable
-from fleetmind.orchestrator._router import Router
+from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import Store, TaskRecord, open_store
 
@@ -136,6 +136,10 @@ class Fleet:
         if bind is not None:
             bind(self._directory.load)
         initial = list(agents)
+        ids = [a.id for a in initial if isinstance(a, Agent)]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise AgentError(f"two agents share the id {duplicates[0]!r}; agent ids are unique")
         for agent in initial:
             self._directory.add(agent)
         self._agents_changed(added=[a.profile for a in initial])
@@ -181,6 +185,10 @@ class Fleet:
     def profiles(self) -> list[AgentProfile]:
         """Every agent's profile."""
         return list(self._directory.profiles.values())
+
+    def route(self, subtask: Subtask) -> RoutingDecision:
+        """Ask the router where a subtask would go now (``NoCapableAgent`` if nowhere)."""
+        return self.router.route(subtask, self._directory.profiles)
 
     def check(self, graph: TaskGraph) -> None:
         """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""

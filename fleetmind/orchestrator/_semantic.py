@@ -132,6 +132,7 @@ class SemanticRouter:
         top_k: int = 32,
     ) -> None:
         self._data_dir = Path(data_dir) if data_dir is not None else None
+        self.data_dir = self._data_dir
         if embedder is None:
             embedder = MiniLMEmbedder()
             if self._data_dir is not None:
@@ -149,6 +150,17 @@ class SemanticRouter:
         self._load_of: Callable[[str], tuple[int, int]] | None = None
         self._online: Callable[[str], bool] | None = None
         self._lock = threading.RLock()
+
+    def with_data_dir(self, data_dir: str | Path) -> SemanticRouter:
+        """The same router, caching embeddings and persisting its index under ``data_dir``."""
+        router = SemanticRouter(
+            data_dir=data_dir,
+            weights=self.weights,
+            min_similarity=self.min_similarity,
+            top_k=self.top_k,
+        )
+        router.agents_changed(added=list(self._profiles.values()))
+        return router
 
     # Fleet membership (called by the Fleet) ---------------------------------------------------
 
