@@ -241,13 +241,17 @@ def agent(
 
     def wrap(func: AgentFunction) -> FunctionAgent:
         try:
+            parsed_skills = tuple(_to_skill(s) for s in skills)
+        except AgentError as exc:
+            raise AgentError(f"agent {func.__qualname__}: {exc.message}") from exc.__cause__
+        try:
             profile = AgentProfile(
                 id=id or func.__name__.replace("_", "-"),
                 name=name,
                 description=description
                 if description is not None
                 else inspect.cleandoc(func.__doc__ or ""),
-                skills=tuple(_to_skill(s) for s in skills),
+                skills=parsed_skills,
                 tier=Tier(tier),
                 cost_per_call=cost_per_call,
                 typical_latency_s=typical_latency_s,

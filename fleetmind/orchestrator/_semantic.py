@@ -33,7 +33,7 @@ from fleetmind.orchestrator._capindex import CapabilityIndex
 from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
 from fleetmind.orchestrator._router import RoutingDecision
 
-DEFAULT_MIN_SIMILARITY = 0.30
+DEFAULT_MIN_SIMILARITY = 0.255
 """Below this best similarity a subtask is refused (calibrated by benchmarks/routing_accuracy.py
 on its labeled set; see the README)."""
 
@@ -42,14 +42,15 @@ on its labeled set; see the README)."""
 class RoutingWeights:
     """How much each part of the score counts. Similarity dominates; the rest break near-ties.
 
-    Cost and latency enter as ``log1p`` of dollars and seconds (so a 10x price difference
-    matters, a few cents do not), load as the busy fraction of the agent's slots, success as
-    the (smoothed) success rate on similar past subtasks minus one half.
+    Cost and latency enter as ``log1p`` of dollars and seconds, load as the busy fraction of
+    the agent's slots, success as the (smoothed) success rate on similar past subtasks minus
+    one half. The defaults are small on purpose: on the labeled routing benchmark, heavier cost
+    and latency weights cost 2-3 points of top-1 accuracy (0.5 / 0.02: 53.6% vs 55.6%).
     """
 
     similarity: float = 1.0
-    cost: float = 0.5
-    latency: float = 0.02
+    cost: float = 0.1
+    latency: float = 0.002
     load: float = 0.05
     success: float = 0.1
 

@@ -90,7 +90,9 @@ class MemoryStore:
         self._logs[record.id] = []
 
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        log = self._logs[task_id]
+        log = self._logs.get(task_id)
+        if log is None:
+            raise TaskNotFound(f"no task {task_id!r} in the store")
         if first_version != len(log) + 1:
             raise StoreError(
                 f"task {task_id!r}: log is at version {len(log)}, got entries from {first_version}"
@@ -98,7 +100,9 @@ class MemoryStore:
         log.extend(entries)
 
     def set_status(self, task_id: str, status: str) -> None:
-        record = self._records[task_id]
+        record = self._records.get(task_id)
+        if record is None:
+            raise TaskNotFound(f"no task {task_id!r} in the store")
         self._records[task_id] = record.model_copy(
             update={"status": status, "updated_at": time.time()}
         )
@@ -195,9 +199,38 @@ class SQLiteStore:
             (task_id, first_version + i, entry.kind, dump_entry(entry))
             for i, entry in enumerate(entries)
         ]
-        self._write("INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                (exists,) = self._db.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE id = ?", (task_id,)
+                ).fetchone()
+                if not exists:
+                    raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
+                (last,) = self._db.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if first_version != last + 1:
+                    raise StoreError(
+                        f"task {task_id!r}: log is at version {last}, "
+                        f"got entries from {first_version}"
+                    )
+                self._db.executemany(
+                    "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except (sqlite3.Error, StoreError) as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, StoreError):
+                    raise
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
     def set_status(self, task_id: str, status: str) -> None:
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if known is None:
+            raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
         self._write(
             "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
             [(status, time.time(), task_id)],
