@@ -12,11 +12,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from fleetmind.agents import Agent
 from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
-from fleetmind.cli._view import TaskView, graph_table, routing_table
+from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import (
     Fleet,
@@ -188,7 +187,7 @@ def tasks(
     if not records:
         Console().print("no tasks yet — start one with: fleetmind run TASK_FILE")
         return
-    table = Table("id", "name", "status", "started", "updated", "source")
+    table = plain_table("id", "name", "status", "started", "updated", "source")
     for r in records:
         table.add_row(
             r.id,
@@ -241,7 +240,7 @@ FleetRef = Annotated[
 def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
     """List a fleet's agents: tier, cost, latency, limits, version and skills."""
     members, _ = load_fleet(fleet)
-    table = Table("id", "tier", "cost", "latency", "slots", "version", "skills", "local data")
+    table = plain_table("id", "tier", "cost", "latency", "slots", "version", "skills", "local data")
     for a in sorted(members, key=lambda a: a.id):
         p = a.profile
         skills = ", ".join(s.name + (f" [{', '.join(s.tags)}]" if s.tags else "") for s in p.skills)
@@ -297,16 +296,16 @@ def route(
         _save_router(the_fleet)
         raise typer.Exit(1) from None
     _save_router(the_fleet)
-    table = Table("rank", "agent", "score", "similarity", "via", "cost", "latency", "load")
+    table = plain_table("agent", "rank", "score", "similarity", "via", "cost", "latency", "load")
     scores = {s.agent_id: s for s in decision.scores}
     for rank, agent_id in enumerate(decision.candidates, start=1):
         s = scores.get(agent_id)
         if s is None:
-            table.add_row(str(rank), agent_id, "", "", "", "", "", "")
+            table.add_row(agent_id, str(rank), "", "", "", "", "", "")
             continue
         table.add_row(
-            str(rank),
             agent_id,
+            str(rank),
             f"{s.score:.3f}",
             f"{s.similarity:.3f}",
             s.via,
@@ -316,7 +315,7 @@ def route(
         )
     console.print(table)
     if decision.excluded:
-        excluded = Table("excluded agent", "why", title="hard constraints")
+        excluded = plain_table("excluded agent", "why", title="hard constraints")
         for agent_id, why in decision.excluded.items():
             excluded.add_row(agent_id, why)
         console.print(excluded)

@@ -25,6 +25,14 @@ _STYLE = {
 }
 
 
+def plain_table(*headers: str, title: str | None = None) -> Table:
+    """A table whose first column (an id) is never cut and whose other cells fold."""
+    table = Table(title=title, title_justify="left")
+    for i, header in enumerate(headers):
+        table.add_column(header, overflow="fold", no_wrap=i == 0)
+    return table
+
+
 def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     """One row per subtask: status, agent, attempts, duration, and what it is doing or why not."""
     table = Table(title=title, title_justify="left", expand=False, show_lines=False)
