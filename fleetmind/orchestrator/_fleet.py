@@ -132,9 +132,10 @@ class Fleet:
     ) -> None:
         self._directory = AgentDirectory()
         self.router: Router = router if router is not None else SemanticRouter()
+        self.store: Store = open_store(store)
         bind = getattr(self.router, "bind", None)
         if bind is not None:
-            bind(self._directory.load)
+            bind(self._directory.load, store=self.store)
         initial = list(agents)
         ids = [a.id for a in initial if isinstance(a, Agent)]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -143,7 +144,6 @@ class Fleet:
         for agent in initial:
             self._directory.add(agent)
         self._agents_changed(added=[a.profile for a in initial])
-        self.store: Store = open_store(store)
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
         self._handles: dict[str, TaskHandle] = {}

@@ -26,12 +26,20 @@ from typing import Any
 
 import numpy as np
 
+from fleetmind._task_log import (
+    AddSubtask,
+    SubtaskFinished,
+    SubtaskReassigned,
+    SubtaskStarted,
+    UpdateSubtask,
+)
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile, Tier
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator._capindex import CapabilityIndex
 from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
 from fleetmind.orchestrator._router import RoutingDecision
+from fleetmind.orchestrator._store import Store
 
 DEFAULT_MIN_SIMILARITY = 0.255
 """Below this best similarity a subtask is refused (calibrated by benchmarks/routing_accuracy.py
@@ -148,6 +156,7 @@ class SemanticRouter:
         self._stale: dict[str, AgentProfile] = {}
         self._removed: set[str] = set()
         self._queries: dict[str, np.ndarray] = {}
+        self._past: Store | None = None
         self._load_of: Callable[[str], tuple[int, int]] | None = None
         self._online: Callable[[str], bool] | None = None
         self._lock = threading.RLock()
@@ -169,10 +178,44 @@ class SemanticRouter:
         self,
         load_of: Callable[[str], tuple[int, int]],
         online: Callable[[str], bool] | None = None,
+        store: Store | None = None,
     ) -> None:
-        """Where the router reads agents' current load (and, for remote agents, presence)."""
+        """Where the router reads agents' load, presence (remote agents) and past outcomes."""
         self._load_of = load_of
         self._online = online
+        self._past = store
+
+    def _learn_from_store(self, recent_tasks: int = 200) -> None:
+        """Seed the outcome history from the store's recent tasks (once, on first need)."""
+        store, self._past = self._past, None
+        if store is None:
+            return
+        outcomes: list[tuple[str, str, bool]] = []
+        for record in store.tasks(recent_tasks):
+            _, entries = store.load(record.id)
+            subtasks: dict[str, Subtask] = {}
+            agents: dict[str, str] = {}
+            for entry in entries:
+                if isinstance(entry, AddSubtask | UpdateSubtask):
+                    subtasks[entry.subtask.id] = entry.subtask
+                elif isinstance(entry, SubtaskStarted):
+                    agents[entry.subtask_id] = entry.agent
+                elif isinstance(entry, SubtaskReassigned):
+                    text = query_text(subtasks[entry.subtask_id])
+                    outcomes.append((text, entry.agent, False))
+                elif isinstance(entry, SubtaskFinished) and entry.subtask_id in agents:
+                    error_type = (entry.error or {}).get("type")
+                    if error_type in ("UpstreamFailed", "MissingInput", "GraphError"):
+                        continue
+                    text = query_text(subtasks[entry.subtask_id])
+                    outcomes.append((text, agents[entry.subtask_id], entry.status == "done"))
+        outcomes = [o for o in outcomes if o[0]]
+        if not outcomes:
+            return
+        texts = list(dict.fromkeys(text for text, _, _ in outcomes))
+        vectors = dict(zip(texts, self.embedder.embed(texts), strict=True))
+        for text, agent_id, ok in outcomes:
+            self.history.record(agent_id, vectors[text], ok)
 
     def agents_changed(
         self, added: Sequence[AgentProfile] = (), removed: Sequence[str] = ()
@@ -378,6 +421,8 @@ class SemanticRouter:
         vector: np.ndarray | None,
     ) -> CandidateScore:
         load = _busy(self._load_of(profile.id)) if self._load_of is not None else 0.0
+        if vector is not None and self._past is not None:
+            self._learn_from_store()
         success = self.history.success_rate(profile.id, vector) if vector is not None else 0.5
         score = (
             weights.similarity * similarity

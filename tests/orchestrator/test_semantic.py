@@ -360,3 +360,35 @@ def test_cached_embedder_returns_the_same_vectors(tmp_path: Path) -> None:
     assert first.shape == (2, 384)
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
     cache.close()
+
+
+async def test_success_rates_are_learned_from_the_stores_past_tasks(tmp_path: Path) -> None:
+    from fleetmind import SubtaskFailed
+
+    @agent(id="twin-a", description="Summarises long reports into a few bullet points.")
+    async def twin_a() -> str:
+        raise SubtaskFailed("cannot read scanned pages", retryable=False)
+
+    @agent(id="twin-b", description="Summarises long reports into a few bullet points.")
+    async def twin_b() -> str:
+        return "summary"
+
+    def router() -> SemanticRouter:
+        return SemanticRouter(weights=RoutingWeights(success=1.0), min_similarity=0.0)
+
+    store = tmp_path / "tasks.db"
+    graph = TaskGraph("past")
+    for i in range(3):
+        graph.add_subtask(f"s{i}", description=f"summarise quarterly audit report number {i}")
+    first = Fleet([twin_a, twin_b], router=router(), store=store)
+    before = first.route(Subtask(id="q", description="summarise the annual audit report"))
+    result = await first.run(graph)
+    assert result.ok
+    # Which twin went first was a coin toss between equals; whoever failed is now known.
+    failed = {e.agent for e in result.graph.log if e.kind == "subtask_reassigned"}
+    assert failed == {before.candidates[0]} or not failed
+
+    later = Fleet([twin_a, twin_b], router=router(), store=store)
+    decision = later.route(Subtask(id="q", description="summarise the annual audit report"))
+    assert decision.candidates[0] == "twin-b"
+    assert decision.scores[0].success_rate > decision.scores[1].success_rate
