@@ -261,12 +261,14 @@ class Engine:
                 self._to_prepare.extend(self.graph)
                 if self._cancel_requested is not None:
                     self._on_cancel(self._cancel_requested)
+                await self._prepare_routing()
                 self._schedule_ready()
                 self._flush()
                 while not self.graph.is_finished:
                     self._handle(await self._inbox.get())
                     while not self._inbox.empty():
                         self._handle(self._inbox.get_nowait())
+                    await self._prepare_routing()
                     self._schedule_ready()
                     self._flush()
                 self._state = "finishing"
@@ -451,14 +453,26 @@ class Engine:
         for runner in self._runners.values():
             runner.cancel()
 
+    async def _prepare_routing(self) -> None:
+        """Let the router embed new subtasks in one batch, off the event loop's thread."""
+        if not self._to_prepare:
+            return
+        pending, self._to_prepare = self._to_prepare, []
+        prepare = getattr(self._router, "prepare", None)
+        if prepare is None:
+            return
+        fresh = [
+            s
+            for s in pending
+            if s.id in self.graph and not self.graph.state(s.id).status.has_started
+        ]
+        if fresh:
+            # Embedding can take a while (a model call); runners keep running meanwhile.
+            await asyncio.to_thread(prepare, fresh)
+
     def _schedule_ready(self) -> None:
         # A subtask that fails before it starts (no agent, missing input) may make its
         # fallbacks ready at once, so drain until nothing new is ready.
-        if self._to_prepare:
-            prepare = getattr(self._router, "prepare", None)
-            pending, self._to_prepare = self._to_prepare, []
-            if prepare is not None:
-                prepare([s for s in pending if not self.graph.state(s.id).status.has_started])
         while ready := self.graph.drain_ready():
             self._schedule(ready)
 
