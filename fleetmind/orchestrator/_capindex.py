@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -174,9 +175,9 @@ class CapabilityIndex:
         embedder: Embedder,
         *,
         exact_below: int = 4096,
-        ef: int = 96,
+        ef: int = 64,
         m: int = 16,
-        ef_construction: int = 120,
+        ef_construction: int = 100,
     ) -> None:
         self.embedder = embedder
         self._params = (exact_below, ef, m, ef_construction)
@@ -184,6 +185,7 @@ class CapabilityIndex:
         self._agents: dict[str, _AgentEntry] = {}
         self._owner: dict[int, tuple[str, str]] = {}  # label -> (agent id, which text)
         self._next_label = 0
+        self._agents_per_tier: dict[str, int] = dict.fromkeys(self._shards, 0)
         self._lock = threading.RLock()
 
     def _new_shard(self) -> _Shard:
@@ -253,6 +255,7 @@ class CapabilityIndex:
             for agent_id, label in zip(agent_ids, labels, strict=True):
                 self._agents[agent_id] = _AgentEntry(1, tier_value, "", [label], ["agent"])
                 self._owner[label] = (agent_id, "agent")
+            self._agents_per_tier[tier_value] += len(agent_ids)
             self._shards[tier_value].add(labels, np.asarray(vectors, dtype=np.float32))
 
     def _place(
@@ -269,6 +272,7 @@ class CapabilityIndex:
         self._next_label += len(texts)
         kinds = [kind for kind, _ in texts]
         self._agents[agent_id] = _AgentEntry(version, tier, digest, labels, kinds)
+        self._agents_per_tier[tier] += 1
         for label, kind in zip(labels, kinds, strict=True):
             self._owner[label] = (agent_id, kind)
         self._shards[tier].add(labels, np.asarray(vectors, dtype=np.float32))
@@ -282,6 +286,7 @@ class CapabilityIndex:
         entry = self._agents.pop(agent_id, None)
         if entry is None:
             return False
+        self._agents_per_tier[entry.tier] -= 1
         self._shards[entry.tier].remove(entry.labels)
         for label in entry.labels:
             self._owner.pop(label, None)
@@ -305,8 +310,11 @@ class CapabilityIndex:
         with self._lock:
             for tier in wanted:
                 shard = self._shards[tier]
-                # Several vectors may belong to one agent: fetch more than k to find k agents.
-                fetch = k * 4
+                agents_here = self._agents_per_tier[tier]
+                if not agents_here:
+                    continue
+                # Several vectors may belong to one agent: fetch enough vectors for k agents.
+                fetch = k * max(1, math.ceil(shard.live / agents_here))
                 while True:
                     labels, sims = shard.search(vector, fetch)
                     for label, sim in zip(labels.tolist(), sims.tolist(), strict=True):
@@ -374,6 +382,7 @@ class CapabilityIndex:
                 index._agents[agent_id] = _AgentEntry(
                     e["version"], e["tier"], e["digest"], list(e["labels"]), list(e["kinds"])
                 )
+                index._agents_per_tier[e["tier"]] += 1
                 for label, kind in zip(e["labels"], e["kinds"], strict=True):
                     index._owner[label] = (agent_id, kind)
             index._next_label = int(meta["next_label"])
