@@ -10,6 +10,7 @@ the fold derives them again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -61,6 +62,20 @@ class RemoveDependency(_Entry):
     source: SubtaskId
     target: SubtaskId
     input: str | None = None
+
+
+def add_subtask_edit(
+    subtask: Subtask | str, depends_on: Iterable[str | Dependency] = (), **fields: Any
+) -> AddSubtask:
+    """The edit that adds a subtask (or one built from an id and fields) after its sources.
+
+    ``depends_on`` takes source ids (control dependencies) or whole :class:`Dependency` objects.
+    """
+    spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
+    deps = tuple(
+        d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id) for d in depends_on
+    )
+    return AddSubtask(subtask=spec, dependencies=deps)
 
 
 GraphEdit = Annotated[

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from fleetmind._task_log import (
     AddDependency,
-    AddSubtask,
     GraphEdit,
+    add_subtask_edit,
 )
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
@@ -62,13 +62,9 @@ class SubtaskContext:
         **fields: Any,
     ) -> Subtask:
         """Ask for a follow-up subtask; it may depend on this or any other subtask."""
-        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
-        deps = tuple(
-            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
-            for d in depends_on
-        )
-        self.edits.append(AddSubtask(subtask=spec, dependencies=deps))
-        return spec
+        edit = add_subtask_edit(subtask, depends_on, **fields)
+        self.edits.append(edit)
+        return edit.subtask
 
     def add_dependency(
         self,

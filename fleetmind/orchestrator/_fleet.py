@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fleetmind._ids import new_task_id
-from fleetmind._task_log import AddDependency, AddSubtask, GraphEdit, RemoveSubtask, UpdateSubtask
+from fleetmind._task_log import (
+    AddDependency,
+    GraphEdit,
+    RemoveSubtask,
+    UpdateSubtask,
+    add_subtask_edit,
+)
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.errors import AgentError, FleetStateError, GraphError
@@ -80,13 +86,9 @@ class TaskHandle:
         **fields: Any,
     ) -> Subtask:
         """Add a subtask to the running task."""
-        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
-        deps = tuple(
-            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
-            for d in depends_on
-        )
-        await self.edit(AddSubtask(subtask=spec, dependencies=deps))
-        return spec
+        edit = add_subtask_edit(subtask, depends_on, **fields)
+        await self.edit(edit)
+        return edit.subtask
 
     async def add_dependency(
         self,

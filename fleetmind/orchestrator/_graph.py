@@ -36,6 +36,7 @@ from fleetmind._task_log import (
     SubtaskStarted,
     TaskCancelled,
     UpdateSubtask,
+    add_subtask_edit,
 )
 from fleetmind._task_model import (
     Condition,
@@ -146,13 +147,9 @@ class TaskGraph:
         ``depends_on`` takes source ids (control dependencies) or full :class:`Dependency`
         objects whose target is this subtask.
         """
-        spec = subtask if isinstance(subtask, Subtask) else Subtask(id=subtask, **fields)
-        deps = tuple(
-            d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id)
-            for d in depends_on
-        )
-        self.apply(AddSubtask(subtask=spec, dependencies=deps))
-        return spec
+        edit = add_subtask_edit(subtask, depends_on, **fields)
+        self.apply(edit)
+        return edit.subtask
 
     def add_dependency(
         self,
