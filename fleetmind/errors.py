@@ -16,7 +16,11 @@ FleetmindError
 │   ├── UpstreamFailed       a dependency the subtask needed did not succeed
 │   ├── NoCapableAgent       no registered agent can take the subtask
 │   └── TaskCancelled        the task was cancelled by its user
-└── ProtocolError            a message crossing a wire is malformed (children per protocol)
+└── ProtocolError            a message crossing a wire is malformed or breaks its protocol
+    ├── MalformedMessage     not JSON, or not a valid envelope or payload
+    ├── MessageTooLarge      over the size limit
+    ├── UnsupportedVersion   an envelope version this process does not speak
+    └── UnknownKind          a message kind this process does not know
 ```
 
 User mistakes (``ConfigError``, ``GraphError``, ``AgentError``, ``TaskNotFound``) are reported by
@@ -121,6 +125,22 @@ class ProtocolError(FleetmindError):
     """A message crossing a wire is malformed or breaks its protocol."""
 
 
+class MalformedMessage(ProtocolError):
+    """A message is not JSON, or not a valid envelope or payload."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A message is over the size limit."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """A message's envelope version is one this process does not speak."""
+
+
+class UnknownKind(ProtocolError):
+    """A message's kind is one this process does not know."""
+
+
 def error_from_dict(data: dict[str, Any]) -> FleetmindError:
     """Rebuild an error that was stored or sent with :meth:`FleetmindError.to_dict`."""
     cls = _ERRORS_BY_NAME.get(str(data.get("type")), RunError)
@@ -130,24 +150,10 @@ def error_from_dict(data: dict[str, Any]) -> FleetmindError:
     return err
 
 
+def _all_errors(root: type[FleetmindError]) -> list[type[FleetmindError]]:
+    return [root, *(c for sub in root.__subclasses__() for c in _all_errors(sub))]
+
+
 _ERRORS_BY_NAME: dict[str, type[FleetmindError]] = {
-    cls.__name__: cls
-    for cls in (
-        FleetmindError,
-        ConfigError,
-        GraphError,
-        CycleError,
-        AgentError,
-        StoreError,
-        TaskNotFound,
-        FleetStateError,
-        RunError,
-        SubtaskFailed,
-        SubtaskTimeout,
-        MissingInput,
-        UpstreamFailed,
-        NoCapableAgent,
-        TaskCancelled,
-        ProtocolError,
-    )
+    cls.__name__: cls for cls in _all_errors(FleetmindError)
 }
