@@ -1,0 +1,312 @@
+"""The orchestrator's side of the MQTT fleet: remote agents join and leave a Fleet.
+
+A :class:`MqttFleetLink` listens for agent cards and device presence. When a device is online
+its agents enter the fleet as :class:`RemoteAgent` proxies — the engine and the router treat
+them like local ones — and when its presence says offline, or its heartbeats stop for
+``dead_after_s``, they leave and their in-flight subtasks fail over to the next candidate.
+
+Results are accepted only from the device a subtask was dispatched to and only while that
+dispatch is pending: a result or progress message from another device, for an unknown id, or
+replayed after the subtask moved on changes nothing (it is logged and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from fleetmind._task_log import graph_edit_adapter
+from fleetmind._task_model import Subtask
+from fleetmind.agents import Agent, AgentProfile, SubtaskContext, SubtaskResult
+from fleetmind.errors import FleetStateError, ProtocolError, SubtaskFailed, error_from_dict
+from fleetmind.orchestrator._fleet import Fleet
+from fleetmind.protocols._envelope import (
+    CancelPayload,
+    CardPayload,
+    DispatchPayload,
+    ErrorPayload,
+    PresencePayload,
+    ProgressPayload,
+    ResultPayload,
+    new_envelope,
+    parse_envelope,
+)
+from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
+from fleetmind.protocols._topics import Topics
+
+log = logging.getLogger("fleetmind.fleet_link")
+
+
+@dataclass
+class DeviceState:
+    """What the orchestrator knows of one device."""
+
+    device_id: str
+    online: bool = False
+    last_seen: float = 0.0
+    heartbeat_s: float | None = None
+    agents: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Pending:
+    device: str
+    future: asyncio.Future[SubtaskResult]
+    ctx: SubtaskContext
+
+
+class RemoteAgent(Agent):
+    """An agent on another device, reached through the fleet link; same interface as a local one."""
+
+    def __init__(self, profile: AgentProfile, link: MqttFleetLink, device: str) -> None:
+        super().__init__(profile)
+        self.device = device
+        self._link = link
+
+    async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        return await self._link.dispatch(self, subtask, ctx)
+
+
+class MqttFleetLink:
+    """Connects a Fleet to an MQTT broker so that devices' agents work for it.
+
+    Args:
+        fleet: The fleet remote agents join.
+        broker: The broker and the orchestrator's login.
+        fleet_name: The fleet's topic prefix name.
+        client_id: Stable, so the broker keeps this orchestrator's session (and results queued
+            while it was away).
+        share_group: Replicas with the same group split the devices' output between them.
+        dead_after_s: Declare a device dead when no heartbeat came for this long (default:
+            three of its heartbeat periods).
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        broker: BrokerAddress,
+        *,
+        fleet_name: str = "default",
+        client_id: str = "fm-orchestrator",
+        share_group: str | None = None,
+        dead_after_s: float | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.broker = broker
+        self.topics = Topics(fleet_name)
+        self.client_id = client_id
+        self.share_group = share_group
+        self.dead_after_s = dead_after_s
+        self.devices: dict[str, DeviceState] = {}
+        self._cards: dict[str, tuple[str, AgentProfile]] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._mqtt: MqttConnection | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._changed = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self.ignored: list[str] = []
+        """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
+
+    async def __aenter__(self) -> MqttFleetLink:
+        self._mqtt = await MqttConnection(self.broker, self.client_id).__aenter__()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        await self._mqtt.subscribe(
+            self.topics.all_cards,
+            self.topics.all_presence,
+            self.topics.all_device_out(self.share_group),
+        )
+        self._loops = [
+            self._tasks.create_task(self._read(self._mqtt)),
+            self._tasks.create_task(self._watch_heartbeats()),
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._tasks is not None and self._mqtt is not None
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(FleetStateError("the fleet link closed"))
+        for task in self._loops:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._tasks.__aexit__(None, None, None)
+        await self._mqtt.__aexit__(*exc_info)
+
+    async def wait_for_agents(self, *agent_ids: str, timeout_s: float = 30.0) -> None:
+        """Wait until these remote agents are in the fleet."""
+        async with asyncio.timeout(timeout_s):
+            while not all(self.fleet.agent(a) is not None for a in agent_ids):
+                self._changed.clear()
+                await self._changed.wait()
+
+    # Dispatch ----------------------------------------------------------------------------------
+
+    async def dispatch(self, agent: RemoteAgent, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        """Send a subtask to its device and wait for the result (cancelling it if cancelled)."""
+        if self._mqtt is None:
+            raise FleetStateError("the fleet link is not connected")
+        dispatch_id = uuid.uuid4().hex
+        future: asyncio.Future[SubtaskResult] = asyncio.get_running_loop().create_future()
+        self._pending[dispatch_id] = _Pending(agent.device, future, ctx)
+        job = DispatchPayload(
+            task_id=ctx.task_id,
+            agent=agent.id,
+            subtask=subtask.model_dump(mode="json"),
+            inputs=ctx.inputs,
+            attempt=ctx.attempt,
+        )
+        message = new_envelope("dispatch", "orchestrator", job, message_id=dispatch_id)
+        try:
+            await self._mqtt.publish(self.topics.agent_inbox(agent.id), message.to_bytes())
+            result = await future
+        except asyncio.CancelledError:
+            cancel = CancelPayload(task_id=ctx.task_id, subtask_id=subtask.id, reason="cancelled")
+            notice = new_envelope("cancel", "orchestrator", cancel, correlation_id=dispatch_id)
+            with contextlib.suppress(ProtocolError, FleetStateError):
+                self._mqtt.publish_nowait(self.topics.agent_inbox(agent.id), notice.to_bytes())
+            raise
+        finally:
+            self._pending.pop(dispatch_id, None)
+        return result
+
+    # Receiving ---------------------------------------------------------------------------------
+
+    async def _read(self, mqtt: MqttConnection) -> None:
+        async for message in mqtt.messages():
+            try:
+                self._receive(message)
+            except Exception:  # one bad message must never stop the link
+                log.exception("could not handle a message on %s", message.topic)
+
+    def _ignore(self, why: str) -> None:
+        log.warning("ignored: %s", why)
+        self.ignored.append(why)
+        del self.ignored[:-100]
+
+    def _receive(self, message: Message) -> None:
+        if not message.payload:
+            return  # a cleared retained message
+        try:
+            envelope, payload = parse_envelope(message.payload)
+        except ProtocolError as exc:
+            self._ignore(f"malformed message on {message.topic}: {exc.message}")
+            return
+        parts = message.topic.split("/")  # fleetmind/<fleet>/<agents|devices>/<owner>/<what>
+        owner = parts[3] if len(parts) == 5 else ""
+        match payload:
+            case CardPayload():
+                self._on_card(owner, envelope.sender, payload)
+            case PresencePayload():
+                if owner != envelope.sender:
+                    self._ignore(f"presence for {owner} sent by {envelope.sender}")
+                    return
+                self._on_presence(owner, payload)
+            case ResultPayload() | ProgressPayload() | ErrorPayload():
+                if owner != envelope.sender:
+                    self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
+                    return
+                self._on_output(owner, envelope.correlation_id, payload)
+            case _:
+                self._ignore(f"unexpected {envelope.kind} message on {message.topic}")
+
+    def _on_card(self, topic_agent: str, sender: str, card: CardPayload) -> None:
+        if sender != card.device:
+            self._ignore(f"card for device {card.device} sent by {sender}")
+            return
+        try:
+            profile = AgentProfile.model_validate(card.profile)
+        except ValidationError as exc:
+            self._ignore(f"bad card from {sender}: {exc.errors()[0]['msg']}")
+            return
+        if profile.id != topic_agent:
+            self._ignore(f"card of {profile.id} published on {topic_agent}'s topic by {sender}")
+            return
+        self._cards[profile.id] = (card.device, profile)
+        device = self.devices.setdefault(card.device, DeviceState(card.device))
+        device.agents.add(profile.id)
+        if device.online:
+            self._join(profile.id)
+
+    def _on_presence(self, device_id: str, presence: PresencePayload) -> None:
+        device = self.devices.setdefault(device_id, DeviceState(device_id))
+        device.last_seen = time.monotonic()
+        device.heartbeat_s = presence.heartbeat_s
+        if presence.state == "online":
+            device.agents.update(presence.agents)
+            if not device.online:
+                device.online = True
+                for agent_id in device.agents:
+                    self._join(agent_id)
+        elif device.online:
+            self._device_gone(device, "went offline")
+
+    def _join(self, agent_id: str) -> None:
+        known = self._cards.get(agent_id)
+        if known is None:
+            return
+        device, profile = known
+        current = self.fleet.agent(agent_id)
+        if isinstance(current, RemoteAgent) and current.profile == profile:
+            return
+        self.fleet.add(RemoteAgent(profile, self, device))
+        self._changed.set()
+
+    def _device_gone(self, device: DeviceState, why: str) -> None:
+        device.online = False
+        for agent_id in device.agents:
+            if isinstance(self.fleet.agent(agent_id), RemoteAgent):
+                self.fleet.remove(agent_id)
+        for pending in list(self._pending.values()):
+            if pending.device == device.device_id and not pending.future.done():
+                pending.future.set_exception(
+                    SubtaskFailed(f"device {device.device_id} {why}", retryable=False)
+                )
+        self._changed.set()
+
+    def _on_output(self, device_id: str, correlation_id: str | None, payload: Any) -> None:
+        pending = self._pending.get(correlation_id or "")
+        if pending is None or pending.device != device_id:
+            self._ignore(
+                f"{type(payload).__name__} from {device_id} for dispatch {correlation_id}, "
+                "which is not pending for that device"
+            )
+            return
+        if pending.future.done():
+            return
+        match payload:
+            case ProgressPayload():
+                pending.ctx.progress(payload.message, payload.fraction)
+            case ResultPayload() if payload.status == "done":
+                try:
+                    edits = tuple(graph_edit_adapter.validate_python(e) for e in payload.edits)
+                except ValidationError as exc:
+                    pending.future.set_exception(
+                        SubtaskFailed(
+                            f"device sent an invalid graph edit: {exc.errors()[0]['msg']}"
+                        )
+                    )
+                    return
+                pending.future.set_result(SubtaskResult(payload.output, edits))
+            case ResultPayload():
+                pending.future.set_exception(error_from_dict(payload.error or {}))
+            case ErrorPayload():
+                pending.future.set_exception(error_from_dict(payload.error))
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for device in list(self.devices.values()):
+                if not device.online or not device.heartbeat_s:
+                    continue
+                limit = self.dead_after_s or 3 * device.heartbeat_s
+                if now - device.last_seen > limit:
+                    self._device_gone(device, f"missed heartbeats for {limit:g} s")
