@@ -14,6 +14,14 @@ import typer
 from rich.console import Console
 
 from fleetmind.agents import Agent
+from fleetmind.cli._fleet_cmds import (
+    FleetName,
+    PasswordFile,
+    Username,
+    agent_app,
+    broker_address,
+    devices,
+)
 from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
 from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
@@ -130,11 +138,19 @@ def run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     data_dir: DataDir = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
+    ] = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    fleet_name: FleetName = "default",
 ) -> None:
     """Run a task graph and show it live; exit 0 when every subtask succeeded."""
-    target_spec = load_target(target, parse_params(param or []), fleet)
+    target_spec = load_target(
+        target, parse_params(param or []), fleet, remote_agents=broker is not None
+    )
     the_fleet = _fleet(target_spec.agents, target_spec.router, data_dir, _store(data_dir))
-    the_fleet.check(target_spec.graph)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
@@ -147,7 +163,21 @@ def run(
             log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
         return handle
 
-    result = _run_async(_follow(the_fleet, start, view), the_fleet)
+    if broker is None:
+        the_fleet.check(target_spec.graph)
+        result = _run_async(_follow(the_fleet, start, view), the_fleet)
+    else:
+        address = broker_address(broker, username, password_file)
+
+        async def with_devices() -> TaskResult:
+            from fleetmind.orchestrator._fleet_link import MqttFleetLink
+
+            async with MqttFleetLink(the_fleet, address, fleet_name=fleet_name) as link:
+                await link.settle()  # retained cards and presence of the online devices
+                the_fleet.check(target_spec.graph)
+                return await _follow(the_fleet, start, view)
+
+        result = _run_async(with_devices(), the_fleet)
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
@@ -337,6 +367,10 @@ def version_callback(value: bool) -> None:
 
         print(f"fleetmind {__version__}")
         raise typer.Exit()
+
+
+app.add_typer(agent_app, name="agent")
+app.command("devices")(devices)
 
 
 @app.callback()

@@ -43,7 +43,13 @@ def parse_params(items: Iterable[str]) -> dict[str, Any]:
     return params
 
 
-def load_target(target: str, params: Mapping[str, Any], fleet_ref: str | None = None) -> RunTarget:
+def load_target(
+    target: str,
+    params: Mapping[str, Any],
+    fleet_ref: str | None = None,
+    *,
+    remote_agents: bool = False,
+) -> RunTarget:
     """Load a task file (YAML/JSON) or a Python module that defines ``fleet`` and ``task``."""
     path = Path(target)
     if not path.exists():
@@ -54,6 +60,15 @@ def load_target(target: str, params: Mapping[str, Any], fleet_ref: str | None = 
         raise ConfigError(f"{target}: expected a .yaml, .yml, .json or .py file")
     task = read_task_file(path, params)
     ref = fleet_ref or task.fleet_ref
+    if ref is None and remote_agents:
+        # Every agent is on a device, reached through the broker.
+        return RunTarget(
+            graph=task.graph,
+            agents=[],
+            router=None,
+            source=str(task.path),
+            metadata={"params": dict(task.params), "fleet": None},
+        )
     if ref is None:
         raise ConfigError(f"{target}: no fleet given; add `fleet: FILE.py` or pass --fleet")
     base = None if fleet_ref else path.resolve().parent

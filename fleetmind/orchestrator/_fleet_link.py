@@ -51,6 +51,9 @@ class DeviceState:
     device_id: str
     online: bool = False
     last_seen: float = 0.0
+    """When the last presence or heartbeat arrived (monotonic clock)."""
+    last_seen_at: float = 0.0
+    """When the device sent it (its wall clock, Unix seconds)."""
     heartbeat_s: float | None = None
     agents: set[str] = field(default_factory=set)
 
@@ -140,6 +143,18 @@ class MqttFleetLink:
             await self._tasks.__aexit__(None, None, None)
         await self._mqtt.__aexit__(*exc_info)
 
+    async def settle(self, quiet_s: float = 0.3, timeout_s: float = 3.0) -> None:
+        """Wait until retained cards and presence have arrived (no change for ``quiet_s``)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    self._changed.clear()
+                    try:
+                        async with asyncio.timeout(quiet_s):
+                            await self._changed.wait()
+                    except TimeoutError:
+                        return
+
     async def wait_for_agents(self, *agent_ids: str, timeout_s: float = 30.0) -> None:
         """Wait until these remote agents are in the fleet."""
         async with asyncio.timeout(timeout_s):
@@ -209,6 +224,7 @@ class MqttFleetLink:
                     self._ignore(f"presence for {owner} sent by {envelope.sender}")
                     return
                 self._on_presence(owner, payload)
+                self.devices[owner].last_seen_at = envelope.sent_at
             case ResultPayload() | ProgressPayload() | ErrorPayload():
                 if owner != envelope.sender:
                     self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
@@ -230,6 +246,7 @@ class MqttFleetLink:
             self._ignore(f"card of {profile.id} published on {topic_agent}'s topic by {sender}")
             return
         self._cards[profile.id] = (card.device, profile)
+        self._changed.set()
         device = self.devices.setdefault(card.device, DeviceState(card.device))
         device.agents.add(profile.id)
         if device.online:
@@ -238,6 +255,7 @@ class MqttFleetLink:
     def _on_presence(self, device_id: str, presence: PresencePayload) -> None:
         device = self.devices.setdefault(device_id, DeviceState(device_id))
         device.last_seen = time.monotonic()
+        self._changed.set()
         device.heartbeat_s = presence.heartbeat_s
         if presence.state == "online":
             device.agents.update(presence.agents)
