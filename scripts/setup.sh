@@ -21,4 +21,18 @@ else
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# Mosquitto is the fleet's MQTT broker (and the tests' broker). Install it where we can.
+if ! command -v mosquitto >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; then
+    : # installed but /usr/sbin is not on PATH; fleetmind looks there too
+elif ! command -v mosquitto >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Mosquitto (apt-get install mosquitto mosquitto-clients)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    else
+        echo "note: Mosquitto is not installed; the MQTT fleet needs it." >&2
+        echo "      Debian/Ubuntu: sudo apt-get install mosquitto mosquitto-clients" >&2
+        echo "      macOS: brew install mosquitto" >&2
+    fi
+fi
 echo "fleetmind installed in .venv — try: .venv/bin/fleetmind --help"
