@@ -1,0 +1,305 @@
+"""The MQTT fleet end to end: real Mosquitto, agents in separate OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetmind import Fleet, TaskGraph, agent
+from fleetmind.agents._device import DeviceRuntime
+from fleetmind.orchestrator._fleet_link import MqttFleetLink
+from fleetmind.protocols._envelope import DispatchPayload, ResultPayload, new_envelope
+from fleetmind.protocols._mqtt import BrokerAddress, MqttConnection
+from fleetmind.protocols._topics import Topics
+
+FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+)
+
+if MOSQUITTO is None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("Mosquitto is required under CI: apt-get install mosquitto")
+    pytest.skip("Mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(60)
+
+AGENTS = """
+import asyncio, os, pathlib
+from fleetmind import agent
+
+DEVICE = os.environ["FM_DEVICE"]
+LOG = pathlib.Path(os.environ["FM_LOG"])
+
+def mark(text):
+    with LOG.open("a") as f:
+        f.write(f"{DEVICE} {text}\\n")
+
+@agent(id=f"resizer-{DEVICE}", skills=["resize"], cost_per_call=float(os.environ["FM_COST"]))
+async def resize(size: int, ctx) -> int:
+    mark(f"resize {size}")
+    ctx.progress(f"resizing {size}")
+    if os.environ.get("FM_HANG") and size == 2:
+        await asyncio.sleep(3600)  # killed while it works
+    return size // 2
+
+@agent(id=f"adder-{DEVICE}", skills=["add"], cost_per_call=float(os.environ["FM_COST"]))
+async def add(a: int, b: int) -> int:
+    mark("add")
+    return a + b
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerAddress]:
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.02)
+        yield BrokerAddress("127.0.0.1", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def devices(tmp_path: Path, broker: BrokerAddress) -> Iterator[dict]:
+    """Starts `fleetmind agent serve` processes on demand; stops them all at the end."""
+    (tmp_path / "agents.py").write_text(AGENTS)
+    log = tmp_path / "calls.log"
+    processes: dict[str, subprocess.Popen] = {}
+
+    def start(device: str, cost: float, hang: bool = False) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "FM_DEVICE": device,
+            "FM_LOG": str(log),
+            "FM_COST": str(cost),
+            "FM_HANG": "1" if hang else "",
+        }
+        process = subprocess.Popen(
+            [
+                FLEETMIND,
+                "agent",
+                "serve",
+                str(tmp_path / "agents.py"),
+                "--broker",
+                f"mqtt://127.0.0.1:{broker.port}",
+                "--device-id",
+                device,
+                "--heartbeat",
+                "0.5",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes[device] = process
+        return process
+
+    try:
+        yield {"start": start, "log": log, "processes": processes}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+async def test_agents_in_separate_processes_complete_a_dag(
+    broker: BrokerAddress, devices: dict
+) -> None:
+    devices["start"]("pi-1", cost=0.0)
+    devices["start"]("pi-2", cost=1.0)
+    fleet = Fleet()
+    graph = TaskGraph("remote")
+    graph.add_subtask("half", agent="resizer-pi-1", inputs={"size": 10})
+    graph.add_subtask("other", agent="resizer-pi-2", inputs={"size": 4})
+    graph.add_subtask("sum", skill="add")
+    graph.add_dependency("half", "sum", kind="data", input="a")
+    graph.add_dependency("other", "sum", kind="data", input="b")
+    async with MqttFleetLink(fleet, broker, dead_after_s=2) as link:
+        await link.wait_for_agents("resizer-pi-1", "resizer-pi-2", "adder-pi-1", "adder-pi-2")
+        result = await fleet.run(graph)
+
+    assert result.status == "done", result.errors
+    assert result.outputs == {"half": 5, "other": 2, "sum": 7}
+    assert result.graph.state("sum").agent == "adder-pi-1"  # the cheaper device's adder
+    assert sorted(calls(devices["log"])) == ["pi-1 add", "pi-1 resize 10", "pi-2 resize 4"]
+
+
+async def test_killing_a_device_mid_subtask_reassigns_it(
+    broker: BrokerAddress, devices: dict
+) -> None:
+    doomed = devices["start"]("pi-1", cost=0.0, hang=True)
+    devices["start"]("pi-2", cost=1.0)
+    fleet = Fleet()
+    graph = TaskGraph("failover")
+    graph.add_subtask("shrink", skill="resize", inputs={"size": 2})
+    async with MqttFleetLink(fleet, broker, dead_after_s=1.5) as link:
+        await link.wait_for_agents("resizer-pi-1", "resizer-pi-2")
+        async with fleet:
+            handle = fleet.submit(graph)
+            async for event in handle.events():
+                if event.kind == "subtask_started":
+                    assert event.agent == "resizer-pi-1"
+                if event.kind == "subtask_progress":  # the device is at work: kill it now
+                    break
+            os.kill(doomed.pid, signal.SIGKILL)  # the broker publishes its last will
+            result = await handle.result()
+
+    assert result.status == "done", result.errors
+    assert result.outputs == {"shrink": 1}
+    assert result.graph.state("shrink").agent == "resizer-pi-2"
+    reassigned = [e for e in result.graph.log if e.kind == "subtask_reassigned"]
+    assert [e.agent for e in reassigned] == ["resizer-pi-1"]
+    assert link.devices["pi-1"].online is False
+
+
+@agent(id="slow-echo")
+async def slow_echo(text: str) -> str:
+    await asyncio.sleep(0.5)
+    return text
+
+
+async def test_results_from_the_wrong_device_unknown_ids_and_replays_change_nothing(
+    broker: BrokerAddress,
+) -> None:
+    topics = Topics()
+    device = DeviceRuntime("honest", [slow_echo], broker, heartbeat_s=0.5)
+    fleet = Fleet()
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(device.run())
+        async with (
+            MqttFleetLink(fleet, broker) as link,
+            MqttConnection(broker, "fm-rogue") as rogue,
+        ):
+            await link.wait_for_agents("slow-echo")
+            await rogue.subscribe(topics.agent_inbox("slow-echo"))
+            graph = TaskGraph("injection")
+            graph.add_subtask("echo", agent="slow-echo", inputs={"text": "genuine"})
+            async with fleet:
+                handle = fleet.submit(graph)
+                dispatch = None
+                async for message in rogue.messages():  # the rogue sees the dispatch's id
+                    dispatch = json.loads(message.payload)
+                    break
+                assert dispatch is not None
+                forged = ResultPayload(
+                    task_id=handle.task_id, subtask_id="echo", status="done", output="forged"
+                )
+                # From another device, on its own topic, for the real dispatch id:
+                await rogue.publish(
+                    topics.device_out("rogue"),
+                    new_envelope(
+                        "result", "rogue", forged, correlation_id=dispatch["id"]
+                    ).to_bytes(),
+                )
+                # Claiming to be the honest device, but on the rogue's own topic:
+                await rogue.publish(
+                    topics.device_out("rogue"),
+                    new_envelope(
+                        "result", "honest", forged, correlation_id=dispatch["id"]
+                    ).to_bytes(),
+                )
+                # For an unknown dispatch id:
+                await rogue.publish(
+                    topics.device_out("honest"),
+                    new_envelope("result", "honest", forged, correlation_id="nope").to_bytes(),
+                )
+                result = await handle.result()
+                # A replay of the real result after the subtask finished:
+                late = ResultPayload(
+                    task_id=handle.task_id, subtask_id="echo", status="done", output="replayed"
+                )
+                await rogue.publish(
+                    topics.device_out("honest"),
+                    new_envelope(
+                        "result", "honest", late, correlation_id=dispatch["id"]
+                    ).to_bytes(),
+                )
+                await asyncio.sleep(0.2)
+            ignored = list(link.ignored)
+        serving.cancel()
+
+    assert result.outputs == {"echo": "genuine"}
+    assert len(ignored) == 4
+    assert any("sent by honest" in why for why in ignored)
+    assert sum("not pending" in why for why in ignored) == 3
+
+
+async def test_device_answers_malformed_and_duplicate_messages_and_keeps_serving(
+    broker: BrokerAddress,
+) -> None:
+    topics = Topics()
+    runs: list[str] = []
+
+    @agent(id="counter")
+    async def counter(text: str) -> str:
+        runs.append(text)
+        return text.upper()
+
+    device = DeviceRuntime("dev", [counter], broker, heartbeat_s=0.5)
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(device.run())
+        await device.ready.wait()
+        async with MqttConnection(broker, "fm-test-orchestrator") as orchestrator:
+            await orchestrator.subscribe(topics.device_out("dev"))
+            inbox = topics.agent_inbox("counter")
+            await orchestrator.publish(inbox, b"{not json")
+            await orchestrator.publish(
+                inbox, json.dumps({"v": 9, "kind": "dispatch", "id": "x"}).encode()
+            )
+            job = DispatchPayload(
+                task_id="t1", agent="counter", subtask={"id": "s"}, inputs={"text": "hi"}
+            )
+            dispatch = new_envelope("dispatch", "orchestrator", job)
+            await orchestrator.publish(inbox, dispatch.to_bytes())
+            await orchestrator.publish(inbox, dispatch.to_bytes())  # a redelivered duplicate
+            replies = []
+            async for message in orchestrator.messages():
+                replies.append(json.loads(message.payload))
+                if replies[-1]["kind"] == "result":
+                    break
+        serving.cancel()
+
+    kinds = [r["kind"] for r in replies]
+    assert kinds == ["error", "error", "result"]
+    assert "not JSON" in replies[0]["payload"]["error"]["message"]
+    assert replies[1]["payload"]["error"]["type"] == "UnsupportedVersion"
+    assert replies[1]["correlation_id"] == "x"
+    assert replies[2]["payload"]["output"] == "HI"
+    assert runs == ["hi"]  # the duplicate had no second effect
