@@ -303,3 +303,32 @@ async def test_device_answers_malformed_and_duplicate_messages_and_keeps_serving
     assert replies[1]["correlation_id"] == "x"
     assert replies[2]["payload"]["output"] == "HI"
     assert runs == ["hi"]  # the duplicate had no second effect
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto-clients missing")
+async def test_the_documented_shell_device_joins_and_does_a_subtask(
+    broker: BrokerAddress,
+) -> None:
+    script = Path(__file__).parents[2] / "examples" / "shell_device.sh"
+    fleet = Fleet()
+    async with MqttFleetLink(fleet, broker) as link:
+        shell = await asyncio.create_subprocess_exec(
+            "sh",
+            str(script),
+            "127.0.0.1",
+            str(broker.port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await link.wait_for_agents("shout", timeout_s=20)
+            graph = TaskGraph("shell")
+            graph.add_subtask("loud", agent="shout", inputs={"text": "hello from python"})
+            result = await fleet.run(graph)
+            _, stderr = await asyncio.wait_for(shell.communicate(), 20)
+        finally:
+            if shell.returncode is None:
+                shell.kill()
+                await shell.wait()
+    assert shell.returncode == 0, stderr.decode()
+    assert result.outputs == {"loud": "HELLO FROM PYTHON"}
