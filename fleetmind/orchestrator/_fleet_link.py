@@ -56,6 +56,8 @@ class DeviceState:
     """When the device sent it (its wall clock, Unix seconds)."""
     heartbeat_s: float | None = None
     agents: set[str] = field(default_factory=set)
+    offline_since: float | None = None
+    """When it said it went offline; its in-flight work fails over after a grace period."""
 
 
 @dataclass
@@ -259,12 +261,19 @@ class MqttFleetLink:
         device.heartbeat_s = presence.heartbeat_s
         if presence.state == "online":
             device.agents.update(presence.agents)
+            device.offline_since = None
             if not device.online:
                 device.online = True
                 for agent_id in device.agents:
                     self._join(agent_id)
+                self._changed.set()
         elif device.online:
-            self._device_gone(device, "went offline")
+            # A broker restart also produces this message, so the device gets a grace period:
+            # dispatches to it wait in its persistent session meanwhile, and only if it is not
+            # back in time do its agents leave and its in-flight subtasks fail over.
+            device.online = False
+            device.offline_since = time.monotonic()
+            self._changed.set()
 
     def _join(self, agent_id: str) -> None:
         known = self._cards.get(agent_id)
@@ -277,11 +286,17 @@ class MqttFleetLink:
         self.fleet.add(RemoteAgent(profile, self, device))
         self._changed.set()
 
-    def _device_gone(self, device: DeviceState, why: str) -> None:
+    def _leave(self, device: DeviceState) -> None:
         device.online = False
         for agent_id in device.agents:
             if isinstance(self.fleet.agent(agent_id), RemoteAgent):
                 self.fleet.remove(agent_id)
+        self._changed.set()
+
+    def _device_gone(self, device: DeviceState, why: str) -> None:
+        """The device is dead: its agents leave and its in-flight subtasks fail over."""
+        self._leave(device)
+        device.offline_since = None
         for pending in list(self._pending.values()):
             if pending.device == device.device_id and not pending.future.done():
                 pending.future.set_exception(
@@ -322,9 +337,16 @@ class MqttFleetLink:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            # While we were cut off from the broker nobody's heartbeats could reach us: count
+            # silence only from our latest (re)connection.
+            connected_at = self._mqtt.connected_at if self._mqtt is not None else 0.0
             for device in list(self.devices.values()):
+                grace = self.dead_after_s or 3 * (device.heartbeat_s or 5.0)
+                if device.offline_since is not None and now - device.offline_since > grace:
+                    self._device_gone(device, f"went offline and did not return within {grace:g} s")
+                    continue
                 if not device.online or not device.heartbeat_s:
                     continue
                 limit = self.dead_after_s or 3 * device.heartbeat_s
-                if now - device.last_seen > limit:
+                if now - max(device.last_seen, connected_at) > limit:
                     self._device_gone(device, f"missed heartbeats for {limit:g} s")

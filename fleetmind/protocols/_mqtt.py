@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,9 @@ class MqttConnection:
         self._connected: asyncio.Event | None = None
         self._connect_error: str | None = None
         self.dropped = 0
+        self._filters: dict[str, int] = {}
+        self.connected_at = 0.0
+        """When the current connection to the broker was made (monotonic clock)."""
 
     async def __aenter__(self) -> MqttConnection:
         if self._state != "new":
@@ -177,6 +181,19 @@ class MqttConnection:
             self._connect_error = str(reason)
             if self._state == "new":
                 client.disconnect()  # a refused login is final; do not retry
+        else:
+            self.connected_at = time.monotonic()
+            if self._state == "open":
+                resumed = bool(getattr(flags, "session_present", False))
+                log.info(
+                    "reconnected to %s:%s (%s)",
+                    self.address.host,
+                    self.address.port,
+                    "session resumed" if resumed else "new session",
+                )
+                if not resumed and self._filters:
+                    # The broker lost our session (no persistence): subscribe again.
+                    client.subscribe([(f, q) for f, q in self._filters.items()])
         self._loop.call_soon_threadsafe(self._connected.set)
 
     def _on_disconnect(
@@ -236,7 +253,9 @@ class MqttConnection:
         if qos == 0:
             return
         self._pending[info.mid] = future
-        if info.is_published():
+        # While disconnected paho keeps the message and sends it after reconnecting; the
+        # acknowledgement (and this await) come then.
+        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
             self._acknowledge(info.mid)
         try:
             await future
@@ -254,6 +273,7 @@ class MqttConnection:
         client = self._open_client()
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
+        self._filters.update(dict.fromkeys(topic_filters, qos))
         result, mid = client.subscribe([(f, qos) for f in topic_filters])
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise ProtocolError(f"subscribe failed: {mqtt.error_string(result)}")

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +333,74 @@ async def test_the_documented_shell_device_joins_and_does_a_subtask(
                 await shell.wait()
     assert shell.returncode == 0, stderr.decode()
     assert result.outputs == {"loud": "HELLO FROM PYTHON"}
+
+
+async def test_a_broker_restart_in_the_middle_of_a_task_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "persistent.conf"
+    # Mosquitto started as root drops to its own user, which cannot enter pytest's private
+    # temporary directories: its database goes to a directory it may write.
+    store = Path(tempfile.mkdtemp(prefix="fleetmind-mosquitto-"))
+    os.chmod(store, 0o777)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {store}/\nautosave_interval 1\n"
+    )
+
+    def start_broker() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return process
+            except OSError:
+                if time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.02)
+
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    @agent(id="patient")
+    async def patient(text: str) -> str:
+        started.set()
+        await gate.wait()
+        return text[::-1]
+
+    address = BrokerAddress("127.0.0.1", port)
+    broker = start_broker()
+    try:
+        device = DeviceRuntime("steady", [patient], address, heartbeat_s=0.5)
+        fleet = Fleet()
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(device.run())
+            async with MqttFleetLink(fleet, address, dead_after_s=5) as link:
+                await link.wait_for_agents("patient")
+                graph = TaskGraph("restart")
+                graph.add_subtask("flip", agent="patient", inputs={"text": "abc"})
+                graph.add_subtask(
+                    "again", agent="patient", inputs={"text": "xyz"}, depends_on=["flip"]
+                )
+                async with fleet:
+                    handle = fleet.submit(graph)
+                    await started.wait()
+                    # Mosquitto saves its state (sessions, queued QoS 1 messages) on shutdown.
+                    broker.terminate()
+                    broker.wait(timeout=10)
+                    gate.set()  # the result is published while the broker is down
+                    await asyncio.sleep(0.3)
+                    broker = start_broker()
+                    result = await asyncio.wait_for(handle.result(), 30)
+            serving.cancel()
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        shutil.rmtree(store, ignore_errors=True)
+
+    assert result.status == "done", result.errors
+    assert result.outputs == {"flip": "cba", "again": "zyx"}
+    assert not [e for e in result.graph.log if e.kind == "subtask_reassigned"]

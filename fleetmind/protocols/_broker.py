@@ -1,0 +1,667 @@
+"""The fleet's MQTT broker: a devices file in, a locked-down Mosquitto configuration out.
+
+A devices file says which devices may connect and which agents each one hosts:
+
+```yaml
+fleet: home                      # topic prefix fleetmind/home (default: "default")
+listeners:                       # default: one plain listener on 127.0.0.1:1883
+  - {port: 1883, bind: 127.0.0.1}
+  - {port: 8883, bind: 0.0.0.0, tls: {cafile: ca.crt, certfile: server.crt, keyfile: server.key}}
+orchestrators:                   # may read and write everything under the fleet's prefix
+  - {username: orchestrator, password_env: FLEETMIND_ORCH_PASSWORD}
+devices:                         # the username of a device is its id
+  - {id: pi-7, password: s3cret, agents: [camera, thermostat]}
+  - {id: phone, password_env: PHONE_PW, agents: [notes]}
+```
+
+:func:`write_broker_config` turns it into a directory that ``mosquitto -c DIR/mosquitto.conf``
+runs: anonymous clients refused, hashed passwords, and an ACL that follows
+:mod:`fleetmind.protocols._topics` (a device reads only its own inboxes and writes only its own
+cards, presence and output). :func:`serve` starts Mosquitto on such a directory. Only Mosquitto
+is supported: an embedded broker is not provided yet, so without Mosquitto :func:`serve` raises
+a :class:`~fleetmind.errors.ConfigError` that says what to install.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Annotated, Any, Self
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from fleetmind._ids import is_valid_id
+from fleetmind.errors import ConfigError
+from fleetmind.protocols._topics import DEFAULT_FLEET, Topics
+
+CONF_FILE = "mosquitto.conf"
+PASSWORD_FILE = "passwords"
+ACL_FILE = "acl"
+DATA_DIR = "data"
+SUMMARY_FILE = "fleetmind-broker.json"
+LOG_FILE = "mosquitto.log"
+
+_INSTALL_HINT = (
+    "on Debian/Ubuntu run `apt-get install mosquitto`; on macOS `brew install mosquitto`; "
+    "elsewhere see https://mosquitto.org/download/"
+)
+# Debian puts the broker in /usr/sbin, which is not on an ordinary user's PATH.
+_EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")
+
+
+# The devices file, as written by a person (validated at the boundary) ------------------------
+
+
+def _valid_id(value: str) -> str:
+    if not is_valid_id(value):
+        raise ValueError(f"{value!r} is not a valid id (letters, digits, '.', '_', '-'; max 64)")
+    return value
+
+
+_Id = Annotated[str, AfterValidator(_valid_id)]
+
+
+class _TlsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cafile: str | None = None
+    certfile: str
+    keyfile: str
+    require_certificate: bool = False
+
+
+class _ListenerModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    port: int = Field(ge=1, le=65535)
+    bind: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:_-]+$")
+    tls: _TlsModel | None = None
+
+
+class _SecretModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(default=None, min_length=1, repr=False)
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _OrchestratorModel(_SecretModel):
+    username: _Id
+
+
+class _DeviceModel(_SecretModel):
+    id: _Id
+    agents: list[_Id] = Field(default_factory=list)
+
+
+class _DevicesFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fleet: _Id = DEFAULT_FLEET
+    listeners: list[_ListenerModel] = Field(
+        default_factory=lambda: [_ListenerModel(port=1883)], min_length=1
+    )
+    orchestrators: list[_OrchestratorModel] = Field(min_length=1)
+    devices: list[_DeviceModel] = Field(default_factory=list)
+
+
+# What the rest of fleetmind works with ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A listener's certificate files, as absolute paths."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    require_certificate: bool = False
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One port the broker listens on."""
+
+    port: int
+    bind: str = "127.0.0.1"
+    tls: TlsFiles | None = None
+
+    @property
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches the listener (a wildcard bind means loopback)."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.bind, self.bind)
+
+    def describe(self) -> str:
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"{host}:{self.port}" + (" (TLS)" if self.tls else "")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A broker user: an orchestrator, or a device with the agents it hosts."""
+
+    username: str
+    password: str = field(repr=False)
+    orchestrator: bool = False
+    agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DevicesFile:
+    """A validated devices file, passwords resolved (they are never written out in plain)."""
+
+    fleet: str
+    listeners: tuple[Listener, ...]
+    accounts: tuple[Account, ...]
+    source: Path | None = None
+
+    @property
+    def orchestrators(self) -> tuple[Account, ...]:
+        return tuple(a for a in self.accounts if a.orchestrator)
+
+    @property
+    def devices(self) -> tuple[Account, ...]:
+        return tuple(a for a in self.accounts if not a.orchestrator)
+
+
+def load_devices_file(path: Path, *, env: dict[str, str] | None = None) -> DevicesFile:
+    """Read and check a devices file; every mistake is a one-line :class:`ConfigError`.
+
+    Args:
+        path: the YAML file.
+        env: where ``password_env`` names are looked up (default: ``os.environ``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read devices file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'orchestrators' and 'devices'")
+    try:
+        spec = _DevicesFileModel.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    return _resolve(spec, path, os.environ if env is None else env)
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as ``where: what``, on one line."""
+    err = exc.errors()[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch":
+        message = f"invalid value {err['input']!r}"
+    return f"{where}: {message}" if where else message
+
+
+def _resolve(spec: _DevicesFileModel, path: Path, env: Any) -> DevicesFile:
+    base = path.resolve().parent
+
+    def fail(where: str, message: str) -> ConfigError:
+        return ConfigError(f"{path}: {where}: {message}")
+
+    def password(entry: _SecretModel, where: str) -> str:
+        if (entry.password is None) == (entry.password_env is None):
+            raise fail(where, "give exactly one of 'password' or 'password_env'")
+        if entry.password is not None:
+            return entry.password
+        value = env.get(entry.password_env or "")
+        if not value:
+            raise fail(where, f"environment variable {entry.password_env} is not set")
+        return value
+
+    def tls_file(name: str | None, where: str) -> Path | None:
+        if name is None:
+            return None
+        file = (base / os.path.expanduser(name)).resolve()
+        if not file.is_file():
+            raise fail(where, f"file not found: {file}")
+        return file
+
+    listeners: list[Listener] = []
+    for i, lst in enumerate(spec.listeners):
+        where = f"listeners[{i}]"
+        if any((lst.port, lst.bind) == (x.port, x.bind) for x in listeners):
+            raise fail(f"{where}.port", f"{lst.bind}:{lst.port} is listed twice")
+        tls = None
+        if lst.tls is not None:
+            if lst.tls.require_certificate and lst.tls.cafile is None:
+                raise fail(f"{where}.tls", "require_certificate needs a cafile")
+            tls = TlsFiles(
+                certfile=tls_file(lst.tls.certfile, f"{where}.tls.certfile"),  # type: ignore[arg-type]
+                keyfile=tls_file(lst.tls.keyfile, f"{where}.tls.keyfile"),  # type: ignore[arg-type]
+                cafile=tls_file(lst.tls.cafile, f"{where}.tls.cafile"),
+                require_certificate=lst.tls.require_certificate,
+            )
+        listeners.append(Listener(port=lst.port, bind=lst.bind, tls=tls))
+
+    accounts: list[Account] = []
+    users: dict[str, str] = {}
+    agent_owner: dict[str, str] = {}
+    for i, orch in enumerate(spec.orchestrators):
+        where = f"orchestrators[{i}]"
+        if orch.username in users:
+            raise fail(f"{where}.username", f"{orch.username!r} is already {users[orch.username]}")
+        users[orch.username] = f"used by {where}"
+        accounts.append(Account(orch.username, password(orch, where), orchestrator=True))
+    for i, dev in enumerate(spec.devices):
+        where = f"devices[{i}]"
+        if dev.id in users:
+            raise fail(f"{where}.id", f"duplicate device id {dev.id!r} (already {users[dev.id]})")
+        users[dev.id] = f"used by {where}"
+        for j, agent in enumerate(dev.agents):
+            if agent in agent_owner:
+                raise fail(
+                    f"{where}.agents[{j}]",
+                    f"agent {agent!r} is already on device {agent_owner[agent]!r}"
+                    " (an agent belongs to one device)",
+                )
+            agent_owner[agent] = dev.id
+        accounts.append(Account(dev.id, password(dev, where), agents=tuple(dev.agents)))
+    return DevicesFile(
+        fleet=spec.fleet, listeners=tuple(listeners), accounts=tuple(accounts), source=path
+    )
+
+
+# Rendering (pure) ---------------------------------------------------------------------------
+
+
+def acl_text(devices: DevicesFile) -> str:
+    """The Mosquitto ACL of a fleet, following the topic scheme in ``_topics.py``.
+
+    Mosquitto checks a shared subscription (``$share/<group>/<filter>``) against ``<filter>``,
+    so ``readwrite <prefix>/#`` is all an orchestrator replica needs to share the devices' output.
+    """
+    topics = Topics(devices.fleet)
+    lines = [
+        "# Generated by `fleetmind broker config`: regenerate it instead of editing.",
+        "# A device reads only its own inboxes and writes only its own cards, presence and output.",
+    ]
+    for acc in devices.orchestrators:
+        lines += ["", f"user {acc.username}", f"topic readwrite {topics.everything}"]
+    for acc in devices.devices:
+        lines += ["", f"user {acc.username}"]
+        lines += [f"topic read {topics.agent_inbox(a)}" for a in acc.agents]
+        lines.append(f"topic read {topics.device_inbox(acc.username)}")
+        lines += [f"topic write {topics.card(a)}" for a in acc.agents]
+        lines.append(f"topic write {topics.presence(acc.username)}")
+        lines.append(f"topic write {topics.device_out(acc.username)}")
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_conf_text(devices: DevicesFile, config_dir: Path, *, run_as: str) -> str:
+    """The ``mosquitto.conf`` for a fleet whose generated files live in ``config_dir``."""
+    config_dir = config_dir.resolve()
+    source = f" from {devices.source.resolve()}" if devices.source else ""
+    lines = [
+        f"# Generated by `fleetmind broker config`{source}.",
+        "# Regenerate it instead of editing: the ACL and password file are rebuilt together.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {config_dir / PASSWORD_FILE}",
+        f"acl_file {config_dir / ACL_FILE}",
+        "",
+        "# QoS 1 sessions and retained presence/cards survive a restart.",
+        "persistence true",
+        f"persistence_location {config_dir / DATA_DIR}/",
+        "autosave_on_changes false",
+        "autosave_interval 1",
+        "",
+        "# Started as root, Mosquitto switches to this account: the one that owns these files.",
+        f"user {run_as}",
+    ]
+    for lst in devices.listeners:
+        lines += ["", f"listener {lst.port} {lst.bind}"]
+        if lst.tls is not None:
+            if lst.tls.cafile is not None:
+                lines.append(f"cafile {lst.tls.cafile}")
+            lines += [f"certfile {lst.tls.certfile}", f"keyfile {lst.tls.keyfile}"]
+            lines.append(f"require_certificate {str(lst.tls.require_certificate).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+# Writing the configuration directory --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """What :func:`write_broker_config` wrote; also saved as ``fleetmind-broker.json``."""
+
+    fleet: str
+    config_dir: Path
+    listeners: tuple[Listener, ...]
+    orchestrators: tuple[str, ...]
+    devices: dict[str, tuple[str, ...]]
+
+    @property
+    def conf_file(self) -> Path:
+        return self.config_dir / CONF_FILE
+
+    @property
+    def password_file(self) -> Path:
+        return self.config_dir / PASSWORD_FILE
+
+    @property
+    def acl_file(self) -> Path:
+        return self.config_dir / ACL_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config_dir / DATA_DIR
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.fleet)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON data (no passwords)."""
+
+        def tls(t: TlsFiles | None) -> dict[str, Any] | None:
+            if t is None:
+                return None
+            paths = {"certfile": t.certfile, "keyfile": t.keyfile, "cafile": t.cafile}
+            out: dict[str, Any] = {k: str(v) if v else None for k, v in paths.items()}
+            return {**out, "require_certificate": t.require_certificate}
+
+        return {
+            "fleet": self.fleet,
+            "prefix": self.topics.prefix,
+            "config_dir": str(self.config_dir),
+            "conf_file": str(self.conf_file),
+            "password_file": str(self.password_file),
+            "acl_file": str(self.acl_file),
+            "data_dir": str(self.data_dir),
+            "listeners": [
+                {"port": x.port, "bind": x.bind, "tls": tls(x.tls)} for x in self.listeners
+            ],
+            "orchestrators": list(self.orchestrators),
+            "devices": {k: list(v) for k, v in self.devices.items()},
+        }
+
+    @classmethod
+    def load(cls, config_dir: Path) -> Self:
+        """Read the summary that :func:`write_broker_config` left in ``config_dir``."""
+        config_dir = Path(config_dir).resolve()
+        summary = config_dir / SUMMARY_FILE
+        if not summary.is_file():
+            raise ConfigError(
+                f"{config_dir} is not a broker directory (no {SUMMARY_FILE}); "
+                "create one with: fleetmind broker config --devices FILE --out DIR"
+            )
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+            listeners = tuple(
+                Listener(
+                    port=int(x["port"]),
+                    bind=str(x["bind"]),
+                    tls=None
+                    if x.get("tls") is None
+                    else TlsFiles(
+                        certfile=Path(x["tls"]["certfile"]),
+                        keyfile=Path(x["tls"]["keyfile"]),
+                        cafile=Path(x["tls"]["cafile"]) if x["tls"].get("cafile") else None,
+                        require_certificate=bool(x["tls"]["require_certificate"]),
+                    ),
+                )
+                for x in data["listeners"]
+            )
+            return cls(
+                fleet=str(data["fleet"]),
+                config_dir=config_dir,
+                listeners=listeners,
+                orchestrators=tuple(data["orchestrators"]),
+                devices={k: tuple(v) for k, v in data["devices"].items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{summary}: unreadable broker summary ({exc!r})") from exc
+
+
+def write_broker_config(devices_file: Path | DevicesFile, out_dir: Path) -> BrokerConfig:
+    """Write a Mosquitto configuration for a fleet into ``out_dir`` and return its summary.
+
+    Writes ``mosquitto.conf``, ``passwords`` (hashed by ``mosquitto_passwd``; plain passwords
+    never touch the disk), ``acl``, ``fleetmind-broker.json`` and an empty ``data/`` for
+    persistence. Running it again on the same directory replaces the files and keeps ``data/``.
+
+    Args:
+        devices_file: a devices file (YAML), or one already loaded with :func:`load_devices_file`.
+        out_dir: the directory to write; created when missing.
+    """
+    if isinstance(devices_file, DevicesFile):
+        devices = devices_file
+    else:
+        devices = load_devices_file(devices_file)
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, not a directory")
+    passwd = _find_binary("mosquitto_passwd")
+    if passwd is None:
+        raise ConfigError(f"mosquitto_passwd is not installed: {_INSTALL_HINT}")
+    (out_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    _write_password_file(passwd, devices.accounts, out_dir / PASSWORD_FILE)
+    _write_text(out_dir / ACL_FILE, acl_text(devices))
+    _write_text(out_dir / CONF_FILE, mosquitto_conf_text(devices, out_dir, run_as=_current_user()))
+    config = BrokerConfig(
+        fleet=devices.fleet,
+        config_dir=out_dir,
+        listeners=devices.listeners,
+        orchestrators=tuple(a.username for a in devices.orchestrators),
+        devices={a.username: a.agents for a in devices.devices},
+    )
+    _write_text(out_dir / SUMMARY_FILE, json.dumps(config.to_json(), indent=2) + "\n")
+    return config
+
+
+def _write_password_file(passwd: str, accounts: tuple[Account, ...], target: Path) -> None:
+    # `-b` takes the password as an argument: it is on mosquitto_passwd's command line for the
+    # few milliseconds it runs, but never in a file.
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        for n, acc in enumerate(accounts):
+            args = [passwd, "-b", *(["-c"] if n == 0 else []), str(tmp), acc.username, acc.password]
+            done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+            if done.returncode != 0:
+                why = _one_line(done.stderr or done.stdout) or f"exit code {done.returncode}"
+                raise ConfigError(f"mosquitto_passwd failed for user {acc.username!r}: {why}")
+        tmp.chmod(0o600)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _current_user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):  # pragma: no cover - not a POSIX system
+        import getpass
+
+        return getpass.getuser()
+
+
+def _find_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    extra = os.pathsep.join(_EXTRA_BIN_DIRS)
+    return shutil.which(name, path=extra)
+
+
+def _one_line(text: str, *, last: int = 3) -> str:
+    """The last few lines of a log as one line, without Mosquitto's timestamps."""
+    lines = [re.sub(r"^\d+: ", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[-last:])
+
+
+# Running the broker ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _mosquitto_version(binary: str) -> str:
+    # `mosquitto -h` prints "mosquitto version 2.0.11" and exits with code 3.
+    try:
+        done = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    found = re.search(r"mosquitto version (\S+)", done.stdout + done.stderr)
+    return found.group(1) if found else "unknown"
+
+
+class BrokerProcess:
+    """A running Mosquitto, started by :func:`serve`; stop it with :meth:`stop` or ``with``."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], config: BrokerConfig, version: str, log: IO[bytes]
+    ) -> None:
+        self._process = process
+        self._log = log
+        self.config = config
+        self.version = version
+        self.log_file = Path(log.name)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    def describe(self) -> str:
+        """E.g. ``mosquitto 2.0.11 on 127.0.0.1:1883``."""
+        where = ", ".join(lst.describe() for lst in self.config.listeners)
+        return f"mosquitto {self.version} on {where}"
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait for the broker to exit; returns its exit code."""
+        return self._process.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the broker (it saves its persistence file on the way out); safe to call twice."""
+        try:
+            if self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self.returncode}"
+        return f"<BrokerProcess pid={self.pid} {state}: {self.describe()}>"
+
+
+def serve(
+    config_dir: Path, *, log_file: Path | None = None, timeout_s: float = 10.0
+) -> BrokerProcess:
+    """Start Mosquitto on a directory written by :func:`write_broker_config`.
+
+    Returns once every listener accepts TCP connections. The broker's log goes to
+    ``log_file`` (default ``CONFIG_DIR/mosquitto.log``), so a chatty broker never blocks on a
+    full pipe. Only Mosquitto is supported: an embedded broker is not provided yet, and when
+    Mosquitto is missing the :class:`ConfigError` says how to install it.
+
+    Raises:
+        ConfigError: no broker directory, Mosquitto missing, a port already taken, or Mosquitto
+            exiting (or not listening) before ``timeout_s``; the message ends with its log.
+    """
+    config = BrokerConfig.load(config_dir)
+    binary = _find_binary("mosquitto")
+    if binary is None:
+        raise ConfigError(f"mosquitto is not installed: {_INSTALL_HINT}")
+    for lst in config.listeners:
+        if _accepts(lst.connect_host, lst.port):
+            raise ConfigError(
+                f"port {lst.port} on {lst.connect_host} is already in use by another program"
+            )
+    log_path = Path(log_file) if log_file else config.config_dir / LOG_FILE
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the BrokerProcess, closed by stop()
+    try:
+        process = subprocess.Popen(
+            [binary, "-c", str(config.conf_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        log.close()
+        raise ConfigError(f"cannot start {binary}: {exc.strerror or exc}") from exc
+    broker = BrokerProcess(process, config, _mosquitto_version(binary), log)
+    try:
+        _wait_listening(broker, log_path, start=log.tell(), timeout_s=timeout_s)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def _wait_listening(broker: BrokerProcess, log_path: Path, *, start: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(broker.config.listeners)
+    while pending:
+        if not broker.running:
+            raise ConfigError(
+                f"mosquitto exited with code {broker.returncode} before listening: "
+                f"{_log_since(log_path, start) or 'no output'} (log: {log_path})"
+            )
+        if _accepts(pending[0].connect_host, pending[0].port):
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            where = f"{pending[0].connect_host}:{pending[0].port}"
+            raise ConfigError(
+                f"mosquitto did not listen on {where} within {timeout_s:g} s: "
+                f"{_log_since(log_path, start) or 'no output'} (log: {log_path})"
+            )
+        time.sleep(0.02)
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _log_since(path: Path, start: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return _one_line(f.read().decode("utf-8", "replace"))
+    except OSError:
+        return ""
