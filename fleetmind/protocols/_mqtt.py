@@ -150,6 +150,12 @@ class MqttConnection:
             ) from None
         if self._connect_error:
             self._shutdown()
+            if "user name" in self._connect_error or "authorized" in self._connect_error.lower():
+                raise ConfigError(
+                    f"the MQTT broker at {self.address.host}:{self.address.port} refused the "
+                    f"login of {self.address.username or 'an anonymous client'}: "
+                    f"{self._connect_error}"
+                )
             raise ProtocolError(
                 f"the MQTT broker at {self.address.host}:{self.address.port} refused "
                 f"{self.client_id!r}: {self._connect_error}"

@@ -404,3 +404,47 @@ async def test_a_broker_restart_in_the_middle_of_a_task_loses_nothing(tmp_path: 
     assert result.status == "done", result.errors
     assert result.outputs == {"flip": "cba", "again": "zyx"}
     assert not [e for e in result.graph.log if e.kind == "subtask_reassigned"]
+
+
+def test_cli_serves_a_device_lists_it_and_runs_a_task_on_it(
+    tmp_path: Path, broker: BrokerAddress, devices: dict
+) -> None:
+    serve = devices["start"]("pi-9", cost=0.0)
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    task = tmp_path / "remote.yaml"
+    task.write_text(
+        "name: remote\nsubtasks:\n"
+        "  - {id: half, agent: resizer-pi-9, inputs: {size: 8}}\n"
+        "  - {id: plus, agent: adder-pi-9, inputs: {a: '${half}', b: 1}}\n"
+    )
+    deadline = time.monotonic() + 30
+    while True:  # the device process announces itself once it has started
+        listed = subprocess.run(
+            [FLEETMIND, "devices", "--broker", url], capture_output=True, text=True, timeout=60
+        )
+        if "online" in listed.stdout or time.monotonic() > deadline:
+            break
+    assert listed.returncode == 0, listed.stderr
+    assert "pi-9" in listed.stdout and "online" in listed.stdout
+    assert "resizer-pi-9 v1" in listed.stdout
+
+    ran = subprocess.run(
+        [FLEETMIND, "run", str(task), "--broker", url, "--json", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["outputs"] == {"half": 4, "plus": 5}
+    assert serve.poll() is None  # still serving
+
+    unreachable = subprocess.run(
+        [FLEETMIND, "devices", "--broker", "ftp://nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.strip() == (
+        "fleetmind: error: broker URL 'ftp://nowhere' must look like mqtt://HOST:PORT or mqtts://..."
+    )
