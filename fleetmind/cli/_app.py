@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from fleetmind.agents import Agent
+from fleetmind.cli._broker_cmd import broker_app
 from fleetmind.cli._fleet_cmds import (
     FleetName,
     PasswordFile,
@@ -370,6 +371,7 @@ def version_callback(value: bool) -> None:
 
 
 app.add_typer(agent_app, name="agent")
+app.add_typer(broker_app, name="broker")
 app.command("devices")(devices)
 
 

@@ -32,6 +32,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any, Self
@@ -169,7 +170,7 @@ class DevicesFile:
         return tuple(a for a in self.accounts if not a.orchestrator)
 
 
-def load_devices_file(path: Path, *, env: dict[str, str] | None = None) -> DevicesFile:
+def load_devices_file(path: Path, *, env: Mapping[str, str] | None = None) -> DevicesFile:
     """Read and check a devices file; every mistake is a one-line :class:`ConfigError`.
 
     Args:
@@ -207,7 +208,7 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _resolve(spec: _DevicesFileModel, path: Path, env: Any) -> DevicesFile:
+def _resolve(spec: _DevicesFileModel, path: Path, env: Mapping[str, str]) -> DevicesFile:
     base = path.resolve().parent
 
     def fail(where: str, message: str) -> ConfigError:
@@ -223,9 +224,7 @@ def _resolve(spec: _DevicesFileModel, path: Path, env: Any) -> DevicesFile:
             raise fail(where, f"environment variable {entry.password_env} is not set")
         return value
 
-    def tls_file(name: str | None, where: str) -> Path | None:
-        if name is None:
-            return None
+    def tls_file(name: str, where: str) -> Path:
         file = (base / os.path.expanduser(name)).resolve()
         if not file.is_file():
             raise fail(where, f"file not found: {file}")
@@ -240,10 +239,11 @@ def _resolve(spec: _DevicesFileModel, path: Path, env: Any) -> DevicesFile:
         if lst.tls is not None:
             if lst.tls.require_certificate and lst.tls.cafile is None:
                 raise fail(f"{where}.tls", "require_certificate needs a cafile")
+            ca = lst.tls.cafile
             tls = TlsFiles(
-                certfile=tls_file(lst.tls.certfile, f"{where}.tls.certfile"),  # type: ignore[arg-type]
-                keyfile=tls_file(lst.tls.keyfile, f"{where}.tls.keyfile"),  # type: ignore[arg-type]
-                cafile=tls_file(lst.tls.cafile, f"{where}.tls.cafile"),
+                certfile=tls_file(lst.tls.certfile, f"{where}.tls.certfile"),
+                keyfile=tls_file(lst.tls.keyfile, f"{where}.tls.keyfile"),
+                cafile=tls_file(ca, f"{where}.tls.cafile") if ca is not None else None,
                 require_certificate=lst.tls.require_certificate,
             )
         listeners.append(Listener(port=lst.port, bind=lst.bind, tls=tls))
@@ -610,6 +610,8 @@ def serve(
             )
     log_path = Path(log_file) if log_file else config.config_dir / LOG_FILE
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the BrokerProcess, closed by stop()
+    # Taken before the start: Mosquitto shares the file's offset, and may write at once.
+    start = log.tell()
     try:
         process = subprocess.Popen(
             [binary, "-c", str(config.conf_file)],
@@ -622,7 +624,7 @@ def serve(
         raise ConfigError(f"cannot start {binary}: {exc.strerror or exc}") from exc
     broker = BrokerProcess(process, config, _mosquitto_version(binary), log)
     try:
-        _wait_listening(broker, log_path, start=log.tell(), timeout_s=timeout_s)
+        _wait_listening(broker, log_path, start=start, timeout_s=timeout_s)
     except BaseException:
         broker.stop()
         raise

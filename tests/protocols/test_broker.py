@@ -324,11 +324,13 @@ def test_config_files(tmp_path: Path, mosquitto: None, monkeypatch: pytest.Monke
 
 
 def test_defaults(tmp_path: Path) -> None:
-    devices = load_devices_file(write(tmp_path, "orchestrators: [{username: o, password: p}]"))
+    text = "orchestrators: [{username: o, password_env: FLEETMIND_TEST_PW}]"
+    devices = load_devices_file(write(tmp_path, text), env={"FLEETMIND_TEST_PW": "hunter2"})
     assert devices.fleet == "default"
     assert devices.listeners == (Listener(port=1883, bind="127.0.0.1"),)
     assert devices.devices == ()
-    assert "p" not in repr(devices.orchestrators[0]).replace("username", "")
+    assert devices.orchestrators[0].password == "hunter2"
+    assert "hunter2" not in repr(devices)
 
 
 ORCH = "orchestrators: [{username: orchestrator, password: x}]\n"
@@ -374,6 +376,16 @@ ORCH = "orchestrators: [{username: orchestrator, password: x}]\n"
             "listeners[0].tls.certfile: file not found: ",
         ),
         (ORCH + "listeners: [{port: 70000}]", "listeners[0].port: Input should be less than"),
+        (
+            ORCH + "listeners: [{port: 1883}, {port: 1883, bind: 127.0.0.1}]",
+            "listeners[1].port: 127.0.0.1:1883 is listed twice",
+        ),
+        (
+            ORCH
+            + "listeners: [{port: 1, tls: {certfile: a, keyfile: b, require_certificate: true}}]",
+            "listeners[0].tls: require_certificate needs a cafile",
+        ),
+        (ORCH + "listeners: [{port: 1, bind: 'a b'}]", "listeners[0].bind: invalid value 'a b'"),
         (ORCH + "devices: [{id: pi, password: a, colour: red}]", "devices[0].colour: Extra"),
         ("devices: []", "orchestrators: Field required"),
         (ORCH + "devices: [{id: pi, password: a\n", "malformed YAML"),
@@ -674,7 +686,10 @@ def test_cli_config(tmp_path: Path, mosquitto: None) -> None:
     assert "orchestrators: Field required" in result.exception.message
 
 
-def test_cli_serve_runs_until_interrupted(tmp_path: Path, mosquitto: None) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_serve_runs_until_interrupted(
+    tmp_path: Path, mosquitto: None, signum: signal.Signals
+) -> None:
     port = free_port()
     devices = write(
         tmp_path, ORCH + f"listeners: [{{port: {port}}}]\ndevices: [{{id: pi, password: a}}]"
@@ -690,7 +705,7 @@ def test_cli_serve_runs_until_interrupted(tmp_path: Path, mosquitto: None) -> No
         assert f" on 127.0.0.1:{port} (pid " in line
         broker_pid = int(line.split("(pid ")[1].split(",")[0])
         assert _broker._accepts("127.0.0.1", port)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
         assert out.strip() == "stopped", (line, out)

@@ -448,3 +448,37 @@ def test_cli_serves_a_device_lists_it_and_runs_a_task_on_it(
     assert unreachable.stderr.strip() == (
         "fleetmind: error: broker URL 'ftp://nowhere' must look like mqtt://HOST:PORT or mqtts://..."
     )
+
+
+async def test_a_fleet_on_the_broker_config_fleetmind_generates(tmp_path: Path) -> None:
+    from fleetmind.errors import ConfigError
+    from fleetmind.testing import start_test_broker
+
+    @agent(id="camera")
+    async def camera(n: int) -> int:
+        return n * 3
+
+    handle, port, credentials = start_test_broker(
+        tmp_path, devices={"pi-7": ["camera"], "pi-8": ["thermo"]}, fleet="home"
+    )
+    with handle:
+
+        def login(user: str) -> BrokerAddress:
+            return BrokerAddress("127.0.0.1", port, username=user, password=credentials[user])
+
+        device = DeviceRuntime("pi-7", [camera], login("pi-7"), fleet="home", heartbeat_s=0.5)
+        fleet = Fleet()
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(device.run())
+            async with MqttFleetLink(fleet, login("orchestrator"), fleet_name="home") as link:
+                await link.wait_for_agents("camera")
+                graph = TaskGraph("acl")
+                graph.add_subtask("shot", agent="camera", inputs={"n": 2})
+                result = await fleet.run(graph)
+            serving.cancel()
+        wrong = BrokerAddress("127.0.0.1", port, username="pi-7", password="guess")
+        with pytest.raises(ConfigError, match="refused the login of pi-7"):
+            async with MqttConnection(wrong, "fm-intruder"):
+                pass
+
+    assert result.outputs == {"shot": 6}
