@@ -112,14 +112,17 @@ class DeviceRuntime:
                 heartbeat.cancel()
                 for running in self._running.values():
                     running.cancel()
-                with contextlib.suppress(ProtocolError):
-                    await asyncio.shield(
-                        mqtt.publish(
-                            self.topics.presence(self.device_id),
-                            self._presence("offline"),
-                            retain=True,
+                # Say goodbye, but do not wait for a broker that is gone (its last will
+                # says the same thing when the connection drops).
+                with contextlib.suppress(ProtocolError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await asyncio.shield(
+                            mqtt.publish(
+                                self.topics.presence(self.device_id),
+                                self._presence("offline"),
+                                retain=True,
+                            )
                         )
-                    )
 
     async def _heartbeat(self, mqtt: MqttConnection) -> None:
         while True:

@@ -461,10 +461,15 @@ class Engine:
         prepare = getattr(self._router, "prepare", None)
         if prepare is None:
             return
+        # Only subtasks described in words need the router's embeddings; for the others the
+        # thread hop would be pure cost.
         fresh = [
             s
             for s in pending
-            if s.id in self.graph and not self.graph.state(s.id).status.has_started
+            if s.agent is None
+            and s.skill is None
+            and s.id in self.graph
+            and not self.graph.state(s.id).status.has_started
         ]
         if fresh:
             # Embedding can take a while (a model call); runners keep running meanwhile.

@@ -319,6 +319,11 @@ def mosquitto_conf_text(devices: DevicesFile, config_dir: Path, *, run_as: str) 
         f"persistence_location {config_dir / DATA_DIR}/",
         "autosave_on_changes false",
         "autosave_interval 1",
+        # Small messages both ways: without this every QoS 1 round trip waits for Nagle.
+        "set_tcp_nodelay true",
+        # A fan-out can queue thousands of dispatches or results for one client; the default
+        # limit (1,000) silently drops the rest.
+        "max_queued_messages 1000000",
         "",
         "# Started as root, Mosquitto switches to this account: the one that owns these files.",
         f"user {run_as}",

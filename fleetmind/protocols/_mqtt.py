@@ -10,7 +10,9 @@ are dropped with a log line rather than growing memory without end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -54,6 +56,12 @@ class BrokerAddress:
             tls=tls,
             ca_file=login.get("ca_file"),
         )
+
+
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    """Send small messages at once: Nagle's algorithm adds ~40 ms to every QoS 1 round trip."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_socket_open = _no_delay
         client.on_subscribe = self._on_subscribe
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
