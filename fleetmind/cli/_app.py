@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -189,6 +189,13 @@ def resume(
     live: Annotated[bool | None, typer.Option("--live/--no-live")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     data_dir: DataDir = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
+    ] = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    fleet_name: FleetName = "default",
 ) -> None:
     """Finish a task whose process stopped: done subtasks are kept, the rest run."""
     store = _store(data_dir)
@@ -198,12 +205,29 @@ def resume(
         raise ConfigError(f"task {task_id} has already ended ({record.status}); nothing to resume")
     if not record.source:
         raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
-    agents, router = reload_target(record.source, record.metadata)
+    agents, router = reload_target(record.source, record.metadata, remote_agents=broker is not None)
     the_fleet = _fleet(agents, router, data_dir, store)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
-    result = _run_async(_follow(the_fleet, lambda: the_fleet.submit_resume(task_id), view), None)
+
+    def follow() -> Any:
+        return _follow(the_fleet, lambda: the_fleet.submit_resume(task_id), view)
+
+    if broker is None:
+        result = _run_async(follow(), None)
+    else:
+        address = broker_address(broker, username, password_file)
+
+        async def with_devices() -> TaskResult:
+            from fleetmind.orchestrator._fleet_link import MqttFleetLink
+
+            async with MqttFleetLink(the_fleet, address, fleet_name=fleet_name) as link:
+                # Devices' cards and presence, and results that arrived while we were away.
+                await link.settle()
+                return await follow()
+
+        result = _run_async(with_devices(), None)
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 

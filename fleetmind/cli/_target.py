@@ -134,7 +134,9 @@ def load_fleet(ref: str) -> tuple[list[Agent], Router | None]:
     return _agents_from(load_attr(ref), ref)
 
 
-def reload_target(source: str, metadata: Mapping[str, Any]) -> tuple[list[Agent], Router | None]:
+def reload_target(
+    source: str, metadata: Mapping[str, Any], *, remote_agents: bool = False
+) -> tuple[list[Agent], Router | None]:
     """The agents of a stored task, loaded again from where the task came from."""
     params = dict(metadata.get("params") or {})
     fleet_ref = metadata.get("fleet")
@@ -143,6 +145,6 @@ def reload_target(source: str, metadata: Mapping[str, Any]) -> tuple[list[Agent]
             return _agents_from(load_attr(fleet_ref), fleet_ref)
         return _agents_from(load_module(source), source)
     if not fleet_ref:
-        loaded = load_target(source, params)
+        loaded = load_target(source, params, remote_agents=remote_agents)
         return loaded.agents, loaded.router
     return _agents_from(load_attr(str(fleet_ref)), str(fleet_ref))

@@ -25,7 +25,13 @@ from pydantic import ValidationError
 from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
 from fleetmind.agents import Agent, AgentProfile, SubtaskContext, SubtaskResult
-from fleetmind.errors import FleetStateError, ProtocolError, SubtaskFailed, error_from_dict
+from fleetmind.errors import (
+    FleetmindError,
+    FleetStateError,
+    ProtocolError,
+    SubtaskFailed,
+    error_from_dict,
+)
 from fleetmind.orchestrator._fleet import Fleet
 from fleetmind.protocols._envelope import (
     CancelPayload,
@@ -112,6 +118,7 @@ class MqttFleetLink:
         self.devices: dict[str, DeviceState] = {}
         self._cards: dict[str, tuple[str, AgentProfile]] = {}
         self._pending: dict[str, _Pending] = {}
+        self._orphans: dict[tuple[str, str], tuple[str, ResultPayload]] = {}
         self._mqtt: MqttConnection | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
@@ -170,6 +177,13 @@ class MqttFleetLink:
         """Send a subtask to its device and wait for the result (cancelling it if cancelled)."""
         if self._mqtt is None:
             raise FleetStateError("the fleet link is not connected")
+        orphan = self._orphans.pop((ctx.task_id, subtask.id), None)
+        if orphan is not None and orphan[0] == agent.device:
+            # This device finished the subtask while we were down: its answer stands.
+            outcome = _outcome(orphan[1])
+            if isinstance(outcome, SubtaskResult):
+                return outcome
+            raise outcome
         dispatch_id = uuid.uuid4().hex
         future: asyncio.Future[SubtaskResult] = asyncio.get_running_loop().create_future()
         self._pending[dispatch_id] = _Pending(agent.device, future, ctx)
@@ -307,6 +321,13 @@ class MqttFleetLink:
     def _on_output(self, device_id: str, correlation_id: str | None, payload: Any) -> None:
         pending = self._pending.get(correlation_id or "")
         if pending is None or pending.device != device_id:
+            if isinstance(payload, ResultPayload) and pending is None:
+                # Perhaps the answer to a dispatch made before this orchestrator restarted:
+                # kept, and used only if the resumed task dispatches that very subtask to an
+                # agent of this same device again (see dispatch()).
+                self._orphans[(payload.task_id, payload.subtask_id)] = (device_id, payload)
+                while len(self._orphans) > 1000:
+                    self._orphans.pop(next(iter(self._orphans)))
             self._ignore(
                 f"{type(payload).__name__} from {device_id} for dispatch {correlation_id}, "
                 "which is not pending for that device"
@@ -314,24 +335,14 @@ class MqttFleetLink:
             return
         if pending.future.done():
             return
-        match payload:
-            case ProgressPayload():
-                pending.ctx.progress(payload.message, payload.fraction)
-            case ResultPayload() if payload.status == "done":
-                try:
-                    edits = tuple(graph_edit_adapter.validate_python(e) for e in payload.edits)
-                except ValidationError as exc:
-                    pending.future.set_exception(
-                        SubtaskFailed(
-                            f"device sent an invalid graph edit: {exc.errors()[0]['msg']}"
-                        )
-                    )
-                    return
-                pending.future.set_result(SubtaskResult(payload.output, edits))
-            case ResultPayload():
-                pending.future.set_exception(error_from_dict(payload.error or {}))
-            case ErrorPayload():
-                pending.future.set_exception(error_from_dict(payload.error))
+        if isinstance(payload, ProgressPayload):
+            pending.ctx.progress(payload.message, payload.fraction)
+            return
+        outcome = _outcome(payload)
+        if isinstance(outcome, SubtaskResult):
+            pending.future.set_result(outcome)
+        else:
+            pending.future.set_exception(outcome)
 
     async def _watch_heartbeats(self) -> None:
         while True:
@@ -350,3 +361,16 @@ class MqttFleetLink:
                 limit = self.dead_after_s or 3 * device.heartbeat_s
                 if now - max(device.last_seen, connected_at) > limit:
                     self._device_gone(device, f"missed heartbeats for {limit:g} s")
+
+
+def _outcome(payload: ResultPayload | ErrorPayload) -> SubtaskResult | FleetmindError:
+    """What a device's answer means for the engine: a result, or the error to raise."""
+    if isinstance(payload, ErrorPayload):
+        return error_from_dict(payload.error)
+    if payload.status != "done":
+        return error_from_dict(payload.error or {})
+    try:
+        edits = tuple(graph_edit_adapter.validate_python(e) for e in payload.edits)
+    except ValidationError as exc:
+        return SubtaskFailed(f"device sent an invalid graph edit: {exc.errors()[0]['msg']}")
+    return SubtaskResult(payload.output, edits)

@@ -482,3 +482,91 @@ async def test_a_fleet_on_the_broker_config_fleetmind_generates(tmp_path: Path) 
                 pass
 
     assert result.outputs == {"shot": 6}
+
+
+def test_orchestrator_killed_then_resumed_picks_up_the_result_that_arrived_meanwhile(
+    tmp_path: Path, broker: BrokerAddress
+) -> None:
+    (tmp_path / "agents.py").write_text(
+        "import asyncio, os, pathlib\n"
+        "from fleetmind import agent\n"
+        "LOG = pathlib.Path(os.environ['FM_LOG'])\n"
+        "GATE = pathlib.Path(os.environ['FM_GATE'])\n"
+        "@agent(id='slow-double')\n"
+        "async def slow_double(n: int) -> int:\n"
+        "    with LOG.open('a') as f:\n"
+        "        f.write(f'start {n}\\n')\n"
+        "    while not GATE.exists():\n"
+        "        await asyncio.sleep(0.02)\n"
+        "    return 2 * n\n"
+    )
+    (tmp_path / "task.yaml").write_text(
+        "name: survive\nsubtasks:\n  - {id: twice, agent: slow-double, inputs: {n: 21}}\n"
+    )
+    log, gate, home = tmp_path / "calls.log", tmp_path / "gate", tmp_path / "home"
+    env = {**os.environ, "FM_LOG": str(log), "FM_GATE": str(gate)}
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    device = subprocess.Popen(
+        [
+            FLEETMIND,
+            "agent",
+            "serve",
+            str(tmp_path / "agents.py"),
+            "--broker",
+            url,
+            "--device-id",
+            "pi-1",
+            "--heartbeat",
+            "0.5",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    orchestrator = None
+    try:
+        orchestrator = subprocess.Popen(
+            [
+                FLEETMIND,
+                "run",
+                str(tmp_path / "task.yaml"),
+                "--broker",
+                url,
+                "--no-live",
+                "--data-dir",
+                str(home),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 40
+        while not (log.exists() and "start 21" in log.read_text()):
+            assert time.monotonic() < deadline, "the subtask never reached the device"
+            time.sleep(0.02)
+        os.kill(orchestrator.pid, signal.SIGKILL)
+        orchestrator.wait(timeout=10)
+        gate.touch()  # the device finishes while no orchestrator is connected
+        time.sleep(0.5)
+
+        from fleetmind.orchestrator import SQLiteStore
+
+        store = SQLiteStore(home / "fleetmind.db")
+        (record,) = store.tasks()
+        store.close()
+        resumed = subprocess.run(
+            [FLEETMIND, "resume", record.id, "--broker", url, "--json", "--data-dir", str(home)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        for process in (orchestrator, device):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["outputs"] == {"twice": 42}
+    assert log.read_text().splitlines() == ["start 21"]  # it ran once: the result was picked up
