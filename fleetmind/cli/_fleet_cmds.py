@@ -115,7 +115,7 @@ def devices(
         Console().print(f"no devices have announced themselves in fleet {fleet_name!r}")
         return
     table = plain_table("device", "state", "last seen", "agents")
-    versions = {agent_id: profile.version for agent_id, (_, profile) in link._cards.items()}
+    versions = {agent_id: profile.version for agent_id, profile in link.profiles.items()}
     for device in sorted(link.devices.values(), key=lambda d: d.device_id):
         seen = (
             datetime.fromtimestamp(device.last_seen_at).strftime("%Y-%m-%d %H:%M:%S")

@@ -152,6 +152,11 @@ class MqttFleetLink:
             await self._tasks.__aexit__(None, None, None)
         await self._mqtt.__aexit__(*exc_info)
 
+    @property
+    def profiles(self) -> dict[str, AgentProfile]:
+        """Every remote agent's latest card, online or not, by agent id."""
+        return {agent_id: profile for agent_id, (_, profile) in self._cards.items()}
+
     async def settle(self, quiet_s: float = 0.3, timeout_s: float = 3.0) -> None:
         """Wait until retained cards and presence have arrived (no change for ``quiet_s``)."""
         with contextlib.suppress(TimeoutError):
