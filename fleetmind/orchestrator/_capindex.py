@@ -390,7 +390,9 @@ class CapabilityIndex:
                 vectors = np.load(directory / f"{tier}.vectors.npy")
                 labels = np.load(directory / f"{tier}.labels.npy")
                 if len(labels):
-                    shard.exact_below = max(shard.exact_below, len(labels) + 1)  # no rebuild...
+                    # Take the vectors back without building a graph from them: a saved HNSW
+                    # graph is loaded below exactly as it was.
+                    shard.exact_below = max(shard.exact_below, len(labels) + 1)
                     shard.add(labels.tolist(), vectors)
                     shard.exact_below = index._params[0]
                 hnsw_file = directory / f"{tier}.hnsw"
@@ -400,7 +402,7 @@ class CapabilityIndex:
                     loaded = hnswlib.Index(space="ip", dim=embedder.dimension)
                     loaded.load_index(str(hnsw_file), max_elements=max(2 * len(labels), 1024))
                     loaded.set_ef(shard.ef)
-                    shard.hnsw = loaded  # ...the saved graph is reused as it was
+                    shard.hnsw = loaded
                 elif shard.live >= shard.exact_below:
                     shard._build_hnsw()
         except (OSError, ValueError, KeyError) as exc:
