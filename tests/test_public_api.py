@@ -63,7 +63,6 @@ EXPECTED = {
         "Message",
         "MqttConnection",
         "Topics",
-        "Transport",
         "load_devices_file",
         "new_envelope",
         "parse_envelope",

@@ -6,9 +6,10 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -33,10 +34,12 @@ from fleetmind.orchestrator import (
     SQLiteStore,
     Subtask,
     TaskGraph,
+    TaskHandle,
     TaskResult,
     to_dot,
     to_mermaid,
 )
+from fleetmind.protocols import BrokerAddress
 
 app = typer.Typer(
     name="fleetmind",
@@ -55,6 +58,11 @@ DataDir = Annotated[
         help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
         show_default=False,
     ),
+]
+
+BrokerUrlOption = Annotated[
+    str | None,
+    typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
 ]
 
 
@@ -94,14 +102,45 @@ def _use_live(live: bool | None, console: Console) -> bool:
     return console.is_terminal if live is None else live
 
 
-async def _follow(fleet: Fleet, start: object, view: TaskView) -> TaskResult:
+async def _follow(fleet: Fleet, start: Callable[[], TaskHandle], view: TaskView) -> TaskResult:
     async with fleet:
-        handle = start()  # type: ignore[operator]
-        try:
-            await view.follow(handle)
-        except asyncio.CancelledError:
-            raise
+        handle = start()
+        await view.follow(handle)
         return await handle.result()
+
+
+def _drive(
+    fleet: Fleet,
+    start: Callable[[], TaskHandle],
+    view: TaskView,
+    *,
+    check: TaskGraph | None,
+    broker: BrokerAddress | None,
+    fleet_name: str,
+) -> TaskResult:
+    """Run a task to its end, with the devices of a broker's fleet when one is given."""
+
+    async def main() -> TaskResult:
+        if broker is None:
+            if check is not None:
+                fleet.check(check)
+            return await _follow(fleet, start, view)
+        from fleetmind.orchestrator._fleet_link import MqttFleetLink
+
+        async with MqttFleetLink(fleet, broker, fleet_name=fleet_name) as link:
+            # Devices' cards and presence, and results that arrived while we were away.
+            await link.settle()
+            if check is not None:
+                fleet.check(check)
+            return await _follow(fleet, start, view)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "interrupted — the task is kept; continue it with: fleetmind resume ID"
+        )
+        raise typer.Exit(130) from None
 
 
 def _finish(result: TaskResult, view: TaskView, *, as_json: bool, live: bool) -> None:
@@ -139,10 +178,7 @@ def run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     data_dir: DataDir = None,
-    broker: Annotated[
-        str | None,
-        typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
-    ] = None,
+    broker: BrokerUrlOption = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
@@ -156,7 +192,7 @@ def run(
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
 
-    def start() -> object:
+    def start() -> TaskHandle:
         handle = the_fleet.submit(
             target_spec.graph, source=target_spec.source, metadata=target_spec.metadata
         )
@@ -164,21 +200,10 @@ def run(
             log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
         return handle
 
-    if broker is None:
-        the_fleet.check(target_spec.graph)
-        result = _run_async(_follow(the_fleet, start, view), the_fleet)
-    else:
-        address = broker_address(broker, username, password_file)
-
-        async def with_devices() -> TaskResult:
-            from fleetmind.orchestrator._fleet_link import MqttFleetLink
-
-            async with MqttFleetLink(the_fleet, address, fleet_name=fleet_name) as link:
-                await link.settle()  # retained cards and presence of the online devices
-                the_fleet.check(target_spec.graph)
-                return await _follow(the_fleet, start, view)
-
-        result = _run_async(with_devices(), the_fleet)
+    address = broker_address(broker, username, password_file) if broker else None
+    result = _drive(
+        the_fleet, start, view, check=target_spec.graph, broker=address, fleet_name=fleet_name
+    )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
@@ -189,10 +214,7 @@ def resume(
     live: Annotated[bool | None, typer.Option("--live/--no-live")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     data_dir: DataDir = None,
-    broker: Annotated[
-        str | None,
-        typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
-    ] = None,
+    broker: BrokerUrlOption = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
@@ -211,23 +233,15 @@ def resume(
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
 
-    def follow() -> Any:
-        return _follow(the_fleet, lambda: the_fleet.submit_resume(task_id), view)
-
-    if broker is None:
-        result = _run_async(follow(), None)
-    else:
-        address = broker_address(broker, username, password_file)
-
-        async def with_devices() -> TaskResult:
-            from fleetmind.orchestrator._fleet_link import MqttFleetLink
-
-            async with MqttFleetLink(the_fleet, address, fleet_name=fleet_name) as link:
-                # Devices' cards and presence, and results that arrived while we were away.
-                await link.settle()
-                return await follow()
-
-        result = _run_async(with_devices(), None)
+    address = broker_address(broker, username, password_file) if broker else None
+    result = _drive(
+        the_fleet,
+        lambda: the_fleet.submit_resume(task_id),
+        view,
+        check=None,
+        broker=address,
+        fleet_name=fleet_name,
+    )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
@@ -374,16 +388,6 @@ def route(
         for agent_id, why in decision.excluded.items():
             excluded.add_row(agent_id, why)
         console.print(excluded)
-
-
-def _run_async(coro: object, fleet: Fleet | None) -> TaskResult:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        Console(stderr=True).print(
-            "interrupted — the task is kept; continue it with: fleetmind resume ID"
-        )
-        raise typer.Exit(130) from None
 
 
 def version_callback(value: bool) -> None:

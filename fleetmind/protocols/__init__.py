@@ -14,7 +14,6 @@ from fleetmind.protocols._envelope import (
 )
 from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
 from fleetmind.protocols._topics import Topics
-from fleetmind.protocols._transport import Transport
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -25,7 +24,6 @@ __all__ = [
     "Message",
     "MqttConnection",
     "Topics",
-    "Transport",
     "load_devices_file",
     "new_envelope",
     "parse_envelope",
