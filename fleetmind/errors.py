@@ -11,6 +11,7 @@ FleetmindError
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
 ├── RunError                 something went wrong while a subtask ran
 │   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
+│   │   └── InputRequired    the agent needs more input from whoever asked (not retried)
 │   ├── SubtaskTimeout       an attempt ran past its timeout
 │   ├── MissingInput         a subtask lacks an input its agent requires
 │   ├── UpstreamFailed       a dependency the subtask needed did not succeed
@@ -97,6 +98,25 @@ class SubtaskFailed(RunError):
     ) -> None:
         super().__init__(message, details=details)
         self.retryable = retryable
+
+
+class InputRequired(SubtaskFailed):
+    """An agent cannot go on without more input from whoever asked for the work.
+
+    Raise it from an agent with the question to ask. It is not retried (asking again gives the
+    same answer); servers that can hold a conversation, such as the A2A server, turn it into
+    their protocol's "input required" state and run the work again with the reply.
+    """
+
+    def __init__(self, question: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            question, retryable=False, details={**(details or {}), "question": question}
+        )
+
+    @property
+    def question(self) -> str:
+        """What the agent asks (kept in ``details`` so it survives a trip over the wire)."""
+        return str(self.details.get("question", self.message))
 
 
 class SubtaskTimeout(RunError):

@@ -18,6 +18,7 @@ EXPECTED = {
         "Fleet",
         "FleetmindError",
         "GraphError",
+        "InputRequired",
         "NoCapableAgent",
         "RetryPolicy",
         "Router",

@@ -24,6 +24,7 @@ from fleetmind._task_log import (
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
 from fleetmind.errors import AgentError, MissingInput
+from fleetmind.tools import ToolRegistry
 
 
 class ProgressSink(Protocol):
@@ -48,6 +49,8 @@ class SubtaskContext:
     agent_id: str = ""
     _progress: ProgressSink | None = None
     edits: list[GraphEdit] = field(default_factory=list)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    """The fleet's tools (local ``@tool`` functions and MCP servers' tools) this agent may call."""
 
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress; it reaches every follower of the task's event stream."""

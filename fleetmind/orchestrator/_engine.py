@@ -49,6 +49,7 @@ from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._store import Store
+from fleetmind.tools import ToolRegistry
 
 # Errors that another agent could not fix either: the subtask fails without reassignment.
 _NOT_THE_AGENTS_FAULT = frozenset({"MissingInput", "GraphError", "UpstreamFailed"})
@@ -180,6 +181,7 @@ class Engine:
         router: Ranks agents for each subtask.
         store: Where every entry is written before the engine acts on it.
         clock: Wall-clock time in seconds, for timestamps (injected so tests can fix it).
+        tools: The fleet's tools, handed to every agent in its :class:`SubtaskContext`.
     """
 
     def __init__(
@@ -191,8 +193,10 @@ class Engine:
         router: Router,
         store: Store,
         clock: Callable[[], float] = time.time,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.task_id = task_id
+        self._tools = tools if tools is not None else ToolRegistry()
         self.graph = graph
         self.events = ev.EventBroadcaster()
         self._directory = directory
@@ -628,6 +632,7 @@ class Engine:
                         attempt=attempt,
                         agent_id=agent.id,
                         _progress=report,
+                        tools=self._tools,
                     )
                     if subtask.timeout_s is None:
                         raw = await agent.run(subtask, ctx)

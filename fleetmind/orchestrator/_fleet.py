@@ -15,7 +15,7 @@ async with fleet:                               # or run several tasks side by s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import Store, TaskRecord, open_store
+from fleetmind.tools import ToolRegistry
 
 
 class TaskHandle:
@@ -123,6 +124,8 @@ class Fleet:
         agents: The agents to start with (more can join and leave at any time).
         router: Chooses agents for subtasks; routes by agent id or skill by default.
         store: A :class:`Store`, a path to a SQLite file, or None to keep tasks in memory.
+        tools: Tools every agent may call through ``ctx.tools``: a :class:`ToolRegistry`, or
+            functions to put in a new one. MCP servers' tools join it too.
     """
 
     def __init__(
@@ -131,8 +134,13 @@ class Fleet:
         *,
         router: Router | None = None,
         store: Store | str | Path | None = None,
+        tools: ToolRegistry | Iterable[Callable[..., Any]] | None = None,
     ) -> None:
         self._directory = AgentDirectory()
+        self.tools: ToolRegistry = (
+            tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
+        )
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self.router: Router = router if router is not None else SemanticRouter()
         self.store: Store = open_store(store)
         bind = getattr(self.router, "bind", None)
@@ -202,6 +210,26 @@ class Fleet:
 
     # Lifecycle ----------------------------------------------------------------------------
 
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when the fleet closes (last registered, first run).
+
+        Resources the fleet's agents share — MCP server processes, A2A connections, a broker
+        link — register here so that they end with the fleet and not with the first task.
+        """
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        """Close what registered with :meth:`on_close`; safe to call more than once."""
+        closers, self._closers = self._closers[::-1], []
+        errors: list[Exception] = []
+        for closer in closers:
+            try:
+                await closer()
+            except Exception as exc:  # one failing closer must not leave the others open
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
     async def __aenter__(self) -> Fleet:
         if self._state != "new":
             raise FleetStateError(f"this fleet is {self._state}; a fleet is entered once")
@@ -225,6 +253,7 @@ class Fleet:
         finally:
             self._state = "closed"
             self._tg = None
+            await self.aclose()
 
     # Tasks --------------------------------------------------------------------------------
 
@@ -246,7 +275,12 @@ class Fleet:
         )
         self.store.append(task_id, 1, list(live.log))
         return Engine(
-            task_id, live, directory=self._directory, router=self.router, store=self.store
+            task_id,
+            live,
+            directory=self._directory,
+            router=self.router,
+            store=self.store,
+            tools=self.tools,
         )
 
     def resume_engine(self, task_id: str) -> Engine:
@@ -260,7 +294,12 @@ class Fleet:
             self.store.set_status(task_id, graph.status)
             raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
         return Engine(
-            task_id, graph, directory=self._directory, router=self.router, store=self.store
+            task_id,
+            graph,
+            directory=self._directory,
+            router=self.router,
+            store=self.store,
+            tools=self.tools,
         )
 
     async def run(
