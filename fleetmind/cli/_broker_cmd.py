@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -10,10 +11,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fleetmind.protocols._broker import serve, write_broker_config
+from fleetmind.errors import ConfigError
+from fleetmind.protocols._broker import INSTALL_HINT, serve, serve_embedded, write_broker_config
 
 broker_app = typer.Typer(
-    help="Deploy the fleet's MQTT broker: Mosquitto with passwords and per-device ACLs.",
+    help="Deploy the fleet's MQTT broker: Mosquitto with passwords and per-device ACLs "
+    "(or an embedded development broker).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -51,16 +54,54 @@ def config(
 @broker_app.command("serve")
 def serve_cmd(
     config_dir: Annotated[
-        Path, typer.Option("--config", help="A directory written by `fleetmind broker config`.")
-    ],
+        Path | None,
+        typer.Option("--config", help="A directory written by `fleetmind broker config`."),
+    ] = None,
+    embedded: Annotated[
+        bool | None,
+        typer.Option(
+            "--embedded/--mosquitto",
+            help="Force the embedded development broker, or insist on Mosquitto "
+            "(default: Mosquitto when installed, else the embedded one).",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Embedded broker without --config: the port on 127.0.0.1."),
+    ] = None,
 ) -> None:
-    """Run Mosquitto in the foreground until Ctrl-C (or until it exits by itself)."""
+    """Run the broker in the foreground until Ctrl-C (or until it exits by itself)."""
+    if config_dir is not None and port is not None:
+        raise ConfigError("--port is for the embedded broker without --config; not both")
+    if config_dir is None:
+        if embedded is False:
+            raise ConfigError(
+                "Mosquitto needs --config DIR (write one with `fleetmind broker config`)"
+            )
+        if port is None and embedded is None:
+            raise ConfigError(
+                "give --config DIR (from `fleetmind broker config`), or --embedded [--port N] "
+                "for a development broker on 127.0.0.1"
+            )
+        chosen = port if port is not None else 1883
+        if not 0 < chosen < 65536:
+            raise ConfigError(f"--port {chosen} is out of range (1-65535)")
+        log_file = Path(tempfile.gettempdir()) / f"fleetmind-embedded-broker-{chosen}.log"
+        broker = serve_embedded([chosen], log_file=log_file)
+    else:
+        broker = serve(config_dir, embedded=embedded)
     # Plain prints: a Ctrl-C inside rich's print could emit its buffered line a second time.
-    broker = serve(config_dir)
     # `kill`/systemd stop the command with SIGTERM: stop the broker too, not orphan it.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"started {broker.describe()} (pid {broker.pid}, log {broker.log_file})", flush=True)
+        if broker.embedded:
+            print(
+                f"this is the embedded development broker: {broker.lacks}; "
+                f"for a fleet, install Mosquitto ({INSTALL_HINT})",
+                flush=True,
+            )
         code = broker.wait()
     except KeyboardInterrupt:
         broker.stop()
@@ -69,7 +110,7 @@ def serve_cmd(
     finally:
         signal.signal(signal.SIGTERM, previous)
         broker.stop()
-    print(f"mosquitto exited with code {code}; see {broker.log_file}", flush=True)
+    print(f"{broker.name} exited with code {code}; see {broker.log_file}", flush=True)
     raise typer.Exit(1)
 
 

@@ -24,13 +24,17 @@ a :class:`~fleetmind.errors.ConfigError` that says what to install.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,8 +54,13 @@ ACL_FILE = "acl"
 DATA_DIR = "data"
 SUMMARY_FILE = "fleetmind-broker.json"
 LOG_FILE = "mosquitto.log"
+EMBEDDED_LOG_FILE = "embedded-broker.log"
 
-_INSTALL_HINT = (
+# Mosquitto 2's own defaults for `mosquitto_passwd` (hash type 7).
+_PBKDF2_ITERATIONS = 101
+_PBKDF2_SALT_BYTES = 12
+
+INSTALL_HINT = (
     "on Debian/Ubuntu run `apt-get install mosquitto`; on macOS `brew install mosquitto`; "
     "elsewhere see https://mosquitto.org/download/"
 )
@@ -437,8 +446,8 @@ class BrokerConfig:
 def write_broker_config(devices_file: Path | DevicesFile, out_dir: Path) -> BrokerConfig:
     """Write a Mosquitto configuration for a fleet into ``out_dir`` and return its summary.
 
-    Writes ``mosquitto.conf``, ``passwords`` (hashed by ``mosquitto_passwd``; plain passwords
-    never touch the disk), ``acl``, ``fleetmind-broker.json`` and an empty ``data/`` for
+    Writes ``mosquitto.conf``, ``passwords`` (PBKDF2-SHA512 hashes in Mosquitto's format; plain
+    passwords never touch the disk), ``acl``, ``fleetmind-broker.json`` and an empty ``data/`` for
     persistence. Running it again on the same directory replaces the files and keeps ``data/``.
 
     Args:
@@ -452,11 +461,8 @@ def write_broker_config(devices_file: Path | DevicesFile, out_dir: Path) -> Brok
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, not a directory")
-    passwd = _find_binary("mosquitto_passwd")
-    if passwd is None:
-        raise ConfigError(f"mosquitto_passwd is not installed: {_INSTALL_HINT}")
     (out_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    _write_password_file(passwd, devices.accounts, out_dir / PASSWORD_FILE)
+    _write_password_file(devices.accounts, out_dir / PASSWORD_FILE)
     _write_text(out_dir / ACL_FILE, acl_text(devices))
     _write_text(out_dir / CONF_FILE, mosquitto_conf_text(devices, out_dir, run_as=_current_user()))
     config = BrokerConfig(
@@ -470,19 +476,26 @@ def write_broker_config(devices_file: Path | DevicesFile, out_dir: Path) -> Brok
     return config
 
 
-def _write_password_file(passwd: str, accounts: tuple[Account, ...], target: Path) -> None:
-    # `-b` takes the password as an argument: it is on mosquitto_passwd's command line for the
-    # few milliseconds it runs, but never in a file.
+def mosquitto_password_hash(password: str, *, salt: bytes | None = None) -> str:
+    """A password as Mosquitto 2 stores it: PBKDF2-SHA512, ``$7$ITERATIONS$SALT$HASH``.
+
+    Computed here rather than by ``mosquitto_passwd`` so that a configuration can be written on
+    a machine without Mosquitto (and deployed to the one that has it).
+    """
+    salt = salt if salt is not None else secrets.token_bytes(_PBKDF2_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, _PBKDF2_ITERATIONS)
+    encode = base64.b64encode
+    return f"$7${_PBKDF2_ITERATIONS}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def _write_password_file(accounts: tuple[Account, ...], target: Path) -> None:
+    lines = [f"{acc.username}:{mosquitto_password_hash(acc.password)}\n" for acc in accounts]
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        for n, acc in enumerate(accounts):
-            args = [passwd, "-b", *(["-c"] if n == 0 else []), str(tmp), acc.username, acc.password]
-            done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
-            if done.returncode != 0:
-                why = _one_line(done.stderr or done.stdout) or f"exit code {done.returncode}"
-                raise ConfigError(f"mosquitto_passwd failed for user {acc.username!r}: {why}")
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(lines)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -534,16 +547,36 @@ def _mosquitto_version(binary: str) -> str:
 
 
 class BrokerProcess:
-    """A running Mosquitto, started by :func:`serve`; stop it with :meth:`stop` or ``with``."""
+    """A running broker started by :func:`serve`; stop it with :meth:`stop` or ``with``.
+
+    Either Mosquitto with the fleet's configuration, or the embedded development broker
+    (``embedded`` is then true and ``lacks`` says what it cannot do).
+    """
 
     def __init__(
-        self, process: subprocess.Popen[bytes], config: BrokerConfig, version: str, log: IO[bytes]
+        self,
+        process: subprocess.Popen[bytes],
+        config: BrokerConfig | None,
+        version: str,
+        log: IO[bytes],
+        *,
+        name: str = "mosquitto",
+        listeners: tuple[Listener, ...] | None = None,
+        lacks: str | None = None,
     ) -> None:
         self._process = process
         self._log = log
         self.config = config
+        self.name = name
         self.version = version
         self.log_file = Path(log.name)
+        self.listeners = listeners if listeners is not None else config.listeners if config else ()
+        self.lacks = lacks
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this is the embedded development broker rather than Mosquitto."""
+        return self.lacks is not None
 
     @property
     def pid(self) -> int:
@@ -559,15 +592,15 @@ class BrokerProcess:
 
     def describe(self) -> str:
         """E.g. ``mosquitto 2.0.11 on 127.0.0.1:1883``."""
-        where = ", ".join(lst.describe() for lst in self.config.listeners)
-        return f"mosquitto {self.version} on {where}"
+        where = ", ".join(lst.describe() for lst in self.listeners)
+        return f"{self.name} {self.version} on {where}"
 
     def wait(self, timeout_s: float | None = None) -> int:
         """Wait for the broker to exit; returns its exit code."""
         return self._process.wait(timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the broker (it saves its persistence file on the way out); safe to call twice."""
+        """Stop the broker (Mosquitto saves its persistence file on the way out); idempotent."""
         try:
             if self._process.poll() is None:
                 self._process.terminate()
@@ -590,59 +623,115 @@ class BrokerProcess:
         return f"<BrokerProcess pid={self.pid} {state}: {self.describe()}>"
 
 
-def serve(
-    config_dir: Path, *, log_file: Path | None = None, timeout_s: float = 10.0
-) -> BrokerProcess:
-    """Start Mosquitto on a directory written by :func:`write_broker_config`.
+def mosquitto_installed() -> bool:
+    """Whether a Mosquitto binary can be found (also in the sbin directories)."""
+    return _find_binary("mosquitto") is not None
 
-    Returns once every listener accepts TCP connections. The broker's log goes to
-    ``log_file`` (default ``CONFIG_DIR/mosquitto.log``), so a chatty broker never blocks on a
-    full pipe. Only Mosquitto is supported: an embedded broker is not provided yet, and when
-    Mosquitto is missing the :class:`ConfigError` says how to install it.
+
+def serve(
+    config_dir: Path,
+    *,
+    log_file: Path | None = None,
+    timeout_s: float = 10.0,
+    embedded: bool | None = None,
+) -> BrokerProcess:
+    """Start the fleet's broker on a directory written by :func:`write_broker_config`.
+
+    Mosquitto runs with the directory's configuration when it is installed. Without it (or with
+    ``embedded=True``) the embedded development broker serves the same ports on 127.0.0.1,
+    without passwords, ACL or TLS (TLS listeners are left out); ``embedded=False`` insists on
+    Mosquitto. Returns once every listener accepts TCP connections. The broker's log goes to
+    ``log_file`` (default ``CONFIG_DIR/mosquitto.log`` or ``CONFIG_DIR/embedded-broker.log``),
+    so a chatty broker never blocks on a full pipe.
 
     Raises:
-        ConfigError: no broker directory, Mosquitto missing, a port already taken, or Mosquitto
-            exiting (or not listening) before ``timeout_s``; the message ends with its log.
+        ConfigError: no broker directory, Mosquitto missing when it is required, a port already
+            taken, or the broker exiting (or not listening) before ``timeout_s``; the message
+            ends with its log.
     """
     config = BrokerConfig.load(config_dir)
     binary = _find_binary("mosquitto")
+    if embedded or (embedded is None and binary is None):
+        plain = tuple(lst for lst in config.listeners if lst.tls is None)
+        if not plain:
+            raise ConfigError(
+                "the embedded broker cannot serve TLS listeners and this configuration has "
+                f"no other; install Mosquitto ({INSTALL_HINT})"
+            )
+        path = Path(log_file) if log_file else config.config_dir / EMBEDDED_LOG_FILE
+        return serve_embedded([lst.port for lst in plain], log_file=path, timeout_s=timeout_s)
     if binary is None:
-        raise ConfigError(f"mosquitto is not installed: {_INSTALL_HINT}")
-    for lst in config.listeners:
+        raise ConfigError(f"mosquitto is not installed: {INSTALL_HINT}")
+    _check_ports_free(config.listeners)
+    log_path = Path(log_file) if log_file else config.config_dir / LOG_FILE
+    command = [binary, "-c", str(config.conf_file)]
+    process, log, start = _spawn(command, log_path)
+    broker = BrokerProcess(process, config, _mosquitto_version(binary), log)
+    _wait_or_stop(broker, log_path, start=start, timeout_s=timeout_s)
+    return broker
+
+
+def serve_embedded(ports: list[int], *, log_file: Path, timeout_s: float = 10.0) -> BrokerProcess:
+    """Start the embedded development broker (amqtt) on ``127.0.0.1`` at ``ports``."""
+    from fleetmind.protocols._embedded_broker import LIMITATIONS, LOOPBACK, amqtt_version
+
+    listeners = tuple(Listener(port, bind=LOOPBACK) for port in ports)
+    _check_ports_free(listeners)
+    command = [sys.executable, "-m", "fleetmind.protocols._embedded_broker"]
+    for port in ports:
+        command += ["--port", str(port)]
+    process, log, start = _spawn(command, Path(log_file))
+    broker = BrokerProcess(
+        process,
+        None,
+        amqtt_version(),
+        log,
+        name="amqtt (embedded)",
+        listeners=listeners,
+        lacks=LIMITATIONS,
+    )
+    _wait_or_stop(broker, Path(log_file), start=start, timeout_s=timeout_s)
+    return broker
+
+
+def _check_ports_free(listeners: tuple[Listener, ...]) -> None:
+    for lst in listeners:
         if _accepts(lst.connect_host, lst.port):
             raise ConfigError(
                 f"port {lst.port} on {lst.connect_host} is already in use by another program"
             )
-    log_path = Path(log_file) if log_file else config.config_dir / LOG_FILE
+
+
+def _spawn(command: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes], int]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the BrokerProcess, closed by stop()
-    # Taken before the start: Mosquitto shares the file's offset, and may write at once.
+    # Taken before the start: the broker shares the file's offset, and may write at once.
     start = log.tell()
     try:
         process = subprocess.Popen(
-            [binary, "-c", str(config.conf_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
     except OSError as exc:
         log.close()
-        raise ConfigError(f"cannot start {binary}: {exc.strerror or exc}") from exc
-    broker = BrokerProcess(process, config, _mosquitto_version(binary), log)
+        raise ConfigError(f"cannot start {command[0]}: {exc.strerror or exc}") from exc
+    return process, log, start
+
+
+def _wait_or_stop(broker: BrokerProcess, log_path: Path, *, start: int, timeout_s: float) -> None:
     try:
         _wait_listening(broker, log_path, start=start, timeout_s=timeout_s)
     except BaseException:
         broker.stop()
         raise
-    return broker
 
 
 def _wait_listening(broker: BrokerProcess, log_path: Path, *, start: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    pending = list(broker.config.listeners)
+    pending = list(broker.listeners)
     while pending:
         if not broker.running:
             raise ConfigError(
-                f"mosquitto exited with code {broker.returncode} before listening: "
+                f"{broker.name} exited with code {broker.returncode} before listening: "
                 f"{_log_since(log_path, start) or 'no output'} (log: {log_path})"
             )
         if _accepts(pending[0].connect_host, pending[0].port):
@@ -651,7 +740,7 @@ def _wait_listening(broker: BrokerProcess, log_path: Path, *, start: int, timeou
         if time.monotonic() > deadline:
             where = f"{pending[0].connect_host}:{pending[0].port}"
             raise ConfigError(
-                f"mosquitto did not listen on {where} within {timeout_s:g} s: "
+                f"{broker.name} did not listen on {where} within {timeout_s:g} s: "
                 f"{_log_since(log_path, start) or 'no output'} (log: {log_path})"
             )
         time.sleep(0.02)

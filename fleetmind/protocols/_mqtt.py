@@ -5,6 +5,10 @@ callbacks hop onto the event loop with ``call_soon_threadsafe``. Publishes are a
 broker acknowledges them, through a table of pending message ids that is always cleaned up.
 Incoming messages go into a bounded queue; when a slow consumer lets it fill, further messages
 are dropped with a log line rather than growing memory without end.
+
+MQTT 5 is spoken by default (session expiry, shared subscriptions). A broker that only speaks
+MQTT 3.1.1 (the embedded development broker, older brokers) refuses that; the connection then
+falls back to 3.1.1 with a persistent session, which is all fleetmind's protocol needs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,22 +44,48 @@ class BrokerAddress:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    protocol: str = "auto"
+    """``"5"``, ``"3.1.1"``, or ``"auto"``: MQTT 5, falling back to 3.1.1 if the broker refuses."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in _PROTOCOLS:
+            raise ConfigError(
+                f"MQTT protocol {self.protocol!r} is not one of {', '.join(_PROTOCOLS)}"
+            )
 
     @classmethod
     def parse(cls, url: str, **login: Any) -> BrokerAddress:
-        """``mqtt://host:1883`` or ``mqtts://host:8883`` (user:password@ allowed)."""
+        """``mqtt://host:1883`` or ``mqtts://host:8883`` (user:password@ and ?protocol= allowed)."""
         parsed = urlparse(url)
         if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
             raise ConfigError(f"broker URL {url!r} must look like mqtt://HOST:PORT or mqtts://...")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ConfigError(f"broker URL {url!r} has an invalid port") from None
+        query = dict(parse_qsl(parsed.query))
+        unknown = sorted(set(query) - {"protocol"})
+        if unknown:
+            raise ConfigError(f"broker URL {url!r}: unknown option {unknown[0]!r}; known: protocol")
         tls = parsed.scheme == "mqtts"
         return cls(
             host=parsed.hostname,
-            port=parsed.port or (8883 if tls else 1883),
+            port=port or (8883 if tls else 1883),
             username=login.get("username") or parsed.username,
             password=login.get("password") or parsed.password,
             tls=tls,
             ca_file=login.get("ca_file"),
+            protocol=query.get("protocol", "auto"),
         )
+
+
+_PROTOCOLS = ("auto", "5", "3.1.1")
+_V5_SILENCE_S = 2.0
+"""How long an open socket may stay silent after an MQTT 5 CONNECT before 3.1.1 is tried."""
+
+
+class _ProtocolRefused(Exception):
+    """The broker does not speak the MQTT version this client asked for."""
 
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
@@ -112,16 +142,60 @@ class MqttConnection:
         self._filters: dict[str, int] = {}
         self.connected_at = 0.0
         """When the current connection to the broker was made (monotonic clock)."""
+        self.protocol = ""
+        """The MQTT version in use once connected: ``"5"`` or ``"3.1.1"``."""
+        self._protocol_refused = False
+        self._connected_once = False
+        self._trying_v5 = False
+        self._socket_opened_at = 0.0
 
     async def __aenter__(self) -> MqttConnection:
         if self._state != "new":
             raise FleetStateError(f"MQTT connection is {self._state}; open a new one")
         self._loop = asyncio.get_running_loop()
         self._messages = asyncio.Queue(self._queue_size)
+        versions = {"auto": (5, 4), "5": (5,), "3.1.1": (4,)}[self.address.protocol]
+        for version in versions:
+            try:
+                await self._connect(version)
+            except _ProtocolRefused:
+                if version == versions[-1]:
+                    raise ProtocolError(
+                        f"the MQTT broker at {self.address.host}:{self.address.port} does not "
+                        f"speak MQTT {'5' if version == 5 else '3.1.1'}"
+                    ) from None
+                log.info(
+                    "the broker at %s:%s refused MQTT 5; using MQTT 3.1.1",
+                    self.address.host,
+                    self.address.port,
+                )
+                continue
+            self.protocol = "5" if version == 5 else "3.1.1"
+            break
+        self._state = "open"
+        return self
+
+    async def _connect(self, version: int) -> None:
+        """One connection attempt with MQTT ``version`` (5, or 4 for 3.1.1)."""
         self._connected = asyncio.Event()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
-        )
+        self._connect_error = None
+        self._protocol_refused = False
+        self._connected_once = False
+        self._trying_v5 = version == 5
+        self._socket_opened_at = 0.0
+        if version == 5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+            )
+        else:
+            # 3.1.1 has no session expiry: a non-clean session is kept until the client
+            # connects with a clean one (or the broker's own limit).
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
@@ -133,30 +207,36 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        client.on_socket_open = _no_delay
+        client.on_socket_open = self._on_socket_open
         client.on_subscribe = self._on_subscribe
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self._session_expiry_s
         self._client = client
         try:
-            client.connect_async(
-                self.address.host,
-                self.address.port,
-                keepalive=15,
-                clean_start=False,
-                properties=properties,
-            )
+            if version == 5:
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = self._session_expiry_s
+                client.connect_async(
+                    self.address.host,
+                    self.address.port,
+                    keepalive=15,
+                    clean_start=False,
+                    properties=properties,
+                )
+            else:
+                client.connect_async(self.address.host, self.address.port, keepalive=15)
             client.loop_start()
             async with asyncio.timeout(self._connect_timeout_s):
-                await self._connected.wait()
+                await self._wait_for_connack()
         except TimeoutError:
             self._shutdown()
             raise ProtocolError(
                 f"could not connect to the MQTT broker at {self.address.host}:{self.address.port}"
                 f" within {self._connect_timeout_s:g} s"
             ) from None
+        if self._protocol_refused:
+            self._shutdown(final=False)
+            raise _ProtocolRefused
         if self._connect_error:
             self._shutdown()
             if "user name" in self._connect_error or "authorized" in self._connect_error.lower():
@@ -169,13 +249,18 @@ class MqttConnection:
                 f"the MQTT broker at {self.address.host}:{self.address.port} refused "
                 f"{self.client_id!r}: {self._connect_error}"
             )
-        self._state = "open"
-        return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         self._shutdown()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, *, final: bool = True) -> None:
+        if not final:
+            # A failed attempt: stop this client, keep the connection usable for the next.
+            if self._client is not None:
+                self._client.disconnect()
+                self._client.loop_stop()
+                self._client = None
+            return
         self._state = "closing"
         if self._client is not None:
             self._client.disconnect()
@@ -192,9 +277,12 @@ class MqttConnection:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         assert self._loop is not None and self._connected is not None
+        self._connected_once = True
         if reason.is_failure:
             self._connect_error = str(reason)
             if self._state == "new":
+                # "Unsupported protocol version" is 132 in MQTT 5, 1 in 3.1.1.
+                self._protocol_refused = reason.value in (1, 132)
                 client.disconnect()  # a refused login is final; do not retry
         else:
             self.connected_at = time.monotonic()
@@ -211,9 +299,39 @@ class MqttConnection:
                     client.subscribe([(f, q) for f, q in self._filters.items()])
         self._loop.call_soon_threadsafe(self._connected.set)
 
+    async def _wait_for_connack(self) -> None:
+        """Wait for the broker's answer to CONNECT (or a refusal of MQTT 5, see below)."""
+        assert self._connected is not None
+        if not self._trying_v5:
+            await self._connected.wait()
+            return
+        # Some MQTT 3.1.1-only brokers neither answer an MQTT 5 CONNECT nor close the socket:
+        # they wait for bytes that never come. A socket that is open but silent for a while is
+        # taken as a refusal, and 3.1.1 is tried (which an MQTT 5 broker would accept as well).
+        while not self._connected.is_set():
+            opened = self._socket_opened_at
+            if opened and time.monotonic() - opened > _V5_SILENCE_S:
+                self._protocol_refused = True
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._connected.wait()
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._socket_opened_at = time.monotonic()
+        _no_delay(client, userdata, sock)
+
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if self._state == "new" and not self._connected_once and self._trying_v5:
+            # Some MQTT 3.1.1-only brokers close the socket on an MQTT 5 CONNECT (with its
+            # properties) instead of answering "unsupported protocol version".
+            assert self._loop is not None and self._connected is not None
+            self._protocol_refused = True
+            client.disconnect()
+            self._loop.call_soon_threadsafe(self._connected.set)
+            return
         if self._state == "open":
             log.warning("MQTT connection to %s lost (%s); reconnecting", self.address.host, reason)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
@@ -10,10 +11,12 @@ from typing import NamedTuple
 
 from fleetmind.errors import ConfigError
 from fleetmind.protocols._broker import (
+    INSTALL_HINT,
     Account,
     BrokerProcess,
     DevicesFile,
     Listener,
+    mosquitto_installed,
     serve,
     write_broker_config,
 )
@@ -26,7 +29,7 @@ class LocalBroker(NamedTuple):
     """A broker started by :func:`start_test_broker`; unpacks as ``handle, port, credentials``."""
 
     handle: BrokerProcess
-    """The running Mosquitto: stop it with ``handle.stop()`` (or ``with handle:``)."""
+    """The running broker: stop it with ``handle.stop()`` (or ``with handle:``)."""
     port: int
     """Its plain listener on 127.0.0.1."""
     credentials: dict[str, str]
@@ -39,17 +42,22 @@ def start_test_broker(
     fleet: str = "test",
     *,
     attempts: int = 3,
+    embedded: bool | None = None,
 ) -> LocalBroker:
     """Start Mosquitto on a free loopback port with a fleet's passwords and ACL.
 
     The configuration lives in ``tmp_dir/broker`` (restart it with
-    ``serve(handle.config.config_dir)``); passwords are random.
+    ``serve(handle.config.config_dir)``); passwords are random. Where Mosquitto is not installed
+    the embedded development broker starts instead (``handle.embedded`` is then true: it accepts
+    any login and enforces no ACL), except under CI (``CI=true``), where that is an error.
 
     Args:
         tmp_dir: a scratch directory (pytest's ``tmp_path``).
         devices: device id -> the agents it hosts (default: none; only the orchestrator).
         fleet: the fleet name, so topics are under ``fleetmind/<fleet>``.
         attempts: how many free ports to try if another process takes one in between.
+        embedded: ``True`` for the embedded broker, ``False`` for Mosquitto only, ``None`` to
+            choose as described above.
 
     Raises:
         ConfigError: Mosquitto is not installed (the message says how to install it), or it
@@ -61,13 +69,18 @@ def start_test_broker(
         Account(ORCHESTRATOR, credentials[ORCHESTRATOR], orchestrator=True),
         *(Account(d, credentials[d], agents=tuple(a)) for d, a in (devices or {}).items()),
     )
+    if embedded is None and not mosquitto_installed():
+        if os.environ.get("CI") == "true":
+            raise ConfigError(f"Mosquitto is required under CI: {INSTALL_HINT}")
+        embedded = True
     error: ConfigError | None = None
     for _ in range(max(1, attempts)):
         port = free_port()
         spec = DevicesFile(fleet=fleet, listeners=(Listener(port),), accounts=accounts)
         config = write_broker_config(spec, Path(tmp_dir) / "broker")
         try:
-            return LocalBroker(serve(config.config_dir), port, credentials)
+            handle = serve(config.config_dir, embedded=bool(embedded))
+            return LocalBroker(handle, port, credentials)
         except ConfigError as exc:
             # Another process may have taken the port since free_port(); anything else repeats.
             if "in use" not in exc.message and "Address already in use" not in exc.message:

@@ -8,6 +8,9 @@ arrived the forbidden one can no longer be on its way.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
 import os
 import queue
@@ -31,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
 from fleetmind.cli._broker_cmd import broker_app
-from fleetmind.errors import ConfigError
+from fleetmind.errors import ConfigError, ProtocolError
 from fleetmind.protocols import _broker
 from fleetmind.protocols._broker import (
     BrokerConfig,
@@ -41,6 +44,7 @@ from fleetmind.protocols._broker import (
     serve,
     write_broker_config,
 )
+from fleetmind.protocols._mqtt import BrokerAddress, MqttConnection
 from fleetmind.protocols._topics import Topics
 from fleetmind.testing import LocalBroker, free_port, start_test_broker
 
@@ -59,7 +63,7 @@ REFUSED = {"Bad user name or password", "Not authorized"}
 @pytest.fixture(scope="session")
 def mosquitto() -> None:
     """Mosquitto must be installed; under CI its absence fails the tests instead of skipping."""
-    missing = [b for b in ("mosquitto", "mosquitto_passwd") if _broker._find_binary(b) is None]
+    missing = [b for b in ("mosquitto",) if _broker._find_binary(b) is None]
     if missing:
         reason = f"{' and '.join(missing)} not installed (apt-get install mosquitto)"
         if os.environ.get("CI") == "true":
@@ -411,10 +415,20 @@ def test_missing_devices_file(tmp_path: Path) -> None:
         load_devices_file(tmp_path / "nope.yaml")
 
 
-def test_missing_mosquitto_passwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_is_written_without_mosquitto_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_broker, "_find_binary", lambda name: None)
-    with pytest.raises(ConfigError, match=r"mosquitto_passwd is not installed: .*apt-get install"):
-        write_broker_config(write(tmp_path, ORCH), tmp_path / "out")
+    devices = write(tmp_path, ORCH + "devices: [{id: pi, password: s3cret}]")
+    config = write_broker_config(devices, tmp_path / "out")
+    lines = dict(line.split(":", 1) for line in config.password_file.read_text().splitlines())
+    assert set(lines) == {"orchestrator", "pi"}
+    scheme, iterations, salt, digest = lines["pi"].split("$")[1:]
+    assert (scheme, iterations) == ("7", "101")  # Mosquitto 2's PBKDF2-SHA512 format
+    expected = hashlib.pbkdf2_hmac("sha512", b"s3cret", base64.b64decode(salt), 101)
+    assert base64.b64decode(digest) == expected
+    assert "s3cret" not in config.password_file.read_text()
+    assert oct(config.password_file.stat().st_mode & 0o777) == "0o600"
 
 
 # Starting and stopping --------------------------------------------------------------------------
@@ -451,7 +465,84 @@ def test_serve_errors(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(
         ConfigError, match=r"mosquitto is not installed: .*apt-get install mosquitto"
     ):
-        serve(config_dir)
+        serve(config_dir, embedded=False)
+
+
+async def test_serve_falls_back_to_the_embedded_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    devices = write(tmp_path, ORCH + f"listeners: [{{port: {port}, bind: 0.0.0.0}}]")
+    config = write_broker_config(devices, tmp_path / "out")
+    monkeypatch.setattr(_broker, "_find_binary", lambda name: None)
+    with serve(config.config_dir) as handle:
+        assert handle.embedded
+        assert handle.describe() == f"amqtt (embedded) {handle.version} on 127.0.0.1:{port}"
+        assert "MQTT 3.1.1 only" in (handle.lacks or "")
+        lan = _lan_address()
+        if lan is not None:  # bound to loopback only, whatever the configuration says
+            assert not _broker._accepts(lan, port)
+        # fleetmind's client falls back to MQTT 3.1.1 by itself and works as usual.
+        address = BrokerAddress("127.0.0.1", port)
+        async with MqttConnection(address, "fm-a") as a, MqttConnection(address, "fm-b") as b:
+            assert a.protocol == "3.1.1"
+            await b.subscribe("fleetmind/home/#")
+            await a.publish("fleetmind/home/x", b"hello")
+            async with asyncio.timeout(WAIT_S):
+                message = await anext(b.messages())
+            assert (message.topic, message.payload) == ("fleetmind/home/x", b"hello")
+        insisting = BrokerAddress("127.0.0.1", port, protocol="5")
+        with pytest.raises(ProtocolError, match="does not speak MQTT 5"):
+            async with MqttConnection(insisting, "fm-c"):
+                pass
+    assert not handle.running
+
+
+async def test_mqtt_3_1_1_on_mosquitto(env: Env) -> None:
+    address = BrokerAddress(
+        "127.0.0.1",
+        env.port,
+        username="orchestrator",
+        password=env.password("orchestrator"),
+        protocol="3.1.1",
+    )
+    async with MqttConnection(address, "fm-old") as client:
+        assert client.protocol == "3.1.1"
+        await client.subscribe(T.presence("pi-7"))
+        await client.publish(T.presence("pi-7"), b"online")
+        async with asyncio.timeout(WAIT_S):
+            message = await anext(client.messages())
+        assert message.payload == b"online"
+    auto = BrokerAddress.parse(
+        f"mqtt://orchestrator:{env.password('orchestrator')}@127.0.0.1:{env.port}"
+    )
+    async with MqttConnection(auto, "fm-new") as client:
+        assert client.protocol == "5"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mqtt://h:1883?protocol=4", "MQTT protocol '4' is not one of auto, 5, 3.1.1"),
+        ("mqtt://h:1883?qos=2", "unknown option 'qos'; known: protocol"),
+        ("mqtt://h:99999", "has an invalid port"),
+    ],
+)
+def test_bad_broker_urls(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        BrokerAddress.parse(url)
+    assert problem in caught.value.message
+
+
+def _lan_address() -> str | None:
+    """An address of this machine other than loopback, if it has one."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
 
 
 # Who may connect --------------------------------------------------------------------------------
@@ -716,6 +807,46 @@ def test_cli_serve_runs_until_interrupted(
     assert not _broker._accepts("127.0.0.1", port)
     with pytest.raises(ProcessLookupError):
         os.kill(broker_pid, 0)
+
+
+def test_cli_serve_embedded_says_what_it_lacks(tmp_path: Path) -> None:
+    port = free_port()
+    code = "from fleetmind.cli._broker_cmd import broker_app; broker_app()"
+    args = [sys.executable, "-c", code, "serve", "--embedded", "--port", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("started amqtt (embedded) "), line + proc.stderr.read()  # type: ignore[union-attr]
+        assert f" on 127.0.0.1:{port} (pid " in line
+        lacks = proc.stdout.readline()
+        assert lacks.startswith("this is the embedded development broker: MQTT 3.1.1 only")
+        assert "install Mosquitto" in lacks
+        assert _broker._accepts("127.0.0.1", port)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert out.strip() == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not _broker._accepts("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["serve"], "give --config DIR"),
+        (["serve", "--mosquitto"], "Mosquitto needs --config DIR"),
+        (["serve", "--embedded", "--port", "0"], "--port 0 is out of range"),
+        (["serve", "--config", "x", "--port", "5"], "--port is for the embedded broker"),
+    ],
+)
+def test_cli_serve_bad_flags(args: list[str], problem: str) -> None:
+    result = CliRunner().invoke(broker_app, args)
+    assert isinstance(result.exception, ConfigError)
+    assert problem in result.exception.message
 
 
 def test_start_test_broker_without_devices(tmp_path: Path, mosquitto: None) -> None:

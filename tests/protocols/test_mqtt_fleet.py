@@ -29,10 +29,18 @@ MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
 )
 
-if MOSQUITTO is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("Mosquitto is required under CI: apt-get install mosquitto")
-    pytest.skip("Mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
+if MOSQUITTO is None and os.environ.get("CI") == "true":
+    raise RuntimeError("Mosquitto is required under CI: apt-get install mosquitto")
+# Without Mosquitto the tests run on the embedded development broker, except those that need
+# what only Mosquitto has (persistence across a restart, passwords and ACLs).
+DEFAULT_BROKER = "mosquitto" if MOSQUITTO else "embedded"
+
+
+def needs_mosquitto(what: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        MOSQUITTO is None, reason=f"needs Mosquitto ({what}; the embedded broker lacks it)"
+    )
+
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,7 +77,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerAddress]:
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerAddress]:
+    """An anonymous broker on a free port: Mosquitto, or the embedded one (``indirect`` param)."""
+    kind = getattr(request, "param", DEFAULT_BROKER)
+    if kind == "embedded":
+        from fleetmind.protocols._broker import serve_embedded
+
+        with serve_embedded([free_port()], log_file=tmp_path / "embedded.log") as embedded:
+            yield BrokerAddress("127.0.0.1", embedded.listeners[0].port)
+        return
+    if MOSQUITTO is None:
+        pytest.skip("Mosquitto is not installed")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
@@ -140,6 +158,7 @@ def calls(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"], indirect=True)
 async def test_agents_in_separate_processes_complete_a_dag(
     broker: BrokerAddress, devices: dict
 ) -> None:
@@ -335,6 +354,7 @@ async def test_the_documented_shell_device_joins_and_does_a_subtask(
     assert result.outputs == {"loud": "HELLO FROM PYTHON"}
 
 
+@needs_mosquitto("persistence across a restart")
 async def test_a_broker_restart_in_the_middle_of_a_task_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "persistent.conf"
@@ -406,6 +426,7 @@ async def test_a_broker_restart_in_the_middle_of_a_task_loses_nothing(tmp_path: 
     assert not [e for e in result.graph.log if e.kind == "subtask_reassigned"]
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"], indirect=True)
 def test_cli_serves_a_device_lists_it_and_runs_a_task_on_it(
     tmp_path: Path, broker: BrokerAddress, devices: dict
 ) -> None:
@@ -450,6 +471,7 @@ def test_cli_serves_a_device_lists_it_and_runs_a_task_on_it(
     )
 
 
+@needs_mosquitto("passwords and ACLs")
 async def test_a_fleet_on_the_broker_config_fleetmind_generates(tmp_path: Path) -> None:
     from fleetmind.errors import ConfigError
     from fleetmind.testing import start_test_broker
