@@ -151,6 +151,7 @@ class DeviceRuntime:
                         mqtt,
                         ProtocolError(f"agent {payload.agent!r} is not on this device"),
                         envelope.id,
+                        payload.reply_to,
                     )
                     return
                 run = tasks.create_task(self._execute_safely(mqtt, envelope.id, agent, payload))
@@ -162,11 +163,17 @@ class DeviceRuntime:
             case _:
                 log.info("ignored a %s message on %s", envelope.kind, message.topic)
 
-    def _reply_error(self, mqtt: MqttConnection, error: FleetmindError, about: str | None) -> None:
+    def _reply_error(
+        self,
+        mqtt: MqttConnection,
+        error: FleetmindError,
+        about: str | None,
+        reply_to: str | None = None,
+    ) -> None:
         reply = new_envelope(
             "error", self.device_id, ErrorPayload(error=error.to_dict()), correlation_id=about
         )
-        mqtt.publish_nowait(self.topics.device_out(self.device_id), reply.to_bytes())
+        mqtt.publish_nowait(self.topics.device_out(self.device_id, reply_to), reply.to_bytes())
 
     async def _execute_safely(
         self, mqtt: MqttConnection, dispatch_id: str, agent: Agent, job: DispatchPayload
@@ -184,14 +191,14 @@ class DeviceRuntime:
     async def _execute(
         self, mqtt: MqttConnection, dispatch_id: str, agent: Agent, job: DispatchPayload
     ) -> None:
-        out = self.topics.device_out(self.device_id)
+        out = self.topics.device_out(self.device_id, job.reply_to)
         try:
             subtask = Subtask.model_validate(job.subtask)
         except ValidationError as exc:
             problem = MalformedMessage(
                 f"dispatch {dispatch_id}: subtask is invalid: {exc.errors()[0]['msg']}"
             )
-            self._reply_error(mqtt, problem, dispatch_id)
+            self._reply_error(mqtt, problem, dispatch_id, job.reply_to)
             return
 
         def progress(message: str, fraction: float | None) -> None:
@@ -241,7 +248,7 @@ class DeviceRuntime:
             edits=edits,
         )
         result = new_envelope("result", self.device_id, body, correlation_id=dispatch_id)
-        await mqtt.publish(self.topics.device_out(self.device_id), result.to_bytes())
+        await mqtt.publish(self.topics.device_out(self.device_id, job.reply_to), result.to_bytes())
 
 
 def _error(exc: BaseException) -> dict[str, Any]:

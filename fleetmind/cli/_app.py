@@ -23,6 +23,8 @@ from fleetmind.cli._fleet_cmds import (
     agent_app,
     broker_address,
     devices,
+    orchestrator_app,
+    submit,
 )
 from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
 from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
@@ -401,6 +403,8 @@ def version_callback(value: bool) -> None:
 app.add_typer(agent_app, name="agent")
 app.add_typer(broker_app, name="broker")
 app.command("devices")(devices)
+app.add_typer(orchestrator_app, name="orchestrator")
+app.command("submit")(submit)
 
 
 @app.callback()

@@ -1,12 +1,15 @@
-"""Commands of the MQTT fleet: serve agents from a device, list the fleet's devices."""
+"""Commands of the MQTT fleet: serve agents from a device, list the fleet's devices, run
+orchestrator replicas and submit tasks to them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -104,7 +107,11 @@ def devices(
     async def collect() -> MqttFleetLink:
         fleet = Fleet(router=SkillRouter())
         link = MqttFleetLink(
-            fleet, address, fleet_name=fleet_name, client_id=f"fm-devices-{os.getpid()}"
+            fleet,
+            address,
+            fleet_name=fleet_name,
+            client_id=f"fm-devices-{os.getpid()}",
+            session_expiry_s=0,  # a look at the fleet leaves no session behind
         )
         async with link:
             await link.settle()
@@ -125,3 +132,138 @@ def devices(
         agents = ", ".join(f"{a} v{versions.get(a, '?')}" for a in sorted(device.agents))
         table.add_row(device.device_id, "online" if device.online else "offline", seen, agents)
     Console().print(table)
+
+
+orchestrator_app = typer.Typer(
+    help="Run an orchestrator that takes tasks submitted over the broker (replicas share them).",
+    no_args_is_help=True,
+)
+
+
+@orchestrator_app.command("serve")
+def orchestrator_serve(
+    broker: BrokerUrl,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    fleet_name: FleetName = "default",
+    fleet_ref: Annotated[
+        str | None,
+        typer.Option("--fleet", help="Local agents too: FILE.py or module[:attr]."),
+    ] = None,
+    group: Annotated[
+        str,
+        typer.Option("--group", help="Replicas with the same group split the submitted tasks."),
+    ] = "orchestrators",
+    replica_id: Annotated[
+        str | None,
+        typer.Option("--replica-id", help="This replica's name (default: host name and pid)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where tasks are stored.")
+    ] = None,
+) -> None:
+    """Take tasks from `fleetmind submit` and run them on the fleet's devices, until Ctrl-C."""
+    from fleetmind.cli._app import _fleet, _store  # the same store and router as `run`
+    from fleetmind.orchestrator._fleet_link import MqttFleetLink
+
+    address = broker_address(broker, username, password_file)
+    replica = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    agents, router = load_fleet(fleet_ref) if fleet_ref else ([], None)
+    fleet = _fleet(agents, router, data_dir, _store(data_dir))
+    console = Console(stderr=True)
+
+    async def main() -> None:
+        async with (
+            fleet,
+            MqttFleetLink(
+                fleet,
+                address,
+                fleet_name=fleet_name,
+                client_id=f"fm-orchestrator-{replica}"[:64],
+                replica_id=replica,
+                share_group=group,
+                accept_tasks=True,
+            ) as link,
+        ):
+            console.print(
+                f"orchestrator {link.replica_id} taking tasks of fleet {fleet_name!r} "
+                f"(group {group!r}) on {address.host}:{address.port}"
+            )
+            await asyncio.Event().wait()  # until interrupted
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print(f"orchestrator {replica} stopped")
+
+
+def submit(
+    target: Annotated[str, typer.Argument(help="A task file (.yaml/.json).")],
+    broker: BrokerUrl,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    fleet_name: FleetName = "default",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Set a task parameter: key=value (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.1, help="Give up after this many seconds.")
+    ] = None,
+) -> None:
+    """Hand a task to the fleet's orchestrators over the broker and follow it to its end."""
+    from fleetmind.cli._target import parse_params
+    from fleetmind.orchestrator._submit import submit_via_broker
+    from fleetmind.orchestrator._taskfile import read_task_file
+
+    if not target.endswith((".yaml", ".yml", ".json")):
+        raise ConfigError(f"{target}: `fleetmind submit` takes a task file (.yaml, .yml, .json)")
+    task = read_task_file(target, parse_params(param or []))
+    address = broker_address(broker, username, password_file)
+    log = Console(stderr=True, highlight=False)
+
+    def show(event: dict[str, Any]) -> None:
+        if not as_json:
+            log.print(_event_line(event))
+
+    try:
+        result = asyncio.run(
+            submit_via_broker(
+                address,
+                task.graph,
+                fleet_name=fleet_name,
+                source=str(task.path),
+                on_event=show,
+                timeout_s=timeout,
+            )
+        )
+    except TimeoutError:
+        raise ConfigError(
+            f"no result within {timeout:g} s: is an orchestrator of fleet {fleet_name!r} "
+            "serving (`fleetmind orchestrator serve`)?"
+        ) from None
+    except KeyboardInterrupt:
+        log.print("interrupted — the task goes on at the orchestrator")
+        raise typer.Exit(130) from None
+    if as_json:
+        data = {
+            "task_id": result.task_id,
+            "status": result.status,
+            "outputs": result.outputs,
+            "errors": result.errors,
+            "replica": result.replica,
+        }
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        log.print(f"task {result.task_id} {result.status} on orchestrator {result.replica}")
+        for subtask_id, output in result.outputs.items():
+            print(f"{subtask_id}: {json.dumps(output, default=str)}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    kind = str(event.get("kind", "?"))
+    subject = event.get("subtask_id") or event.get("task_id", "")
+    details = event.get("agent") or event.get("message") or event.get("status") or ""
+    return f"{kind:<18} {subject} {details}".rstrip()

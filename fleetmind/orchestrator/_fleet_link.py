@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ from fleetmind.protocols._envelope import (
     PresencePayload,
     ProgressPayload,
     ResultPayload,
+    SubmitPayload,
+    TaskEventPayload,
     new_envelope,
     parse_envelope,
 )
@@ -94,9 +98,17 @@ class MqttFleetLink:
         fleet_name: The fleet's topic prefix name.
         client_id: Stable, so the broker keeps this orchestrator's session (and results queued
             while it was away).
-        share_group: Replicas with the same group split the devices' output between them.
+        share_group: With ``accept_tasks``, replicas of one group split submitted tasks
+            between them (an MQTT shared subscription); without a group every orchestrator
+            that accepts tasks gets every one.
         dead_after_s: Declare a device dead when no heartbeat came for this long (default:
             three of its heartbeat periods).
+        accept_tasks: Take tasks submitted over the broker (``fleetmind submit``) and run them
+            on ``fleet``, which must be open (``async with fleet``) while the link is.
+        replica_id: This orchestrator's name in dispatches, so devices answer it alone
+            (default: derived from ``client_id``).
+        session_expiry_s: How long the broker keeps this link's session while it is away; 0
+            for a short-lived look at the fleet.
     """
 
     def __init__(
@@ -108,6 +120,9 @@ class MqttFleetLink:
         client_id: str = "fm-orchestrator",
         share_group: str | None = None,
         dead_after_s: float | None = None,
+        accept_tasks: bool = False,
+        replica_id: str | None = None,
+        session_expiry_s: int = 3600,
     ) -> None:
         self.fleet = fleet
         self.broker = broker
@@ -115,6 +130,11 @@ class MqttFleetLink:
         self.client_id = client_id
         self.share_group = share_group
         self.dead_after_s = dead_after_s
+        self.accept_tasks = accept_tasks
+        self.replica_id = replica_id or _replica_name(client_id)
+        self._session_expiry_s = session_expiry_s
+        self._accepted: dict[str, None] = {}
+        """Ids of tasks taken from the broker (a redelivered submit is not run twice)."""
         self.devices: dict[str, DeviceState] = {}
         self._cards: dict[str, tuple[str, AgentProfile]] = {}
         self._pending: dict[str, _Pending] = {}
@@ -127,14 +147,20 @@ class MqttFleetLink:
         """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
 
     async def __aenter__(self) -> MqttFleetLink:
-        self._mqtt = await MqttConnection(self.broker, self.client_id).__aenter__()
+        self._mqtt = await MqttConnection(
+            self.broker, self.client_id, session_expiry_s=self._session_expiry_s
+        ).__aenter__()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        await self._mqtt.subscribe(
+        filters = [
             self.topics.all_cards,
             self.topics.all_presence,
-            self.topics.all_device_out(self.share_group),
-        )
+            self.topics.all_device_out(),  # devices that answer on `out` (e.g. shell devices)
+            self.topics.all_device_out(self.replica_id),
+        ]
+        if self.accept_tasks:
+            filters.append(self.topics.intake(self.share_group))
+        await self._mqtt.subscribe(*filters)
         self._loops = [
             self._tasks.create_task(self._read(self._mqtt)),
             self._tasks.create_task(self._watch_heartbeats()),
@@ -198,6 +224,7 @@ class MqttFleetLink:
             subtask=subtask.model_dump(mode="json"),
             inputs=ctx.inputs,
             attempt=ctx.attempt,
+            reply_to=self.replica_id,
         )
         message = new_envelope("dispatch", "orchestrator", job, message_id=dispatch_id)
         try:
@@ -235,9 +262,15 @@ class MqttFleetLink:
         except ProtocolError as exc:
             self._ignore(f"malformed message on {message.topic}: {exc.message}")
             return
-        parts = message.topic.split("/")  # fleetmind/<fleet>/<agents|devices>/<owner>/<what>
-        owner = parts[3] if len(parts) == 5 else ""
+        # fleetmind/<fleet>/<agents|devices>/<owner>/<what>[/<replica>]
+        parts = message.topic.split("/")
+        owner = parts[3] if len(parts) in (5, 6) else ""
         match payload:
+            case SubmitPayload():
+                if message.topic != self.topics.submit or not self.accept_tasks:
+                    self._ignore(f"a task submitted on {message.topic}")
+                    return
+                self._on_submit(envelope.sender, payload)
             case CardPayload():
                 self._on_card(owner, envelope.sender, payload)
             case PresencePayload():
@@ -349,6 +382,58 @@ class MqttFleetLink:
         else:
             pending.future.set_exception(outcome)
 
+    # Tasks submitted over the broker ------------------------------------------------------------
+
+    def _on_submit(self, sender: str, submitted: SubmitPayload) -> None:
+        if submitted.task_id in self._accepted:
+            return  # a redelivered submit: the task already runs here
+        self._accepted[submitted.task_id] = None
+        while len(self._accepted) > 10_000:
+            self._accepted.pop(next(iter(self._accepted)))
+        assert self._tasks is not None
+        self._tasks.create_task(self._run_submitted(sender, submitted))
+
+    async def _run_submitted(self, sender: str, submitted: SubmitPayload) -> None:
+        """Run a submitted task and stream its events to its topic; never raises."""
+        from fleetmind.orchestrator._graph import TaskGraph
+
+        task_id = submitted.task_id
+        try:
+            graph = TaskGraph.from_definition(submitted.graph)
+            handle = self.fleet.submit(
+                graph, task_id=task_id, source=submitted.source or f"mqtt:{sender}"
+            )
+        except Exception as exc:  # a bad submission must not take the link down
+            error = exc.to_dict() if isinstance(exc, FleetmindError) else _plain_error(exc)
+            log.warning("refused task %s from %s: %s", task_id, sender, error["message"])
+            with contextlib.suppress(ProtocolError, FleetStateError):
+                await self._send_event(
+                    task_id,
+                    {"kind": "task_refused", "task_id": task_id},
+                    {"status": "failed", "outputs": {}, "errors": {"": error}},
+                )
+            return
+        log.info("running task %s from %s on replica %s", task_id, sender, self.replica_id)
+        try:
+            async for event in handle.events():
+                await self._send_event(task_id, {**dataclasses.asdict(event)}, None)
+            result = await handle.result()
+            summary = {"status": result.status, "outputs": result.outputs, "errors": result.errors}
+            finished = {"kind": "task_result", "task_id": task_id, "replica": self.replica_id}
+            await self._send_event(task_id, finished, summary)
+        except (ProtocolError, FleetStateError) as exc:
+            log.warning("could not report task %s: %s", task_id, exc)
+        except Exception:
+            log.exception("task %s from %s failed inside the fleet link", task_id, sender)
+
+    async def _send_event(
+        self, task_id: str, event: dict[str, Any], result: dict[str, Any] | None
+    ) -> None:
+        assert self._mqtt is not None
+        body = TaskEventPayload(task_id=task_id, event=event, result=result)
+        message = new_envelope("task_event", self.replica_id, body)
+        await self._mqtt.publish(self.topics.task_events(task_id), message.to_bytes())
+
     async def _watch_heartbeats(self) -> None:
         while True:
             await asyncio.sleep(0.5)
@@ -366,6 +451,16 @@ class MqttFleetLink:
                 limit = self.dead_after_s or 3 * device.heartbeat_s
                 if now - max(device.last_seen, connected_at) > limit:
                     self._device_gone(device, f"missed heartbeats for {limit:g} s")
+
+
+def _plain_error(exc: Exception) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc), "retryable": False, "details": {}}
+
+
+def _replica_name(client_id: str) -> str:
+    """A topic-safe replica name from an MQTT client id."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", client_id)[:64].strip("-")
+    return name or "orchestrator"
 
 
 def _outcome(payload: ResultPayload | ErrorPayload) -> SubtaskResult | FleetmindError:

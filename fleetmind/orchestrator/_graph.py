@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 import networkx as nx
+from pydantic import ValidationError
 
 from fleetmind._task_log import (
     AddDependency,
@@ -615,12 +616,29 @@ class TaskGraph:
         """Build a graph from ``{"name", "subtasks": [...], "dependencies": [...]}``.
 
         Subtasks may be given in any order; dependencies are linked once all subtasks exist.
+
+        Raises:
+            GraphError: The definition is not a valid graph; the message names the first
+                problem (definitions also arrive over the wire, from MCP, A2A and MQTT).
         """
+        if not isinstance(data, Mapping):
+            raise GraphError("a task graph definition must be an object with a 'subtasks' list")
+        subtasks, dependencies = data.get("subtasks") or (), data.get("dependencies") or ()
+        if not isinstance(subtasks, list | tuple) or not isinstance(dependencies, list | tuple):
+            raise GraphError("'subtasks' and 'dependencies' of a task graph must be lists")
         graph = cls(str(data.get("name") or "task"))
-        for raw in data.get("subtasks") or ():
-            graph.apply(AddSubtask(subtask=Subtask.model_validate(raw)))
-        for raw in data.get("dependencies") or ():
-            graph.apply(AddDependency(dependency=Dependency.model_validate(raw)))
+        for n, raw in enumerate(subtasks):
+            try:
+                subtask = Subtask.model_validate(raw)
+            except ValidationError as exc:
+                raise GraphError(f"subtasks[{n}]: {_first_problem(exc)}") from None
+            graph.apply(AddSubtask(subtask=subtask))
+        for n, raw in enumerate(dependencies):
+            try:
+                dependency = Dependency.model_validate(raw)
+            except ValidationError as exc:
+                raise GraphError(f"dependencies[{n}]: {_first_problem(exc)}") from None
+            graph.apply(AddDependency(dependency=dependency))
         return graph
 
     def to_definition(self) -> dict[str, Any]:
@@ -684,3 +702,10 @@ def _check_unique_inputs(deps: Iterable[Dependency]) -> None:
                 f"{seen[dep.input]!r} and {dep.source!r}"
             )
         seen[dep.input] = dep.source
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem pydantic found, as ``field: message``."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])

@@ -292,7 +292,7 @@ def acl_text(devices: DevicesFile) -> str:
     """The Mosquitto ACL of a fleet, following the topic scheme in ``_topics.py``.
 
     Mosquitto checks a shared subscription (``$share/<group>/<filter>``) against ``<filter>``,
-    so ``readwrite <prefix>/#`` is all an orchestrator replica needs to share the devices' output.
+    so ``readwrite <prefix>/#`` is all an orchestrator replica needs to share submitted tasks.
     """
     topics = Topics(devices.fleet)
     lines = [
@@ -308,6 +308,7 @@ def acl_text(devices: DevicesFile) -> str:
         lines += [f"topic write {topics.card(a)}" for a in acc.agents]
         lines.append(f"topic write {topics.presence(acc.username)}")
         lines.append(f"topic write {topics.device_out(acc.username)}")
+        lines.append(f"topic write {topics.device_out(acc.username)}/+")  # replies to a replica
     return "\n".join(lines) + "\n"
 
 

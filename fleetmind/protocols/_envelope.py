@@ -54,6 +54,8 @@ class DispatchPayload(_Payload):
     subtask: dict[str, Any]
     inputs: dict[str, Any] = Field(default_factory=dict)
     attempt: int = Field(default=1, ge=1)
+    reply_to: AgentId | None = None
+    """The orchestrator replica to answer: replies go to ``out/<reply_to>`` instead of ``out``."""
 
 
 class CancelPayload(_Payload):
@@ -84,6 +86,24 @@ class ResultPayload(_Payload):
     edits: tuple[dict[str, Any], ...] = ()
 
 
+class SubmitPayload(_Payload):
+    """A task for the fleet's orchestrators; one replica of the group takes it."""
+
+    task_id: TaskId
+    graph: dict[str, Any]
+    """The task graph's definition (``TaskGraph.to_definition()``)."""
+    source: str | None = None
+
+
+class TaskEventPayload(_Payload):
+    """One event of a submitted task, on its events topic; the last one carries the result."""
+
+    task_id: TaskId
+    event: dict[str, Any]
+    result: dict[str, Any] | None = None
+    """On ``task_finished``: ``{status, outputs, errors}``."""
+
+
 class ErrorPayload(_Payload):
     """A message was rejected (correlation id: the rejected message, when it had one)."""
 
@@ -98,9 +118,21 @@ _PAYLOADS: dict[str, type[_Payload]] = {
     "progress": ProgressPayload,
     "result": ResultPayload,
     "error": ErrorPayload,
+    "submit": SubmitPayload,
+    "task_event": TaskEventPayload,
 }
 
-MessageKind = Literal["card", "presence", "dispatch", "cancel", "progress", "result", "error"]
+MessageKind = Literal[
+    "card",
+    "presence",
+    "dispatch",
+    "cancel",
+    "progress",
+    "result",
+    "error",
+    "submit",
+    "task_event",
+]
 
 
 class Envelope(BaseModel):

@@ -8,12 +8,16 @@ its own names and reads only its own inboxes, which is what the broker's ACL enf
 <prefix>/agents/<agent>/inbox                 orch -> device    dispatch, cancel
 <prefix>/devices/<device>/presence  retained  device -> all     online / offline, heartbeats
 <prefix>/devices/<device>/out                 device -> orch    progress, results, errors
+<prefix>/devices/<device>/out/<replica>       device -> orch    the same, for one replica
 <prefix>/devices/<device>/inbox               orch -> device    error replies, control
+<prefix>/orchestrators/submit                 client -> orch    tasks submitted to the fleet
 <prefix>/tasks/<task>/events                  orch -> anyone    the task's event stream
 ```
 
-Orchestrator replicas share the devices' output through the shared subscription
-``$share/<group>/<prefix>/devices/+/out``, so each message is handled by one replica.
+Orchestrator replicas share the work through the shared subscription
+``$share/<group>/<prefix>/orchestrators/submit``: the broker hands each submitted task to one
+replica of the group. A replica names itself in each dispatch (``reply_to``), and the device
+answers on ``out/<replica>``, so results reach the replica that runs the task and no other.
 """
 
 from __future__ import annotations
@@ -51,14 +55,25 @@ class Topics:
     def presence(self, device_id: str) -> str:
         return f"{self.prefix}/devices/{_checked(device_id)}/presence"
 
-    def device_out(self, device_id: str) -> str:
-        return f"{self.prefix}/devices/{_checked(device_id)}/out"
+    def device_out(self, device_id: str, replica: str | None = None) -> str:
+        """A device's output; ``replica`` when a dispatch asked for replies to one replica."""
+        topic = f"{self.prefix}/devices/{_checked(device_id)}/out"
+        return f"{topic}/{_checked(replica)}" if replica else topic
 
     def device_inbox(self, device_id: str) -> str:
         return f"{self.prefix}/devices/{_checked(device_id)}/inbox"
 
     def task_events(self, task_id: str) -> str:
         return f"{self.prefix}/tasks/{_checked(task_id)}/events"
+
+    @property
+    def submit(self) -> str:
+        """Where clients submit tasks to the fleet's orchestrators."""
+        return f"{self.prefix}/orchestrators/submit"
+
+    def intake(self, share_group: str | None = None) -> str:
+        """Submitted tasks; through a shared subscription when replicas split them."""
+        return f"$share/{_checked(share_group)}/{self.submit}" if share_group else self.submit
 
     # Filters the orchestrator subscribes to --------------------------------------------------
 
@@ -70,10 +85,10 @@ class Topics:
     def all_presence(self) -> str:
         return f"{self.prefix}/devices/+/presence"
 
-    def all_device_out(self, share_group: str | None = None) -> str:
-        """Every device's output; through a shared subscription when replicas split the work."""
+    def all_device_out(self, replica: str | None = None) -> str:
+        """Every device's output (``replica``: only the replies addressed to that replica)."""
         topic = f"{self.prefix}/devices/+/out"
-        return f"$share/{_checked(share_group)}/{topic}" if share_group else topic
+        return f"{topic}/{_checked(replica)}" if replica else topic
 
     @property
     def everything(self) -> str:

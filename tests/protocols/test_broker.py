@@ -656,20 +656,19 @@ def test_device_will_cannot_speak_for_another_device(
 # The orchestrator ---------------------------------------------------------------------------
 
 
-def test_orchestrator_replicas_share_device_output(
+def test_orchestrator_replicas_share_submitted_tasks(
     env: Env, clients: Callable[..., Client]
 ) -> None:
-    shared = T.all_device_out("orchestrators")
-    assert shared == "$share/orchestrators/fleetmind/home/devices/+/out"
+    shared = T.intake("orchestrators")
+    assert shared == "$share/orchestrators/fleetmind/home/orchestrators/submit"
     replicas = [connected(clients, env, "orchestrator") for _ in range(2)]
     for replica in replicas:
         assert not any(c.is_failure for c in replica.subscribe(shared))
+    submitter = connected(clients, env, "orchestrator")
     sent = set()
-    for device in ("pi-7", "phone"):
-        client = connected(clients, env, device)
-        for n in range(10):
-            client.publish(T.device_out(device), f"{device} {n}".encode())
-            sent.add((T.device_out(device), f"{device} {n}".encode()))
+    for n in range(20):
+        submitter.publish(T.submit, f"task {n}".encode())
+        sent.add((T.submit, f"task {n}".encode()))
     got: list[list[tuple[str, bytes]]] = [[], []]
     deadline = time.monotonic() + WAIT_S
     while sum(map(len, got)) < len(sent) and time.monotonic() < deadline:
@@ -679,8 +678,21 @@ def test_orchestrator_replicas_share_device_output(
             except queue.Empty:
                 continue
             got[i].append((msg.topic, msg.payload))
-    assert sorted(got[0] + got[1]) == sorted(sent)  # each message handled exactly once
+    assert sorted(got[0] + got[1]) == sorted(sent)  # each task taken exactly once
     assert got[0] and got[1]  # and the work is split
+
+
+def test_device_answers_a_replica_on_its_own_output_only(
+    env: Env, clients: Callable[..., Client]
+) -> None:
+    orch = connected(clients, env, "orchestrator")
+    assert not any(c.is_failure for c in orch.subscribe(T.all_device_out("r1")))
+    device = connected(clients, env, "pi-7")
+    device.publish(T.device_out("phone", "r1"), b"forged")  # another device's output: denied
+    device.publish(T.device_out("pi-7", "r1"), b"mine")
+    assert orch.until(T.device_out("pi-7", "r1"), b"mine") == [
+        (T.device_out("pi-7", "r1"), b"mine")
+    ]
 
 
 # Persistence ------------------------------------------------------------------------------------
