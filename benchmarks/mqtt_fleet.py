@@ -603,7 +603,7 @@ async def sniff_sizes(address: BrokerAddress, trip: FleetRoundTrip) -> dict[str,
 
     sniffer = _paho_client("bench-sniffer")
     sniffer.on_message = on_message
-    _connect(sniffer, address, f"{topics.prefix}/agents/+/inbox", topics.all_device_out())
+    _connect(sniffer, address, f"{topics.prefix}/agents/+/inbox", f"{topics.all_device_out()}/#")
     try:
         await trip.once()
         with contextlib.suppress(TimeoutError):

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 
 from fleetmind.agents import Agent
+from fleetmind.cli._a2a_agents import load_a2a_agents
+from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
 from fleetmind.cli._fleet_cmds import (
     FleetName,
@@ -26,6 +28,7 @@ from fleetmind.cli._fleet_cmds import (
     orchestrator_app,
     submit,
 )
+from fleetmind.cli._mcp_cmd import mcp_app
 from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
 from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
@@ -42,6 +45,7 @@ from fleetmind.orchestrator import (
     to_mermaid,
 )
 from fleetmind.protocols import BrokerAddress
+from fleetmind.tools import ToolRegistry
 
 app = typer.Typer(
     name="fleetmind",
@@ -80,13 +84,23 @@ def _store(data_dir: Path | None) -> SQLiteStore:
 
 
 def _fleet(
-    agents: list[Agent], router: Router | None, data_dir: Path | None, store: SQLiteStore | None
+    agents: list[Agent],
+    router: Router | None,
+    data_dir: Path | None,
+    store: SQLiteStore | None,
+    tools: ToolRegistry | None = None,
 ) -> Fleet:
-    """A fleet for the command line: semantic routing caches embeddings in the data dir."""
+    """A fleet for the command line: semantic routing caches embeddings in the data dir.
+
+    ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one.
+    """
     if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
         base = router if isinstance(router, SemanticRouter) else SemanticRouter()
         router = base.with_data_dir(_home(data_dir))
-    return Fleet(agents, router=router, store=store)
+    fleet = Fleet(agents, router=router, store=store, tools=tools)
+    if tools is not None:
+        fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet
+    return fleet
 
 
 def _save_router(fleet: Fleet) -> None:
@@ -119,10 +133,22 @@ def _drive(
     check: TaskGraph | None,
     broker: BrokerAddress | None,
     fleet_name: str,
+    data_dir: Path | None,
 ) -> TaskResult:
-    """Run a task to its end, with the devices of a broker's fleet when one is given."""
+    """Run a task to its end, with the devices of a broker's fleet when one is given, and
+    the remote A2A agents added with `fleetmind a2a add`."""
 
     async def main() -> TaskResult:
+        try:
+            return await drive()
+        finally:
+            await fleet.aclose()  # also when the task never started (a failed check)
+
+    async def drive() -> TaskResult:
+        # Connected inside this loop: their HTTP clients belong to it.
+        for remote in await load_a2a_agents(data_dir):
+            fleet.add(remote)
+            fleet.on_close(remote.aclose)
         if broker is None:
             if check is not None:
                 fleet.check(check)
@@ -189,7 +215,9 @@ def run(
     target_spec = load_target(
         target, parse_params(param or []), fleet, remote_agents=broker is not None
     )
-    the_fleet = _fleet(target_spec.agents, target_spec.router, data_dir, _store(data_dir))
+    the_fleet = _fleet(
+        target_spec.agents, target_spec.router, data_dir, _store(data_dir), target_spec.tools
+    )
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
@@ -204,7 +232,13 @@ def run(
 
     address = broker_address(broker, username, password_file) if broker else None
     result = _drive(
-        the_fleet, start, view, check=target_spec.graph, broker=address, fleet_name=fleet_name
+        the_fleet,
+        start,
+        view,
+        check=target_spec.graph,
+        broker=address,
+        fleet_name=fleet_name,
+        data_dir=data_dir,
     )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
@@ -229,8 +263,10 @@ def resume(
         raise ConfigError(f"task {task_id} has already ended ({record.status}); nothing to resume")
     if not record.source:
         raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
-    agents, router = reload_target(record.source, record.metadata, remote_agents=broker is not None)
-    the_fleet = _fleet(agents, router, data_dir, store)
+    agents, router, tools = reload_target(
+        record.source, record.metadata, remote_agents=broker is not None
+    )
+    the_fleet = _fleet(agents, router, data_dir, store, tools)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
@@ -243,6 +279,7 @@ def resume(
         check=None,
         broker=address,
         fleet_name=fleet_name,
+        data_dir=data_dir,
     )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
@@ -310,7 +347,7 @@ FleetRef = Annotated[
 @app.command()
 def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
     """List a fleet's agents: tier, cost, latency, limits, version and skills."""
-    members, _ = load_fleet(fleet)
+    members = load_fleet(fleet).agents
     table = plain_table("id", "tier", "cost", "latency", "slots", "version", "skills", "local data")
     for a in sorted(members, key=lambda a: a.id):
         p = a.profile
@@ -356,7 +393,7 @@ def route(
         constraints["max_latency_s"] = max_latency
     if data:
         constraints["data"] = data
-    members, router = load_fleet(fleet)
+    members, router, _ = load_fleet(fleet)
     the_fleet = _fleet(members, router, data_dir, None)
     subtask = Subtask(id="query", description=text, skill=skill, constraints=constraints)
     console = Console()
@@ -402,6 +439,8 @@ def version_callback(value: bool) -> None:
 
 app.add_typer(agent_app, name="agent")
 app.add_typer(broker_app, name="broker")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(a2a_app, name="a2a")
 app.command("devices")(devices)
 app.add_typer(orchestrator_app, name="orchestrator")
 app.command("submit")(submit)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from fleetmind.agents import Agent
-from fleetmind.cli._target import load_fleet
+from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError
 from fleetmind.protocols._mqtt import BrokerAddress
@@ -168,8 +168,8 @@ def orchestrator_serve(
 
     address = broker_address(broker, username, password_file)
     replica = replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    agents, router = load_fleet(fleet_ref) if fleet_ref else ([], None)
-    fleet = _fleet(agents, router, data_dir, _store(data_dir))
+    agents, router, tools = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
+    fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
     console = Console(stderr=True)
 
     async def main() -> None:

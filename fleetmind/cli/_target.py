@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -16,6 +16,7 @@ from fleetmind.agents import Agent
 from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import Fleet, Router, TaskGraph
 from fleetmind.orchestrator._taskfile import read_task_file
+from fleetmind.tools import ToolRegistry
 
 
 @dataclass
@@ -27,6 +28,7 @@ class RunTarget:
     router: Router | None
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    tools: ToolRegistry | None = None
 
 
 def parse_params(items: Iterable[str]) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def load_target(
     if ref is None:
         raise ConfigError(f"{target}: no fleet given; add `fleet: FILE.py` or pass --fleet")
     base = None if fleet_ref else path.resolve().parent
-    agents, router = _agents_from(load_attr(ref, relative_to=base), ref)
+    agents, router, tools = _agents_from(load_attr(ref, relative_to=base), ref)
     fleet_source = ref if fleet_ref or ":" in ref else str((path.parent / ref).resolve())
     return RunTarget(
         graph=task.graph,
@@ -80,6 +82,7 @@ def load_target(
         router=router,
         source=str(task.path),
         metadata={"params": dict(task.params), "fleet": fleet_source},
+        tools=tools,
     )
 
 
@@ -97,37 +100,47 @@ def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -
     if not isinstance(task, TaskGraph):
         raise ConfigError(f"{path} must define `task`: a TaskGraph, or a function returning one")
     source = load_attr(fleet_ref) if fleet_ref else module
-    agents, router = _agents_from(source, fleet_ref or str(path))
+    agents, router, tools = _agents_from(source, fleet_ref or str(path))
     return RunTarget(
         graph=task,
         agents=agents,
         router=router,
         source=str(path.resolve()),
         metadata={"params": dict(params), "fleet": fleet_ref},
+        tools=tools,
     )
 
 
-def _agents_from(obj: Any, ref: str) -> tuple[list[Agent], Router | None]:
+class LoadedFleet(NamedTuple):
+    """What a fleet reference names: its agents, and its router and tools when it is a Fleet."""
+
+    agents: list[Agent]
+    router: Router | None = None
+    tools: ToolRegistry | None = None
+    """The Fleet's tools (with its MCP servers), handed on to the fleet the CLI builds."""
+
+
+def _agents_from(obj: Any, ref: str) -> LoadedFleet:
     """Agents (and a router) from a Fleet, a list of agents, or a module that defines them."""
     if isinstance(obj, Fleet):
-        return obj.agents, obj.router
+        return LoadedFleet(obj.agents, obj.router, obj.tools)
     if isinstance(obj, list | tuple) and all(isinstance(a, Agent) for a in obj):
-        return list(obj), None
+        return LoadedFleet(list(obj))
     fleet = getattr(obj, "fleet", None)
     if isinstance(fleet, Fleet):
-        return fleet.agents, fleet.router
+        return LoadedFleet(fleet.agents, fleet.router, fleet.tools)
     agents = getattr(obj, "agents", None)
     if isinstance(agents, list | tuple) and agents and all(isinstance(a, Agent) for a in agents):
-        return list(agents), None
+        return LoadedFleet(list(agents))
     if isinstance(obj, ModuleType):
         # A module of @agent functions: every agent defined at its top level.
         found = [v for v in vars(obj).values() if isinstance(v, Agent)]
         if found:
-            return found, None
+            return LoadedFleet(found)
     raise ConfigError(f"{ref} defines no agents (a `fleet`, an `agents` list, or @agent functions)")
 
 
-def load_fleet(ref: str) -> tuple[list[Agent], Router | None]:
+def load_fleet(ref: str) -> LoadedFleet:
     """The agents (and router) that ``--fleet FILE.py`` or ``module[:attr]`` names."""
     if not Path(ref.rpartition(":")[0] or ref).exists() and ref.endswith(".py"):
         raise ConfigError(f"fleet file not found: {ref}")
@@ -136,7 +149,7 @@ def load_fleet(ref: str) -> tuple[list[Agent], Router | None]:
 
 def reload_target(
     source: str, metadata: Mapping[str, Any], *, remote_agents: bool = False
-) -> tuple[list[Agent], Router | None]:
+) -> LoadedFleet:
     """The agents of a stored task, loaded again from where the task came from."""
     params = dict(metadata.get("params") or {})
     fleet_ref = metadata.get("fleet")
@@ -146,5 +159,5 @@ def reload_target(
         return _agents_from(load_module(source), source)
     if not fleet_ref:
         loaded = load_target(source, params, remote_agents=remote_agents)
-        return loaded.agents, loaded.router
+        return LoadedFleet(loaded.agents, loaded.router, loaded.tools)
     return _agents_from(load_attr(str(fleet_ref)), str(fleet_ref))

@@ -125,7 +125,8 @@ class Fleet:
         router: Chooses agents for subtasks; routes by agent id or skill by default.
         store: A :class:`Store`, a path to a SQLite file, or None to keep tasks in memory.
         tools: Tools every agent may call through ``ctx.tools``: a :class:`ToolRegistry`, or
-            functions to put in a new one. MCP servers' tools join it too.
+            functions to put in a new one.
+        mcp_servers: MCP servers whose tools join ``tools`` (see :meth:`add_mcp_server`).
     """
 
     def __init__(
@@ -135,12 +136,15 @@ class Fleet:
         router: Router | None = None,
         store: Store | str | Path | None = None,
         tools: ToolRegistry | Iterable[Callable[..., Any]] | None = None,
+        mcp_servers: Iterable[Any] = (),
     ) -> None:
         self._directory = AgentDirectory()
         self.tools: ToolRegistry = (
             tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         )
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        for server in mcp_servers:
+            self.add_mcp_server(server)
         self.router: Router = router if router is not None else SemanticRouter()
         self.store: Store = open_store(store)
         bind = getattr(self.router, "bind", None)
@@ -174,6 +178,59 @@ class Fleet:
         agent = self._directory.remove(agent_id)
         self._agents_changed(removed=[agent_id])
         return agent
+
+    async def add_a2a_agent(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        agent_id: str | None = None,
+        tier: str | None = None,
+    ) -> Agent:
+        """Add a remote A2A agent: its card is fetched, its skills become its profile.
+
+        Subtasks are routed to it like to any other agent; it is streamed to when its card
+        offers streaming, and its remote task is cancelled when ours is. Its connection closes
+        with the fleet.
+
+        Args:
+            url: The agent's base URL (where ``/.well-known/agent-card.json`` is served).
+            token: A bearer token, for agents whose card asks for one.
+            agent_id: Its id in this fleet (default: from the card's name).
+            tier: Its tier for routing constraints (default: ``cloud``).
+
+        Raises:
+            ConfigError: No A2A agent card at ``url``.
+        """
+        from fleetmind.protocols._a2a_client import connect_a2a_agent
+
+        remote = await connect_a2a_agent(url, token=token, agent_id=agent_id, tier=tier)
+        try:
+            self.add(remote)
+        except BaseException:
+            await remote.aclose()
+            raise
+        self.on_close(remote.aclose)
+        return remote
+
+    def add_mcp_server(self, server: Any, *, prefix: str = "") -> None:
+        """Give the fleet's agents the tools of an MCP server (``ctx.tools``).
+
+        Args:
+            server: A command line (``"python server.py"``) or URL (``"http://host/mcp"``), a
+                mapping (``{"name", "command", "args", "env"}`` or ``{"name", "url",
+                "headers"}``), or an ``MCPServerConfig``. The server starts on first use, is
+                reused by every task, restarted once if it dies, and stopped with the fleet.
+            prefix: Put before each of its tool names, so two servers' tools cannot clash.
+
+        Raises:
+            ConfigError: The server description is invalid.
+        """
+        from fleetmind.tools._mcp import MCPServerConfig, MCPToolSource
+
+        source = MCPToolSource(MCPServerConfig.parse(server), prefix=prefix)
+        self.tools.add_source(source)
+        self.on_close(source.aclose)
 
     def _agents_changed(
         self, added: list[AgentProfile] | None = None, removed: list[str] | None = None

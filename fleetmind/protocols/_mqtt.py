@@ -1,7 +1,10 @@
-"""An asyncio face on paho-mqtt's threaded client: connect, publish with QoS 1, subscribe.
+"""paho-mqtt driven by the asyncio event loop: connect, publish with QoS 1, subscribe.
 
-paho runs its network loop in its own thread (2-3x faster than the asyncio wrappers here); its
-callbacks hop onto the event loop with ``call_soon_threadsafe``. Publishes are awaited until the
+paho's packet handling runs on the event loop itself: the loop watches paho's socket
+(``add_reader``/``add_writer``) and calls ``loop_read``/``loop_write``, and a housekeeping task
+calls ``loop_misc`` for keep-alives. No network thread means no thread hop per message in either
+direction — on a round trip through a device that is four hops fewer than paho's threaded loop.
+Only the blocking TCP (and TLS) connect runs in a worker thread. Publishes are awaited until the
 broker acknowledges them, through a table of pending message ids that is always cleaned up.
 Incoming messages go into a bounded queue; when a slow consumer lets it fill, further messages
 are dropped with a log line rather than growing memory without end.
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -104,15 +108,16 @@ class Message:
 
 
 class MqttConnection:
-    """One MQTT 5 session with a broker, as an async context manager.
+    """One MQTT session with a broker, as an async context manager.
 
     Args:
         address: The broker.
         client_id: Stable per process role, so that the broker keeps its session (and the QoS 1
             messages queued for it) across disconnects and broker restarts.
         will: ``(topic, payload)`` the broker publishes, retained, if this client vanishes.
-        session_expiry_s: How long the broker keeps the session while disconnected.
+        session_expiry_s: How long the broker keeps the session while disconnected (MQTT 5).
         queue_size: Received messages buffered for the consumer before new ones are dropped.
+        connect_timeout_s: How long the first connection may take, retries included.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class MqttConnection:
         self._state = "new"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._messages: asyncio.Queue[Message] | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._connected: asyncio.Event | None = None
@@ -148,11 +154,15 @@ class MqttConnection:
         self._connected_once = False
         self._trying_v5 = False
         self._socket_opened_at = 0.0
+        self._sock: Any = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MqttConnection:
         if self._state != "new":
             raise FleetStateError(f"MQTT connection is {self._state}; open a new one")
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._messages = asyncio.Queue(self._queue_size)
         versions = {"auto": (5, 4), "5": (5,), "3.1.1": (4,)}[self.address.protocol]
         for version in versions:
@@ -173,16 +183,10 @@ class MqttConnection:
             self.protocol = "5" if version == 5 else "3.1.1"
             break
         self._state = "open"
+        self._housekeeping = asyncio.create_task(self._keep_alive(), name="mqtt keep-alive")
         return self
 
-    async def _connect(self, version: int) -> None:
-        """One connection attempt with MQTT ``version`` (5, or 4 for 3.1.1)."""
-        self._connected = asyncio.Event()
-        self._connect_error = None
-        self._protocol_refused = False
-        self._connected_once = False
-        self._trying_v5 = version == 5
-        self._socket_opened_at = 0.0
+    def _new_client(self, version: int) -> mqtt.Client:
         if version == 5:
             client = mqtt.Client(
                 CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
@@ -207,32 +211,52 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
         client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
-        self._client = client
+        return client
+
+    async def _connect(self, version: int) -> None:
+        """One connection attempt with MQTT ``version`` (5, or 4 for 3.1.1)."""
+        self._connected = asyncio.Event()
+        self._connect_error = None
+        self._protocol_refused = False
+        self._connected_once = False
+        self._trying_v5 = version == 5
+        self._socket_opened_at = 0.0
+        client = self._client = self._new_client(version)
+        if version == 5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self._session_expiry_s
+            options: dict[str, Any] = {"clean_start": False, "properties": properties}
+        else:
+            options = {}
+        assert self._loop is not None
+        last_error = ""
         try:
-            if version == 5:
-                properties = Properties(PacketTypes.CONNECT)
-                properties.SessionExpiryInterval = self._session_expiry_s
-                client.connect_async(
-                    self.address.host,
-                    self.address.port,
-                    keepalive=15,
-                    clean_start=False,
-                    properties=properties,
-                )
-            else:
-                client.connect_async(self.address.host, self.address.port, keepalive=15)
-            client.loop_start()
             async with asyncio.timeout(self._connect_timeout_s):
+                while True:
+                    try:
+                        await self._loop.run_in_executor(
+                            None,
+                            lambda: client.connect(
+                                self.address.host, self.address.port, keepalive=15, **options
+                            ),
+                        )
+                        break
+                    except OSError as exc:  # the broker is not (yet) there: try again
+                        last_error = f" ({exc.strerror or exc})"
+                        await asyncio.sleep(0.2)
                 await self._wait_for_connack()
         except TimeoutError:
             self._shutdown()
             raise ProtocolError(
                 f"could not connect to the MQTT broker at {self.address.host}:{self.address.port}"
-                f" within {self._connect_timeout_s:g} s"
+                f" within {self._connect_timeout_s:g} s{last_error}"
             ) from None
         if self._protocol_refused:
             self._shutdown(final=False)
@@ -249,55 +273,6 @@ class MqttConnection:
                 f"the MQTT broker at {self.address.host}:{self.address.port} refused "
                 f"{self.client_id!r}: {self._connect_error}"
             )
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        self._shutdown()
-
-    def _shutdown(self, *, final: bool = True) -> None:
-        if not final:
-            # A failed attempt: stop this client, keep the connection usable for the next.
-            if self._client is not None:
-                self._client.disconnect()
-                self._client.loop_stop()
-                self._client = None
-            return
-        self._state = "closing"
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(
-                    ProtocolError("MQTT connection closed before the broker acknowledged")
-                )
-        self._pending.clear()
-        self._state = "closed"
-
-    # paho callbacks (paho's thread) --------------------------------------------------------
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        assert self._loop is not None and self._connected is not None
-        self._connected_once = True
-        if reason.is_failure:
-            self._connect_error = str(reason)
-            if self._state == "new":
-                # "Unsupported protocol version" is 132 in MQTT 5, 1 in 3.1.1.
-                self._protocol_refused = reason.value in (1, 132)
-                client.disconnect()  # a refused login is final; do not retry
-        else:
-            self.connected_at = time.monotonic()
-            if self._state == "open":
-                resumed = bool(getattr(flags, "session_present", False))
-                log.info(
-                    "reconnected to %s:%s (%s)",
-                    self.address.host,
-                    self.address.port,
-                    "session resumed" if resumed else "new session",
-                )
-                if not resumed and self._filters:
-                    # The broker lost our session (no persistence): subscribe again.
-                    client.subscribe([(f, q) for f, q in self._filters.items()])
-        self._loop.call_soon_threadsafe(self._connected.set)
 
     async def _wait_for_connack(self) -> None:
         """Wait for the broker's answer to CONNECT (or a refusal of MQTT 5, see below)."""
@@ -317,9 +292,152 @@ class MqttConnection:
                 async with asyncio.timeout(0.05):
                     await self._connected.wait()
 
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._shutdown()
+        for task in (self._housekeeping, self._reconnecting):
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _shutdown(self, *, final: bool = True) -> None:
+        client = self._client
+        if final:
+            self._state = "closing"  # the disconnect below is ours: no reconnecting
+        if client is not None:
+            client.disconnect()
+            client.loop_write()  # sends DISCONNECT now; paho then closes the socket
+            self._unwatch()
+        if not final:
+            # A failed attempt: drop this client, keep the connection usable for the next.
+            self._client = None
+            return
+        for task in (self._housekeeping, self._reconnecting):
+            if task is not None:
+                task.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    ProtocolError("MQTT connection closed before the broker acknowledged")
+                )
+        self._pending.clear()
+        self._state = "closed"
+
+    # Driving paho from the event loop ------------------------------------------------------
+
+    def _soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on the event loop: now when already there, else at its next turn."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(fn, *args)
+
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         self._socket_opened_at = time.monotonic()
         _no_delay(client, userdata, sock)
+        self._soon(self._watch, sock)
+
+    def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._soon(self._unwatch, sock)
+
+    def _on_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._soon(self._want_write, sock)
+
+    def _on_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._soon(self._done_writing, sock)
+
+    def _watch(self, sock: Any) -> None:
+        assert self._loop is not None
+        if self._sock is not None and self._sock is not sock:
+            self._unwatch(self._sock)
+        self._sock = sock
+        self._loop.add_reader(sock, self._read_ready)
+
+    def _unwatch(self, sock: Any = None) -> None:
+        sock = sock if sock is not None else self._sock
+        if sock is None or self._loop is None:
+            return
+        with contextlib.suppress(ValueError, OSError):  # already closed: nothing to unwatch
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        if sock is self._sock:
+            self._sock = None
+
+    def _want_write(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock is self._sock:
+            self._loop.add_writer(sock, self._write_ready)
+
+    def _done_writing(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _read_ready(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.loop_read()
+        # TLS may hold decrypted bytes the socket no longer signals: read them too.
+        sock = self._sock
+        while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            client.loop_read()
+            sock = self._sock
+
+    def _write_ready(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    async def _keep_alive(self) -> None:
+        """Keep-alive pings, and a new connection whenever the old one is lost."""
+        while self._state == "open":
+            await asyncio.sleep(1.0)
+            client = self._client
+            if client is None:
+                continue
+            if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS and self._reconnecting is None:
+                self._reconnecting = asyncio.create_task(self._reconnect(), name="mqtt reconnect")
+
+    async def _reconnect(self) -> None:
+        """Connect again (with back-off) until it works or the connection is closed."""
+        assert self._loop is not None and self._client is not None
+        client, delay = self._client, 0.2
+        try:
+            while self._state == "open":
+                try:
+                    await self._loop.run_in_executor(None, client.reconnect)
+                    return  # the broker's CONNACK arrives through _on_connect
+                except OSError as exc:
+                    log.debug("reconnect to %s failed: %s", self.address.host, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            self._reconnecting = None
+
+    # paho callbacks (on the event loop, except during a connect) ----------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        assert self._connected is not None
+        self._connected_once = True
+        if reason.is_failure:
+            self._connect_error = str(reason)
+            if self._state == "new":
+                # "Unsupported protocol version" is 132 in MQTT 5, 1 in 3.1.1.
+                self._protocol_refused = reason.value in (1, 132)
+        else:
+            self.connected_at = time.monotonic()
+            if self._state == "open":
+                resumed = bool(getattr(flags, "session_present", False))
+                log.info(
+                    "reconnected to %s:%s (%s)",
+                    self.address.host,
+                    self.address.port,
+                    "session resumed" if resumed else "new session",
+                )
+                if not resumed and self._filters:
+                    # The broker lost our session (no persistence): subscribe again.
+                    client.subscribe([(f, q) for f, q in self._filters.items()])
+        self._soon(self._connected.set)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
@@ -327,17 +445,20 @@ class MqttConnection:
         if self._state == "new" and not self._connected_once and self._trying_v5:
             # Some MQTT 3.1.1-only brokers close the socket on an MQTT 5 CONNECT (with its
             # properties) instead of answering "unsupported protocol version".
-            assert self._loop is not None and self._connected is not None
+            assert self._connected is not None
             self._protocol_refused = True
-            client.disconnect()
-            self._loop.call_soon_threadsafe(self._connected.set)
+            self._soon(self._connected.set)
             return
         if self._state == "open":
             log.warning("MQTT connection to %s lost (%s); reconnecting", self.address.host, reason)
+            self._soon(self._start_reconnect)
+
+    def _start_reconnect(self) -> None:
+        if self._state == "open" and self._reconnecting is None:
+            self._reconnecting = asyncio.create_task(self._reconnect(), name="mqtt reconnect")
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(
+        self._soon(
             self._deliver, Message(message.topic, bytes(message.payload), bool(message.retain))
         )
 
@@ -354,12 +475,10 @@ class MqttConnection:
             )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._acknowledge, mid)
+        self._soon(self._acknowledge, mid)
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._acknowledge, mid)
+        self._soon(self._acknowledge, mid)
 
     def _acknowledge(self, mid: int) -> None:
         future = self._pending.pop(mid, None)
@@ -379,17 +498,17 @@ class MqttConnection:
         """Publish and, for QoS 1, wait until the broker has the message."""
         client = self._open_client()
         assert self._loop is not None
-        future: asyncio.Future[None] = self._loop.create_future()
         info = client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             raise ProtocolError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if qos == 0:
             return
-        self._pending[info.mid] = future
+        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
+            return
         # While disconnected paho keeps the message and sends it after reconnecting; the
         # acknowledgement (and this await) come then.
-        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
-            self._acknowledge(info.mid)
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending[info.mid] = future
         try:
             await future
         finally:

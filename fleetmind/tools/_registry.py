@@ -10,6 +10,11 @@ Calling a tool never raises for a mistake the agent can fix or a failure inside 
 arguments, an unknown tool name and an exception raised by the tool all come back as a
 :class:`ToolResult` with ``ok=False`` and a one-line ``error``, which the agent reads like any
 other observation. Cancellation is still asyncio cancellation and goes through.
+
+Tools can also come from a :class:`ToolSource`, such as an MCP server, added with
+:meth:`ToolRegistry.add_source`. A source is loaded lazily, on the first :meth:`ToolRegistry.load`
+or on the first call of a tool name the registry does not know yet, so that a server nobody uses
+is never started.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetmind.errors import AgentError, FleetmindError
 
-__all__ = ["ToolRegistry", "ToolResult", "ToolSpec", "tool", "tool_spec"]
+__all__ = ["ToolRegistry", "ToolResult", "ToolSource", "ToolSpec", "tool", "tool_spec"]
 
 _TOOL_ATTR = "__fleetmind_tool__"
 
@@ -61,6 +66,9 @@ class ToolSpec:
         input_schema: JSON Schema of the arguments object. Treat it as read-only.
         fn: The callable that runs the tool, sync or async; it takes the arguments as keywords.
         arguments_model: The pydantic model that validates the arguments, if there is one.
+        arguments_as_object: Call ``fn`` with the arguments object as its one positional
+            argument instead of as keywords. Bridged tools use it: an MCP tool's argument
+            names are JSON keys, which need not be Python identifiers.
     """
 
     name: str
@@ -68,6 +76,7 @@ class ToolSpec:
     input_schema: dict[str, Any] = field(hash=False)
     fn: Callable[..., Any]
     arguments_model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+    arguments_as_object: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -124,6 +133,28 @@ class ToolResult:
     ok: bool
     value: Any = None
     error: str | None = None
+
+
+@runtime_checkable
+class ToolSource(Protocol):
+    """Tools that come from somewhere else (an MCP server, say) and join a registry lazily.
+
+    :meth:`specs` may be slow (it may start a server), so the registry calls it only when the
+    tools are first needed; :meth:`aclose` releases whatever :meth:`specs` started.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short name for the source, used in errors."""
+        ...
+
+    async def specs(self) -> list[ToolSpec]:
+        """The source's tools, ready to call."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the source holds (processes, connections); safe to call twice."""
+        ...
 
 
 @overload
@@ -195,6 +226,9 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Callable[..., Any] | ToolSpec] = ()) -> None:
         """Create a registry holding ``tools`` (functions or specs; see :meth:`register`)."""
         self._specs: dict[str, ToolSpec] = {}
+        self._pending: list[ToolSource] = []
+        self._loaded: list[ToolSource] = []
+        self._load_lock: asyncio.Lock | None = None
         for item in tools:
             self.register(item)
 
@@ -222,8 +256,105 @@ class ToolRegistry:
         self._specs[spec.name] = spec
         return spec
 
+    def add_source(self, source: ToolSource) -> None:
+        """Add a source of tools, loaded on the next :meth:`load` or unknown-name :meth:`call`.
+
+        Nothing about the source runs now. Adding the same source twice is a no-op.
+        """
+        if not isinstance(source, ToolSource):
+            raise AgentError(
+                f"{source!r} is not a tool source: it needs name, async specs() and async aclose()"
+            )
+        if any(s is source for s in (*self._pending, *self._loaded)):
+            return
+        self._pending.append(source)
+
+    @property
+    def sources(self) -> list[ToolSource]:
+        """Every added source, loaded or not, in the order they were added."""
+        return [*self._loaded, *self._pending]
+
+    @property
+    def pending_sources(self) -> list[ToolSource]:
+        """The sources whose tools have not been loaded yet."""
+        return list(self._pending)
+
+    async def load(self) -> list[ToolSpec]:
+        """Load the tools of every source not loaded yet, and return every registered spec.
+
+        Sources load concurrently. The sync views (:meth:`names`, :meth:`specs`, :meth:`get`)
+        show a source's tools only once it has loaded, so an agent that shows its tools to an
+        LLM awaits this first. A source that fails stays pending and is tried again next time.
+
+        Raises:
+            AgentError: A source offers a tool whose name another tool already has.
+            FleetmindError: A source could not be loaded (for an MCP server, a
+                ``ProtocolError``); the first failure is raised after the others loaded.
+        """
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+        async with self._load_lock:
+            pending = list(self._pending)
+            if not pending:
+                return self.specs()
+
+            async def fetch(source: ToolSource) -> list[ToolSpec] | Exception:
+                # Each failure is kept as a value, so one bad source neither cancels the
+                # others nor loses their tools.
+                try:
+                    return list(await source.specs())
+                except Exception as exc:
+                    return exc
+
+            async with asyncio.TaskGroup() as tg:
+                fetches = [tg.create_task(fetch(s), name=f"load {s.name}") for s in pending]
+            failures: list[Exception] = []
+            for source, fetched in zip(pending, fetches, strict=True):
+                outcome = fetched.result()
+                if isinstance(outcome, Exception):
+                    failures.append(outcome)
+                    continue
+                try:
+                    self._register_all(source, outcome)
+                except AgentError as exc:
+                    failures.append(exc)
+                    continue
+                self._pending.remove(source)
+                self._loaded.append(source)
+            if failures:
+                raise failures[0]
+            return self.specs()
+
+    async def aclose(self) -> None:
+        """Close every source (loaded or not); their tools stay listed but fail when called.
+
+        Every source is closed even when one fails; the first failure is raised at the end.
+        """
+        errors: list[Exception] = []
+        for source in reversed(self.sources):
+            try:
+                await source.aclose()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _register_all(self, source: ToolSource, specs: list[ToolSpec]) -> None:
+        """Register a source's tools all at once, or none of them if one name is taken."""
+        seen: set[str] = set()
+        for spec in specs:
+            existing = self._specs.get(spec.name)
+            if spec.name in seen or (existing is not None and existing != spec):
+                raise AgentError(
+                    f"tool source {source.name!r} offers a tool named {spec.name!r}, which "
+                    "another tool already has; give the source a prefix"
+                )
+            seen.add(spec.name)
+        for spec in specs:
+            self._specs[spec.name] = spec
+
     def get(self, name: str) -> ToolSpec | None:
-        """The spec of the tool called ``name``, or ``None`` if there is none."""
+        """The spec of the tool called ``name``, or ``None`` if there is none (loaded yet)."""
         return self._specs.get(name)
 
     def names(self) -> list[str]:
@@ -231,7 +362,10 @@ class ToolRegistry:
         return list(self._specs)
 
     def specs(self) -> list[ToolSpec]:
-        """The registered tools' specs, in the order they were registered."""
+        """The registered tools' specs, in the order they were registered.
+
+        Tools of sources that have not loaded yet are not included; see :meth:`load`.
+        """
         return list(self._specs.values())
 
     def __contains__(self, name: object) -> bool:
@@ -245,7 +379,11 @@ class ToolRegistry:
 
         Sync tools run in a worker thread (``asyncio.to_thread``) so they do not block the event
         loop. Nothing the agent or the tool gets wrong raises: an unknown name, bad arguments or
-        an exception from the tool all give ``ToolResult(ok=False, error=...)``.
+        an exception from the tool all give ``ToolResult(ok=False, error=...)``. A tool that
+        returns a :class:`ToolResult` itself has it passed on as it is.
+
+        A name the registry does not know loads the pending sources first (see :meth:`load`);
+        if one fails to load, the unknown-name error says so.
 
         Args:
             name: The tool to run.
@@ -255,11 +393,19 @@ class ToolRegistry:
             The tool's return value, or a one-line error.
         """
         spec = self._specs.get(name)
+        load_error = ""
+        if spec is None and self._pending:
+            try:
+                await self.load()
+            except Exception as exc:
+                load_error = f"; {_describe_exception(exc)}"
+            spec = self._specs.get(name)
         if spec is None:
             known = ", ".join(self._specs) or "none"
             # Listing the known names lets an LLM correct a misspelt call on its next turn.
             return ToolResult(
-                ok=False, error=_one_line(f"unknown tool {name!r} (known tools: {known})")
+                ok=False,
+                error=_one_line(f"unknown tool {name!r} (known tools: {known}){load_error}"),
             )
         if arguments is None:
             arguments = {}
@@ -269,6 +415,8 @@ class ToolRegistry:
                 error=f"arguments for tool {name!r} must be an object, "
                 f"not {type(arguments).__name__}",
             )
+        if spec.arguments_as_object:
+            return await _run_tool(spec, name, (dict(arguments),), {})
         try:
             kwargs = _bind_arguments(spec, arguments)
         except ValidationError as exc:
@@ -280,20 +428,30 @@ class ToolRegistry:
             )
         except _BadArguments as exc:
             return ToolResult(ok=False, error=_one_line(f"bad arguments for tool {name!r}: {exc}"))
-        try:
-            if _is_async_callable(spec.fn):
-                value = await spec.fn(**kwargs)
-            else:
-                value = await asyncio.to_thread(spec.fn, **kwargs)
-            # A sync wrapper (a lambda around a remote call, say) may hand back an awaitable.
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            # Exception, not BaseException: cancellation must still cancel the caller.
-            return ToolResult(
-                ok=False, error=_one_line(f"tool {name!r} failed: {_describe_exception(exc)}")
-            )
-        return ToolResult(ok=True, value=value)
+        return await _run_tool(spec, name, (), kwargs)
+
+
+async def _run_tool(
+    spec: ToolSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> ToolResult:
+    """Run a tool's callable and turn what happens into a :class:`ToolResult`."""
+    try:
+        if _is_async_callable(spec.fn):
+            value = await spec.fn(*args, **kwargs)
+        else:
+            value = await asyncio.to_thread(spec.fn, *args, **kwargs)
+        # A sync wrapper (a lambda around a remote call, say) may hand back an awaitable.
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        # Exception, not BaseException: cancellation must still cancel the caller.
+        return ToolResult(
+            ok=False, error=_one_line(f"tool {name!r} failed: {_describe_exception(exc)}")
+        )
+    if isinstance(value, ToolResult):
+        # The tool judged its own outcome (a remote tool that reported an error, say).
+        return value
+    return ToolResult(ok=True, value=value)
 
 
 class _BadArguments(Exception):

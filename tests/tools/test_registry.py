@@ -56,6 +56,9 @@ def test_public_names() -> None:
             "find_todos",
             "largest_files",
             "declared_dependencies",
+            "MCPServerConfig",
+            "MCPToolSource",
+            "ToolSource",
         ]
     )
 

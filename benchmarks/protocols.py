@@ -1,0 +1,784 @@
+"""MCP and A2A on loopback: what fleetmind adds to a call, beside the bare SDKs in the same run.
+
+What is measured
+    Every figure is the wall time of one call, awaited on its own, from the caller's side: p50
+    and p99 in milliseconds, and calls/s for calls made one after the other (1 / mean). Each
+    case has a fleetmind side and a baseline side that does the same work with the bare SDK
+    against the same kind of server, so the ratio of the two is what fleetmind adds.
+
+    1. MCP tool call (``mcp`` SDK). The server is this script run as a helper process
+       (``--role mcp-server``): an ``MCPServer`` with one trivial tool, ``add(a, b) -> int``.
+
+         - fleetmind: ``await registry.call("add", {"a": 20, "b": 22})`` on a ``ToolRegistry``
+           holding an ``MCPToolSource`` (loaded before timing): the registry's lookup, the JSON
+           Schema check of the arguments, ``MCPConnection.call_tool`` (its session task, error
+           mapping, the result turned into plain dicts) and the SDK's ``Client.call_tool``.
+         - baseline: ``await client.call_tool("add", {...})`` on a bare ``mcp.Client`` with the
+           SDK's defaults.
+
+       Over streamable HTTP both clients talk to one server process
+       (``http://127.0.0.1:PORT/mcp``). Over stdio a server process can serve only the client
+       that started it, so each client starts its own copy of the same server command. Both
+       clients negotiate the protocol the same way (the SDK's ``auto`` mode); the version they
+       agreed on is printed. Both check the result (42).
+
+    2. A2A round trip (``a2a-sdk``, protocol 1.0, JSON-RPC). Three servers run as separate
+       processes: two bare a2a-sdk echo agents (this script, ``--role a2a-echo``: an
+       ``AgentExecutor`` that enqueues the task, marks it working, adds one text artifact with
+       the message's ``text`` and completes it; one card says ``streaming: true``, the other
+       ``false``), and ``fleetmind a2a serve`` of a one-agent fleet whose ``echo`` agent
+       returns its input ``text`` (SQLite store and semantic router, as the command line
+       builds them, in a temporary data directory). Every message carries the same parts: a
+       text part and a data part ``{"text": ...}`` (what ``A2AAgent`` sends for a subtask).
+
+       Client side: ``A2AAgent.run(subtask, ctx)`` (from ``connect_a2a_agent(url)``) against the
+       bare echo agent, beside the bare SDK client (``create_client`` with ``ClientConfig``)
+       sending the same message to the same server:
+
+         - non-streaming: the server's card says ``streaming: false``. ``A2AAgent`` then sends
+           ``SendMessage`` with ``return_immediately`` (its ``polling`` config) and polls
+           ``GetTask`` until the task ends (first poll after 50 ms, then 1.5x longer, at most
+           ``poll_interval_s``); the baseline sends a blocking ``SendMessage`` and gets the
+           finished task in its answer.
+         - streaming: ``SendStreamingMessage`` on both sides, read until the task's state is
+           final.
+
+       Server side: the bare SDK client sends the same message to ``fleetmind a2a serve`` and
+       to the bare echo agent (streaming card), blocking ``SendMessage`` and
+       ``SendStreamingMessage``. The difference is fleetmind's ``FleetExecutor``: a fleetmind
+       task per message (graph, router, SQLite writes, engine) and the events it reports
+       (submitted, working, the subtask started, the subtask's artifact, the ``result``
+       artifact, completed: six events where the bare agent sends four).
+
+       ``fleetmind a2a serve`` makes its listening socket itself, with protocol number 0, and
+       asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``: the
+       server's connections keep Nagle's algorithm, and a blocking ``SendMessage`` answer
+       waits for the client's delayed ACK (about 40 ms). So the non-streaming server row is
+       measured once more against a second ``fleetmind a2a serve`` in which this script sets
+       ``TCP_NODELAY`` on that listening socket (Linux copies it to accepted connections; the
+       command runs through ``fleetmind.cli.main`` with ``_a2a_server._listen`` wrapped,
+       fleetmind's code unchanged): the difference is what Nagle's algorithm costs there.
+
+    Each side gets warm-up calls first (connections opened, sessions negotiated, tools listed,
+    the SQLite store and the router warmed). Then the timed calls run in blocks that alternate
+    fleetmind and baseline (F B, B F, F B, ...), so that noise from the shared machine falls on
+    both sides alike. Objects that exist before timing are moved out of the cyclic garbage
+    collector's reach (``gc.freeze()``); what the calls allocate is collected as usual.
+
+Baselines
+    The bare SDK clients above, in this process and event loop, against the same servers.
+    /work/shared/ENVIRONMENT.md gives 3-4 ms per stdio call and 6 ms per HTTP call for the bare
+    MCP SDK, and 4-9 ms per A2A message (8-15 ms streaming) on this kind of machine.
+
+How to run
+    .venv/bin/python benchmarks/protocols.py                 # full run, about 2 min
+    .venv/bin/python benchmarks/protocols.py --quick         # fewer calls, about 25 s
+    .venv/bin/python benchmarks/protocols.py --json out.json
+
+    Every process it starts (MCP servers, A2A servers) is stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fleetmind.testing import free_port
+
+SELF = str(Path(__file__).resolve())
+FLEETMIND_CLI = str(Path(sys.executable).parent / "fleetmind")
+TEXT = "the quick brown fox jumps over the lazy dog"
+ADD_ARGS = {"a": 20, "b": 22}
+START_TIMEOUT_S = 60.0
+
+FLEET_FILE = '''\
+"""A one-agent fleet for benchmarks/protocols.py: `fleetmind a2a serve` serves it."""
+
+from fleetmind import agent
+
+
+@agent(
+    id="echo",
+    skills=[{"name": "echo", "description": "Repeat the text it is given, word for word."}],
+    max_concurrency=64,
+)
+async def echo(text: str) -> str:
+    """Echo the text it is given."""
+    return text
+'''
+
+
+# ---------------------------------------------------------------------------------------------
+# Helper processes: the MCP server and the bare A2A echo agent
+# ---------------------------------------------------------------------------------------------
+
+
+def mcp_server(port: int | None) -> None:
+    """An MCP server with one trivial tool: over stdio, or streamable HTTP on ``port``."""
+    from mcp.server import MCPServer
+
+    server = MCPServer("bench-protocols", log_level="WARNING")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two whole numbers."""
+        return a + b
+
+    if port is None:
+        server.run()
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port)
+
+
+def a2a_echo_server(port: int, streaming: bool) -> None:
+    """A bare a2a-sdk agent that answers every message with its ``text`` as an artifact."""
+    import uvicorn
+    from a2a.helpers import new_task_from_user_message, new_text_part
+    from a2a.server.agent_execution import AgentExecutor, RequestContext
+    from a2a.server.events import EventQueue
+    from a2a.server.request_handlers import DefaultRequestHandler
+    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+    from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+    from google.protobuf.json_format import MessageToDict
+    from starlette.applications import Starlette
+
+    class Echo(AgentExecutor):
+        async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+            assert context.message is not None
+            task = context.current_task
+            if task is None:
+                task = new_task_from_user_message(context.message)
+                await event_queue.enqueue_event(task)
+            updater = TaskUpdater(event_queue, task.id, task.context_id)
+            await updater.start_work()
+            text = context.get_user_input()
+            for part in context.message.parts:
+                if part.HasField("data"):
+                    value = MessageToDict(part.data)
+                    if isinstance(value, dict) and isinstance(value.get("text"), str):
+                        text = value["text"]
+            await updater.add_artifact([new_text_part(text)], name="echo")
+            await updater.complete()
+
+        async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+            assert context.task_id is not None and context.context_id is not None
+            await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+
+    card = AgentCard(
+        name="bare echo",
+        description="Repeats the text it is given; a bare a2a-sdk agent.",
+        version="1.0.0",
+        supported_interfaces=[
+            AgentInterface(
+                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
+            )
+        ],
+        capabilities=AgentCapabilities(streaming=streaming),
+        default_input_modes=["text/plain", "application/json"],
+        default_output_modes=["text/plain"],
+        skills=[AgentSkill(id="echo", name="echo", description="Repeat the text.", tags=["echo"])],
+    )
+    handler = DefaultRequestHandler(
+        agent_executor=Echo(), task_store=InMemoryTaskStore(), agent_card=card
+    )
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def fleetmind_cli_nodelay(argv: list[str]) -> None:
+    """``fleetmind <argv>``, its A2A listening socket with ``TCP_NODELAY`` (a helper process).
+
+    ``_a2a_server._listen`` makes its socket with protocol number 0, and asyncio sets
+    ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``, so the server's
+    connections keep Nagle's algorithm. Linux copies ``TCP_NODELAY`` from a listening socket
+    to the connections it accepts: setting it here is the benchmark's stand-in for a one-line
+    fix, with fleetmind's code unchanged.
+    """
+    import socket
+
+    from fleetmind.cli import main
+    from fleetmind.protocols import _a2a_server
+
+    original = _a2a_server._listen
+
+    def listen(host: str, port: int) -> socket.socket:
+        sock = original(host, port)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    _a2a_server._listen = listen  # type: ignore[assignment]
+    sys.exit(main(argv))
+
+
+def _role_command(role: str, **role_args: Any) -> list[str]:
+    """This script, re-run as one of its helper processes."""
+    return [sys.executable, SELF, "--role", role, "--role-args", json.dumps(role_args)]
+
+
+@dataclass
+class Server:
+    """A server process started by :func:`start_server`."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+async def _answers(url: str) -> bool:
+    """Whether an HTTP server answers at ``url`` (any status: it is listening and serving)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            await http.get(url)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+async def start_server(
+    name: str, command: Callable[[int], list[str]], probe_path: str, tmp: Path
+) -> Server:
+    """Start a server on a free port and wait until it answers at ``probe_path``.
+
+    Another process may take the port between ``free_port()`` and the server's bind, so a
+    server that exits early is tried again on another port.
+    """
+    log = tmp / f"{name}.log"
+    for _ in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                *command(port), stdout=out, stderr=out, cwd=tmp
+            )
+        server = Server(name, process, port, log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while process.returncode is None and time.monotonic() < deadline:
+                if await _answers(server.base_url + probe_path):
+                    return server
+                await asyncio.sleep(0.1)
+        except BaseException:
+            await stop(process)
+            raise
+        await stop(process)  # it exited (port taken?) or never answered
+        if time.monotonic() >= deadline:
+            break
+    raise RuntimeError(f"{name} did not start:\n{_tail(log)}")
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after 10 s; waits for the process either way."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+Call = Callable[[], Awaitable[None]]
+
+
+def percentile(samples: list[float], q: int) -> float:
+    """The q-th percentile (inclusive method)."""
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+
+@dataclass
+class CaseResult:
+    """One case: the fleetmind side and the baseline side, per-call samples in seconds."""
+
+    key: str
+    label: str
+    fleetmind_s: list[float] = field(default_factory=list)
+    baseline_s: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def figures(self) -> dict[str, Any]:
+        f50, f99 = percentile(self.fleetmind_s, 50) * 1e3, percentile(self.fleetmind_s, 99) * 1e3
+        b50, b99 = percentile(self.baseline_s, 50) * 1e3, percentile(self.baseline_s, 99) * 1e3
+        return {
+            "label": self.label,
+            "fleetmind_ms_p50": round(f50, 3),
+            "baseline_ms_p50": round(b50, 3),
+            "ratio_p50": round(f50 / b50, 2),
+            "fleetmind_ms_p99": round(f99, 3),
+            "baseline_ms_p99": round(b99, 3),
+            "ratio_p99": round(f99 / b99, 2),
+            "fleetmind_calls_per_s": round(len(self.fleetmind_s) / sum(self.fleetmind_s), 1),
+            "baseline_calls_per_s": round(len(self.baseline_s) / sum(self.baseline_s), 1),
+            "calls": len(self.fleetmind_s),
+            "note": self.note,
+        }
+
+
+async def measure(
+    case: CaseResult, fleetmind: Call, baseline: Call, *, calls: int, blocks: int, warmup: int
+) -> CaseResult:
+    """Warm both sides up, then time ``calls`` calls of each in alternating blocks."""
+    for _ in range(warmup):
+        await fleetmind()
+        await baseline()
+    per_block = max(calls // blocks, 1)
+    gc.collect()
+    gc.freeze()
+    try:
+        for block in range(blocks):
+            order = [(fleetmind, case.fleetmind_s), (baseline, case.baseline_s)]
+            if block % 2:
+                order.reverse()
+            for call, samples in order:
+                for _ in range(per_block):
+                    start = time.perf_counter()
+                    await call()
+                    samples.append(time.perf_counter() - start)
+    finally:
+        gc.unfreeze()
+    return case
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. MCP
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def mcp_sides(config: Any, bare_target: Any) -> AsyncIterator[tuple[Call, Call, str]]:
+    """A fleetmind registry with the server's tools and a bare SDK client, both ready to call.
+
+    Yields the two calls and the protocol version each negotiated (``fleetmind / bare``).
+    """
+    from mcp import Client
+
+    from fleetmind.tools import MCPToolSource, ToolRegistry
+
+    source = MCPToolSource(config)
+    registry = ToolRegistry()
+    registry.add_source(source)
+    try:
+        await registry.load()
+        async with Client(bare_target) as bare:
+            await bare.list_tools()  # a 2026-07-28 client lists a tool before it calls it
+
+            async def through_fleetmind() -> None:
+                result = await registry.call("add", ADD_ARGS)
+                if not result.ok or result.value != {"result": 42}:
+                    raise AssertionError(f"fleetmind's MCP call gave {result}")
+
+            async def bare_sdk() -> None:
+                result = await bare.call_tool("add", ADD_ARGS)
+                if result.is_error or result.structured_content != {"result": 42}:
+                    raise AssertionError(f"the bare MCP call gave {result}")
+
+            session = source.connection._session
+            fleetmind_version = session.client.protocol_version if session else "?"
+            yield through_fleetmind, bare_sdk, f"{fleetmind_version} / {bare.protocol_version}"
+    finally:
+        await registry.aclose()
+
+
+async def bench_mcp(tmp: Path, counts: Counts) -> list[CaseResult]:
+    from mcp import StdioServerParameters
+
+    from fleetmind.tools import MCPServerConfig
+
+    results = []
+    stdio_command = _role_command("mcp-server", port=None)
+    config = MCPServerConfig(name="bench-stdio", command=stdio_command[0], args=stdio_command[1:])
+    bare_params = StdioServerParameters(command=stdio_command[0], args=stdio_command[1:])
+    async with mcp_sides(config, bare_params) as (fleetmind, bare, versions):
+        case = CaseResult(
+            "mcp_stdio",
+            "MCP tool call, stdio",
+            note=f"one server process per client; protocol {versions}",
+        )
+        results.append(await measure(case, fleetmind, bare, **counts.mcp))
+
+    server = await start_server(
+        "mcp-http", lambda port: _role_command("mcp-server", port=port), "/mcp", tmp
+    )
+    try:
+        url = f"{server.base_url}/mcp"
+        config = MCPServerConfig(name="bench-http", url=url)
+        async with mcp_sides(config, url) as (fleetmind, bare, versions):
+            case = CaseResult(
+                "mcp_http",
+                "MCP tool call, streamable HTTP",
+                note=f"one server process for both clients; protocol {versions}",
+            )
+            results.append(await measure(case, fleetmind, bare, **counts.mcp))
+    finally:
+        await stop(server.process)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A2A
+# ---------------------------------------------------------------------------------------------
+
+
+def a2a_message() -> Any:
+    """The message every A2A call sends: a text part and a data part ``{"text": ...}``."""
+    from a2a.types import Message, Part, Role, SendMessageRequest
+    from google.protobuf import json_format, struct_pb2
+
+    data = json_format.ParseDict({"text": TEXT}, struct_pb2.Value())
+    message = Message(
+        message_id=uuid.uuid4().hex,
+        role=Role.ROLE_USER,
+        parts=[Part(text=TEXT), Part(data=data, media_type="application/json")],
+    )
+    return SendMessageRequest(message=message)
+
+
+@contextlib.asynccontextmanager
+async def bare_a2a_client(base_url: str, *, streaming: bool) -> AsyncIterator[Call]:
+    """A bare a2a-sdk client that sends one message and reads the answer to the task's end."""
+    from a2a.client import ClientConfig, create_client
+    from a2a.types import TaskState
+
+    terminal = {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+        TaskState.TASK_STATE_INPUT_REQUIRED,
+        TaskState.TASK_STATE_AUTH_REQUIRED,
+    }
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+    try:
+        client = await create_client(
+            base_url, client_config=ClientConfig(streaming=streaming, httpx_client=http)
+        )
+
+        async def send() -> None:
+            state = TaskState.TASK_STATE_UNSPECIFIED
+            output = None
+            async with contextlib.aclosing(client.send_message(a2a_message())) as events:
+                async for event in events:
+                    kind = event.WhichOneof("payload")
+                    if kind == "task":
+                        state = event.task.status.state
+                        if event.task.artifacts:
+                            output = event.task.artifacts[-1].parts[0].text
+                    elif kind == "status_update":
+                        state = event.status_update.status.state
+                    elif kind == "artifact_update":
+                        output = event.artifact_update.artifact.parts[0].text
+                    elif kind == "message":
+                        output = event.message.parts[0].text
+                        break
+                    if state in terminal:
+                        break
+            if output != TEXT:
+                raise AssertionError(f"the bare A2A client got {output!r} ({state})")
+
+        try:
+            yield send
+        finally:
+            await client.close()
+    finally:
+        await http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def fleetmind_a2a_client(base_url: str) -> AsyncIterator[Call]:
+    """``A2AAgent.run`` of one echo subtask; streams or polls as the agent's card says."""
+    from fleetmind import Subtask, SubtaskContext
+    from fleetmind.protocols._a2a_client import connect_a2a_agent
+
+    agent = await connect_a2a_agent(base_url)
+    try:
+        subtask = Subtask(id="echo", description=TEXT, inputs={"text": TEXT})
+
+        async def run() -> None:
+            ctx = SubtaskContext(task_id="bench", subtask=subtask, inputs={"text": TEXT})
+            output = await agent.run(subtask, ctx)
+            if output != TEXT:
+                raise AssertionError(f"A2AAgent.run gave {output!r}")
+
+        yield run
+    finally:
+        await agent.aclose()
+
+
+async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
+    (tmp / "echo_fleet.py").write_text(FLEET_FILE)
+
+    def serve_argv(port: int, data: str) -> list[str]:
+        fleet = str(tmp / "echo_fleet.py")
+        return [
+            "a2a",
+            "serve",
+            "--fleet",
+            fleet,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp / data),
+        ]
+
+    servers: list[Server] = []
+    try:
+        bare_stream = await start_server(
+            "a2a-bare-streaming",
+            lambda port: _role_command("a2a-echo", port=port, streaming=True),
+            "/.well-known/agent-card.json",
+            tmp,
+        )
+        servers.append(bare_stream)
+        bare_poll = await start_server(
+            "a2a-bare-non-streaming",
+            lambda port: _role_command("a2a-echo", port=port, streaming=False),
+            "/.well-known/agent-card.json",
+            tmp,
+        )
+        servers.append(bare_poll)
+        served = await start_server(
+            "fleetmind-a2a-serve",
+            lambda port: [FLEETMIND_CLI, *serve_argv(port, "as-shipped")],
+            "/.well-known/agent-card.json",
+            tmp,
+        )
+        servers.append(served)
+        served_nodelay = await start_server(
+            "fleetmind-a2a-serve-nodelay",
+            lambda port: _role_command("fleetmind-cli-nodelay", argv=serve_argv(port, "nodelay")),
+            "/.well-known/agent-card.json",
+            tmp,
+        )
+        servers.append(served_nodelay)
+
+        results = []
+        url = bare_poll.base_url
+        async with (
+            fleetmind_a2a_client(url) as fleetmind,
+            bare_a2a_client(url, streaming=False) as bare,
+        ):
+            case = CaseResult(
+                "a2a_client",
+                "A2A client, non-streaming",
+                note="A2AAgent.run (SendMessage return_immediately + GetTask polls) vs blocking "
+                "SendMessage; bare a2a-sdk echo server",
+            )
+            results.append(await measure(case, fleetmind, bare, **counts.a2a))
+        url = bare_stream.base_url
+        async with (
+            fleetmind_a2a_client(url) as fleetmind,
+            bare_a2a_client(url, streaming=True) as bare,
+        ):
+            case = CaseResult(
+                "a2a_client_streaming",
+                "A2A client, streaming",
+                note="A2AAgent.run vs SendStreamingMessage; bare a2a-sdk echo server",
+            )
+            results.append(await measure(case, fleetmind, bare, **counts.a2a))
+        for streaming in (False, True):
+            async with (
+                bare_a2a_client(served.base_url, streaming=streaming) as fleetmind,
+                bare_a2a_client(bare_stream.base_url, streaming=streaming) as bare,
+            ):
+                case = CaseResult(
+                    "a2a_server_streaming" if streaming else "a2a_server",
+                    f"A2A server, {'streaming' if streaming else 'non-streaming'}",
+                    note="bare a2a-sdk client; `fleetmind a2a serve` (one-agent echo fleet) vs "
+                    "bare a2a-sdk echo server",
+                )
+                results.append(await measure(case, fleetmind, bare, **counts.a2a))
+        async with (
+            bare_a2a_client(served_nodelay.base_url, streaming=False) as fleetmind,
+            bare_a2a_client(bare_stream.base_url, streaming=False) as bare,
+        ):
+            case = CaseResult(
+                "a2a_server_nodelay",
+                "A2A server, non-streaming, TCP_NODELAY",
+                note="as `A2A server, non-streaming`, with TCP_NODELAY set on fleetmind's "
+                "listening socket by this benchmark (fleetmind's code unchanged)",
+            )
+            results.append(await measure(case, fleetmind, bare, **counts.a2a))
+        return results
+    finally:
+        for server in servers:
+            await stop(server.process)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many calls each case makes."""
+
+    mcp: dict[str, int]
+    a2a: dict[str, int]
+
+
+def counts_for(quick: bool) -> Counts:
+    if quick:
+        return Counts(
+            mcp={"calls": 100, "blocks": 4, "warmup": 10},
+            a2a={"calls": 40, "blocks": 4, "warmup": 5},
+        )
+    return Counts(
+        mcp={"calls": 1000, "blocks": 10, "warmup": 50},
+        a2a={"calls": 400, "blocks": 8, "warmup": 20},
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were taken."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "fleetmind": package_version("fleetmind"),
+        "mcp": package_version("mcp"),
+        "a2a-sdk": package_version("a2a-sdk"),
+    }
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def render(results: list[CaseResult], machine: dict[str, Any], elapsed_s: float) -> str:
+    """The results as a plain, aligned text table, then what each row compares."""
+    rows: list[tuple[str, ...]] = [
+        (
+            "case",
+            "fleetmind p50",
+            "baseline p50",
+            "ratio",
+            "fleetmind p99",
+            "baseline p99",
+            "calls/s fleetmind / baseline",
+        )
+    ]
+    for r in results:
+        f = r.figures()
+        rows.append(
+            (
+                r.label,
+                f"{f['fleetmind_ms_p50']:.2f}",
+                f"{f['baseline_ms_p50']:.2f}",
+                f"{f['ratio_p50']:.2f}x",
+                f"{f['fleetmind_ms_p99']:.2f}",
+                f"{f['baseline_ms_p99']:.2f}",
+                f"{f['fleetmind_calls_per_s']:.0f} / {f['baseline_calls_per_s']:.0f}",
+            )
+        )
+    calls = ", ".join(f"{r.label}: {len(r.fleetmind_s)}" for r in results)
+    lines = [
+        "MCP and A2A on loopback: ms per call (lower is better), fleetmind beside the bare SDK",
+        f"python {machine['python']}, mcp {machine['mcp']}, a2a-sdk {machine['a2a-sdk']}, "
+        f"{machine['cpu_count']} CPU(s), load average at start {machine['load_average']}",
+        f"timed calls per side: {calls}",
+        "",
+        *_table(rows),
+        "",
+        *(f"  {r.label}: {r.note}" for r in results),
+        f"\nwhole run: {elapsed_s:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every case, print the table, and return the JSON document."""
+    machine = machine_info()
+    counts = counts_for(args.quick)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fleetmind-bench-protocols-") as tmp:
+        results = await bench_mcp(Path(tmp), counts)
+        results += await bench_a2a(Path(tmp), counts)
+    elapsed = time.monotonic() - start
+    print(render(results, machine, elapsed))
+    return {
+        "cases": {r.key: r.figures() for r in results},
+        "statistic": "per-call wall time; calls/s = calls / sum of call times (sequential)",
+        "quick": args.quick,
+        "elapsed_s": round(elapsed, 1),
+        "machine": machine,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument(
+        "--role",
+        choices=["mcp-server", "a2a-echo", "fleetmind-cli-nodelay"],
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--role-args", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "mcp-server":
+        mcp_server(**json.loads(args.role_args))
+        return
+    if args.role == "a2a-echo":
+        a2a_echo_server(**json.loads(args.role_args))
+        return
+    if args.role == "fleetmind-cli-nodelay":
+        fleetmind_cli_nodelay(**json.loads(args.role_args))
+        return
+    if not shutil.which(FLEETMIND_CLI):
+        raise SystemExit(f"{FLEETMIND_CLI} not found: install fleetmind in this environment")
+    document = asyncio.run(benchmark(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`fleetmind a2a ...`: the A2A 1.0 side of the command line.
+
+``serve`` offers one agent, or the whole fleet, to any A2A client. The A2A libraries load only
+when a command runs, so ``fleetmind --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleetmind.cli._a2a_agents import add, list_cmd, remove
+from fleetmind.cli._target import load_fleet
+from fleetmind.errors import ConfigError
+
+a2a_app = typer.Typer(
+    help="Serve agents to A2A clients, and use remote A2A agents.",
+    no_args_is_help=True,
+)
+
+_DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="FLEETMIND_HOME",
+        help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
+        show_default=False,
+    ),
+]
+
+
+@a2a_app.command("serve")
+def serve(
+    fleet: Annotated[
+        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    ],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")],
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="Serve only this agent (default: the whole fleet)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="File holding a bearer token that clients must send (declared on the card).",
+        ),
+    ] = None,
+    data_dir: _DataDir = None,
+) -> None:
+    """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM."""
+    members, router, tools = load_fleet(fleet)
+    if agent is not None:
+        chosen = [a for a in members if a.id == agent]
+        if not chosen:
+            known = ", ".join(sorted(a.id for a in members))
+            raise ConfigError(f"{fleet} has no agent {agent!r}; its agents: {known}")
+        members = chosen
+    token = _read_token(token_file) if token_file is not None else None
+    # Imported here: _app imports this module to register the sub-app.
+    from fleetmind.cli._app import _fleet, _save_router, _store
+    from fleetmind.protocols._a2a_server import serve_a2a
+
+    the_fleet = _fleet(members, router, data_dir, _store(data_dir), tools)
+    log = Console(stderr=True, soft_wrap=True)
+    what = f"agent {agent}" if agent is not None else f"{len(members)} agent(s)"
+
+    def ready(url: str) -> None:
+        auth = " (bearer token required)" if token is not None else ""
+        log.print(f"serving {what} over A2A at {url}{auth}", highlight=False)
+
+    try:
+        asyncio.run(serve_a2a(the_fleet, host, port, token, ready=ready))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        raise typer.Exit(130) from None
+    _save_router(the_fleet)
+    log.print("stopped", style="dim")
+
+
+def _read_token(path: Path) -> str:
+    """The bearer token in a file (one line; surrounding whitespace is ignored)."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"token file {path} is not UTF-8 text") from exc
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    if any(c.isspace() or not c.isprintable() or ord(c) > 126 for c in token):
+        raise ConfigError(f"token file {path}: the token must be one word of printable ASCII")
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        Console(stderr=True).print(
+            f"warning: token file {path} can be read by other users", style="yellow"
+        )
+    return token
+
+
+# Remote A2A agents the command line remembers (added to the fleet of `fleetmind run`).
+a2a_app.command("add")(add)
+a2a_app.command("list")(list_cmd)
+a2a_app.command("remove")(remove)

@@ -1,0 +1,80 @@
+"""`fleetmind mcp serve`: the fleet as an MCP server, over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleetmind.errors import ConfigError
+
+mcp_app = typer.Typer(
+    help="Let MCP hosts (desktop apps, IDEs, other agents) run tasks on the fleet.",
+    no_args_is_help=True,
+)
+
+
+def parse_http_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a host and a port."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"--http expects HOST:PORT, e.g. 127.0.0.1:8765; got {value!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"--http port must be between 1 and 65535; got {port}")
+    return host, port
+
+
+@mcp_app.command("serve")
+def serve(
+    fleet: Annotated[
+        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    ],
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="Serve over stdin/stdout (what MCP hosts launch).")
+    ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar="HOST:PORT", help="Serve streamable HTTP at /mcp."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="FLEETMIND_HOME",
+            help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the fleet's tools (submit_task, get_task, get_result, ...) to MCP clients.
+
+    Tasks go to the task store in the data directory, like those of `fleetmind run`.
+    """
+    if stdio == (http is not None):
+        raise ConfigError("give exactly one of --stdio or --http HOST:PORT")
+    host, port = parse_http_address(http) if http is not None else ("127.0.0.1", 0)
+
+    # The command line's own way to build a fleet: semantic routing caching its embeddings,
+    # the SQLite store, both under the data directory. Imported here: that module imports this.
+    from fleetmind.cli._app import _fleet, _save_router, _store
+    from fleetmind.cli._target import load_fleet
+    from fleetmind.protocols._mcp_server import serve_mcp
+
+    # Under stdio, stdout is the JSON-RPC wire: whatever the user's module prints at import
+    # goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if stdio else contextlib.nullcontext():
+        agents, router, tools = load_fleet(fleet)
+    the_fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
+    transport = "stdio" if stdio else "http"
+    try:
+        asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        _save_router(the_fleet)

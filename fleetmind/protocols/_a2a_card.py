@@ -1,0 +1,138 @@
+"""The A2A Agent Card of one agent or of a whole fleet, derived from AgentProfiles.
+
+The card is what an A2A client reads before it talks to us, so everything on it comes from the
+profiles the router also reads: one profile skill becomes one card skill, with its name,
+description, tags and examples. Serving a whole fleet, skill ids are prefixed with the agent id
+(``agent/skill``) so that two agents may offer skills of the same name. An agent without skills
+still appears, as one skill that stands for the agent itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+
+from fleetmind import __version__
+from fleetmind.agents import AgentProfile
+from fleetmind.errors import ConfigError
+
+A2A_PROTOCOL_VERSION = "1.0"
+"""The A2A protocol version the card declares for its JSON-RPC interface."""
+
+JSONRPC_BINDING = "JSONRPC"
+BEARER_SCHEME = "bearer"
+"""The name of the bearer security scheme on the card, when a token guards the server."""
+
+INPUT_MODES = ("text/plain", "application/json")
+"""Text becomes a one-subtask task; JSON (a data part) may carry a whole task graph."""
+OUTPUT_MODES = ("text/plain", "application/json")
+"""Text outputs travel as text parts, every other output as a data part."""
+
+
+def agent_card(
+    profiles: Iterable[AgentProfile],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    url: str,
+    streaming: bool = True,
+    bearer_auth: bool = False,
+    version: str | None = None,
+) -> AgentCard:
+    """The Agent Card for one agent (one profile) or for a fleet (several profiles).
+
+    Args:
+        profiles: The profiles of the agents behind the endpoint.
+        name: The card's name (default: the agent's name, or "fleetmind fleet").
+        description: What the agent does (default: the agent's description, or a summary of
+            the fleet's agents).
+        url: Where the JSON-RPC endpoint is, as clients should reach it.
+        streaming: Whether ``SendStreamingMessage`` is offered.
+        bearer_auth: Declare a bearer-token security scheme and require it.
+        version: The card's version (default: the profile's version for one agent, the
+            fleetmind version for a fleet).
+
+    Raises:
+        ConfigError: No profile was given, or the URL is not an http(s) URL.
+    """
+    members = sorted(profiles, key=lambda p: p.id)
+    if not members:
+        raise ConfigError("an A2A agent card needs at least one agent")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"the A2A endpoint URL must be http(s)://..., got {url!r}")
+    single = len(members) == 1
+    card = AgentCard(
+        name=name or (members[0].display_name if single else "fleetmind fleet"),
+        description=description or _describe(members),
+        version=version or _version(members),
+        supported_interfaces=[
+            AgentInterface(
+                url=url, protocol_binding=JSONRPC_BINDING, protocol_version=A2A_PROTOCOL_VERSION
+            )
+        ],
+        capabilities=AgentCapabilities(
+            streaming=streaming, push_notifications=False, extended_agent_card=False
+        ),
+        default_input_modes=list(INPUT_MODES),
+        default_output_modes=list(OUTPUT_MODES),
+        skills=[skill for p in members for skill in _skills(p, prefixed=not single)],
+    )
+    if bearer_auth:
+        card.security_schemes[BEARER_SCHEME].CopyFrom(
+            SecurityScheme(
+                http_auth_security_scheme=HTTPAuthSecurityScheme(
+                    scheme="Bearer", description="The token given to `fleetmind a2a serve`."
+                )
+            )
+        )
+        card.security_requirements.append(
+            SecurityRequirement(schemes={BEARER_SCHEME: StringList()})
+        )
+    return card
+
+
+def _skills(profile: AgentProfile, *, prefixed: bool) -> list[AgentSkill]:
+    """One card skill per profile skill; a skill-less agent becomes one skill of its own."""
+    fallback = profile.description or f"Agent {profile.display_name} ({profile.tier.value})."
+    if not profile.skills:
+        return [
+            AgentSkill(
+                id=profile.id,
+                name=profile.display_name,
+                description=fallback,
+                tags=[profile.id],
+            )
+        ]
+    return [
+        AgentSkill(
+            id=f"{profile.id}/{skill.name}" if prefixed else skill.name,
+            name=skill.name,
+            description=skill.description or fallback,
+            # The card requires tags; a skill without any is found by its own name.
+            tags=list(skill.tags) or [skill.name],
+            examples=list(skill.examples),
+        )
+        for skill in profile.skills
+    ]
+
+
+def _describe(members: list[AgentProfile]) -> str:
+    if len(members) == 1:
+        only = members[0]
+        return only.description or f"The fleetmind agent {only.display_name}."
+    names = ", ".join(p.display_name for p in members)
+    return f"A fleetmind fleet of {len(members)} agents ({names}) that runs tasks as task graphs."
+
+
+def _version(members: list[AgentProfile]) -> str:
+    return str(members[0].version) if len(members) == 1 else __version__

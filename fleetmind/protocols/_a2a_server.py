@@ -1,0 +1,737 @@
+"""One agent, or a whole fleet, served as an A2A 1.0 agent over JSON-RPC.
+
+An A2A message becomes a fleetmind task: its text becomes a one-subtask graph whose input
+``text`` is the text (routed by the fleet's router, or to the ``agent`` or ``skill`` named in the
+message's metadata; serving one agent, sent to that agent), data parts holding JSON objects add
+inputs, and a data part holding a task-graph definition (``{"subtasks": [...], ...}``, as
+:meth:`TaskGraph.from_definition` reads it) runs that graph. The engine's event stream is what the
+A2A client sees:
+
+====================================  ==========================================================
+fleetmind                             A2A
+====================================  ==========================================================
+task submitted                        ``Task`` in ``submitted``, then ``working``
+subtask started / progress / retried  ``working`` status update with a text message
+subtask done                          artifact update ``subtask-<id>`` with the subtask's output
+task done                             artifact update ``result`` (the final output), then
+                                      ``completed``
+task failed                           ``failed``, the errors in the status message
+an agent raised ``InputRequired``     ``input-required``, the question as the status message; a
+                                      follow-up message on the task runs the graph again with
+                                      the reply as the asking subtask's input ``reply``
+task cancelled (``CancelTask``)       ``canceled``
+subtask nobody can take               ``rejected``
+====================================  ==========================================================
+
+Answering an ``input-required`` task runs its whole graph again (a fresh fleetmind task), so
+subtasks that had finished run once more; subtasks that agents added while the task ran are not
+part of the definition that is run again.
+
+A bearer token, when given, is declared on the card and required on the JSON-RPC endpoint (the
+card stays public, as clients must read it to learn how to authenticate). Request bodies over a
+size limit are refused with HTTP 413 before they are parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+from a2a.server.agent_execution import (
+    AgentExecutor,
+    RequestContext,
+    SimpleRequestContextBuilder,
+)
+from a2a.server.context import ServerCallContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import Message, Part, SendMessageRequest, Task, TaskState, TaskStatus
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict, ParseDict
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from fleetmind.errors import ConfigError, FleetmindError
+from fleetmind.orchestrator import (
+    Fleet,
+    SubtaskDone,
+    SubtaskFailed,
+    SubtaskProgress,
+    SubtaskReassigned,
+    SubtaskRetried,
+    SubtaskStarted,
+    TaskEvent,
+    TaskGraph,
+    TaskHandle,
+    TaskResult,
+)
+from fleetmind.protocols._a2a_card import agent_card
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Request bodies above this size are refused with HTTP 413 (a task graph is far smaller)."""
+
+REQUEST_SUBTASK = "request"
+"""The id of the one subtask a text message becomes."""
+RESULT_ARTIFACT = "result"
+"""The id of the last artifact of a completed task: the task's final output."""
+
+_UNAUTHORIZED = -32000
+"""JSON-RPC leaves -32000..-32099 to servers; A2A 1.0 defines no code for a refused token."""
+_INVALID_REQUEST = -32600
+
+
+# ------------------------------------------------------------------------------------------
+# The executor: A2A requests in, fleetmind tasks out
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """A fleetmind task running for an A2A task, and the signal that its end was reported."""
+
+    handle: TaskHandle
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class _Parked:
+    """An A2A task waiting in ``input-required``: what to run again, and who asked."""
+
+    definition: dict[str, Any]
+    asking: tuple[str, ...]
+
+
+class FleetExecutor(AgentExecutor):
+    """Runs A2A messages as task graphs on a fleet and reports the engine's events as A2A events.
+
+    The fleet must be open (inside ``async with fleet``) while requests arrive; the app that
+    :func:`build_a2a_app` returns opens it for as long as it serves.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._runs: dict[str, _Run] = {}
+        self._parked: dict[str, _Parked] = {}
+
+    @property
+    def _only_agent(self) -> str | None:
+        agents = self._fleet.agents
+        return agents[0].id if len(agents) == 1 else None
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Start a task for a new message, or run a parked task again with the reply."""
+        message = context.message
+        if message is None or not context.task_id or not context.context_id:
+            raise InvalidParamsError(message="SendMessage needs a message")
+        task_id, context_id = context.task_id, context.context_id
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        if context.current_task is None:
+            definition = self.definition(message)
+            await event_queue.enqueue_event(
+                Task(
+                    id=task_id,
+                    context_id=context_id,
+                    status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+                    history=[message],
+                )
+            )
+        else:
+            parked = self._parked.pop(task_id, None)
+            if parked is None:
+                # A message for a task that runs (or has ended) is refused; the task goes on.
+                raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
+            definition = _with_reply(parked, _reply_of(message))
+        await self._run(definition, updater)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Cancel the fleetmind task; the run reports ``canceled`` itself when it has stopped."""
+        task_id = context.task_id or ""
+        run = self._runs.get(task_id)
+        if run is not None:
+            await run.handle.cancel("cancelled by the A2A client")
+            await run.ended.wait()
+            return
+        # Parked in input-required: nothing runs, so the cancellation is reported here.
+        self._parked.pop(task_id, None)
+        updater = TaskUpdater(event_queue, task_id, context.context_id or "")
+        await updater.cancel(_agent_message(updater, "cancelled by the A2A client"))
+
+    async def aclose(self) -> None:
+        """Cancel every fleetmind task still running for an A2A task (the server is stopping)."""
+        for run in list(self._runs.values()):
+            await run.handle.cancel("the A2A server stopped")
+        self._parked.clear()
+
+    # One run -------------------------------------------------------------------------------
+
+    async def _run(self, definition: dict[str, Any], updater: TaskUpdater) -> None:
+        graph = TaskGraph.from_definition(definition)
+        prepare = getattr(self._fleet.router, "prepare", None)
+        if prepare is not None:
+            # As the engine does: embedding words (a model call) happens off the loop's thread.
+            await asyncio.to_thread(prepare, list(graph))
+        try:
+            self._fleet.check(graph)
+        except FleetmindError as exc:  # nobody can take a subtask, or it lacks an input
+            await updater.reject(_agent_message(updater, exc.message))
+            return
+        handle = self._fleet.submit(
+            graph,
+            source="a2a",
+            metadata={"a2a_task_id": updater.task_id, "a2a_context_id": updater.context_id},
+        )
+        run = _Run(handle)
+        self._runs[updater.task_id] = run
+        try:
+            await updater.start_work(
+                _agent_message(updater, f"running {len(graph)} subtask(s) as {handle.task_id}")
+            )
+            async for event in handle.events():
+                await _forward(event, updater)
+            await self._report_end(await handle.result(), definition, updater)
+        except asyncio.CancelledError:
+            # The A2A side stopped this run (server shutdown): stop the fleetmind task with it.
+            if not handle.done():
+                await handle.cancel("the A2A request was cancelled")
+            raise
+        finally:
+            del self._runs[updater.task_id]
+            run.ended.set()
+
+    async def _report_end(
+        self, result: TaskResult, definition: dict[str, Any], updater: TaskUpdater
+    ) -> None:
+        if result.status == "done":
+            await updater.add_artifact(
+                [_part(_final_output(result))],
+                artifact_id=RESULT_ARTIFACT,
+                name=RESULT_ARTIFACT,
+                metadata={"fleetmind_task_id": result.task_id},
+            )
+            await updater.complete(_agent_message(updater, "done"))
+        elif result.status == "cancelled":
+            await updater.cancel(_agent_message(updater, "cancelled"))
+        else:
+            questions = {
+                sid: str(err.get("details", {}).get("question") or err.get("message", ""))
+                for sid, err in result.errors.items()
+                if err.get("type") == "InputRequired"
+            }
+            others = {
+                sid: err
+                for sid, err in result.errors.items()
+                if err.get("type") not in ("InputRequired", "UpstreamFailed")
+            }
+            if questions and not others:
+                # Only missing answers stopped the task: ask, and run it again with the reply.
+                self._parked[updater.task_id] = _Parked(definition, tuple(questions))
+                text = (
+                    next(iter(questions.values()))
+                    if len(questions) == 1
+                    else "\n".join(f"{sid}: {q}" for sid, q in questions.items())
+                )
+                await updater.requires_input(
+                    _agent_message(updater, text, {"questions": questions})
+                )
+                return
+            text = "; ".join(
+                f"{sid}: {err.get('message', '')}" for sid, err in result.errors.items()
+            )
+            await updater.failed(
+                _agent_message(updater, f"failed: {text}", {"errors": result.errors})
+            )
+
+    # Messages -> task graph definitions --------------------------------------------------------
+
+    def definition(self, message: Message) -> dict[str, Any]:
+        """The task graph a message asks for (``InvalidParamsError`` when it asks for nothing)."""
+        texts = [p.text for p in message.parts if p.HasField("text") and p.text]
+        data = [_plain(MessageToDict(p.data)) for p in message.parts if p.HasField("data")]
+        graphs = [d for d in data if isinstance(d, dict) and "subtasks" in d]
+        if len(graphs) > 1:
+            raise InvalidParamsError(message="a message may carry one task graph, not several")
+        if graphs:
+            definition = self._pinned(graphs[0])
+        else:
+            inputs: dict[str, Any] = {}
+            for value in data:
+                if not isinstance(value, dict):
+                    raise InvalidParamsError(
+                        message="a data part must be a JSON object (inputs) or a task graph"
+                    )
+                inputs.update(value)
+            text = "\n".join(texts)
+            if not text and not inputs:
+                raise InvalidParamsError(message="the message has no text and no data")
+            if text:
+                inputs.setdefault("text", text)
+            subtask: dict[str, Any] = {"id": REQUEST_SUBTASK, "description": text, "inputs": inputs}
+            routing = _plain(MessageToDict(message.metadata))
+            for key in ("agent", "skill"):
+                if isinstance(routing.get(key), str):
+                    subtask[key] = routing[key]
+            definition = self._pinned({"name": "a2a request", "subtasks": [subtask]})
+        try:
+            TaskGraph.from_definition(definition)
+        except (ValidationError, FleetmindError, TypeError, ValueError) as exc:
+            raise InvalidParamsError(message=f"invalid task graph: {_first_line(exc)}") from exc
+        return definition
+
+    def _pinned(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """Serving one agent, every subtask that names no agent or skill goes to it."""
+        only = self._only_agent
+        subtasks = definition.get("subtasks")
+        if only is None or not isinstance(subtasks, list):
+            return definition
+        pinned = [
+            {**s, "agent": only}
+            if isinstance(s, dict) and s.get("agent") is None and s.get("skill") is None
+            else s
+            for s in subtasks
+        ]
+        return {**definition, "subtasks": pinned}
+
+
+async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
+    """Report one engine event to the A2A client (events it has no use for are dropped)."""
+    details: dict[str, Any] = {"event": event.kind}
+    match event:
+        case SubtaskStarted():
+            text = f"{event.subtask_id}: started on {event.agent}"
+        case SubtaskProgress():
+            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
+            text = f"{event.subtask_id}: {event.message}{share}"
+            details["fraction"] = event.fraction
+        case SubtaskRetried():
+            text = f"{event.subtask_id}: attempt {event.attempt} after {_error_text(event.error)}"
+        case SubtaskReassigned():
+            text = f"{event.subtask_id}: {event.agent} gave up ({_error_text(event.error)})"
+        case SubtaskFailed():
+            if event.error.get("type") == "InputRequired":
+                return  # reported as input-required when the task ends
+            text = f"{event.subtask_id}: failed ({_error_text(event.error)})"
+        case SubtaskDone():
+            await updater.add_artifact(
+                [_part(event.output)],
+                artifact_id=f"subtask-{event.subtask_id}",
+                name=event.subtask_id,
+                metadata={"subtask_id": event.subtask_id, "agent": event.agent},
+            )
+            return
+        case _:
+            return
+    details["subtask_id"] = event.subtask_id
+    await updater.update_status(
+        TaskState.TASK_STATE_WORKING, message=_agent_message(updater, text, details)
+    )
+
+
+def _agent_message(
+    updater: TaskUpdater, text: str, metadata: dict[str, Any] | None = None
+) -> Message:
+    return updater.new_agent_message([Part(text=text)], metadata=_jsonable(metadata))
+
+
+def _part(value: Any) -> Part:
+    """Text travels as a text part; any other output as JSON in a data part."""
+    if isinstance(value, str):
+        return Part(text=value)
+    return Part(data=ParseDict(_jsonable(value), struct_pb2.Value()), media_type="application/json")
+
+
+def _final_output(result: TaskResult) -> Any:
+    """The output of the one final subtask, or every final subtask's output by id."""
+    sinks = [s.id for s in result.graph if not result.graph.dependents_of(s.id)]
+    if len(sinks) == 1:
+        return result.outputs.get(sinks[0])
+    return {sid: result.outputs.get(sid) for sid in sinks}
+
+
+def _reply_of(message: Message) -> Any:
+    """A follow-up's answer: its text, or else its one data value."""
+    text = "\n".join(p.text for p in message.parts if p.HasField("text") and p.text)
+    if text:
+        return text
+    data = [_plain(MessageToDict(p.data)) for p in message.parts if p.HasField("data")]
+    return data[0] if len(data) == 1 else (data or "")
+
+
+def _with_reply(parked: _Parked, reply: Any) -> dict[str, Any]:
+    subtasks = [
+        {**s, "inputs": {**(s.get("inputs") or {}), "reply": reply}}
+        if isinstance(s, dict) and s.get("id") in parked.asking
+        else s
+        for s in parked.definition.get("subtasks", [])
+    ]
+    return {**parked.definition, "subtasks": subtasks}
+
+
+def _plain(value: Any) -> Any:
+    """JSON from a protobuf Value, with whole numbers as ints again (protobuf keeps doubles)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Agent outputs may hold anything; what JSON cannot hold travels as its ``str``."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    return f"{error.get('type', 'error')}: {error.get('message', '')}"
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return f"{where}: {err['msg']}" if where else err["msg"]
+    if isinstance(exc, FleetmindError):
+        return exc.message
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------
+# HTTP: the gate in front of the routes, the app, and the server
+# ------------------------------------------------------------------------------------------
+
+
+class _Gate:
+    """Checks the bearer token, then the body size, before the A2A routes see a request.
+
+    The body is read here (at most ``max_body_bytes`` of it) and handed on, so an oversized
+    request never reaches the JSON parser and a refused one costs no more than the limit.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        public_paths: frozenset[str],
+    ) -> None:
+        self.app = app
+        self._token = f"Bearer {token}".encode() if token is not None else None
+        self._max = max_body_bytes
+        self._public = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._public:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = _content_length(headers)
+        if self._token is not None:
+            given = headers.get(b"authorization")
+            if given is None or not hmac.compare_digest(given, self._token):
+                challenge = b'Bearer realm="a2a"'
+                if given is not None:
+                    challenge += b', error="invalid_token"'
+                reason = "missing bearer token" if given is None else "wrong bearer token"
+                drained = await _drain(receive, declared, 0)
+                await _refuse(
+                    send,
+                    401,
+                    _UNAUTHORIZED,
+                    f"Unauthorized: {reason}",
+                    challenge=challenge,
+                    keep_alive=drained,
+                )
+                return
+        if declared is not None and declared > self._max:
+            drained = await _drain(receive, declared, 0)
+            await _refuse(send, 413, _INVALID_REQUEST, self._too_large(), keep_alive=drained)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self._max:
+                drained = not more or await _drain(receive, declared, len(body))
+                await _refuse(send, 413, _INVALID_REQUEST, self._too_large(), keep_alive=drained)
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _too_large(self) -> str:
+        return f"Invalid Request: payload too large (the limit is {self._max} bytes)"
+
+
+_DRAIN_BYTES = 64 * 1024 * 1024
+"""A refused body up to this size is read and dropped before the answer, so that the client,
+still sending, reads the answer instead of a connection reset; a larger one is cut off."""
+
+
+async def _drain(receive: Receive, declared: int | None, seen: int) -> bool:
+    """Read and drop the rest of a request body; False if it was cut off instead."""
+    if declared is not None and declared > _DRAIN_BYTES:
+        return False
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+        if seen > _DRAIN_BYTES:
+            return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> AsgiMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the client to go away
+
+    return replay
+
+
+def _content_length(headers: dict[bytes, bytes]) -> int | None:
+    raw = headers.get(b"content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+async def _refuse(
+    send: Send,
+    status: int,
+    code: int,
+    text: str,
+    *,
+    challenge: bytes | None = None,
+    keep_alive: bool = True,
+) -> None:
+    """A JSON-RPC error response with an HTTP status that says the same."""
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": text}}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if not keep_alive:
+        headers.append((b"connection", b"close"))  # part of the body is still unread
+    if challenge is not None:
+        headers.append((b"www-authenticate", challenge))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _CheckedRequests(SimpleRequestContextBuilder):
+    """Refuses a new task's malformed message before a task exists for it.
+
+    Raised here, ``InvalidParamsError`` becomes the JSON-RPC error answer and nothing else;
+    raised from the executor, it would also leave a failed task behind.
+    """
+
+    def __init__(self, check: Callable[[Message], object]) -> None:
+        super().__init__()
+        self._check = check
+
+    async def build(
+        self,
+        context: ServerCallContext,
+        params: SendMessageRequest | None = None,
+        task_id: str | None = None,
+        context_id: str | None = None,
+        task: Task | None = None,
+    ) -> RequestContext:
+        if params is not None and not task_id:
+            self._check(params.message)
+        return await super().build(context, params, task_id, context_id, task)
+
+
+def build_a2a_app(
+    fleet: Fleet,
+    *,
+    url: str,
+    token: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    streaming: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """An ASGI app that serves ``fleet`` as one A2A agent at ``url``.
+
+    The app opens the fleet when it starts and closes it when it stops (cancelling the tasks
+    it still runs), so hand it a fleet that is not open yet. A fleet of one agent is served as
+    that agent: its card is the agent's profile, and every message goes to it.
+
+    Args:
+        fleet: The agents to serve.
+        url: The JSON-RPC endpoint as clients reach it (its path is where the app listens).
+        token: When given, every JSON-RPC request needs ``Authorization: Bearer <token>``.
+        name: The card's name (default: derived from the profiles).
+        description: The card's description (default: derived from the profiles).
+        streaming: Offer ``SendStreamingMessage``.
+        max_body_bytes: Larger request bodies are refused with HTTP 413.
+    """
+    if token is not None and not token.strip():
+        raise ConfigError("the A2A bearer token is empty")
+    card = agent_card(
+        fleet.profiles,
+        name=name,
+        description=description,
+        url=url,
+        streaming=streaming,
+        bearer_auth=token is not None,
+    )
+    executor = FleetExecutor(fleet)
+    handler = DefaultRequestHandler(
+        agent_executor=executor,
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
+        request_context_builder=_CheckedRequests(executor.definition),
+    )
+    rpc_path = urlsplit(url).path or "/"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with fleet:
+            try:
+                yield
+            finally:
+                await handler.aclose()  # cancels running executions ...
+                await executor.aclose()  # ... and whatever fleetmind task is left
+
+    return Starlette(
+        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_path)],
+        middleware=[
+            Middleware(
+                _Gate,
+                token=token,
+                max_body_bytes=max_body_bytes,
+                public_paths=frozenset({AGENT_CARD_WELL_KNOWN_PATH}),
+            )
+        ],
+        lifespan=lifespan,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: :func:`serve_a2a` owns SIGINT and SIGTERM.
+
+    uvicorn re-raises a caught signal once it has shut down, which would turn a clean stop
+    into a KeyboardInterrupt or a kill; here a signal just ends :func:`serve_a2a`.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_a2a(
+    fleet: Fleet,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    *,
+    url: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``fleet`` as an A2A agent on ``host:port`` until SIGINT or SIGTERM.
+
+    Runs uvicorn inside the running event loop; the fleet is open while it serves, and tasks
+    still running when a signal comes are cancelled before this returns.
+
+    Args:
+        fleet: The agents to serve (not yet open).
+        host: The address to listen on.
+        port: The port to listen on (0: any free port).
+        token: When given, clients must send it as a bearer token.
+        url: The URL clients use (default: ``http://host:port/``).
+        name: The card's name.
+        description: The card's description.
+        ready: Called with the URL once the server listens.
+
+    Raises:
+        ConfigError: The address cannot be listened on.
+    """
+    sock = _listen(host, port)
+    with contextlib.closing(sock):
+        bound_port = sock.getsockname()[1]
+        url = url or f"http://{_url_host(host)}:{bound_port}/"
+        app = build_a2a_app(fleet, url=url, token=token, name=name, description=description)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            server.should_exit = True
+
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop)
+        try:
+            if ready is not None:
+                ready(url)
+            await server.serve(sockets=[sock])
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    if not server.started:
+        raise ConfigError(f"the A2A server on {host}:{bound_port} did not start (see its log)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so that a taken port is a clear error, not an exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY on accepted connections only for
+    # sockets that say so, and Nagle would delay each small answer by ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    except OverflowError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    return sock
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "", "::"):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
