@@ -257,3 +257,25 @@ def test_sdk_quickstart_through_the_cli(tmp_path: Path) -> None:
     printed = [tuple(pair) for pair in json.loads(_output_of(proc.stdout, "merge"))]
     _assert_top_five(printed, _word_totals())
     assert "▶ merge started on merger" in proc.stderr.splitlines()
+
+
+def test_mcp_notes_runs_two_agents_on_an_mcp_servers_tools(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Fleets route work.\nEvery fleet routes work to agents; agents work.\n")
+    done = subprocess.run(
+        [
+            *(FLEETMIND, "run", str(EXAMPLES / "mcp_notes.yaml"), "--param", f"path={notes}"),
+            *("--json", "--no-live", "--data-dir", str(tmp_path / "home")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads(done.stdout)["outputs"]
+    assert outputs["stats"] == {"lines": 2, "words": 11, "top_words": ["work", "agents", "fleets"]}
+    # The server's `headline` tool shortened the line to 80 characters.
+    full = f"{notes}: 2 lines, 11 words; most used: work, agents, fleets"
+    expected = full if len(full) <= 80 else full[:79].rstrip() + "…"
+    assert outputs["summary"] == expected
