@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetmind._ids import new_task_id
 from fleetmind.agents import Agent
 from fleetmind.cli._a2a_agents import load_a2a_agents
 from fleetmind.cli._a2a_cmd import a2a_app
@@ -134,6 +135,7 @@ def _drive(
     broker: BrokerAddress | None,
     fleet_name: str,
     data_dir: Path | None,
+    task_id: str,
 ) -> TaskResult:
     """Run a task to its end, with the devices of a broker's fleet when one is given, and
     the remote A2A agents added with `fleetmind a2a add`."""
@@ -146,16 +148,28 @@ def _drive(
 
     async def drive() -> TaskResult:
         # Connected inside this loop: their HTTP clients belong to it.
-        for remote in await load_a2a_agents(data_dir):
-            fleet.add(remote)
+        remotes = await load_a2a_agents(data_dir)
+        for remote in remotes:
             fleet.on_close(remote.aclose)
+        for remote in remotes:
+            if fleet.agent(remote.id) is not None:
+                raise ConfigError(
+                    f"the A2A agent {remote.id!r} has the id of an agent of the fleet; add it "
+                    f"again under another id: fleetmind a2a remove {remote.id} && "
+                    f"fleetmind a2a add URL --id OTHER"
+                )
+            fleet.add(remote)
         if broker is None:
             if check is not None:
                 fleet.check(check)
             return await _follow(fleet, start, view)
         from fleetmind.orchestrator._fleet_link import MqttFleetLink
 
-        async with MqttFleetLink(fleet, broker, fleet_name=fleet_name) as link:
+        # One MQTT session per task: a resumed run of this task gets the results its devices
+        # sent meanwhile, and two tasks run side by side never share a session or replies.
+        async with MqttFleetLink(
+            fleet, broker, fleet_name=fleet_name, client_id=f"fm-run-{task_id}"
+        ) as link:
             # Devices' cards and presence, and results that arrived while we were away.
             await link.settle()
             if check is not None:
@@ -222,9 +236,14 @@ def run(
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
 
+    task_id = new_task_id()
+
     def start() -> TaskHandle:
         handle = the_fleet.submit(
-            target_spec.graph, source=target_spec.source, metadata=target_spec.metadata
+            target_spec.graph,
+            task_id=task_id,
+            source=target_spec.source,
+            metadata=target_spec.metadata,
         )
         if not use_live:
             log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
@@ -239,6 +258,7 @@ def run(
         broker=address,
         fleet_name=fleet_name,
         data_dir=data_dir,
+        task_id=task_id,
     )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
@@ -280,6 +300,7 @@ def resume(
         broker=address,
         fleet_name=fleet_name,
         data_dir=data_dir,
+        task_id=task_id,
     )
     _save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -156,7 +157,7 @@ def orchestrator_serve(
     ] = "orchestrators",
     replica_id: Annotated[
         str | None,
-        typer.Option("--replica-id", help="This replica's name (default: host name and pid)."),
+        typer.Option("--replica-id", help="This replica's name (default: the host name)."),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where tasks are stored.")
@@ -167,14 +168,17 @@ def orchestrator_serve(
     from fleetmind.orchestrator._fleet_link import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
-    replica = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    # Stable across restarts: a restarted replica resumes its session (and the tasks queued
+    # in it); give each replica on one host its own --replica-id.
+    replica = replica_id or _safe_name(socket.gethostname())
     agents, router, tools = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
     fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
     console = Console(stderr=True)
 
     async def main() -> None:
+        # The link outlives the fleet: on Ctrl-C the fleet's tasks are cancelled first (kept
+        # resumable, their devices told to stop) while the link can still say so.
         async with (
-            fleet,
             MqttFleetLink(
                 fleet,
                 address,
@@ -184,6 +188,7 @@ def orchestrator_serve(
                 share_group=group,
                 accept_tasks=True,
             ) as link,
+            fleet,
         ):
             console.print(
                 f"orchestrator {link.replica_id} taking tasks of fleet {fleet_name!r} "
@@ -260,6 +265,11 @@ def submit(
         for subtask_id, output in result.outputs.items():
             print(f"{subtask_id}: {json.dumps(output, default=str)}")
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _safe_name(name: str) -> str:
+    """A host name as an id: letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:48].strip("-.") or "orchestrator"
 
 
 def _event_line(event: dict[str, Any]) -> str:

@@ -143,6 +143,7 @@ class Fleet:
             tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         )
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._opened = asyncio.Event()
         for server in mcp_servers:
             self.add_mcp_server(server)
         self.router: Router = router if router is not None else SemanticRouter()
@@ -206,6 +207,11 @@ class Fleet:
 
         remote = await connect_a2a_agent(url, token=token, agent_id=agent_id, tier=tier)
         try:
+            if self.agent(remote.id) is not None:
+                raise AgentError(
+                    f"the fleet already has an agent {remote.id!r}; give the A2A agent another "
+                    "id with agent_id="
+                )
             self.add(remote)
         except BaseException:
             await remote.aclose()
@@ -267,6 +273,15 @@ class Fleet:
 
     # Lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the fleet is entered (``async with fleet``) and takes submitted tasks."""
+        return self._state == "open"
+
+    async def wait_open(self) -> None:
+        """Return once the fleet is entered (at once if it is)."""
+        await self._opened.wait()
+
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run ``closer`` when the fleet closes (last registered, first run).
 
@@ -293,6 +308,7 @@ class Fleet:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._state = "open"
+        self._opened.set()
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -309,6 +325,7 @@ class Fleet:
                 await self._tg.__aexit__(None, None, None)
         finally:
             self._state = "closed"
+            self._opened.clear()
             self._tg = None
             await self.aclose()
 

@@ -133,6 +133,7 @@ class MqttFleetLink:
         self.accept_tasks = accept_tasks
         self.replica_id = replica_id or _replica_name(client_id)
         self._session_expiry_s = session_expiry_s
+        self._forwarders: set[asyncio.Task[None]] = set()
         self._accepted: dict[str, None] = {}
         """Ids of tasks taken from the broker (a redelivered submit is not run twice)."""
         self.devices: dict[str, DeviceState] = {}
@@ -159,7 +160,7 @@ class MqttFleetLink:
             self.topics.all_device_out(self.replica_id),
         ]
         if self.accept_tasks:
-            filters.append(self.topics.intake(self.share_group))
+            filters.append(self._intake_filter())
         await self._mqtt.subscribe(*filters)
         self._loops = [
             self._tasks.create_task(self._read(self._mqtt)),
@@ -167,8 +168,27 @@ class MqttFleetLink:
         ]
         return self
 
+    def _intake_filter(self) -> str:
+        assert self._mqtt is not None
+        if self.share_group and self._mqtt.protocol == "3.1.1":
+            # Shared subscriptions are MQTT 5 (the embedded development broker has none): this
+            # orchestrator takes every submitted task.
+            log.warning(
+                "the broker speaks MQTT 3.1.1 only: group %r cannot split tasks between replicas",
+                self.share_group,
+            )
+            return self.topics.intake(None)
+        return self.topics.intake(self.share_group)
+
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._tasks is not None and self._mqtt is not None
+        if self.accept_tasks:
+            # Leaving the group: tasks submitted from now on go to the other replicas instead
+            # of waiting in this replica's session.
+            with contextlib.suppress(ProtocolError, FleetStateError, TimeoutError):
+                await self._mqtt.unsubscribe(self._intake_filter())
+        for forwarder in self._forwarders:
+            forwarder.cancel()
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(FleetStateError("the fleet link closed"))
@@ -391,13 +411,17 @@ class MqttFleetLink:
         while len(self._accepted) > 10_000:
             self._accepted.pop(next(iter(self._accepted)))
         assert self._tasks is not None
-        self._tasks.create_task(self._run_submitted(sender, submitted))
+        forwarder = self._tasks.create_task(self._run_submitted(sender, submitted))
+        self._forwarders.add(forwarder)
+        forwarder.add_done_callback(self._forwarders.discard)
 
     async def _run_submitted(self, sender: str, submitted: SubmitPayload) -> None:
         """Run a submitted task and stream its events to its topic; never raises."""
         from fleetmind.orchestrator._graph import TaskGraph
 
         task_id = submitted.task_id
+        # A task can arrive (from this replica's session) before the fleet is entered.
+        await self.fleet.wait_open()
         try:
             graph = TaskGraph.from_definition(submitted.graph)
             handle = self.fleet.submit(

@@ -70,7 +70,8 @@ async def submit_via_broker(
     events: list[dict[str, Any]] = []
     async with (
         asyncio.timeout(timeout_s),
-        MqttConnection(broker, client_id, session_expiry_s=0) as mqtt,
+        # A session that outlives a short drop of the connection keeps the task's events.
+        MqttConnection(broker, client_id, session_expiry_s=300) as mqtt,
     ):
         await mqtt.subscribe(topics.task_events(task_id))
         body = SubmitPayload(task_id=task_id, graph=graph.to_definition(), source=source)

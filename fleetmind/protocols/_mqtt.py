@@ -85,6 +85,10 @@ class BrokerAddress:
 
 _PROTOCOLS = ("auto", "5", "3.1.1")
 _V5_SILENCE_S = 2.0
+_MIN_BACKOFF_S = 0.1
+_MAX_BACKOFF_S = 5.0
+_STABLE_S = 5.0
+"""A connection up this long counts as healthy again: the reconnect back-off starts over."""
 """How long an open socket may stay silent after an MQTT 5 CONNECT before 3.1.1 is tried."""
 
 
@@ -157,6 +161,8 @@ class MqttConnection:
         self._sock: Any = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._backoff_s = _MIN_BACKOFF_S
+        self._lost_logged = False
 
     async def __aenter__(self) -> MqttConnection:
         if self._state != "new":
@@ -193,12 +199,13 @@ class MqttConnection:
             )
         else:
             # 3.1.1 has no session expiry: a non-clean session is kept until the client
-            # connects with a clean one (or the broker's own limit).
+            # connects with a clean one (or the broker's own limit), so a short-lived client
+            # (session_expiry_s=0) asks for a clean session instead.
             client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=self.client_id,
                 protocol=mqtt.MQTTv311,
-                clean_session=False,
+                clean_session=self._session_expiry_s == 0,
             )
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
@@ -212,6 +219,7 @@ class MqttConnection:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -311,6 +319,7 @@ class MqttConnection:
             # A failed attempt: drop this client, keep the connection usable for the next.
             self._client = None
             return
+        self._client = None  # a connect still running in a worker thread finds it gone
         for task in (self._housekeeping, self._reconnecting):
             if task is not None:
                 task.cancel()
@@ -333,6 +342,10 @@ class MqttConnection:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        if client is not self._client:  # a (re)connect that finished after close()
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         self._socket_opened_at = time.monotonic()
         _no_delay(client, userdata, sock)
         self._soon(self._watch, sock)
@@ -399,18 +412,24 @@ class MqttConnection:
                 self._reconnecting = asyncio.create_task(self._reconnect(), name="mqtt reconnect")
 
     async def _reconnect(self) -> None:
-        """Connect again (with back-off) until it works or the connection is closed."""
+        """Connect again (with back-off) until it works or the connection is closed.
+
+        The back-off lives on the connection, not in this task: a broker that accepts the TCP
+        connection and then drops the session (a taken client id, a changed password) would
+        otherwise be asked again at once, thousands of times a second. Only a connection that
+        stayed up for a while resets it (see ``_on_disconnect``).
+        """
         assert self._loop is not None and self._client is not None
-        client, delay = self._client, 0.2
+        client = self._client
         try:
             while self._state == "open":
+                await asyncio.sleep(self._backoff_s)
+                self._backoff_s = min(self._backoff_s * 2, _MAX_BACKOFF_S)
                 try:
                     await self._loop.run_in_executor(None, client.reconnect)
                     return  # the broker's CONNACK arrives through _on_connect
                 except OSError as exc:
                     log.debug("reconnect to %s failed: %s", self.address.host, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         finally:
             self._reconnecting = None
 
@@ -450,7 +469,14 @@ class MqttConnection:
             self._soon(self._connected.set)
             return
         if self._state == "open":
-            log.warning("MQTT connection to %s lost (%s); reconnecting", self.address.host, reason)
+            up_s = time.monotonic() - self.connected_at
+            if up_s > _STABLE_S:  # it had been healthy: try again quickly
+                self._backoff_s = _MIN_BACKOFF_S
+            if up_s > _STABLE_S or not self._lost_logged:  # one warning per outage, not per try
+                log.warning(
+                    "MQTT connection to %s lost (%s); reconnecting", self.address.host, reason
+                )
+            self._lost_logged = up_s <= _STABLE_S
             self._soon(self._start_reconnect)
 
     def _start_reconnect(self) -> None:
@@ -475,15 +501,25 @@ class MqttConnection:
             )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self._soon(self._acknowledge, mid)
+        # MQTT 5 brokers say "not authorized" or "quota exceeded" in the PUBACK, and drop the
+        # message: that is a failed publish, not a delivered one.
+        refused = str(reason) if getattr(reason, "is_failure", False) else None
+        self._soon(self._acknowledge, mid, refused and f"the broker refused it: {refused}")
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        failed = [str(c) for c in codes if getattr(c, "is_failure", False)]
+        self._soon(self._acknowledge, mid, failed and f"the broker refused it: {failed[0]}")
+
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
         self._soon(self._acknowledge, mid)
 
-    def _acknowledge(self, mid: int) -> None:
+    def _acknowledge(self, mid: int, refused: str | None = None) -> None:
         future = self._pending.pop(mid, None)
         if future is not None and not future.done():
-            future.set_result(None)
+            if refused:
+                future.set_exception(ProtocolError(refused))
+            else:
+                future.set_result(None)
 
     # API -------------------------------------------------------------------------------------
 
@@ -511,6 +547,8 @@ class MqttConnection:
         self._pending[info.mid] = future
         try:
             await future
+        except ProtocolError as exc:
+            raise ProtocolError(f"publish to {topic}: {exc.message}") from None
         finally:
             self._pending.pop(info.mid, None)
 
@@ -533,6 +571,23 @@ class MqttConnection:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await future  # the broker's SUBACK: messages from now on reach us
+        finally:
+            self._pending.pop(mid, None)
+
+    async def unsubscribe(self, *topic_filters: str) -> None:
+        """Stop receiving from topic filters (also removes them from the persistent session)."""
+        client = self._open_client()
+        assert self._loop is not None
+        for f in topic_filters:
+            self._filters.pop(f, None)
+        result, mid = client.unsubscribe(list(topic_filters))
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise ProtocolError(f"unsubscribe failed: {mqtt.error_string(result)}")
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending[mid] = future
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await future
         finally:
             self._pending.pop(mid, None)
 

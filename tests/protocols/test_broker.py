@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import queue
 import shutil
@@ -869,3 +870,28 @@ def test_start_test_broker_without_devices(tmp_path: Path, mosquitto: None) -> N
         assert isinstance(handle.config.listeners[0], Listener)
         assert handle.config.listeners[0].port == port
     assert not handle.running
+
+
+async def test_a_publish_the_broker_refuses_raises(env: Env) -> None:
+    device = BrokerAddress("127.0.0.1", env.port, username="pi-7", password=env.password("pi-7"))
+    async with MqttConnection(device, "fm-pi-7") as mqtt:
+        assert mqtt.protocol == "5"  # MQTT 5 brokers say "not authorized" in the PUBACK
+        with pytest.raises(ProtocolError, match="refused it: Not authorized"):
+            await mqtt.publish(T.device_out("phone"), b"forged")
+        await mqtt.publish(T.device_out("pi-7"), b"mine")  # its own output still goes
+
+
+async def test_a_taken_client_id_does_not_make_a_reconnect_storm(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    login = BrokerAddress(
+        "127.0.0.1", env.port, username="orchestrator", password=env.password("orchestrator")
+    )
+    caplog.set_level(logging.INFO, logger="fleetmind.mqtt")
+    async with MqttConnection(login, "fm-twin"), MqttConnection(login, "fm-twin"):
+        # Each takes the session from the other as it reconnects; back-off keeps this slow.
+        await asyncio.sleep(3)
+    reconnects = [r for r in caplog.records if "reconnected to" in r.getMessage()]
+    warnings = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert len(reconnects) < 40, len(reconnects)  # without back-off: thousands
+    assert len(warnings) <= 4, [r.getMessage() for r in warnings]

@@ -592,3 +592,34 @@ def test_orchestrator_killed_then_resumed_picks_up_the_result_that_arrived_meanw
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["outputs"] == {"twice": 42}
     assert log.read_text().splitlines() == ["start 21"]  # it ran once: the result was picked up
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"], indirect=True)
+async def test_a_task_submitted_over_the_broker_runs_on_an_orchestrator(
+    broker: BrokerAddress,
+) -> None:
+    from fleetmind.orchestrator._submit import submit_via_broker
+
+    @agent(id="doubler")
+    async def doubler(n: int) -> int:
+        return 2 * n
+
+    device = DeviceRuntime("pi-1", [doubler], broker, heartbeat_s=0.5)
+    fleet = Fleet()
+    graph = TaskGraph("double")
+    graph.add_subtask("twice", agent="doubler", inputs={"n": 21})
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(device.run())
+        # The link is entered before the fleet, as `fleetmind orchestrator serve` does: a task
+        # that arrives first waits for the fleet to open.
+        async with (
+            MqttFleetLink(
+                fleet, broker, client_id="fm-orch-x", share_group="crew", accept_tasks=True
+            ) as link,
+            fleet,
+        ):
+            await link.wait_for_agents("doubler")
+            result = await submit_via_broker(broker, graph, timeout_s=30)
+        serving.cancel()
+    assert result.ok and result.outputs == {"twice": 42}
+    assert result.replica == "fm-orch-x"

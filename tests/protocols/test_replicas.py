@@ -233,3 +233,80 @@ def test_cli_replicas_devices_and_submit_as_separate_processes(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
+
+
+def test_stopping_a_replica_keeps_its_running_task_resumable_and_stops_the_device(
+    tmp_path: Path, broker: tuple[int, dict[str, str]]
+) -> None:
+    from fleetmind.orchestrator import SQLiteStore
+
+    port, credentials = broker
+    log = tmp_path / "calls.log"
+    (tmp_path / "agents.py").write_text(
+        "import asyncio, os, pathlib\n"
+        "from fleetmind import agent\n"
+        "LOG = pathlib.Path(os.environ['FM_LOG'])\n"
+        "@agent(id='squarer')\n"
+        "async def squarer(n: int) -> int:\n"
+        "    LOG.open('a').write('started\\n')\n"
+        "    try:\n"
+        "        await asyncio.sleep(3600)\n"
+        "    except asyncio.CancelledError:\n"
+        "        LOG.open('a').write('cancelled\\n')\n"
+        "        raise\n"
+        "    return n * n\n"
+    )
+    (tmp_path / "task.yaml").write_text(
+        "name: long\nsubtasks:\n  - {id: sq, agent: squarer, inputs: {n: 3}}\n"
+    )
+    url = f"mqtt://127.0.0.1:{port}"
+    for user in ("orchestrator", "pi-1"):
+        (tmp_path / f"{user}.pw").write_text(credentials[user])
+    orch = ["--username", "orchestrator", "--password-file", str(tmp_path / "orchestrator.pw")]
+    common = ["--broker", url, "--fleet-name", "farm"]
+    env = {**os.environ, "FM_LOG": str(log)}
+    device = subprocess.Popen(
+        [
+            *(FLEETMIND, "agent", "serve", str(tmp_path / "agents.py"), *common),
+            *("--username", "pi-1", "--password-file", str(tmp_path / "pi-1.pw")),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    replica = subprocess.Popen(
+        [FLEETMIND, "orchestrator", "serve", *common, *orch, "--data-dir", str(tmp_path / "r")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    submitter = None
+    try:
+        for process in (device, replica):
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            assert "serving" in line or "taking tasks" in line, line
+        submitter = subprocess.Popen(
+            [FLEETMIND, "submit", str(tmp_path / "task.yaml"), *common, *orch],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while "started" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the subtask never started"
+            time.sleep(0.05)
+        replica.send_signal(signal.SIGINT)
+        _, err = replica.communicate(timeout=30)
+        assert replica.returncode == 0, err
+        deadline = time.monotonic() + 10
+        while "cancelled" not in log.read_text():  # the device was told to stop
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        for process in (replica, device, submitter):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.communicate()
+    store = SQLiteStore(tmp_path / "r" / "fleetmind.db")
+    (record,) = store.tasks(10)
+    assert record.status == "running"  # kept for `fleetmind resume`, not failed
