@@ -17,12 +17,11 @@ What is measured
     less its logins) is started for a short comparison: round trips, then one fan-out over
     1,000 devices with a time limit, whose lost results are counted instead of waited for.
 
-    Client sockets matter as much: paho-mqtt does not set ``TCP_NODELAY``, and neither does
-    fleetmind's ``MqttConnection``. So fleetmind's round trip is measured twice: as shipped,
-    and with ``TCP_NODELAY`` set on every socket paho opens (a patch of paho's
+    Client sockets matter as much: paho-mqtt does not set ``TCP_NODELAY`` by itself (fleetmind's
+    ``MqttConnection`` does, when paho opens a socket). fleetmind's round trip is also measured
+    with ``TCP_NODELAY`` forced on every socket paho opens (a patch of paho's
     ``Client._create_socket`` applied by this benchmark inside the orchestrator and the device
-    process; fleetmind's code is unchanged). The second shows fleetmind's own cost once the
-    transport no longer waits for delayed ACKs.
+    process; fleetmind's code is unchanged), which should match the row as shipped.
 
     1. Round trip. One device process (``fleetmind agent serve`` with a tiny agents file, so it
        runs on its own interpreter and event loop) hosts an ``echo`` agent. The benchmark
