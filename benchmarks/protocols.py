@@ -50,15 +50,6 @@ What is measured
        (submitted, working, the subtask started, the subtask's artifact, the ``result``
        artifact, completed: six events where the bare agent sends four).
 
-       ``fleetmind a2a serve`` makes its listening socket itself, with protocol number 0, and
-       asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``: the
-       server's connections keep Nagle's algorithm, and a blocking ``SendMessage`` answer
-       waits for the client's delayed ACK (about 40 ms). So the non-streaming server row is
-       measured once more against a second ``fleetmind a2a serve`` in which this script sets
-       ``TCP_NODELAY`` on that listening socket (Linux copies it to accepted connections; the
-       command runs through ``fleetmind.cli.main`` with ``_a2a_server._listen`` wrapped,
-       fleetmind's code unchanged): the difference is what Nagle's algorithm costs there.
-
     Each side gets warm-up calls first (connections opened, sessions negotiated, tools listed,
     the SQLite store and the router warmed). Then the timed calls run in blocks that alternate
     fleetmind and baseline (F B, B F, F B, ...), so that noise from the shared machine falls on
@@ -202,31 +193,6 @@ def a2a_echo_server(port: int, streaming: bool) -> None:
     )
     app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def fleetmind_cli_nodelay(argv: list[str]) -> None:
-    """``fleetmind <argv>``, its A2A listening socket with ``TCP_NODELAY`` (a helper process).
-
-    ``_a2a_server._listen`` makes its socket with protocol number 0, and asyncio sets
-    ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``, so the server's
-    connections keep Nagle's algorithm. Linux copies ``TCP_NODELAY`` from a listening socket
-    to the connections it accepts: setting it here is the benchmark's stand-in for a one-line
-    fix, with fleetmind's code unchanged.
-    """
-    import socket
-
-    from fleetmind.cli import main
-    from fleetmind.protocols import _a2a_server
-
-    original = _a2a_server._listen
-
-    def listen(host: str, port: int) -> socket.socket:
-        sock = original(host, port)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    _a2a_server._listen = listen  # type: ignore[assignment]
-    sys.exit(main(argv))
 
 
 def _role_command(role: str, **role_args: Any) -> list[str]:
@@ -580,13 +546,6 @@ async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
             tmp,
         )
         servers.append(served)
-        served_nodelay = await start_server(
-            "fleetmind-a2a-serve-nodelay",
-            lambda port: _role_command("fleetmind-cli-nodelay", argv=serve_argv(port, "nodelay")),
-            "/.well-known/agent-card.json",
-            tmp,
-        )
-        servers.append(served_nodelay)
 
         results = []
         url = bare_poll.base_url
@@ -624,17 +583,6 @@ async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
                     "bare a2a-sdk echo server",
                 )
                 results.append(await measure(case, fleetmind, bare, **counts.a2a))
-        async with (
-            bare_a2a_client(served_nodelay.base_url, streaming=False) as fleetmind,
-            bare_a2a_client(bare_stream.base_url, streaming=False) as bare,
-        ):
-            case = CaseResult(
-                "a2a_server_nodelay",
-                "A2A server, non-streaming, TCP_NODELAY",
-                note="as `A2A server, non-streaming`, with TCP_NODELAY set on fleetmind's "
-                "listening socket by this benchmark (fleetmind's code unchanged)",
-            )
-            results.append(await measure(case, fleetmind, bare, **counts.a2a))
         return results
     finally:
         for server in servers:
@@ -758,7 +706,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument(
         "--role",
-        choices=["mcp-server", "a2a-echo", "fleetmind-cli-nodelay"],
+        choices=["mcp-server", "a2a-echo"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--role-args", default="{}", help=argparse.SUPPRESS)
@@ -768,9 +716,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.role == "a2a-echo":
         a2a_echo_server(**json.loads(args.role_args))
-        return
-    if args.role == "fleetmind-cli-nodelay":
-        fleetmind_cli_nodelay(**json.loads(args.role_args))
         return
     if not shutil.which(FLEETMIND_CLI):
         raise SystemExit(f"{FLEETMIND_CLI} not found: install fleetmind in this environment")
