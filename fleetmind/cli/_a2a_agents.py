@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from fleetmind._ids import AgentId
+from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError, FleetmindError
 
@@ -27,16 +28,6 @@ if TYPE_CHECKING:  # the A2A libraries load only when a command needs them
     from fleetmind.protocols._a2a_client import A2AAgent
 
 A2A_AGENTS_FILE = "a2a_agents.json"
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="FLEETMIND_HOME",
-        help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
-        show_default=False,
-    ),
-]
 
 
 class A2AAgentEntry(BaseModel):
@@ -56,17 +47,9 @@ class _A2AAgentsFile(BaseModel):
     agents: list[A2AAgentEntry] = Field(default_factory=list)
 
 
-def _home(data_dir: Path | None) -> Path:
-    # The same rule as the other commands (cli._app imports this module, so it is repeated).
-    base = data_dir or Path(os.path.expanduser("~/.fleetmind"))
-    if base.exists() and not base.is_dir():
-        raise ConfigError(f"data directory {base} is a file, not a directory")
-    return base
-
-
 def agents_file(data_dir: Path | None) -> Path:
     """Where the remembered A2A agents are kept."""
-    return _home(data_dir) / A2A_AGENTS_FILE
+    return home(data_dir) / A2A_AGENTS_FILE
 
 
 def read_entries(data_dir: Path | None) -> list[A2AAgentEntry]:

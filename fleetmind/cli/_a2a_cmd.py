@@ -7,7 +7,6 @@ when a command runs, so ``fleetmind --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,23 +14,15 @@ import typer
 from rich.console import Console
 
 from fleetmind.cli._a2a_agents import add, list_cmd, remove
+from fleetmind.cli._options import DataDir
 from fleetmind.cli._target import load_fleet
+from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
 
 a2a_app = typer.Typer(
     help="Serve agents to A2A clients, and use remote A2A agents.",
     no_args_is_help=True,
 )
-
-_DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="FLEETMIND_HOME",
-        help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
-        show_default=False,
-    ),
-]
 
 
 @a2a_app.command("serve")
@@ -52,7 +43,7 @@ def serve(
             help="File holding a bearer token that clients must send (declared on the card).",
         ),
     ] = None,
-    data_dir: _DataDir = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM."""
     members, router, tools = load_fleet(fleet)
@@ -62,7 +53,7 @@ def serve(
             known = ", ".join(sorted(a.id for a in members))
             raise ConfigError(f"{fleet} has no agent {agent!r}; its agents: {known}")
         members = chosen
-    token = _read_token(token_file) if token_file is not None else None
+    token = read_token_file(token_file) if token_file is not None else None
     # Imported here: _app imports this module to register the sub-app.
     from fleetmind.cli._app import _fleet, _save_router, _store
     from fleetmind.protocols._a2a_server import serve_a2a
@@ -81,25 +72,6 @@ def serve(
         raise typer.Exit(130) from None
     _save_router(the_fleet)
     log.print("stopped", style="dim")
-
-
-def _read_token(path: Path) -> str:
-    """The bearer token in a file (one line; surrounding whitespace is ignored)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read token file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"token file {path} is not UTF-8 text") from exc
-    if not token:
-        raise ConfigError(f"token file {path} is empty")
-    if any(c.isspace() or not c.isprintable() or ord(c) > 126 for c in token):
-        raise ConfigError(f"token file {path}: the token must be one word of printable ASCII")
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        Console(stderr=True).print(
-            f"warning: token file {path} can be read by other users", style="yellow"
-        )
-    return token
 
 
 # Remote A2A agents the command line remembers (added to the fleet of `fleetmind run`).

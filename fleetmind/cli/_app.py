@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +29,7 @@ from fleetmind.cli._fleet_cmds import (
     submit,
 )
 from fleetmind.cli._mcp_cmd import mcp_app
+from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
 from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
@@ -57,31 +57,14 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="FLEETMIND_HOME",
-        help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
-        show_default=False,
-    ),
-]
-
 BrokerUrlOption = Annotated[
     str | None,
     typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
 ]
 
 
-def _home(data_dir: Path | None) -> Path:
-    base = data_dir or Path(os.path.expanduser("~/.fleetmind"))
-    if base.exists() and not base.is_dir():
-        raise ConfigError(f"data directory {base} is a file, not a directory")
-    return base
-
-
 def _store(data_dir: Path | None) -> SQLiteStore:
-    return SQLiteStore(_home(data_dir) / "fleetmind.db")
+    return SQLiteStore(home(data_dir) / "fleetmind.db")
 
 
 def _fleet(
@@ -97,7 +80,7 @@ def _fleet(
     """
     if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
         base = router if isinstance(router, SemanticRouter) else SemanticRouter()
-        router = base.with_data_dir(_home(data_dir))
+        router = base.with_data_dir(home(data_dir))
     fleet = Fleet(agents, router=router, store=store, tools=tools)
     if tools is not None:
         fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from fleetmind.cli._options import DataDir
+from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
 
 mcp_app = typer.Typer(
@@ -42,15 +44,14 @@ def serve(
         str | None,
         typer.Option("--http", metavar="HOST:PORT", help="Serve streamable HTTP at /mcp."),
     ] = None,
-    data_dir: Annotated[
+    token_file: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir",
-            envvar="FLEETMIND_HOME",
-            help="Where fleetmind keeps its task store (default: ~/.fleetmind).",
-            show_default=False,
+            "--token-file",
+            help="File holding a bearer token that HTTP clients must send (--http only).",
         ),
     ] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Serve the fleet's tools (submit_task, get_task, get_result, ...) to MCP clients.
 
@@ -58,7 +59,15 @@ def serve(
     """
     if stdio == (http is not None):
         raise ConfigError("give exactly one of --stdio or --http HOST:PORT")
+    if stdio and token_file is not None:
+        # Over stdio there is no HTTP layer to check a token: the host that starts the
+        # process is trusted. Refused, so that nobody believes the server is protected.
+        raise ConfigError(
+            "--token-file applies to --http only; over --stdio the MCP host that starts "
+            "the server is trusted"
+        )
     host, port = parse_http_address(http) if http is not None else ("127.0.0.1", 0)
+    token = read_token_file(token_file) if token_file is not None else None
 
     # The command line's own way to build a fleet: semantic routing caching its embeddings,
     # the SQLite store, both under the data directory. Imported here: that module imports this.
@@ -73,7 +82,7 @@ def serve(
     the_fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
     transport = "stdio" if stdio else "http"
     try:
-        asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port))
+        asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port, token=token))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import signal
 import socket
@@ -64,8 +63,6 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as AsgiMessage
 
 from fleetmind.errors import ConfigError, FleetmindError
 from fleetmind.orchestrator import (
@@ -82,6 +79,7 @@ from fleetmind.orchestrator import (
     TaskResult,
 )
 from fleetmind.protocols._a2a_card import agent_card
+from fleetmind.protocols._http_gate import HttpGate, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Request bodies above this size are refused with HTTP 413 (a task graph is far smaller)."""
@@ -93,7 +91,6 @@ RESULT_ARTIFACT = "result"
 
 _UNAUTHORIZED = -32000
 """JSON-RPC leaves -32000..-32099 to servers; A2A 1.0 defines no code for a refused token."""
-_INVALID_REQUEST = -32600
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,139 +410,8 @@ def _first_line(exc: Exception) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# HTTP: the gate in front of the routes, the app, and the server
+# HTTP: the app (behind the gate) and the server
 # ------------------------------------------------------------------------------------------
-
-
-class _Gate:
-    """Checks the bearer token, then the body size, before the A2A routes see a request.
-
-    The body is read here (at most ``max_body_bytes`` of it) and handed on, so an oversized
-    request never reaches the JSON parser and a refused one costs no more than the limit.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        token: str | None,
-        max_body_bytes: int,
-        public_paths: frozenset[str],
-    ) -> None:
-        self.app = app
-        self._token = f"Bearer {token}".encode() if token is not None else None
-        self._max = max_body_bytes
-        self._public = public_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._public:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        declared = _content_length(headers)
-        if self._token is not None:
-            given = headers.get(b"authorization")
-            if given is None or not hmac.compare_digest(given, self._token):
-                challenge = b'Bearer realm="a2a"'
-                if given is not None:
-                    challenge += b', error="invalid_token"'
-                reason = "missing bearer token" if given is None else "wrong bearer token"
-                drained = await _drain(receive, declared, 0)
-                await _refuse(
-                    send,
-                    401,
-                    _UNAUTHORIZED,
-                    f"Unauthorized: {reason}",
-                    challenge=challenge,
-                    keep_alive=drained,
-                )
-                return
-        if declared is not None and declared > self._max:
-            drained = await _drain(receive, declared, 0)
-            await _refuse(send, 413, _INVALID_REQUEST, self._too_large(), keep_alive=drained)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self._max:
-                drained = not more or await _drain(receive, declared, len(body))
-                await _refuse(send, 413, _INVALID_REQUEST, self._too_large(), keep_alive=drained)
-                return
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-    def _too_large(self) -> str:
-        return f"Invalid Request: payload too large (the limit is {self._max} bytes)"
-
-
-_DRAIN_BYTES = 64 * 1024 * 1024
-"""A refused body up to this size is read and dropped before the answer, so that the client,
-still sending, reads the answer instead of a connection reset; a larger one is cut off."""
-
-
-async def _drain(receive: Receive, declared: int | None, seen: int) -> bool:
-    """Read and drop the rest of a request body; False if it was cut off instead."""
-    if declared is not None and declared > _DRAIN_BYTES:
-        return False
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return False
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return True
-        if seen > _DRAIN_BYTES:
-            return False
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> AsgiMessage:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the client to go away
-
-    return replay
-
-
-def _content_length(headers: dict[bytes, bytes]) -> int | None:
-    raw = headers.get(b"content-length")
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-async def _refuse(
-    send: Send,
-    status: int,
-    code: int,
-    text: str,
-    *,
-    challenge: bytes | None = None,
-    keep_alive: bool = True,
-) -> None:
-    """A JSON-RPC error response with an HTTP status that says the same."""
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": text}}
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if not keep_alive:
-        headers.append((b"connection", b"close"))  # part of the body is still unread
-    if challenge is not None:
-        headers.append((b"www-authenticate", challenge))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _CheckedRequests(SimpleRequestContextBuilder):
@@ -628,9 +494,12 @@ def build_a2a_app(
     return Starlette(
         routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_path)],
         middleware=[
+            # The bearer token, then the body size, before the A2A routes see a request.
             Middleware(
-                _Gate,
-                token=token,
+                HttpGate,
+                token_check=exact_bearer(token) if token is not None else None,
+                realm="a2a",
+                unauthorized_code=_UNAUTHORIZED,
                 max_body_bytes=max_body_bytes,
                 public_paths=frozenset({AGENT_CARD_WELL_KNOWN_PATH}),
             )

@@ -9,124 +9,79 @@ Tools: ``submit_task``, ``get_task``, ``get_result``, ``list_agents``, ``cancel_
 Resources: ``fleetmind://tasks`` (recent tasks) and ``fleetmind://tasks/{task_id}/graph`` (a
 task's graph with the state of every subtask, as JSON).
 
-A mistake of the caller — an unknown task id, a graph that does not validate, a subtask no
-agent can take — comes back as a tool result with ``is_error`` set and one line saying what is
-wrong; the server keeps serving. Only this module (and the CLI that loads it) imports ``mcp``.
+A mistake of the caller — an unknown task id, arguments that do not validate, a graph that does
+not validate, a subtask no agent can take — comes back as a tool result with ``is_error`` set and
+one line saying what is wrong; the server keeps serving. Only this module (and the CLI that loads
+it) imports ``mcp``.
+
+Over HTTP a gate stands in front of the SDK's app: it checks the bearer token (when one is
+given), refuses bodies over :data:`MAX_BODY_BYTES` with HTTP 413, and answers a body that is
+JSON but no JSON-RPC message with ``-32600 Invalid Request`` (the SDK would say ``-32602``).
+Each refusal is a JSON-RPC error object in the body, which MCP clients surface as the error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, assert_never
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import (
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
 from mcp.server.mcpserver.resources import FunctionResource
-from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
-from pydantic_core import to_jsonable_python
+from mcp.types import CallToolResult, InputRequiredResult, jsonrpc_message_adapter
+from pydantic import Field, ValidationError, WithJsonSchema
+from starlette.types import ASGIApp, Scope
 
-from fleetmind.agents import AgentProfile
 from fleetmind.errors import ConfigError, FleetmindError, FleetStateError, TaskNotFound
 from fleetmind.orchestrator import (
-    Dependency,
     Fleet,
-    Subtask,
     SubtaskCancelled,
     SubtaskDone,
     SubtaskFailed,
     SubtaskSkipped,
-    SubtaskStatus,
-    TaskEvent,
     TaskGraph,
     TaskHandle,
 )
+from fleetmind.protocols._http_gate import HttpGate, Refusal, case_blind_bearer
+from fleetmind.protocols._mcp_results import (
+    GRAPH_URI_TEMPLATE,
+    AgentList,
+    TaskOutcome,
+    TaskState,
+    agent_info,
+    build_graph,
+    dumps_json,
+    event_message,
+    first_error,
+    graph_uri,
+    task_outcome,
+    task_state,
+)
 
 TASKS_URI = "fleetmind://tasks"
-GRAPH_URI_TEMPLATE = "fleetmind://tasks/{task_id}/graph"
 _DEFINITION_KEYS = frozenset({"name", "subtasks", "dependencies"})
 _TEXT_SUBTASK_ID = "request"
 _STOP_REASON = "the MCP server stopped"
 
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""HTTP request bodies above this size are refused with 413 (a task graph is far smaller)."""
 
-def graph_uri(task_id: str) -> str:
-    """The resource URI of a task's graph."""
-    return GRAPH_URI_TEMPLATE.format(task_id=task_id)
-
-
-# Results ------------------------------------------------------------------------------------
-# Pydantic models, so that clients receive structured content with an output schema.
-
-
-class SubtaskInfo(BaseModel):
-    """One subtask of a task, as it stands."""
-
-    id: str
-    description: str
-    status: str
-    agent: str | None = None
-    attempts: int = 0
-    output: Any = None
-    error: dict[str, Any] | None = None
-    reason: str | None = None
-    """Why it was skipped, cancelled, or failed without running."""
-    progress: str | None = None
-    """The latest progress message of a running subtask."""
-
-
-class TaskState(BaseModel):
-    """A task: its status and every subtask's status, agent, output and error."""
-
-    task_id: str
-    name: str
-    status: str
-    """running, done, failed or cancelled."""
-    finished: bool
-    counts: dict[str, int]
-    """How many subtasks are in each status."""
-    subtasks: list[SubtaskInfo]
-    graph_uri: str
-
-
-class TaskOutcome(BaseModel):
-    """How a task ended (or that it has not ended yet): outputs and errors by subtask id."""
-
-    task_id: str
-    status: str
-    finished: bool
-    outputs: dict[str, Any]
-    errors: dict[str, dict[str, Any]]
-
-
-class SkillInfo(BaseModel):
-    """A skill an agent offers."""
-
-    name: str
-    description: str = ""
-    tags: list[str] = Field(default_factory=list)
-
-
-class AgentInfo(BaseModel):
-    """An agent of the fleet, as routing sees it."""
-
-    id: str
-    name: str
-    description: str
-    skills: list[SkillInfo]
-    tier: str
-
-
-class AgentList(BaseModel):
-    """Every agent of the fleet."""
-
-    agents: list[AgentInfo]
+_INVALID_REQUEST = -32600
+"""JSON-RPC's Invalid Request; also what the SDK answers for its own transport refusals (an
+unknown session). A refused token gets it too: -32000 and -32001 mean "connection closed" and
+"timed out" to MCP clients, which would retry instead of reporting the refusal."""
 
 
 # The service behind the tools ------------------------------------------------------------------
@@ -176,7 +131,7 @@ class _FleetService:
     # Tools -----------------------------------------------------------------------------------
 
     async def submit(self, graph: Any, text: str | None, ctx: Context) -> TaskHandle:
-        built = _build_graph(graph, text)
+        built = build_graph(graph, text)
         try:
             # Routing may embed texts (and load the model the first time): off the loop.
             await asyncio.to_thread(self.fleet.check, built)
@@ -239,11 +194,11 @@ class _FleetService:
         except ToolError as exc:
             raise ResourceNotFoundError(str(exc)) from None
         data = {"task_id": task_id, "status": status, **graph.to_dict()}
-        return _dumps(data)
+        return dumps_json(data)
 
     def tasks_json(self) -> str:
         records = self.fleet.store.tasks(50)
-        return _dumps(
+        return dumps_json(
             {
                 "tasks": [
                     {
@@ -297,164 +252,6 @@ class _FleetService:
 _FINISHING_EVENTS = (SubtaskDone, SubtaskFailed, SubtaskSkipped, SubtaskCancelled)
 
 
-# Conversions ---------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """Agent outputs may be any Python object: send what JSON can carry, else its repr."""
-    return to_jsonable_python(value, fallback=repr)
-
-
-def _dumps(data: Mapping[str, Any]) -> str:
-    return json.dumps(_jsonable(data), indent=2)
-
-
-def task_state(task_id: str, status: str, graph: TaskGraph) -> TaskState:
-    """The :class:`TaskState` of a graph."""
-    subtasks = []
-    for subtask in graph:
-        st = graph.state(subtask.id)
-        subtasks.append(
-            SubtaskInfo(
-                id=subtask.id,
-                description=subtask.description,
-                status=st.status.value,
-                agent=st.agent,
-                attempts=st.total_attempts,
-                output=_jsonable(st.output),
-                error=_jsonable(st.error),
-                reason=st.reason or None,
-                progress=(st.progress or None) if st.status is SubtaskStatus.RUNNING else None,
-            )
-        )
-    return TaskState(
-        task_id=task_id,
-        name=graph.name,
-        status=status,
-        finished=status != "running",
-        counts=graph.counts(),
-        subtasks=subtasks,
-        graph_uri=graph_uri(task_id),
-    )
-
-
-def task_outcome(task_id: str, status: str, graph: TaskGraph, *, finished: bool) -> TaskOutcome:
-    """The :class:`TaskOutcome` of a graph."""
-    outputs: dict[str, Any] = {}
-    errors: dict[str, dict[str, Any]] = {}
-    for subtask in graph:
-        st = graph.state(subtask.id)
-        if st.status is SubtaskStatus.DONE:
-            outputs[subtask.id] = _jsonable(st.output)
-        elif st.status is SubtaskStatus.FAILED and st.error:
-            errors[subtask.id] = _jsonable(st.error)
-    return TaskOutcome(
-        task_id=task_id, status=status, finished=finished, outputs=outputs, errors=errors
-    )
-
-
-def agent_info(profile: AgentProfile) -> AgentInfo:
-    """The :class:`AgentInfo` of a profile."""
-    return AgentInfo(
-        id=profile.id,
-        name=profile.display_name,
-        description=profile.description,
-        skills=[
-            SkillInfo(name=s.name, description=s.description, tags=list(s.tags))
-            for s in profile.skills
-        ],
-        tier=profile.tier.value,
-    )
-
-
-def event_message(event: TaskEvent) -> str:
-    """One line saying what happened, for a progress notification."""
-    match event.kind:
-        case "subtask_ready":
-            return f"{event.subtask_id}: ready"
-        case "subtask_routed":
-            best = event.candidates[0]["agent_id"] if event.candidates else "nobody"
-            return f"{event.subtask_id}: routed, best candidate {best}"
-        case "subtask_started":
-            return f"{event.subtask_id}: started on {event.agent}"
-        case "subtask_progress":
-            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
-            return f"{event.subtask_id}: {event.message}{share}"
-        case "subtask_retried":
-            return f"{event.subtask_id}: {event.agent} failed, attempt {event.attempt} follows"
-        case "subtask_reassigned":
-            return f"{event.subtask_id}: {event.agent} gave up, trying the next agent"
-        case "subtask_done":
-            return f"{event.subtask_id}: done by {event.agent}"
-        case "subtask_failed":
-            return f"{event.subtask_id}: failed: {event.error.get('message', '')}"
-        case "subtask_skipped":
-            return f"{event.subtask_id}: skipped: {event.reason}"
-        case "subtask_cancelled":
-            return f"{event.subtask_id}: cancelled: {event.reason}"
-        case "graph_edited":
-            return f"graph edited{f' by {event.by}' if event.by else ''}"
-        case "task_finished":
-            return f"task {event.status}"
-        case _:
-            assert_never(event.kind)
-
-
-def _build_graph(graph: Any, text: str | None) -> TaskGraph:
-    """The graph a ``submit_task`` call describes, or a ``ToolError`` saying what is wrong."""
-    if (graph is None) == (text is None):
-        raise ToolError("give exactly one of `graph` (a task graph definition) or `text`")
-    if text is not None:
-        words = " ".join(text.split())
-        if not words:
-            raise ToolError("`text` is empty; say what the task is")
-        built = TaskGraph(words if len(words) <= 60 else words[:59] + "…")
-        built.add_subtask(Subtask(id=_TEXT_SUBTASK_ID, description=text.strip()))
-        return built
-    data: Any = graph
-    if isinstance(graph, str):
-        try:
-            data = json.loads(graph)
-        except json.JSONDecodeError as exc:
-            raise ToolError(
-                f"invalid task graph: not JSON ({exc.msg}, line {exc.lineno})"
-            ) from None
-    if not isinstance(data, dict):
-        raise ToolError("invalid task graph: expected an object with a 'subtasks' list")
-    unknown = sorted(set(data) - _DEFINITION_KEYS)
-    if unknown:
-        raise ToolError(
-            f"invalid task graph: unknown field(s) {', '.join(unknown)}; "
-            "expected name, subtasks, dependencies"
-        )
-    subtasks, dependencies = data.get("subtasks"), data.get("dependencies") or []
-    if not isinstance(subtasks, list) or not subtasks:
-        raise ToolError("invalid task graph: 'subtasks' must be a non-empty list")
-    if not isinstance(dependencies, list):
-        raise ToolError("invalid task graph: 'dependencies' must be a list")
-    # Validated one by one first, so that the message can say which entry is wrong.
-    for where, model, items in (
-        ("subtasks", Subtask, subtasks),
-        ("dependencies", Dependency, dependencies),
-    ):
-        for i, item in enumerate(items):
-            try:
-                model.model_validate(item)
-            except ValidationError as exc:
-                raise ToolError(f"invalid task graph: {where}[{i}]: {_first_error(exc)}") from None
-    try:
-        return TaskGraph.from_definition(data)
-    except FleetmindError as exc:
-        raise ToolError(f"invalid task graph: {exc.message}") from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 # The server ----------------------------------------------------------------------------------
 
 _INSTRUCTIONS = """\
@@ -494,10 +291,33 @@ def build_mcp_server(fleet: Fleet) -> MCPServer:
     return _build(fleet)[0]
 
 
+class _FleetMCPServer(MCPServer):
+    """An ``MCPServer`` that says in one line which argument of a tool call is wrong.
+
+    The SDK reports arguments that do not match a tool's input schema as a tool error (as the
+    spec asks, so that a model can correct itself) but with pydantic's multi-line dump; every
+    other mistake of a caller here is one line.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            # The cause is kept: the SDK logs the names of the rejected fields from it.
+            raise ToolError(
+                f"Error executing tool {name}: invalid arguments: {first_error(cause)}"
+            ) from cause
+
+
 def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
     from fleetmind import __version__
 
-    server = MCPServer(
+    server = _FleetMCPServer(
         name="fleetmind",
         title="fleetmind",
         description="Run task graphs on a fleet of agents.",
@@ -512,7 +332,7 @@ def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
         ctx: Context,
         graph: Annotated[
             Any,
-            # Checked by _build_graph, so that any wrong value gets a one-line answer.
+            # Checked by build_graph, so that any wrong value gets a one-line answer.
             WithJsonSchema(
                 {
                     "anyOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}],
@@ -626,8 +446,73 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve_http(server: MCPServer, sock: socket.socket, host: str) -> None:
-    app = server.streamable_http_app(host=host)
+def _check_envelope(scope: Scope, body: bytes) -> Refusal | None:
+    """Refuse a POST whose JSON body is no JSON-RPC message, before the SDK reads it."""
+    if scope["method"] != "POST":
+        return None
+    problem = _envelope_problem(body)
+    if problem is None:
+        return None
+    text, request_id = problem
+    return Refusal(400, _INVALID_REQUEST, f"Invalid Request: {text}", request_id)
+
+
+def _envelope_problem(body: bytes) -> tuple[str, int | str | None] | None:
+    """What makes a JSON body no JSON-RPC message, and its id if it has a usable one.
+
+    None when it is a message, and also when it is not JSON at all: the SDK answers that with
+    ``-32700 Parse error`` itself. A valid JSON-RPC object that is no message is Invalid
+    Request (-32600); the SDK would call it Invalid params (-32602) and dump pydantic's errors.
+    """
+    try:
+        data = pydantic_core.from_json(body)
+    except ValueError:
+        return None
+    try:
+        jsonrpc_message_adapter.validate_python(data, by_name=False)
+    except ValidationError:
+        pass
+    else:
+        return None
+    if isinstance(data, list):
+        return "batches are not supported; send one JSON-RPC message", None
+    if not isinstance(data, dict):
+        return "expected a JSON-RPC message object", None
+    request_id = data.get("id")
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+        request_id = None
+    if data.get("jsonrpc") != "2.0":
+        return '"jsonrpc" must be "2.0"', request_id
+    if "method" not in data and "result" not in data and "error" not in data:
+        return 'no "method"', request_id
+    if "method" in data and not isinstance(data["method"], str):
+        return '"method" must be a string', request_id
+    if "params" in data and not isinstance(data["params"], dict):
+        return '"params" must be an object', request_id
+    return "not a JSON-RPC request, notification or response", request_id
+
+
+def _http_app(server: MCPServer, *, host: str, token: str | None, max_body_bytes: int) -> ASGIApp:
+    """The server's streamable-HTTP app at ``/mcp``, behind the gate.
+
+    On a loopback ``host`` the SDK also checks the ``Host`` and ``Origin`` headers against DNS
+    rebinding. Its own body limit is set to the gate's, which answers first.
+    """
+    app = server.streamable_http_app(host=host, max_request_body_size=max_body_bytes)
+    return HttpGate(
+        app,
+        token_check=case_blind_bearer(token) if token is not None else None,
+        realm="mcp",
+        unauthorized_code=_INVALID_REQUEST,
+        max_body_bytes=max_body_bytes,
+        check_body=_check_envelope,
+    )
+
+
+async def _serve_http(
+    server: MCPServer, sock: socket.socket, host: str, token: str | None, max_body_bytes: int
+) -> None:
+    app = _http_app(server, host=host, token=token, max_body_bytes=max_body_bytes)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     web = _Uvicorn(config)
     loop = asyncio.get_running_loop()
@@ -664,28 +549,49 @@ async def serve_mcp(
     transport: Literal["stdio", "http"],
     host: str = "127.0.0.1",
     port: int = 8765,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve ``fleet`` over MCP until the client goes away (stdio) or a signal arrives (http).
 
     The fleet stays open while serving. When serving ends, the tasks started over MCP that are
     still running are cancelled, and the fleet is closed.
 
+    Args:
+        fleet: The agents to serve (not yet open).
+        transport: ``stdio``, or streamable ``http`` at ``/mcp``.
+        host: The address to listen on (http).
+        port: The port to listen on (http; 0: any free port).
+        token: When given, HTTP clients must send ``Authorization: Bearer <token>``. Over
+            stdio there is no HTTP layer to check it: the host that starts the process is
+            trusted, so a token there is refused rather than silently ignored.
+        max_body_bytes: Larger HTTP request bodies are refused with 413.
+
     Raises:
-        ConfigError: the HTTP address cannot be listened on.
+        ConfigError: the HTTP address cannot be listened on, the token is empty, or a token
+            was given for stdio.
     """
+    if token is not None and transport == "stdio":
+        raise ConfigError(
+            "a bearer token applies to HTTP only; over stdio the host that starts the server "
+            "is trusted"
+        )
+    if token is not None and not token.strip():
+        raise ConfigError("the MCP bearer token is empty")
     sock = _listen(host, port) if transport == "http" else None
     server, service = _build(fleet)
     try:
         async with fleet:
             try:
                 if sock is not None:
+                    auth = " (bearer token required)" if token is not None else ""
                     print(
                         f"fleetmind: serving {len(fleet.agents)} agent(s) over MCP at "
-                        f"http://{_url_host(host)}:{sock.getsockname()[1]}/mcp",
+                        f"http://{_url_host(host)}:{sock.getsockname()[1]}/mcp{auth}",
                         file=sys.stderr,
                         flush=True,
                     )
-                    await _serve_http(server, sock, host)
+                    await _serve_http(server, sock, host, token, max_body_bytes)
                 else:
                     await _serve_stdio(server)
             finally:

@@ -1,7 +1,8 @@
 """`fleetmind mcp serve`: the fleet as an MCP server, driven by the MCP SDK's own client.
 
 The server runs as the real console script, over stdio (spawned by the client) and over
-streamable HTTP (in its own process on a free port). A few checks of argument handling run
+streamable HTTP (in its own process on a free port). Malformed requests over HTTP are sent with
+raw httpx, since the SDK's client never sends them. A few checks of argument handling run
 in-process, where they are cheap.
 """
 
@@ -15,13 +16,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from fleetmind import Fleet
@@ -34,6 +39,11 @@ FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 FIXTURE = str(Path(__file__).resolve().parents[1] / "fixtures" / "mcp_fleet.py")
 SERVE = [FLEETMIND, "mcp", "serve", "--fleet", FIXTURE]
 TOOLS = {"submit_task", "get_task", "get_result", "list_agents", "cancel_task"}
+TOKEN = "s3cret-token"
+# What a streamable-HTTP client must accept and send; the handshake-era revision is the one
+# whose sessions are opened with `initialize` and named by the Mcp-Session-Id header.
+JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+HANDSHAKE_VERSION = "2025-11-25"
 
 # Three subtasks: `greet` and `count` run side by side, `loud` shouts what `greet` wrote.
 THREE = {
@@ -134,9 +144,10 @@ async def test_over_stdio_a_graph_runs_to_its_result_with_progress(tmp_path: Pat
         assert all(t.output_schema for t in listed.tools)  # structured results
         task_id = await _follow_three(client)
 
-        # Mistakes are one-line tool errors, and the server keeps serving.
-        assert _error_line(await client.call_tool("get_task", {"task_id": "t0"})) == (
-            "Error executing tool get_task: unknown task id 't0'"
+        # Mistakes are one-line tool errors, and the server keeps serving. ("tnothex" is not
+        # hexadecimal, so never the prefix of a real task id, which would resolve.)
+        assert _error_line(await client.call_tool("get_task", {"task_id": "tnothex"})) == (
+            "Error executing tool get_task: unknown task id 'tnothex'"
         )
         cyclic = {
             "subtasks": [{"id": "a", "skill": "greeting"}, {"id": "b", "skill": "greeting"}],
@@ -187,22 +198,28 @@ class HttpServer:
     url: str
     process: subprocess.Popen[bytes]
     data_dir: Path
+    log: Path
 
 
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[HttpServer]:
-    """`fleetmind mcp serve --http` in its own process, stopped (SIGTERM) by the test."""
+@contextmanager
+def _serving(data_dir: Path, *args: str) -> Iterator[HttpServer]:
+    """`fleetmind mcp serve --http` in its own process until the block ends (then SIGTERM).
+
+    Its stderr goes to a file: a pipe nobody reads could fill up and stall a long-lived server.
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [*SERVE, "--http", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)],
-        env=_env(tmp_path),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = data_dir / "server.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [*SERVE, "--http", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *args],
+            env=_env(data_dir),
+            cwd=data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        _wait_until_listening(process, port)
-        yield HttpServer(f"http://127.0.0.1:{port}/mcp", process, tmp_path)
+        _wait_until_listening(process, port, log)
+        yield HttpServer(f"http://127.0.0.1:{port}/mcp", process, data_dir, log)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -211,16 +228,38 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int) -> None:
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    """A server of its own for one test, which may stop it (SIGTERM) itself."""
+    with _serving(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A server without a token, shared by the tests that send it bad requests."""
+    with _serving(tmp_path_factory.mktemp("open")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A server that wants `Authorization: Bearer s3cret-token`."""
+    home = tmp_path_factory.mktemp("token")
+    token = home / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    with _serving(home, "--token-file", str(token)) as server:
+        yield server
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            assert process.stderr is not None
-            pytest.fail(f"the server exited early: {process.stderr.read().decode()}")
+            pytest.fail(f"the server exited early: {log.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -319,6 +358,287 @@ async def test_over_http_text_becomes_one_subtask_routed_by_meaning(
     ]
 
 
+# Bad input over HTTP: the protocol's error answers, and the server keeps serving ----------------
+
+
+async def _post(url: str, body: Any, *, headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST one body as a streamable-HTTP client would (bytes as they are, else as JSON)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.post(url, content=content, headers={**JSON_RPC, **(headers or {})})
+
+
+def _ping(request_id: int) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "ping"}
+
+
+def _reply(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC answer to a request: the JSON body, or the answer in the SSE stream."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        events = [
+            json.loads(line.removeprefix("data:"))
+            for line in response.text.splitlines()
+            if line.startswith("data:")
+        ]
+        answers = [e for e in events if "id" in e]
+        assert len(answers) == 1, response.text
+        return answers[0]
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def _session(url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Open a session the handshake way (initialize, then initialized): the headers it needs.
+
+    Streamable HTTP answers a request that is no `initialize` and names no session with
+    `Bad Request: Missing session ID`, so method and params mistakes are made inside one.
+    """
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": HANDSHAKE_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "raw-httpx", "version": "0"},
+        },
+    }
+    opened = await _post(url, init, headers=headers)
+    assert opened.status_code == 200 and "result" in _reply(opened), opened.text
+    session = {
+        **(headers or {}),
+        "Mcp-Session-Id": opened.headers["mcp-session-id"],
+        "MCP-Protocol-Version": HANDSHAKE_VERSION,
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await _post(url, initialized, headers=session)).status_code == 202
+    return session
+
+
+async def _still_serves(url: str, token: str | None = None) -> None:
+    """A good call through the SDK's own client still gets its answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        listed = await client.call_tool("list_agents", {})
+    assert not listed.is_error
+    assert len(listed.structured_content["agents"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        # Not JSON: answered by the SDK's transport.
+        pytest.param(b"{not json", -32700, "Parse error", id="not-json"),
+        # JSON but no JSON-RPC message: answered by fleetmind's gate (the SDK says -32602).
+        pytest.param(
+            {"jsonrpc": "2.0", "id": 1, "params": {}}, -32600, 'no "method"', id="no-method"
+        ),
+        pytest.param(
+            {"jsonrpc": "1.0", "id": 2, "method": "ping"},
+            -32600,
+            '"jsonrpc" must be "2.0"',
+            id="wrong-version",
+        ),
+        pytest.param(
+            {"jsonrpc": "2.0", "id": 3, "method": "ping", "params": [1]},
+            -32600,
+            '"params" must be an object',
+            id="params-not-object",
+        ),
+        pytest.param(
+            [{"jsonrpc": "2.0", "id": 4, "method": "ping"}], -32600, "batches", id="batch"
+        ),
+        pytest.param(b'"ping"', -32600, "expected a JSON-RPC message object", id="a-string"),
+    ],
+)
+async def test_malformed_json_rpc_gets_its_error_code(
+    open_server: HttpServer, body: Any, code: int, message: str
+) -> None:
+    response = await _post(open_server.url, body)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["jsonrpc"] == "2.0"
+    assert answer["error"]["code"] == code
+    assert message in answer["error"]["message"]
+    assert "\n" not in answer["error"]["message"]
+    assert answer["id"] == (body["id"] if isinstance(body, dict) else None)
+    await _still_serves(open_server.url)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code", "message"),
+    [
+        pytest.param("tasks/juggle", {}, -32601, "Method not found", id="unknown-method"),
+        # Params that do not fit CallToolRequest's schema are a protocol error.
+        pytest.param(
+            "tools/call",
+            {"name": "get_task", "arguments": 5},
+            -32602,
+            "Invalid request parameters",
+            id="arguments-not-an-object",
+        ),
+        pytest.param(
+            "tools/call", {"arguments": {}}, -32602, "Invalid request parameters", id="no-tool-name"
+        ),
+    ],
+)
+async def test_in_a_session_a_bad_request_gets_a_json_rpc_error(
+    open_server: HttpServer, method: str, params: dict[str, Any], code: int, message: str
+) -> None:
+    session = await _session(open_server.url)
+    request = {"jsonrpc": "2.0", "id": 11, "method": method, "params": params}
+    response = await _post(open_server.url, request, headers=session)
+    assert response.status_code == 200  # the answer travels in the request's SSE stream
+    answer = _reply(response)
+    assert answer["id"] == 11
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"] == message
+    ping = await _post(open_server.url, _ping(12), headers=session)
+    assert _reply(ping) == {"jsonrpc": "2.0", "id": 12, "result": {}}  # the session lives on
+    await _still_serves(open_server.url)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        # Arguments that miss the tool's input schema are a tool error, not -32602: the
+        # 2025-11-25 spec has input validation errors reported as tool execution errors, so
+        # that a model can read and correct them; the SDK does so, fleetmind makes it one line.
+        pytest.param(
+            {"name": "get_task", "arguments": {}},
+            "Error executing tool get_task: invalid arguments: task_id: Field required",
+            id="missing-argument",
+        ),
+        pytest.param(
+            {"name": "get_result", "arguments": {"task_id": "t1", "timeout_s": -1}},
+            "Error executing tool get_result: invalid arguments: timeout_s: "
+            "Input should be greater than or equal to 0",
+            id="argument-out-of-range",
+        ),
+        pytest.param(
+            {"name": "get_task", "arguments": {"task_id": "tnothing"}},
+            "Error executing tool get_task: unknown task id 'tnothing'",
+            id="unknown-task-id",
+        ),
+        pytest.param(
+            {"name": "cancel_task", "arguments": {"task_id": "tnothing"}},
+            "Error executing tool cancel_task: unknown task id 'tnothing'",
+            id="cancel-unknown-task-id",
+        ),
+        # The SDK answers an unknown tool with a tool error as well.
+        pytest.param(
+            {"name": "juggle", "arguments": {}}, "Unknown tool: juggle", id="unknown-tool"
+        ),
+    ],
+)
+async def test_in_a_session_bad_tool_arguments_are_one_line_tool_errors(
+    open_server: HttpServer, arguments: dict[str, Any], line: str
+) -> None:
+    session = await _session(open_server.url)
+    request = {"jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": arguments}
+    answer = _reply(await _post(open_server.url, request, headers=session))
+    assert answer["id"] == 21 and "error" not in answer
+    assert answer["result"]["isError"] is True
+    assert answer["result"]["content"] == [{"type": "text", "text": line}]
+    await _still_serves(open_server.url)
+
+
+async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_an_oversized_body_gets_413(open_server: HttpServer, declared: bool) -> None:
+    session = await _session(open_server.url)
+    arguments = {"text": "x" * (5 * 1024 * 1024)}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 31,
+        "method": "tools/call",
+        "params": {"name": "submit_task", "arguments": arguments},
+    }
+    body = json.dumps(request).encode()
+    async with httpx.AsyncClient(timeout=60) as http:
+        # Without a length the body arrives chunked, and is counted as it comes.
+        content: bytes | AsyncIterator[bytes] = body if declared else _chunks(body)
+        response = await http.post(
+            open_server.url, content=content, headers={**JSON_RPC, **session}
+        )
+    assert response.status_code == 413
+    answer = response.json()
+    assert answer["error"]["code"] == -32600
+    assert answer["error"]["message"] == (
+        "Invalid Request: payload too large (the limit is 4194304 bytes)"
+    )
+    ping = await _post(open_server.url, _ping(32), headers=session)
+    assert _reply(ping)["result"] == {}
+    await _still_serves(open_server.url)
+
+
+# Bearer token -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer wrong-token", f"Basic {TOKEN}", TOKEN, "Bearer"],
+    ids=["missing", "wrong", "other-scheme", "no-scheme", "no-token"],
+)
+async def test_a_missing_or_wrong_token_gets_401(
+    token_server: HttpServer, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header is not None else None
+    response = await _post(token_server.url, _ping(41), headers=headers)
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    # RFC 6750: no error code when no credentials came, invalid_token when wrong ones did.
+    assert ('error="invalid_token"' in challenge) == (header is not None)
+    answer = response.json()
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    reason = "missing" if header is None else "wrong"
+    assert answer["error"]["message"] == f"Unauthorized: {reason} bearer token"
+    await _still_serves(token_server.url, TOKEN)
+
+
+async def test_the_token_is_checked_before_the_body_is_read(token_server: HttpServer) -> None:
+    # An oversized body without the token is refused as unauthorized: nothing about the
+    # endpoint is told to a caller who may not use it.
+    response = await _post(token_server.url, b"x" * (5 * 1024 * 1024))
+    assert response.status_code == 401
+    await _still_serves(token_server.url, TOKEN)
+
+
+async def test_the_sdk_client_without_the_token_is_refused(token_server: HttpServer) -> None:
+    with pytest.raises(ExceptionGroup) as caught:
+        async with Client(token_server.url) as client:
+            await client.list_tools()
+    assert caught.group_contains(MCPError, match="^Unauthorized: missing bearer token$")
+
+
+async def test_the_right_token_works_through_the_sdk_client(token_server: HttpServer) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(token_server.url, http_client=http)) as client,
+    ):
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        done = await client.call_tool("submit_task", {"text": "Please greet Ada", "wait": True})
+        assert done.structured_content["status"] == "done"
+        missing = await client.call_tool("get_task", {"task_id": "tnothing"})
+        assert _error_line(missing).endswith("unknown task id 'tnothing'")
+    # The handshake way, too: the session is opened and used with the token.
+    session = await _session(token_server.url, headers)
+    ping = await _post(token_server.url, _ping(42), headers=session)
+    assert _reply(ping)["result"] == {}
+    unknown = {"jsonrpc": "2.0", "id": 43, "method": "tasks/juggle"}
+    answer = _reply(await _post(token_server.url, unknown, headers=session))
+    assert answer["error"]["code"] == -32601
+
+
 # Command line -----------------------------------------------------------------------------------
 
 
@@ -331,6 +651,10 @@ async def test_over_http_text_becomes_one_subtask_routed_by_meaning(
         (["--fleet", FIXTURE, "--http", "127.0.0.1:70000"], "between 1 and 65535"),
         (["--stdio"], "Missing option '--fleet'"),
         (["--stdio", "--fleet", "nosuch.py"], "fleet file not found: nosuch.py"),
+        (
+            ["--fleet", FIXTURE, "--stdio", "--token-file", "token"],
+            "--token-file applies to --http only",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -364,6 +688,53 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith(f"fleetmind: error: cannot listen on 127.0.0.1:{port}: ")
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read token file"),
+        ("  \n", "is empty"),
+        ("two words", "the token must be one word of printable ASCII"),
+    ],
+    ids=["missing", "empty", "two-words"],
+)
+def test_a_bad_token_file_is_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+        token.chmod(0o600)
+    done = subprocess.run(
+        [*SERVE, "--http", f"127.0.0.1:{free_port()}", "--token-file", str(token)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("fleetmind: error: ")
+    assert message in done.stderr
+
+
+def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o644)
+    with socket.socket() as busy:  # a taken port ends the command once the token was read
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*SERVE, "--http", f"127.0.0.1:{port}", "--token-file", str(token)],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    warning, error = done.stderr.splitlines()
+    assert warning == f"warning: token file {token} can be read by other users"
+    assert error.startswith("fleetmind: error: cannot listen on ")
 
 
 # In-process: what a caller may get wrong ----------------------------------------------------------

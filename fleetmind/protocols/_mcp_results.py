@@ -1,0 +1,263 @@
+"""What the MCP server answers with: result models, and the fleet's state converted to them.
+
+Pydantic models, so that MCP clients receive structured content with an output schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, assert_never
+
+from mcp.server.mcpserver.exceptions import (
+    ToolError,
+)
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_jsonable_python
+
+from fleetmind.agents import AgentProfile
+from fleetmind.errors import FleetmindError
+from fleetmind.orchestrator import (
+    Dependency,
+    Subtask,
+    SubtaskStatus,
+    TaskEvent,
+    TaskGraph,
+)
+
+_DEFINITION_KEYS = frozenset({"name", "subtasks", "dependencies"})
+_TEXT_SUBTASK_ID = "request"
+GRAPH_URI_TEMPLATE = "fleetmind://tasks/{task_id}/graph"
+
+
+def graph_uri(task_id: str) -> str:
+    """The resource URI of a task's graph."""
+    return GRAPH_URI_TEMPLATE.format(task_id=task_id)
+
+
+# Results ------------------------------------------------------------------------------------
+# Pydantic models, so that clients receive structured content with an output schema.
+
+
+class SubtaskInfo(BaseModel):
+    """One subtask of a task, as it stands."""
+
+    id: str
+    description: str
+    status: str
+    agent: str | None = None
+    attempts: int = 0
+    output: Any = None
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+    """Why it was skipped, cancelled, or failed without running."""
+    progress: str | None = None
+    """The latest progress message of a running subtask."""
+
+
+class TaskState(BaseModel):
+    """A task: its status and every subtask's status, agent, output and error."""
+
+    task_id: str
+    name: str
+    status: str
+    """running, done, failed or cancelled."""
+    finished: bool
+    counts: dict[str, int]
+    """How many subtasks are in each status."""
+    subtasks: list[SubtaskInfo]
+    graph_uri: str
+
+
+class TaskOutcome(BaseModel):
+    """How a task ended (or that it has not ended yet): outputs and errors by subtask id."""
+
+    task_id: str
+    status: str
+    finished: bool
+    outputs: dict[str, Any]
+    errors: dict[str, dict[str, Any]]
+
+
+class SkillInfo(BaseModel):
+    """A skill an agent offers."""
+
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+class AgentInfo(BaseModel):
+    """An agent of the fleet, as routing sees it."""
+
+    id: str
+    name: str
+    description: str
+    skills: list[SkillInfo]
+    tier: str
+
+
+class AgentList(BaseModel):
+    """Every agent of the fleet."""
+
+    agents: list[AgentInfo]
+
+
+# Conversions ---------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """Agent outputs may be any Python object: send what JSON can carry, else its repr."""
+    return to_jsonable_python(value, fallback=repr)
+
+
+def dumps_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(_jsonable(data), indent=2)
+
+
+def task_state(task_id: str, status: str, graph: TaskGraph) -> TaskState:
+    """The :class:`TaskState` of a graph."""
+    subtasks = []
+    for subtask in graph:
+        st = graph.state(subtask.id)
+        subtasks.append(
+            SubtaskInfo(
+                id=subtask.id,
+                description=subtask.description,
+                status=st.status.value,
+                agent=st.agent,
+                attempts=st.total_attempts,
+                output=_jsonable(st.output),
+                error=_jsonable(st.error),
+                reason=st.reason or None,
+                progress=(st.progress or None) if st.status is SubtaskStatus.RUNNING else None,
+            )
+        )
+    return TaskState(
+        task_id=task_id,
+        name=graph.name,
+        status=status,
+        finished=status != "running",
+        counts=graph.counts(),
+        subtasks=subtasks,
+        graph_uri=graph_uri(task_id),
+    )
+
+
+def task_outcome(task_id: str, status: str, graph: TaskGraph, *, finished: bool) -> TaskOutcome:
+    """The :class:`TaskOutcome` of a graph."""
+    outputs: dict[str, Any] = {}
+    errors: dict[str, dict[str, Any]] = {}
+    for subtask in graph:
+        st = graph.state(subtask.id)
+        if st.status is SubtaskStatus.DONE:
+            outputs[subtask.id] = _jsonable(st.output)
+        elif st.status is SubtaskStatus.FAILED and st.error:
+            errors[subtask.id] = _jsonable(st.error)
+    return TaskOutcome(
+        task_id=task_id, status=status, finished=finished, outputs=outputs, errors=errors
+    )
+
+
+def agent_info(profile: AgentProfile) -> AgentInfo:
+    """The :class:`AgentInfo` of a profile."""
+    return AgentInfo(
+        id=profile.id,
+        name=profile.display_name,
+        description=profile.description,
+        skills=[
+            SkillInfo(name=s.name, description=s.description, tags=list(s.tags))
+            for s in profile.skills
+        ],
+        tier=profile.tier.value,
+    )
+
+
+def event_message(event: TaskEvent) -> str:
+    """One line saying what happened, for a progress notification."""
+    match event.kind:
+        case "subtask_ready":
+            return f"{event.subtask_id}: ready"
+        case "subtask_routed":
+            best = event.candidates[0]["agent_id"] if event.candidates else "nobody"
+            return f"{event.subtask_id}: routed, best candidate {best}"
+        case "subtask_started":
+            return f"{event.subtask_id}: started on {event.agent}"
+        case "subtask_progress":
+            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
+            return f"{event.subtask_id}: {event.message}{share}"
+        case "subtask_retried":
+            return f"{event.subtask_id}: {event.agent} failed, attempt {event.attempt} follows"
+        case "subtask_reassigned":
+            return f"{event.subtask_id}: {event.agent} gave up, trying the next agent"
+        case "subtask_done":
+            return f"{event.subtask_id}: done by {event.agent}"
+        case "subtask_failed":
+            return f"{event.subtask_id}: failed: {event.error.get('message', '')}"
+        case "subtask_skipped":
+            return f"{event.subtask_id}: skipped: {event.reason}"
+        case "subtask_cancelled":
+            return f"{event.subtask_id}: cancelled: {event.reason}"
+        case "graph_edited":
+            return f"graph edited{f' by {event.by}' if event.by else ''}"
+        case "task_finished":
+            return f"task {event.status}"
+        case _:
+            assert_never(event.kind)
+
+
+def build_graph(graph: Any, text: str | None) -> TaskGraph:
+    """The graph a ``submit_task`` call describes, or a ``ToolError`` saying what is wrong."""
+    if (graph is None) == (text is None):
+        raise ToolError("give exactly one of `graph` (a task graph definition) or `text`")
+    if text is not None:
+        words = " ".join(text.split())
+        if not words:
+            raise ToolError("`text` is empty; say what the task is")
+        built = TaskGraph(words if len(words) <= 60 else words[:59] + "…")
+        built.add_subtask(Subtask(id=_TEXT_SUBTASK_ID, description=text.strip()))
+        return built
+    data: Any = graph
+    if isinstance(graph, str):
+        try:
+            data = json.loads(graph)
+        except json.JSONDecodeError as exc:
+            raise ToolError(
+                f"invalid task graph: not JSON ({exc.msg}, line {exc.lineno})"
+            ) from None
+    if not isinstance(data, dict):
+        raise ToolError("invalid task graph: expected an object with a 'subtasks' list")
+    unknown = sorted(set(data) - _DEFINITION_KEYS)
+    if unknown:
+        raise ToolError(
+            f"invalid task graph: unknown field(s) {', '.join(unknown)}; "
+            "expected name, subtasks, dependencies"
+        )
+    subtasks, dependencies = data.get("subtasks"), data.get("dependencies") or []
+    if not isinstance(subtasks, list) or not subtasks:
+        raise ToolError("invalid task graph: 'subtasks' must be a non-empty list")
+    if not isinstance(dependencies, list):
+        raise ToolError("invalid task graph: 'dependencies' must be a list")
+    # Validated one by one first, so that the message can say which entry is wrong.
+    for where, model, items in (
+        ("subtasks", Subtask, subtasks),
+        ("dependencies", Dependency, dependencies),
+    ):
+        for i, item in enumerate(items):
+            try:
+                model.model_validate(item)
+            except ValidationError as exc:
+                raise ToolError(f"invalid task graph: {where}[{i}]: {first_error(exc)}") from None
+    try:
+        return TaskGraph.from_definition(data)
+    except FleetmindError as exc:
+        raise ToolError(f"invalid task graph: {exc.message}") from None
+
+
+def first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    err = errors[0]
+    where = ".".join(str(p) for p in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
