@@ -233,12 +233,15 @@ class MCPTool:
         description: What it does, for the agent that decides whether to call it.
         input_schema: JSON Schema of its arguments object.
         output_schema: JSON Schema of its structured result, if it declares one.
+        repeatable: The server marks it read-only or idempotent, so a call that a crash
+            interrupted may be sent again after the restart without doing its work twice.
     """
 
     name: str
     description: str
     input_schema: dict[str, Any] = field(hash=False)
     output_schema: dict[str, Any] | None = field(default=None, hash=False)
+    repeatable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +344,7 @@ class MCPConnection:
                         description=t.description or t.title or "",
                         input_schema=dict(t.input_schema or {"type": "object"}),
                         output_schema=dict(t.output_schema) if t.output_schema else None,
+                        repeatable=_repeatable(t),
                     )
                     for t in page.tools
                 )
@@ -350,8 +354,15 @@ class MCPConnection:
 
         return await self._run("tools/list", op)
 
-    async def call_tool(self, name: str, arguments: Mapping[str, Any]) -> MCPCallResult:
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any], *, repeatable: bool = False
+    ) -> MCPCallResult:
         """Call a tool on the server; a failure inside the tool comes back as ``is_error``.
+
+        If the connection breaks while the call is out, the server is restarted; the call is
+        sent again only when ``repeatable`` (the tool is read-only or idempotent), since the
+        server may have done the work before it died. Otherwise the caller hears that the
+        outcome is unknown.
 
         Raises:
             ProtocolError: The server cannot be reached, failed even after a restart, did not
@@ -370,7 +381,7 @@ class MCPConnection:
                 ],
             )
 
-        return await self._run(f"tools/call {name!r}", op)
+        return await self._run(f"tools/call {name!r}", op, resend=repeatable)
 
     async def aclose(self) -> None:
         """End the session and stop the server process; safe to call more than once."""
@@ -383,14 +394,26 @@ class MCPConnection:
 
     # Internals ----------------------------------------------------------------------------
 
-    async def _run(self, what: str, op: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Run ``op`` on the session, restarting the server once if the connection breaks."""
+    async def _run(
+        self, what: str, op: Callable[[Client], Awaitable[_T]], *, resend: bool = True
+    ) -> _T:
+        """Run ``op`` on the session, restarting the server once if the connection breaks.
+
+        The request goes out again on the new session when it never reached a live server
+        (the session had ended before it was sent) or when ``resend`` says that is harmless.
+        """
         session = await self._current()
         try:
             return await self._attempt(session, what, op)
         except _Broken as exc:
-            first = exc.cause
+            first, sent = exc.cause, exc.sent
         session = await self._restart(session, first)
+        if sent and not resend:
+            raise ProtocolError(
+                f"MCP server {self.name!r} failed during {what} ({_describe(first)}); it was "
+                "restarted, but the call was not sent again: it may or may not have run",
+                details={"server": self.name, "restarted": True, "outcome": "unknown"},
+            ) from first
         try:
             return await self._attempt(session, what, op)
         except _Broken as exc:
@@ -414,7 +437,7 @@ class MCPConnection:
         from mcp import MCPError
 
         if session.owner.done():
-            raise _Broken(ConnectionError("the session had already ended"))
+            raise _Broken(ConnectionError("the session had already ended"), sent=False)
         try:
             return await op(session.client)
         except MCPError as exc:
@@ -589,11 +612,22 @@ class MCPConnection:
 
 
 class _Broken(Exception):
-    """The connection under a request broke; the request may be sent again after a restart."""
+    """The connection under a request broke (``sent``: after the request went out)."""
 
-    def __init__(self, cause: BaseException) -> None:
+    def __init__(self, cause: BaseException, *, sent: bool = True) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.sent = sent
+
+
+def _repeatable(tool: Any) -> bool:
+    """Whether a listed tool says that calling it twice does no harm (MCP tool annotations)."""
+    annotations = getattr(tool, "annotations", None)
+    if annotations is None:
+        return False
+    read_only = getattr(annotations, "read_only_hint", None)
+    idempotent = getattr(annotations, "idempotent_hint", None)
+    return bool(read_only or idempotent)
 
 
 async def _stop(session: _Session) -> None:

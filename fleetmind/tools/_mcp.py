@@ -90,7 +90,9 @@ class MCPToolSource:
                     ok=False, error=_one_line(f"bad arguments for tool {local_name!r}: {problem}")
                 )
             try:
-                result = await connection.call_tool(remote.name, arguments)
+                result = await connection.call_tool(
+                    remote.name, arguments, repeatable=remote.repeatable
+                )
             except FleetmindError as exc:
                 return ToolResult(
                     ok=False, error=_one_line(f"tool {local_name!r} failed: {exc.message}")

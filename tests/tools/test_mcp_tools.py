@@ -192,9 +192,9 @@ async def test_arguments_that_break_the_schema_never_reach_the_server(
     sent: list[str] = []
     real_call = source.connection.call_tool
 
-    async def spy(name: str, arguments: Any) -> Any:
+    async def spy(name: str, arguments: Any, **options: Any) -> Any:
         sent.append(name)
-        return await real_call(name, arguments)
+        return await real_call(name, arguments, **options)
 
     monkeypatch.setattr(source.connection, "call_tool", spy)
 
@@ -292,6 +292,21 @@ async def test_a_crash_in_the_middle_of_a_call_restarts_the_server_once(
     warnings = [r.getMessage() for r in caplog.records if r.name == CLIENT_LOGGER]
     assert len(warnings) == 1
     assert "'demo'" in warnings[0] and "restarted it" in warnings[0]
+
+
+@needs_proc
+async def test_a_call_that_may_have_run_is_not_sent_again_after_a_crash(
+    registry: ToolRegistry, source: MCPToolSource, tmp_path: Path
+) -> None:
+    marker = tmp_path / "effects"
+
+    result = await registry.call("append_then_crash", {"marker": str(marker)})
+
+    assert result.ok is False
+    assert "it was restarted, but the call was not sent again" in (result.error or "")
+    assert marker.read_text() == "ran\n"  # its effect happened once, not twice
+    assert source.connection.restarts == 1
+    assert (await registry.call("add", {"a": 2, "b": 2})).value == {"result": 4}
 
 
 @needs_proc
