@@ -125,6 +125,8 @@ class FleetExecutor(AgentExecutor):
         self._fleet = fleet
         self._runs: dict[str, _Run] = {}
         self._parked: dict[str, _Parked] = {}
+        self._preparing: dict[str, bool] = {}
+        """A2A tasks whose graph is being prepared, and whether a cancel came meanwhile."""
 
     @property
     def _only_agent(self) -> str | None:
@@ -164,7 +166,10 @@ class FleetExecutor(AgentExecutor):
             await run.handle.cancel("cancelled by the A2A client")
             await run.ended.wait()
             return
-        # Parked in input-required: nothing runs, so the cancellation is reported here.
+        if task_id in self._preparing:
+            self._preparing[task_id] = True  # _run sees it before it starts anything
+        # Parked in input-required (or not started yet): nothing runs, so the cancellation is
+        # reported here.
         self._parked.pop(task_id, None)
         updater = TaskUpdater(event_queue, task_id, context.context_id or "")
         await updater.cancel(_agent_message(updater, "cancelled by the A2A client"))
@@ -182,7 +187,13 @@ class FleetExecutor(AgentExecutor):
         prepare = getattr(self._fleet.router, "prepare", None)
         if prepare is not None:
             # As the engine does: embedding words (a model call) happens off the loop's thread.
-            await asyncio.to_thread(prepare, list(graph))
+            self._preparing[updater.task_id] = False
+            try:
+                await asyncio.to_thread(prepare, list(graph))
+            finally:
+                cancelled = self._preparing.pop(updater.task_id, False)
+            if cancelled:  # CancelTask came while the words were embedded: already reported
+                return
         try:
             self._fleet.check(graph)
         except FleetmindError as exc:  # nobody can take a subtask, or it lacks an input
