@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from fleetmind._ids import is_valid_id
 from fleetmind.agents import Agent
 from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.cli._view import plain_table
@@ -171,6 +172,9 @@ def orchestrator_serve(
     # Stable across restarts: a restarted replica resumes its session (and the tasks queued
     # in it); give each replica on one host its own --replica-id.
     replica = replica_id or _safe_name(socket.gethostname())
+    for what, name in (("--replica-id", replica), ("--group", group)):
+        if not is_valid_id(name):
+            raise ConfigError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
     agents, router, tools = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
     fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
     console = Console(stderr=True)

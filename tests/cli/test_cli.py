@@ -439,6 +439,20 @@ MISTAKES = [
     Mistake("resume-finished", ("resume", "{done}"), ("{done}", "already ended", "(done)")),
     Mistake("show-unknown-format", ("show", "{done}", "-f", "xml"), ("'xml'",)),
     Mistake("data-dir-is-a-file", ("tasks", "--data-dir", "a-file"), ("a-file", "not a directory")),
+    Mistake(
+        "replica-id-with-a-space",
+        ("orchestrator", "serve", "--broker", "mqtt://127.0.0.1:1", "--replica-id", "a b"),
+        ("--replica-id", "'a b'"),
+    ),
+    Mistake(
+        "submit-a-python-file",
+        ("submit", "py_function.py", "--broker", "mqtt://127.0.0.1:1"),
+        ("py_function.py", "task file"),
+    ),
+    Mistake("submit-missing-file", ("submit", "nosuch.yaml", "--broker", "mqtt://h"), ("nosuch",)),
+    Mistake("a2a-add-not-a-url", ("a2a", "add", "notaurl"), ("'notaurl'", "URL")),
+    Mistake("a2a-remove-unknown", ("a2a", "remove", "ghost"), ("'ghost'",)),
+    Mistake("mcp-serve-no-transport", ("mcp", "serve", "--fleet", "agents.py"), ("--stdio",)),
 ]
 
 
