@@ -105,9 +105,11 @@ class DeviceRuntime:
             )
             heartbeat = tasks.create_task(self._heartbeat(mqtt))
             self.ready.set()
+            # Dispatches are handled as they are read (no queue in between); this task only
+            # waits to be cancelled.
+            mqtt.handle_messages(lambda message: self._receive(mqtt, tasks, message))
             try:
-                async for message in mqtt.messages():
-                    self._receive(mqtt, tasks, message)
+                await asyncio.get_running_loop().create_future()
             finally:
                 heartbeat.cancel()
                 for running in self._running.values():

@@ -153,6 +153,8 @@ class MqttFleetLink:
         ).__aenter__()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
+        # Handled as they are read: a result reaches its waiting dispatch without a queue.
+        self._mqtt.handle_messages(self._receive)
         filters = [
             self.topics.all_cards,
             self.topics.all_presence,
@@ -162,10 +164,7 @@ class MqttFleetLink:
         if self.accept_tasks:
             filters.append(self._intake_filter())
         await self._mqtt.subscribe(*filters)
-        self._loops = [
-            self._tasks.create_task(self._read(self._mqtt)),
-            self._tasks.create_task(self._watch_heartbeats()),
-        ]
+        self._loops = [self._tasks.create_task(self._watch_heartbeats())]
         return self
 
     def _intake_filter(self) -> str:
@@ -261,13 +260,6 @@ class MqttFleetLink:
         return result
 
     # Receiving ---------------------------------------------------------------------------------
-
-    async def _read(self, mqtt: MqttConnection) -> None:
-        async for message in mqtt.messages():
-            try:
-                self._receive(message)
-            except Exception:  # one bad message must never stop the link
-                log.exception("could not handle a message on %s", message.topic)
 
     def _ignore(self, why: str) -> None:
         log.warning("ignored: %s", why)

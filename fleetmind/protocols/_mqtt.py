@@ -1,9 +1,11 @@
 """paho-mqtt driven by the asyncio event loop: connect, publish with QoS 1, subscribe.
 
 paho's packet handling runs on the event loop itself: the loop watches paho's socket
-(``add_reader``/``add_writer``) and calls ``loop_read``/``loop_write``, and a housekeeping task
-calls ``loop_misc`` for keep-alives. No network thread means no thread hop per message in either
-direction — on a round trip through a device that is four hops fewer than paho's threaded loop.
+(``add_reader``) and calls ``loop_read``; a message to send is written in the same turn of the
+loop (``add_writer`` only for what the socket does not take at once); a housekeeping task calls
+``loop_misc`` for keep-alives. No network thread means no thread hop per message in either
+direction — on a round trip through a device that is four hops fewer than paho's threaded loop —
+and a process may take messages straight from the read (:meth:`MqttConnection.handle_messages`).
 Only the blocking TCP (and TLS) connect runs in a worker thread. Publishes are awaited until the
 broker acknowledges them, through a table of pending message ids that is always cleaned up.
 Incoming messages go into a bounded queue; when a slow consumer lets it fill, further messages
@@ -23,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
@@ -162,6 +164,9 @@ class MqttConnection:
         self._housekeeping: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._backoff_s = _MIN_BACKOFF_S
+        self._reading = False
+        """Inside paho's ``loop_read``: writes wait until it returns."""
+        self._handler: Callable[[Message], None] | None = None
         self._lost_logged = False
 
     async def __aenter__(self) -> MqttConnection:
@@ -378,8 +383,18 @@ class MqttConnection:
 
     def _want_write(self, sock: Any) -> None:
         assert self._loop is not None
-        if sock is self._sock:
-            self._loop.add_writer(sock, self._write_ready)
+        if sock is not self._sock:
+            return
+        if not self._reading and self._client is not None:
+            # Write now, in this turn of the loop: most messages leave in one send, with no
+            # writer registered and no extra turn. Only what the socket does not take waits
+            # for it to become writable.
+            self._client.loop_write()
+            if not self._client.want_write():
+                return
+        elif self._reading:
+            return  # _read_ready writes once paho has finished reading (PUBACKs, mostly)
+        self._loop.add_writer(sock, self._write_ready)
 
     def _done_writing(self, sock: Any) -> None:
         assert self._loop is not None
@@ -390,12 +405,18 @@ class MqttConnection:
         client = self._client
         if client is None:
             return
-        client.loop_read()
-        # TLS may hold decrypted bytes the socket no longer signals: read them too.
-        sock = self._sock
-        while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+        self._reading = True
+        try:
             client.loop_read()
+            # TLS may hold decrypted bytes the socket no longer signals: read them too.
             sock = self._sock
+            while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                client.loop_read()
+                sock = self._sock
+        finally:
+            self._reading = False
+        if self._client is client and client.want_write() and self._sock is not None:
+            self._want_write(self._sock)  # what paho queued while reading (acks, subscribes)
 
     def _write_ready(self) -> None:
         if self._client is not None:
@@ -489,6 +510,13 @@ class MqttConnection:
         )
 
     def _deliver(self, message: Message) -> None:
+        handler = self._handler
+        if handler is not None:
+            try:
+                handler(message)
+            except Exception:  # one bad message must never stop the connection
+                log.exception("could not handle a message on %s", message.topic)
+            return
         assert self._messages is not None
         try:
             self._messages.put_nowait(message)
@@ -590,6 +618,23 @@ class MqttConnection:
                 await future
         finally:
             self._pending.pop(mid, None)
+
+    def handle_messages(self, handler: Callable[[Message], None]) -> None:
+        """Hand every message to ``handler`` as it is read, instead of to :meth:`messages`.
+
+        The handler runs on the event loop inside paho's read, without a queue or a task switch
+        in between (the fast path for a process whose handling is quick and never blocks). What
+        it publishes is sent as soon as the read is done. Messages already queued are handed
+        over first.
+        """
+        assert self._messages is not None
+        while not self._messages.empty():
+            message = self._messages.get_nowait()
+            try:
+                handler(message)
+            except Exception:
+                log.exception("could not handle a message on %s", message.topic)
+        self._handler = handler
 
     async def messages(self) -> AsyncIterator[Message]:
         """Received messages, in order, until the connection closes."""
