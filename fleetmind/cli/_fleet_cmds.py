@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from fleetmind._ids import is_valid_id
 from fleetmind.agents import Agent
@@ -98,6 +99,13 @@ def devices(
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep watching: the table follows devices coming and going, until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """The fleet's devices: online or not, last seen, and their agents with versions."""
     from fleetmind.orchestrator import Fleet
@@ -105,26 +113,54 @@ def devices(
     from fleetmind.orchestrator._router import SkillRouter
 
     address = broker_address(broker, username, password_file)
+    console = Console()
 
-    async def collect() -> MqttFleetLink:
-        fleet = Fleet(router=SkillRouter())
-        link = MqttFleetLink(
+    def link_for(fleet: Fleet) -> MqttFleetLink:
+        return MqttFleetLink(
             fleet,
             address,
             fleet_name=fleet_name,
             client_id=f"fm-devices-{os.getpid()}",
             session_expiry_s=0,  # a look at the fleet leaves no session behind
         )
-        async with link:
+
+    async def collect() -> MqttFleetLink:
+        async with link_for(Fleet(router=SkillRouter())) as link:
             await link.settle()
         return link
 
-    link = asyncio.run(collect())
-    if not link.devices:
-        Console().print(f"no devices have announced themselves in fleet {fleet_name!r}")
+    async def follow() -> None:
+        async with link_for(Fleet(router=SkillRouter())) as link:
+            await link.settle()
+            if console.is_terminal:  # one table, redrawn in place
+                with Live(_devices_view(link, fleet_name), console=console) as live:
+                    while True:
+                        await asyncio.sleep(1.0)  # "last seen" moves with every heartbeat
+                        live.update(_devices_view(link, fleet_name))
+            # Off a terminal (a log, a pipe): the table again whenever a device comes, goes or
+            # changes its agents, not at every heartbeat.
+            shown = None
+            while True:
+                state = [(d, online, agents) for d, online, _, agents in _devices_rows(link)]
+                if state != shown:
+                    console.print(_devices_view(link, fleet_name))
+                    shown = state
+                await asyncio.sleep(1.0)
+
+    if watch:
+        try:
+            asyncio.run(follow())
+        except KeyboardInterrupt:
+            return
         return
-    table = plain_table("device", "state", "last seen", "agents")
+    link = asyncio.run(collect())
+    console.print(_devices_view(link, fleet_name))
+
+
+def _devices_rows(link: Any) -> list[tuple[str, str, str, str]]:
+    """One row per device: id, online state, last seen, agents with their versions."""
     versions = {agent_id: profile.version for agent_id, profile in link.profiles.items()}
+    rows = []
     for device in sorted(link.devices.values(), key=lambda d: d.device_id):
         seen = (
             datetime.fromtimestamp(device.last_seen_at).strftime("%Y-%m-%d %H:%M:%S")
@@ -132,8 +168,18 @@ def devices(
             else "never"
         )
         agents = ", ".join(f"{a} v{versions.get(a, '?')}" for a in sorted(device.agents))
-        table.add_row(device.device_id, "online" if device.online else "offline", seen, agents)
-    Console().print(table)
+        rows.append((device.device_id, "online" if device.online else "offline", seen, agents))
+    return rows
+
+
+def _devices_view(link: Any, fleet_name: str) -> Any:
+    rows = _devices_rows(link)
+    if not rows:
+        return f"no devices have announced themselves in fleet {fleet_name!r}"
+    table = plain_table("device", "state", "last seen", "agents")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 orchestrator_app = typer.Typer(

@@ -623,3 +623,37 @@ async def test_a_task_submitted_over_the_broker_runs_on_an_orchestrator(
         serving.cancel()
     assert result.ok and result.outputs == {"twice": 42}
     assert result.replica == "fm-orch-x"
+
+
+def test_devices_watch_follows_a_device_coming_and_going(
+    broker: BrokerAddress, devices: dict
+) -> None:
+    watcher = subprocess.Popen(
+        [FLEETMIND, "devices", "--watch", "--broker", f"mqtt://127.0.0.1:{broker.port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()
+        assert "no devices have announced themselves" in first, first
+        device = devices["start"]("pi-3", cost=0.0)
+        seen: list[str] = []
+        while not any("pi-3" in line and "online" in line for line in seen):
+            line = watcher.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        assert any("resizer-pi-3 v1" in line for line in seen)
+        os.kill(device.pid, signal.SIGKILL)  # its last will says offline
+        while not any("pi-3" in line and "offline" in line for line in seen):
+            line = watcher.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        watcher.send_signal(signal.SIGINT)
+        _, err = watcher.communicate(timeout=15)
+        assert watcher.returncode == 0, err
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
