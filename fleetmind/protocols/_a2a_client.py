@@ -67,6 +67,7 @@ from fleetmind._task_model import Subtask
 from fleetmind.agents._agent import Agent, SubtaskContext
 from fleetmind.agents._profile import AgentProfile, Skill, Tier
 from fleetmind.errors import ConfigError, InputRequired, SubtaskFailed
+from fleetmind.protocols._a2a_values import data_values
 
 log = logging.getLogger("fleetmind.a2a_client")
 
@@ -570,13 +571,13 @@ def _message_text(message: Message) -> str:
     texts = [p.text for p in message.parts if p.WhichOneof("content") == "text" and p.text]
     if texts:
         return _one_line(" ".join(texts))
-    data = [_plain(json_format.MessageToDict(p.data)) for p in message.parts if p.HasField("data")]
+    data = data_values(message.parts)
     return json.dumps(data[0] if len(data) == 1 else data) if data else ""
 
 
 def _parts_value(parts: Sequence[Part]) -> Any:
     """The output carried by some parts: their data if any, else their text, else their files."""
-    data = [_plain(json_format.MessageToDict(p.data)) for p in parts if p.HasField("data")]
+    data = data_values(parts)
     if data:
         return data[0] if len(data) == 1 else data
     texts = [p.text for p in parts if p.WhichOneof("content") == "text"]
@@ -595,18 +596,6 @@ def _file(part: Part) -> dict[str, str]:
     else:
         out["base64"] = base64.b64encode(part.raw).decode("ascii")
     return {k: v for k, v in out.items() if v}
-
-
-def _plain(value: Any) -> Any:
-    """Undo protobuf's numbers: a ``Value`` stores every number as a double, so ``3`` comes
-    back as ``3.0``; whole numbers are made ints again, as the sender almost always meant."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _one_line(text: str, limit: int = 300) -> str:

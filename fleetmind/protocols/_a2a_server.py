@@ -79,6 +79,7 @@ from fleetmind.orchestrator import (
     TaskResult,
 )
 from fleetmind.protocols._a2a_card import agent_card
+from fleetmind.protocols._a2a_values import data_values, plain_json
 from fleetmind.protocols._http_gate import HttpGate, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -270,7 +271,7 @@ class FleetExecutor(AgentExecutor):
     def definition(self, message: Message) -> dict[str, Any]:
         """The task graph a message asks for (``InvalidParamsError`` when it asks for nothing)."""
         texts = [p.text for p in message.parts if p.HasField("text") and p.text]
-        data = [_plain(MessageToDict(p.data)) for p in message.parts if p.HasField("data")]
+        data = data_values(message.parts)
         graphs = [d for d in data if isinstance(d, dict) and "subtasks" in d]
         if len(graphs) > 1:
             raise InvalidParamsError(message="a message may carry one task graph, not several")
@@ -290,7 +291,7 @@ class FleetExecutor(AgentExecutor):
             if text:
                 inputs.setdefault("text", text)
             subtask: dict[str, Any] = {"id": REQUEST_SUBTASK, "description": text, "inputs": inputs}
-            routing = _plain(MessageToDict(message.metadata))
+            routing = plain_json(MessageToDict(message.metadata))
             for key in ("agent", "skill"):
                 if isinstance(routing.get(key), str):
                     subtask[key] = routing[key]
@@ -376,7 +377,7 @@ def _reply_of(message: Message) -> Any:
     text = "\n".join(p.text for p in message.parts if p.HasField("text") and p.text)
     if text:
         return text
-    data = [_plain(MessageToDict(p.data)) for p in message.parts if p.HasField("data")]
+    data = data_values(message.parts)
     return data[0] if len(data) == 1 else (data or "")
 
 
@@ -388,17 +389,6 @@ def _with_reply(parked: _Parked, reply: Any) -> dict[str, Any]:
         for s in parked.definition.get("subtasks", [])
     ]
     return {**parked.definition, "subtasks": subtasks}
-
-
-def _plain(value: Any) -> Any:
-    """JSON from a protobuf Value, with whole numbers as ints again (protobuf keeps doubles)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _jsonable(value: Any) -> Any:
