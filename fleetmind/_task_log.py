@@ -103,12 +103,14 @@ class SubtaskRouted(_Entry):
 
 
 class SubtaskProgressed(_Entry):
-    """A running subtask reported progress."""
+    """A running subtask reported progress (for an LLM agent: one step, with its record)."""
 
     kind: Literal["subtask_progress"] = "subtask_progress"
     subtask_id: SubtaskId
     message: str = ""
     fraction: float | None = None
+    step: dict[str, Any] | None = None
+    """An LLM step's record: model, tier, tokens, cost, latency, tool calls, outcome."""
 
 
 class SubtaskRetried(_Entry):
@@ -147,6 +149,36 @@ class SubtaskFinished(_Entry):
     error: dict[str, Any] | None = None
 
 
+class TaskPlanned(_Entry):
+    """The graph was planned from a request in plain words; the planner's exchanges, for audit.
+
+    Each exchange is one round: the model's answer, the validation errors sent back for
+    repair (none in the last round of a valid plan), tokens and cost.
+    """
+
+    kind: Literal["task_planned"] = "task_planned"
+    request: str
+    model: str = ""
+    rounds: int = 1
+    exchanges: tuple[dict[str, Any], ...] = ()
+
+
+class SubtaskReplanned(_Entry):
+    """A subtask failed for good and the planner was asked for a graph edit.
+
+    ``outcome`` is ``edited`` (the edits follow this entry in the log and the failed subtask
+    no longer fails the task), ``gave_up`` (the planner saw no way round it) or ``failed`` (no
+    valid edit within the planner's rounds, or the model could not be reached).
+    """
+
+    kind: Literal["subtask_replanned"] = "subtask_replanned"
+    subtask_id: SubtaskId
+    outcome: Literal["edited", "gave_up", "failed"]
+    reason: str = ""
+    edits: int = 0
+    exchanges: tuple[dict[str, Any], ...] = ()
+
+
 class TaskCancelled(_Entry):
     """The task was cancelled: every subtask that has not finished is cancelled."""
 
@@ -167,6 +199,8 @@ LogEntry = Annotated[
     | SubtaskReassigned
     | SubtaskRequeued
     | SubtaskFinished
+    | TaskPlanned
+    | SubtaskReplanned
     | TaskCancelled,
     Field(discriminator="kind"),
 ]

@@ -3,6 +3,7 @@
 ```
 FleetmindError
 ├── ConfigError              a config file, task file or CLI argument is wrong
+│   └── ModelNotConfigured   plain words need a model, and none is configured
 ├── GraphError               an edit would break the task graph (cycle, dangling id, ...)
 │   └── CycleError
 ├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
@@ -11,12 +12,19 @@ FleetmindError
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
 ├── RunError                 something went wrong while a subtask ran
 │   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
-│   │   └── InputRequired    the agent needs more input from whoever asked (not retried)
+│   │   ├── InputRequired    the agent needs more input from whoever asked (not retried)
+│   │   └── BudgetExhausted  an LLM agent used up its step, token or cost budget
 │   ├── SubtaskTimeout       an attempt ran past its timeout
 │   ├── MissingInput         a subtask lacks an input its agent requires
 │   ├── UpstreamFailed       a dependency the subtask needed did not succeed
 │   ├── NoCapableAgent       no registered agent can take the subtask
-│   └── TaskCancelled        the task was cancelled by its user
+│   ├── TaskCancelled        the task was cancelled by its user
+│   ├── PlanningError        the planner found no valid plan (or edit) within its rounds
+│   └── ModelError           a language model could not be reached or answered badly
+│       ├── ModelUnavailable     connection refused, timed out, 5xx (after retries)
+│       ├── ModelRateLimited     429 after retries, or a Retry-After beyond the limit
+│       ├── ModelRejected        the request was refused (4xx): bad request, bad key
+│       └── ModelResponseInvalid not JSON, no choices, a stream cut off mid-way
 └── ProtocolError            a message crossing a wire is malformed or breaks its protocol
     ├── MalformedMessage     not JSON, or not a valid envelope or payload
     ├── MessageTooLarge      over the size limit
@@ -139,6 +147,56 @@ class NoCapableAgent(RunError):
 
 class TaskCancelled(RunError):
     """The task was cancelled by its user."""
+
+
+class BudgetExhausted(SubtaskFailed):
+    """An LLM agent used up its step, token or cost budget before it had an answer.
+
+    Not retried on the same agent: the same budget would run out the same way.
+    """
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, retryable=False, details=details)
+
+
+class PlanningError(RunError):
+    """The planner could not produce a valid plan (or graph edit) within its repair rounds."""
+
+
+class ModelNotConfigured(ConfigError):
+    """Plain words were given where a model is needed to plan them, and none is configured."""
+
+
+class ModelError(RunError):
+    """A language model endpoint could not be reached, refused the request, or answered badly.
+
+    ``retryable`` says whether asking again (later, or another agent) may help.
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retryable = retryable
+
+
+class ModelUnavailable(ModelError):
+    """The endpoint refused the connection, timed out, or kept answering 5xx."""
+
+
+class ModelRateLimited(ModelError):
+    """The endpoint kept answering 429, or asked to wait longer than allowed."""
+
+
+class ModelRejected(ModelError):
+    """The endpoint refused the request itself (4xx): a bad request, model or API key."""
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, retryable=False, details=details)
+
+
+class ModelResponseInvalid(ModelError):
+    """The answer was not what the API promises: not JSON, no choices, a stream cut off."""
 
 
 class ProtocolError(FleetmindError):

@@ -23,14 +23,37 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
+from fleetmind.agents._steps import StepRecord
 from fleetmind.errors import AgentError, MissingInput
 from fleetmind.tools import ToolRegistry
 
 
 class ProgressSink(Protocol):
-    """Where an agent's progress reports go (the engine, or a remote runtime's publisher)."""
+    """Where an agent's progress reports go (the engine, or a remote runtime's publisher).
 
-    def __call__(self, message: str, fraction: float | None) -> None: ...
+    ``step`` carries an LLM step's record (see :class:`StepRecord`) with the progress line.
+    """
+
+    def __call__(
+        self, message: str, fraction: float | None, step: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
+TASK_KEY = "fleetmind_task"
+"""The checkpoint metadata key naming the task a step loop belongs to (so the engine can
+delete a finished task's checkpoints)."""
+
+
+class CheckpointSource(Protocol):
+    """Where LLM agents keep the checkpoints of their step loops (beside the task store).
+
+    The engine hands one to every agent in its :class:`SubtaskContext`; an agent killed
+    mid-loop finds its last finished step there when the task is resumed.
+    """
+
+    async def saver(self) -> Any:
+        """A LangGraph checkpoint saver (``BaseCheckpointSaver``), opened on first use."""
+        ...
 
 
 @dataclass
@@ -51,11 +74,31 @@ class SubtaskContext:
     edits: list[GraphEdit] = field(default_factory=list)
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     """The fleet's tools (local ``@tool`` functions and MCP servers' tools) this agent may call."""
+    checkpoints: CheckpointSource | None = None
+    """Where step loops keep their checkpoints (None: nowhere durable, e.g. on a device)."""
 
-    def progress(self, message: str, fraction: float | None = None) -> None:
-        """Report progress; it reaches every follower of the task's event stream."""
+    def progress(
+        self,
+        message: str,
+        fraction: float | None = None,
+        *,
+        step: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Report progress; it reaches every follower of the task's event stream.
+
+        ``step`` is an LLM step's record as plain data (what :meth:`record_step` sends);
+        remote agents pass on the records their device sent.
+        """
         if self._progress is not None:
-            self._progress(message, fraction)
+            if step is None:
+                self._progress(message, fraction)
+            else:
+                self._progress(message, fraction, step)
+
+    def record_step(self, record: StepRecord) -> None:
+        """Record one LLM step: a progress event that carries the step's record, kept in the
+        task's log (model, tokens, cost, latency, tool calls, outcome)."""
+        self.progress(record.summary(), step=record.to_dict())
 
     def add_subtask(
         self,
@@ -117,6 +160,11 @@ class Agent(abc.ABC):
         """Inputs the agent cannot run without; checked before a task starts."""
         return frozenset()
 
+    @property
+    def optional_inputs(self) -> frozenset[str]:
+        """Inputs the agent reads when given (the planner shows them beside the required)."""
+        return frozenset()
+
     @abc.abstractmethod
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
         """Do the subtask and return its output (or a :class:`SubtaskResult`)."""
@@ -168,6 +216,10 @@ class FunctionAgent(Agent):
     @property
     def required_inputs(self) -> frozenset[str]:
         return self._required
+
+    @property
+    def optional_inputs(self) -> frozenset[str]:
+        return frozenset(self._params) - self._required
 
     @property
     def function(self) -> AgentFunction:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -203,9 +203,15 @@ class DeviceRuntime:
             self._reply_error(mqtt, problem, dispatch_id, job.reply_to)
             return
 
-        def progress(message: str, fraction: float | None) -> None:
+        def progress(
+            message: str, fraction: float | None, step: Mapping[str, Any] | None = None
+        ) -> None:
             body = ProgressPayload(
-                task_id=job.task_id, subtask_id=subtask.id, message=message, fraction=fraction
+                task_id=job.task_id,
+                subtask_id=subtask.id,
+                message=message,
+                fraction=fraction,
+                step=dict(step) if step else None,
             )
             update = new_envelope("progress", self.device_id, body, correlation_id=dispatch_id)
             mqtt.publish_nowait(out, update.to_bytes())

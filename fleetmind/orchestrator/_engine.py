@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, assert_never
 
@@ -26,6 +26,7 @@ from fleetmind._task_log import (
     SubtaskFinished,
     SubtaskProgressed,
     SubtaskReassigned,
+    SubtaskReplanned,
     SubtaskRequeued,
     SubtaskRetried,
     SubtaskRouted,
@@ -45,8 +46,16 @@ from fleetmind.errors import (
     SubtaskTimeout,
 )
 from fleetmind.orchestrator import _events as ev
+from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
+from fleetmind.orchestrator._engine_events import events_for
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
+from fleetmind.orchestrator._replan import (
+    REPLANNABLE_ERRORS_EXCLUDED,
+    ReplanDecision,
+    Replanner,
+    ReplanRequest,
+)
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._store import Store
 from fleetmind.tools import ToolRegistry
@@ -132,6 +141,17 @@ class _Progress:
     token: int
     message: str
     fraction: float | None
+    step: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Replanned:
+    subtask_id: str
+    error: dict[str, Any]
+    """The failure that was replanned."""
+    decision: ReplanDecision | None
+    problem: str = ""
+    """Why there is no decision (the planner or its model failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +177,15 @@ class _Cancel:
 
 
 _Message = (
-    _Succeeded | _Retrying | _AgentGaveUp | _Progress | _SlotOffered | _AgentGone | _Edit | _Cancel
+    _Succeeded
+    | _Retrying
+    | _AgentGaveUp
+    | _Progress
+    | _SlotOffered
+    | _AgentGone
+    | _Edit
+    | _Cancel
+    | _Replanned
 )
 
 
@@ -182,6 +210,9 @@ class Engine:
         store: Where every entry is written before the engine acts on it.
         clock: Wall-clock time in seconds, for timestamps (injected so tests can fix it).
         tools: The fleet's tools, handed to every agent in its :class:`SubtaskContext`.
+        replanner: Asked for graph edits when a subtask fails for good (planned tasks).
+        max_replans: How many times per task the replanner may be asked.
+        checkpoints: Where LLM agents keep their step loops' checkpoints (in memory if None).
     """
 
     def __init__(
@@ -194,8 +225,18 @@ class Engine:
         store: Store,
         clock: Callable[[], float] = time.time,
         tools: ToolRegistry | None = None,
+        replanner: Replanner | None = None,
+        max_replans: int = 3,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.task_id = task_id
+        self._replanner = replanner
+        self._max_replans = max_replans
+        self._replans_done = sum(
+            1 for e in graph.log if isinstance(e, SubtaskReplanned)
+        )  # a resumed task keeps counting where it stopped
+        self._replanning: dict[str, asyncio.Task[None]] = {}
+        self._checkpoints = checkpoints if checkpoints is not None else Checkpoints(None)
         self._tools = tools if tools is not None else ToolRegistry()
         self.graph = graph
         self.events = ev.EventBroadcaster()
@@ -281,8 +322,19 @@ class Engine:
         finally:
             self._state = "finished"
             self._tg = None
+            await self._close_checkpoints()
             self.events.close()
         return TaskResult.of(self.task_id, self.graph)
+
+    async def _close_checkpoints(self) -> None:
+        """Close the checkpoint store; a task that ended needs its checkpoints no more."""
+        try:
+            if self.graph.is_finished:
+                await asyncio.shield(self._checkpoints.forget(self.task_id))
+        except (Exception, asyncio.CancelledError):
+            pass  # stale checkpoints cost disk space only; the task's outcome stands
+        finally:
+            await asyncio.shield(self._checkpoints.aclose())
 
     # ---------------------------------------------------------------------------------------
     # Slot waiting (called by the AgentDirectory)
@@ -322,7 +374,20 @@ class Engine:
         """Apply an entry to the graph and queue it for the store and its events."""
         changes = self.graph.apply(entry)
         self._unsaved.append(entry)
-        self._events_for(entry, changes, by)
+        routing = (
+            self._candidates.get(entry.subtask_id, ()) if isinstance(entry, SubtaskStarted) else ()
+        )
+        self._pending_events.extend(
+            events_for(
+                entry,
+                changes,
+                self.graph,
+                task_id=self.task_id,
+                now=self._clock(),
+                by=by,
+                routing=routing,
+            )
+        )
         if isinstance(entry, AddSubtask | UpdateSubtask):
             self._to_prepare.append(entry.subtask)
         if isinstance(entry, UpdateSubtask) and entry.subtask.id in self._waiting:
@@ -356,6 +421,8 @@ class Engine:
                             subtask_id=message.subtask_id,
                             message=message.message,
                             fraction=message.fraction,
+                            step=message.step,
+                            at=self._clock() if message.step is not None else 0.0,
                         )
                     )
             case _SlotOffered():
@@ -368,6 +435,8 @@ class Engine:
                 self._on_edit(message)
             case _Cancel():
                 self._on_cancel(message.reason)
+            case _Replanned():
+                self._on_replanned(message)
             case _:
                 assert_never(message)
 
@@ -419,11 +488,7 @@ class Engine:
         tried = {*state.excluded_agents, message.agent_id}
         others = [a for a in self._candidates.get(sid, ()) if a not in tried]
         if message.error.get("type") in _NOT_THE_AGENTS_FAULT or not others:
-            self._record(
-                SubtaskFinished(
-                    subtask_id=sid, status="failed", error=message.error, at=self._clock()
-                )
-            )
+            self._fail_for_good(sid, message.error)
             return
         self._record(
             SubtaskReassigned(
@@ -454,8 +519,92 @@ class Engine:
             return
         self._record(TaskCancelled(reason=reason, at=self._clock()))
         self._waiting.clear()
-        for runner in self._runners.values():
+        for runner in (*self._runners.values(), *self._replanning.values()):
             runner.cancel()
+
+    # ---------------------------------------------------------------------------------------
+    # Failing for good, and replanning
+    # ---------------------------------------------------------------------------------------
+
+    def _fail_for_good(self, subtask_id: str, error: dict[str, Any]) -> None:
+        """A subtask has no agent left: ask the replanner, or record the failure."""
+        if (
+            self._replanner is None
+            or self._replans_done >= self._max_replans
+            or error.get("type") in REPLANNABLE_ERRORS_EXCLUDED
+            or subtask_id in self._replanning
+            or self.graph.state(subtask_id).replanned is not None
+        ):
+            self._record(
+                SubtaskFinished(
+                    subtask_id=subtask_id, status="failed", error=error, at=self._clock()
+                )
+            )
+            return
+        # The subtask stays unfinished while the planner thinks, so that its dependents are not
+        # failed before they can be rewired; the rest of the graph keeps running meanwhile.
+        self._replans_done += 1
+        request = ReplanRequest(
+            task_id=self.task_id,
+            graph=self.graph.copy(),
+            subtask_id=subtask_id,
+            error=error,
+            replans_done=self._replans_done - 1,
+        )
+        assert self._tg is not None
+        self._replanning[subtask_id] = self._tg.create_task(
+            self._ask_replanner(request), name=f"{self.task_id}/{subtask_id}/replan"
+        )
+
+    async def _ask_replanner(self, request: ReplanRequest) -> None:
+        assert self._replanner is not None
+        try:
+            decision = await self._replanner.replan(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            problem = exc.message if isinstance(exc, FleetmindError) else repr(exc)
+            self._post(_Replanned(request.subtask_id, request.error, None, problem))
+        else:
+            self._post(_Replanned(request.subtask_id, request.error, decision))
+
+    def _on_replanned(self, message: _Replanned) -> None:
+        sid = message.subtask_id
+        if self._replanning.pop(sid, None) is None or sid not in self.graph:
+            return
+        if self.graph.state(sid).status.is_terminal:
+            return  # cancelled meanwhile
+        decision = message.decision
+        outcome, reason, edits = "failed", message.problem, ()
+        if decision is not None:
+            edits, reason = decision.edits, decision.reason
+            outcome = "edited" if edits else "gave_up"
+            if edits:
+                try:  # all or nothing, checked on a copy before the live graph is touched
+                    trial = self.graph.copy()
+                    trial.apply(SubtaskReplanned(subtask_id=sid, outcome="edited"))
+                    for edit in edits:
+                        trial.apply(edit)
+                except GraphError as exc:
+                    outcome, reason, edits = "failed", f"the planner's edit is invalid: {exc}", ()
+        self._record(
+            SubtaskReplanned(
+                subtask_id=sid,
+                outcome=outcome,  # type: ignore[arg-type]
+                reason=reason,
+                edits=len(edits),
+                exchanges=decision.exchanges if decision is not None else (),
+                at=self._clock(),
+            )
+        )
+        for edit in edits:
+            self._record(edit, by="planner")
+        if sid in self.graph and not self.graph.state(sid).status.is_terminal:
+            self._record(
+                SubtaskFinished(
+                    subtask_id=sid, status="failed", error=message.error, at=self._clock()
+                )
+            )
 
     async def _prepare_routing(self) -> None:
         """Let the router embed new subtasks in one batch, off the event loop's thread."""
@@ -550,11 +699,7 @@ class Engine:
         )
 
     def _fail_unstarted(self, subtask_id: str, error: FleetmindError) -> None:
-        self._record(
-            SubtaskFinished(
-                subtask_id=subtask_id, status="failed", error=error.to_dict(), at=self._clock()
-            )
-        )
+        self._fail_for_good(subtask_id, error.to_dict())
 
     def _start(self, subtask_id: str, agent_id: str) -> None:
         self._waiting.discard(subtask_id)
@@ -595,6 +740,7 @@ class Engine:
                 )
             elif isinstance(message, _SlotOffered):
                 self._directory.release(message.agent_id)
+            # A late _Replanned (the task was cancelled meanwhile) needs nothing.
 
     def _finish(self) -> None:
         status = self.graph.status
@@ -619,8 +765,12 @@ class Engine:
         policy = subtask.retry
         attempt = 1
 
-        def report(message: str, fraction: float | None) -> None:
-            self._post(_Progress(subtask_id, token, message, fraction))
+        def report(
+            message: str, fraction: float | None, step: Mapping[str, Any] | None = None
+        ) -> None:
+            self._post(
+                _Progress(subtask_id, token, message, fraction, dict(step) if step else None)
+            )
 
         try:
             while True:
@@ -633,6 +783,7 @@ class Engine:
                         agent_id=agent.id,
                         _progress=report,
                         tools=self._tools,
+                        checkpoints=self._checkpoints,
                     )
                     if subtask.timeout_s is None:
                         raw = await agent.run(subtask, ctx)
@@ -662,110 +813,6 @@ class Engine:
         finally:
             self._runners.pop(subtask_id, None)
             self._directory.release(agent.id)
-
-    # ---------------------------------------------------------------------------------------
-    # Events
-    # ---------------------------------------------------------------------------------------
-
-    def _events_for(self, entry: LogEntry, changes: list[DerivedChange], by: str | None) -> None:
-        base: dict[str, Any] = {
-            "task_id": self.task_id,
-            "version": self.graph.version,
-            "at": entry.at or self._clock(),
-        }
-        out = self._pending_events
-        match entry.kind:
-            case "subtask_started":
-                assert isinstance(entry, SubtaskStarted)
-                out.append(
-                    ev.SubtaskStarted(
-                        **base,
-                        subtask_id=entry.subtask_id,
-                        agent=entry.agent,
-                        routing=self._candidates.get(entry.subtask_id, ()),
-                    )
-                )
-            case "subtask_routed":
-                assert isinstance(entry, SubtaskRouted)
-                out.append(
-                    ev.SubtaskRouted(
-                        **base,
-                        subtask_id=entry.subtask_id,
-                        candidates=entry.candidates,
-                        excluded=entry.excluded,
-                    )
-                )
-            case "subtask_progress":
-                assert isinstance(entry, SubtaskProgressed)
-                out.append(
-                    ev.SubtaskProgress(
-                        **base,
-                        subtask_id=entry.subtask_id,
-                        message=entry.message,
-                        fraction=entry.fraction,
-                    )
-                )
-            case "subtask_retried":
-                assert isinstance(entry, SubtaskRetried)
-                state = self.graph.state(entry.subtask_id)
-                out.append(
-                    ev.SubtaskRetried(
-                        **base,
-                        subtask_id=entry.subtask_id,
-                        agent=state.agent or "",
-                        attempt=state.attempts,  # already counts the attempt about to be made
-                        error=entry.error,
-                        delay_s=entry.delay_s,
-                    )
-                )
-            case "subtask_reassigned":
-                assert isinstance(entry, SubtaskReassigned)
-                out.append(
-                    ev.SubtaskReassigned(
-                        **base, subtask_id=entry.subtask_id, agent=entry.agent, error=entry.error
-                    )
-                )
-            case "subtask_finished":
-                assert isinstance(entry, SubtaskFinished)
-                state = self.graph.state(entry.subtask_id)
-                if entry.status == "done":
-                    out.append(
-                        ev.SubtaskDone(
-                            **base,
-                            subtask_id=entry.subtask_id,
-                            agent=state.agent,
-                            output=entry.output,
-                            duration_s=state.duration_s,
-                        )
-                    )
-                else:
-                    out.append(
-                        ev.SubtaskFailed(
-                            **base,
-                            subtask_id=entry.subtask_id,
-                            agent=state.agent,
-                            error=entry.error or {},
-                        )
-                    )
-            case kind if kind in STRUCTURAL_KINDS:
-                out.append(ev.GraphEdited(**base, edit=entry, by=by))
-            case _:
-                pass
-        for change in changes:
-            sid = change.subtask_id
-            if change.status is SubtaskStatus.SKIPPED:
-                out.append(ev.SubtaskSkipped(**base, subtask_id=sid, reason=change.reason))
-            elif change.status is SubtaskStatus.CANCELLED:
-                out.append(ev.SubtaskCancelled(**base, subtask_id=sid, reason=change.reason))
-            elif change.status is SubtaskStatus.FAILED:
-                out.append(
-                    ev.SubtaskFailed(
-                        **base,
-                        subtask_id=sid,
-                        agent=None,
-                        error=self.graph.state(sid).error or {},
-                    )
-                )
 
 
 def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:

@@ -59,6 +59,8 @@ class SubtaskProgress(Event):
     subtask_id: str
     message: str
     fraction: float | None
+    step: dict[str, Any] | None = None
+    """For an LLM agent's step: its record (tier, model, tokens, cost, latency, tool calls)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +137,18 @@ class GraphEdited(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubtaskReplanned(Event):
+    """A subtask failed for good and the planner answered with graph edits (or could not)."""
+
+    kind: Literal["subtask_replanned"] = "subtask_replanned"
+    subtask_id: str
+    outcome: str
+    """``edited``, ``gave_up`` or ``failed``."""
+    reason: str
+    edits: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskFinished(Event):
     """The task ended: done, failed or cancelled."""
 
@@ -154,6 +168,7 @@ TaskEvent = (
     | SubtaskFailed
     | SubtaskSkipped
     | SubtaskCancelled
+    | SubtaskReplanned
     | GraphEdited
     | TaskFinished
 )

@@ -30,6 +30,7 @@ from fleetmind._task_log import (
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.errors import AgentError, FleetStateError, GraphError
+from fleetmind.orchestrator._checkpoints import Checkpoints, checkpoint_path
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import TaskEvent
@@ -37,7 +38,7 @@ from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
-from fleetmind.orchestrator._store import Store, TaskRecord, open_store
+from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
 from fleetmind.tools import ToolRegistry
 
 
@@ -355,6 +356,7 @@ class Fleet:
             router=self.router,
             store=self.store,
             tools=self.tools,
+            checkpoints=self._checkpoints(),
         )
 
     def resume_engine(self, task_id: str) -> Engine:
@@ -374,7 +376,15 @@ class Fleet:
             router=self.router,
             store=self.store,
             tools=self.tools,
+            checkpoints=self._checkpoints(),
         )
+
+    def _checkpoints(self) -> Checkpoints:
+        """Where a task's LLM agents checkpoint their loops: beside a SQLite store, or in
+        memory."""
+        if isinstance(self.store, SQLiteStore):
+            return Checkpoints(checkpoint_path(self.store.path))
+        return Checkpoints(None)
 
     async def run(
         self,

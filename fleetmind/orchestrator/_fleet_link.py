@@ -386,7 +386,7 @@ class MqttFleetLink:
         if pending.future.done():
             return
         if isinstance(payload, ProgressPayload):
-            pending.ctx.progress(payload.message, payload.fraction)
+            pending.ctx.progress(payload.message, payload.fraction, step=payload.step)
             return
         outcome = _outcome(payload)
         if isinstance(outcome, SubtaskResult):

@@ -31,11 +31,13 @@ from fleetmind._task_log import (
     SubtaskFinished,
     SubtaskProgressed,
     SubtaskReassigned,
+    SubtaskReplanned,
     SubtaskRequeued,
     SubtaskRetried,
     SubtaskRouted,
     SubtaskStarted,
     TaskCancelled,
+    TaskPlanned,
     UpdateSubtask,
     add_subtask_edit,
 )
@@ -73,6 +75,14 @@ class SubtaskState:
     finished_at: float | None = None
     routing: dict[str, Any] | None = None
     """The latest routing decision: ranked candidates with scores, and exclusions."""
+    steps: int = 0
+    """LLM steps recorded for this subtask (every attempt)."""
+    tokens: int = 0
+    cost: float = 0.0
+    cloud_steps: int = 0
+    replanned: str | None = None
+    """How replanning ended after this subtask failed for good: edited, gave_up or failed.
+    A failed subtask that was replanned with edits no longer fails the task."""
 
     def copy(self) -> SubtaskState:
         """An independent copy (``dataclasses.replace`` is several times slower)."""
@@ -90,6 +100,11 @@ class SubtaskState:
             self.started_at,
             self.finished_at,
             self.routing,
+            self.steps,
+            self.tokens,
+            self.cost,
+            self.cloud_steps,
+            self.replanned,
         )
 
     @property
@@ -131,6 +146,8 @@ class TaskGraph:
         self._open = 0
         self._cancelled = False
         self._newly_ready: list[str] = []
+        self.request: str | None = None
+        """The request in plain words this graph was planned from, if it was."""
 
     # ----------------------------------------------------------------------------------------
     # Building
@@ -228,6 +245,8 @@ class TaskGraph:
                 state = self._expect(entry.subtask_id, (_S.RUNNING,), "report progress for")
                 state.progress = entry.message
                 state.fraction = entry.fraction
+                if entry.step is not None:
+                    _count_step(state, entry.step)
             case SubtaskRetried():
                 state = self._expect(entry.subtask_id, (_S.RUNNING,), "retry")
                 state.attempts += 1
@@ -249,6 +268,11 @@ class TaskGraph:
                 state.error = entry.error
                 state.finished_at = entry.at or None
                 self._finish(entry.subtask_id, _S(entry.status), changes)
+            case TaskPlanned():
+                self.request = entry.request
+            case SubtaskReplanned():
+                state = self._expect(entry.subtask_id, (_S.RUNNING, _S.READY), "replan")
+                state.replanned = entry.outcome
             case TaskCancelled():
                 self._cancel(entry.reason or "task cancelled", changes)
             case _:
@@ -447,7 +471,7 @@ class TaskGraph:
             return "cancelled"
         if not self.is_finished:
             return "running"
-        if any(s.status is _S.FAILED for s in self._state.values()):
+        if any(s.status is _S.FAILED and s.replanned != "edited" for s in self._state.values()):
             return "failed"
         return "done"
 
@@ -600,6 +624,7 @@ class TaskGraph:
         other._open = self._open
         other._cancelled = self._cancelled
         other._newly_ready = list(self._newly_ready)
+        other.request = self.request
         return other
 
     @classmethod
@@ -656,6 +681,8 @@ class TaskGraph:
         data = self.to_definition()
         data["version"] = self.version
         data["status"] = self.status
+        if self.request is not None:
+            data["request"] = self.request
         data["state"] = {
             sid: {
                 "status": st.status.value,
@@ -666,10 +693,28 @@ class TaskGraph:
                 "reason": st.reason or None,
                 "output": st.output,
                 "routing": st.routing,
+                "steps": st.steps,
+                "tokens": st.tokens,
+                "cost": st.cost,
+                "replanned": st.replanned,
             }
             for sid, st in self._state.items()
         }
         return data
+
+
+def _count_step(state: SubtaskState, step: Mapping[str, Any]) -> None:
+    """Add one LLM step's tokens and cost to the subtask's totals."""
+    state.steps += 1
+    try:
+        state.tokens += int(step.get("prompt_tokens") or 0) + int(
+            step.get("completion_tokens") or 0
+        )
+        state.cost += float(step.get("cost") or 0.0)
+    except (TypeError, ValueError):
+        pass  # a malformed record from a remote agent counts as a step, nothing more
+    if step.get("tier") == "cloud":
+        state.cloud_steps += 1
 
 
 def _verdict(dep: Dependency, source_status: SubtaskStatus) -> tuple[SubtaskStatus, str] | None:

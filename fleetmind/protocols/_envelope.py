@@ -73,6 +73,8 @@ class ProgressPayload(_Payload):
     subtask_id: SubtaskId
     message: str = ""
     fraction: float | None = Field(default=None, ge=0, le=1)
+    step: dict[str, Any] | None = None
+    """An LLM agent's step record (tier, model, tokens, cost, latency, tool calls, outcome)."""
 
 
 class ResultPayload(_Payload):

@@ -1,0 +1,468 @@
+"""LLMAgent: an agent that thinks with a language model, step by step, using the fleet's tools.
+
+Its loop is a LangGraph ``StateGraph`` of two nodes::
+
+    START -> reason --(tool calls)--> act -> reason -> ... --(an answer)--> END
+
+``reason`` asks the :class:`StepRouter` which tier's model takes the step, calls that model
+with the conversation and the tools' schemas, and either answers or asks for tool calls;
+``act`` runs the calls through the fleet's tool registry (local ``@tool`` functions and MCP
+tools) and adds their results to the conversation. Every step is recorded in the task's log
+(model, tokens, cost, latency, tool calls, outcome) and streamed as a progress event.
+
+The loop is checkpointed after every node with LangGraph's checkpointer, in the checkpoint
+store the engine keeps beside the task store: an agent killed mid-loop resumes from its last
+finished node when the task is resumed, and does not pay for its earlier steps again.
+
+Budgets: ``max_steps`` model calls, ``max_tokens`` tokens and ``max_cost`` cost per subtask;
+when one runs out before an answer the subtask fails with :class:`BudgetExhausted` (not
+retried on this agent; another candidate, or the planner, may take it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, ValidationError
+
+from fleetmind._task_model import Subtask
+from fleetmind._validation import describe_validation_error
+from fleetmind.agents._agent import TASK_KEY, Agent, SubtaskContext
+from fleetmind.agents._llm import ChatMessage, LLMClient, ToolCall, extract_json
+from fleetmind.agents._profile import AgentProfile
+from fleetmind.agents._steps import (
+    FixedStepRouter,
+    StepRecord,
+    StepRouter,
+    StepState,
+    ToolOutcome,
+)
+from fleetmind.errors import AgentError, BudgetExhausted, ModelError, SubtaskFailed
+from fleetmind.tools import ToolRegistry, ToolResult, ToolSpec
+
+GIVE_UP_TOOL = "give_up"
+_API_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class _LoopState(TypedDict, total=False):
+    """The loop's state, as checkpointed: plain data only."""
+
+    messages: list[dict[str, Any]]
+    step: int
+    tokens: int
+    cost: float
+    pending_step: dict[str, Any] | None
+    """The record of a step whose tool calls have not run yet (kept across a crash)."""
+    answer: Any
+
+
+@dataclass
+class _Run:
+    """What one subtask's run hands the loop's nodes (LangGraph's runtime context)."""
+
+    agent: LLMAgent
+    ctx: SubtaskContext
+    tools: dict[str, tuple[str, ToolRegistry]] = field(default_factory=dict)
+    """API name -> (the tool's name in its registry, the registry)."""
+    schemas: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LLMAgent(Agent):
+    """An agent whose work is a loop of model calls and tool calls.
+
+    ```python
+    analyst = LLMAgent(
+        AgentProfile(id="analyst", description="Answers questions about log files"),
+        model=OpenAICompatibleClient(endpoint),            # or {"device": small, "cloud": big}
+        tools=["grep", "read_file", summarise],            # fleet tools by name, or functions
+    )
+    ```
+
+    Args:
+        profile: The agent's profile (routing reads it; the default instructions use it).
+        model: One client, or one per tier (``{"device": ..., "cloud": ...}``).
+        tools: Fleet tools by name (from ``ctx.tools``: local and MCP), and/or functions or
+            :class:`ToolSpec` objects of its own. None: every tool of the fleet.
+        instructions: The system prompt (default: from the profile's name and description).
+        step_router: Chooses the tier for each step (default: always the largest tier given).
+        max_steps: Model calls per subtask before :class:`BudgetExhausted`.
+        max_tokens: Tokens per subtask (prompt and completion of every step), None: no limit.
+        max_cost: Cost per subtask, None: no limit.
+        answer_tokens: The longest answer per model call (the server's default when None).
+        temperature: Sampling temperature (the server's default when None).
+        output_type: A pydantic model the final answer must be (JSON); the output is its
+            ``model_dump()``. A non-matching answer is sent back once per step with the errors.
+        max_tool_output_chars: Tool results longer than this are cut before the model sees them.
+        allow_give_up: Offer the model a ``give_up`` tool; calling it fails the subtask with the
+            model's reason (not retried here; another agent or a replan may follow).
+        checkpoint: Checkpoint the loop after every node (resumable after a crash).
+    """
+
+    def __init__(
+        self,
+        profile: AgentProfile,
+        *,
+        model: LLMClient | Mapping[str, LLMClient],
+        tools: Iterable[str | Callable[..., Any] | ToolSpec] | None = None,
+        instructions: str | None = None,
+        step_router: StepRouter | None = None,
+        max_steps: int = 12,
+        max_tokens: int | None = None,
+        max_cost: float | None = None,
+        answer_tokens: int | None = None,
+        temperature: float | None = None,
+        output_type: type[BaseModel] | None = None,
+        max_tool_output_chars: int = 6000,
+        allow_give_up: bool = True,
+        checkpoint: bool = True,
+    ) -> None:
+        super().__init__(profile)
+        self.models: dict[str, LLMClient] = (
+            {model.name: model} if isinstance(model, LLMClient) else dict(model)
+        )
+        if not self.models or not all(isinstance(m, LLMClient) for m in self.models.values()):
+            raise AgentError(
+                f"LLMAgent {profile.id!r} needs a model: an LLMClient or {{tier: client}}"
+            )
+        if max_steps < 1:
+            raise AgentError(f"LLMAgent {profile.id!r}: max_steps must be at least 1")
+        order = {"device": 0, "edge": 1, "cloud": 2}
+        self.tiers = tuple(sorted(self.models, key=lambda t: (order.get(t, 3), t)))
+        self.step_router: StepRouter = step_router or FixedStepRouter(self.tiers[-1])
+        self.instructions = instructions
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.answer_tokens = answer_tokens
+        self.temperature = temperature
+        self.output_type = output_type
+        self.max_tool_output_chars = max_tool_output_chars
+        self.allow_give_up = allow_give_up
+        self.checkpoint = checkpoint
+        self._fleet_tool_names: list[str] | None = None
+        self._own_tools = ToolRegistry()
+        if tools is not None:
+            self._fleet_tool_names = []
+            for item in tools:
+                if isinstance(item, str):
+                    self._fleet_tool_names.append(item)
+                else:
+                    self._own_tools.register(item)
+        self._builder = _loop_builder()
+        self._plain_loop = self._builder.compile()
+
+    # The run ------------------------------------------------------------------------------
+
+    async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        run = _Run(self, ctx)
+        await self._bind_tools(run)
+        saver = None
+        if self.checkpoint and ctx.checkpoints is not None:
+            saver = await ctx.checkpoints.saver()
+        loop = self._builder.compile(checkpointer=saver) if saver is not None else self._plain_loop
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": f"{ctx.task_id}/{subtask.id}/{self.id}"},
+            "metadata": {TASK_KEY: ctx.task_id},
+            "recursion_limit": 2 * self.max_steps + 8,
+        }
+        start: _LoopState | None = {
+            "messages": [m.to_openai() for m in self.first_messages(subtask, ctx)],
+            "step": 0,
+            "tokens": 0,
+            "cost": 0.0,
+            "pending_step": None,
+            "answer": None,
+        }
+        if saver is not None:
+            snapshot = await loop.aget_state(config)
+            if snapshot.values and snapshot.next:
+                start = None  # resume after the last finished node
+            elif snapshot.values and snapshot.values.get("answer") is not None:
+                return snapshot.values["answer"]  # finished before a crash: nothing to pay again
+        final = await loop.ainvoke(start, config, context=run, durability="sync")
+        return final["answer"]
+
+    def first_messages(self, subtask: Subtask, ctx: SubtaskContext) -> list[ChatMessage]:
+        """The conversation a subtask starts with: instructions, then the work and its inputs."""
+        system = self.instructions or _default_instructions(self.profile, self.allow_give_up)
+        if self.output_type is not None:
+            schema = json.dumps(self.output_type.model_json_schema(), separators=(",", ":"))
+            system += (
+                "\nYour final answer must be one JSON object matching this JSON Schema, "
+                f"with nothing around it: {schema}"
+            )
+        parts = [subtask.description or f"Do the subtask {subtask.id!r}."]
+        if ctx.inputs:
+            parts.append("Inputs:\n" + _clip(_json(ctx.inputs), self.max_tool_output_chars * 2))
+        return [ChatMessage.system(system), ChatMessage.user("\n\n".join(parts))]
+
+    async def _bind_tools(self, run: _Run) -> None:
+        """The tools this run offers the model, with names the chat API accepts."""
+        specs: list[tuple[ToolSpec, ToolRegistry]] = []
+        fleet = run.ctx.tools
+        if self._fleet_tool_names is None:
+            if fleet.pending_sources:
+                await fleet.load()
+            specs.extend((spec, fleet) for spec in fleet.specs())
+        else:
+            missing = [n for n in self._fleet_tool_names if n not in fleet]
+            if missing and fleet.pending_sources:
+                await fleet.load()
+                missing = [n for n in self._fleet_tool_names if n not in fleet]
+            if missing:
+                raise SubtaskFailed(
+                    f"agent {self.id!r} needs tool(s) {', '.join(missing)}, which the fleet "
+                    f"does not have (it has: {', '.join(fleet.names()) or 'none'})",
+                    retryable=False,
+                )
+            specs.extend((fleet.get(n), fleet) for n in self._fleet_tool_names)  # type: ignore[misc]
+        specs.extend((spec, self._own_tools) for spec in self._own_tools.specs())
+        for spec, registry in specs:
+            api_name = _api_name(spec.name)
+            run.tools[api_name] = (spec.name, registry)
+            run.schemas.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": api_name,
+                        "description": spec.description,
+                        "parameters": spec.input_schema,
+                    },
+                }
+            )
+        if self.allow_give_up:
+            run.schemas.append(_GIVE_UP_SCHEMA)
+
+    # The loop's nodes ---------------------------------------------------------------------
+
+    async def _reason(self, state: _LoopState, run: _Run) -> _LoopState:
+        step = state.get("step", 0) + 1
+        tokens, cost = state.get("tokens", 0), state.get("cost", 0.0)
+        self._check_budget(step, tokens, cost)
+        messages = tuple(ChatMessage.from_openai(m) for m in state["messages"])
+        ctx = run.ctx
+        choice = await self.step_router.choose(
+            StepState(
+                task_id=ctx.task_id,
+                subtask_id=ctx.subtask.id,
+                agent_id=self.id,
+                step=step,
+                messages=messages,
+                tiers=self.tiers,
+                steps_left=self.max_steps - step + 1,
+                tokens_left=None if self.max_tokens is None else self.max_tokens - tokens,
+                cost_left=None if self.max_cost is None else self.max_cost - cost,
+                local_data=_local_data(self.profile, ctx.subtask),
+            )
+        )
+        model = self.models.get(choice.tier)
+        if model is None:
+            raise SubtaskFailed(
+                f"agent {self.id!r}: the step router chose the {choice.tier!r} model, but the "
+                f"agent has only {', '.join(self.tiers)}",
+                retryable=False,
+            )
+        try:
+            completion = await model.complete(
+                messages,
+                tools=run.schemas,
+                max_tokens=self.answer_tokens,
+                temperature=self.temperature,
+            )
+        except ModelError as exc:
+            ctx.record_step(
+                StepRecord(
+                    step=step,
+                    tier=choice.tier,
+                    model=model.model_name or model.name,
+                    reason=choice.reason,
+                    outcome="error",
+                    error=exc.message,
+                )
+            )
+            raise
+        tokens += completion.usage.total_tokens
+        cost += completion.cost
+        history = [*state["messages"], completion.message().to_openai()]
+        update: _LoopState = {"messages": history, "step": step, "tokens": tokens, "cost": cost}
+        if completion.tool_calls:
+            update["pending_step"] = StepRecord.of(
+                step, completion, choice, outcome="tool_calls"
+            ).to_dict()
+            return update
+        answer, problem = self._final_answer(completion.content)
+        if problem is None:
+            ctx.record_step(StepRecord.of(step, completion, choice, outcome="answer"))
+            update["answer"] = answer
+            return update
+        # An answer of the wrong shape: show the model its mistake and let it try again.
+        ctx.record_step(StepRecord.of(step, completion, choice, outcome="error", error=problem))
+        history.append(
+            ChatMessage.user(
+                f"That answer is not valid: {problem}. Answer again with the JSON object only."
+            ).to_openai()
+        )
+        return update
+
+    async def _act(self, state: _LoopState, run: _Run) -> _LoopState:
+        last = ChatMessage.from_openai(state["messages"][-1])
+        outcomes: list[ToolOutcome] = []
+        replies: list[dict[str, Any]] = []
+        gave_up: str | None = None
+        for call in last.tool_calls:
+            if call.name == GIVE_UP_TOOL and self.allow_give_up:
+                try:
+                    gave_up = str(call.parsed_arguments().get("reason") or "no reason given")
+                except ValueError:
+                    gave_up = "no reason given"
+                outcomes.append(ToolOutcome(GIVE_UP_TOOL, True))
+                continue
+            result = await self._call_tool(call, run)
+            outcomes.append(ToolOutcome(call.name, result.ok, result.error))
+            text = _json(result.value) if result.ok else f"error: {result.error}"
+            replies.append(
+                ChatMessage.tool(
+                    call.id, _clip(text, self.max_tool_output_chars), call.name
+                ).to_openai()
+            )
+        pending = StepRecord.from_dict(
+            state.get("pending_step") or {"step": 0, "tier": "", "model": ""}
+        )
+        record = StepRecord(**{**pending.__dict__, "tool_calls": tuple(outcomes)})
+        run.ctx.record_step(record)
+        if gave_up is not None:
+            raise SubtaskFailed(f"agent {self.id!r} cannot go on: {gave_up}", retryable=False)
+        return {"messages": [*state["messages"], *replies], "pending_step": None}
+
+    async def _call_tool(self, call: ToolCall, run: _Run) -> ToolResult:
+        target = run.tools.get(call.name)
+        if target is None:
+            known = ", ".join(run.tools) or "none"
+            return ToolResult(ok=False, error=f"unknown tool {call.name!r} (known tools: {known})")
+        try:
+            arguments = call.parsed_arguments()
+        except ValueError as exc:
+            return ToolResult(ok=False, error=str(exc))
+        name, registry = target
+        return await registry.call(name, arguments)
+
+    def _final_answer(self, content: str) -> tuple[Any, str | None]:
+        if self.output_type is None:
+            return content, None
+        try:
+            value = self.output_type.model_validate(extract_json(content))
+        except ValueError as exc:  # includes pydantic's ValidationError
+            if isinstance(exc, ValidationError):
+                return None, describe_validation_error(exc)
+            return None, str(exc)
+        return value.model_dump(mode="json"), None
+
+    def _check_budget(self, step: int, tokens: int, cost: float) -> None:
+        used = {"steps": step - 1, "tokens": tokens, "cost": cost}
+        if step > self.max_steps:
+            raise BudgetExhausted(
+                f"agent {self.id!r} used its {self.max_steps} steps without an answer",
+                details=used,
+            )
+        if self.max_tokens is not None and tokens >= self.max_tokens:
+            raise BudgetExhausted(
+                f"agent {self.id!r} used {tokens} of its {self.max_tokens} tokens without an "
+                "answer",
+                details=used,
+            )
+        if self.max_cost is not None and cost >= self.max_cost:
+            raise BudgetExhausted(
+                f"agent {self.id!r} spent {cost:.4g} of its budget {self.max_cost:g} without "
+                "an answer",
+                details=used,
+            )
+
+
+def _loop_builder() -> Any:
+    """The reason -> act -> reason graph (compiled per run, with or without a checkpointer)."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import Runtime
+
+    async def reason(state: _LoopState, runtime: Runtime[_Run]) -> _LoopState:
+        return await runtime.context.agent._reason(state, runtime.context)
+
+    async def act(state: _LoopState, runtime: Runtime[_Run]) -> _LoopState:
+        return await runtime.context.agent._act(state, runtime.context)
+
+    def after_reason(state: _LoopState) -> str:
+        if state.get("answer") is not None:
+            return END
+        return "act" if state.get("pending_step") else "reason"
+
+    builder = StateGraph(_LoopState, context_schema=_Run)
+    builder.add_node("reason", reason)
+    builder.add_node("act", act)
+    builder.add_edge(START, "reason")
+    builder.add_conditional_edges("reason", after_reason, ["act", "reason", END])
+    builder.add_edge("act", "reason")
+    return builder
+
+
+_GIVE_UP_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": GIVE_UP_TOOL,
+        "description": (
+            "Stop: the subtask cannot be done with the tools and inputs you have. "
+            "Say why, so the work can be planned another way."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"reason": {"type": "string"}},
+            "required": ["reason"],
+        },
+    },
+}
+
+
+def _default_instructions(profile: AgentProfile, allow_give_up: bool) -> str:
+    who = profile.display_name
+    what = f" {profile.description}" if profile.description else ""
+    lines = [
+        f"You are {who}, an agent in a fleet.{what}",
+        "Use the tools when they help; when you have the answer, reply with it in plain words "
+        "and call no tool.",
+    ]
+    if allow_give_up:
+        lines.append(f"If the subtask cannot be done, call {GIVE_UP_TOOL} with the reason.")
+    return "\n".join(lines)
+
+
+def _local_data(profile: AgentProfile, subtask: Subtask) -> tuple[str, ...]:
+    wanted = subtask.constraints.get("data") or ()
+    if isinstance(wanted, str):
+        wanted = (wanted,)
+    return tuple(dict.fromkeys((*profile.limits.local_data, *map(str, wanted))))
+
+
+def _api_name(name: str) -> str:
+    """A tool name the chat API accepts (letters, digits, ``_``, ``-``; at most 64)."""
+    clean = _API_NAME.sub("_", name)
+    if len(clean) > 64:
+        clean = clean[:55] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return clean
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters not shown)"

@@ -1,0 +1,85 @@
+"""Checkpoints of LLM agents' step loops, kept beside the task store.
+
+An LLM agent runs its loop as a LangGraph graph with a checkpointer: after every finished
+step the loop's state is saved, so an agent killed mid-loop resumes from its last finished
+step when the task is resumed, instead of paying for its earlier steps again. The checkpoints
+of a SQLite store live in a second SQLite file next to it (``fleetmind.db`` ->
+``fleetmind.checkpoints.db``), written by LangGraph's own maintained saver; a store kept in
+memory keeps them in memory.
+
+One :class:`Checkpoints` belongs to one engine run: it opens its connection on the first
+agent's request, and the engine closes it when the task stops, deleting the task's
+checkpoints once the task has ended for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fleetmind.agents._agent import TASK_KEY
+from fleetmind.errors import StoreError
+
+
+def checkpoint_path(store_path: Path) -> Path:
+    """Where the checkpoints of the SQLite store at ``store_path`` live."""
+    return store_path.with_name(f"{store_path.stem}.checkpoints.db")
+
+
+class Checkpoints:
+    """Opens LangGraph's checkpoint saver lazily and closes it with the engine run.
+
+    Args:
+        path: The SQLite file, or None to keep checkpoints in memory.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._saver: Any = None
+        self._opener: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    async def saver(self) -> Any:
+        """The saver (``AsyncSqliteSaver`` or ``InMemorySaver``), opened on first use."""
+        if self._saver is not None:
+            return self._saver
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._saver is None:
+                self._saver = await self._open()
+        return self._saver
+
+    async def _open(self) -> Any:
+        if self.path is None:
+            from langgraph.checkpoint.memory import InMemorySaver
+
+            return InMemorySaver()
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            opener = AsyncSqliteSaver.from_conn_string(str(self.path))
+            saver = await opener.__aenter__()
+            await saver.setup()
+        except Exception as exc:  # sqlite or OS errors: the store's own error
+            raise StoreError(f"cannot open the checkpoints at {self.path}: {exc}") from exc
+        self._opener = opener
+        return saver
+
+    async def forget(self, task_id: str) -> None:
+        """Delete every checkpoint of ``task_id`` (the task has ended; nothing will resume)."""
+        saver = await self.saver()
+        threads = {
+            item.config["configurable"]["thread_id"]
+            async for item in saver.alist(None, filter={TASK_KEY: task_id})
+        }
+        for thread_id in threads:
+            await saver.adelete_thread(thread_id)
+
+    async def aclose(self) -> None:
+        """Close the connection (if one was opened)."""
+        opener, self._opener, self._saver = self._opener, None, None
+        if opener is not None:
+            await opener.__aexit__(None, None, None)
