@@ -17,6 +17,10 @@ from fleetmind.agents import (
     Agent,
     AgentLimits,
     AgentProfile,
+    LangGraphAgent,
+    LLMAgent,
+    ModelConfig,
+    ModelEndpoint,
     Skill,
     SubtaskContext,
     SubtaskResult,
@@ -38,6 +42,7 @@ from fleetmind.orchestrator import (
     Dependency,
     DependencyKind,
     Fleet,
+    Planner,
     RetryPolicy,
     Router,
     SQLiteStore,
@@ -51,6 +56,16 @@ from fleetmind.tools import ToolRegistry, tool
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The HTTP model client loads httpx on first use, so `import fleetmind` stays light.
+    if name == "OpenAICompatibleClient":
+        from fleetmind.agents import OpenAICompatibleClient
+
+        return OpenAICompatibleClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Agent",
     "AgentLimits",
@@ -63,7 +78,13 @@ __all__ = [
     "FleetmindError",
     "GraphError",
     "InputRequired",
+    "LLMAgent",
+    "LangGraphAgent",
+    "ModelConfig",
+    "ModelEndpoint",
     "NoCapableAgent",
+    "OpenAICompatibleClient",
+    "Planner",
     "RetryPolicy",
     "Router",
     "SQLiteStore",

@@ -8,6 +8,7 @@ from fleetmind.agents._agent import (
     SubtaskResult,
     agent,
 )
+from fleetmind.agents._langgraph_agent import LangGraphAgent
 from fleetmind.agents._llm import (
     ChatDelta,
     ChatMessage,
@@ -57,6 +58,7 @@ __all__ = [
     "FunctionAgent",
     "LLMAgent",
     "LLMClient",
+    "LangGraphAgent",
     "ModelConfig",
     "ModelEndpoint",
     "ModelPrices",

@@ -30,6 +30,7 @@ from fleetmind.orchestrator._events import (
     SubtaskProgress,
     SubtaskReady,
     SubtaskReassigned,
+    SubtaskReplanned,
     SubtaskRetried,
     SubtaskRouted,
     SubtaskSkipped,
@@ -39,7 +40,10 @@ from fleetmind.orchestrator._events import (
 )
 from fleetmind.orchestrator._export import to_dot, to_mermaid
 from fleetmind.orchestrator._fleet import Fleet, TaskHandle
+from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
 from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
+from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
+from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
 from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
 from fleetmind.orchestrator._semantic import (
     CandidateScore,
@@ -53,6 +57,8 @@ __all__ = [
     "AddDependency",
     "AddSubtask",
     "AgentDirectory",
+    "AgentSummary",
+    "BoundReplanner",
     "CachedEmbedder",
     "CandidateScore",
     "CapabilityIndex",
@@ -64,14 +70,20 @@ __all__ = [
     "Engine",
     "Event",
     "Fleet",
+    "FleetView",
     "GraphEdit",
     "GraphEdited",
     "LogEntry",
     "MemoryStore",
     "MiniLMEmbedder",
     "OutcomeHistory",
+    "Plan",
+    "Planner",
     "RemoveDependency",
     "RemoveSubtask",
+    "ReplanDecision",
+    "ReplanRequest",
+    "Replanner",
     "RetryPolicy",
     "Router",
     "RoutingDecision",
@@ -87,6 +99,7 @@ __all__ = [
     "SubtaskProgress",
     "SubtaskReady",
     "SubtaskReassigned",
+    "SubtaskReplanned",
     "SubtaskRetried",
     "SubtaskRouted",
     "SubtaskSkipped",

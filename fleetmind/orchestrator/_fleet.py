@@ -29,12 +29,15 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
-from fleetmind.errors import AgentError, FleetStateError, GraphError
+from fleetmind.agents._models import CONFIGURE_HINT
+from fleetmind.errors import AgentError, FleetStateError, GraphError, ModelNotConfigured
 from fleetmind.orchestrator._checkpoints import Checkpoints, checkpoint_path
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import TaskEvent
+from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
@@ -128,6 +131,8 @@ class Fleet:
         tools: Tools every agent may call through ``ctx.tools``: a :class:`ToolRegistry`, or
             functions to put in a new one.
         mcp_servers: MCP servers whose tools join ``tools`` (see :meth:`add_mcp_server`).
+        planner: Turns requests in plain words into task graphs (:meth:`plan`, ``run("...")``)
+            and replans a planned task when one of its subtasks fails for good.
     """
 
     def __init__(
@@ -138,8 +143,10 @@ class Fleet:
         store: Store | str | Path | None = None,
         tools: ToolRegistry | Iterable[Callable[..., Any]] | None = None,
         mcp_servers: Iterable[Any] = (),
+        planner: Planner | None = None,
     ) -> None:
         self._directory = AgentDirectory()
+        self.planner = planner
         self.tools: ToolRegistry = (
             tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         )
@@ -264,6 +271,25 @@ class Fleet:
         """Ask the router where a subtask would go now (``NoCapableAgent`` if nowhere)."""
         return self.router.route(subtask, self._directory.profiles)
 
+    def view(self) -> FleetView:
+        """The fleet as the planner sees it: agents, skills, tiers, costs and inputs."""
+        return FleetView.of(self.agents, self.route)
+
+    async def plan(self, request: str, *, name: str | None = None) -> Plan:
+        """Plan a request in plain words into a task graph on this fleet (nothing runs yet).
+
+        Raises:
+            ModelNotConfigured: the fleet has no planner.
+            PlanningError: the planner found no valid plan within its rounds.
+            ModelError: the planner's model could not be reached.
+        """
+        if self.planner is None:
+            raise ModelNotConfigured(
+                "this fleet has no planner to turn plain words into a task graph: give it "
+                f"one, Fleet(..., planner=Planner(model)); from the command line, {CONFIGURE_HINT}"
+            )
+        return await self.planner.plan(request, self.view(), name=name)
+
     def check(self, graph: TaskGraph) -> None:
         """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""
         check_runnable(graph, self._directory, self.router)
@@ -338,6 +364,7 @@ class Fleet:
         task_id: str | None,
         source: str | None,
         metadata: dict[str, Any] | None,
+        replan: bool | None = None,
     ) -> Engine:
         if len(graph) == 0:
             raise GraphError(f"task graph {graph.name!r} has no subtasks")
@@ -357,6 +384,7 @@ class Fleet:
             store=self.store,
             tools=self.tools,
             checkpoints=self._checkpoints(),
+            **self._replanning(live, replan),
         )
 
     def resume_engine(self, task_id: str) -> Engine:
@@ -377,7 +405,18 @@ class Fleet:
             store=self.store,
             tools=self.tools,
             checkpoints=self._checkpoints(),
+            **self._replanning(graph, None),
         )
+
+    def _replanning(self, graph: TaskGraph, replan: bool | None) -> dict[str, Any]:
+        """The engine's replanner: the fleet's planner, for planned tasks unless told."""
+        wanted = graph.request is not None if replan is None else replan
+        if not wanted or self.planner is None:
+            return {}
+        return {
+            "replanner": BoundReplanner(self.planner, self.view),
+            "max_replans": self.planner.max_replans,
+        }
 
     def _checkpoints(self) -> Checkpoints:
         """Where a task's LLM agents checkpoint their loops: beside a SQLite store, or in
@@ -388,14 +427,26 @@ class Fleet:
 
     async def run(
         self,
-        graph: TaskGraph,
+        graph: TaskGraph | str,
         *,
         task_id: str | None = None,
         source: str | None = None,
         metadata: dict[str, Any] | None = None,
+        replan: bool | None = None,
     ) -> TaskResult:
-        """Run a task graph to its end and return how it ended."""
-        return await self._engine(graph, task_id, source, metadata).run()
+        """Run a task to its end and return how it ended.
+
+        Args:
+            graph: A task graph, or a request in plain words for the fleet's planner.
+            task_id: The task's id (a new one by default).
+            source: Where the task came from, so that the CLI can resume it.
+            metadata: Kept with the task in the store.
+            replan: Ask the planner for an edit when a subtask fails for good (default: for
+                planned tasks, when the fleet has a planner).
+        """
+        if isinstance(graph, str):
+            graph = (await self.plan(graph)).graph
+        return await self._engine(graph, task_id, source, metadata, replan).run()
 
     async def resume(self, task_id: str) -> TaskResult:
         """Finish a stored task whose process stopped: done subtasks are not run again."""
@@ -408,11 +459,15 @@ class Fleet:
         task_id: str | None = None,
         source: str | None = None,
         metadata: dict[str, Any] | None = None,
+        replan: bool | None = None,
     ) -> TaskHandle:
-        """Start a task in the background of the fleet (inside ``async with fleet``)."""
+        """Start a task in the background of the fleet (inside ``async with fleet``).
+
+        A request in plain words is planned first: ``fleet.submit((await fleet.plan(text)).graph)``.
+        """
         if self._state != "open" or self._tg is None:
             raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
-        return self._start(self._engine(graph, task_id, source, metadata))
+        return self._start(self._engine(graph, task_id, source, metadata, replan))
 
     def submit_resume(self, task_id: str) -> TaskHandle:
         """Continue a stored task in the background of the fleet."""

@@ -124,6 +124,40 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
     return TaskFile(path=path.resolve(), graph=graph, fleet_ref=spec.fleet, params=merged)
 
 
+def graph_from_entries(
+    name: str, subtasks: list[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+) -> TaskGraph:
+    """A graph from subtask entries written as in a task file (``${id}`` data references,
+    ``depends_on``), as the planner writes them.
+
+    Raises:
+        ConfigError: an entry is invalid or the graph would be (the first problem found).
+    """
+    try:
+        spec = _TaskFile.model_validate({"name": name, "subtasks": list(subtasks)})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    try:
+        return _build_graph(spec, dict(params or {}))
+    except FleetmindError as exc:
+        raise ConfigError(exc.message) from exc
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def data_reference(value: Any) -> tuple[str, str | None] | None:
+    """``("loc", None)`` for ``"${loc}"``, ``("loc", "total")`` for ``"${loc.total}"``, else None.
+
+    ``${params.x}`` is a parameter, not a reference. A dotted name is read as one id when the
+    caller knows such an id; :func:`graph_from_entries` decides that with the subtasks' ids.
+    """
+    match = _REF.match(value) if isinstance(value, str) else None
+    if match is None or match.group(1).startswith("params."):
+        return None
+    source, _, field_name = match.group(1).partition(".")
+    return source, field_name or None
+
+
 def _parse(path: Path, text: str) -> Any:
     if path.suffix.lower() == ".json":
         try:
