@@ -3,6 +3,10 @@
 Four auditors run in parallel, each with one real tool; the dependency auditor adds a follow-up
 subtask at run time (a pinning check of what it found), and the reporter joins every output,
 through data dependencies, into one Markdown report.
+
+    fleetmind run examples/repo_audit.yaml                  # the task as written
+    fleetmind run "audit this repository and tell me what to fix first" \
+        --fleet examples/repo_audit.py                      # planned by the configured model
 """
 
 from __future__ import annotations
@@ -50,13 +54,16 @@ async def dependency_auditor(path: str, ctx: SubtaskContext) -> dict[str, Any]:
     found = await use("declared_dependencies", path=path)
     if any(m["dependencies"] for m in found["manifests"]):
         me = ctx.subtask.id
+        check = "pin-check"
         ctx.add_subtask(
-            "pin-check",
+            check,
             description="Check how tightly each declared dependency is pinned",
             agent="pin-checker",
-            depends_on=[Dependency(source=me, target="pin-check", kind="data", input="found")],
+            depends_on=[Dependency(source=me, target=check, kind="data", input="found")],
         )
-        ctx.add_dependency("pin-check", "report", kind="data", input="pins")
+        # The report (whatever a planner called it) waits for this subtask: it gets the pins.
+        for report in ctx.dependents:
+            ctx.add_dependency(check, report, kind="data", input="pins")
     return found
 
 

@@ -76,6 +76,9 @@ class SubtaskContext:
     """The fleet's tools (local ``@tool`` functions and MCP servers' tools) this agent may call."""
     checkpoints: CheckpointSource | None = None
     """Where step loops keep their checkpoints (None: nowhere durable, e.g. on a device)."""
+    dependents: tuple[str, ...] = ()
+    """Ids of the subtasks that wait for this one (known to local agents), so that an agent
+    can wire a follow-up into a plan whose ids it did not choose."""
 
     def progress(
         self,

@@ -198,6 +198,9 @@ class ChatStream(abc.ABC):
     """An answer arriving piece by piece: iterate for :class:`ChatDelta`, then read
     :attr:`completion` for the whole answer with its usage and cost."""
 
+    streamed: bool = False
+    """Whether the answer really arrived in pieces (some servers send it whole)."""
+
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[ChatDelta]: ...
 
@@ -294,6 +297,10 @@ class LLMClient(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional, with a default that does nothing
         """Close connections the client holds (nothing by default)."""
+
+    async def release_connections(self) -> None:  # noqa: B027 - optional, as above
+        """Close open connections but stay usable, before the event loop that used them ends
+        (a later ``asyncio.run`` reopens them). Nothing by default."""
 
     async def __aenter__(self) -> LLMClient:
         return self

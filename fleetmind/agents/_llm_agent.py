@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -34,6 +34,7 @@ from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
 from fleetmind.agents._agent import TASK_KEY, Agent, SubtaskContext
 from fleetmind.agents._llm import ChatMessage, LLMClient, ToolCall, extract_json
+from fleetmind.agents._models import ModelConfig, default_models_file
 from fleetmind.agents._profile import AgentProfile
 from fleetmind.agents._steps import (
     FixedStepRouter,
@@ -42,7 +43,7 @@ from fleetmind.agents._steps import (
     StepState,
     ToolOutcome,
 )
-from fleetmind.errors import AgentError, BudgetExhausted, ModelError, SubtaskFailed
+from fleetmind.errors import AgentError, BudgetExhausted, ConfigError, ModelError, SubtaskFailed
 from fleetmind.tools import ToolRegistry, ToolResult, ToolSpec
 
 GIVE_UP_TOOL = "give_up"
@@ -85,7 +86,9 @@ class LLMAgent(Agent):
 
     Args:
         profile: The agent's profile (routing reads it; the default instructions use it).
-        model: One client, or one per tier (``{"device": ..., "cloud": ...}``).
+        model: One client, or one per tier (``{"device": ..., "cloud": ...}``), or tier names
+            (``"cloud"``, ``["device", "cloud"]``) whose endpoints are read from the model
+            configuration (``FLEETMIND_<TIER>_*`` variables or models.yaml) on first use.
         tools: Fleet tools by name (from ``ctx.tools``: local and MCP), and/or functions or
             :class:`ToolSpec` objects of its own. None: every tool of the fleet.
         instructions: The system prompt (default: from the profile's name and description).
@@ -107,7 +110,7 @@ class LLMAgent(Agent):
         self,
         profile: AgentProfile,
         *,
-        model: LLMClient | Mapping[str, LLMClient],
+        model: LLMClient | Mapping[str, LLMClient] | str | Sequence[str],
         tools: Iterable[str | Callable[..., Any] | ToolSpec] | None = None,
         instructions: str | None = None,
         step_router: StepRouter | None = None,
@@ -122,17 +125,25 @@ class LLMAgent(Agent):
         checkpoint: bool = True,
     ) -> None:
         super().__init__(profile)
-        self.models: dict[str, LLMClient] = (
-            {model.name: model} if isinstance(model, LLMClient) else dict(model)
-        )
-        if not self.models or not all(isinstance(m, LLMClient) for m in self.models.values()):
+        self.models: dict[str, LLMClient] = {}
+        self._configured: tuple[str, ...] = ()
+        if isinstance(model, LLMClient):
+            self.models = {model.name: model}
+        elif isinstance(model, str):
+            self._configured = (model,)
+        elif isinstance(model, Mapping):
+            self.models = dict(model)
+        else:
+            self._configured = tuple(model)
+        tiers = self._configured or tuple(self.models)
+        if not tiers or not all(isinstance(m, LLMClient) for m in self.models.values()):
             raise AgentError(
-                f"LLMAgent {profile.id!r} needs a model: an LLMClient or {{tier: client}}"
+                f"LLMAgent {profile.id!r} needs a model: an LLMClient, {{tier: client}} or a tier"
             )
         if max_steps < 1:
             raise AgentError(f"LLMAgent {profile.id!r}: max_steps must be at least 1")
         order = {"device": 0, "edge": 1, "cloud": 2}
-        self.tiers = tuple(sorted(self.models, key=lambda t: (order.get(t, 3), t)))
+        self.tiers = tuple(sorted(tiers, key=lambda t: (order.get(t, 3), t)))
         self.step_router: StepRouter = step_router or FixedStepRouter(self.tiers[-1])
         self.instructions = instructions
         self.max_steps = max_steps
@@ -159,6 +170,7 @@ class LLMAgent(Agent):
     # The run ------------------------------------------------------------------------------
 
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
+        self._connect_configured()
         run = _Run(self, ctx)
         await self._bind_tools(run)
         saver = None
@@ -186,6 +198,20 @@ class LLMAgent(Agent):
                 return snapshot.values["answer"]  # finished before a crash: nothing to pay again
         final = await loop.ainvoke(start, config, context=run, durability="sync")
         return final["answer"]
+
+    def _connect_configured(self) -> None:
+        """Make clients for tiers named by the model configuration (once, on first use)."""
+        missing = [t for t in self._configured if t not in self.models]
+        if not missing:
+            return
+        from fleetmind.agents._openai import OpenAICompatibleClient
+
+        try:
+            config = ModelConfig.load(default_models_file())
+            for tier in missing:
+                self.models[tier] = OpenAICompatibleClient(config.endpoint(tier))
+        except ConfigError as exc:
+            raise SubtaskFailed(f"agent {self.id!r}: {exc.message}", retryable=False) from None
 
     def first_messages(self, subtask: Subtask, ctx: SubtaskContext) -> list[ChatMessage]:
         """The conversation a subtask starts with: instructions, then the work and its inputs."""

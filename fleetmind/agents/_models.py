@@ -285,3 +285,9 @@ def _env_overrides(tier: str, env: Mapping[str, str]) -> dict[str, Any]:
     if prices:
         out["prices"] = prices
     return out
+
+
+def default_models_file() -> Path:
+    """models.yaml in the data directory (``FLEETMIND_HOME``, else ``~/.fleetmind``)."""
+    base = os.environ.get("FLEETMIND_HOME") or "~/.fleetmind"
+    return Path(base).expanduser() / "models.yaml"

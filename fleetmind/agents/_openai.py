@@ -449,6 +449,7 @@ class _SSEStream(ChatStream):
             async for delta in _OneShot(self._completion):
                 yield delta
             return
+        self.streamed = True
         pieces = 0
         lines = self._response.aiter_lines()
         while True:

@@ -46,7 +46,8 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM."""
-    members, router, tools = load_fleet(fleet)
+    loaded = load_fleet(fleet)
+    members, router, tools = loaded.agents, loaded.router, loaded.tools
     if agent is not None:
         chosen = [a for a in members if a.id == agent]
         if not chosen:
@@ -55,10 +56,10 @@ def serve(
         members = chosen
     token = read_token_file(token_file) if token_file is not None else None
     # Imported here: _app imports this module to register the sub-app.
-    from fleetmind.cli._app import _fleet, _save_router, _store
+    from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.protocols._a2a_server import serve_a2a
 
-    the_fleet = _fleet(members, router, data_dir, _store(data_dir), tools)
+    the_fleet = build_fleet(members, router, data_dir, open_store(data_dir), tools)
     log = Console(stderr=True, soft_wrap=True)
     what = f"agent {agent}" if agent is not None else f"{len(members)} agent(s)"
 
@@ -70,7 +71,7 @@ def serve(
         asyncio.run(serve_a2a(the_fleet, host, port, token, ready=ready))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         raise typer.Exit(130) from None
-    _save_router(the_fleet)
+    save_router(the_fleet)
     log.print("stopped", style="dim")
 
 

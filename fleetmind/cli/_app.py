@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 
 from fleetmind._ids import new_task_id
-from fleetmind.agents import Agent
 from fleetmind.cli._a2a_agents import load_a2a_agents
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
+from fleetmind.cli._build import build_fleet, open_store, save_router
 from fleetmind.cli._fleet_cmds import (
     FleetName,
     PasswordFile,
@@ -28,16 +28,29 @@ from fleetmind.cli._fleet_cmds import (
     orchestrator_app,
     submit,
 )
+from fleetmind.cli._llm_cmd import ModelsFile, llm_app, share_model_settings
 from fleetmind.cli._mcp_cmd import mcp_app
-from fleetmind.cli._options import DataDir, home
-from fleetmind.cli._target import load_fleet, load_target, parse_params, reload_target
+from fleetmind.cli._options import DataDir
+from fleetmind.cli._plan_cmd import (
+    fleet_source,
+    is_request,
+    make_plan,
+    plan,
+    planner_for,
+    show_plan,
+)
+from fleetmind.cli._target import (
+    LoadedFleet,
+    load_fleet,
+    load_target,
+    parse_params,
+    reload_target,
+)
 from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import (
     Fleet,
-    Router,
-    SemanticRouter,
-    SQLiteStore,
+    Planner,
     Subtask,
     TaskGraph,
     TaskHandle,
@@ -46,7 +59,6 @@ from fleetmind.orchestrator import (
     to_mermaid,
 )
 from fleetmind.protocols import BrokerAddress
-from fleetmind.tools import ToolRegistry
 
 app = typer.Typer(
     name="fleetmind",
@@ -61,36 +73,6 @@ BrokerUrlOption = Annotated[
     str | None,
     typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
 ]
-
-
-def _store(data_dir: Path | None) -> SQLiteStore:
-    return SQLiteStore(home(data_dir) / "fleetmind.db")
-
-
-def _fleet(
-    agents: list[Agent],
-    router: Router | None,
-    data_dir: Path | None,
-    store: SQLiteStore | None,
-    tools: ToolRegistry | None = None,
-) -> Fleet:
-    """A fleet for the command line: semantic routing caches embeddings in the data dir.
-
-    ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one.
-    """
-    if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
-        base = router if isinstance(router, SemanticRouter) else SemanticRouter()
-        router = base.with_data_dir(home(data_dir))
-    fleet = Fleet(agents, router=router, store=store, tools=tools)
-    if tools is not None:
-        fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet
-    return fleet
-
-
-def _save_router(fleet: Fleet) -> None:
-    save = getattr(fleet.router, "save", None)
-    if save is not None:
-        save()
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -188,7 +170,13 @@ def _result_dict(result: TaskResult) -> dict[str, object]:
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="A task file (.yaml/.json) or a Python module.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A task file (.yaml/.json), a Python module, or a request in plain words "
+            "(planned on --fleet's agents by the configured model)."
+        ),
+    ],
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Set a task parameter: key=value (repeatable)."),
@@ -202,32 +190,50 @@ def run(
         typer.Option("--live/--no-live", help="Live table (default: when on a terminal)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Show a planned task and ask before it runs.")
+    ] = False,
+    models_file: ModelsFile = None,
     data_dir: DataDir = None,
     broker: BrokerUrlOption = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
 ) -> None:
-    """Run a task graph and show it live; exit 0 when every subtask succeeded."""
-    target_spec = load_target(
-        target, parse_params(param or []), fleet, remote_agents=broker is not None
-    )
-    the_fleet = _fleet(
-        target_spec.agents, target_spec.router, data_dir, _store(data_dir), target_spec.tools
-    )
+    """Run a task graph, or plan and run a request in plain words, and show it live.
+
+    Exit 0 when every subtask succeeded. Examples: fleetmind run examples/repo_audit.yaml;
+    fleetmind run "audit this repository" --fleet examples/repo_audit.py
+    """
+    share_model_settings(models_file, data_dir)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
+    if is_request(target):
+        the_fleet, graph, source, metadata = _planned(
+            target, fleet, param, confirm, models_file, data_dir, show=not as_json
+        )
+        check: TaskGraph | None = None
+    else:
+        if confirm:
+            raise ConfigError("--confirm is for requests in plain words, which are planned first")
+        target_spec = load_target(
+            target, parse_params(param or []), fleet, remote_agents=broker is not None
+        )
+        the_fleet = build_fleet(
+            target_spec.agents,
+            target_spec.router,
+            data_dir,
+            open_store(data_dir),
+            target_spec.tools,
+        )
+        graph, source, metadata = target_spec.graph, target_spec.source, target_spec.metadata
+        check = graph
 
     task_id = new_task_id()
 
     def start() -> TaskHandle:
-        handle = the_fleet.submit(
-            target_spec.graph,
-            task_id=task_id,
-            source=target_spec.source,
-            metadata=target_spec.metadata,
-        )
+        handle = the_fleet.submit(graph, task_id=task_id, source=source, metadata=metadata)
         if not use_live:
             log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
         return handle
@@ -237,14 +243,50 @@ def run(
         the_fleet,
         start,
         view,
-        check=target_spec.graph,
+        check=check,
         broker=address,
         fleet_name=fleet_name,
         data_dir=data_dir,
         task_id=task_id,
     )
-    _save_router(the_fleet)
+    save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
+
+
+def _planned(
+    request: str,
+    fleet_ref: str | None,
+    params: list[str] | None,
+    confirm: bool,
+    models_file: Path | None,
+    data_dir: Path | None,
+    *,
+    show: bool,
+) -> tuple[Fleet, TaskGraph, str, dict[str, object]]:
+    """Plan a request on the fleet's agents: the fleet, the graph, and how to resume it."""
+    if fleet_ref is None:
+        raise ConfigError(
+            "a request in plain words needs --fleet FILE.py: the agents to plan for "
+            f"(or give a task file instead of {request!r})"
+        )
+    if params:
+        raise ConfigError("--param sets parameters of task files; a request has none")
+    loaded = load_fleet(fleet_ref)
+    planner = planner_for(loaded, models_file, data_dir)
+    the_fleet = build_fleet(
+        loaded.agents, loaded.router, data_dir, open_store(data_dir), loaded.tools, planner
+    )
+    plan = make_plan(the_fleet, request)
+    if show or confirm:
+        show_plan(plan, Console(stderr=True))
+    if confirm and not typer.confirm("run this plan?", default=False, err=True):
+        Console(stderr=True).print("not run")
+        raise typer.Exit(0)
+    source = fleet_source(fleet_ref)
+    metadata: dict[str, object] = {"fleet": source, "request": request, "params": {}}
+    if models_file is not None:
+        metadata["models"] = str(models_file.resolve())
+    return the_fleet, plan.graph, source, metadata
 
 
 @app.command()
@@ -259,17 +301,21 @@ def resume(
     fleet_name: FleetName = "default",
 ) -> None:
     """Finish a task whose process stopped: done subtasks are kept, the rest run."""
-    store = _store(data_dir)
+    store = open_store(data_dir)
     task_id = store.resolve_id(task_id)
     record, _ = store.load(task_id)
     if record.status != "running":
         raise ConfigError(f"task {task_id} has already ended ({record.status}); nothing to resume")
     if not record.source:
         raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
-    agents, router, tools = reload_target(
+    agents, router, tools, planner = reload_target(
         record.source, record.metadata, remote_agents=broker is not None
     )
-    the_fleet = _fleet(agents, router, data_dir, store, tools)
+    if record.metadata.get("models"):
+        share_model_settings(Path(str(record.metadata["models"])), data_dir)
+    if planner is None and record.metadata.get("request"):
+        planner = _replanner(record.metadata, data_dir)
+    the_fleet = build_fleet(agents, router, data_dir, store, tools, planner)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
@@ -285,8 +331,19 @@ def resume(
         data_dir=data_dir,
         task_id=task_id,
     )
-    _save_router(the_fleet)
+    save_router(the_fleet)
     _finish(result, view, as_json=as_json, live=use_live)
+
+
+def _replanner(metadata: dict[str, object], data_dir: Path | None) -> Planner | None:
+    """A planner for a resumed planned task, when a model is still configured (else its
+    failures are not replanned)."""
+    models = metadata.get("models")
+    try:
+        loaded = LoadedFleet([])
+        return planner_for(loaded, Path(str(models)) if models else None, data_dir)
+    except ConfigError:
+        return None
 
 
 @app.command()
@@ -295,7 +352,7 @@ def tasks(
     data_dir: DataDir = None,
 ) -> None:
     """List recent tasks, newest first."""
-    records = _store(data_dir).tasks(limit)
+    records = open_store(data_dir).tasks(limit)
     if not records:
         Console().print("no tasks yet — start one with: fleetmind run TASK_FILE")
         return
@@ -323,7 +380,7 @@ def show(
     """Show a stored task: its subtasks and their state, or its graph as Mermaid/DOT/JSON."""
     if format not in ("table", "mermaid", "dot", "json"):
         raise ConfigError(f"unknown format {format!r}; use table, mermaid, dot or json")
-    store = _store(data_dir)
+    store = open_store(data_dir)
     record, entries = store.load(store.resolve_id(task_id))
     graph = TaskGraph.from_log(entries, name=record.name)
     if format == "mermaid":
@@ -397,17 +454,18 @@ def route(
         constraints["max_latency_s"] = max_latency
     if data:
         constraints["data"] = data
-    members, router, _ = load_fleet(fleet)
-    the_fleet = _fleet(members, router, data_dir, None)
+    loaded = load_fleet(fleet)
+    members, router = loaded.agents, loaded.router
+    the_fleet = build_fleet(members, router, data_dir, None)
     subtask = Subtask(id="query", description=text, skill=skill, constraints=constraints)
     console = Console()
     try:
         decision = the_fleet.route(subtask)
     except NoCapableAgent as exc:
         console.print(f"no capable agent: {exc.message}", style="red", highlight=False)
-        _save_router(the_fleet)
+        save_router(the_fleet)
         raise typer.Exit(1) from None
-    _save_router(the_fleet)
+    save_router(the_fleet)
     table = plain_table("agent", "rank", "score", "similarity", "via", "cost", "latency", "load")
     scores = {s.agent_id: s for s in decision.scores}
     for rank, agent_id in enumerate(decision.candidates, start=1):
@@ -448,6 +506,8 @@ app.add_typer(a2a_app, name="a2a")
 app.command("devices")(devices)
 app.add_typer(orchestrator_app, name="orchestrator")
 app.command("submit")(submit)
+app.command("plan")(plan)
+app.add_typer(llm_app, name="llm")
 
 
 @app.callback()

@@ -211,7 +211,7 @@ def orchestrator_serve(
     ] = None,
 ) -> None:
     """Take tasks from `fleetmind submit` and run them on the fleet's devices, until Ctrl-C."""
-    from fleetmind.cli._app import _fleet, _store  # the same store and router as `run`
+    from fleetmind.cli._build import build_fleet, open_store
     from fleetmind.orchestrator._fleet_link import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
@@ -221,8 +221,9 @@ def orchestrator_serve(
     for what, name in (("--replica-id", replica), ("--group", group)):
         if not is_valid_id(name):
             raise ConfigError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
-    agents, router, tools = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
-    fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
+    loaded = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
+    agents, router, tools = loaded.agents, loaded.router, loaded.tools
+    fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools)
     console = Console(stderr=True)
 
     async def main() -> None:

@@ -71,19 +71,20 @@ def serve(
 
     # The command line's own way to build a fleet: semantic routing caching its embeddings,
     # the SQLite store, both under the data directory. Imported here: that module imports this.
-    from fleetmind.cli._app import _fleet, _save_router, _store
+    from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._target import load_fleet
     from fleetmind.protocols._mcp_server import serve_mcp
 
     # Under stdio, stdout is the JSON-RPC wire: whatever the user's module prints at import
     # goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if stdio else contextlib.nullcontext():
-        agents, router, tools = load_fleet(fleet)
-    the_fleet = _fleet(agents, router, data_dir, _store(data_dir), tools)
+        loaded = load_fleet(fleet)
+        agents, router, tools = loaded.agents, loaded.router, loaded.tools
+    the_fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools)
     transport = "stdio" if stdio else "http"
     try:
         asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port, token=token))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
-        _save_router(the_fleet)
+        save_router(the_fleet)

@@ -14,7 +14,7 @@ import yaml
 from fleetmind._imports import load_attr, load_module
 from fleetmind.agents import Agent
 from fleetmind.errors import ConfigError
-from fleetmind.orchestrator import Fleet, Router, TaskGraph
+from fleetmind.orchestrator import Fleet, Planner, Router, TaskGraph
 from fleetmind.orchestrator._taskfile import read_task_file
 from fleetmind.tools import ToolRegistry
 
@@ -74,15 +74,15 @@ def load_target(
     if ref is None:
         raise ConfigError(f"{target}: no fleet given; add `fleet: FILE.py` or pass --fleet")
     base = None if fleet_ref else path.resolve().parent
-    agents, router, tools = _agents_from(load_attr(ref, relative_to=base), ref)
+    loaded = _agents_from(load_attr(ref, relative_to=base), ref)
     fleet_source = ref if fleet_ref or ":" in ref else str((path.parent / ref).resolve())
     return RunTarget(
         graph=task.graph,
-        agents=agents,
-        router=router,
+        agents=loaded.agents,
+        router=loaded.router,
         source=str(task.path),
         metadata={"params": dict(task.params), "fleet": fleet_source},
-        tools=tools,
+        tools=loaded.tools,
     )
 
 
@@ -100,14 +100,14 @@ def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -
     if not isinstance(task, TaskGraph):
         raise ConfigError(f"{path} must define `task`: a TaskGraph, or a function returning one")
     source = load_attr(fleet_ref) if fleet_ref else module
-    agents, router, tools = _agents_from(source, fleet_ref or str(path))
+    loaded = _agents_from(source, fleet_ref or str(path))
     return RunTarget(
         graph=task,
-        agents=agents,
-        router=router,
+        agents=loaded.agents,
+        router=loaded.router,
         source=str(path.resolve()),
         metadata={"params": dict(params), "fleet": fleet_ref},
-        tools=tools,
+        tools=loaded.tools,
     )
 
 
@@ -118,17 +118,19 @@ class LoadedFleet(NamedTuple):
     router: Router | None = None
     tools: ToolRegistry | None = None
     """The Fleet's tools (with its MCP servers), handed on to the fleet the CLI builds."""
+    planner: Planner | None = None
+    """The Fleet's own planner, if it defined one (else the CLI makes one from --models)."""
 
 
 def _agents_from(obj: Any, ref: str) -> LoadedFleet:
     """Agents (and a router) from a Fleet, a list of agents, or a module that defines them."""
     if isinstance(obj, Fleet):
-        return LoadedFleet(obj.agents, obj.router, obj.tools)
+        return LoadedFleet(obj.agents, obj.router, obj.tools, obj.planner)
     if isinstance(obj, list | tuple) and all(isinstance(a, Agent) for a in obj):
         return LoadedFleet(list(obj))
     fleet = getattr(obj, "fleet", None)
     if isinstance(fleet, Fleet):
-        return LoadedFleet(fleet.agents, fleet.router, fleet.tools)
+        return LoadedFleet(fleet.agents, fleet.router, fleet.tools, fleet.planner)
     agents = getattr(obj, "agents", None)
     if isinstance(agents, list | tuple) and agents and all(isinstance(a, Agent) for a in agents):
         return LoadedFleet(list(agents))
@@ -158,6 +160,6 @@ def reload_target(
             return _agents_from(load_attr(fleet_ref), fleet_ref)
         return _agents_from(load_module(source), source)
     if not fleet_ref:
-        loaded = load_target(source, params, remote_agents=remote_agents)
-        return LoadedFleet(loaded.agents, loaded.router, loaded.tools)
+        target = load_target(source, params, remote_agents=remote_agents)
+        return LoadedFleet(target.agents, target.router, target.tools)
     return _agents_from(load_attr(str(fleet_ref)), str(fleet_ref))

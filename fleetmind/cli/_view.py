@@ -95,6 +95,20 @@ def routing_table(graph: TaskGraph) -> Table | None:
     return table
 
 
+def llm_line(graph: TaskGraph) -> str:
+    """``LLM: 7 steps (3 on the cloud), 12,400 tokens, cost 0.0123`` — or "" without steps."""
+    states = [graph.state(s.id) for s in graph]
+    steps = sum(s.steps for s in states)
+    if not steps:
+        return ""
+    cloud = sum(s.cloud_steps for s in states)
+    tokens = sum(s.tokens for s in states)
+    cost = sum(s.cost for s in states)
+    return f"LLM: {steps} step{'s' * (steps != 1)} ({cloud} on the cloud), {tokens:,} tokens" + (
+        f", cost {cost:.4g}" if cost else ""
+    )
+
+
 def counts_line(graph: TaskGraph) -> str:
     """``3 done · 1 running · 2 pending`` for the statuses that occur."""
     counts = graph.counts()
@@ -139,6 +153,9 @@ class TaskView:
         self._console.print(
             Text(f"task {result.task_id} {result.status}: {counts_line(graph)}", style=style)
         )
+        llm = llm_line(graph)
+        if llm:
+            self._console.print(Text(llm, style="dim"))
         for subtask in graph:
             if graph.dependents_of(subtask.id) or subtask.id not in result.outputs:
                 continue
@@ -181,6 +198,9 @@ def describe_event(event: TaskEvent) -> str | None:
         case "graph_edited":
             who = f" by {event.by}" if event.by else ""
             return f"+ graph edited{who}: {_edit_text(event.edit)}"
+        case "subtask_replanned":
+            edits = f" ({event.edits} edits)" if event.edits else ""
+            return f"⟲ {event.subtask_id} replanned: {event.outcome}{edits} — {event.reason}"
         case "task_finished":
             return f"■ task {event.task_id} {event.status}"
     return None

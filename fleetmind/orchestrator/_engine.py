@@ -784,6 +784,9 @@ class Engine:
                         _progress=report,
                         tools=self._tools,
                         checkpoints=self._checkpoints,
+                        dependents=tuple(
+                            dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))
+                        ),
                     )
                     if subtask.timeout_s is None:
                         raw = await agent.run(subtask, ctx)

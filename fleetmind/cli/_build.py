@@ -1,0 +1,44 @@
+"""How every command builds what it runs on: the store in the data directory, a fleet whose
+semantic router caches embeddings there, and a planner from the model configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetmind.agents import Agent
+from fleetmind.cli._options import home
+from fleetmind.orchestrator import Fleet, Planner, Router, SemanticRouter, SQLiteStore
+from fleetmind.tools import ToolRegistry
+
+
+def open_store(data_dir: Path | None) -> SQLiteStore:
+    """The task store of the data directory."""
+    return SQLiteStore(home(data_dir) / "fleetmind.db")
+
+
+def build_fleet(
+    agents: list[Agent],
+    router: Router | None,
+    data_dir: Path | None,
+    store: SQLiteStore | None,
+    tools: ToolRegistry | None = None,
+    planner: Planner | None = None,
+) -> Fleet:
+    """A fleet for the command line: semantic routing caches embeddings in the data dir.
+
+    ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one.
+    """
+    if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
+        base = router if isinstance(router, SemanticRouter) else SemanticRouter()
+        router = base.with_data_dir(home(data_dir))
+    fleet = Fleet(agents, router=router, store=store, tools=tools, planner=planner)
+    if tools is not None:
+        fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet
+    return fleet
+
+
+def save_router(fleet: Fleet) -> None:
+    """Keep what the router learned (embeddings, outcomes) for the next command."""
+    save = getattr(fleet.router, "save", None)
+    if save is not None:
+        save()
