@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from fleetmind.cli._a2a_agents import add, list_cmd, remove
+from fleetmind.cli._llm_cmd import ModelsFile
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._target import load_fleet
 from fleetmind.cli._tokens import read_token_file
@@ -43,9 +44,14 @@ def serve(
             help="File holding a bearer token that clients must send (declared on the card).",
         ),
     ] = None,
+    models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM."""
+    """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM.
+
+    Messages in plain words to the whole fleet are planned into task graphs when a model is
+    configured (see `fleetmind llm check`); otherwise each becomes one routed subtask.
+    """
     loaded = load_fleet(fleet)
     members, router, tools = loaded.agents, loaded.router, loaded.tools
     if agent is not None:
@@ -57,15 +63,20 @@ def serve(
     token = read_token_file(token_file) if token_file is not None else None
     # Imported here: _app imports this module to register the sub-app.
     from fleetmind.cli._build import build_fleet, open_store, save_router
+    from fleetmind.cli._llm_cmd import share_model_settings
+    from fleetmind.cli._plan_cmd import optional_planner
     from fleetmind.protocols._a2a_server import serve_a2a
 
-    the_fleet = build_fleet(members, router, data_dir, open_store(data_dir), tools)
+    share_model_settings(models_file, data_dir)
+    planner = optional_planner(loaded, models_file, data_dir) if agent is None else None
+    the_fleet = build_fleet(members, router, data_dir, open_store(data_dir), tools, planner)
     log = Console(stderr=True, soft_wrap=True)
     what = f"agent {agent}" if agent is not None else f"{len(members)} agent(s)"
 
     def ready(url: str) -> None:
         auth = " (bearer token required)" if token is not None else ""
-        log.print(f"serving {what} over A2A at {url}{auth}", highlight=False)
+        plans = f"; plain words planned by {planner.model.name}" if planner is not None else ""
+        log.print(f"serving {what} over A2A at {url}{auth}{plans}", highlight=False)
 
     try:
         asyncio.run(serve_a2a(the_fleet, host, port, token, ready=ready))

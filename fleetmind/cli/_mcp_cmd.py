@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from fleetmind.cli._llm_cmd import ModelsFile
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
@@ -51,11 +52,13 @@ def serve(
             help="File holding a bearer token that HTTP clients must send (--http only).",
         ),
     ] = None,
+    models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the fleet's tools (submit_task, get_task, get_result, ...) to MCP clients.
 
-    Tasks go to the task store in the data directory, like those of `fleetmind run`.
+    Tasks go to the task store in the data directory, like those of `fleetmind run`. A task
+    given in plain words is planned when a model is configured (see `fleetmind llm check`).
     """
     if stdio == (http is not None):
         raise ConfigError("give exactly one of --stdio or --http HOST:PORT")
@@ -72,6 +75,8 @@ def serve(
     # The command line's own way to build a fleet: semantic routing caching its embeddings,
     # the SQLite store, both under the data directory. Imported here: that module imports this.
     from fleetmind.cli._build import build_fleet, open_store, save_router
+    from fleetmind.cli._llm_cmd import share_model_settings
+    from fleetmind.cli._plan_cmd import optional_planner
     from fleetmind.cli._target import load_fleet
     from fleetmind.protocols._mcp_server import serve_mcp
 
@@ -80,7 +85,9 @@ def serve(
     with contextlib.redirect_stdout(sys.stderr) if stdio else contextlib.nullcontext():
         loaded = load_fleet(fleet)
         agents, router, tools = loaded.agents, loaded.router, loaded.tools
-    the_fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools)
+    share_model_settings(models_file, data_dir)
+    planner = optional_planner(loaded, models_file, data_dir)
+    the_fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools, planner)
     transport = "stdio" if stdio else "http"
     try:
         asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port, token=token))

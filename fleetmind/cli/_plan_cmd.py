@@ -21,7 +21,7 @@ from fleetmind.cli._llm_cmd import ModelsFile, load_models
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.cli._view import plain_table
-from fleetmind.errors import ConfigError
+from fleetmind.errors import ConfigError, ModelNotConfigured
 from fleetmind.orchestrator import Fleet, Plan, Planner, to_mermaid
 
 _FILE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
@@ -47,6 +47,18 @@ def planner_for(loaded: LoadedFleet, models_file: Path | None, data_dir: Path | 
 
     config = load_models(models_file, data_dir)
     return Planner(OpenAICompatibleClient(config.endpoint(config.planner_tier())))
+
+
+def optional_planner(
+    loaded: LoadedFleet, models_file: Path | None, data_dir: Path | None
+) -> Planner | None:
+    """A planner when one can be had (the fleet's, or a configured model's), else None:
+    servers that take plain words plan them when they can, and route them as one subtask
+    otherwise."""
+    try:
+        return planner_for(loaded, models_file, data_dir)
+    except ModelNotConfigured:
+        return None
 
 
 def fleet_source(fleet_ref: str) -> str:

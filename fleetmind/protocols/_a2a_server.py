@@ -141,6 +141,7 @@ class FleetExecutor(AgentExecutor):
             raise InvalidParamsError(message="SendMessage needs a message")
         task_id, context_id = context.task_id, context.context_id
         updater = TaskUpdater(event_queue, task_id, context_id)
+        planned: TaskGraph | None = None
         if context.current_task is None:
             definition = self.definition(message)
             await event_queue.enqueue_event(
@@ -151,13 +152,22 @@ class FleetExecutor(AgentExecutor):
                     history=[message],
                 )
             )
+            request = self._plannable(message)
+            if request is not None:
+                await updater.start_work(_agent_message(updater, "planning the request"))
+                try:
+                    planned = (await self._fleet.plan(request)).graph
+                except FleetmindError as exc:  # no valid plan, or the model is unreachable
+                    await updater.failed(_agent_message(updater, f"cannot plan: {exc.message}"))
+                    return
+                definition = planned.to_definition()
         else:
             parked = self._parked.pop(task_id, None)
             if parked is None:
                 # A message for a task that runs (or has ended) is refused; the task goes on.
                 raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
             definition = _with_reply(parked, _reply_of(message))
-        await self._run(definition, updater)
+        await self._run(definition, updater, planned)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the fleetmind task; the run reports ``canceled`` itself when it has stopped."""
@@ -183,8 +193,10 @@ class FleetExecutor(AgentExecutor):
 
     # One run -------------------------------------------------------------------------------
 
-    async def _run(self, definition: dict[str, Any], updater: TaskUpdater) -> None:
-        graph = TaskGraph.from_definition(definition)
+    async def _run(
+        self, definition: dict[str, Any], updater: TaskUpdater, planned: TaskGraph | None = None
+    ) -> None:
+        graph = planned if planned is not None else TaskGraph.from_definition(definition)
         prepare = getattr(self._fleet.router, "prepare", None)
         if prepare is not None:
             # As the engine does: embedding words (a model call) happens off the loop's thread.
@@ -301,6 +313,20 @@ class FleetExecutor(AgentExecutor):
         except (ValidationError, FleetmindError, TypeError, ValueError) as exc:
             raise InvalidParamsError(message=f"invalid task graph: {_first_line(exc)}") from exc
         return definition
+
+    def _plannable(self, message: Message) -> str | None:
+        """The request in plain words, when the fleet's planner should turn it into a graph:
+        a text message, with no graph, no inputs and no agent or skill named, to a fleet of
+        several agents that has a planner."""
+        if self._fleet.planner is None or self._only_agent is not None:
+            return None
+        if data_values(message.parts):
+            return None
+        routing = plain_json(MessageToDict(message.metadata))
+        if any(isinstance(routing.get(k), str) for k in ("agent", "skill")):
+            return None
+        text = "\n".join(p.text for p in message.parts if p.HasField("text") and p.text)
+        return text if text.strip() else None
 
     def _pinned(self, definition: dict[str, Any]) -> dict[str, Any]:
         """Serving one agent, every subtask that names no agent or skill goes to it."""

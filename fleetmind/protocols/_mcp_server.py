@@ -132,6 +132,11 @@ class _FleetService:
 
     async def submit(self, graph: Any, text: str | None, ctx: Context) -> TaskHandle:
         built = build_graph(graph, text)
+        if text is not None and self.fleet.planner is not None:
+            try:
+                built = (await self.fleet.plan(text)).graph
+            except FleetmindError as exc:  # no valid plan, or the model is unreachable
+                raise ToolError(f"cannot plan this request: {exc.message}") from None
         try:
             # Routing may embed texts (and load the model the first time): off the loop.
             await asyncio.to_thread(self.fleet.check, built)
@@ -256,7 +261,8 @@ _FINISHING_EVENTS = (SubtaskDone, SubtaskFailed, SubtaskSkipped, SubtaskCancelle
 
 _INSTRUCTIONS = """\
 This server runs tasks on a fleet of agents. A task is a graph of subtasks: submit one with
-submit_task (a graph definition, or plain text for a one-subtask task), follow it with get_task,
+submit_task (a graph definition, or plain words: planned into a graph when the fleet has a
+model to plan with, else one subtask), follow it with get_task,
 wait for its outputs with get_result, stop it with cancel_task. list_agents says which agents
 there are and what they can do. Each task's graph is also a resource:
 fleetmind://tasks/{task_id}/graph."""
@@ -274,8 +280,10 @@ Give exactly one of:
   the agent whose description fits it best. A control dependency makes the target wait; a data
   dependency also feeds the source's output (or its field `output`) to the target's input
   named `input`. Optional `condition`: success (default), always, failure.
-- `text`: plain words. There is no planner yet, so the text becomes a task of one subtask
-  whose description is the text; the fleet's router picks the agent that fits it best.
+- `text`: plain words. When the fleet has a planner (a model is configured), the text is
+  planned into a task graph of the fleet's agents, and a subtask that fails for good is
+  replanned. Without one, the text becomes a task of one subtask whose description is the
+  text; the fleet's router picks the agent that fits it best.
 
 With `wait: true` the call follows the task to its end, sending a progress notification for
 every event (subtask started, progress, done, failed, ...) with progress = finished subtasks
@@ -341,7 +349,8 @@ def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
             ),
         ] = None,
         text: Annotated[
-            str | None, Field(description="The task in plain words (one subtask).")
+            str | None,
+            Field(description="The task in plain words (planned when the fleet has a model)."),
         ] = None,
         wait: Annotated[
             bool, Field(description="Follow the task to its end, reporting progress.")
