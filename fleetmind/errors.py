@@ -24,7 +24,8 @@ FleetmindError
 │       ├── ModelUnavailable     connection refused, timed out, 5xx (after retries)
 │       ├── ModelRateLimited     429 after retries, or a Retry-After beyond the limit
 │       ├── ModelRejected        the request was refused (4xx): bad request, bad key
-│       └── ModelResponseInvalid not JSON, no choices, a stream cut off mid-way
+│       ├── ModelResponseInvalid not JSON, no choices, a stream cut off mid-way
+│       └── StructuredOutputError an answer never matched the schema asked for
 └── ProtocolError            a message crossing a wire is malformed or breaks its protocol
     ├── MalformedMessage     not JSON, or not a valid envelope or payload
     ├── MessageTooLarge      over the size limit
@@ -197,6 +198,13 @@ class ModelRejected(ModelError):
 
 class ModelResponseInvalid(ModelError):
     """The answer was not what the API promises: not JSON, no choices, a stream cut off."""
+
+
+class StructuredOutputError(ModelError):
+    """A model's answers never matched the schema they were asked for, after repair rounds."""
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, retryable=False, details=details)
 
 
 class ProtocolError(FleetmindError):

@@ -16,8 +16,13 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel
+
+from fleetmind.errors import StructuredOutputError
+
+OutputT = TypeVar("OutputT", bound=BaseModel)
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -295,6 +300,57 @@ class LLMClient(abc.ABC):
         )
         yield _OneChunkStream(completion)
 
+    async def structured(
+        self,
+        messages: Sequence[ChatMessage],
+        output_type: type[OutputT],
+        *,
+        repair_rounds: int = 1,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> tuple[OutputT, list[Completion]]:
+        """An answer parsed into ``output_type`` (a pydantic model), validated whatever the
+        server does: the JSON Schema is sent as ``response_schema`` (enforced where the server
+        can) and written into the conversation (for servers that cannot); an answer that does
+        not validate is shown its errors and asked again, ``repair_rounds`` times.
+
+        Returns:
+            The value, and every completion it took (for their tokens and cost).
+
+        Raises:
+            StructuredOutputError: still invalid after the repair rounds.
+            ModelError: the model could not be reached.
+        """
+        schema = output_type.model_json_schema()
+        conversation = [
+            *messages,
+            ChatMessage.system(
+                "Answer with one JSON object matching this JSON Schema, and nothing else: "
+                + json.dumps(schema, separators=(",", ":"))
+            ),
+        ]
+        completions: list[Completion] = []
+        for _ in range(repair_rounds + 1):
+            completion = await self.complete(
+                conversation,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                response_schema=schema,
+            )
+            completions.append(completion)
+            try:
+                return output_type.model_validate(extract_json(completion.content)), completions
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+                problem = _one_line_problem(exc)
+            conversation += [
+                completion.message(),
+                ChatMessage.user(f"That answer is not valid: {problem}. Answer again."),
+            ]
+        raise StructuredOutputError(
+            f"the {self.name} model gave no valid {output_type.__name__} in "
+            f"{repair_rounds + 1} answers; the last problem: {problem}"
+        )
+
     async def aclose(self) -> None:  # noqa: B027 - optional, with a default that does nothing
         """Close connections the client holds (nothing by default)."""
 
@@ -307,6 +363,16 @@ class LLMClient(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _one_line_problem(exc: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        from fleetmind._validation import describe_validation_error
+
+        return describe_validation_error(exc)
+    return str(exc)
 
 
 def extract_json(text: str) -> Any:

@@ -46,7 +46,7 @@ from fleetmind.cli._target import (
     parse_params,
     reload_target,
 )
-from fleetmind.cli._view import TaskView, graph_table, plain_table, routing_table
+from fleetmind.cli._view import TaskView, graph_table, llm_line, plain_table, routing_table
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import (
     Fleet,
@@ -392,7 +392,12 @@ def show(
         print(json.dumps(data, indent=2, default=str))
     else:
         console = Console()
+        if graph.request:
+            console.print(f"planned from: {graph.request}", highlight=False)
         console.print(graph_table(graph, f"{record.name} · task {record.id} · {record.status}"))
+        llm = llm_line(graph)
+        if llm:
+            console.print(llm, style="dim", highlight=False)
         routed = routing_table(graph)
         if routed is not None:
             console.print(routed)

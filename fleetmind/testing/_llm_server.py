@@ -20,6 +20,7 @@ body that is not JSON, a delay (for timeouts), a stream cut after some pieces.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -259,7 +260,7 @@ class ScriptedLLMServer:
     def start(self) -> ScriptedLLMServer:
         """Start serving in a background thread."""
         handler = type("_Handler", (_Handler,), {"scripted": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server = _QuietServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="scripted-llm", daemon=True
@@ -317,6 +318,14 @@ class ScriptedLLMServer:
         if self._responder is not None:
             return self._responder(request), prefix
         return Reply.error(500, "the scripted server has no reply left for this request"), prefix
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (a cancelled request, a timeout) are not errors of the server."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

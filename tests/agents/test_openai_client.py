@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from pydantic import BaseModel
 
 from fleetmind.agents import ChatMessage, ModelEndpoint, OpenAICompatibleClient
 from fleetmind.errors import (
@@ -18,6 +19,7 @@ from fleetmind.errors import (
     ModelRejected,
     ModelResponseInvalid,
     ModelUnavailable,
+    StructuredOutputError,
 )
 from fleetmind.testing import Reply, ScriptedLLMServer, free_port
 
@@ -323,3 +325,32 @@ def test_the_client_works_from_a_second_event_loop(server: ScriptedLLMServer) ->
         return answer.content
 
     assert (asyncio.run(ask()), asyncio.run(ask())) == ("one", "two")
+
+
+class Answer(BaseModel):
+    value: int
+    unit: str
+
+
+async def test_structured_output_is_validated_and_repaired(server: ScriptedLLMServer) -> None:
+    server.push(
+        Reply.text('Sure: {"value": "ten"}'),
+        Reply.text('```json\n{"value": 10, "unit": "m"}\n```'),
+    )
+    async with client_for(server) as model:
+        value, completions = await model.structured(HELLO, Answer)
+    assert value == Answer(value=10, unit="m") and len(completions) == 2
+    # The schema went both ways: as response_format, and in words for servers that ignore it.
+    assert server.requests[0]["response_format"]["json_schema"]["schema"]["required"] == [
+        "value",
+        "unit",
+    ]
+    assert "JSON Schema" in server.requests[0]["messages"][-1]["content"]
+    assert "value: Input should be a valid integer" in server.requests[1]["messages"][-1]["content"]
+
+
+async def test_structured_output_that_never_validates(server: ScriptedLLMServer) -> None:
+    server.push(Reply.text("no"), Reply.text("still no"))
+    async with client_for(server) as model:
+        with pytest.raises(StructuredOutputError, match="no valid Answer in 2 answers"):
+            await model.structured(HELLO, Answer)
