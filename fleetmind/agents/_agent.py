@@ -55,6 +55,10 @@ class CheckpointSource(Protocol):
         """A LangGraph checkpoint saver (``BaseCheckpointSaver``), opened on first use."""
         ...
 
+    def thread(self, thread_id: str) -> None:
+        """Note a thread the agent checkpoints, so it is deleted when the task has ended."""
+        ...
+
 
 @dataclass
 class SubtaskContext:

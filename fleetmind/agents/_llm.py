@@ -390,20 +390,20 @@ def extract_json(text: str) -> Any:
     except json.JSONDecodeError:
         pass
     decoder = json.JSONDecoder()
-    opened = False
     for index, char in enumerate(stripped):
         if char not in "{[":
             continue
-        opened = True
         try:
             value, _ = decoder.raw_decode(stripped, index)
         except json.JSONDecodeError:
-            continue
+            if _unbalanced(stripped[index:]):
+                # The outermost value starts here and never ends: the answer was cut off. An
+                # object nested inside it would parse, but it is not the answer.
+                raise ValueError("the JSON in the answer is cut off before its end") from None
+            continue  # braces in prose ("use {x} here"): the JSON comes later
         if isinstance(value, dict | list):
             return value
-    if opened and _unbalanced(stripped):
-        raise ValueError("the JSON in the answer is cut off before its end")
-    if opened:
+    if "{" in stripped or "[" in stripped:
         raise ValueError("the answer has a '{' but no valid JSON object")
     raise ValueError("the answer has no JSON object")
 

@@ -176,6 +176,7 @@ class LLMAgent(Agent):
         saver = None
         if self.checkpoint and ctx.checkpoints is not None:
             saver = await ctx.checkpoints.saver()
+            ctx.checkpoints.thread(f"{ctx.task_id}/{subtask.id}/{self.id}")
         loop = self._builder.compile(checkpointer=saver) if saver is not None else self._plain_loop
         config: dict[str, Any] = {
             "configurable": {"thread_id": f"{ctx.task_id}/{subtask.id}/{self.id}"},
@@ -196,7 +197,10 @@ class LLMAgent(Agent):
                 start = None  # resume after the last finished node
             elif snapshot.values and snapshot.values.get("answer") is not None:
                 return snapshot.values["answer"]  # finished before a crash: nothing to pay again
-        final = await loop.ainvoke(start, config, context=run, durability="sync")
+        if saver is None:
+            final = await loop.ainvoke(start, config, context=run)
+        else:  # each node's state is on disk before the next node starts
+            final = await loop.ainvoke(start, config, context=run, durability="sync")
         return final["answer"]
 
     def _connect_configured(self) -> None:

@@ -231,14 +231,7 @@ class OpenAICompatibleClient(LLMClient):
             response_schema=response_schema,
             stream=False,
         )
-        response, attempts = await self._send(body, stream=False)
-        try:
-            data = response.json()
-        except ValueError:
-            # _send checked the JSON already; a body that changed under us is a server bug.
-            raise ModelResponseInvalid(
-                f"the {self.name} model sent a body that is not JSON"
-            ) from None
+        _, attempts, data = await self._send(body, stream=False)
         return self._completion(data, messages, time.perf_counter() - started, attempts)
 
     @asynccontextmanager
@@ -263,15 +256,16 @@ class OpenAICompatibleClient(LLMClient):
             response_schema=None,
             stream=True,
         )
-        response, attempts = await self._send(body, stream=True)
+        response, attempts, _ = await self._send(body, stream=True)
         stream = _SSEStream(self, response, messages, started, attempts)
         try:
             yield stream
         finally:
             await response.aclose()
 
-    async def _send(self, body: dict[str, Any], *, stream: bool) -> tuple[httpx.Response, int]:
-        """POST with retries; returns a 2xx response (for a stream: its head only)."""
+    async def _send(self, body: dict[str, Any], *, stream: bool) -> tuple[httpx.Response, int, Any]:
+        """POST with retries: a 2xx response (for a stream: its head only), the attempts it
+        took, and (not streaming) its body parsed."""
         http = self._client()
         attempts = 0
         while True:
@@ -292,16 +286,14 @@ class OpenAICompatibleClient(LLMClient):
                 status = response.status_code
                 if status < 300:
                     if stream:
-                        return response, attempts
+                        return response, attempts, None
                     try:
-                        response.json()
+                        return response, attempts, response.json()
                     except ValueError:
                         error = ModelResponseInvalid(
                             f"the {self.name} model answered with a body that is not JSON: "
                             f"{_snippet(response.text)}"
                         )
-                    else:
-                        return response, attempts
                 elif status == 400 and "response_format" in body and _refuses_schema(response):
                     # The server does not take JSON Schema: ask by instructions from now on.
                     self._schema_mode = "prompt"

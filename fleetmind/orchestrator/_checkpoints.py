@@ -8,8 +8,8 @@ of a SQLite store live in a second SQLite file next to it (``fleetmind.db`` ->
 memory keeps them in memory.
 
 One :class:`Checkpoints` belongs to one engine run: it opens its connection on the first
-agent's request, and the engine closes it when the task stops, deleting the task's
-checkpoints once the task has ended for good.
+agent's request, and the engine closes it when the task stops, deleting the checkpoints of the
+loops that ran (:meth:`Checkpoints.thread`) once the task has ended for good.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fleetmind.agents._agent import TASK_KEY
 from fleetmind.errors import StoreError
 
 
@@ -37,8 +36,9 @@ class Checkpoints:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._saver: Any = None
-        self._opener: Any = None
+        self._connection: Any = None
         self._lock: asyncio.Lock | None = None
+        self._threads: set[str] = set()
 
     async def saver(self) -> Any:
         """The saver (``AsyncSqliteSaver`` or ``InMemorySaver``), opened on first use."""
@@ -56,30 +56,38 @@ class Checkpoints:
             from langgraph.checkpoint.memory import InMemorySaver
 
             return InMemorySaver()
+        import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            opener = AsyncSqliteSaver.from_conn_string(str(self.path))
-            saver = await opener.__aenter__()
+            connection = await aiosqlite.connect(str(self.path), timeout=30)
+            # As the task store: WAL, and commits that survive a killed process (only a power
+            # cut may lose the last ones). A checkpoint lost that way costs one step again.
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            saver = AsyncSqliteSaver(connection)
             await saver.setup()
         except Exception as exc:  # sqlite or OS errors: the store's own error
             raise StoreError(f"cannot open the checkpoints at {self.path}: {exc}") from exc
-        self._opener = opener
+        self._connection = connection
         return saver
 
+    def thread(self, thread_id: str) -> None:
+        """Note a step loop's thread, so that it is deleted when its task ends."""
+        self._threads.add(thread_id)
+
     async def forget(self, task_id: str) -> None:
-        """Delete every checkpoint of ``task_id`` (the task has ended; nothing will resume)."""
+        """Delete the checkpoints of the step loops that ran for ``task_id`` (it has ended)."""
+        if not self._threads:
+            return
         saver = await self.saver()
-        threads = {
-            item.config["configurable"]["thread_id"]
-            async for item in saver.alist(None, filter={TASK_KEY: task_id})
-        }
-        for thread_id in threads:
+        for thread_id in sorted(self._threads):
             await saver.adelete_thread(thread_id)
+        self._threads.clear()
 
     async def aclose(self) -> None:
         """Close the connection (if one was opened)."""
-        opener, self._opener, self._saver = self._opener, None, None
-        if opener is not None:
-            await opener.__aexit__(None, None, None)
+        connection, self._connection, self._saver = self._connection, None, None
+        if connection is not None:
+            await connection.close()

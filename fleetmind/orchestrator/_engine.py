@@ -330,9 +330,9 @@ class Engine:
         """Close the checkpoint store; a task that ended needs its checkpoints no more."""
         try:
             if self.graph.is_finished:
-                await asyncio.shield(self._checkpoints.forget(self.task_id))
-        except (Exception, asyncio.CancelledError):
-            pass  # stale checkpoints cost disk space only; the task's outcome stands
+                await self._checkpoints.forget(self.task_id)
+        except Exception:  # stale checkpoints cost disk space only; the task's outcome stands
+            pass
         finally:
             await asyncio.shield(self._checkpoints.aclose())
 

@@ -86,15 +86,18 @@ class EditDraft(BaseModel):
 
 def read_answer(text: str, truncated: bool) -> tuple[Any, list[str]]:
     """The JSON value of an answer, or the problems that prevent reading it."""
+    cut_off = [
+        "your answer was cut off at the token limit before the JSON ended; "
+        "answer with a shorter plan"
+    ]
     try:
         value = extract_json(text)
     except ValueError as exc:
-        if truncated:
-            return None, [
-                "your answer was cut off at the token limit before the JSON ended; "
-                "answer with a shorter plan"
-            ]
+        if truncated or "cut off" in str(exc):
+            return None, cut_off
         return None, [f"{exc}; answer with one JSON object and nothing else"]
+    if truncated:
+        return None, cut_off  # whatever parsed is a piece of the answer, not the answer
     if not isinstance(value, dict):
         return None, ["the answer must be one JSON object, not a list or a value"]
     return value, []

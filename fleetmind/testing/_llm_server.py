@@ -331,6 +331,8 @@ class _QuietServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     scripted: ScriptedLLMServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each keep-alive answer waits ~40 ms for an ACK
+    wbufsize = -1  # buffered: headers and body leave in one write
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -391,6 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self._client_left()
 

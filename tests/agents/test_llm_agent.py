@@ -323,3 +323,12 @@ async def test_cancellation_reaches_the_model_call(
         await asyncio.to_thread(wait_for_request, cloud_server)
         result = await handle.cancel()
     assert result.status == "cancelled"
+
+
+async def test_without_checkpoints(
+    cloud_server: ScriptedLLMServer, cloud: OpenAICompatibleClient
+) -> None:
+    cloud_server.push(Reply.tool("word_count", {"text": "a b"}), Reply.text("2"))
+    writer = LLMAgent(profile(), model=cloud, tools=[word_count], checkpoint=False)
+    result = await Fleet([writer]).run(one_subtask())
+    assert result.outputs["count"] == "2"

@@ -391,3 +391,26 @@ def test_a_large_fleet_fits_its_budget_ranked_by_the_router() -> None:
     assert lines[0].startswith("- agent-499") and lines[1].startswith("- agent-250")
     assert "more agents are not listed" in lines[-1]
     assert "does things" not in text  # descriptions go first
+
+
+async def test_a_cut_off_plan_is_never_read_as_its_first_subtask(
+    server: ScriptedLLMServer, model: OpenAICompatibleClient
+) -> None:
+    cut = GOOD[: GOOD.index('"todos"') + 20]  # the first subtask is complete, the rest is not
+    server.push(Reply.text(cut), Reply.text(GOOD))
+    plan = await fleet_with(model).plan("audit")
+    assert plan.exchanges[0]["problems"] == [
+        "your answer was cut off at the token limit before the JSON ended; "
+        "answer with a shorter plan"
+    ]
+    assert plan.rounds == 2
+
+
+def test_extract_json_finds_the_answer_not_a_piece_of_it() -> None:
+    from fleetmind.agents import extract_json
+
+    assert extract_json('use {x} like this: {"a": [1, {"b": 2}]} ok') == {"a": [1, {"b": 2}]}
+    with pytest.raises(ValueError, match="cut off"):
+        extract_json('{"plan": [{"id": "a"}, {"id": "b", "desc')
+    with pytest.raises(ValueError, match="no JSON object"):
+        extract_json("nothing here")
