@@ -49,14 +49,6 @@ What is measured
     record's ``latency_s``: ``OpenAICompatibleClient.complete``), the first step apart from the
     later ones, and the wall time of a whole run (submit to result, or the whole ``astream``).
 
-    The server's sockets. ``ScriptedLLMServer`` (``http.server``) writes an answer's headers
-    and its body in two sends; with Nagle's algorithm on, the body waits for the client's
-    delayed ACK, about 40 ms on Linux, on every request of a keep-alive connection. That stall
-    would bury everything measured here, so the benchmark sets the ``disable_nagle_algorithm``
-    switch that ``socketserver`` offers on the server's handler class (``TCP_NODELAY`` on each
-    accepted socket), in the servers it starts; fleetmind's code is unchanged. One extra row
-    times bare httpx against a server process left as shipped.
-
     Each side gets warm-up runs first; then the timed runs go in blocks that alternate the
     sides (A B C D, D C B A, ...), so that noise from the shared machine falls on all alike.
     Objects that exist before timing are moved out of the cyclic garbage collector's reach
@@ -161,25 +153,7 @@ TASK_TEXT = "Look up the keys k0 to k8 one after the other, then say done."
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def nagle_off(enabled: bool = True) -> Iterator[None]:
-    """Make ``ScriptedLLMServer`` set ``TCP_NODELAY`` on the connections it accepts.
-
-    It answers in two sends (headers, then body); with Nagle's algorithm on, the body waits
-    for the client's delayed ACK, about 40 ms, on every request (see the module's docstring).
-    """
-    from fleetmind.testing import _llm_server
-
-    handler = _llm_server._Handler
-    before = handler.disable_nagle_algorithm
-    handler.disable_nagle_algorithm = enabled
-    try:
-        yield
-    finally:
-        handler.disable_nagle_algorithm = before
-
-
-def serve_model(tool_calls: int, nodelay: bool) -> None:
+def serve_model(tool_calls: int) -> None:
     """Serve scripted chat completions (``tool_calls`` lookups, then ``done``) until stdin ends."""
 
     def respond(request: dict[str, Any]) -> Reply:
@@ -190,17 +164,16 @@ def serve_model(tool_calls: int, nodelay: bool) -> None:
             return Reply.tool("lookup", {"key": f"k{results}"})
         return Reply.text("done")
 
-    with nagle_off(nodelay):
-        server = ScriptedLLMServer(responder=respond).start()
-        print(f"listening on {server.url}", flush=True)
-        # Serve until the benchmark closes our stdin, or ends in any way (even SIGKILL): its
-        # end closes the pipe too, so this process never outlives it.
-        sys.stdin.read()
-        server.stop()
+    server = ScriptedLLMServer(responder=respond).start()
+    print(f"listening on {server.url}", flush=True)
+    # Serve until the benchmark closes our stdin, or ends in any way (even SIGKILL): its end
+    # closes the pipe too, so this process never outlives it.
+    sys.stdin.read()
+    server.stop()
 
 
 @contextlib.contextmanager
-def model_server(tool_calls: int, *, nodelay: bool = True) -> Iterator[str]:
+def model_server(tool_calls: int) -> Iterator[str]:
     """Start ``--serve-model`` in a child process; yield its base URL; always stop it.
 
     The child serves until its stdin closes: on the way out of this block, or when this
@@ -208,7 +181,7 @@ def model_server(tool_calls: int, *, nodelay: bool = True) -> Iterator[str]:
     """
     command = [sys.executable, SELF, "--serve-model", "--tool-calls", str(tool_calls)]
     process = subprocess.Popen(
-        [*command, *(["--nodelay"] if nodelay else [])],
+        command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -576,19 +549,6 @@ async def bench_steps(url: str, tmp: Path, runs: int, warmup: int) -> dict[str, 
         "step_request_bytes": sizes,
         "steps_per_run": STEPS_PER_RUN,
     }
-
-
-async def bare_as_shipped(url: str, runs: int) -> dict[str, Any]:
-    """Bare httpx against a ``ScriptedLLMServer`` left as shipped (Nagle's algorithm on)."""
-    bare = BareHttpx(url)
-    try:
-        await bare.run()
-        result = SideResult("bare_httpx_as_shipped", "bare httpx, server as shipped")
-        result.runs = [await bare.run() for _ in range(runs)]
-    finally:
-        await bare.aclose()
-    figures = result.figures()
-    return {k: figures[k] for k in ("ms_p50", "ms_p99", "ms_mean", "samples")}
 
 
 def _module_of(where: tuple[str, int, str]) -> str:
@@ -994,7 +954,7 @@ async def bench_planner(count: int, seed: int) -> dict[str, Any]:
     """Plan every request against the scripted model; the shares and the per-mode table."""
     cases = plan_cases(count, seed)
     start = time.perf_counter()
-    with nagle_off(), ScriptedLLMServer(responder=plan_responder(cases)) as server:
+    with ScriptedLLMServer(responder=plan_responder(cases)) as server:
         endpoint = ModelEndpoint(name="cloud", base_url=server.url, model="planner", max_retries=0)
         async with OpenAICompatibleClient(endpoint) as model:
             fleet = Fleet(PLAN_AGENTS, router=SkillRouter(), planner=Planner(model))
@@ -1134,21 +1094,6 @@ def render(d: dict[str, Any]) -> str:
                 f"{s['ms_p50'] / sides['react']['ms_p50']:.2f}x",
             )
         )
-    shipped = d["bare_httpx_as_shipped"]
-    rows.append(
-        (
-            "bare httpx request, server as shipped",
-            f"{shipped['ms_p50']:.2f}",
-            f"{shipped['ms_p99']:.2f}",
-            f"{shipped['ms_mean']:.2f}",
-            "",
-            "",
-            "",
-            str(shipped["samples"]),
-            f"{shipped['ms_p50'] / bare_p50:.2f}x",
-            "",
-        )
-    )
     lines += _table(rows)
     lines += [
         "",
@@ -1163,8 +1108,6 @@ def render(d: dict[str, Any]) -> str:
         f"{sizes['llm_agent']} B, ReAct {sizes['langgraph_react']} B",
         "  LLMAgent: engine event stamps between step records (step 1 from SubtaskStarted); "
         "ReAct: perf_counter at astream updates; bare: one request; run = submit to result",
-        "  every server sets TCP_NODELAY except the last row's (ScriptedLLMServer as shipped: "
-        "Nagle's algorithm and the client's delayed ACK)",
         "",
         f"(b) Planner robustness: {d['planner_requests']} requests (seed {d['planner_seed']}), "
         f"{d['planner_meant_refused']} scripted never to become valid in {MAX_ROUNDS} rounds; "
@@ -1243,14 +1186,10 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ):
         _progress(f"model server at {url}; {runs} timed runs per side")
         steps = await bench_steps(url, Path(tmp), runs, warmup)
-    with model_server(STEPS_PER_RUN - 1, nodelay=False) as url:
-        _progress("bare httpx against the server as shipped")
-        shipped = await bare_as_shipped(url, 2 if args.quick else 5)
     _progress("planner robustness")
     planner = await bench_planner(args.plan_requests, args.seed)
     document: dict[str, Any] = {
         **steps,
-        "bare_httpx_as_shipped": shipped,
         **planner,
         "quick": args.quick,
         "elapsed_s": round(time.monotonic() - start, 1),
@@ -1294,12 +1233,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--serve-model", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tool-calls", type=int, default=STEPS_PER_RUN - 1, help=argparse.SUPPRESS)
-    parser.add_argument("--nodelay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if (args.runs is not None and args.runs < 1) or args.plan_requests < len(MODES):
         parser.error(f"--runs must be at least 1 and --plan-requests at least {len(MODES)}")
     if args.serve_model:
-        serve_model(args.tool_calls, args.nodelay)
+        serve_model(args.tool_calls)
         return
     try:
         if args.profile:
