@@ -2,23 +2,29 @@
 # A fleetmind device in plain shell: mosquitto_pub / mosquitto_sub, grep, cut and tr.
 # It announces one agent ("shout", which upper-cases text), takes one dispatched subtask,
 # and sends its result. The protocol is in docs/protocol.md.
-#   usage: examples/shell_device.sh HOST PORT [FLEET]
+#   usage: examples/shell_device.sh HOST PORT [FLEET [USERNAME PASSWORD_FILE]]
+# With a username (the device's id on a broker from `fleetmind broker config`) it logs in;
+# the fleet name must be the one the orchestrator uses (`--fleet-name`, default "default").
 set -eu
 HOST=$1
 PORT=$2
 PREFIX="fleetmind/${3:-default}"
-DEVICE=sh-1
+DEVICE=${4:-sh-1}
 AGENT=shout
 MQTT="-h $HOST -p $PORT -q 1"
+if [ -n "${5:-}" ]; then
+    MQTT="$MQTT -u $DEVICE -P $(cat "$5")"
+fi
+INBOX="$PREFIX/devices/$DEVICE/inbox"
 
 now() { date +%s; }
 field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
-# 1. A persistent session subscribed to the agent's inbox, so no dispatch is missed.
-mosquitto_sub $MQTT -c -i "$DEVICE" -t "$PREFIX/agents/$AGENT/inbox" -E
+# 1. A persistent session subscribed to the device's inbox, so no dispatch is missed.
+mosquitto_sub $MQTT -c -i "$DEVICE" -t "$INBOX" -E
 
 # 2. The agent's card and the device's presence, both retained.
-mosquitto_pub $MQTT -r -t "$PREFIX/agents/$AGENT/card" -m "{\"v\":1,\"kind\":\"card\",\
+mosquitto_pub $MQTT -r -t "$PREFIX/devices/$DEVICE/agents/$AGENT/card" -m "{\"v\":1,\"kind\":\"card\",\
 \"id\":\"card-$(now)\",\"sender\":\"$DEVICE\",\"sent_at\":$(now),\"payload\":{\
 \"device\":\"$DEVICE\",\"profile\":{\"id\":\"$AGENT\",\"description\":\"Upper-cases text\"}}}"
 mosquitto_pub $MQTT -r -t "$PREFIX/devices/$DEVICE/presence" -m "{\"v\":1,\"kind\":\"presence\",\
@@ -26,7 +32,7 @@ mosquitto_pub $MQTT -r -t "$PREFIX/devices/$DEVICE/presence" -m "{\"v\":1,\"kind
 \"state\":\"online\",\"agents\":[\"$AGENT\"]}}"
 
 # 3. One dispatch: the envelope's id, the task, the subtask and its input.
-MESSAGE=$(mosquitto_sub $MQTT -c -i "$DEVICE" -t "$PREFIX/agents/$AGENT/inbox" -C 1)
+MESSAGE=$(mosquitto_sub $MQTT -c -i "$DEVICE" -t "$INBOX" -C 1)
 DISPATCH=$(printf '%s' "$MESSAGE" | field id)
 TASK=$(printf '%s' "$MESSAGE" | field task_id)
 SUBTASK=$(printf '%s' "$MESSAGE" | grep -o '"subtask":{"id":"[^"]*"' | cut -d '"' -f 6)

@@ -16,14 +16,30 @@ from pydantic import StringConstraints
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
 
-AgentId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-"""The id of an agent, unique within a fleet."""
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
+"""The id of an agent, unique within a fleet. An agent on a device of an MQTT fleet is
+``name@device``: the same agent offered by two devices is two agents of the fleet."""
+
+PlainId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+"""A name that may be part of a topic: a device, a replica, an agent's name on its device."""
 
 SubtaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 """The id of a subtask, unique within its task graph."""
 
 TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 """The id of a task (one run of a task graph), unique within a store."""
+
+
+def remote_agent_id(agent: str, device: str) -> str:
+    """The fleet's id of agent ``agent`` served by device ``device``."""
+    return f"{agent}@{device}"
+
+
+def agent_name(agent_id: str) -> str:
+    """An agent id without its device: ``resizer@pi-7`` -> ``resizer``."""
+    return agent_id.partition("@")[0]
 
 
 def is_valid_id(value: str) -> bool:

@@ -227,6 +227,40 @@ class UnknownKind(ProtocolError):
     """A message's kind is one this process does not know."""
 
 
+_DETERMINISTIC = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    NotImplementedError,
+    AssertionError,
+)
+"""Exceptions that come back the same on every try: a bug or bad data, not bad luck."""
+
+
+def error_outcome(exc: BaseException) -> dict[str, Any]:
+    """What an exception raised by an agent means for its subtask, as it is logged and sent:
+    ``{type, message, retryable, details}``.
+
+    The one rule used wherever work runs — the engine, a device's runtime, the fleet link:
+    a fleetmind error says itself whether another try may help; a timeout may; ``ValueError``,
+    ``TypeError``, ``LookupError``, ``AttributeError``, ``NotImplementedError`` and assertion
+    failures will not (the same input fails the same way); any other exception (a dropped
+    connection, a full disk, ``RuntimeError``) may.
+    """
+    if isinstance(exc, FleetmindError):
+        return exc.to_dict()
+    if isinstance(exc, TimeoutError):
+        return SubtaskTimeout(str(exc) or "attempt timed out").to_dict()
+    message = str(exc) or type(exc).__name__
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "retryable": not isinstance(exc, _DETERMINISTIC),
+        "details": {},
+    }
+
+
 def error_from_dict(data: dict[str, Any]) -> FleetmindError:
     """Rebuild an error that was stored or sent with :meth:`FleetmindError.to_dict`."""
     cls = _ERRORS_BY_NAME.get(str(data.get("type")), RunError)

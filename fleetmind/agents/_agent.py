@@ -80,6 +80,10 @@ class SubtaskContext:
     """The fleet's tools (local ``@tool`` functions and MCP servers' tools) this agent may call."""
     checkpoints: CheckpointSource | None = None
     """Where step loops keep their checkpoints (None: nowhere durable, e.g. on a device)."""
+    epoch: int = 1
+    """Which attempt at the subtask this is, over its whole life (retries and other agents
+    included): remote agents name their dispatches by it."""
+    _after_saved: list[Callable[[], None]] = field(default_factory=list)
     dependents: tuple[str, ...] = ()
     """Ids of the subtasks that wait for this one (known to local agents), so that an agent
     can wire a follow-up into a plan whose ids it did not choose."""
@@ -101,6 +105,12 @@ class SubtaskContext:
                 self._progress(message, fraction)
             else:
                 self._progress(message, fraction, step)
+
+    def after_saved(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this attempt's outcome is written to the task's store (a
+        remote agent acknowledges the device's answer only then, so a crash in between means
+        the broker delivers the answer again)."""
+        self._after_saved.append(callback)
 
     def record_step(self, record: StepRecord) -> None:
         """Record one LLM step: a progress event that carries the step's record, kept in the

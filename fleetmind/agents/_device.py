@@ -2,10 +2,22 @@
 
 ``fleetmind agent serve`` runs one of these. It announces each agent's card (retained) and the
 device's presence (retained, with a last will that says offline), takes dispatched subtasks
-from its agents' inboxes, runs them within each agent's concurrency limit, and streams progress
-and results back. A dispatch redelivered by the broker (QoS 1 after a reconnect) is recognised
-by its message id and has no second effect. A malformed message gets an error reply and the
-runtime keeps running.
+from its inbox, runs them within each agent's concurrency limit, and streams progress and
+results back. Its promises, which the orchestrator relies on:
+
+- **Each dispatch runs at most once here.** A dispatch id seen again (the broker's redelivery,
+  the orchestrator's resend) is answered from the cached result when it has finished, and
+  ignored while it runs. A subtask that already succeeded here is never run again for the same
+  task: a later dispatch of it (a resumed orchestrator) gets the saved result.
+- **Nothing superseded starts.** A dispatch that may have waited for the device while it was
+  away — delivered again (``dup``), or arriving before the device's own sync marker comes back
+  after a reconnect with a kept session — is *claimed* first: the orchestrator answers
+  ``proceed`` or ``cancel``. Unanswered, the claim lapses and the work is not started (the
+  orchestrator resends what it still wants).
+- **Work in progress is visible.** Every heartbeat lists the dispatches the device holds
+  (``running``) and the process's ``boot`` id, so the orchestrator resends a dispatch the
+  device does not have (lost, or lost in a crash) and cancels one it no longer wants.
+- A malformed message gets an error reply (or a log line), and the runtime keeps running.
 
 It imports no embedding or ANN library: routing happens where the orchestrator runs.
 """
@@ -15,24 +27,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
 from fleetmind.agents._agent import Agent, SubtaskContext, SubtaskResult
-from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError
+from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
 from fleetmind.protocols._envelope import (
     CancelPayload,
     CardPayload,
+    ClaimPayload,
     DispatchPayload,
+    Envelope,
     ErrorPayload,
     PresencePayload,
+    ProceedPayload,
     ProgressPayload,
     ResultPayload,
-    new_envelope,
+    SyncPayload,
+    encode,
     parse_envelope,
 )
 from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
@@ -40,7 +60,30 @@ from fleetmind.protocols._topics import Topics
 
 log = logging.getLogger("fleetmind.device")
 
-_SEEN_LIMIT = 10_000
+_CACHED_RESULTS = 1000
+_CACHED_BYTES = 32 << 20
+_REMEMBERED_CANCELS = 10_000
+_CATCH_UP_LIMIT_S = 10.0
+"""The longest a reconnect's catch-up lasts if the sync marker never comes back."""
+
+
+@dataclass
+class _Job:
+    """A dispatch this device holds: waiting for a claim's answer, or running."""
+
+    dispatch_id: str
+    job: DispatchPayload
+    agent: Agent
+    subtask: Subtask
+    runner: asyncio.Task[None] | None = None
+    claimed_at: float | None = None
+    also: dict[str, str | None] = field(default_factory=dict)
+    """Later dispatches of the same subtask (a resumed orchestrator's): id -> reply_to. They
+    get this run's result instead of a second run."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.job.task_id, self.subtask.id, self.job.agent)
 
 
 class DeviceRuntime:
@@ -52,7 +95,9 @@ class DeviceRuntime:
         broker: Where the broker is and how to log in.
         fleet: The fleet's name (topic prefix).
         heartbeat_s: How often presence is refreshed; the orchestrator declares the device
-            dead after a few missed heartbeats.
+            dead after three missed heartbeats.
+        claim_timeout_s: How long a claimed dispatch waits for the orchestrator's answer
+            (default: four heartbeats).
     """
 
     def __init__(
@@ -63,57 +108,85 @@ class DeviceRuntime:
         *,
         fleet: str = "default",
         heartbeat_s: float = 5.0,
+        claim_timeout_s: float | None = None,
     ) -> None:
         self.device_id = device_id
         self.agents = {a.id: a for a in agents}
         self.broker = broker
         self.topics = Topics(fleet)
         self.heartbeat_s = heartbeat_s
+        self.claim_timeout_s = claim_timeout_s or 4 * heartbeat_s
+        self.boot = uuid.uuid4().hex[:16]
+        """Changes every time the process starts: the orchestrator sees a restart."""
         self._slots = {a.id: asyncio.Semaphore(a.profile.limits.max_concurrency) for a in agents}
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._running_keys: dict[tuple[str, str, str], _Job] = {}
+        self._results: OrderedDict[str, tuple[ResultPayload, int]] = OrderedDict()
+        self._result_bytes = 0
+        self._succeeded: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._catching_up_until = 0.0
+        self._marker: str | None = None
+        self._mqtt: MqttConnection | None = None
+        self._tasks: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()
+
+    # Lifecycle ------------------------------------------------------------------------------
 
     def _presence(self, state: str) -> bytes:
         payload = PresencePayload(
-            state=state, agents=tuple(self.agents), heartbeat_s=self.heartbeat_s
+            state=state,  # type: ignore[arg-type]
+            agents=tuple(self.agents),
+            heartbeat_s=self.heartbeat_s,
+            boot=self.boot,
+            running=self._held() if state == "online" else (),
         )
-        return new_envelope("presence", self.device_id, payload).to_bytes()
+        return encode("presence", self.device_id, payload)
+
+    def _held(self) -> tuple[str, ...]:
+        """Every dispatch id this device works on (or waits to hear about)."""
+        ids = list(self._jobs)
+        for job in self._jobs.values():
+            ids.extend(job.also)
+        return tuple(ids)
 
     async def run(self) -> None:
         """Connect, announce, serve dispatches until cancelled, then say offline."""
         will = (self.topics.presence(self.device_id), self._presence("offline"))
+        client_id = self.broker.client_id("device", self.device_id)
         async with (
-            MqttConnection(self.broker, f"fm-device-{self.device_id}", will=will) as mqtt,
+            MqttConnection(self.broker, client_id, will=will) as mqtt,
             asyncio.TaskGroup() as tasks,
         ):
-            await mqtt.subscribe(
-                self.topics.device_inbox(self.device_id),
-                *(self.topics.agent_inbox(a) for a in self.agents),
-            )
+            self._mqtt, self._tasks = mqtt, tasks
+            mqtt.on_connected(self._reconnected)
+            # Handled as they are read (no queue in between), from before the subscription
+            # on: a kept session delivers what waited for us as soon as we are back.
+            mqtt.handle_messages(self._receive)
+            await mqtt.subscribe(self.topics.device_inbox(self.device_id))
+            if mqtt.session_present:
+                self._catch_up()
             for agent in self.agents.values():
                 card = CardPayload(
                     device=self.device_id, profile=agent.profile.model_dump(mode="json")
                 )
                 await mqtt.publish(
-                    self.topics.card(agent.id),
-                    new_envelope("card", self.device_id, card).to_bytes(),
+                    self.topics.card(self.device_id, agent.id),
+                    encode("card", self.device_id, card),
                     retain=True,
                 )
             await mqtt.publish(
                 self.topics.presence(self.device_id), self._presence("online"), retain=True
             )
-            heartbeat = tasks.create_task(self._heartbeat(mqtt))
+            heartbeat = tasks.create_task(self._heartbeat())
             self.ready.set()
-            # Dispatches are handled as they are read (no queue in between); this task only
-            # waits to be cancelled.
-            mqtt.handle_messages(lambda message: self._receive(mqtt, tasks, message))
             try:
                 await asyncio.get_running_loop().create_future()
             finally:
                 heartbeat.cancel()
-                for running in self._running.values():
-                    running.cancel()
+                for job in self._jobs.values():
+                    if job.runner is not None:
+                        job.runner.cancel()
                 # Say goodbye, but do not wait for a broker that is gone (its last will
                 # says the same thing when the connection drops).
                 with contextlib.suppress(ProtocolError, TimeoutError):
@@ -126,82 +199,167 @@ class DeviceRuntime:
                             )
                         )
 
-    async def _heartbeat(self, mqtt: MqttConnection) -> None:
+    def _reconnected(self, session_present: bool) -> None:
+        """Back on the broker: announce ourselves, and catch up on what waited for us."""
+        assert self._mqtt is not None
+        if session_present:
+            self._catch_up()
+        self._mqtt.publish_nowait(
+            self.topics.presence(self.device_id), self._presence("online"), retain=True
+        )
+
+    def _catch_up(self) -> None:
+        """Until our own marker comes back, every dispatch may be one that waited for us."""
+        assert self._mqtt is not None
+        self._marker = uuid.uuid4().hex
+        self._catching_up_until = time.monotonic() + _CATCH_UP_LIMIT_S
+        self._mqtt.publish_nowait(
+            self.topics.device_inbox(self.device_id),
+            encode("sync", self.device_id, SyncPayload(), message_id=self._marker),
+        )
+
+    @property
+    def catching_up(self) -> bool:
+        """Whether dispatches that waited in the session may still be arriving."""
+        return time.monotonic() < self._catching_up_until
+
+    async def _heartbeat(self) -> None:
+        assert self._mqtt is not None
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            mqtt.publish_nowait(
+            now = time.monotonic()
+            for job in list(self._jobs.values()):
+                claimed = job.claimed_at
+                if (
+                    job.runner is None
+                    and claimed is not None
+                    and now - claimed > self.claim_timeout_s
+                ):
+                    # Nobody said go: not started. If the orchestrator still wants it, it
+                    # sends it again once our heartbeat no longer lists it.
+                    del self._jobs[job.dispatch_id]
+            self._mqtt.publish_nowait(
                 self.topics.presence(self.device_id), self._presence("online"), retain=True
             )
 
-    def _receive(self, mqtt: MqttConnection, tasks: asyncio.TaskGroup, message: Message) -> None:
+    # Receiving ------------------------------------------------------------------------------
+
+    def _receive(self, message: Message) -> None:
         try:
             envelope, payload = parse_envelope(message.payload)
         except ProtocolError as exc:
             log.warning("rejected a message on %s: %s", message.topic, exc.message)
-            self._reply_error(mqtt, exc, exc.details.get("id"))
+            self._reply_error(exc, exc.details.get("id"))
             return
-        if envelope.id in self._seen:
-            return  # a redelivered duplicate: it already had its effect
-        self._seen[envelope.id] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
         match payload:
             case DispatchPayload():
-                agent = self.agents.get(payload.agent)
-                if agent is None or message.topic != self.topics.agent_inbox(payload.agent):
-                    self._reply_error(
-                        mqtt,
-                        ProtocolError(f"agent {payload.agent!r} is not on this device"),
-                        envelope.id,
-                        payload.reply_to,
-                    )
-                    return
-                run = tasks.create_task(self._execute_safely(mqtt, envelope.id, agent, payload))
-                self._running[envelope.id] = run
+                self._on_dispatch(envelope, payload, redelivered=message.dup)
             case CancelPayload():
-                running = self._running.get(envelope.correlation_id or "")
-                if running is not None:
-                    running.cancel()
+                self._on_cancel(envelope.correlation_id)
+            case ProceedPayload():
+                job = self._jobs.get(envelope.correlation_id or "")
+                if job is not None and job.runner is None:
+                    self._start(job)
+            case SyncPayload():
+                if envelope.id == self._marker:
+                    self._catching_up_until = 0.0
             case _:
                 log.info("ignored a %s message on %s", envelope.kind, message.topic)
 
-    def _reply_error(
-        self,
-        mqtt: MqttConnection,
-        error: FleetmindError,
-        about: str | None,
-        reply_to: str | None = None,
-    ) -> None:
-        reply = new_envelope(
-            "error", self.device_id, ErrorPayload(error=error.to_dict()), correlation_id=about
-        )
-        mqtt.publish_nowait(self.topics.device_out(self.device_id, reply_to), reply.to_bytes())
-
-    async def _execute_safely(
-        self, mqtt: MqttConnection, dispatch_id: str, agent: Agent, job: DispatchPayload
-    ) -> None:
-        """Run one dispatch; nothing it raises may take the runtime (and its TaskGroup) down."""
-        try:
-            await self._execute(mqtt, dispatch_id, agent, job)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("dispatch %s failed inside the device runtime", dispatch_id)
-        finally:
-            self._running.pop(dispatch_id, None)
-
-    async def _execute(
-        self, mqtt: MqttConnection, dispatch_id: str, agent: Agent, job: DispatchPayload
-    ) -> None:
-        out = self.topics.device_out(self.device_id, job.reply_to)
+    def _on_dispatch(self, envelope: Envelope, job: DispatchPayload, *, redelivered: bool) -> None:
+        dispatch_id = envelope.id
+        agent = self.agents.get(job.agent)
+        if agent is None:
+            problem = ProtocolError(f"agent {job.agent!r} is not on device {self.device_id}")
+            self._reply_error(problem, dispatch_id, job.reply_to)
+            return
         try:
             subtask = Subtask.model_validate(job.subtask)
         except ValidationError as exc:
             problem = MalformedMessage(
                 f"dispatch {dispatch_id}: subtask is invalid: {exc.errors()[0]['msg']}"
             )
-            self._reply_error(mqtt, problem, dispatch_id, job.reply_to)
+            self._reply_error(problem, dispatch_id, job.reply_to)
             return
+        if dispatch_id in self._cancelled or dispatch_id in self._jobs:
+            return  # told not to run it, or holding it already
+        key = (job.task_id, subtask.id, job.agent)
+        running = self._running_keys.get(key)
+        if running is not None and running.runner is not None:
+            running.also[dispatch_id] = job.reply_to  # answered when that run ends
+            return
+        cached = self._results.get(dispatch_id)
+        if cached is not None:
+            self._send_result(dispatch_id, job.reply_to, cached[0])  # its answer was lost
+            return
+        done_as = self._succeeded.get((job.task_id, subtask.id, job.agent))
+        if done_as is not None and done_as in self._results:
+            # Already done here for this task (asked again by a resumed orchestrator, say):
+            # the saved result stands; nothing runs twice.
+            self._send_result(dispatch_id, job.reply_to, self._results[done_as][0])
+            return
+        held = _Job(dispatch_id, job, agent, subtask)
+        self._jobs[dispatch_id] = held
+        if redelivered or self.catching_up:
+            # It may have waited for us while the orchestrator gave it to someone else: ask.
+            held.claimed_at = time.monotonic()
+            claim = ClaimPayload(task_id=job.task_id, subtask_id=subtask.id)
+            self._publish_out(
+                job.reply_to, encode("claim", self.device_id, claim, correlation_id=dispatch_id)
+            )
+            return
+        self._start(held)
+
+    def _on_cancel(self, dispatch_id: str | None) -> None:
+        if not dispatch_id:
+            return
+        self._cancelled[dispatch_id] = None
+        while len(self._cancelled) > _REMEMBERED_CANCELS:
+            self._cancelled.popitem(last=False)
+        for job in self._jobs.values():
+            if dispatch_id in job.also:
+                del job.also[dispatch_id]  # that asker gave up; the run goes on for the other
+                return
+        job = self._jobs.get(dispatch_id)
+        if job is None:
+            return
+        if job.also:
+            # Another dispatch of the same subtask still wants this run: it answers that one.
+            new_id, reply_to = next(iter(job.also.items()))
+            del job.also[new_id]
+            del self._jobs[dispatch_id]
+            job.dispatch_id = new_id
+            job.job = job.job.model_copy(update={"reply_to": reply_to})
+            self._jobs[new_id] = job
+            return
+        if job.runner is not None:
+            job.runner.cancel()
+        else:
+            del self._jobs[dispatch_id]
+
+    def _start(self, job: _Job) -> None:
+        assert self._tasks is not None
+        job.claimed_at = None
+        self._running_keys[job.key] = job
+        job.runner = self._tasks.create_task(self._execute_safely(job))
+
+    # Running ---------------------------------------------------------------------------------
+
+    async def _execute_safely(self, job: _Job) -> None:
+        """Run one dispatch; nothing it raises may take the runtime (and its TaskGroup) down."""
+        try:
+            await self._execute(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dispatch %s failed inside the device runtime", job.dispatch_id)
+        finally:
+            self._jobs.pop(job.dispatch_id, None)
+            if self._running_keys.get(job.key) is job:
+                del self._running_keys[job.key]
+
+    async def _execute(self, held: _Job) -> None:
+        job, subtask, dispatch_id = held.job, held.subtask, held.dispatch_id
 
         def progress(
             message: str, fraction: float | None, step: Mapping[str, Any] | None = None
@@ -209,59 +367,90 @@ class DeviceRuntime:
             body = ProgressPayload(
                 task_id=job.task_id,
                 subtask_id=subtask.id,
-                message=message,
+                message=message[:4000],
                 fraction=fraction,
                 step=dict(step) if step else None,
             )
-            update = new_envelope("progress", self.device_id, body, correlation_id=dispatch_id)
-            mqtt.publish_nowait(out, update.to_bytes())
+            # A progress line may be lost (QoS 0: it never fills the broker's queues); a step's
+            # record is kept in the task's log, so it goes with QoS 1.
+            self._publish_out(
+                job.reply_to,
+                encode("progress", self.device_id, body, correlation_id=dispatch_id),
+                qos=1 if step else 0,
+            )
 
         ctx = SubtaskContext(
             task_id=job.task_id,
             subtask=subtask,
             inputs=dict(job.inputs),
             attempt=job.attempt,
-            agent_id=agent.id,
+            agent_id=held.agent.id,
             _progress=progress,
         )
         try:
-            async with self._slots[agent.id]:
-                raw = await agent.run(subtask, ctx)
+            async with self._slots[held.agent.id]:
+                raw = await held.agent.run(subtask, ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._send_result(mqtt, dispatch_id, job, "failed", error=_error(exc))
-            return
-        result = raw if isinstance(raw, SubtaskResult) else SubtaskResult(raw)
-        edits = tuple(e.model_dump(mode="json") for e in (*ctx.edits, *result.edits))
-        await self._send_result(mqtt, dispatch_id, job, "done", output=result.output, edits=edits)
-
-    async def _send_result(
-        self,
-        mqtt: MqttConnection,
-        dispatch_id: str,
-        job: DispatchPayload,
-        status: str,
-        *,
-        output: Any = None,
-        error: dict[str, Any] | None = None,
-        edits: tuple[dict[str, Any], ...] = (),
-    ) -> None:
-        body = ResultPayload(
-            task_id=job.task_id,
-            subtask_id=str(job.subtask.get("id", "")),
-            status=status,  # type: ignore[arg-type]
-            output=output,
-            error=error,
-            edits=edits,
+            result = ResultPayload(
+                task_id=job.task_id,
+                subtask_id=subtask.id,
+                status="failed",
+                error=error_outcome(exc),
+            )
+        else:
+            outcome = raw if isinstance(raw, SubtaskResult) else SubtaskResult(raw)
+            edits = tuple(e.model_dump(mode="json") for e in (*ctx.edits, *outcome.edits))
+            result = ResultPayload(
+                task_id=job.task_id,
+                subtask_id=subtask.id,
+                status="done",
+                output=outcome.output,
+                edits=edits,
+            )
+        # The dispatch this run answers may have changed while it ran (see _on_cancel).
+        dispatch_id, job = held.dispatch_id, held.job
+        self._remember(dispatch_id, held.key, result)
+        for also_id, reply_to in held.also.items():
+            self._remember(also_id, held.key, result)
+            self._send_result(also_id, reply_to, result)
+        assert self._mqtt is not None
+        await self._mqtt.publish(
+            self.topics.device_out(self.device_id, job.reply_to),
+            encode("result", self.device_id, result, correlation_id=dispatch_id),
         )
-        result = new_envelope("result", self.device_id, body, correlation_id=dispatch_id)
-        await mqtt.publish(self.topics.device_out(self.device_id, job.reply_to), result.to_bytes())
 
+    def _remember(self, dispatch_id: str, key: tuple[str, str, str], result: ResultPayload) -> None:
+        """Keep a result (bounded), so a lost answer can be sent again without running again."""
+        size = len(orjson.dumps(result.output, default=repr)) if result.output is not None else 0
+        self._results[dispatch_id] = (result, size)
+        self._result_bytes += size
+        if result.status == "done":
+            self._succeeded[key] = dispatch_id
+        while self._results and (
+            len(self._results) > _CACHED_RESULTS or self._result_bytes > _CACHED_BYTES
+        ):
+            _, (_, dropped) = self._results.popitem(last=False)
+            self._result_bytes -= dropped
+        while len(self._succeeded) > _CACHED_RESULTS:
+            self._succeeded.popitem(last=False)
 
-def _error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, FleetmindError):
-        return exc.to_dict()
-    retryable = not isinstance(exc, ValueError | TypeError)
-    message = str(exc) or type(exc).__name__
-    return {"type": type(exc).__name__, "message": message, "retryable": retryable, "details": {}}
+    # Sending --------------------------------------------------------------------------------
+
+    def _publish_out(self, reply_to: str | None, data: bytes, *, qos: int = 1) -> None:
+        assert self._mqtt is not None
+        self._mqtt.publish_nowait(self.topics.device_out(self.device_id, reply_to), data, qos=qos)
+
+    def _send_result(self, dispatch_id: str, reply_to: str | None, result: ResultPayload) -> None:
+        self._publish_out(
+            reply_to, encode("result", self.device_id, result, correlation_id=dispatch_id)
+        )
+
+    def _reply_error(
+        self, error: FleetmindError, about: str | None, reply_to: str | None = None
+    ) -> None:
+        if self._mqtt is None:
+            return
+        body = ErrorPayload(error=error.to_dict())
+        self._publish_out(reply_to, encode("error", self.device_id, body, correlation_id=about))

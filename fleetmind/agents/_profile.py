@@ -57,6 +57,9 @@ class AgentProfile(BaseModel):
     typical_latency_s: float = Field(default=0.0, ge=0)
     limits: AgentLimits = Field(default_factory=AgentLimits)
     version: int = Field(default=1, ge=1)
+    device: str | None = Field(default=None, max_length=64)
+    """The device the agent runs on (None: this process). Remote agents get it from their
+    device; a subtask's ``device`` constraint routes to the agents of one device."""
 
     @field_validator("skills")
     @classmethod

@@ -133,7 +133,11 @@ def _drive(
         # One MQTT session per task: a resumed run of this task gets the results its devices
         # sent meanwhile, and two tasks run side by side never share a session or replies.
         async with MqttFleetLink(
-            fleet, broker, fleet_name=fleet_name, client_id=f"fm-run-{task_id}"
+            fleet,
+            broker,
+            fleet_name=fleet_name,
+            client_id=broker.client_id("run", task_id),
+            replica_id=f"run-{task_id}",
         ) as link:
             # Devices' cards and presence, and results that arrived while we were away.
             await link.settle()

@@ -159,17 +159,28 @@ def devices(
 
 def _devices_rows(link: Any) -> list[tuple[str, str, str, str]]:
     """One row per device: id, online state, last seen, agents with their versions."""
+    from fleetmind._ids import remote_agent_id
+
     versions = {agent_id: profile.version for agent_id, profile in link.profiles.items()}
     rows = []
     for device in sorted(link.devices.values(), key=lambda d: d.device_id):
-        seen = (
-            datetime.fromtimestamp(device.last_seen_at).strftime("%Y-%m-%d %H:%M:%S")
-            if device.last_seen_at
-            else "never"
+        seen = _when(device.last_seen_at)
+        agents = ", ".join(
+            f"{a} v{versions.get(remote_agent_id(a, device.device_id), '?')}"
+            for a in sorted(device.agents)
         )
-        agents = ", ".join(f"{a} v{versions.get(a, '?')}" for a in sorted(device.agents))
         rows.append((device.device_id, "online" if device.online else "offline", seen, agents))
     return rows
+
+
+def _when(timestamp: float) -> str:
+    """A device's own clock reading, as a date; "never" or "?" when there is none to show."""
+    if not timestamp:
+        return "never"
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def _devices_view(link: Any, fleet_name: str) -> Any:
@@ -234,7 +245,6 @@ def orchestrator_serve(
                 fleet,
                 address,
                 fleet_name=fleet_name,
-                client_id=f"fm-orchestrator-{replica}"[:64],
                 replica_id=replica,
                 share_group=group,
                 accept_tasks=True,

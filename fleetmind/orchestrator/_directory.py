@@ -7,8 +7,9 @@ first engine still waiting, in order.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from fleetmind.agents import Agent, AgentProfile
@@ -45,6 +46,16 @@ class AgentDirectory:
         self._agents: dict[str, Agent] = {}
         self._slots: dict[str, _Slots] = {}
         self._profiles: dict[str, AgentProfile] = {}
+        self._join_listeners: list[Callable[[], None]] = []
+
+    def on_join(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever an agent joins (engines waiting for agents listen)."""
+        self._join_listeners.append(listener)
+
+    def off_join(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
+        with contextlib.suppress(ValueError):
+            self._join_listeners.remove(listener)
 
     def add(self, agent: Agent) -> None:
         """Add an agent, or replace the one with the same id (a new version)."""
@@ -68,6 +79,8 @@ class AgentDirectory:
             self._serve_waiters(agent.id)
         self._agents[agent.id] = agent
         self._profiles[agent.id] = agent.profile
+        for listener in list(self._join_listeners):
+            listener()
 
     def remove(self, agent_id: str) -> Agent:
         """Remove an agent; subtasks queued for it are routed again."""

@@ -13,9 +13,10 @@ outcome comes back as a message, so one agent's failure cannot tear the task dow
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, assert_never
 
 from fleetmind._task_log import (
@@ -42,161 +43,47 @@ from fleetmind.errors import (
     GraphError,
     MissingInput,
     NoCapableAgent,
-    SubtaskFailed,
     SubtaskTimeout,
+    error_outcome,
 )
 from fleetmind.orchestrator import _events as ev
 from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine_events import events_for
+from fleetmind.orchestrator._engine_messages import (
+    AgentGone,
+    AgentsChanged,
+    CancelRequested,
+    EditRequested,
+    Message,
+    ProgressReported,
+    Replanned,
+    RunGaveUp,
+    RunRetrying,
+    RunSucceeded,
+    SlotOffered,
+)
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._replan import (
     REPLANNABLE_ERRORS_EXCLUDED,
-    ReplanDecision,
     Replanner,
     ReplanRequest,
 )
+from fleetmind.orchestrator._results import ResultSource
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._store import Store
+from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
+
+log = logging.getLogger("fleetmind.engine")
 
 # Errors that another agent could not fix either: the subtask fails without reassignment.
 _NOT_THE_AGENTS_FAULT = frozenset({"MissingInput", "GraphError", "UpstreamFailed"})
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    """How a task ended: its status, every subtask's output, and every error."""
-
-    task_id: str
-    status: str
-    outputs: dict[str, Any]
-    errors: dict[str, dict[str, Any]]
-    graph: TaskGraph
-
-    @property
-    def ok(self) -> bool:
-        """Whether the task finished with no failed subtask."""
-        return self.status == "done"
-
-    @property
-    def output(self) -> Any:
-        """The output of the task's one final subtask (the one no other subtask depends on).
-
-        Raises:
-            GraphError: the task has several final subtasks; use ``outputs[id]``.
-        """
-        sinks = [s.id for s in self.graph if not self.graph.dependents_of(s.id)]
-        if len(sinks) != 1:
-            raise GraphError(
-                f"task has {len(sinks)} final subtasks ({', '.join(sinks)}); use outputs[id]"
-            )
-        return self.outputs.get(sinks[0])
-
-    @classmethod
-    def of(cls, task_id: str, graph: TaskGraph) -> TaskResult:
-        """The result as the graph stands."""
-        outputs, errors = {}, {}
-        for subtask in graph:
-            state = graph.state(subtask.id)
-            if state.status is SubtaskStatus.DONE:
-                outputs[subtask.id] = state.output
-            elif state.status is SubtaskStatus.FAILED and state.error:
-                errors[subtask.id] = state.error
-        return cls(task_id, graph.status, outputs, errors, graph)
-
-
-# Messages of the engine's inbox --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Succeeded:
-    subtask_id: str
-    agent_id: str
-    token: int
-    result: SubtaskResult
-
-
-@dataclass(frozen=True, slots=True)
-class _Retrying:
-    subtask_id: str
-    agent_id: str
-    token: int
-    attempt: int
-    error: dict[str, Any]
-    delay_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class _AgentGaveUp:
-    subtask_id: str
-    agent_id: str
-    token: int
-    error: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Progress:
-    subtask_id: str
-    token: int
-    message: str
-    fraction: float | None
-    step: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Replanned:
-    subtask_id: str
-    error: dict[str, Any]
-    """The failure that was replanned."""
-    decision: ReplanDecision | None
-    problem: str = ""
-    """Why there is no decision (the planner or its model failed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _SlotOffered:
-    subtask_id: str
-    agent_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class _AgentGone:
-    subtask_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Edit:
-    edit: GraphEdit
-    done: asyncio.Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Cancel:
-    reason: str
-
-
-_Message = (
-    _Succeeded
-    | _Retrying
-    | _AgentGaveUp
-    | _Progress
-    | _SlotOffered
-    | _AgentGone
-    | _Edit
-    | _Cancel
-    | _Replanned
-)
-
-
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """An exception as it is logged and sent: ``{type, message, retryable, details}``."""
-    if isinstance(exc, FleetmindError):
-        return exc.to_dict()
-    if isinstance(exc, TimeoutError):
-        return SubtaskTimeout("attempt timed out").to_dict()
-    message = str(exc) or type(exc).__name__
-    return {"type": type(exc).__name__, "message": message, "retryable": True, "details": {}}
+    """An exception as it is logged and sent (see :func:`fleetmind.errors.error_outcome`)."""
+    return error_outcome(exc)
 
 
 class Engine:
@@ -213,6 +100,10 @@ class Engine:
         replanner: Asked for graph edits when a subtask fails for good (planned tasks).
         max_replans: How many times per task the replanner may be asked.
         checkpoints: Where LLM agents keep their step loops' checkpoints (in memory if None).
+        agent_wait_s: How long a subtask that no agent can take waits for one to join (a
+            device coming back) before it fails; 0 fails it at once.
+        result_sources: Where the outcomes of attempts made before a crash may be waiting
+            (the fleet link keeps the answers devices sent while the orchestrator was down).
     """
 
     def __init__(
@@ -228,8 +119,16 @@ class Engine:
         replanner: Replanner | None = None,
         max_replans: int = 3,
         checkpoints: Checkpoints | None = None,
+        agent_wait_s: float = 0.0,
+        result_sources: Sequence[ResultSource] = (),
     ) -> None:
         self.task_id = task_id
+        self._agent_wait_s = agent_wait_s
+        self._result_sources = tuple(result_sources)
+        self._awaiting_agents: dict[str, float] = {}
+        """Subtasks no agent can take right now, and until when they wait for one (monotonic)."""
+        self._agent_timer: asyncio.Task[None] | None = None
+        self._after_flush: list[Callable[[], None]] = []
         self._replanner = replanner
         self._max_replans = max_replans
         self._replans_done = sum(
@@ -244,7 +143,7 @@ class Engine:
         self._router = router
         self._store = store
         self._clock = clock
-        self._inbox: asyncio.Queue[_Message] | None = None
+        self._inbox: asyncio.Queue[Message] | None = None
         self._cancel_requested: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
@@ -279,14 +178,14 @@ class Engine:
         if self._inbox is None:
             self._cancel_requested = reason  # run() has not started yet: it starts cancelled
             return
-        self._post(_Cancel(reason))
+        self._post(CancelRequested(reason))
 
     async def edit(self, edit: GraphEdit) -> None:
         """Apply a live edit between two events; raises ``GraphError`` if it is invalid."""
         if self._state != "running" or self._inbox is None:
             raise FleetStateError(f"task {self.task_id} is not running; it cannot be edited")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._post(_Edit(edit, done))
+        self._post(EditRequested(edit, done))
         await done
 
     async def run(self) -> TaskResult:
@@ -298,11 +197,14 @@ class Engine:
         self._state = "running"
         self._inbox = asyncio.Queue()
         try:
+            self._directory.on_join(self._agents_joined)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 for subtask_id in self.graph.running_ids():
-                    # A resumed task: whatever was running when the process died runs again.
-                    self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
+                    # A resumed task: an answer that arrived while the process was down stands,
+                    # whichever agent the router would choose now; the rest runs again.
+                    if not self._recover(subtask_id):
+                        self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
                 self._to_prepare.extend(self.graph)
                 if self._cancel_requested is not None:
                     self._on_cancel(self._cancel_requested)
@@ -322,6 +224,8 @@ class Engine:
         finally:
             self._state = "finished"
             self._tg = None
+            self._directory.off_join(self._agents_joined)
+            self._run_hooks()  # nothing more will be saved: acknowledge what was
             await self._close_checkpoints()
             self.events.close()
         return TaskResult.of(self.task_id, self.graph)
@@ -356,17 +260,17 @@ class Engine:
         if self._state != "running":
             self._directory.release(agent_id)  # nobody will read the offer: hand it on
             return
-        self._post(_SlotOffered(subtask_id, agent_id))
+        self._post(SlotOffered(subtask_id, agent_id))
 
     def agent_gone(self, subtask_id: str, agent_id: str) -> None:
         if self._state == "running":
-            self._post(_AgentGone(subtask_id))
+            self._post(AgentGone(subtask_id))
 
     # ---------------------------------------------------------------------------------------
     # The loop's steps
     # ---------------------------------------------------------------------------------------
 
-    def _post(self, message: _Message) -> None:
+    def _post(self, message: Message) -> None:
         assert self._inbox is not None
         self._inbox.put_nowait(message)
 
@@ -396,12 +300,14 @@ class Engine:
             self._dispatch(entry.subtask.id)
         return changes
 
-    def _handle(self, message: _Message) -> None:
+    def _handle(self, message: Message) -> None:
         match message:
-            case _Succeeded():
+            case RunSucceeded():
+                self._after_flush.extend(message.saved)
                 if self._is_current(message.subtask_id, message.token):
                     self._on_success(message)
-            case _Retrying():
+            case RunRetrying():
+                self._after_flush.extend(message.saved)
                 if self._is_current(message.subtask_id, message.token):
                     self._record(
                         SubtaskRetried(
@@ -411,10 +317,11 @@ class Engine:
                             at=self._clock(),
                         )
                     )
-            case _AgentGaveUp():
+            case RunGaveUp():
+                self._after_flush.extend(message.saved)
                 if self._is_current(message.subtask_id, message.token):
                     self._on_agent_gave_up(message)
-            case _Progress():
+            case ProgressReported():
                 if self._is_current(message.subtask_id, message.token):
                     self._record(
                         SubtaskProgressed(
@@ -425,18 +332,20 @@ class Engine:
                             at=self._clock() if message.step is not None else 0.0,
                         )
                     )
-            case _SlotOffered():
+            case SlotOffered():
                 self._on_slot_offered(message.subtask_id, message.agent_id)
-            case _AgentGone():
+            case AgentGone():
                 if message.subtask_id in self._waiting:
                     self._waiting.discard(message.subtask_id)
                     self._dispatch(message.subtask_id)
-            case _Edit():
+            case EditRequested():
                 self._on_edit(message)
-            case _Cancel():
+            case CancelRequested():
                 self._on_cancel(message.reason)
-            case _Replanned():
+            case Replanned():
                 self._on_replanned(message)
+            case AgentsChanged():
+                self._route_awaiting()
             case _:
                 assert_never(message)
 
@@ -447,7 +356,7 @@ class Engine:
             and self.graph.state(subtask_id).status is SubtaskStatus.RUNNING
         )
 
-    def _on_success(self, message: _Succeeded) -> None:
+    def _on_success(self, message: RunSucceeded) -> None:
         sid = message.subtask_id
         self._tokens.pop(sid, None)
         edits = message.result.edits
@@ -479,7 +388,7 @@ class Engine:
         if observe is not None:
             observe(self.graph.subtask(subtask_id), agent_id, ok)
 
-    def _on_agent_gave_up(self, message: _AgentGaveUp) -> None:
+    def _on_agent_gave_up(self, message: RunGaveUp) -> None:
         sid = message.subtask_id
         self._tokens.pop(sid, None)
         if message.error.get("type") not in _NOT_THE_AGENTS_FAULT:
@@ -503,7 +412,7 @@ class Engine:
         else:
             self._directory.release(agent_id)
 
-    def _on_edit(self, message: _Edit) -> None:
+    def _on_edit(self, message: EditRequested) -> None:
         if message.edit.kind not in STRUCTURAL_KINDS:
             message.done.set_exception(GraphError("only structural edits can be applied by hand"))
             return
@@ -521,6 +430,76 @@ class Engine:
         self._waiting.clear()
         for runner in (*self._runners.values(), *self._replanning.values()):
             runner.cancel()
+
+    # ---------------------------------------------------------------------------------------
+    # Answers saved before a crash, acknowledgements, and waiting for agents
+    # ---------------------------------------------------------------------------------------
+
+    def _recover(self, subtask_id: str) -> bool:
+        """Take the answer an attempt got while this process was down, if one is kept."""
+        state = self.graph.state(subtask_id)
+        if not self._result_sources or state.agent is None:
+            return False
+        subtask = self.graph.subtask(subtask_id)
+        # Retries of the last run are not all in the log (a crash may beat their entries).
+        epochs = range(state.total_attempts, state.total_attempts + subtask.retry.max_attempts)
+        for source in self._result_sources:
+            found = source.recovered(self.task_id, subtask_id, state.agent, epochs)
+            if found is None:
+                continue
+            outcome, saved = found
+            self._next_token += 1
+            self._tokens[subtask_id] = self._next_token
+            if isinstance(outcome, SubtaskResult):
+                self._post(
+                    RunSucceeded(subtask_id, state.agent, self._next_token, outcome, (saved,))
+                )
+            else:
+                error = outcome.to_dict()
+                self._post(RunGaveUp(subtask_id, state.agent, self._next_token, error, (saved,)))
+            return True
+        return False
+
+    def _run_hooks(self) -> None:
+        hooks, self._after_flush = self._after_flush, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # an acknowledgement that cannot be sent is the broker's loss
+                log.warning("a hook after saving task %s failed", self.task_id, exc_info=True)
+
+    def _await_agents(self, subtask_id: str) -> bool:
+        """Let a subtask that no agent can take wait for agents to join, for a while."""
+        if self._agent_wait_s <= 0:
+            return False
+        now = time.monotonic()
+        deadline = self._awaiting_agents.setdefault(subtask_id, now + self._agent_wait_s)
+        if now >= deadline:
+            del self._awaiting_agents[subtask_id]
+            return False
+        if self._agent_timer is None or self._agent_timer.done():
+            assert self._tg is not None
+            self._agent_timer = self._tg.create_task(self._agent_wait_timer())
+        return True
+
+    async def _agent_wait_timer(self) -> None:
+        while self._awaiting_agents and self._state == "running":
+            await asyncio.sleep(max(0.05, min(self._awaiting_agents.values()) - time.monotonic()))
+            self._post(AgentsChanged())
+
+    def _agents_joined(self) -> None:
+        if self._awaiting_agents and self._state == "running":
+            self._post(AgentsChanged())
+
+    def _route_awaiting(self) -> None:
+        for subtask_id in list(self._awaiting_agents):
+            if subtask_id not in self.graph:
+                self._awaiting_agents.pop(subtask_id, None)
+                continue
+            if self.graph.state(subtask_id).status is SubtaskStatus.READY:
+                self._dispatch(subtask_id)
+            else:
+                self._awaiting_agents.pop(subtask_id, None)
 
     # ---------------------------------------------------------------------------------------
     # Failing for good, and replanning
@@ -564,11 +543,11 @@ class Engine:
             raise
         except Exception as exc:
             problem = exc.message if isinstance(exc, FleetmindError) else repr(exc)
-            self._post(_Replanned(request.subtask_id, request.error, None, problem))
+            self._post(Replanned(request.subtask_id, request.error, None, problem))
         else:
-            self._post(_Replanned(request.subtask_id, request.error, decision))
+            self._post(Replanned(request.subtask_id, request.error, decision))
 
-    def _on_replanned(self, message: _Replanned) -> None:
+    def _on_replanned(self, message: Replanned) -> None:
         sid = message.subtask_id
         if self._replanning.pop(sid, None) is None or sid not in self.graph:
             return
@@ -653,8 +632,10 @@ class Engine:
         try:
             decision = self._router.route(subtask, self._directory.profiles)
         except NoCapableAgent as exc:
-            self._fail_unstarted(subtask_id, exc)
+            if not self._await_agents(subtask_id):
+                self._fail_unstarted(subtask_id, exc)
             return
+        self._awaiting_agents.pop(subtask_id, None)
         candidates = tuple(
             a
             for a in decision.candidates
@@ -712,6 +693,7 @@ class Engine:
             self._store.append(self.task_id, self._saved_version + 1, self._unsaved)
             self._saved_version += len(self._unsaved)
             self._unsaved = []
+        self._run_hooks()
         events, self._pending_events = self._pending_events, []
         for event in events:
             self.events.publish(event)
@@ -734,13 +716,13 @@ class Engine:
         assert self._inbox is not None
         while not self._inbox.empty():
             message = self._inbox.get_nowait()
-            if isinstance(message, _Edit) and not message.done.done():
+            if isinstance(message, EditRequested) and not message.done.done():
                 message.done.set_exception(
                     FleetStateError(f"task {self.task_id} has finished; it cannot be edited")
                 )
-            elif isinstance(message, _SlotOffered):
+            elif isinstance(message, SlotOffered):
                 self._directory.release(message.agent_id)
-            # A late _Replanned (the task was cancelled meanwhile) needs nothing.
+            # A late Replanned (the task was cancelled meanwhile) needs nothing.
 
     def _finish(self) -> None:
         status = self.graph.status
@@ -764,12 +746,13 @@ class Engine:
         subtask = self.graph.subtask(subtask_id)
         policy = subtask.retry
         attempt = 1
+        first_epoch = self.graph.state(subtask_id).total_attempts  # this run's first attempt
 
         def report(
             message: str, fraction: float | None, step: Mapping[str, Any] | None = None
         ) -> None:
             self._post(
-                _Progress(subtask_id, token, message, fraction, dict(step) if step else None)
+                ProgressReported(subtask_id, token, message, fraction, dict(step) if step else None)
             )
 
         try:
@@ -784,6 +767,7 @@ class Engine:
                         _progress=report,
                         tools=self._tools,
                         checkpoints=self._checkpoints,
+                        epoch=first_epoch + attempt - 1,
                         dependents=tuple(
                             dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))
                         ),
@@ -802,16 +786,21 @@ class Engine:
                             f"subtask {subtask_id!r} timed out after {subtask.timeout_s} s "
                             f"on agent {agent.id!r}"
                         )
-                    error = error_dict(exc)
-                    if _retryable(exc) and attempt < policy.max_attempts:
+                    error = error_outcome(exc)
+                    saved = tuple(ctx._after_saved)
+                    if error["retryable"] and attempt < policy.max_attempts:
                         delay = policy.backoff_s(attempt)
                         attempt += 1
-                        self._post(_Retrying(subtask_id, agent.id, token, attempt, error, delay))
+                        self._post(
+                            RunRetrying(subtask_id, agent.id, token, attempt, error, delay, saved)
+                        )
                         await asyncio.sleep(delay)
                         continue
-                    self._post(_AgentGaveUp(subtask_id, agent.id, token, error))
+                    self._post(RunGaveUp(subtask_id, agent.id, token, error, saved))
                     return
-                self._post(_Succeeded(subtask_id, agent.id, token, result))
+                self._post(
+                    RunSucceeded(subtask_id, agent.id, token, result, tuple(ctx._after_saved))
+                )
                 return
         finally:
             self._runners.pop(subtask_id, None)
@@ -826,14 +815,6 @@ def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:
     ) or tuple({"agent_id": a} for a in decision.candidates[:5])
     excluded = dict(list(decision.excluded.items())[:10])
     return SubtaskRouted(subtask_id=subtask_id, candidates=candidates, excluded=excluded)
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, SubtaskFailed):
-        return exc.retryable
-    if isinstance(exc, FleetmindError):
-        return exc.retryable
-    return True
 
 
 def _as_result(raw: Any, ctx: SubtaskContext) -> SubtaskResult:

@@ -39,6 +39,7 @@ from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
+from fleetmind.orchestrator._results import ResultSource
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
@@ -147,6 +148,11 @@ class Fleet:
     ) -> None:
         self._directory = AgentDirectory()
         self.planner = planner
+        self.agent_wait_s = 0.0
+        """How long a subtask no agent can take waits for one to join before it fails (a
+        fleet with devices waits for them to come back; see :class:`MqttFleetLink`)."""
+        self.result_sources: list[ResultSource] = []
+        """Where answers to attempts made before a crash may wait (the fleet link's)."""
         self.tools: ToolRegistry = (
             tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         )
@@ -384,6 +390,8 @@ class Fleet:
             store=self.store,
             tools=self.tools,
             checkpoints=self._checkpoints(),
+            agent_wait_s=self.agent_wait_s,
+            result_sources=self.result_sources,
             **self._replanning(live, replan),
         )
 
@@ -405,6 +413,8 @@ class Fleet:
             store=self.store,
             tools=self.tools,
             checkpoints=self._checkpoints(),
+            agent_wait_s=self.agent_wait_s,
+            result_sources=self.result_sources,
             **self._replanning(graph, None),
         )
 

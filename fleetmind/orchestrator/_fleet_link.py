@@ -1,13 +1,16 @@
 """The orchestrator's side of the MQTT fleet: remote agents join and leave a Fleet.
 
 A :class:`MqttFleetLink` listens for agent cards and device presence. When a device is online
-its agents enter the fleet as :class:`RemoteAgent` proxies — the engine and the router treat
-them like local ones — and when its presence says offline, or its heartbeats stop for
-``dead_after_s``, they leave and their in-flight subtasks fail over to the next candidate.
+its agents enter the fleet as :class:`RemoteAgent` proxies — ``name@device``, so the same agent
+on two devices is two candidates — and the engine and the router treat them like local ones.
+A device that says offline keeps its agents (and the dispatches waiting in its session) for a
+grace period; a device that stays away, or stops heartbeating, is declared dead: its agents
+leave and its attempts go to other agents. Time the orchestrator itself spends cut off from
+the broker never counts against a device.
 
-Results are accepted only from the device a subtask was dispatched to and only while that
-dispatch is pending: a result or progress message from another device, for an unknown id, or
-replayed after the subtask moved on changes nothing (it is logged and dropped).
+Dispatching, answers, resends, claims and flow control are :class:`Dispatches`' job. Messages
+are acknowledged to the broker only once their effect is saved (answers to dispatches) or
+handled (everything else), so an orchestrator that dies loses nothing the broker holds.
 """
 
 from __future__ import annotations
@@ -18,34 +21,27 @@ import dataclasses
 import logging
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from fleetmind._task_log import graph_edit_adapter
+from fleetmind._ids import agent_name, remote_agent_id
 from fleetmind._task_model import Subtask
-from fleetmind.agents import Agent, AgentProfile, SubtaskContext, SubtaskResult
-from fleetmind.errors import (
-    FleetmindError,
-    FleetStateError,
-    ProtocolError,
-    SubtaskFailed,
-    error_from_dict,
-)
+from fleetmind.agents import Agent, AgentProfile, SubtaskContext
+from fleetmind.errors import FleetStateError, ProtocolError, error_outcome
+from fleetmind.orchestrator._dispatches import Dispatches, DispatchLimits
 from fleetmind.orchestrator._fleet import Fleet
 from fleetmind.protocols._envelope import (
-    CancelPayload,
     CardPayload,
-    DispatchPayload,
+    ClaimPayload,
     ErrorPayload,
     PresencePayload,
     ProgressPayload,
     ResultPayload,
     SubmitPayload,
     TaskEventPayload,
-    new_envelope,
+    encode,
     parse_envelope,
 )
 from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
@@ -66,19 +62,15 @@ class DeviceState:
     """When the device sent it (its wall clock, Unix seconds)."""
     heartbeat_s: float | None = None
     agents: set[str] = field(default_factory=set)
+    """Names of the agents it announced with a card."""
     offline_since: float | None = None
     """When it said it went offline; its in-flight work fails over after a grace period."""
-
-
-@dataclass
-class _Pending:
-    device: str
-    future: asyncio.Future[SubtaskResult]
-    ctx: SubtaskContext
+    boot: str | None = None
+    """Its process's boot id: a new one means it restarted (and lost what it was running)."""
 
 
 class RemoteAgent(Agent):
-    """An agent on another device, reached through the fleet link; same interface as a local one."""
+    """An agent on a device, reached through the fleet link; same interface as a local one."""
 
     def __init__(self, profile: AgentProfile, link: MqttFleetLink, device: str) -> None:
         super().__init__(profile)
@@ -86,7 +78,7 @@ class RemoteAgent(Agent):
         self._link = link
 
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
-        return await self._link.dispatch(self, subtask, ctx)
+        return await self._link.dispatches.dispatch(self.device, self.id, subtask, ctx)
 
 
 class MqttFleetLink:
@@ -96,19 +88,22 @@ class MqttFleetLink:
         fleet: The fleet remote agents join.
         broker: The broker and the orchestrator's login.
         fleet_name: The fleet's topic prefix name.
-        client_id: Stable, so the broker keeps this orchestrator's session (and results queued
-            while it was away).
+        client_id: Stable, so the broker keeps this orchestrator's session (and the answers
+            queued while it was away); default: from ``replica_id`` and the login (see
+            :meth:`BrokerAddress.client_id`).
         share_group: With ``accept_tasks``, replicas of one group split submitted tasks
             between them (an MQTT shared subscription); without a group every orchestrator
             that accepts tasks gets every one.
-        dead_after_s: Declare a device dead when no heartbeat came for this long (default:
-            three of its heartbeat periods).
+        dead_after_s: Declare a device dead when no heartbeat came for this long, or when it
+            said offline and did not return within it (default: three of its heartbeats).
         accept_tasks: Take tasks submitted over the broker (``fleetmind submit``) and run them
             on ``fleet``, which must be open (``async with fleet``) while the link is.
-        replica_id: This orchestrator's name in dispatches, so devices answer it alone
-            (default: derived from ``client_id``).
+        replica_id: This orchestrator's name in dispatches, so devices answer it alone.
         session_expiry_s: How long the broker keeps this link's session while it is away; 0
             for a short-lived look at the fleet.
+        agent_wait_s: How long a subtask no agent can take waits for devices to come back
+            before it fails (the fleet's ``agent_wait_s`` becomes at least this).
+        limits: Flow control: dispatches out at once, per device, and resends.
     """
 
     def __init__(
@@ -117,29 +112,32 @@ class MqttFleetLink:
         broker: BrokerAddress,
         *,
         fleet_name: str = "default",
-        client_id: str = "fm-orchestrator",
+        client_id: str | None = None,
         share_group: str | None = None,
         dead_after_s: float | None = None,
         accept_tasks: bool = False,
         replica_id: str | None = None,
         session_expiry_s: int = 3600,
+        agent_wait_s: float = 120.0,
+        limits: DispatchLimits | None = None,
     ) -> None:
         self.fleet = fleet
         self.broker = broker
         self.topics = Topics(fleet_name)
-        self.client_id = client_id
+        self.replica_id = replica_id or _replica_name(client_id or "orchestrator")
+        self.client_id = client_id or broker.client_id("orchestrator", self.replica_id)
         self.share_group = share_group
         self.dead_after_s = dead_after_s
         self.accept_tasks = accept_tasks
-        self.replica_id = replica_id or _replica_name(client_id)
+        self.agent_wait_s = agent_wait_s
         self._session_expiry_s = session_expiry_s
+        self.dispatches = Dispatches(self.topics, self.replica_id, limits)
         self._forwarders: set[asyncio.Task[None]] = set()
         self._accepted: dict[str, None] = {}
         """Ids of tasks taken from the broker (a redelivered submit is not run twice)."""
         self.devices: dict[str, DeviceState] = {}
-        self._cards: dict[str, tuple[str, AgentProfile]] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._orphans: dict[tuple[str, str], tuple[str, ResultPayload]] = {}
+        self._cards: dict[tuple[str, str], AgentProfile] = {}
+        """(device, agent name) -> the card's profile."""
         self._mqtt: MqttConnection | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
@@ -148,23 +146,37 @@ class MqttFleetLink:
         """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
 
     async def __aenter__(self) -> MqttFleetLink:
-        self._mqtt = await MqttConnection(
-            self.broker, self.client_id, session_expiry_s=self._session_expiry_s
+        mqtt = await MqttConnection(
+            self.broker,
+            self.client_id,
+            session_expiry_s=self._session_expiry_s,
+            manual_ack=True,
         ).__aenter__()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        # Handled as they are read: a result reaches its waiting dispatch without a queue.
-        self._mqtt.handle_messages(self._receive)
-        filters = [
-            self.topics.all_cards,
-            self.topics.all_presence,
-            self.topics.all_device_out(),  # devices that answer on `out` (e.g. shell devices)
-            self.topics.all_device_out(self.replica_id),
-        ]
-        if self.accept_tasks:
-            filters.append(self._intake_filter())
-        await self._mqtt.subscribe(*filters)
+        self._mqtt = mqtt
+        try:
+            self.dispatches.attach(mqtt)
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+            # Handled as they are read: an answer reaches its waiting dispatch without a queue.
+            mqtt.handle_messages(self._receive)
+            filters = [
+                self.topics.all_cards,
+                self.topics.all_presence,
+                self.topics.all_device_out(),  # devices that answer on `out` (shell devices)
+                self.topics.all_device_out(self.replica_id),
+            ]
+            if self.accept_tasks:
+                filters.append(self._intake_filter())
+            await mqtt.subscribe(*filters)
+        except BaseException:
+            if self._tasks is not None:
+                with contextlib.suppress(BaseException):
+                    await self._tasks.__aexit__(None, None, None)
+            await mqtt.__aexit__(None, None, None)
+            raise
         self._loops = [self._tasks.create_task(self._watch_heartbeats())]
+        self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
+        self.fleet.result_sources.append(self.dispatches)
         return self
 
     def _intake_filter(self) -> str:
@@ -181,6 +193,8 @@ class MqttFleetLink:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._tasks is not None and self._mqtt is not None
+        with contextlib.suppress(ValueError):
+            self.fleet.result_sources.remove(self.dispatches)
         if self.accept_tasks:
             # Leaving the group: tasks submitted from now on go to the other replicas instead
             # of waiting in this replica's session.
@@ -188,9 +202,7 @@ class MqttFleetLink:
                 await self._mqtt.unsubscribe(self._intake_filter())
         for forwarder in self._forwarders:
             forwarder.cancel()
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(FleetStateError("the fleet link closed"))
+        self.dispatches.close()
         for task in self._loops:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -199,8 +211,8 @@ class MqttFleetLink:
 
     @property
     def profiles(self) -> dict[str, AgentProfile]:
-        """Every remote agent's latest card, online or not, by agent id."""
-        return {agent_id: profile for agent_id, (_, profile) in self._cards.items()}
+        """Every remote agent's latest card, online or not, by its fleet id."""
+        return {remote_agent_id(name, device): p for (device, name), p in self._cards.items()}
 
     async def settle(self, quiet_s: float = 0.3, timeout_s: float = 3.0) -> None:
         """Wait until retained cards and presence have arrived (no change for ``quiet_s``)."""
@@ -215,49 +227,19 @@ class MqttFleetLink:
                         return
 
     async def wait_for_agents(self, *agent_ids: str, timeout_s: float = 30.0) -> None:
-        """Wait until these remote agents are in the fleet."""
+        """Wait until these remote agents are in the fleet (``name@device``, or a name served
+        by any device)."""
         async with asyncio.timeout(timeout_s):
-            while not all(self.fleet.agent(a) is not None for a in agent_ids):
+            while not all(self._has_agent(a) for a in agent_ids):
                 self._changed.clear()
                 await self._changed.wait()
 
-    # Dispatch ----------------------------------------------------------------------------------
-
-    async def dispatch(self, agent: RemoteAgent, subtask: Subtask, ctx: SubtaskContext) -> Any:
-        """Send a subtask to its device and wait for the result (cancelling it if cancelled)."""
-        if self._mqtt is None:
-            raise FleetStateError("the fleet link is not connected")
-        orphan = self._orphans.pop((ctx.task_id, subtask.id), None)
-        if orphan is not None and orphan[0] == agent.device:
-            # This device finished the subtask while we were down: its answer stands.
-            outcome = _outcome(orphan[1])
-            if isinstance(outcome, SubtaskResult):
-                return outcome
-            raise outcome
-        dispatch_id = uuid.uuid4().hex
-        future: asyncio.Future[SubtaskResult] = asyncio.get_running_loop().create_future()
-        self._pending[dispatch_id] = _Pending(agent.device, future, ctx)
-        job = DispatchPayload(
-            task_id=ctx.task_id,
-            agent=agent.id,
-            subtask=subtask.model_dump(mode="json"),
-            inputs=ctx.inputs,
-            attempt=ctx.attempt,
-            reply_to=self.replica_id,
+    def _has_agent(self, wanted: str) -> bool:
+        if self.fleet.agent(wanted) is not None:
+            return True
+        return "@" not in wanted and any(
+            isinstance(a, RemoteAgent) and agent_name(a.id) == wanted for a in self.fleet.agents
         )
-        message = new_envelope("dispatch", "orchestrator", job, message_id=dispatch_id)
-        try:
-            await self._mqtt.publish(self.topics.agent_inbox(agent.id), message.to_bytes())
-            result = await future
-        except asyncio.CancelledError:
-            cancel = CancelPayload(task_id=ctx.task_id, subtask_id=subtask.id, reason="cancelled")
-            notice = new_envelope("cancel", "orchestrator", cancel, correlation_id=dispatch_id)
-            with contextlib.suppress(ProtocolError, FleetStateError):
-                self._mqtt.publish_nowait(self.topics.agent_inbox(agent.id), notice.to_bytes())
-            raise
-        finally:
-            self._pending.pop(dispatch_id, None)
-        return result
 
     # Receiving ---------------------------------------------------------------------------------
 
@@ -267,56 +249,67 @@ class MqttFleetLink:
         del self.ignored[:-100]
 
     def _receive(self, message: Message) -> None:
+        assert self._mqtt is not None
+        if self._handle(message):
+            self._mqtt.ack(message)
+
+    def _handle(self, message: Message) -> bool:
+        """Act on a message; whether to acknowledge it now (not: once its effect is saved)."""
         if not message.payload:
-            return  # a cleared retained message
+            return True  # a cleared retained message
         try:
             envelope, payload = parse_envelope(message.payload)
         except ProtocolError as exc:
             self._ignore(f"malformed message on {message.topic}: {exc.message}")
-            return
-        # fleetmind/<fleet>/<agents|devices>/<owner>/<what>[/<replica>]
+            return True
+        # fleetmind/<fleet>/devices/<device>/(presence|out[/<replica>]|agents/<agent>/card)
         parts = message.topic.split("/")
-        owner = parts[3] if len(parts) in (5, 6) else ""
+        owner = parts[3] if len(parts) >= 5 and parts[2] == "devices" else ""
         match payload:
             case SubmitPayload():
                 if message.topic != self.topics.submit or not self.accept_tasks:
                     self._ignore(f"a task submitted on {message.topic}")
-                    return
+                    return True
                 self._on_submit(envelope.sender, payload)
             case CardPayload():
-                self._on_card(owner, envelope.sender, payload)
+                topic_agent = parts[5] if len(parts) == 7 else ""
+                self._on_card(owner, topic_agent, envelope.sender, payload)
             case PresencePayload():
                 if owner != envelope.sender:
                     self._ignore(f"presence for {owner} sent by {envelope.sender}")
-                    return
+                    return True
                 self._on_presence(owner, payload)
                 self.devices[owner].last_seen_at = envelope.sent_at
-            case ResultPayload() | ProgressPayload() | ErrorPayload():
+            case ResultPayload() | ProgressPayload() | ErrorPayload() | ClaimPayload():
                 if owner != envelope.sender:
                     self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
-                    return
-                self._on_output(owner, envelope.correlation_id, payload)
+                    return True
+                return self.dispatches.answer(owner, envelope.correlation_id, payload, message)
             case _:
                 self._ignore(f"unexpected {envelope.kind} message on {message.topic}")
+        return True
 
-    def _on_card(self, topic_agent: str, sender: str, card: CardPayload) -> None:
-        if sender != card.device:
-            self._ignore(f"card for device {card.device} sent by {sender}")
+    def _on_card(self, device_id: str, topic_agent: str, sender: str, card: CardPayload) -> None:
+        if sender != card.device or sender != device_id:
+            self._ignore(f"card for device {card.device} on {device_id}'s topic sent by {sender}")
             return
         try:
             profile = AgentProfile.model_validate(card.profile)
         except ValidationError as exc:
             self._ignore(f"bad card from {sender}: {exc.errors()[0]['msg']}")
             return
-        if profile.id != topic_agent:
+        if profile.id != topic_agent or "@" in profile.id:
             self._ignore(f"card of {profile.id} published on {topic_agent}'s topic by {sender}")
             return
-        self._cards[profile.id] = (card.device, profile)
+        remote = profile.model_copy(
+            update={"id": remote_agent_id(profile.id, device_id), "device": device_id}
+        )
+        self._cards[(device_id, profile.id)] = remote
         self._changed.set()
-        device = self.devices.setdefault(card.device, DeviceState(card.device))
+        device = self.devices.setdefault(device_id, DeviceState(device_id))
         device.agents.add(profile.id)
         if device.online:
-            self._join(profile.id)
+            self._join(device_id, profile.id)
 
     def _on_presence(self, device_id: str, presence: PresencePayload) -> None:
         device = self.devices.setdefault(device_id, DeviceState(device_id))
@@ -324,75 +317,41 @@ class MqttFleetLink:
         self._changed.set()
         device.heartbeat_s = presence.heartbeat_s
         if presence.state == "online":
-            device.agents.update(presence.agents)
+            restarted = device.boot is not None and presence.boot != device.boot
+            device.boot = presence.boot
             device.offline_since = None
             if not device.online:
                 device.online = True
-                for agent_id in device.agents:
-                    self._join(agent_id)
-                self._changed.set()
+                for name in device.agents:
+                    self._join(device_id, name)
+            self.dispatches.reconcile(device_id, presence, restarted)
         elif device.online:
-            # A broker restart also produces this message, so the device gets a grace period:
-            # dispatches to it wait in its persistent session meanwhile, and only if it is not
-            # back in time do its agents leave and its in-flight subtasks fail over.
+            # A broker restart or a device's reboot also produces this message, so the device
+            # gets a grace period: dispatches to it wait in its persistent session meanwhile,
+            # and only if it is not back in time do its agents leave and its work fail over.
             device.online = False
             device.offline_since = time.monotonic()
-            self._changed.set()
 
-    def _join(self, agent_id: str) -> None:
-        known = self._cards.get(agent_id)
-        if known is None:
+    def _join(self, device_id: str, name: str) -> None:
+        profile = self._cards.get((device_id, name))
+        if profile is None:
             return
-        device, profile = known
-        current = self.fleet.agent(agent_id)
+        current = self.fleet.agent(profile.id)
         if isinstance(current, RemoteAgent) and current.profile == profile:
             return
-        self.fleet.add(RemoteAgent(profile, self, device))
-        self._changed.set()
-
-    def _leave(self, device: DeviceState) -> None:
-        device.online = False
-        for agent_id in device.agents:
-            if isinstance(self.fleet.agent(agent_id), RemoteAgent):
-                self.fleet.remove(agent_id)
+        self.fleet.add(RemoteAgent(profile, self, device_id))
         self._changed.set()
 
     def _device_gone(self, device: DeviceState, why: str) -> None:
-        """The device is dead: its agents leave and its in-flight subtasks fail over."""
-        self._leave(device)
+        """The device is dead: its agents leave and its attempts fail over."""
+        device.online = False
         device.offline_since = None
-        for pending in list(self._pending.values()):
-            if pending.device == device.device_id and not pending.future.done():
-                pending.future.set_exception(
-                    SubtaskFailed(f"device {device.device_id} {why}", retryable=False)
-                )
+        for name in device.agents:
+            agent_id = remote_agent_id(name, device.device_id)
+            if isinstance(self.fleet.agent(agent_id), RemoteAgent):
+                self.fleet.remove(agent_id)
+        self.dispatches.device_gone(device.device_id, why)
         self._changed.set()
-
-    def _on_output(self, device_id: str, correlation_id: str | None, payload: Any) -> None:
-        pending = self._pending.get(correlation_id or "")
-        if pending is None or pending.device != device_id:
-            if isinstance(payload, ResultPayload) and pending is None:
-                # Perhaps the answer to a dispatch made before this orchestrator restarted:
-                # kept, and used only if the resumed task dispatches that very subtask to an
-                # agent of this same device again (see dispatch()).
-                self._orphans[(payload.task_id, payload.subtask_id)] = (device_id, payload)
-                while len(self._orphans) > 1000:
-                    self._orphans.pop(next(iter(self._orphans)))
-            self._ignore(
-                f"{type(payload).__name__} from {device_id} for dispatch {correlation_id}, "
-                "which is not pending for that device"
-            )
-            return
-        if pending.future.done():
-            return
-        if isinstance(payload, ProgressPayload):
-            pending.ctx.progress(payload.message, payload.fraction, step=payload.step)
-            return
-        outcome = _outcome(payload)
-        if isinstance(outcome, SubtaskResult):
-            pending.future.set_result(outcome)
-        else:
-            pending.future.set_exception(outcome)
 
     # Tasks submitted over the broker ------------------------------------------------------------
 
@@ -420,7 +379,7 @@ class MqttFleetLink:
                 graph, task_id=task_id, source=submitted.source or f"mqtt:{sender}"
             )
         except Exception as exc:  # a bad submission must not take the link down
-            error = exc.to_dict() if isinstance(exc, FleetmindError) else _plain_error(exc)
+            error = error_outcome(exc)
             log.warning("refused task %s from %s: %s", task_id, sender, error["message"])
             with contextlib.suppress(ProtocolError, FleetStateError):
                 await self._send_event(
@@ -447,46 +406,36 @@ class MqttFleetLink:
     ) -> None:
         assert self._mqtt is not None
         body = TaskEventPayload(task_id=task_id, event=event, result=result)
-        message = new_envelope("task_event", self.replica_id, body)
-        await self._mqtt.publish(self.topics.task_events(task_id), message.to_bytes())
+        await self._mqtt.publish(
+            self.topics.task_events(task_id), encode("task_event", self.replica_id, body)
+        )
 
     async def _watch_heartbeats(self) -> None:
+        assert self._mqtt is not None
+        mqtt = self._mqtt
         while True:
             await asyncio.sleep(0.5)
+            if not mqtt.is_connected:
+                continue  # cut off ourselves: nobody's silence means anything meanwhile
             now = time.monotonic()
-            # While we were cut off from the broker nobody's heartbeats could reach us: count
-            # silence only from our latest (re)connection.
-            connected_at = self._mqtt.connected_at if self._mqtt is not None else 0.0
+            # Silence counts only from our latest (re)connection: while we were cut off from
+            # the broker nobody's heartbeats could reach us.
+            since = mqtt.connected_at
             for device in list(self.devices.values()):
                 grace = self.dead_after_s or 3 * (device.heartbeat_s or 5.0)
-                if device.offline_since is not None and now - device.offline_since > grace:
-                    self._device_gone(device, f"went offline and did not return within {grace:g} s")
+                if device.offline_since is not None:
+                    if now - max(device.offline_since, since) > grace:
+                        self._device_gone(
+                            device, f"went offline and did not return within {grace:g} s"
+                        )
                     continue
                 if not device.online or not device.heartbeat_s:
                     continue
-                limit = self.dead_after_s or 3 * device.heartbeat_s
-                if now - max(device.last_seen, connected_at) > limit:
-                    self._device_gone(device, f"missed heartbeats for {limit:g} s")
-
-
-def _plain_error(exc: Exception) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc), "retryable": False, "details": {}}
+                if now - max(device.last_seen, since) > grace:
+                    self._device_gone(device, f"missed heartbeats for {grace:g} s")
 
 
 def _replica_name(client_id: str) -> str:
     """A topic-safe replica name from an MQTT client id."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", client_id)[:64].strip("-")
     return name or "orchestrator"
-
-
-def _outcome(payload: ResultPayload | ErrorPayload) -> SubtaskResult | FleetmindError:
-    """What a device's answer means for the engine: a result, or the error to raise."""
-    if isinstance(payload, ErrorPayload):
-        return error_from_dict(payload.error)
-    if payload.status != "done":
-        return error_from_dict(payload.error or {})
-    try:
-        edits = tuple(graph_edit_adapter.validate_python(e) for e in payload.edits)
-    except ValidationError as exc:
-        return SubtaskFailed(f"device sent an invalid graph edit: {exc.errors()[0]['msg']}")
-    return SubtaskResult(payload.output, edits)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from fleetmind._ids import agent_name
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile
 from fleetmind.errors import NoCapableAgent
@@ -25,6 +26,37 @@ class RoutingDecision:
     """Agent id -> the reason it was ruled out."""
     scores: tuple[Any, ...] = ()
     """The top candidates' scores and their parts, best first (when the router scores)."""
+
+
+def named_agents(subtask: Subtask, agents: Mapping[str, AgentProfile]) -> list[str]:
+    """The agents a subtask names with ``agent``: that exact id, or — for a plain name — the
+    agent of that name on every device that serves it (``resizer`` matches ``resizer@pi-7``).
+
+    Raises:
+        NoCapableAgent: no agent has that id or name.
+    """
+    wanted = subtask.agent
+    assert wanted is not None
+    if wanted in agents:
+        return [wanted]
+    found = [a for a in agents if "@" not in wanted and agent_name(a) == wanted]
+    if not found:
+        raise NoCapableAgent(
+            f"subtask {subtask.id!r} asks for agent {wanted!r}, which is not in the fleet"
+        )
+    return found
+
+
+def placement_violation(profile: AgentProfile, constraints: Mapping[str, Any]) -> str | None:
+    """Why an agent's place rules it out (the ``device`` constraint), or None."""
+    device = constraints.get("device")
+    if device is None:
+        return None
+    wanted = [device] if isinstance(device, str) else [str(d) for d in device]
+    if profile.device not in wanted:
+        where = f"device {profile.device}" if profile.device else "this process"
+        return f"runs on {where}, not on {' or '.join(wanted)}"
+    return None
 
 
 @runtime_checkable
@@ -45,17 +77,30 @@ class SkillRouter:
 
     def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
         if subtask.agent is not None:
-            if subtask.agent in agents:
-                return RoutingDecision((subtask.agent,))
-            raise NoCapableAgent(
-                f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, "
-                "which is not in the fleet"
+            named = named_agents(subtask, agents)
+            placed = [
+                a for a in named if placement_violation(agents[a], subtask.constraints) is None
+            ]
+            if not placed:
+                why = placement_violation(agents[named[0]], subtask.constraints)
+                raise NoCapableAgent(
+                    f"agent {named[0]!r} cannot take subtask {subtask.id!r}: {why}"
+                )
+            ranked = sorted(
+                placed, key=lambda a: (agents[a].cost_per_call, agents[a].typical_latency_s)
             )
+            return RoutingDecision(tuple(ranked))
         if subtask.skill is None:
             raise NoCapableAgent(
                 f"subtask {subtask.id!r} names neither an agent nor a skill to route by"
             )
-        matching = [a for a in agents.values() if a.offers(subtask.skill)]
+        offering = [a for a in agents.values() if a.offers(subtask.skill)]
+        matching = [a for a in offering if placement_violation(a, subtask.constraints) is None]
+        if offering and not matching:
+            why = placement_violation(offering[0], subtask.constraints)
+            raise NoCapableAgent(
+                f"no agent offering skill {subtask.skill!r} may take subtask {subtask.id!r}: {why}"
+            )
         if not matching:
             raise NoCapableAgent(
                 f"no agent in the fleet offers skill {subtask.skill!r} "

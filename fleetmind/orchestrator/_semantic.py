@@ -38,7 +38,7 @@ from fleetmind.agents import AgentProfile, Tier
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator._capindex import CapabilityIndex
 from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
-from fleetmind.orchestrator._router import RoutingDecision
+from fleetmind.orchestrator._router import RoutingDecision, named_agents, placement_violation
 from fleetmind.orchestrator._store import Store
 
 DEFAULT_MIN_SIMILARITY = 0.255
@@ -284,12 +284,15 @@ class SemanticRouter:
 
     def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
         if subtask.agent is not None:
-            if subtask.agent in agents:
-                return RoutingDecision((subtask.agent,))
-            raise NoCapableAgent(
-                f"subtask {subtask.id!r} asks for agent {subtask.agent!r}, "
-                "which is not in the fleet"
-            )
+            named = named_agents(subtask, agents)
+            if len(named) == 1 and not subtask.constraints:
+                return RoutingDecision((named[0],))
+            # The same agent on several devices: the constraints and the score order them.
+            constraints = dict(subtask.constraints)
+            weights = self.weights.merged(constraints.pop("weights", None))
+            pool = dict.fromkeys(named, 1.0)
+            vias = dict.fromkeys(named, "agent")
+            return self._rank(subtask, agents, pool, vias, constraints, weights, None, named)
         constraints = dict(subtask.constraints)
         weights = self.weights.merged(constraints.pop("weights", None))
         exact = self._exact_skill(subtask, agents)
@@ -393,6 +396,9 @@ class SemanticRouter:
         tiers = _tiers(constraints.get("tier"))
         if tiers is not None and profile.tier not in tiers:
             return f"tier {profile.tier.value} is not {'/'.join(t.value for t in tiers)}"
+        placed = placement_violation(profile, constraints)
+        if placed is not None:
+            return placed
         if self._online is not None and not self._online(profile.id):
             return "offline"
         data = constraints.get("data")

@@ -66,7 +66,7 @@ async def submit_via_broker(
     """
     topics = Topics(fleet_name)
     task_id = task_id or new_task_id()
-    client_id = f"fm-submit-{os.getpid()}-{task_id}"[:64]
+    client_id = broker.client_id("submit", f"{os.getpid()}-{task_id}")
     events: list[dict[str, Any]] = []
     async with (
         asyncio.timeout(timeout_s),

@@ -7,63 +7,124 @@
 
 Receivers parse with :func:`parse_envelope`, which never raises anything but a
 :class:`~fleetmind.errors.ProtocolError` subclass — a process that receives messages answers a
-bad one with an ``error`` message or drops it with a log line, and keeps running.
+bad one with an ``error`` message or drops it with a log line, and keeps running. Every number
+on the wire is bounded (no NaN, no infinity, no integer of a thousand digits), every string and
+list has a maximum length, so a hostile or broken peer cannot make a receiver allocate without
+end or trip over a value it cannot handle.
+
+Messages are written with orjson straight from the payload's fields (the sender built them, so
+they are not validated again); they are read with orjson and validated with pydantic.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleetmind._ids import AgentId, SubtaskId, TaskId
+from fleetmind._ids import PlainId, SubtaskId, TaskId
 from fleetmind.errors import MalformedMessage, MessageTooLarge, UnknownKind, UnsupportedVersion
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 """Default size limit: 1 MiB (Mosquitto's own default limit is far larger; devices are not)."""
 
+MAX_SECONDS = 10_000_000.0
+"""The longest duration on the wire (about 115 days): heartbeats, deadlines."""
+MAX_TIMESTAMP = 10_000_000_000.0
+"""The latest time on the wire (Unix seconds, the year 2286)."""
+
+_MESSAGE_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+MessageId = Annotated[str, Field(pattern=_MESSAGE_ID)]
+"""A message's id: what replies name as their correlation id."""
+_MESSAGE_ID_RE = re.compile(_MESSAGE_ID)
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Text = Annotated[str, Field(max_length=4000)]
+
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CardPayload(_Payload):
     """An agent's profile, published retained by the device that hosts it."""
 
-    device: AgentId
+    device: PlainId
     profile: dict[str, Any]
 
 
 class PresencePayload(_Payload):
-    """A device is online (with its agents and heartbeat period) or offline (last will)."""
+    """A device is online (with its agents and heartbeat period) or offline (last will).
+
+    Online presence is refreshed every ``heartbeat_s``; three missed beats mean the device is
+    gone. ``running`` lists the dispatches the device is working on (the orchestrator resends
+    a dispatch the device does not list, and cancels one it lists but no longer wants), and
+    ``boot`` changes whenever the device process starts again.
+    """
 
     state: Literal["online", "offline"]
-    agents: tuple[AgentId, ...] = ()
-    heartbeat_s: float | None = Field(default=None, gt=0)
+    agents: tuple[PlainId, ...] = Field(default=(), max_length=10_000)
+    heartbeat_s: Seconds | None = None
+    boot: MessageId | None = None
+    running: tuple[MessageId, ...] = Field(default=(), max_length=100_000)
 
 
 class DispatchPayload(_Payload):
-    """A subtask for an agent. Replies carry this message's id as their correlation id."""
+    """A subtask for an agent. Replies carry this message's id as their correlation id.
+
+    ``epoch`` numbers the dispatches of one subtask over its whole life (retries and
+    reassignments included): a device runs each dispatch id at most once, and a subtask that
+    already succeeded on the device is answered from its result, whatever the epoch.
+    """
 
     task_id: TaskId
-    agent: AgentId
+    agent: PlainId
+    """The agent's name on the device (its id there, without ``@device``)."""
     subtask: dict[str, Any]
     inputs: dict[str, Any] = Field(default_factory=dict)
-    attempt: int = Field(default=1, ge=1)
-    reply_to: AgentId | None = None
+    attempt: int = Field(default=1, ge=1, le=10_000)
+    epoch: int = Field(default=1, ge=1, le=1_000_000)
+    reply_to: PlainId | None = None
     """The orchestrator replica to answer: replies go to ``out/<reply_to>`` instead of ``out``."""
+    deadline_s: Seconds | None = None
+    """How long the orchestrator waits for the result before it gives the subtask to another
+    agent (None: as long as the device reports the dispatch in its heartbeats)."""
 
 
 class CancelPayload(_Payload):
-    """Stop working on a dispatched subtask (correlation id: the dispatch)."""
+    """Stop working on a dispatched subtask, or do not start it (correlation id: the dispatch)."""
 
     task_id: TaskId
     subtask_id: SubtaskId
-    reason: str = ""
+    reason: Text = ""
+
+
+class ClaimPayload(_Payload):
+    """May this dispatch still start? (device -> orchestrator; correlation id: the dispatch).
+
+    A device asks before it starts a dispatch that may have waited for it while it was away
+    (delivered again, or queued in its session): the orchestrator may have given the subtask
+    to another agent meanwhile. The answer is ``proceed`` or ``cancel``.
+    """
+
+    task_id: TaskId
+    subtask_id: SubtaskId
+
+
+class ProceedPayload(_Payload):
+    """Yes, start it (orchestrator -> device; correlation id: the dispatch)."""
+
+    task_id: TaskId
+    subtask_id: SubtaskId
+
+
+class SyncPayload(_Payload):
+    """A marker a device sends to its own inbox after reconnecting: when it comes back, the
+    messages that waited in its session while it was away have all arrived before it."""
 
 
 class ProgressPayload(_Payload):
@@ -71,7 +132,7 @@ class ProgressPayload(_Payload):
 
     task_id: TaskId
     subtask_id: SubtaskId
-    message: str = ""
+    message: Text = ""
     fraction: float | None = Field(default=None, ge=0, le=1)
     step: dict[str, Any] | None = None
     """An LLM agent's step record (tier, model, tokens, cost, latency, tool calls, outcome)."""
@@ -85,7 +146,7 @@ class ResultPayload(_Payload):
     status: Literal["done", "failed"]
     output: Any = None
     error: dict[str, Any] | None = None
-    edits: tuple[dict[str, Any], ...] = ()
+    edits: tuple[dict[str, Any], ...] = Field(default=(), max_length=1000)
 
 
 class SubmitPayload(_Payload):
@@ -94,7 +155,7 @@ class SubmitPayload(_Payload):
     task_id: TaskId
     graph: dict[str, Any]
     """The task graph's definition (``TaskGraph.to_definition()``)."""
-    source: str | None = None
+    source: Text | None = None
 
 
 class TaskEventPayload(_Payload):
@@ -117,6 +178,9 @@ _PAYLOADS: dict[str, type[_Payload]] = {
     "presence": PresencePayload,
     "dispatch": DispatchPayload,
     "cancel": CancelPayload,
+    "claim": ClaimPayload,
+    "proceed": ProceedPayload,
+    "sync": SyncPayload,
     "progress": ProgressPayload,
     "result": ResultPayload,
     "error": ErrorPayload,
@@ -129,6 +193,9 @@ MessageKind = Literal[
     "presence",
     "dispatch",
     "cancel",
+    "claim",
+    "proceed",
+    "sync",
     "progress",
     "result",
     "error",
@@ -140,14 +207,14 @@ MessageKind = Literal[
 class Envelope(BaseModel):
     """One fleet message: who sent what, when, in reply to what."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     v: Literal[1] = PROTOCOL_VERSION
     kind: MessageKind
-    id: Annotated[str, Field(min_length=1, max_length=64)]
-    correlation_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    sender: AgentId
-    sent_at: float
+    id: MessageId
+    correlation_id: MessageId | None = None
+    sender: PlainId
+    sent_at: float = Field(ge=0, le=MAX_TIMESTAMP)
     payload: dict[str, Any]
 
     def body(self) -> _Payload:
@@ -156,7 +223,18 @@ class Envelope(BaseModel):
 
     def to_bytes(self) -> bytes:
         """The envelope as UTF-8 JSON."""
-        return self.model_dump_json().encode()
+        return orjson.dumps(
+            {
+                "v": self.v,
+                "kind": self.kind,
+                "id": self.id,
+                "correlation_id": self.correlation_id,
+                "sender": self.sender,
+                "sent_at": self.sent_at,
+                "payload": self.payload,
+            },
+            default=_jsonable,
+        )
 
 
 def new_envelope(
@@ -167,8 +245,13 @@ def new_envelope(
     correlation_id: str | None = None,
     message_id: str | None = None,
 ) -> Envelope:
-    """An envelope for a payload, with a fresh id and the current time."""
-    return Envelope(
+    """An envelope for a payload, with a fresh id and the current time.
+
+    Not validated again: the payload is a model the sender built, and the other fields are
+    this process's own.
+    """
+    return Envelope.model_construct(
+        v=PROTOCOL_VERSION,
         kind=kind,
         id=message_id or uuid.uuid4().hex,
         correlation_id=correlation_id,
@@ -178,7 +261,45 @@ def new_envelope(
     )
 
 
-_envelope_adapter: TypeAdapter[Envelope] = TypeAdapter(Envelope)
+def encode(
+    kind: MessageKind,
+    sender: str,
+    payload: _Payload,
+    *,
+    correlation_id: str | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """A message's bytes, straight from its payload (the hot path of dispatches and results)."""
+    return orjson.dumps(
+        {
+            "v": PROTOCOL_VERSION,
+            "kind": kind,
+            "id": message_id or uuid.uuid4().hex,
+            "correlation_id": correlation_id,
+            "sender": sender,
+            "sent_at": time.time(),
+            "payload": payload.model_dump(),
+        },
+        default=_jsonable,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """What orjson cannot write itself: models as their dicts, sets as lists, others as text."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
+
+
+def message_id_of(raw: Any) -> str | None:
+    """The id of a (perhaps malformed) message, if it has a usable one to reply to."""
+    if isinstance(raw, dict):
+        candidate = raw.get("id")
+        if isinstance(candidate, str) and _MESSAGE_ID_RE.match(candidate):
+            return candidate
+    return None
 
 
 def parse_envelope(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Envelope, _Payload]:
@@ -186,35 +307,42 @@ def parse_envelope(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[
 
     Raises:
         MessageTooLarge, MalformedMessage, UnsupportedVersion, UnknownKind: with a one-line
-            message naming the problem (and ``details["id"]`` when the message had an id).
+            message naming the problem (and ``details["id"]`` when the message had a usable id).
     """
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message of {len(data)} bytes is over the limit of {max_bytes}")
     try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedMessage(f"message is not JSON: {exc}") from None
+        raw = orjson.loads(data)
+    except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
+        # Not UTF-8, not JSON, NaN or an integer of more than 64 bits, nesting too deep.
+        raise MalformedMessage(f"message is not JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise MalformedMessage("message is not a JSON object")
-    details = {"id": raw["id"]} if isinstance(raw.get("id"), str) else {}
+    message_id = message_id_of(raw)
+    details = {"id": message_id} if message_id else {}
     version = raw.get("v")
-    if version != PROTOCOL_VERSION:
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise UnsupportedVersion(
-            f"envelope version {version!r} is not supported (this process speaks "
+            f"envelope version {_short(version)} is not supported (this process speaks "
             f"{PROTOCOL_VERSION})",
             details=details,
         )
     kind = raw.get("kind")
-    if kind not in _PAYLOADS:
-        raise UnknownKind(f"unknown message kind {kind!r}", details=details)
+    if not isinstance(kind, str) or kind not in _PAYLOADS:
+        raise UnknownKind(f"unknown message kind {_short(kind)}", details=details)
     try:
-        envelope = _envelope_adapter.validate_python(raw)
+        envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
         raise MalformedMessage(f"{kind} message: {_first(exc)}", details=details) from None
     try:
         return envelope, envelope.body()
     except ValidationError as exc:
         raise MalformedMessage(f"{kind} message: payload.{_first(exc)}", details=details) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _first(exc: ValidationError) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
@@ -58,6 +59,20 @@ class BrokerAddress:
             raise ConfigError(
                 f"MQTT protocol {self.protocol!r} is not one of {', '.join(_PROTOCOLS)}"
             )
+
+    def client_id(self, role: str, name: str) -> str:
+        """A stable MQTT client id for ``role`` (device, orchestrator, run...) and ``name``.
+
+        With a password it carries a digest of the login: stable across restarts (so the
+        broker keeps the session), yet nobody who does not know the password can guess it — a
+        device that reads another client's name in a message cannot connect under its id and
+        knock it off the broker.
+        """
+        base = f"fm-{role}-{name}"
+        if not self.password:
+            return base[:64]
+        secret = f"{self.username}\0{self.password}\0{role}\0{name}".encode()
+        return f"{base[:47]}-{hashlib.sha256(secret).hexdigest()[:16]}"
 
     @classmethod
     def parse(cls, url: str, **login: Any) -> BrokerAddress:
@@ -111,6 +126,11 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    dup: bool = False
+    """Delivered before (the broker sends it again because it was never acknowledged)."""
+    mid: int = 0
+    """Its packet id, for :meth:`MqttConnection.ack` (QoS 1 with ``manual_ack``)."""
+    qos: int = 0
 
 
 class MqttConnection:
@@ -124,6 +144,10 @@ class MqttConnection:
         session_expiry_s: How long the broker keeps the session while disconnected (MQTT 5).
         queue_size: Received messages buffered for the consumer before new ones are dropped.
         connect_timeout_s: How long the first connection may take, retries included.
+        manual_ack: Acknowledge received QoS 1 messages only when :meth:`ack` is called (after
+            their effect is saved), so that the broker delivers them again after a crash.
+        receive_maximum: How many unacknowledged QoS 1 messages the broker may send at once
+            (MQTT 5; the broker's own limit may be lower).
     """
 
     def __init__(
@@ -135,8 +159,16 @@ class MqttConnection:
         session_expiry_s: int = 3600,
         queue_size: int = 10_000,
         connect_timeout_s: float = 10.0,
+        manual_ack: bool = False,
+        receive_maximum: int = 1000,
     ) -> None:
         self.address = address
+        self._manual_ack = manual_ack
+        self._receive_maximum = receive_maximum
+        self.session_present = False
+        """Whether the broker had this client's session at the latest connection (messages
+        queued for it while it was away come first)."""
+        self._on_connected: list[Callable[[bool], None]] = []
         self.client_id = client_id
         self._will = will
         self._session_expiry_s = session_expiry_s
@@ -154,6 +186,8 @@ class MqttConnection:
         self._filters: dict[str, int] = {}
         self.connected_at = 0.0
         """When the current connection to the broker was made (monotonic clock)."""
+        self.is_connected = False
+        """Whether the connection to the broker is up right now."""
         self.protocol = ""
         """The MQTT version in use once connected: ``"5"`` or ``"3.1.1"``."""
         self._protocol_refused = False
@@ -231,6 +265,8 @@ class MqttConnection:
         client.on_socket_unregister_write = self._on_unregister_write
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
+        if self._manual_ack:
+            client.manual_ack_set(True)
         return client
 
     async def _connect(self, version: int) -> None:
@@ -245,6 +281,7 @@ class MqttConnection:
         if version == 5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self._session_expiry_s
+            properties.ReceiveMaximum = self._receive_maximum
             options: dict[str, Any] = {"clean_start": False, "properties": properties}
         else:
             options = {}
@@ -383,7 +420,12 @@ class MqttConnection:
 
     def _want_write(self, sock: Any) -> None:
         assert self._loop is not None
-        if sock is not self._sock:
+        if sock is not self._sock or sock is None:
+            return
+        try:
+            if sock.fileno() < 0:
+                return  # closed under us (the broker went away): the reconnect writes later
+        except OSError:
             return
         if not self._reading and self._client is not None:
             # Write now, in this turn of the loop: most messages leave in one send, with no
@@ -394,7 +436,8 @@ class MqttConnection:
                 return
         elif self._reading:
             return  # _read_ready writes once paho has finished reading (PUBACKs, mostly)
-        self._loop.add_writer(sock, self._write_ready)
+        with contextlib.suppress(ValueError, OSError):  # a socket closed meanwhile
+            self._loop.add_writer(sock, self._write_ready)
 
     def _done_writing(self, sock: Any) -> None:
         assert self._loop is not None
@@ -466,8 +509,12 @@ class MqttConnection:
                 self._protocol_refused = reason.value in (1, 132)
         else:
             self.connected_at = time.monotonic()
+            self.is_connected = True
+            self.session_present = bool(getattr(flags, "session_present", False))
             if self._state == "open":
-                resumed = bool(getattr(flags, "session_present", False))
+                for listener in list(self._on_connected):
+                    self._soon(listener, self.session_present)
+                resumed = self.session_present
                 log.info(
                     "reconnected to %s:%s (%s)",
                     self.address.host,
@@ -482,6 +529,7 @@ class MqttConnection:
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        self.is_connected = False
         if self._state == "new" and not self._connected_once and self._trying_v5:
             # Some MQTT 3.1.1-only brokers close the socket on an MQTT 5 CONNECT (with its
             # properties) instead of answering "unsupported protocol version".
@@ -505,9 +553,15 @@ class MqttConnection:
             self._reconnecting = asyncio.create_task(self._reconnect(), name="mqtt reconnect")
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._soon(
-            self._deliver, Message(message.topic, bytes(message.payload), bool(message.retain))
+        received = Message(
+            message.topic,
+            bytes(message.payload),
+            bool(message.retain),
+            bool(message.dup),
+            int(message.mid),
+            int(message.qos),
         )
+        self._soon(self._deliver, received)
 
     def _deliver(self, message: Message) -> None:
         handler = self._handler
@@ -556,19 +610,61 @@ class MqttConnection:
             raise FleetStateError(f"MQTT connection is {self._state}")
         return self._client
 
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
-    ) -> None:
-        """Publish and, for QoS 1, wait until the broker has the message."""
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, expiry_s: float | None
+    ) -> mqtt.MQTTMessageInfo:
+        """Hand a message to paho. While the connection is down paho keeps it and sends it
+        after reconnecting; a socket that closed under us is not an error of the publish."""
         client = self._open_client()
+        properties = None
+        if expiry_s is not None and self.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = max(1, int(expiry_s))
+        try:
+            return client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        except (ValueError, OSError) as exc:  # e.g. add_writer on a descriptor of -1
+            log.debug("publish to %s waits for the connection: %s", topic, exc)
+            if client.want_write():
+                self._start_reconnect()
+            info = mqtt.MQTTMessageInfo(0)
+            info.rc = mqtt.MQTT_ERR_NO_CONN
+            return info
+
+    def on_connected(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(session_present)`` after every reconnection to the broker."""
+        self._on_connected.append(listener)
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a QoS 1 message received with ``manual_ack`` (after its effect is saved)."""
+        client = self._client
+        if not self._manual_ack or message.qos == 0 or client is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            client.ack(message.mid, message.qos)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+    ) -> None:
+        """Publish and, for QoS 1, wait until the broker has the message.
+
+        ``expiry_s``: the broker drops the message if it could not be delivered by then (MQTT 5).
+        """
         assert self._loop is not None
-        info = client.publish(topic, payload, qos=qos, retain=retain)
+        info = self._send(topic, payload, qos, retain, expiry_s)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             raise ProtocolError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if qos == 0:
             return
         if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
             return
+        if info.mid == 0:
+            return  # not handed to paho (no connection at all): nothing will acknowledge it
         # While disconnected paho keeps the message and sends it after reconnecting; the
         # acknowledgement (and this await) come then.
         future: asyncio.Future[None] = self._loop.create_future()
@@ -581,10 +677,16 @@ class MqttConnection:
             self._pending.pop(info.mid, None)
 
     def publish_nowait(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
     ) -> None:
         """Publish without waiting for the acknowledgement (paho still delivers it)."""
-        self._open_client().publish(topic, payload, qos=qos, retain=retain)
+        self._send(topic, payload, qos, retain, expiry_s)
 
     async def subscribe(self, *topic_filters: str, qos: int = 1) -> None:
         """Subscribe to topic filters (the session remembers them across reconnects)."""

@@ -1,18 +1,21 @@
 """The MQTT topic scheme of a fleet.
 
-Everything lives under one prefix per fleet, ``fleetmind/<fleet>``. A device writes only under
-its own names and reads only its own inboxes, which is what the broker's ACL enforces:
+Everything lives under one prefix per fleet, ``fleetmind/<fleet>``, and everything a device
+says or hears lives under its own name, which is what the broker's ACL enforces: a device writes
+only under ``devices/<itself>`` and reads only its own inbox.
 
 ```
-<prefix>/agents/<agent>/card        retained  device -> all     the agent's profile (card)
-<prefix>/agents/<agent>/inbox                 orch -> device    dispatch, cancel
-<prefix>/devices/<device>/presence  retained  device -> all     online / offline, heartbeats
-<prefix>/devices/<device>/out                 device -> orch    progress, results, errors
-<prefix>/devices/<device>/out/<replica>       device -> orch    the same, for one replica
-<prefix>/devices/<device>/inbox               orch -> device    error replies, control
-<prefix>/orchestrators/submit                 client -> orch    tasks submitted to the fleet
-<prefix>/tasks/<task>/events                  orch -> anyone    the task's event stream
+<prefix>/devices/<device>/agents/<agent>/card  retained  device -> all   an agent's profile
+<prefix>/devices/<device>/presence             retained  device -> all   online/offline, beats
+<prefix>/devices/<device>/inbox                          orch -> device  dispatch, cancel, proceed
+<prefix>/devices/<device>/out                            device -> orch  progress, claims, results
+<prefix>/devices/<device>/out/<replica>                  device -> orch  the same, for one replica
+<prefix>/orchestrators/submit                            client -> orch  tasks for the fleet
+<prefix>/tasks/<task>/events                             orch -> anyone  the task's event stream
 ```
+
+An agent offered by two devices is two agents of the fleet (``resizer@pi-1``,
+``resizer@pi-2``), each with its own card and reached through its own device's inbox.
 
 Orchestrator replicas share the work through the shared subscription
 ``$share/<group>/<prefix>/orchestrators/submit``: the broker hands each submitted task to one
@@ -46,11 +49,9 @@ class Topics:
     def prefix(self) -> str:
         return f"fleetmind/{self.fleet}"
 
-    def card(self, agent_id: str) -> str:
-        return f"{self.prefix}/agents/{_checked(agent_id)}/card"
-
-    def agent_inbox(self, agent_id: str) -> str:
-        return f"{self.prefix}/agents/{_checked(agent_id)}/inbox"
+    def card(self, device_id: str, agent: str) -> str:
+        """Where a device announces one of its agents (retained)."""
+        return f"{self.prefix}/devices/{_checked(device_id)}/agents/{_checked(agent)}/card"
 
     def presence(self, device_id: str) -> str:
         return f"{self.prefix}/devices/{_checked(device_id)}/presence"
@@ -79,7 +80,7 @@ class Topics:
 
     @property
     def all_cards(self) -> str:
-        return f"{self.prefix}/agents/+/card"
+        return f"{self.prefix}/devices/+/agents/+/card"
 
     @property
     def all_presence(self) -> str:

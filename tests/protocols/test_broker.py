@@ -302,11 +302,10 @@ def test_config_files(tmp_path: Path, mosquitto: None, monkeypatch: pytest.Monke
     assert "user orchestrator\ntopic readwrite fleetmind/home/#\n" in acl
     assert (
         "user pi-7\n"
-        "topic read fleetmind/home/agents/camera/inbox\n"
-        "topic read fleetmind/home/agents/thermostat/inbox\n"
         "topic read fleetmind/home/devices/pi-7/inbox\n"
-        "topic write fleetmind/home/agents/camera/card\n"
-        "topic write fleetmind/home/agents/thermostat/card\n"
+        "topic write fleetmind/home/devices/pi-7/inbox\n"
+        "topic write fleetmind/home/devices/pi-7/agents/camera/card\n"
+        "topic write fleetmind/home/devices/pi-7/agents/thermostat/card\n"
         "topic write fleetmind/home/devices/pi-7/presence\n"
         "topic write fleetmind/home/devices/pi-7/out\n"
     ) in acl
@@ -353,10 +352,8 @@ ORCH = "orchestrators: [{username: orchestrator, password: x}]\n"
             "devices[0].id: duplicate device id 'orchestrator'",
         ),
         (
-            ORCH
-            + "devices: [{id: a, password: a, agents: [camera]}, "
-            + "{id: b, password: b, agents: [notes, camera]}]",
-            "devices[1].agents[1]: agent 'camera' is already on device 'a'",
+            ORCH + "devices: [{id: a, password: a, agents: [camera, camera]}]",
+            "devices[0].agents[1]: agent 'camera' is listed twice",
         ),
         (ORCH + "devices: [{id: 'pi 7', password: a}]", "devices[0].id: 'pi 7' is not a valid id"),
         (
@@ -570,9 +567,9 @@ def test_refused(
 # What a device may read -------------------------------------------------------------------------
 
 
-def test_device_receives_its_inboxes(env: Env, clients: Callable[..., Client]) -> None:
+def test_device_receives_its_inbox(env: Env, clients: Callable[..., Client]) -> None:
     device = connected(clients, env, "pi-7")
-    mine = [T.agent_inbox("camera"), T.agent_inbox("thermostat"), T.device_inbox("pi-7")]
+    mine = [T.device_inbox("pi-7")]
     assert not any(code.is_failure for code in device.subscribe(*mine))
     orch = connected(clients, env, "orchestrator")
     for n, topic in enumerate(mine):
@@ -585,17 +582,16 @@ def test_device_receives_its_inboxes(env: Env, clients: Callable[..., Client]) -
 
 def test_device_cannot_read_another_devices_inbox(env: Env, clients: Callable[..., Client]) -> None:
     device = connected(clients, env, "pi-7")
-    forbidden = [T.agent_inbox("notes"), T.device_inbox("phone"), T.everything]
+    forbidden = [T.device_inbox("phone"), T.everything]
     codes = device.subscribe(*forbidden)
     # Mosquitto 2.0 grants these SUBACKs and filters each message against the ACL on delivery;
     # other versions may refuse (0x80/0x87). Either way, nothing forbidden may arrive.
     assert all(c.value in (1, 0x80, 0x87) for c in codes), codes
-    control = T.agent_inbox("camera")
+    control = T.device_inbox("pi-7")
     device.subscribe(control)
     orch = connected(clients, env, "orchestrator")
-    orch.publish(T.agent_inbox("notes"), b"for the phone")
     orch.publish(T.device_inbox("phone"), b"for the phone")
-    orch.publish(T.card("notes"), b"a card")
+    orch.publish(T.card("phone", "notes"), b"a card")
     orch.publish(control, b"control")
     seen = device.until(control, b"control")
     assert {topic for topic, _ in seen} == {control}, seen
@@ -606,7 +602,7 @@ def test_shared_subscriptions_are_checked_without_the_share_prefix(
 ) -> None:
     # The ACL has no `$share/...` lines: Mosquitto checks `$share/<group>/<filter>` as `<filter>`.
     device = connected(clients, env, "pi-7")
-    own, other = T.agent_inbox("camera"), T.agent_inbox("notes")
+    own, other = T.device_inbox("pi-7"), T.device_inbox("phone")
     device.subscribe(f"$share/g/{other}", f"$share/g/{own}")
     orch = connected(clients, env, "orchestrator")
     orch.publish(other, b"for the phone")
@@ -624,15 +620,15 @@ def test_device_cannot_write_as_another_device(env: Env, clients: Callable[..., 
     forbidden = [
         T.presence("phone"),
         T.device_out("phone"),
-        T.card("notes"),
+        T.card("phone", "notes"),
+        T.card("pi-7", "notes"),  # an agent the devices file does not give it
         T.device_inbox("phone"),
-        T.agent_inbox("camera"),  # its own agents' inbox is the orchestrator's to write
         T.task_events("t0123456789"),
     ]
     for topic in forbidden:
         code = device.publish(topic, b"spoofed")
         assert code.getName() == "Not authorized", (topic, code)  # MQTT 5 tells the publisher
-    allowed = [T.card("camera"), T.presence("pi-7")]
+    allowed = [T.card("pi-7", "camera"), T.presence("pi-7")]
     for topic in allowed:
         assert not device.publish(topic, b"ok").is_failure
     control = T.device_out("pi-7")
