@@ -13,6 +13,7 @@ FleetmindError
 ├── RunError                 something went wrong while a subtask ran
 │   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
 │   │   ├── InputRequired    the agent needs more input from whoever asked (not retried)
+│   │   ├── AgentLost        the agent's device went away mid-work (the work goes elsewhere)
 │   │   └── BudgetExhausted  an LLM agent used up its step, token or cost budget
 │   ├── SubtaskTimeout       an attempt ran past its timeout
 │   ├── MissingInput         a subtask lacks an input its agent requires
@@ -47,6 +48,9 @@ class FleetmindError(Exception):
     """Root of every error fleetmind raises on purpose."""
 
     retryable: bool = False
+    type_name: str = ""
+    """The original type's name, for an error rebuilt from another process's report of an
+    exception fleetmind has no class for (a device's ``ValueError``)."""
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -56,7 +60,7 @@ class FleetmindError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """The error as it travels in a log entry or over a wire."""
         return {
-            "type": type(self).__name__,
+            "type": self.type_name or type(self).__name__,
             "message": self.message,
             "retryable": self.retryable,
             "details": self.details,
@@ -148,6 +152,14 @@ class NoCapableAgent(RunError):
 
 class TaskCancelled(RunError):
     """The task was cancelled by its user."""
+
+
+class AgentLost(SubtaskFailed):
+    """The device an agent runs on went away while the agent worked: another agent may do the
+    subtask, or the same one once its device is back (not retried on it meanwhile)."""
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, retryable=False, details=details)
 
 
 class BudgetExhausted(SubtaskFailed):
@@ -263,10 +275,16 @@ def error_outcome(exc: BaseException) -> dict[str, Any]:
 
 def error_from_dict(data: dict[str, Any]) -> FleetmindError:
     """Rebuild an error that was stored or sent with :meth:`FleetmindError.to_dict`."""
-    cls = _ERRORS_BY_NAME.get(str(data.get("type")), RunError)
+    name = str(data.get("type") or "RunError")
+    cls = _ERRORS_BY_NAME.get(name, RunError)
     err = cls.__new__(cls)
-    FleetmindError.__init__(err, str(data.get("message", "")), details=data.get("details") or {})
+    details = data.get("details")
+    FleetmindError.__init__(
+        err, str(data.get("message", "")), details=details if isinstance(details, dict) else {}
+    )
     err.retryable = bool(data.get("retryable", False))
+    if name not in _ERRORS_BY_NAME:
+        err.type_name = name[:100]
     return err
 
 

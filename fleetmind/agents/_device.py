@@ -160,12 +160,14 @@ class DeviceRuntime:
         ):
             self._mqtt, self._tasks = mqtt, tasks
             mqtt.on_connected(self._reconnected)
-            # Handled as they are read (no queue in between), from before the subscription
-            # on: a kept session delivers what waited for us as soon as we are back.
+            if mqtt.session_present:
+                # What waited in our session arrives first: it may have been given to another
+                # device meanwhile, so until our marker comes back every dispatch is claimed.
+                self._catch_up()
+            # Handled as they are read (no queue in between), including any that arrived
+            # while we connected.
             mqtt.handle_messages(self._receive)
             await mqtt.subscribe(self.topics.device_inbox(self.device_id))
-            if mqtt.session_present:
-                self._catch_up()
             for agent in self.agents.values():
                 card = CardPayload(
                     device=self.device_id, profile=agent.profile.model_dump(mode="json")

@@ -41,6 +41,7 @@ from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
 from fleetmind.agents import SubtaskContext, SubtaskResult
 from fleetmind.errors import (
+    AgentLost,
     FleetmindError,
     FleetStateError,
     ProtocolError,
@@ -164,9 +165,9 @@ class Dispatches:
         did = dispatch_id(ctx.task_id, subtask.id, ctx.epoch)
         kept = self._kept.pop(did, None)
         if kept is not None:
+            # An "answer" to a dispatch that had not been made: never taken for one (a device
+            # may not pre-answer work it has not been given).
             self._kept_bytes -= kept.size
-            if kept.device == device:  # answered before we asked (in a previous life)
-                return self._settle_now(kept, ctx)
             self.ack(kept.message)
         windows = self._windows
         device_window = windows.per_device.setdefault(
@@ -285,18 +286,13 @@ class Dispatches:
             return False
         return True
 
-    def _settle_now(self, kept: _Kept, ctx: SubtaskContext) -> SubtaskResult:
-        ctx.after_saved(partial(self.ack, kept.message))
-        outcome = _outcome(kept.payload)
-        if isinstance(outcome, SubtaskResult):
-            return outcome
-        raise outcome
-
     def recovered(
         self, task_id: str, subtask_id: str, agent_id: str, epochs: range
     ) -> Recovered | None:
         """An answer kept for one of these attempts, from the device of ``agent_id``."""
         device = agent_id.partition("@")[2]
+        if not device:
+            return None
         for epoch in reversed(epochs):
             did = dispatch_id(task_id, subtask_id, epoch)
             kept = self._kept.get(did)
@@ -351,7 +347,7 @@ class Dispatches:
             if out is None or out.future.done():
                 continue
             self._cancel_on_device(out, f"reassigned: device {why}")
-            out.future.set_exception(SubtaskFailed(f"device {device} {why}", retryable=False))
+            out.future.set_exception(AgentLost(f"device {device} {why}"))
 
     def close(self) -> None:
         """The link closes: every attempt out fails (the task stays resumable)."""

@@ -193,6 +193,8 @@ class Engine:
         if self._state != "new":
             raise FleetStateError(f"task {self.task_id} has already been run by this engine")
         if len(self.graph) == 0:
+            self._state = "finished"
+            self.events.close()  # followers of the stream must not wait for ever
             raise GraphError(f"task {self.task_id} has no subtasks")
         self._state = "running"
         self._inbox = asyncio.Queue()
@@ -219,6 +221,8 @@ class Engine:
                     self._schedule_ready()
                     self._flush()
                 self._state = "finishing"
+                if self._agent_timer is not None:
+                    self._agent_timer.cancel()
                 self._refuse_late_edits()
                 self._finish()
         finally:
@@ -396,6 +400,12 @@ class Engine:
         state = self.graph.state(sid)
         tried = {*state.excluded_agents, message.agent_id}
         others = [a for a in self._candidates.get(sid, ()) if a not in tried]
+        if message.error.get("type") == "AgentLost" and not others and self._agent_wait_s > 0:
+            # Its device went away and nobody else can do it: route it again, which waits
+            # (bounded) for an agent to join, perhaps the same one back.
+            reason = f"agent {message.agent_id} was lost: {message.error.get('message')}"
+            self._record(SubtaskRequeued(subtask_id=sid, reason=reason, at=self._clock()))
+            return
         if message.error.get("type") in _NOT_THE_AGENTS_FAULT or not others:
             self._fail_for_good(sid, message.error)
             return
@@ -440,9 +450,9 @@ class Engine:
         state = self.graph.state(subtask_id)
         if not self._result_sources or state.agent is None:
             return False
-        subtask = self.graph.subtask(subtask_id)
-        # Retries of the last run are not all in the log (a crash may beat their entries).
-        epochs = range(state.total_attempts, state.total_attempts + subtask.retry.max_attempts)
+        # Only the attempt the log shows was made: an answer to any other is not taken (a
+        # retry whose entry a crash beat is answered by its device from the saved result).
+        epochs = range(state.total_attempts, state.total_attempts + 1)
         for source in self._result_sources:
             found = source.recovered(self.task_id, subtask_id, state.agent, epochs)
             if found is None:

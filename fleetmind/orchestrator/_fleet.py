@@ -379,9 +379,9 @@ class Fleet:
         task_id = task_id or new_task_id()
         live = graph.copy()  # the caller's graph stays as it was; the engine owns the copy
         self.store.create_task(
-            TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
+            TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {}),
+            live.log,
         )
-        self.store.append(task_id, 1, list(live.log))
         return Engine(
             task_id,
             live,
@@ -400,6 +400,10 @@ class Fleet:
         record, entries = self.store.load(task_id)
         if record.status != "running":
             raise FleetStateError(f"task {task_id} has already ended ({record.status})")
+        if not entries:
+            # Stored by an older version without its graph: there is nothing to run.
+            self.store.set_status(task_id, "failed")
+            raise FleetStateError(f"task {task_id} has no log entries: nothing to resume")
         graph = TaskGraph.from_log(entries, name=record.name)
         if graph.is_finished:
             # The process died between the last entry and the status update.

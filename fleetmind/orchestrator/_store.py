@@ -41,8 +41,9 @@ class TaskRecord(BaseModel):
 class Store(Protocol):
     """Where tasks and their logs live."""
 
-    def create_task(self, record: TaskRecord) -> None:
-        """Register a new task."""
+    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
+        """Register a new task with the first entries of its log, in one transaction (a task
+        is never stored without its graph)."""
         ...
 
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
@@ -83,11 +84,11 @@ class MemoryStore:
         self._records: dict[str, TaskRecord] = {}
         self._logs: dict[str, list[LogEntry]] = {}
 
-    def create_task(self, record: TaskRecord) -> None:
+    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
         if record.id in self._records:
             raise StoreError(f"task {record.id!r} already exists")
         self._records[record.id] = record
-        self._logs[record.id] = []
+        self._logs[record.id] = list(entries)
 
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
         log = self._logs.get(task_id)
@@ -175,22 +176,33 @@ class SQLiteStore:
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
-    def create_task(self, record: TaskRecord) -> None:
-        self._write(
-            "INSERT INTO tasks (id, name, status, created_at, updated_at, source, metadata) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    record.id,
-                    record.name,
-                    record.status,
-                    record.created_at,
-                    record.updated_at,
-                    record.source,
-                    json.dumps(record.metadata, default=_json_fallback),
-                )
-            ],
+    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
+        task_row = (
+            record.id,
+            record.name,
+            record.status,
+            record.created_at,
+            record.updated_at,
+            record.source,
+            json.dumps(record.metadata, default=_json_fallback),
         )
+        rows = [(record.id, n, e.kind, dump_entry(e)) for n, e in enumerate(entries, start=1)]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT INTO tasks (id, name, status, created_at, updated_at, source, "
+                    "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    task_row,
+                )
+                self._db.executemany(
+                    "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
         if not entries:
