@@ -158,9 +158,9 @@ def test_an_orchestrator_killed_after_its_devices_answered_uses_their_answers(
         store = SQLiteStore(home / "fleetmind.db")
         (record,) = store.tasks()
         store.close()
+        resume = [FLEETMIND, "resume", record.id, "--broker", broker.url, "--json"]
         resumed = subprocess.run(
-            [FLEETMIND, "resume", record.id, "--broker", broker.url, "--json", "--data-dir"]
-            + [str(home)],
+            [*resume, "--data-dir", str(home)],
             capture_output=True,
             text=True,
             timeout=120,
