@@ -384,7 +384,7 @@ def spawn_device(
     topics = Topics(fleet_name)
     arrived: dict[str, float] = {}
     both = threading.Event()
-    card_topic = topics.card(f"echo-{device_id}")
+    card_topic = topics.card(device_id, f"echo-{device_id}")
     presence_topic = topics.presence(device_id)
 
     def on_message(client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -602,7 +602,7 @@ async def sniff_sizes(address: BrokerAddress, trip: FleetRoundTrip) -> dict[str,
 
     sniffer = _paho_client("bench-sniffer")
     sniffer.on_message = on_message
-    _connect(sniffer, address, f"{topics.prefix}/agents/+/inbox", f"{topics.all_device_out()}/#")
+    _connect(sniffer, address, f"{topics.prefix}/devices/+/inbox", f"{topics.all_device_out()}/#")
     try:
         await trip.once()
         with contextlib.suppress(TimeoutError):

@@ -486,3 +486,37 @@ def test_version(ws: Workspace) -> None:
     proc = ws.run("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"fleetmind {fleetmind.__version__}\n"
+
+
+def test_resuming_a_task_stored_without_its_log_is_a_clear_error(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """Older versions created a task and wrote its graph in two transactions: a crash in
+    between left a running task with an empty log, and `resume` waited for ever."""
+    from fleetmind.orchestrator import SQLiteStore, TaskRecord
+
+    data = tmp_path / "half"
+    store = SQLiteStore(data / "fleetmind.db")
+    store.create_task(TaskRecord(id="t00000000aa", name="half", source=str(ws.dir / "task.yaml")))
+    store.close()
+    proc = ws.run("resume", "t00000000aa", "--no-live", data_dir=data)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == "fleetmind: error: task t00000000aa has no log entries: nothing to resume\n"
+    )
+    listed = ws.run("tasks", data_dir=data)
+    assert "failed" in listed.stdout  # no longer shown as running for ever
+
+
+def test_a_new_task_is_stored_with_its_graph_in_one_transaction(tmp_path: Path) -> None:
+    from fleetmind.orchestrator import SQLiteStore, TaskRecord
+
+    store = SQLiteStore(tmp_path / "s.db")
+    graph = fleetmind.TaskGraph("one")
+    graph.add_subtask("a", agent="x")
+    store.create_task(TaskRecord(id="t1", name="one"), graph.log)
+    record, entries = store.load("t1")
+    assert record.status == "running" and [e.kind for e in entries] == ["add_subtask"]
+    with pytest.raises(fleetmind.errors.StoreError):
+        store.create_task(TaskRecord(id="t1", name="again"), graph.log)  # all or nothing
+    assert store.load("t1")[0].name == "one"
