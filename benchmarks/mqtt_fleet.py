@@ -133,7 +133,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
 from fleetmind.agents import Agent
 from fleetmind.agents._device import DeviceRuntime
-from fleetmind.orchestrator._fleet_link import MqttFleetLink, RemoteAgent
+from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.orchestrator._router import SkillRouter
 from fleetmind.protocols._mqtt import BrokerAddress
 from fleetmind.protocols._topics import Topics
@@ -445,13 +445,16 @@ class TimedLink(MqttFleetLink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dispatch_s: list[float] = []
+        untimed = self.dispatches.dispatch
 
-    async def dispatch(self, agent: RemoteAgent, subtask: Any, ctx: SubtaskContext) -> Any:
-        start = time.perf_counter()
-        try:
-            return await super().dispatch(agent, subtask, ctx)
-        finally:
-            self.dispatch_s.append(time.perf_counter() - start)
+        async def timed(device: str, agent_id: str, subtask: Any, ctx: SubtaskContext) -> Any:
+            start = time.perf_counter()
+            try:
+                return await untimed(device, agent_id, subtask, ctx)
+            finally:
+                self.dispatch_s.append(time.perf_counter() - start)
+
+        self.dispatches.dispatch = timed  # type: ignore[method-assign]
 
 
 class FleetRoundTrip:
@@ -499,7 +502,7 @@ async def fleet_round_trip(
         await link.__aenter__()
     try:
         await link.wait_for_agents(device.echo)
-        yield FleetRoundTrip(fleet, link, device.echo)
+        yield FleetRoundTrip(fleet, link, f"{device.echo}@{device.device_id}")
     finally:
         await link.__aexit__(None, None, None)
 

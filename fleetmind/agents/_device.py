@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
@@ -75,6 +74,8 @@ class _Job:
     job: DispatchPayload
     agent: Agent
     subtask: Subtask
+    message: Message
+    """The MQTT message it came in, acknowledged when the job ends."""
     runner: asyncio.Task[None] | None = None
     claimed_at: float | None = None
     also: dict[str, str | None] = field(default_factory=dict)
@@ -155,7 +156,9 @@ class DeviceRuntime:
         will = (self.topics.presence(self.device_id), self._presence("offline"))
         client_id = self.broker.client_id("device", self.device_id)
         async with (
-            MqttConnection(self.broker, client_id, will=will) as mqtt,
+            # A dispatch is acknowledged to the broker only once this device is done with it:
+            # if the process dies first, the broker delivers it again when the device is back.
+            MqttConnection(self.broker, client_id, will=will, manual_ack=True) as mqtt,
             asyncio.TaskGroup() as tasks,
         ):
             self._mqtt, self._tasks = mqtt, tasks
@@ -240,6 +243,7 @@ class DeviceRuntime:
                     # Nobody said go: not started. If the orchestrator still wants it, it
                     # sends it again once our heartbeat no longer lists it.
                     del self._jobs[job.dispatch_id]
+                    self._mqtt.ack(job.message)
             self._mqtt.publish_nowait(
                 self.topics.presence(self.device_id), self._presence("online"), retain=True
             )
@@ -247,15 +251,21 @@ class DeviceRuntime:
     # Receiving ------------------------------------------------------------------------------
 
     def _receive(self, message: Message) -> None:
+        assert self._mqtt is not None
+        if not self._handle(message):
+            self._mqtt.ack(message)
+
+    def _handle(self, message: Message) -> bool:
+        """Act on a message; whether a job now holds it (and acknowledges it when done)."""
         try:
             envelope, payload = parse_envelope(message.payload)
         except ProtocolError as exc:
             log.warning("rejected a message on %s: %s", message.topic, exc.message)
             self._reply_error(exc, exc.details.get("id"))
-            return
+            return False
         match payload:
             case DispatchPayload():
-                self._on_dispatch(envelope, payload, redelivered=message.dup)
+                return self._on_dispatch(envelope, payload, message)
             case CancelPayload():
                 self._on_cancel(envelope.correlation_id)
             case ProceedPayload():
@@ -267,14 +277,15 @@ class DeviceRuntime:
                     self._catching_up_until = 0.0
             case _:
                 log.info("ignored a %s message on %s", envelope.kind, message.topic)
+        return False
 
-    def _on_dispatch(self, envelope: Envelope, job: DispatchPayload, *, redelivered: bool) -> None:
+    def _on_dispatch(self, envelope: Envelope, job: DispatchPayload, message: Message) -> bool:
         dispatch_id = envelope.id
         agent = self.agents.get(job.agent)
         if agent is None:
             problem = ProtocolError(f"agent {job.agent!r} is not on device {self.device_id}")
             self._reply_error(problem, dispatch_id, job.reply_to)
-            return
+            return False
         try:
             subtask = Subtask.model_validate(job.subtask)
         except ValidationError as exc:
@@ -282,35 +293,36 @@ class DeviceRuntime:
                 f"dispatch {dispatch_id}: subtask is invalid: {exc.errors()[0]['msg']}"
             )
             self._reply_error(problem, dispatch_id, job.reply_to)
-            return
+            return False
         if dispatch_id in self._cancelled or dispatch_id in self._jobs:
-            return  # told not to run it, or holding it already
+            return False  # told not to run it, or holding it already
         key = (job.task_id, subtask.id, job.agent)
         running = self._running_keys.get(key)
         if running is not None and running.runner is not None:
             running.also[dispatch_id] = job.reply_to  # answered when that run ends
-            return
+            return False
         cached = self._results.get(dispatch_id)
         if cached is not None:
             self._send_result(dispatch_id, job.reply_to, cached[0])  # its answer was lost
-            return
+            return False
         done_as = self._succeeded.get((job.task_id, subtask.id, job.agent))
         if done_as is not None and done_as in self._results:
             # Already done here for this task (asked again by a resumed orchestrator, say):
             # the saved result stands; nothing runs twice.
             self._send_result(dispatch_id, job.reply_to, self._results[done_as][0])
-            return
-        held = _Job(dispatch_id, job, agent, subtask)
+            return False
+        held = _Job(dispatch_id, job, agent, subtask, message)
         self._jobs[dispatch_id] = held
-        if redelivered or self.catching_up:
+        if message.dup or self.catching_up:
             # It may have waited for us while the orchestrator gave it to someone else: ask.
             held.claimed_at = time.monotonic()
             claim = ClaimPayload(task_id=job.task_id, subtask_id=subtask.id)
             self._publish_out(
                 job.reply_to, encode("claim", self.device_id, claim, correlation_id=dispatch_id)
             )
-            return
+            return True
         self._start(held)
+        return True
 
     def _on_cancel(self, dispatch_id: str | None) -> None:
         if not dispatch_id:
@@ -338,6 +350,8 @@ class DeviceRuntime:
             job.runner.cancel()
         else:
             del self._jobs[dispatch_id]
+            assert self._mqtt is not None
+            self._mqtt.ack(job.message)
 
     def _start(self, job: _Job) -> None:
         assert self._tasks is not None
@@ -359,6 +373,8 @@ class DeviceRuntime:
             self._jobs.pop(job.dispatch_id, None)
             if self._running_keys.get(job.key) is job:
                 del self._running_keys[job.key]
+            if self._mqtt is not None:
+                self._mqtt.ack(job.message)  # done with it: the broker may forget it
 
     async def _execute(self, held: _Job) -> None:
         job, subtask, dispatch_id = held.job, held.subtask, held.dispatch_id
@@ -413,19 +429,19 @@ class DeviceRuntime:
             )
         # The dispatch this run answers may have changed while it ran (see _on_cancel).
         dispatch_id, job = held.dispatch_id, held.job
-        self._remember(dispatch_id, held.key, result)
+        data = encode("result", self.device_id, result, correlation_id=dispatch_id)
+        self._remember(dispatch_id, held.key, result, len(data))
         for also_id, reply_to in held.also.items():
-            self._remember(also_id, held.key, result)
+            self._remember(also_id, held.key, result, len(data))
             self._send_result(also_id, reply_to, result)
         assert self._mqtt is not None
-        await self._mqtt.publish(
-            self.topics.device_out(self.device_id, job.reply_to),
-            encode("result", self.device_id, result, correlation_id=dispatch_id),
-        )
+        # Once the broker has the answer, the dispatch may be acknowledged (see the caller).
+        await self._mqtt.publish(self.topics.device_out(self.device_id, job.reply_to), data)
 
-    def _remember(self, dispatch_id: str, key: tuple[str, str, str], result: ResultPayload) -> None:
+    def _remember(
+        self, dispatch_id: str, key: tuple[str, str, str], result: ResultPayload, size: int
+    ) -> None:
         """Keep a result (bounded), so a lost answer can be sent again without running again."""
-        size = len(orjson.dumps(result.output, default=repr)) if result.output is not None else 0
         self._results[dispatch_id] = (result, size)
         self._result_bytes += size
         if result.status == "done":

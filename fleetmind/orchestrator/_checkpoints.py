@@ -73,6 +73,11 @@ class Checkpoints:
         self._connection = connection
         return saver
 
+    @property
+    def opened(self) -> bool:
+        """Whether an agent asked for the saver (so there is something to close)."""
+        return self._saver is not None or self._lock is not None
+
     def thread(self, thread_id: str) -> None:
         """Note a step loop's thread, so that it is deleted when its task ends."""
         self._threads.add(thread_id)

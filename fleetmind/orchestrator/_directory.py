@@ -14,6 +14,7 @@ from typing import Protocol
 
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.errors import AgentError
+from fleetmind.orchestrator._router import ProfileIndex
 
 
 class SlotWaiter(Protocol):
@@ -45,7 +46,7 @@ class AgentDirectory:
     def __init__(self) -> None:
         self._agents: dict[str, Agent] = {}
         self._slots: dict[str, _Slots] = {}
-        self._profiles: dict[str, AgentProfile] = {}
+        self._profiles = ProfileIndex()
         self._join_listeners: list[Callable[[], None]] = []
 
     def on_join(self, listener: Callable[[], None]) -> None:

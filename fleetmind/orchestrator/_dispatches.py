@@ -52,13 +52,13 @@ from fleetmind.orchestrator._results import Recovered
 from fleetmind.protocols._envelope import (
     CancelPayload,
     ClaimPayload,
-    DispatchPayload,
     ErrorPayload,
     PresencePayload,
     ProceedPayload,
     ProgressPayload,
     ResultPayload,
     encode,
+    encode_fields,
 )
 from fleetmind.protocols._mqtt import Message, MqttConnection
 from fleetmind.protocols._topics import Topics
@@ -174,17 +174,18 @@ class Dispatches:
             device, asyncio.Semaphore(self.limits.max_per_device)
         )
         async with windows.total, device_window:
-            job = DispatchPayload(
-                task_id=ctx.task_id,
-                agent=agent_name(agent_id),
-                subtask=subtask.model_dump(mode="json"),
-                inputs=ctx.inputs,
-                attempt=ctx.attempt,
-                epoch=ctx.epoch,
-                reply_to=self.replica_id,
-                deadline_s=subtask.timeout_s,
-            )
-            message = encode("dispatch", self.replica_id, job, message_id=did)
+            # The fields of a DispatchPayload, built here from values already checked.
+            job = {
+                "task_id": ctx.task_id,
+                "agent": agent_name(agent_id),
+                "subtask": subtask.model_dump(mode="json", exclude_defaults=True),
+                "inputs": ctx.inputs,
+                "attempt": ctx.attempt,
+                "epoch": ctx.epoch,
+                "reply_to": self.replica_id,
+                "deadline_s": subtask.timeout_s,
+            }
+            message = encode_fields("dispatch", self.replica_id, job, message_id=did)
             now = time.monotonic()
             future: asyncio.Future[SubtaskResult] = asyncio.get_running_loop().create_future()
             out = _Out(

@@ -236,6 +236,8 @@ class Engine:
 
     async def _close_checkpoints(self) -> None:
         """Close the checkpoint store; a task that ended needs its checkpoints no more."""
+        if not self._checkpoints.opened:
+            return  # no LLM agent ran: nothing to close (and no loop turn spent on it)
         try:
             if self.graph.is_finished:
                 await self._checkpoints.forget(self.task_id)
@@ -472,11 +474,7 @@ class Engine:
 
     def _run_hooks(self) -> None:
         hooks, self._after_flush = self._after_flush, []
-        for hook in hooks:
-            try:
-                hook()
-            except Exception:  # an acknowledgement that cannot be sent is the broker's loss
-                log.warning("a hook after saving task %s failed", self.task_id, exc_info=True)
+        _run_all(hooks, self.task_id)
 
     def _await_agents(self, subtask_id: str) -> bool:
         """Let a subtask that no agent can take wait for agents to join, for a while."""
@@ -703,7 +701,10 @@ class Engine:
             self._store.append(self.task_id, self._saved_version + 1, self._unsaved)
             self._saved_version += len(self._unsaved)
             self._unsaved = []
-        self._run_hooks()
+        if self._after_flush:
+            # Saved now; acknowledged once this turn's work is done (acks are no one's wait).
+            hooks, self._after_flush = self._after_flush, []
+            asyncio.get_running_loop().call_soon(_run_all, hooks, self.task_id)
         events, self._pending_events = self._pending_events, []
         for event in events:
             self.events.publish(event)
@@ -815,6 +816,14 @@ class Engine:
         finally:
             self._runners.pop(subtask_id, None)
             self._directory.release(agent.id)
+
+
+def _run_all(hooks: list[Callable[[], None]], task_id: str) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # an acknowledgement that cannot be sent is the broker's loss
+            log.warning("a hook after saving task %s failed", task_id, exc_info=True)
 
 
 def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fleetmind._ids import agent_name, remote_agent_id
+from fleetmind._ids import remote_agent_id
 from fleetmind._task_model import Subtask
 from fleetmind.agents import Agent, AgentProfile, SubtaskContext
 from fleetmind.errors import FleetStateError, ProtocolError, error_outcome
@@ -138,6 +138,8 @@ class MqttFleetLink:
         self.devices: dict[str, DeviceState] = {}
         self._cards: dict[tuple[str, str], AgentProfile] = {}
         """(device, agent name) -> the card's profile."""
+        self._serving: dict[str, set[str]] = {}
+        """Agent name -> the devices that announced it."""
         self._mqtt: MqttConnection | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
@@ -160,14 +162,16 @@ class MqttFleetLink:
             # Handled as they are read: an answer reaches its waiting dispatch without a queue.
             mqtt.handle_messages(self._receive)
             filters = [
-                self.topics.all_cards,
-                self.topics.all_presence,
                 self.topics.all_device_out(),  # devices that answer on `out` (shell devices)
                 self.topics.all_device_out(self.replica_id),
             ]
             if self.accept_tasks:
                 filters.append(self._intake_filter())
             await mqtt.subscribe(*filters)
+            # Cards and presence are retained and sent again whenever they change: QoS 0 keeps
+            # the burst of a thousand devices' retained messages out of the broker's per-client
+            # queue (Mosquitto drops QoS 1 messages beyond its limit, 1,000 by default).
+            await mqtt.subscribe(self.topics.all_cards, self.topics.all_presence, qos=0)
         except BaseException:
             if self._tasks is not None:
                 with contextlib.suppress(BaseException):
@@ -238,7 +242,8 @@ class MqttFleetLink:
         if self.fleet.agent(wanted) is not None:
             return True
         return "@" not in wanted and any(
-            isinstance(a, RemoteAgent) and agent_name(a.id) == wanted for a in self.fleet.agents
+            self.fleet.agent(remote_agent_id(wanted, d)) is not None
+            for d in self._serving.get(wanted, ())
         )
 
     # Receiving ---------------------------------------------------------------------------------
@@ -305,6 +310,7 @@ class MqttFleetLink:
             update={"id": remote_agent_id(profile.id, device_id), "device": device_id}
         )
         self._cards[(device_id, profile.id)] = remote
+        self._serving.setdefault(profile.id, set()).add(device_id)
         self._changed.set()
         device = self.devices.setdefault(device_id, DeviceState(device_id))
         device.agents.add(profile.id)

@@ -51,6 +51,7 @@ from fleetmind._task_model import (
 from fleetmind.errors import CycleError, GraphError
 
 _S = SubtaskStatus
+_STATUS_NAMES = tuple(status.value for status in SubtaskStatus)
 
 
 @dataclass(slots=True)
@@ -141,7 +142,7 @@ class TaskGraph:
         self._waiting_on: dict[str, int] = {}
         # networkx mirror of the dependencies, for cycle checks, topological order and the
         # critical path. Built on first use, so copies made to run a graph do not pay for it.
-        self._dag: nx.DiGraph | None = nx.DiGraph()
+        self._dag: nx.DiGraph | None = None
         self._log: list[LogEntry] = []
         self._open = 0
         self._cancelled = False
@@ -594,9 +595,9 @@ class TaskGraph:
 
     def counts(self) -> dict[str, int]:
         """How many subtasks are in each status."""
-        counts = {status.value: 0 for status in SubtaskStatus}
+        counts = dict.fromkeys(_STATUS_NAMES, 0)
         for state in self._state.values():
-            counts[state.status.value] += 1
+            counts[state.status] += 1
         return counts
 
     def _networkx(self) -> nx.DiGraph:

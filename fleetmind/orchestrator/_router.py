@@ -28,6 +28,30 @@ class RoutingDecision:
     """The top candidates' scores and their parts, best first (when the router scores)."""
 
 
+class ProfileIndex(dict[str, AgentProfile]):
+    """Agent id -> profile, indexed by name too (``resizer`` -> ``resizer@pi-1``, ...), so
+    routing a subtask that names an agent costs the same with ten agents or ten thousand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._named: dict[str, list[str]] = {}
+
+    def __setitem__(self, agent_id: str, profile: AgentProfile) -> None:
+        if agent_id not in self:
+            self._named.setdefault(agent_name(agent_id), []).append(agent_id)
+        super().__setitem__(agent_id, profile)
+
+    def __delitem__(self, agent_id: str) -> None:
+        super().__delitem__(agent_id)
+        ids = self._named.get(agent_name(agent_id), [])
+        if agent_id in ids:
+            ids.remove(agent_id)
+
+    def named(self, name: str) -> list[str]:
+        """The ids of the agents called ``name`` on any device."""
+        return list(self._named.get(name, ()))
+
+
 def named_agents(subtask: Subtask, agents: Mapping[str, AgentProfile]) -> list[str]:
     """The agents a subtask names with ``agent``: that exact id, or — for a plain name — the
     agent of that name on every device that serves it (``resizer`` matches ``resizer@pi-7``).
@@ -39,7 +63,12 @@ def named_agents(subtask: Subtask, agents: Mapping[str, AgentProfile]) -> list[s
     assert wanted is not None
     if wanted in agents:
         return [wanted]
-    found = [a for a in agents if "@" not in wanted and agent_name(a) == wanted]
+    if "@" in wanted:
+        found = []
+    elif isinstance(agents, ProfileIndex):
+        found = agents.named(wanted)
+    else:
+        found = [a for a in agents if agent_name(a) == wanted]
     if not found:
         raise NoCapableAgent(
             f"subtask {subtask.id!r} asks for agent {wanted!r}, which is not in the fleet"
