@@ -154,10 +154,13 @@ async def test_langgraphs_prebuilt_react_agent_runs_in_the_fleet(server: Scripte
         react = create_react_agent(model, [add])
     agent = LangGraphAgent(react, AgentProfile(id="calc", skills=[{"name": "words"}]))
     fleet = Fleet([agent])
-    async with fleet:
-        handle = fleet.submit(task(question="what is 2 + 3?"))
-        events = [e async for e in handle.events()]
-        result = await handle.result()
+    try:
+        async with fleet:
+            handle = fleet.submit(task(question="what is 2 + 3?"))
+            events = [e async for e in handle.events()]
+            result = await handle.result()
+    finally:
+        await model.root_async_client.close()  # its HTTP connections, in this event loop
     assert result.outputs["s"] == "2 + 3 = 5"
     assert "what is 2 + 3?" in server.requests[0]["messages"][0]["content"]
     tool_message = server.requests[1]["messages"][-1]
