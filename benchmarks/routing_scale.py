@@ -1,7 +1,8 @@
 """Routing latency of fleetmind's CapabilityIndex from 1k to 1M agents, beside exact numpy search.
 
 What is measured
-    One 384-dimensional vector per agent (the size of all-MiniLM-L6-v2 embeddings), all agents in
+    One 768-dimensional vector per agent (the size of all-mpnet-base-v2 embeddings, the default
+    model; ``--dimension 384`` for all-MiniLM-L6-v2), all agents in
     one tier (``cloud``), so that one shard of the index is measured. For each fleet size (1k, 10k,
     100k and 1M agents by default) a fresh ``CapabilityIndex`` is built with ``add_many`` in chunks
     of 100k agents, then 500 queries are routed one at a time, as the router does:
@@ -37,7 +38,7 @@ The baseline
     a sort of those 5. Every query's exact top 5 (the ground truth for recall) is computed in
     batches (``queries @ block.T`` over 65,536-row blocks); the one-at-a-time baseline is then
     timed on at least 100 queries and on all of them unless 30 s (``--exact-budget-s``) run out
-    first: at 1M agents each exact query reads 1.5 GB. Every timed answer is checked against the
+    first: at 1M agents each exact query reads 3 GB. Every timed answer is checked against the
     ground truth. The table says how many exact queries were timed when that is fewer than all.
 
     BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1`` unless set): on a small, shared machine a
@@ -47,12 +48,12 @@ Data: synthetic vectors shaped like sentence embeddings
     Uniformly random high-dimensional vectors have no neighbourhoods (HNSW recall collapses on
     them and nearest-neighbour similarity is ~0), so the generator makes clustered, low-rank data:
 
-      - a random orthonormal basis of a 48-dimensional subspace of R^384 (QR of a Gaussian matrix);
+      - a random orthonormal basis of a 48-dimensional subspace of R^768 (QR of a Gaussian matrix);
       - ``round(2 * sqrt(n))`` cluster centres, standard Gaussian in the 48-d subspace, with
         log-normal popularity weights (sigma 1), so that some topics hold many more agents than
         others, as real capability descriptions do;
       - each agent: a centre drawn by weight + Gaussian noise in the subspace (sigma 0.8 per
-        coordinate) mapped into 384-d, + small isotropic noise in all 384 dimensions (sigma 0.05),
+        coordinate) mapped into 768-d, + small isotropic noise in all 768 dimensions (sigma 0.05),
         then L2-normalised;
       - queries drawn the same way from a separate seeded stream: fresh points near existing
         centres, never copies of indexed vectors.
@@ -62,7 +63,7 @@ Data: synthetic vectors shaped like sentence embeddings
     where all-MiniLM-L6-v2 gives 0.5-0.8 for related texts; unrelated pairs are near 0.
 
 Memory
-    1M x 384 float32 is 1.5 GB; the benchmark keeps one copy for the exact baseline, the index keeps
+    1M x 768 float32 is 3 GB; the benchmark keeps one copy for the exact baseline, the index keeps
     its own copy and hnswlib a third (with its graph links). Sizes run one after another and each
     index is released before the next is built. The peak resident set size (``getrusage``) is
     reported: 6.1 GB for a full run (measured), under the 8 GB this benchmark allows itself.
@@ -104,7 +105,8 @@ import numpy as np
 
 from fleetmind.orchestrator import CapabilityIndex
 
-DIMENSION = 384
+DIMENSION = 768
+"""The default model's dimension; ``--dimension`` changes it for the run."""
 SUBSPACE = 48
 WITHIN_CLUSTER_SIGMA = 0.8
 ISOTROPIC_SIGMA = 0.05
@@ -128,8 +130,11 @@ P50_GOAL_MS = 1.0
 class NoEmbedder:
     """The index needs an embedder's name and dimension; this benchmark passes vectors only."""
 
-    name: str = "synthetic-clustered-384"
     dimension: int = DIMENSION
+
+    @property
+    def name(self) -> str:
+        return f"synthetic-clustered-{self.dimension}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         raise RuntimeError("routing_scale passes vectors to the index; nothing is embedded")
@@ -200,6 +205,7 @@ class SizeResult:
     query_top1_similarity_mean: float
     query_top5_similarity_mean: float
     rss_after_build_mb: float
+    index_bytes_per_agent: int
     full_gc_ms: float
     raw_hnswlib_p50_ms: float | None = None
     ef_sweep: list[EfPoint] = field(default_factory=list)
@@ -263,10 +269,10 @@ def time_exact(
     """Per-query times (ns) of the exact baseline, one query at a time.
 
     At least ``MIN_EXACT_QUERIES`` queries are timed, then more until all are or ``budget_s`` is
-    spent (at 1M agents one exact query reads 1.5 GB). Each answer is checked against the
+    spent (at 1M agents one exact query reads 3 GB). Each answer is checked against the
     batched ground truth, so the timed code is the one that defines recall.
     """
-    for q in queries[: 5 if len(matrix) > CHUNK else WARMUP]:  # 5 x 1.5 GB warms enough
+    for q in queries[: 5 if len(matrix) > CHUNK else WARMUP]:  # 5 x 3 GB warms enough
         exact_top(matrix, q, K)
     times: list[int] = []
     clock = time.perf_counter_ns
@@ -315,7 +321,7 @@ def build_index(
 ) -> tuple[CapabilityIndex, np.ndarray, float]:
     """A fresh index holding every agent, our own copy of the vectors, and the build seconds."""
     index = CapabilityIndex(
-        NoEmbedder(),
+        NoEmbedder(DIMENSION),
         exact_below=args.exact_below,
         ef=args.ef,
         m=M,
@@ -376,8 +382,13 @@ def raw_hnswlib_p50(index: CapabilityIndex, queries: np.ndarray, ef: int) -> flo
 def measure_size(n: int, args: argparse.Namespace) -> SizeResult:
     """Build the index for ``n`` agents, time both searches, and release everything."""
     data = ClusteredEmbeddings(n, args.seed)
+    gc.collect()
+    rss_before = _rss_mb()
     index, matrix, build_s = build_index(data, args)
     rss = _rss_mb()
+    # What the index holds per agent: the growth of the process during the build, less the
+    # benchmark's own copy of the vectors.
+    index_bytes = (rss - rss_before) * 2**20 - matrix.nbytes
     shard = _shard(index)
     mode = "hnsw" if n >= args.exact_below else "exact"
     if shard is not None:
@@ -391,7 +402,7 @@ def measure_size(n: int, args: argparse.Namespace) -> SizeResult:
     _progress(f"{n:,} agents: built in {build_s:.1f} s ({mode}); timing exact numpy search")
     truth_rows, truth_sims = ground_truth(matrix, queries)
     exact_times = time_exact(matrix, queries, truth_rows, args.exact_budget_s)
-    del matrix  # the baseline is done: free 1.5 GB at 1M before the diagnostics
+    del matrix  # the baseline is done: free 3 GB at 1M before the diagnostics
     gc.collect()
     _progress(f"{n:,} agents: timing index.search")
     index_times, found = time_index(index, queries)
@@ -409,6 +420,7 @@ def measure_size(n: int, args: argparse.Namespace) -> SizeResult:
         query_top1_similarity_mean=round(float(truth_sims[:, 0].mean()), 3),
         query_top5_similarity_mean=round(float(truth_sims[:, K - 1].mean()), 3),
         rss_after_build_mb=round(rss, 1),
+        index_bytes_per_agent=round(max(index_bytes, 0) / n),
         full_gc_ms=round(full_gc_ms, 1),
     )
     if mode == "hnsw":
@@ -523,6 +535,10 @@ def render(results: list[SizeResult], args: argparse.Namespace, machine: dict[st
     lines.append(
         "memory: RSS after each build (MB; includes the benchmark's own copy of the vectors): "
         + ", ".join(f"{r.agents:,}: {r.rss_after_build_mb:,.0f}" for r in results)
+    )
+    lines.append(
+        "        index memory per agent (bytes; RSS growth during the build less the vectors' "
+        "copy): " + ", ".join(f"{r.agents:,}: {r.index_bytes_per_agent:,}" for r in results)
     )
     lines.append(f"        peak RSS of the run: {_peak_rss_mb():,.0f} MB (getrusage)")
     lines.append(
@@ -664,6 +680,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global DIMENSION
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
     parser.add_argument("--quick", action="store_true", help="sizes 1k and 10k only")
@@ -682,9 +699,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exact-below", type=int, default=4096, help="exact search below this")
     parser.add_argument("--seed", type=int, default=20_240_601, help="seed of the data")
     parser.add_argument(
+        "--dimension",
+        type=int,
+        default=DIMENSION,
+        help=f"vector size (default {DIMENSION}, all-mpnet-base-v2; 384 for all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="cProfile 3,000 searches at 100k agents instead"
     )
     args = parser.parse_args(argv)
+    if args.dimension < 2 * SUBSPACE:
+        parser.error(f"--dimension must be at least {2 * SUBSPACE}")
+    DIMENSION = args.dimension
     if args.sizes is None:
         args.sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     if args.queries < WARMUP:

@@ -100,6 +100,8 @@ class SubtaskRouted(_Entry):
     subtask_id: SubtaskId
     candidates: tuple[dict[str, Any], ...] = ()
     excluded: dict[str, str] = Field(default_factory=dict)
+    review: dict[str, Any] | None = None
+    """A language model's verdict on the candidates, when the fleet has a reviewer."""
 
 
 class SubtaskProgressed(_Entry):

@@ -277,6 +277,7 @@ def agent(
     typical_latency_s: float = 0.0,
     max_concurrency: int = 4,
     local_data: Iterable[str] = (),
+    device: str | None = None,
     version: int = 1,
 ) -> Callable[[AgentFunction], FunctionAgent]: ...
 
@@ -294,12 +295,15 @@ def agent(
     typical_latency_s: float = 0.0,
     max_concurrency: int = 4,
     local_data: Iterable[str] = (),
+    device: str | None = None,
     version: int = 1,
 ) -> FunctionAgent | Callable[[AgentFunction], FunctionAgent]:
     """Turn an async function into an agent.
 
     The id defaults to the function's name (``_`` becomes ``-``), the description to its
-    docstring. A skill given as a plain string is a skill of that name.
+    docstring. A skill given as a plain string is a skill of that name. ``device`` names the
+    machine the agent runs on, for subtasks that require one (``constraints: {device: ...}``);
+    served by ``fleetmind agent serve``, an agent takes its device's id instead.
 
     Example:
         >>> @agent(skills=["greeting"])
@@ -324,6 +328,7 @@ def agent(
                 cost_per_call=cost_per_call,
                 typical_latency_s=typical_latency_s,
                 limits=AgentLimits(max_concurrency=max_concurrency, local_data=tuple(local_data)),
+                device=device,
                 version=version,
             )
         except (ValidationError, ValueError) as exc:

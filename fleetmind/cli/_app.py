@@ -39,6 +39,7 @@ from fleetmind.cli._plan_cmd import (
     planner_for,
     show_plan,
 )
+from fleetmind.cli._route_cmd import route
 from fleetmind.cli._target import (
     LoadedFleet,
     load_fleet,
@@ -47,11 +48,10 @@ from fleetmind.cli._target import (
     reload_target,
 )
 from fleetmind.cli._view import TaskView, graph_table, llm_line, plain_table, routing_table
-from fleetmind.errors import ConfigError, NoCapableAgent
+from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import (
     Fleet,
     Planner,
-    Subtask,
     TaskGraph,
     TaskHandle,
     TaskResult,
@@ -435,71 +435,6 @@ def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
     Console().print(table)
 
 
-@app.command()
-def route(
-    text: Annotated[str, typer.Argument(help="The subtask, in plain words.")],
-    fleet: FleetRef,
-    tier: Annotated[
-        list[str] | None, typer.Option("--tier", help="Allowed tier (repeatable).")
-    ] = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Cost ceiling.")] = None,
-    max_latency: Annotated[
-        float | None, typer.Option("--max-latency", help="Latency ceiling, seconds.")
-    ] = None,
-    data: Annotated[
-        list[str] | None,
-        typer.Option("--data", help="A data set that must stay local (repeatable)."),
-    ] = None,
-    skill: Annotated[str | None, typer.Option("--skill", help="Require a skill.")] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Show where a subtask would go: ranked candidates, scores, and who was excluded why."""
-    constraints: dict[str, object] = {}
-    if tier:
-        constraints["tier"] = tier
-    if max_cost is not None:
-        constraints["max_cost"] = max_cost
-    if max_latency is not None:
-        constraints["max_latency_s"] = max_latency
-    if data:
-        constraints["data"] = data
-    loaded = load_fleet(fleet)
-    members, router = loaded.agents, loaded.router
-    the_fleet = build_fleet(members, router, data_dir, None)
-    subtask = Subtask(id="query", description=text, skill=skill, constraints=constraints)
-    console = Console()
-    try:
-        decision = the_fleet.route(subtask)
-    except NoCapableAgent as exc:
-        console.print(f"no capable agent: {exc.message}", style="red", highlight=False)
-        save_router(the_fleet)
-        raise typer.Exit(1) from None
-    save_router(the_fleet)
-    table = plain_table("agent", "rank", "score", "similarity", "via", "cost", "latency", "load")
-    scores = {s.agent_id: s for s in decision.scores}
-    for rank, agent_id in enumerate(decision.candidates, start=1):
-        s = scores.get(agent_id)
-        if s is None:
-            table.add_row(agent_id, str(rank), "", "", "", "", "", "")
-            continue
-        table.add_row(
-            agent_id,
-            str(rank),
-            f"{s.score:.3f}",
-            f"{s.similarity:.3f}",
-            s.via,
-            f"{s.cost:g}",
-            f"{s.latency_s:g}s",
-            f"{s.load:.0%}",
-        )
-    console.print(table)
-    if decision.excluded:
-        excluded = plain_table("excluded agent", "why", title="hard constraints")
-        for agent_id, why in decision.excluded.items():
-            excluded.add_row(agent_id, why)
-        console.print(excluded)
-
-
 def version_callback(value: bool) -> None:
     if value:
         from fleetmind import __version__
@@ -516,6 +451,7 @@ app.command("devices")(devices)
 app.add_typer(orchestrator_app, name="orchestrator")
 app.command("submit")(submit)
 app.command("plan")(plan)
+app.command("route")(route)
 app.add_typer(llm_app, name="llm")
 
 

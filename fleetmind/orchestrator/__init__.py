@@ -19,7 +19,17 @@ from fleetmind._task_model import (
 )
 from fleetmind.orchestrator._capindex import CapabilityIndex, CapabilityMatch, capability_texts
 from fleetmind.orchestrator._directory import AgentDirectory
-from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
+from fleetmind.orchestrator._embedding import (
+    CachedEmbedder,
+    Embedder,
+    MiniLMEmbedder,
+    SentenceEmbedder,
+)
+from fleetmind.orchestrator._embedding_models import (
+    EmbeddingModel,
+    ModelAssemblyError,
+    embedding_model,
+)
 from fleetmind.orchestrator._engine import Engine, TaskResult
 from fleetmind.orchestrator._events import (
     Event,
@@ -44,6 +54,7 @@ from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
 from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
+from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
 from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
 from fleetmind.orchestrator._semantic import (
     CandidateScore,
@@ -67,6 +78,7 @@ __all__ = [
     "Dependency",
     "DependencyKind",
     "Embedder",
+    "EmbeddingModel",
     "Engine",
     "Event",
     "Fleet",
@@ -76,6 +88,7 @@ __all__ = [
     "LogEntry",
     "MemoryStore",
     "MiniLMEmbedder",
+    "ModelAssemblyError",
     "OutcomeHistory",
     "Plan",
     "Planner",
@@ -85,11 +98,14 @@ __all__ = [
     "ReplanRequest",
     "Replanner",
     "RetryPolicy",
+    "RouteReviewer",
+    "RouteVerdict",
     "Router",
     "RoutingDecision",
     "RoutingWeights",
     "SQLiteStore",
     "SemanticRouter",
+    "SentenceEmbedder",
     "SkillRouter",
     "Store",
     "Subtask",
@@ -114,6 +130,7 @@ __all__ = [
     "TaskResult",
     "UpdateSubtask",
     "capability_texts",
+    "embedding_model",
     "to_dot",
     "to_mermaid",
 ]

@@ -50,11 +50,19 @@ def texts_hash(texts: Sequence[tuple[str, str]]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CapabilityMatch:
-    """How well one agent matches a query: its best similarity and which text gave it."""
+    """How well one agent matches a query: its best similarity, which text gave it, and the
+    second-best similarity among its texts (``support``).
+
+    Support is what tells a focused agent from a lucky one: a subtask that matches two of an
+    agent's skills or examples is more likely that agent's than one that brushes a single
+    example of it. An agent with one text supports itself; at HNSW scale an agent's second
+    text may be outside the fetched neighbours, and then it also counts the best once more.
+    """
 
     agent_id: str
     similarity: float
     via: str
+    support: float = 0.0
 
 
 @dataclass
@@ -306,29 +314,44 @@ class CapabilityIndex:
         """The ``k`` agents whose best capability vector is most similar to the query."""
         vector = self.embed_query(query) if isinstance(query, str) else query
         wanted = [Tier(t).value for t in tiers] if tiers is not None else list(self._shards)
-        best: dict[str, CapabilityMatch] = {}
+        matches: list[CapabilityMatch] = []
         with self._lock:
             for tier in wanted:
-                shard = self._shards[tier]
-                agents_here = self._agents_per_tier[tier]
-                if not agents_here:
+                matches.extend(self._search_shard(tier, vector, k))
+        return sorted(matches, key=lambda m: -m.similarity)[:k]
+
+    def _search_shard(self, tier: str, vector: np.ndarray, k: int) -> list[CapabilityMatch]:
+        """The ``k`` best agents of one tier, each with its best and second-best similarity."""
+        shard = self._shards[tier]
+        agents_here = self._agents_per_tier[tier]
+        if not agents_here:
+            return []
+        # Several vectors may belong to one agent: fetch enough vectors for k agents.
+        fetch = k * max(1, math.ceil(shard.live / agents_here))
+        while True:
+            best: dict[str, tuple[float, str]] = {}
+            second: dict[str, float] = {}
+            labels, sims = shard.search(vector, fetch)
+            for label, sim in zip(labels.tolist(), sims.tolist(), strict=True):
+                owner = self._owner.get(label)
+                if owner is None:
                     continue
-                # Several vectors may belong to one agent: fetch enough vectors for k agents.
-                fetch = k * max(1, math.ceil(shard.live / agents_here))
-                while True:
-                    labels, sims = shard.search(vector, fetch)
-                    for label, sim in zip(labels.tolist(), sims.tolist(), strict=True):
-                        owner = self._owner.get(label)
-                        if owner is None:
-                            continue
-                        agent_id, via = owner
-                        current = best.get(agent_id)
-                        if current is None or sim > current.similarity:
-                            best[agent_id] = CapabilityMatch(agent_id, float(sim), via)
-                    if len(best) >= k or fetch >= shard.live:
-                        break
-                    fetch *= 4
-        return sorted(best.values(), key=lambda m: -m.similarity)[:k]
+                agent_id, via = owner
+                current = best.get(agent_id)
+                if current is None:
+                    best[agent_id] = (sim, via)
+                elif sim > current[0]:
+                    second[agent_id] = current[0]
+                    best[agent_id] = (sim, via)
+                elif sim > second.get(agent_id, -math.inf):
+                    second[agent_id] = sim
+            if len(best) >= k or fetch >= shard.live:
+                break
+            fetch *= 4
+        return [
+            CapabilityMatch(agent_id, float(sim), via, float(second.get(agent_id, sim)))
+            for agent_id, (sim, via) in best.items()
+        ]
 
     # Persistence -----------------------------------------------------------------------------
 

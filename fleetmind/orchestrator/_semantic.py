@@ -17,6 +17,8 @@ Constraints are read from ``Subtask.constraints``: ``tier`` (a tier or a list), 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -37,19 +39,23 @@ from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile, Tier
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator._capindex import CapabilityIndex
-from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, MiniLMEmbedder
+from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, SentenceEmbedder
+from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
 from fleetmind.orchestrator._router import RoutingDecision, named_agents, placement_violation
 from fleetmind.orchestrator._store import Store
 
-DEFAULT_MIN_SIMILARITY = 0.255
-"""Below this best similarity a subtask is refused (calibrated by benchmarks/routing_accuracy.py
-on its labeled set; see the README)."""
+DEFAULT_MIN_SIMILARITY = 0.24
+"""The refusal threshold for an embedder fleetmind does not know (the packaged models carry
+their own calibrated ``refusal_similarity``)."""
 
 
 @dataclass(frozen=True)
 class RoutingWeights:
     """How much each part of the score counts. Similarity dominates; the rest break near-ties.
 
+    ``support`` weighs the second-best similarity among the agent's texts (see
+    ``CapabilityMatch``): on the labeled benchmark, counting it at half the best lifts top-1 by
+    four to five points with either model.
     Cost and latency enter as ``log1p`` of dollars and seconds, load as the busy fraction of
     the agent's slots, success as the (smoothed) success rate on similar past subtasks minus
     one half. The defaults are small on purpose: on the labeled routing benchmark, heavier cost
@@ -57,6 +63,7 @@ class RoutingWeights:
     """
 
     similarity: float = 1.0
+    support: float = 0.5
     cost: float = 0.1
     latency: float = 0.002
     load: float = 0.05
@@ -80,6 +87,7 @@ class CandidateScore:
     score: float
     similarity: float
     via: str
+    support: float
     cost: float
     latency_s: float
     load: float
@@ -123,33 +131,50 @@ class SemanticRouter:
     """Routes subtasks to agents by what they say they can do, under hard constraints.
 
     Args:
-        embedder: Embeds capability texts and subtasks; defaults to all-MiniLM-L6-v2, cached
-            on disk under ``data_dir`` when one is given.
+        embedder: Embeds capability texts and subtasks; defaults to the packaged
+            ``embedding_model``, cached on disk under ``data_dir`` when one is given.
+        embedding_model: Which packaged model the default embedder uses (a name or alias:
+            ``all-mpnet-base-v2``, the default, or ``all-MiniLM-L6-v2``, the light one);
+            default ``FLEETMIND_EMBEDDING_MODEL``.
         data_dir: Where the embedding cache and the persisted index live.
         weights: Score weights for the fleet (a subtask may override them).
         min_similarity: Below this best similarity, routing refuses the subtask.
         top_k: How many nearest agents are considered before constraints are applied.
+        reviewer: A language model that checks the top candidates of subtasks routed by
+            their words, picking one or refusing with a reason (see ``RouteReviewer``).
     """
 
     def __init__(
         self,
         embedder: Embedder | None = None,
         *,
+        embedding_model: str | None = None,
         data_dir: str | Path | None = None,
         weights: RoutingWeights | None = None,
-        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+        min_similarity: float | None = None,
         top_k: int = 32,
+        reviewer: RouteReviewer | None = None,
     ) -> None:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self.data_dir = self._data_dir
         if embedder is None:
-            embedder = MiniLMEmbedder()
-            if self._data_dir is not None:
-                embedder = CachedEmbedder(embedder, self._data_dir / "embeddings.db")
-        self.embedder = embedder
+            embedder = SentenceEmbedder(embedding_model)
+        elif embedding_model is not None:
+            raise ConfigError("give either an embedder or an embedding_model, not both")
+        self._base_embedder = embedder
+        if self._data_dir is not None and not isinstance(embedder, CachedEmbedder):
+            embedder = CachedEmbedder(embedder, self._data_dir / "embeddings.db")
+        self.embedder: Embedder = embedder
         self.weights = weights or RoutingWeights()
-        self.min_similarity = min_similarity
+        model = getattr(self._base_embedder, "model", None)
+        self.min_similarity = (
+            min_similarity
+            if min_similarity is not None
+            else getattr(model, "refusal_similarity", DEFAULT_MIN_SIMILARITY)
+        )
         self.top_k = top_k
+        self.reviewer = reviewer
+        self._verdicts: dict[str, RouteVerdict] = {}
         self.history = OutcomeHistory()
         self._index: CapabilityIndex | None = None
         self._profiles: dict[str, AgentProfile] = {}
@@ -164,10 +189,12 @@ class SemanticRouter:
     def with_data_dir(self, data_dir: str | Path) -> SemanticRouter:
         """The same router, caching embeddings and persisting its index under ``data_dir``."""
         router = SemanticRouter(
+            self._base_embedder,
             data_dir=data_dir,
             weights=self.weights,
             min_similarity=self.min_similarity,
             top_k=self.top_k,
+            reviewer=self.reviewer,
         )
         router.agents_changed(added=list(self._profiles.values()))
         return router
@@ -292,28 +319,30 @@ class SemanticRouter:
             weights = self.weights.merged(constraints.pop("weights", None))
             pool = dict.fromkeys(named, 1.0)
             vias = dict.fromkeys(named, "agent")
-            return self._rank(subtask, agents, pool, vias, constraints, weights, None, named)
+            return self._rank(subtask, agents, pool, pool, vias, constraints, weights, None, named)
         constraints = dict(subtask.constraints)
         weights = self.weights.merged(constraints.pop("weights", None))
         exact = self._exact_skill(subtask, agents)
         if subtask.skill is not None and exact is None:
             # A named skill is a requirement, like an agent id: nobody offering it is an
             # error, not an invitation to guess.
+            reason = f"no agent in the fleet offers skill {subtask.skill!r}"
             raise NoCapableAgent(
-                f"no agent in the fleet offers skill {subtask.skill!r} "
-                f"(needed by subtask {subtask.id!r})"
+                f"{reason} (needed by subtask {subtask.id!r})", details={"reason": reason}
             )
         text = query_text(subtask)
         if exact is not None:
             # The skill was named: every agent offering it matches fully, and cost, latency,
             # load and past success order them. No embedding is needed.
             pool = dict.fromkeys(exact, 1.0)
+            support = pool
             vias = dict.fromkeys(exact, f"skill:{subtask.skill}")
             vector = None
         else:
             if not text:
+                reason = "it has no description, agent or skill to route by"
                 raise NoCapableAgent(
-                    f"subtask {subtask.id!r} has no description, agent or skill to route by"
+                    f"subtask {subtask.id!r}: {reason}", details={"reason": reason}
                 )
             vector = self._query_vector(text)
             tiers = _tiers(constraints.get("tier"))
@@ -323,13 +352,64 @@ class SemanticRouter:
                 # Widen the search until some agent passes the constraints, or all were seen.
                 matches = index.search(vector, k=k, tiers=tiers)
                 pool = {m.agent_id: m.similarity for m in matches if m.agent_id in agents}
+                support = {m.agent_id: m.support for m in matches}
                 vias = {m.agent_id: m.via for m in matches}
                 if len(matches) < k or any(
                     self._violation(agents[a], constraints) is None for a in pool
                 ):
                     break
                 k *= 8
-        return self._rank(subtask, agents, pool, vias, constraints, weights, vector, exact)
+        decision = self._rank(
+            subtask, agents, pool, support, vias, constraints, weights, vector, exact
+        )
+        return decision if exact is not None else self._reviewed(subtask, decision)
+
+    # Review by a language model -----------------------------------------------------------------
+
+    async def review(self, subtasks: Sequence[Subtask], agents: Mapping[str, AgentProfile]) -> None:
+        """Have the reviewer (when the router has one) judge the candidates of subtasks that
+        are routed by their words; :meth:`route` applies the verdicts from then on."""
+        if self.reviewer is None:
+            return
+        reviewer = self.reviewer
+        todo: dict[str, tuple[Subtask, tuple[str, ...]]] = {}
+        for subtask in subtasks:
+            if subtask.agent is not None or subtask.skill is not None:
+                continue
+            key = _review_key(subtask)
+            if key in self._verdicts or key in todo:
+                continue
+            try:
+                decision = self.route(subtask, agents)
+            except (NoCapableAgent, ConfigError):
+                continue  # refused or invalid already: the engine reports it when it routes
+            todo[key] = (subtask, decision.candidates)
+
+        async def one(key: str, subtask: Subtask, candidates: tuple[str, ...]) -> None:
+            self._verdicts[key] = await reviewer.review(subtask, candidates, agents)
+
+        async with asyncio.TaskGroup() as group:
+            for key, (subtask, candidates) in todo.items():
+                group.create_task(one(key, subtask, candidates))
+
+    def _reviewed(self, subtask: Subtask, decision: RoutingDecision) -> RoutingDecision:
+        """The decision with the reviewer's verdict on this subtask applied, if it has one."""
+        verdict = self._verdicts.get(_review_key(subtask)) if self._verdicts else None
+        if verdict is None:
+            return decision
+        if verdict.refused:
+            reason = (
+                f"the {verdict.model} reviewer refused its candidates "
+                f"({', '.join(decision.candidates[:3])}): {verdict.reason}"
+            )
+            raise NoCapableAgent(
+                f"no capable agent for subtask {subtask.id!r}: {reason}",
+                details={"reason": reason, "review": verdict.as_dict()},
+            )
+        candidates = decision.candidates
+        if verdict.agent in candidates:
+            candidates = (verdict.agent, *(a for a in candidates if a != verdict.agent))
+        return replace(decision, candidates=candidates, review=verdict.as_dict())
 
     def _exact_skill(
         self, subtask: Subtask, agents: Mapping[str, AgentProfile] | None = None
@@ -345,6 +425,7 @@ class SemanticRouter:
         subtask: Subtask,
         agents: Mapping[str, AgentProfile],
         pool: dict[str, float],
+        support: dict[str, float],
         vias: dict[str, str],
         constraints: dict[str, Any],
         weights: RoutingWeights,
@@ -368,21 +449,43 @@ class SemanticRouter:
                         excluded[agent_id] = "no free slot (every slot is busy)"
                 allowed = free
         if not allowed:
-            why = "; ".join(f"{a}: {r}" for a, r in list(excluded.items())[:5])
+            why = ""
+            if excluded:
+                reason = "no agent satisfies its constraints"
+                why = " (" + "; ".join(f"{a}: {r}" for a, r in list(excluded.items())[:5]) + ")"
+            elif not agents:
+                reason = "the fleet has no agents"
+            else:
+                tiers = _tiers(constraints.get("tier"))
+                reason = (
+                    f"the fleet has no {'/'.join(t.value for t in tiers)}-tier agent"
+                    if tiers
+                    else "no agent matched it"
+                )
             raise NoCapableAgent(
-                f"no agent satisfies the constraints of subtask {subtask.id!r} ({why})",
-                details={"excluded": excluded},
+                f"no capable agent for subtask {subtask.id!r}: {reason}{why}",
+                details={"reason": reason, "excluded": excluded},
             )
         best_similarity = max(pool[a] for a in allowed)
         if exact is None and best_similarity < self.min_similarity:
             nearest = ", ".join(f"{a} ({pool[a]:.2f})" for a in allowed[:3])
+            reason = (
+                f"no agent's profile is close enough (best similarity {best_similarity:.2f}, "
+                f"below {self.min_similarity:.2f}); nearest: {nearest}"
+            )
             raise NoCapableAgent(
-                f"no capable agent for subtask {subtask.id!r}: the best match is below "
-                f"similarity {self.min_similarity:.2f}; nearest: {nearest}",
-                details={"nearest": {a: pool[a] for a in allowed[:3]}},
+                f"no capable agent for subtask {subtask.id!r}: {reason}",
+                details={
+                    "reason": reason,
+                    "nearest": {a: pool[a] for a in allowed[:3]},
+                    "excluded": excluded,
+                },
             )
         scores = [
-            self._score(agents[a], pool[a], vias.get(a, ""), weights, vector) for a in allowed
+            self._score(
+                agents[a], pool[a], support.get(a, pool[a]), vias.get(a, ""), weights, vector
+            )
+            for a in allowed
         ]
         scores.sort(key=lambda s: -s.score)
         return RoutingDecision(
@@ -422,6 +525,7 @@ class SemanticRouter:
         self,
         profile: AgentProfile,
         similarity: float,
+        support: float,
         via: str,
         weights: RoutingWeights,
         vector: np.ndarray | None,
@@ -432,6 +536,7 @@ class SemanticRouter:
         success = self.history.success_rate(profile.id, vector) if vector is not None else 0.5
         score = (
             weights.similarity * similarity
+            + weights.support * support
             - weights.cost * math.log1p(profile.cost_per_call)
             - weights.latency * math.log1p(profile.typical_latency_s)
             - weights.load * load
@@ -442,6 +547,7 @@ class SemanticRouter:
             score,
             similarity,
             via,
+            support,
             profile.cost_per_call,
             profile.typical_latency_s,
             load,
@@ -454,6 +560,12 @@ class SemanticRouter:
         vector = self._queries.get(text) if text else None
         if vector is not None:
             self.history.record(agent_id, vector, ok)
+
+
+def _review_key(subtask: Subtask) -> str:
+    """Subtasks with the same words and requirements get the same verdict."""
+    constraints = json.dumps(subtask.constraints, sort_keys=True, default=str)
+    return f"{query_text(subtask)}\0{constraints}"
 
 
 def query_text(subtask: Subtask) -> str:

@@ -156,7 +156,8 @@ def test_no_agent_satisfying_the_constraints_names_the_constraint(router: Semant
         description="translate this short note into French",
         constraints={"tier": "cloud", "max_cost": 0.001},
     )
-    with pytest.raises(NoCapableAgent, match=r"constraints of subtask 's'.*over the ceiling"):
+    wanted = r"subtask 's': no agent satisfies its constraints.*over the ceiling"
+    with pytest.raises(NoCapableAgent, match=wanted):
         router.route(subtask, by_id(FLEET))
 
 
@@ -178,7 +179,7 @@ def test_a_subtask_nobody_can_do_is_refused_with_the_nearest_candidates(
     router: SemanticRouter,
 ) -> None:
     subtask = Subtask(id="s", description="replace the worn pump seal in my dishwasher")
-    with pytest.raises(NoCapableAgent, match="below similarity") as caught:
+    with pytest.raises(NoCapableAgent, match="close enough") as caught:
         router.route(subtask, by_id(FLEET))
     assert "nearest:" in caught.value.message
     assert len(caught.value.details["nearest"]) == 3
@@ -381,12 +382,11 @@ async def test_success_rates_are_learned_from_the_stores_past_tasks(tmp_path: Pa
     for i in range(3):
         graph.add_subtask(f"s{i}", description=f"summarise quarterly audit report number {i}")
     first = Fleet([twin_a, twin_b], router=router(), store=store)
-    before = first.route(Subtask(id="q", description="summarise the annual audit report"))
     result = await first.run(graph)
     assert result.ok
-    # Which twin went first was a coin toss between equals; whoever failed is now known.
+    # Which twin went first was a coin toss between equals; only twin-a can have failed.
     failed = {e.agent for e in result.graph.log if e.kind == "subtask_reassigned"}
-    assert failed == {before.candidates[0]} or not failed
+    assert failed <= {"twin-a"}
 
     later = Fleet([twin_a, twin_b], router=router(), store=store)
     decision = later.route(Subtask(id="q", description="summarise the annual audit report"))

@@ -1,0 +1,252 @@
+"""`fleetmind route`: where would a subtask go, and why (or why nowhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fleetmind.cli._build import build_fleet, save_router
+from fleetmind.cli._llm_cmd import ModelsFile, load_models
+from fleetmind.cli._options import DataDir
+from fleetmind.cli._target import load_fleet
+from fleetmind.cli._view import plain_table
+from fleetmind.errors import NoCapableAgent
+from fleetmind.orchestrator import (
+    Fleet,
+    RouteReviewer,
+    RoutingDecision,
+    SemanticRouter,
+    SentenceEmbedder,
+    Subtask,
+)
+
+_QUERY_ID = "query"
+
+
+def route(
+    text: Annotated[str, typer.Argument(help="The subtask, in plain words.")],
+    fleet: Annotated[
+        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    ],
+    tier: Annotated[
+        list[str] | None, typer.Option("--tier", help="Allowed tier (repeatable).")
+    ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", help="Only agents on this device (repeatable: any of them)."),
+    ] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Cost ceiling.")] = None,
+    max_latency: Annotated[
+        float | None, typer.Option("--max-latency", help="Latency ceiling, seconds.")
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="A data set that must stay local (repeatable)."),
+    ] = None,
+    skill: Annotated[str | None, typer.Option("--skill", help="Require a skill.")] = None,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Have the configured model check the top candidates (pick one or refuse).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    models_file: ModelsFile = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Show where a subtask would go: ranked candidates, scores, and who was excluded why.
+
+    Exit 0 with the candidates, 1 when no agent can take the subtask (the reason says why).
+    """
+    constraints: dict[str, object] = {}
+    if tier:
+        constraints["tier"] = tier
+    if device:
+        constraints["device"] = device[0] if len(device) == 1 else device
+    if max_cost is not None:
+        constraints["max_cost"] = max_cost
+    if max_latency is not None:
+        constraints["max_latency_s"] = max_latency
+    if data:
+        constraints["data"] = data
+    loaded = load_fleet(fleet)
+    the_fleet = build_fleet(loaded.agents, loaded.router, data_dir, None)
+    reviewer = None
+    if review:
+        if not isinstance(the_fleet.router, SemanticRouter):
+            raise typer.BadParameter("--review needs semantic routing (the fleet's own router)")
+        from fleetmind.agents import OpenAICompatibleClient
+
+        config = load_models(models_file, data_dir)
+        reviewer = RouteReviewer(OpenAICompatibleClient(config.endpoint(config.planner_tier())))
+        the_fleet.router.reviewer = reviewer
+    subtask = Subtask(id=_QUERY_ID, description=text, skill=skill, constraints=constraints)
+    err = Console(stderr=True)
+    try:
+        with _loading(the_fleet, subtask, err, quiet=as_json):
+            decision = _decide(the_fleet, subtask, reviewer)
+    except NoCapableAgent as exc:
+        save_router(the_fleet)
+        _print_refusal(exc, text, constraints, as_json)
+        raise typer.Exit(1) from None
+    save_router(the_fleet)
+    if as_json:
+        print(json.dumps(_decision_json(decision, text, constraints), indent=2))
+        return
+    _print_decision(decision)
+
+
+def _decide(fleet: Fleet, subtask: Subtask, reviewer: RouteReviewer | None) -> RoutingDecision:
+    if reviewer is None:
+        return fleet.route(subtask)
+
+    async def reviewed() -> RoutingDecision:
+        try:
+            return await fleet.aroute(subtask)
+        finally:
+            await reviewer.client.aclose()
+
+    return asyncio.run(reviewed())
+
+
+class _loading:
+    """A spinner on stderr while the embedding model loads (seconds; the first time it is
+    also assembled into the cache), when there is a terminal to show it on."""
+
+    def __init__(self, fleet: Fleet, subtask: Subtask, console: Console, *, quiet: bool) -> None:
+        self._status = None
+        embedder = _sentence_embedder(fleet)
+        if quiet or embedder is None or embedder.loaded or not console.is_terminal:
+            return
+        if subtask.skill is not None:
+            return  # a named skill is matched without embeddings
+        first = not embedder.model.ready()
+        what = (
+            f"Assembling the {embedder.name} embedding model (first use; it is kept for next time)"
+            if first
+            else f"Loading the {embedder.name} embedding model"
+        )
+        self._status = console.status(what + " ...", spinner="dots")
+
+    def __enter__(self) -> None:
+        if self._status is not None:
+            self._status.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+
+def _sentence_embedder(fleet: Fleet) -> SentenceEmbedder | None:
+    router = fleet.router
+    if not isinstance(router, SemanticRouter):
+        return None
+    base = getattr(router, "_base_embedder", None)
+    return base if isinstance(base, SentenceEmbedder) else None
+
+
+def _print_decision(decision: RoutingDecision) -> None:
+    console = Console()
+    table = plain_table(
+        "agent", "rank", "score", "similarity", "support", "via", "cost", "latency", "load"
+    )
+    scores = {s.agent_id: s for s in decision.scores}
+    for rank, agent_id in enumerate(decision.candidates, start=1):
+        s = scores.get(agent_id)
+        if s is None:
+            table.add_row(agent_id, str(rank), "", "", "", "", "", "", "")
+            continue
+        table.add_row(
+            agent_id,
+            str(rank),
+            f"{s.score:.3f}",
+            f"{s.similarity:.3f}",
+            f"{s.support:.3f}",
+            s.via,
+            f"{s.cost:g}",
+            f"{s.latency_s:g}s",
+            f"{s.load:.0%}",
+        )
+    console.print(table)
+    review = decision.review
+    if review:
+        if review.get("failed"):
+            console.print(f"review: {review['reason']}", style="yellow", highlight=False)
+        else:
+            console.print(
+                f"review by {review['model']}: {review['agent']}: {review['reason']} "
+                f"({review['tokens']} tokens, cost {review['cost']:g})",
+                highlight=False,
+            )
+    if decision.excluded:
+        excluded = plain_table("excluded agent", "why", title="hard constraints")
+        for agent_id, why in decision.excluded.items():
+            excluded.add_row(agent_id, why)
+        console.print(excluded)
+
+
+def _print_refusal(
+    exc: NoCapableAgent, text: str, constraints: dict[str, object], as_json: bool
+) -> None:
+    reason = str(exc.details.get("reason") or exc.message)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "subtask": text,
+                    "constraints": constraints,
+                    "candidates": [],
+                    "refused": {
+                        "reason": reason,
+                        "nearest": exc.details.get("nearest") or {},
+                        "excluded": exc.details.get("excluded") or {},
+                        "review": exc.details.get("review"),
+                    },
+                },
+                indent=2,
+            )
+        )
+        return
+    console = Console(stderr=True)
+    console.print(f"no capable agent: {reason}", style="red", highlight=False)
+    excluded = exc.details.get("excluded") or {}
+    if excluded:
+        table = plain_table("excluded agent", "why", title="hard constraints")
+        for agent_id, why in list(excluded.items())[:20]:
+            table.add_row(agent_id, why)
+        console.print(table)
+
+
+def _decision_json(
+    decision: RoutingDecision, text: str, constraints: dict[str, object]
+) -> dict[str, Any]:
+    scores = {s.agent_id: s for s in decision.scores}
+    candidates = []
+    for rank, agent_id in enumerate(decision.candidates, start=1):
+        entry: dict[str, Any] = {"agent": agent_id, "rank": rank}
+        s = scores.get(agent_id)
+        if s is not None:
+            entry |= {
+                "score": round(s.score, 4),
+                "similarity": round(s.similarity, 4),
+                "support": round(s.support, 4),
+                "via": s.via,
+                "cost": s.cost,
+                "latency_s": s.latency_s,
+                "load": s.load,
+                "success_rate": round(s.success_rate, 4),
+            }
+        candidates.append(entry)
+    return {
+        "subtask": text,
+        "constraints": constraints,
+        "candidates": candidates,
+        "excluded": decision.excluded,
+        "review": decision.review,
+        "refused": None,
+    }
