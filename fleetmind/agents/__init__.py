@@ -1,5 +1,5 @@
-"""What does work: the Agent interface, profiles, the ``@agent`` decorator, and the LLM layer
-(model clients and their configuration)."""
+"""What does work: the Agent interface, profiles, the ``@agent`` decorator, the LLM layer
+(model clients and their configuration), and the step-level device/cloud router."""
 
 from fleetmind.agents._agent import (
     Agent,
@@ -22,6 +22,35 @@ from fleetmind.agents._llm import (
 from fleetmind.agents._llm_agent import GIVE_UP_TOOL, LLMAgent
 from fleetmind.agents._models import ModelConfig, ModelEndpoint, ModelPrices
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
+from fleetmind.agents._step_features import (
+    DRAFT_FEATURES,
+    STRUCTURAL_FEATURES,
+    draft_features,
+    hashed_matrix,
+    hashed_ngrams,
+    prompt_state,
+    step_text,
+    structural_features,
+)
+from fleetmind.agents._step_model import StepRouterFileError, StepRouterModel, fit_step_router
+from fleetmind.agents._step_outcomes import (
+    OutcomeFileError,
+    OutcomeSet,
+    RoutingCurve,
+    load_outcomes,
+    routing_curve,
+)
+from fleetmind.agents._step_policies import (
+    CascadeRouter,
+    LearnedStepRouter,
+    PerTaskRouter,
+    Rule,
+    RulesRouter,
+    cloud_for_tools,
+    default_draft_model,
+    keep_local_data,
+    within_budget,
+)
 from fleetmind.agents._steps import (
     AlwaysCloud,
     AlwaysDevice,
@@ -44,12 +73,15 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "DRAFT_FEATURES",
     "GIVE_UP_TOOL",
+    "STRUCTURAL_FEATURES",
     "Agent",
     "AgentLimits",
     "AgentProfile",
     "AlwaysCloud",
     "AlwaysDevice",
+    "CascadeRouter",
     "ChatDelta",
     "ChatMessage",
     "ChatStream",
@@ -59,14 +91,23 @@ __all__ = [
     "LLMAgent",
     "LLMClient",
     "LangGraphAgent",
+    "LearnedStepRouter",
     "ModelConfig",
     "ModelEndpoint",
     "ModelPrices",
     "OpenAICompatibleClient",
+    "OutcomeFileError",
+    "OutcomeSet",
+    "PerTaskRouter",
+    "RoutingCurve",
+    "Rule",
+    "RulesRouter",
     "Skill",
     "StepChoice",
     "StepRecord",
     "StepRouter",
+    "StepRouterFileError",
+    "StepRouterModel",
     "StepState",
     "SubtaskContext",
     "SubtaskResult",
@@ -75,5 +116,18 @@ __all__ = [
     "ToolOutcome",
     "Usage",
     "agent",
+    "cloud_for_tools",
+    "default_draft_model",
+    "draft_features",
     "extract_json",
+    "fit_step_router",
+    "hashed_matrix",
+    "hashed_ngrams",
+    "keep_local_data",
+    "load_outcomes",
+    "prompt_state",
+    "routing_curve",
+    "step_text",
+    "structural_features",
+    "within_budget",
 ]

@@ -246,6 +246,10 @@ class LLMClient(abc.ABC):
     """The model's own name, when the client knows it before the first answer."""
     supports_json_schema: bool = False
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What a call with these tokens costs on this model (None: prices unknown)."""
+        return None
+
     @abc.abstractmethod
     async def complete(
         self,

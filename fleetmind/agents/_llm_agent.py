@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ValidationError
@@ -33,11 +33,13 @@ from pydantic import BaseModel, ValidationError
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
 from fleetmind.agents._agent import TASK_KEY, Agent, SubtaskContext
-from fleetmind.agents._llm import ChatMessage, LLMClient, ToolCall, extract_json
+from fleetmind.agents._llm import ChatMessage, Completion, LLMClient, ToolCall, extract_json
 from fleetmind.agents._models import ModelConfig, default_models_file
 from fleetmind.agents._profile import AgentProfile
+from fleetmind.agents._step_features import hashed_ngrams, step_text, structural_features
 from fleetmind.agents._steps import (
     FixedStepRouter,
+    StepChoice,
     StepRecord,
     StepRouter,
     StepState,
@@ -57,6 +59,7 @@ class _LoopState(TypedDict, total=False):
     step: int
     tokens: int
     cost: float
+    cloud_steps: int
     pending_step: dict[str, Any] | None
     """The record of a step whose tool calls have not run yet (kept across a crash)."""
     answer: Any
@@ -104,6 +107,9 @@ class LLMAgent(Agent):
         allow_give_up: Offer the model a ``give_up`` tool; calling it fails the subtask with the
             model's reason (not retried here; another agent or a replan may follow).
         checkpoint: Checkpoint the loop after every node (resumable after a crash).
+        shadow_rate: The share of steps that also run on the other tier's model, to record
+            whether the device and the cloud model agree (training labels for a learned step
+            router; each shadow call is paid and counted in the step's cost).
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class LLMAgent(Agent):
         max_tool_output_chars: int = 6000,
         allow_give_up: bool = True,
         checkpoint: bool = True,
+        shadow_rate: float = 0.0,
     ) -> None:
         super().__init__(profile)
         self.models: dict[str, LLMClient] = {}
@@ -155,6 +162,9 @@ class LLMAgent(Agent):
         self.max_tool_output_chars = max_tool_output_chars
         self.allow_give_up = allow_give_up
         self.checkpoint = checkpoint
+        if not 0.0 <= shadow_rate <= 1.0:
+            raise AgentError(f"LLMAgent {profile.id!r}: shadow_rate is a share between 0 and 1")
+        self.shadow_rate = shadow_rate
         self._fleet_tool_names: list[str] | None = None
         self._own_tools = ToolRegistry()
         if tools is not None:
@@ -188,6 +198,7 @@ class LLMAgent(Agent):
             "step": 0,
             "tokens": 0,
             "cost": 0.0,
+            "cloud_steps": 0,
             "pending_step": None,
             "answer": None,
         }
@@ -276,20 +287,104 @@ class LLMAgent(Agent):
         self._check_budget(step, tokens, cost)
         messages = tuple(ChatMessage.from_openai(m) for m in state["messages"])
         ctx = run.ctx
-        choice = await self.step_router.choose(
-            StepState(
-                task_id=ctx.task_id,
-                subtask_id=ctx.subtask.id,
-                agent_id=self.id,
-                step=step,
-                messages=messages,
-                tiers=self.tiers,
-                steps_left=self.max_steps - step + 1,
-                tokens_left=None if self.max_tokens is None else self.max_tokens - tokens,
-                cost_left=None if self.max_cost is None else self.max_cost - cost,
-                local_data=_local_data(self.profile, ctx.subtask),
-            )
+        step_state = StepState(
+            task_id=ctx.task_id,
+            subtask_id=ctx.subtask.id,
+            agent_id=self.id,
+            step=step,
+            messages=messages,
+            tiers=self.tiers,
+            steps_left=self.max_steps - step + 1,
+            tokens_left=None if self.max_tokens is None else self.max_tokens - tokens,
+            cost_left=None if self.max_cost is None else self.max_cost - cost,
+            local_data=_local_data(self.profile, ctx.subtask),
+            cloud_steps=state.get("cloud_steps", 0),
         )
+        trace = {
+            "features": structural_features(step_state),
+            "text_buckets": tuple(hashed_ngrams(step_text(step_state))),
+        }
+        choice = await self.step_router.choose(step_state)
+        completion = await self._call(choice, step, messages, run, trace)
+        if choice.draft:  # a cascade: look at the draft, keep it or escalate
+            drafted = choice
+            choice = await self.step_router.choose(replace(step_state, draft=completion))
+            if choice.tier != drafted.tier:
+                ctx.record_step(
+                    StepRecord.of(
+                        step,
+                        completion,
+                        drafted,
+                        outcome="escalated",
+                        cloud_cost=self._cloud_cost(completion),
+                        **trace,
+                    )
+                )
+                tokens += completion.usage.total_tokens
+                cost += completion.cost
+                completion = await self._call(choice, step, messages, run, trace)
+        agreement = None
+        if self._shadowed(ctx, step) and len(self.tiers) > 1:
+            other = self.tiers[0] if choice.tier == self.tiers[-1] else self.tiers[-1]
+            try:
+                shadow = await self.models[other].complete(
+                    messages,
+                    tools=run.schemas,
+                    max_tokens=self.answer_tokens,
+                    temperature=self.temperature,
+                )
+            except ModelError:
+                shadow = None
+            if shadow is not None:
+                agreement = _same_action(completion, shadow)
+                tokens += shadow.usage.total_tokens
+                cost += shadow.cost
+        extra: dict[str, Any] = {
+            "cloud_cost": self._cloud_cost(completion),
+            "agreement": agreement,
+            **trace,
+        }
+        tokens += completion.usage.total_tokens
+        cost += completion.cost
+        history = [*state["messages"], completion.message().to_openai()]
+        update: _LoopState = {
+            "messages": history,
+            "step": step,
+            "tokens": tokens,
+            "cost": cost,
+            "cloud_steps": state.get("cloud_steps", 0)
+            + (choice.tier == self.tiers[-1] != self.tiers[0]),
+        }
+        if completion.tool_calls:
+            update["pending_step"] = StepRecord.of(
+                step, completion, choice, outcome="tool_calls", **extra
+            ).to_dict()
+            return update
+        answer, problem = self._final_answer(completion.content)
+        if problem is None:
+            ctx.record_step(StepRecord.of(step, completion, choice, outcome="answer", **extra))
+            update["answer"] = answer
+            return update
+        # An answer of the wrong shape: show the model its mistake and let it try again.
+        ctx.record_step(
+            StepRecord.of(step, completion, choice, outcome="error", error=problem, **extra)
+        )
+        history.append(
+            ChatMessage.user(
+                f"That answer is not valid: {problem}. Answer again with the JSON object only."
+            ).to_openai()
+        )
+        return update
+
+    async def _call(
+        self,
+        choice: StepChoice,
+        step: int,
+        messages: Sequence[ChatMessage],
+        run: _Run,
+        trace: Mapping[str, Any],
+    ) -> Completion:
+        """One model call for a step on the tier ``choice`` names (a failure is recorded)."""
         model = self.models.get(choice.tier)
         if model is None:
             raise SubtaskFailed(
@@ -298,14 +393,14 @@ class LLMAgent(Agent):
                 retryable=False,
             )
         try:
-            completion = await model.complete(
+            return await model.complete(
                 messages,
                 tools=run.schemas,
                 max_tokens=self.answer_tokens,
                 temperature=self.temperature,
             )
         except ModelError as exc:
-            ctx.record_step(
+            run.ctx.record_step(
                 StepRecord(
                     step=step,
                     tier=choice.tier,
@@ -313,31 +408,27 @@ class LLMAgent(Agent):
                     reason=choice.reason,
                     outcome="error",
                     error=exc.message,
+                    features=dict(trace.get("features") or {}),
+                    text_buckets=tuple(trace.get("text_buckets") or ()),
                 )
             )
             raise
-        tokens += completion.usage.total_tokens
-        cost += completion.cost
-        history = [*state["messages"], completion.message().to_openai()]
-        update: _LoopState = {"messages": history, "step": step, "tokens": tokens, "cost": cost}
-        if completion.tool_calls:
-            update["pending_step"] = StepRecord.of(
-                step, completion, choice, outcome="tool_calls"
-            ).to_dict()
-            return update
-        answer, problem = self._final_answer(completion.content)
-        if problem is None:
-            ctx.record_step(StepRecord.of(step, completion, choice, outcome="answer"))
-            update["answer"] = answer
-            return update
-        # An answer of the wrong shape: show the model its mistake and let it try again.
-        ctx.record_step(StepRecord.of(step, completion, choice, outcome="error", error=problem))
-        history.append(
-            ChatMessage.user(
-                f"That answer is not valid: {problem}. Answer again with the JSON object only."
-            ).to_openai()
-        )
-        return update
+
+    def _cloud_cost(self, completion: Completion) -> float | None:
+        """What ``completion``'s tokens would have cost on the largest tier's model."""
+        largest = self.models.get(self.tiers[-1])
+        if largest is None:
+            return None
+        return largest.price(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+
+    def _shadowed(self, ctx: SubtaskContext, step: int) -> bool:
+        """Whether this step also runs on the other tier, to record whether the two agree
+        (the labels a learned router trains on); a fixed share of steps, chosen by hash."""
+        if self.shadow_rate <= 0:
+            return False
+        key = f"{ctx.task_id}/{ctx.subtask.id}/{step}".encode()
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+        return draw < self.shadow_rate
 
     async def _act(self, state: _LoopState, run: _Run) -> _LoopState:
         last = ChatMessage.from_openai(state["messages"][-1])
@@ -496,3 +587,36 @@ def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters not shown)"
+
+
+def _same_action(a: Completion, b: Completion) -> bool:
+    """Whether two answers to the same step take the same action: the same tool calls with the
+    same arguments, or (no tool calls) the same answer once case, spacing and punctuation are
+    set aside, or the same last number when the answers end in one."""
+    if a.tool_calls or b.tool_calls:
+
+        def calls(c: Completion) -> list[tuple[str, str]]:
+            out = []
+            for call in c.tool_calls:
+                try:
+                    args = json.dumps(call.parsed_arguments(), sort_keys=True)
+                except ValueError:
+                    args = call.arguments
+                out.append((call.name, args))
+            return sorted(out)
+
+        return calls(a) == calls(b)
+    words_a, words_b = (
+        _ANSWER_WORDS.findall(a.content.lower()),
+        _ANSWER_WORDS.findall(b.content.lower()),
+    )
+    if words_a == words_b:
+        return True
+    numbers_a, numbers_b = _LAST_NUMBER.findall(a.content), _LAST_NUMBER.findall(b.content)
+    return bool(numbers_a and numbers_b) and float(numbers_a[-1].replace(",", "")) == float(
+        numbers_b[-1].replace(",", "")
+    )
+
+
+_ANSWER_WORDS = re.compile(r"[a-z0-9]+")
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

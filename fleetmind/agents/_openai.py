@@ -93,6 +93,9 @@ class OpenAICompatibleClient(LLMClient):
     def __repr__(self) -> str:
         return f"<OpenAICompatibleClient {self.name} {self.endpoint.model} at {self.url}>"
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return self.endpoint.prices.cost(prompt_tokens, completion_tokens)
+
     @property
     def url(self) -> str:
         """The chat-completions URL."""

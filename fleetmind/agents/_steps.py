@@ -17,7 +17,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from fleetmind.agents._llm import ChatMessage, Completion
 
-StepOutcome = Literal["tool_calls", "answer", "error"]
+StepOutcome = Literal["tool_calls", "answer", "error", "escalated"]
+"""``escalated``: a device model's draft that a cascade did not accept (the cloud model's step
+follows under the same step number)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class StepState:
         steps_left, tokens_left, cost_left: What remains of the agent's budgets (None: no limit).
         local_data: Data sets the subtask or agent says must stay on the device.
         draft: The device model's draft answer, when a cascade asked for one first.
+        cloud_steps: Steps of this subtask that ran on the cloud model so far.
     """
 
     task_id: str
@@ -45,14 +48,20 @@ class StepState:
     cost_left: float | None = None
     local_data: tuple[str, ...] = ()
     draft: Completion | None = None
+    cloud_steps: int = 0
 
 
 @dataclass(frozen=True)
 class StepChoice:
-    """Which tier's model takes a step, and why (the reason goes into the step's record)."""
+    """Which tier's model takes a step, and why (the reason goes into the step's record).
+
+    ``draft``: run the step on ``tier`` and ask again with its answer in ``StepState.draft``
+    (a cascade looks at the device model's answer before it accepts or escalates it).
+    """
 
     tier: str
     reason: str = ""
+    draft: bool = False
 
 
 @runtime_checkable
@@ -120,6 +129,14 @@ class StepRecord:
     outcome: StepOutcome = "answer"
     finish_reason: str | None = None
     error: str | None = None
+    cloud_cost: float | None = None
+    """What the step would have cost on the cloud model (its tokens at the cloud's prices)."""
+    features: Mapping[str, float] = field(default_factory=dict)
+    """The state's structural features (what a learned router trains on)."""
+    text_buckets: tuple[int, ...] = ()
+    """Hashed word n-grams of the step's text (features, not the words)."""
+    agreement: bool | None = None
+    """Whether the device and the cloud model took the same action (steps run on both)."""
 
     @classmethod
     def of(
@@ -131,8 +148,10 @@ class StepRecord:
         tool_calls: tuple[ToolOutcome, ...] = (),
         outcome: StepOutcome = "answer",
         error: str | None = None,
+        **extra: Any,
     ) -> StepRecord:
-        """The record of a step whose model call returned ``completion``."""
+        """The record of a step whose model call returned ``completion`` (``extra``: the
+        trace fields: ``cloud_cost``, ``features``, ``text_buckets``, ``agreement``)."""
         return cls(
             step=step,
             tier=choice.tier,
@@ -147,12 +166,15 @@ class StepRecord:
             outcome=outcome,
             finish_reason=completion.finish_reason,
             error=error,
+            **extra,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain data (log entries and wire messages carry this)."""
         data = asdict(self)
         data["tool_calls"] = [asdict(t) for t in self.tool_calls]
+        data["features"] = dict(self.features)
+        data["text_buckets"] = list(self.text_buckets)
         return data
 
     @classmethod
@@ -160,6 +182,8 @@ class StepRecord:
         """A record from :meth:`to_dict`'s form (unknown keys are ignored)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["tool_calls"] = tuple(ToolOutcome(**t) for t in data.get("tool_calls") or ())
+        known["text_buckets"] = tuple(int(b) for b in data.get("text_buckets") or ())
+        known["features"] = {str(k): float(v) for k, v in (data.get("features") or {}).items()}
         return cls(**known)
 
     def summary(self) -> str:
@@ -167,6 +191,7 @@ class StepRecord:
         parts = [
             f"step {self.step}",
             f"{self.tier} {self.model}",
+            *([self.reason] if self.reason else []),
             f"{self.prompt_tokens + self.completion_tokens} tok",
         ]
         if self.cost:
@@ -176,6 +201,8 @@ class StepRecord:
             parts.append("called " + ", ".join(t.name for t in self.tool_calls))
         elif self.outcome == "answer":
             parts.append("answered")
+        elif self.outcome == "escalated":
+            parts.append("draft escalated")
         if self.error:
             parts.append(f"error: {self.error}")
         return " · ".join(parts)

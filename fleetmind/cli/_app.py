@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from fleetmind._ids import new_task_id
+from fleetmind.agents import StepRouter
 from fleetmind.cli._a2a_agents import load_a2a_agents
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
@@ -40,6 +41,13 @@ from fleetmind.cli._plan_cmd import (
     show_plan,
 )
 from fleetmind.cli._route_cmd import route
+from fleetmind.cli._router_cmd import (
+    CloudBudgetOption,
+    StepRouterOption,
+    apply_step_router,
+    router_app,
+    step_router_for,
+)
 from fleetmind.cli._target import (
     LoadedFleet,
     load_fleet,
@@ -47,7 +55,14 @@ from fleetmind.cli._target import (
     parse_params,
     reload_target,
 )
-from fleetmind.cli._view import TaskView, graph_table, llm_line, plain_table, routing_table
+from fleetmind.cli._view import (
+    TaskView,
+    graph_table,
+    llm_line,
+    plain_table,
+    routing_table,
+    steps_table,
+)
 from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import (
     Fleet,
@@ -203,6 +218,8 @@ def run(
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
+    step_router: StepRouterOption = None,
+    cloud_budget: CloudBudgetOption = None,
 ) -> None:
     """Run a task graph, or plan and run a request in plain words, and show it live.
 
@@ -210,12 +227,13 @@ def run(
     fleetmind run "audit this repository" --fleet examples/repo_audit.py
     """
     share_model_settings(models_file, data_dir)
+    steps = step_router_for(step_router, cloud_budget)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)
     if is_request(target):
         the_fleet, graph, source, metadata = _planned(
-            target, fleet, param, confirm, models_file, data_dir, show=not as_json
+            target, fleet, param, confirm, models_file, data_dir, show=not as_json, steps=steps
         )
         check: TaskGraph | None = None
     else:
@@ -224,6 +242,7 @@ def run(
         target_spec = load_target(
             target, parse_params(param or []), fleet, remote_agents=broker is not None
         )
+        apply_step_router(target_spec.agents, steps)
         the_fleet = build_fleet(
             target_spec.agents,
             target_spec.router,
@@ -266,6 +285,7 @@ def _planned(
     data_dir: Path | None,
     *,
     show: bool,
+    steps: StepRouter | None = None,
 ) -> tuple[Fleet, TaskGraph, str, dict[str, object]]:
     """Plan a request on the fleet's agents: the fleet, the graph, and how to resume it."""
     if fleet_ref is None:
@@ -276,6 +296,7 @@ def _planned(
     if params:
         raise ConfigError("--param sets parameters of task files; a request has none")
     loaded = load_fleet(fleet_ref)
+    apply_step_router(loaded.agents, steps)
     planner = planner_for(loaded, models_file, data_dir)
     the_fleet = build_fleet(
         loaded.agents, loaded.router, data_dir, open_store(data_dir), loaded.tools, planner
@@ -402,6 +423,9 @@ def show(
         llm = llm_line(graph)
         if llm:
             console.print(llm, style="dim", highlight=False)
+            steps = steps_table(entries)
+            if steps is not None:
+                console.print(steps)
         routed = routing_table(graph)
         if routed is not None:
             console.print(routed)
@@ -453,6 +477,7 @@ app.command("submit")(submit)
 app.command("plan")(plan)
 app.command("route")(route)
 app.add_typer(llm_app, name="llm")
+app.add_typer(router_app, name="router")
 
 
 @app.callback()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -73,6 +74,32 @@ def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     return table
 
 
+def steps_table(entries: Sequence[Any]) -> Table | None:
+    """Every LLM step of a task: subtask, step, tier and model, why, tokens, cost — or None."""
+    rows = [e for e in entries if getattr(e, "kind", "") == "subtask_progress" and e.step]
+    if not rows:
+        return None
+    table = Table(title="LLM steps", title_justify="left")
+    for column in ("subtask", "step", "model", "why", "tokens", "cost", "outcome"):
+        table.add_column(
+            column, justify="right" if column in ("step", "tokens", "cost") else "left"
+        )
+    for entry in rows:
+        step = entry.step
+        tokens = int(step.get("prompt_tokens") or 0) + int(step.get("completion_tokens") or 0)
+        cost = float(step.get("cost") or 0.0)
+        table.add_row(
+            escape(entry.subtask_id),
+            str(step.get("step", "")),
+            escape(f"{step.get('tier', '')} {step.get('model', '')}".strip()),
+            escape(str(step.get("reason") or "")),
+            f"{tokens:,}",
+            f"{cost:.4g}" if cost else "",
+            escape(str(step.get("outcome") or "")),
+        )
+    return table
+
+
 def routing_table(graph: TaskGraph) -> Table | None:
     """The router's decisions: top candidates with scores, and exclusions (None if none)."""
     rows = [(s.id, graph.state(s.id).routing) for s in graph if graph.state(s.id).routing]
@@ -96,7 +123,8 @@ def routing_table(graph: TaskGraph) -> Table | None:
 
 
 def llm_line(graph: TaskGraph) -> str:
-    """``LLM: 7 steps (3 on the cloud), 12,400 tokens, cost 0.0123`` — or "" without steps."""
+    """``LLM: 7 steps (3 on the cloud, 43%), 12,400 tokens, cost 0.0123 (all-cloud: 0.0310)``
+    — or "" without steps."""
     states = [graph.state(s.id) for s in graph]
     steps = sum(s.steps for s in states)
     if not steps:
@@ -104,9 +132,16 @@ def llm_line(graph: TaskGraph) -> str:
     cloud = sum(s.cloud_steps for s in states)
     tokens = sum(s.tokens for s in states)
     cost = sum(s.cost for s in states)
-    return f"LLM: {steps} step{'s' * (steps != 1)} ({cloud} on the cloud), {tokens:,} tokens" + (
-        f", cost {cost:.4g}" if cost else ""
+    all_cloud = sum(s.cloud_cost for s in states)
+    line = (
+        f"LLM: {steps} step{'s' * (steps != 1)} ({cloud} on the cloud, {cloud / steps:.0%}), "
+        f"{tokens:,} tokens"
     )
+    if cost:
+        line += f", cost {cost:.4g}"
+    if all_cloud and cloud < steps:
+        line += f" (all on the cloud: {all_cloud:.4g})"
+    return line
 
 
 def counts_line(graph: TaskGraph) -> str:

@@ -62,6 +62,16 @@ from fleetmind.orchestrator._semantic import (
     RoutingWeights,
     SemanticRouter,
 )
+from fleetmind.orchestrator._step_training import (
+    StepRows,
+    draft_rows,
+    embedder_for,
+    held_out_scores,
+    load_step_router,
+    outcome_rows,
+    recorded_step_rows,
+    train_step_router,
+)
 from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
 
 __all__ = [
@@ -107,6 +117,7 @@ __all__ = [
     "SemanticRouter",
     "SentenceEmbedder",
     "SkillRouter",
+    "StepRows",
     "Store",
     "Subtask",
     "SubtaskCancelled",
@@ -130,7 +141,14 @@ __all__ = [
     "TaskResult",
     "UpdateSubtask",
     "capability_texts",
+    "draft_rows",
+    "embedder_for",
     "embedding_model",
+    "held_out_scores",
+    "load_step_router",
+    "outcome_rows",
+    "recorded_step_rows",
     "to_dot",
     "to_mermaid",
+    "train_step_router",
 ]

@@ -81,6 +81,8 @@ class SubtaskState:
     tokens: int = 0
     cost: float = 0.0
     cloud_steps: int = 0
+    cloud_cost: float = 0.0
+    """What the subtask's steps would have cost had every one run on the cloud model."""
     replanned: str | None = None
     """How replanning ended after this subtask failed for good: edited, gave_up or failed.
     A failed subtask that was replanned with edits no longer fails the task."""
@@ -105,6 +107,7 @@ class SubtaskState:
             self.tokens,
             self.cost,
             self.cloud_steps,
+            self.cloud_cost,
             self.replanned,
         )
 
@@ -697,6 +700,8 @@ class TaskGraph:
                 "steps": st.steps,
                 "tokens": st.tokens,
                 "cost": st.cost,
+                "cloud_steps": st.cloud_steps,
+                "all_cloud_cost": st.cloud_cost,
                 "replanned": st.replanned,
             }
             for sid, st in self._state.items()
@@ -705,16 +710,23 @@ class TaskGraph:
 
 
 def _count_step(state: SubtaskState, step: Mapping[str, Any]) -> None:
-    """Add one LLM step's tokens and cost to the subtask's totals."""
-    state.steps += 1
+    """Add one LLM step's tokens and cost to the subtask's totals (an escalated draft adds its
+    tokens and cost, not a step: the cloud's answer to the same step follows)."""
+    if step.get("outcome") != "escalated":
+        state.steps += 1
     try:
         state.tokens += int(step.get("prompt_tokens") or 0) + int(
             step.get("completion_tokens") or 0
         )
         state.cost += float(step.get("cost") or 0.0)
+        if step.get("outcome") != "escalated":
+            cloud_cost = step.get("cloud_cost")
+            if cloud_cost is None and step.get("tier") == "cloud":
+                cloud_cost = step.get("cost")
+            state.cloud_cost += float(cloud_cost or 0.0)
     except (TypeError, ValueError):
         pass  # a malformed record from a remote agent counts as a step, nothing more
-    if step.get("tier") == "cloud":
+    if step.get("tier") == "cloud" and step.get("outcome") != "escalated":
         state.cloud_steps += 1
 
 
