@@ -109,7 +109,8 @@ class LLMAgent(Agent):
         checkpoint: Checkpoint the loop after every node (resumable after a crash).
         shadow_rate: The share of steps that also run on the other tier's model, to record
             whether the device and the cloud model agree (training labels for a learned step
-            router; each shadow call is paid and counted in the step's cost).
+            router; each shadow call is paid, and recorded as a ``shadow`` record that counts
+            in the task's cost but not as a step).
     """
 
     def __init__(
@@ -339,6 +340,14 @@ class LLMAgent(Agent):
                 agreement = _same_action(completion, shadow)
                 tokens += shadow.usage.total_tokens
                 cost += shadow.cost
+                ctx.record_step(
+                    StepRecord.of(
+                        step,
+                        shadow,
+                        StepChoice(other, "shadow: both models answer this step"),
+                        outcome="shadow",
+                    )
+                )
         extra: dict[str, Any] = {
             "cloud_cost": self._cloud_cost(completion),
             "agreement": agreement,

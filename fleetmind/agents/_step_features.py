@@ -59,7 +59,8 @@ HASHED_DIMENSIONS = 4096
 """Buckets of the hashed word n-gram features (a router that needs no embedding model)."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w).])-?\d[\d,]*(?:\.\d+)?")
+"""A number; a ``-`` right after a word or a bracket is a subtraction, not a sign."""
 _MATH = re.compile(r"[=+*/^<>%√∑∫]|\\frac|\bsqrt\b|\blog\b|\bmod\b")
 _CODE = re.compile(r"```|\bdef |\breturn\b|;\s*$|\{\s*$|#include|\bSELECT\b", re.MULTILINE)
 _CHOICE = re.compile(r"^\s*\(?[A-Da-d][.)]\s", re.MULTILINE)
@@ -154,7 +155,7 @@ def _arithmetic(draft: str) -> tuple[int, int]:
             or abs(computed - claimed) > 1e-4 * max(1, abs(claimed))
         ):
             wrong += 1
-    for left, op, right, value in _INLINE_CALC.findall(draft):
+    for left, op, right, value in _INLINE_CALC.findall(_CALC.sub(" ", draft)):
         a, b, c = _number(left), _number(right), _number(value)
         if a is None or b is None or c is None:
             continue

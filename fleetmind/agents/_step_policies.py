@@ -178,7 +178,10 @@ class CascadeRouter:
         )
 
     def draft_risk(self, state: StepState) -> float:
-        """P(the draft in ``state`` is wrong), as the draft model estimates it."""
+        """P(the draft in ``state`` is wrong), as the draft model estimates it.
+
+        A draft that calls tools has no answer to check: it is judged by whether its calls
+        parse and whether it was cut off (1.0 or 0.0)."""
         draft = state.draft
         assert draft is not None
         bad_calls = 0
@@ -187,11 +190,12 @@ class CascadeRouter:
                 call.parsed_arguments()
             except ValueError:
                 bad_calls += 1
+        if draft.tool_calls:
+            return 1.0 if bad_calls or draft.finish_reason == "length" else 0.0
         signs = draft_features(
             draft.content or "",
             task_text(state),
             finish_reason=draft.finish_reason,
-            tool_call_errors=bad_calls,
         )
         numeric = np.array([[signs[f] for f in self.model.features]])
         return float(self.model.scores(numeric)[0])
@@ -268,12 +272,18 @@ def cloud_for_tools(names: Iterable[str]) -> Rule:
     wanted = frozenset(names)
 
     def rule(state: StepState) -> StepChoice | None:
+        called = {
+            call.id: call.name
+            for message in state.messages
+            if message.role == "assistant"
+            for call in message.tool_calls
+        }
         for message in reversed(state.messages):
-            if message.role == "tool":
-                if message.name in wanted:
-                    return StepChoice(_largest(state), f"rule: {message.name} needs the cloud")
-                continue
-            break
+            if message.role != "tool":
+                break
+            name = message.name or called.get(message.tool_call_id or "")
+            if name in wanted:
+                return StepChoice(_largest(state), f"rule: {name} needs the cloud")
         return None
 
     return rule

@@ -17,9 +17,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from fleetmind.agents._llm import ChatMessage, Completion
 
-StepOutcome = Literal["tool_calls", "answer", "error", "escalated"]
+StepOutcome = Literal["tool_calls", "answer", "error", "escalated", "shadow"]
 """``escalated``: a device model's draft that a cascade did not accept (the cloud model's step
-follows under the same step number)."""
+follows under the same step number). ``shadow``: the other tier's answer to a shadowed step,
+paid for to learn whether the two agree, and not used. Neither counts as a step."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ class StepRecord:
             parts.append("answered")
         elif self.outcome == "escalated":
             parts.append("draft escalated")
+        elif self.outcome == "shadow":
+            parts.append("shadow answer")
         if self.error:
             parts.append(f"error: {self.error}")
         return " · ".join(parts)

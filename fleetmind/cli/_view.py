@@ -123,7 +123,7 @@ def routing_table(graph: TaskGraph) -> Table | None:
 
 
 def llm_line(graph: TaskGraph) -> str:
-    """``LLM: 7 steps (3 on the cloud, 43%), 12,400 tokens, cost 0.0123 (all-cloud: 0.0310)``
+    """``LLM: 7 steps (3 on the cloud, 43%), 12,400 tokens, cost 0.0123 (all on the cloud: 0.0310)``
     — or "" without steps."""
     states = [graph.state(s.id) for s in graph]
     steps = sum(s.steps for s in states)

@@ -710,23 +710,24 @@ class TaskGraph:
 
 
 def _count_step(state: SubtaskState, step: Mapping[str, Any]) -> None:
-    """Add one LLM step's tokens and cost to the subtask's totals (an escalated draft adds its
-    tokens and cost, not a step: the cloud's answer to the same step follows)."""
-    if step.get("outcome") != "escalated":
+    """Add one LLM step's tokens and cost to the subtask's totals (an escalated draft or a
+    shadow answer adds its tokens and cost, not a step)."""
+    extra_call = step.get("outcome") in ("escalated", "shadow")
+    if not extra_call:
         state.steps += 1
     try:
         state.tokens += int(step.get("prompt_tokens") or 0) + int(
             step.get("completion_tokens") or 0
         )
         state.cost += float(step.get("cost") or 0.0)
-        if step.get("outcome") != "escalated":
+        if not extra_call:
             cloud_cost = step.get("cloud_cost")
             if cloud_cost is None and step.get("tier") == "cloud":
                 cloud_cost = step.get("cost")
             state.cloud_cost += float(cloud_cost or 0.0)
     except (TypeError, ValueError):
         pass  # a malformed record from a remote agent counts as a step, nothing more
-    if step.get("tier") == "cloud" and step.get("outcome") != "escalated":
+    if step.get("tier") == "cloud" and not extra_call:
         state.cloud_steps += 1
 
 

@@ -212,6 +212,8 @@ def recorded_step_rows(store: Store, *, limit: int = 10_000) -> StepRows:
 
 
 def _label(step: StepRecord, finished: str | None) -> bool | None:
+    if step.outcome == "shadow":
+        return None  # the shadowed step's own record carries the label
     if step.agreement is not None:
         return not step.agreement
     if step.tier != "device":
