@@ -84,6 +84,9 @@ class SubtaskContext:
     """Which attempt at the subtask this is, over its whole life (retries and other agents
     included): remote agents name their dispatches by it."""
     _after_saved: list[Callable[[], None]] = field(default_factory=list)
+    memory: Any = None
+    """The fleet's memory as this agent sees it (``fleetmind.memory.AgentMemory``: remember
+    and recall in its own namespace and the shared one), or None when the fleet keeps none."""
     dependents: tuple[str, ...] = ()
     """Ids of the subtasks that wait for this one (known to local agents), so that an agent
     can wire a follow-up into a plan whose ids it did not choose."""

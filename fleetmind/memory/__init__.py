@@ -1,9 +1,48 @@
-"""The seam for agent memory.
+"""Memory for agents and the fleet: working memory per agent and task (token-bounded,
+compressed when full), and episodic and semantic memory in a store the fleet shares.
 
-Working, episodic and semantic memory will implement :class:`Memory`; agents depend on the
-interface only, so each layer can be added without touching them.
+Agents depend on the :class:`Memory` interface; the orchestrator gives each running agent a
+view of the fleet's store bound to the agent's own namespace and the shared one.
 """
 
+from fleetmind.memory._agent_memory import AgentMemory, agent_namespace
+from fleetmind.memory._compress import Compressed, collapse, compress, strip_timestamp, truncate
 from fleetmind.memory._interface import Memory, MemoryItem
+from fleetmind.memory._store import (
+    LAYERS,
+    MAX_TEXT_CHARS,
+    SHARED,
+    ItemTooLarge,
+    Layer,
+    MemoryStore,
+    MemoryStoreError,
+    Recalled,
+    StoredItem,
+)
+from fleetmind.memory._tokens import Tokenizer, default_tokenizer
+from fleetmind.memory._working import WorkingEntry, WorkingMemory
 
-__all__ = ["Memory", "MemoryItem"]
+__all__ = [
+    "LAYERS",
+    "MAX_TEXT_CHARS",
+    "SHARED",
+    "AgentMemory",
+    "Compressed",
+    "ItemTooLarge",
+    "Layer",
+    "Memory",
+    "MemoryItem",
+    "MemoryStore",
+    "MemoryStoreError",
+    "Recalled",
+    "StoredItem",
+    "Tokenizer",
+    "WorkingEntry",
+    "WorkingMemory",
+    "agent_namespace",
+    "collapse",
+    "compress",
+    "default_tokenizer",
+    "strip_timestamp",
+    "truncate",
+]

@@ -46,6 +46,7 @@ from fleetmind.errors import (
     SubtaskTimeout,
     error_outcome,
 )
+from fleetmind.memory import AgentMemory, MemoryStore
 from fleetmind.orchestrator import _events as ev
 from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
@@ -121,8 +122,10 @@ class Engine:
         checkpoints: Checkpoints | None = None,
         agent_wait_s: float = 0.0,
         result_sources: Sequence[ResultSource] = (),
+        memory: MemoryStore | None = None,
     ) -> None:
         self.task_id = task_id
+        self._memory = memory
         self._agent_wait_s = agent_wait_s
         self._result_sources = tuple(result_sources)
         self._awaiting_agents: dict[str, float] = {}
@@ -781,6 +784,9 @@ class Engine:
                         _progress=report,
                         tools=self._tools,
                         checkpoints=self._checkpoints,
+                        memory=None
+                        if self._memory is None
+                        else AgentMemory(self._memory, agent.id, task_id=self.task_id),
                         epoch=first_epoch + attempt - 1,
                         dependents=tuple(
                             dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))

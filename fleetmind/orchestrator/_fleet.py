@@ -15,6 +15,7 @@ async with fleet:                               # or run several tasks side by s
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,18 @@ from fleetmind._task_log import (
 from fleetmind._task_model import Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.agents._models import CONFIGURE_HINT
-from fleetmind.errors import AgentError, FleetStateError, GraphError, ModelNotConfigured
+from fleetmind.errors import (
+    AgentError,
+    FleetmindError,
+    FleetStateError,
+    GraphError,
+    ModelNotConfigured,
+)
+from fleetmind.memory import MemoryStore
 from fleetmind.orchestrator._checkpoints import Checkpoints, checkpoint_path
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine, TaskResult
+from fleetmind.orchestrator._episodes import remember_task
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
@@ -44,6 +53,8 @@ from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
 from fleetmind.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
 
 
 class TaskHandle:
@@ -134,6 +145,9 @@ class Fleet:
         mcp_servers: MCP servers whose tools join ``tools`` (see :meth:`add_mcp_server`).
         planner: Turns requests in plain words into task graphs (:meth:`plan`, ``run("...")``)
             and replans a planned task when one of its subtasks fails for good.
+        memory: The fleet's episodic and semantic memory: a :class:`MemoryStore`, a path for
+            one, or True for one beside the task store (in memory for an in-memory store).
+            Agents reach it as ``ctx.memory``; every finished task is recorded in it.
     """
 
     def __init__(
@@ -145,8 +159,11 @@ class Fleet:
         tools: ToolRegistry | Iterable[Callable[..., Any]] | None = None,
         mcp_servers: Iterable[Any] = (),
         planner: Planner | None = None,
+        memory: MemoryStore | str | Path | bool | None = None,
     ) -> None:
         self._directory = AgentDirectory()
+        self.memory: MemoryStore | None = _open_memory(memory, store)
+        """The fleet's episodic and semantic memory (None: it keeps none)."""
         self.planner = planner
         self.agent_wait_s = 0.0
         """How long a subtask no agent can take waits for one to join before it fails (a
@@ -400,6 +417,7 @@ class Fleet:
             checkpoints=self._checkpoints(),
             agent_wait_s=self.agent_wait_s,
             result_sources=self.result_sources,
+            memory=self.memory,
             **self._replanning(live, replan),
         )
 
@@ -427,6 +445,7 @@ class Fleet:
             checkpoints=self._checkpoints(),
             agent_wait_s=self.agent_wait_s,
             result_sources=self.result_sources,
+            memory=self.memory,
             **self._replanning(graph, None),
         )
 
@@ -468,11 +487,23 @@ class Fleet:
         """
         if isinstance(graph, str):
             graph = (await self.plan(graph)).graph
-        return await self._engine(graph, task_id, source, metadata, replan).run()
+        return await self._run_engine(self._engine(graph, task_id, source, metadata, replan))
 
     async def resume(self, task_id: str) -> TaskResult:
         """Finish a stored task whose process stopped: done subtasks are not run again."""
-        return await self.resume_engine(task_id).run()
+        return await self._run_engine(self.resume_engine(task_id))
+
+    async def _run_engine(self, engine: Engine) -> TaskResult:
+        """Run a task's engine to its end, and record the task in the fleet's memory."""
+        result = await engine.run()
+        if self.memory is not None and result.status != "cancelled":
+            try:
+                await remember_task(self.memory, result)
+            except FleetmindError as exc:  # memory is a record, not part of the work
+                log.warning(
+                    "task %s ran, but recording it in memory failed: %s", result.task_id, exc
+                )
+        return result
 
     def submit(
         self,
@@ -505,7 +536,7 @@ class Fleet:
             # An engine's failure is reported through its handle, never raised into the
             # fleet's task group, where it would cancel every other task.
             try:
-                done.set_result(await engine.run())
+                done.set_result(await self._run_engine(engine))
             except asyncio.CancelledError:
                 done.cancel()
                 raise
@@ -523,3 +554,21 @@ class Fleet:
             return self._handles[task_id]
         except KeyError:
             raise FleetStateError(f"task {task_id} was not submitted to this fleet") from None
+
+
+def _open_memory(memory: MemoryStore | str | Path | bool | None, store: Any) -> MemoryStore | None:
+    """The fleet's memory store from what a user passed (True: beside the task store)."""
+    if memory is None or memory is False:
+        return None
+    if isinstance(memory, MemoryStore):
+        return memory
+    from fleetmind.orchestrator._embedding import SentenceEmbedder
+
+    embed = SentenceEmbedder().embed
+    if memory is True:
+        path = getattr(store, "path", None) if not isinstance(store, str | Path) else Path(store)
+        if path is None:
+            return MemoryStore(None, embed)
+        path = Path(path)
+        return MemoryStore(path.with_name(path.stem + ".memory.db"), embed)
+    return MemoryStore(memory, embed)

@@ -1,0 +1,465 @@
+"""Episodic and semantic memory in one SQLite file, searchable by meaning.
+
+- **Episodes** are what happened: a task, a subtask, an LLM step — request, agent, actions,
+  outcome, duration, cost. Recall ranks them by similarity to the query, recency and (when
+  asked) outcome.
+- **Facts** are what is known: short statements with provenance (the episode, agent and time
+  they came from). A fact nearly identical to a known one is merged into it (its support
+  grows, both provenances are kept); a fact with the same ``key`` as an older one supersedes
+  it — the old fact stays in the history, marked superseded, and is no longer recalled.
+
+Every item lives in a namespace: an agent's own (``agent:<id>``) or the fleet's shared one
+(``shared``). Texts are embedded by the embedder the store is given (the orchestrator passes
+its sentence embedder); the vectors sit in the same file, and an in-memory index over them is
+rebuilt on open. ``forget`` deletes rows and their vectors; ``export``/``import_`` round-trip
+every field exactly (JSON lines, vectors excluded: they are recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from fleetmind.errors import FleetmindError
+
+Layer = Literal["episodic", "semantic"]
+LAYERS: tuple[Layer, ...] = ("episodic", "semantic")
+SHARED = "shared"
+MAX_TEXT_CHARS = 20_000
+"""The longest text one item may hold (a longer one is refused, not cut)."""
+MERGE_SIMILARITY = 0.92
+"""Facts at least this similar are the same fact said twice."""
+
+EmbedFunction = Callable[[Sequence[str]], np.ndarray]
+
+
+class MemoryStoreError(FleetmindError):
+    """A memory operation that cannot be done (bad item, unknown id, unreadable file)."""
+
+
+class ItemTooLarge(MemoryStoreError):
+    """An item over the size limit."""
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One episode or fact, as stored."""
+
+    id: str
+    layer: Layer
+    namespace: str
+    text: str
+    kind: str = "note"
+    key: str | None = None
+    """Facts: what the fact is about; a newer fact with the same key supersedes it."""
+    agent_id: str | None = None
+    task_id: str | None = None
+    outcome: str | None = None
+    """Episodes: ``done``, ``failed`` or another word for how it ended."""
+    duration_s: float | None = None
+    cost: float | None = None
+    created_at: float = 0.0
+    support: int = 1
+    """Facts: how many times the fact was stated (merged near-duplicates)."""
+    provenance: tuple[dict[str, Any], ...] = ()
+    """Where the item came from: episode ids, agents, tasks, times."""
+    superseded_by: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["provenance"] = list(self.provenance)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredItem:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["provenance"] = tuple(known.get("provenance") or ())
+        if known.get("layer") not in LAYERS:
+            raise MemoryStoreError(f"unknown memory layer {known.get('layer')!r}")
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """An item found by recall, with why it ranked where it did."""
+
+    item: StoredItem
+    score: float
+    similarity: float
+
+
+class MemoryStore:
+    """Episodic and semantic memory in a SQLite file (``None``: in memory).
+
+    Args:
+        path: The file, or None for a memory that lives as long as the object.
+        embed: Texts -> unit vectors, one row per text.
+        max_text_chars: The largest item accepted.
+        recency_half_life_s: How fast an episode's recency weight halves.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        embed: EmbedFunction,
+        *,
+        max_text_chars: int = MAX_TEXT_CHARS,
+        recency_half_life_s: float = 7 * 24 * 3600,
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self._embed = embed
+        self.max_text_chars = max_text_chars
+        self.half_life = recency_half_life_s
+        self._lock = threading.RLock()
+        target = ":memory:" if self.path is None else str(self.path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, layer TEXT NOT NULL, "
+                "namespace TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL, "
+                "vector BLOB NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS items_ns ON items (namespace, layer)")
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(f"cannot open the memory store {target}: {exc}") from exc
+        self._ids: list[str] = []
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._items: dict[str, StoredItem] = {}
+        self._load()
+
+    # Reading the file ------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        rows = self._db.execute("SELECT data, vector FROM items ORDER BY created_at").fetchall()
+        vectors = []
+        for data, blob in rows:
+            item = StoredItem.from_json(json.loads(data))
+            self._items[item.id] = item
+            self._ids.append(item.id)
+            vectors.append(np.frombuffer(blob, dtype=np.float32))
+        self._vectors = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, item_id: str) -> StoredItem:
+        try:
+            return self._items[item_id]
+        except KeyError:
+            raise MemoryStoreError(f"no memory item {item_id!r}") from None
+
+    def items(
+        self, *, layer: Layer | None = None, namespace: str | None = None
+    ) -> Iterator[StoredItem]:
+        for item in self._items.values():
+            if (layer is None or item.layer == layer) and (
+                namespace is None or item.namespace == namespace
+            ):
+                yield item
+
+    # Writing ---------------------------------------------------------------------------------
+
+    def _check(self, text: str) -> None:
+        if not text or not text.strip():
+            raise MemoryStoreError("a memory item needs some text")
+        if len(text) > self.max_text_chars:
+            raise ItemTooLarge(
+                f"a memory item of {len(text):,} characters is over the limit of "
+                f"{self.max_text_chars:,}: store a summary, or raise max_text_chars"
+            )
+
+    def _insert(self, item: StoredItem, vector: np.ndarray) -> StoredItem:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    item.id,
+                    item.layer,
+                    item.namespace,
+                    item.created_at,
+                    json.dumps(item.to_json()),
+                    np.asarray(vector, dtype=np.float32).tobytes(),
+                ),
+            )
+            if item.id in self._items:
+                self._vectors[self._ids.index(item.id)] = vector
+            else:
+                self._ids.append(item.id)
+                row = np.asarray(vector, dtype=np.float32)[None, :]
+                self._vectors = row if self._vectors.size == 0 else np.vstack([self._vectors, row])
+            self._items[item.id] = item
+        return item
+
+    def _update(self, item: StoredItem) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE items SET data = ? WHERE id = ?", (json.dumps(item.to_json()), item.id)
+            )
+            self._items[item.id] = item
+
+    def add_episode(
+        self,
+        text: str,
+        *,
+        namespace: str = SHARED,
+        kind: str = "episode",
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        outcome: str | None = None,
+        duration_s: float | None = None,
+        cost: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> StoredItem:
+        """Record something that happened."""
+        self._check(text)
+        item = StoredItem(
+            id=f"ep-{uuid.uuid4().hex[:16]}",
+            layer="episodic",
+            namespace=namespace,
+            text=text,
+            kind=kind,
+            agent_id=agent_id,
+            task_id=task_id,
+            outcome=outcome,
+            duration_s=duration_s,
+            cost=cost,
+            created_at=created_at if created_at is not None else time.time(),
+            metadata=dict(metadata or {}),
+        )
+        return self._insert(item, self._embed([text])[0])
+
+    def add_fact(
+        self,
+        text: str,
+        *,
+        namespace: str = SHARED,
+        key: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        episode_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> StoredItem:
+        """State a fact; merged into a near-identical one, or superseding one with its key.
+
+        Returns the fact as it is now stored (the merged one, or the new one).
+        """
+        self._check(text)
+        now = created_at if created_at is not None else time.time()
+        source = {"agent": agent_id, "task": task_id, "episode": episode_id, "at": now}
+        vector = self._embed([text])[0]
+        with self._lock:
+            if key is None:
+                twin = self._nearest_fact(vector, namespace)
+                if twin is not None:
+                    merged = replace(
+                        twin, support=twin.support + 1, provenance=(*twin.provenance, source)
+                    )
+                    self._update(merged)
+                    return merged
+            fact = StoredItem(
+                id=f"fact-{uuid.uuid4().hex[:16]}",
+                layer="semantic",
+                namespace=namespace,
+                text=text,
+                kind="fact",
+                key=key,
+                agent_id=agent_id,
+                task_id=task_id,
+                created_at=now,
+                provenance=(source,),
+                metadata=dict(metadata or {}),
+            )
+            if key is not None:
+                for old in self.items(layer="semantic", namespace=namespace):
+                    if old.key == key and old.superseded_by is None:
+                        if old.text.strip() == text.strip():
+                            merged = replace(
+                                old, support=old.support + 1, provenance=(*old.provenance, source)
+                            )
+                            self._update(merged)
+                            return merged
+                        self._update(replace(old, superseded_by=fact.id))
+            return self._insert(fact, vector)
+
+    def _nearest_fact(self, vector: np.ndarray, namespace: str) -> StoredItem | None:
+        best, best_sim = None, MERGE_SIMILARITY
+        for index, item_id in enumerate(self._ids):
+            item = self._items[item_id]
+            if item.layer != "semantic" or item.namespace != namespace or item.superseded_by:
+                continue
+            similarity = float(self._vectors[index] @ vector)
+            if similarity >= best_sim:
+                best, best_sim = item, similarity
+        return best
+
+    def history(self, fact_id: str) -> list[StoredItem]:
+        """A fact and every fact it superseded, newest first."""
+        chain = [self.get(fact_id)]
+        while True:
+            older = [i for i in self._items.values() if i.superseded_by == chain[-1].id]
+            if not older:
+                return chain
+            chain.append(max(older, key=lambda i: i.created_at))
+
+    # Recall ----------------------------------------------------------------------------------
+
+    def recall(
+        self,
+        query: str,
+        *,
+        layer: Layer | None = None,
+        namespaces: Iterable[str] | None = None,
+        agent_id: str | None = None,
+        outcome: str | None = None,
+        limit: int = 10,
+        recency: float = 0.1,
+        include_superseded: bool = False,
+    ) -> list[Recalled]:
+        """Items most like ``query``: similarity, plus ``recency`` x a recency weight for
+        episodes (1 now, 0.5 after a half-life)."""
+        if limit < 1:
+            return []
+        wanted = None if namespaces is None else set(namespaces)
+        vector = self._embed([query])[0]
+        with self._lock:
+            if not self._ids:
+                return []
+            similarities = self._vectors @ vector
+            now = time.time()
+            out: list[Recalled] = []
+            for index in np.argsort(-similarities):
+                item = self._items[self._ids[index]]
+                if layer is not None and item.layer != layer:
+                    continue
+                if wanted is not None and item.namespace not in wanted:
+                    continue
+                if agent_id is not None and item.agent_id != agent_id:
+                    continue
+                if outcome is not None and item.outcome != outcome:
+                    continue
+                if item.superseded_by and not include_superseded:
+                    continue
+                similarity = float(similarities[index])
+                score = similarity
+                if item.layer == "episodic" and recency:
+                    age = max(0.0, now - item.created_at)
+                    score += recency * math.pow(0.5, age / self.half_life)
+                out.append(Recalled(item, score, similarity))
+                if len(out) >= limit * 4:
+                    break
+        out.sort(key=lambda r: -r.score)
+        return out[:limit]
+
+    # Forgetting, export, import -------------------------------------------------------------
+
+    def forget(
+        self,
+        *,
+        match: str | None = None,
+        before: float | None = None,
+        namespace: str | None = None,
+        ids: Iterable[str] = (),
+    ) -> int:
+        """Delete items (rows and vectors): those whose text contains ``match``, created
+        before ``before``, in ``namespace``, or with these ids. The number deleted."""
+        chosen = set(ids)
+        if match is None and before is None and namespace is None and not chosen:
+            raise MemoryStoreError(
+                "say what to forget: a text to match, a date, a namespace or ids"
+            )
+        with self._lock:
+            for item in self._items.values():
+                if chosen and item.id in chosen:
+                    continue
+                if match is None and before is None and namespace is None:
+                    continue
+                if match is not None and match.lower() not in item.text.lower():
+                    continue
+                if before is not None and item.created_at >= before:
+                    continue
+                if namespace is not None and item.namespace != namespace:
+                    continue
+                chosen.add(item.id)
+            chosen &= set(self._items)
+            if not chosen:
+                return 0
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in chosen])
+            self._db.execute("COMMIT")
+            keep = [k for k, item_id in enumerate(self._ids) if item_id not in chosen]
+            self._vectors = self._vectors[keep] if keep else np.zeros((0, 0), dtype=np.float32)
+            self._ids = [self._ids[k] for k in keep]
+            for item_id in chosen:
+                del self._items[item_id]
+            if self.path is not None:
+                self._db.execute("VACUUM")  # deleted text must not linger in free pages
+        return len(chosen)
+
+    def export(self, path: str | Path) -> int:
+        """Every item as JSON lines, oldest first; the number written."""
+        target = Path(path)
+        with self._lock, target.open("w", encoding="utf-8") as out:
+            items = sorted(self._items.values(), key=lambda i: (i.created_at, i.id))
+            for item in items:
+                out.write(json.dumps(item.to_json(), sort_keys=True) + "\n")
+        return len(items)
+
+    def import_(self, path: str | Path) -> int:
+        """Items from ``export``'s JSON lines (ids kept: importing twice changes nothing)."""
+        source = Path(path)
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise MemoryStoreError(f"cannot read {source}: {exc}") from exc
+        items = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = StoredItem.from_json(json.loads(line))
+                self._check(item.text)
+            except (json.JSONDecodeError, TypeError, MemoryStoreError) as exc:
+                message = exc.message if isinstance(exc, FleetmindError) else str(exc)
+                raise MemoryStoreError(
+                    f"{source}:{number}: not a memory item ({message})"
+                ) from None
+            items.append(item)
+        vectors = self._embed([i.text for i in items]) if items else []
+        for item, vector in zip(items, vectors, strict=True):
+            self._insert(item, vector)
+        return len(items)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per layer and namespace, and the file's size."""
+        counts: dict[str, dict[str, int]] = {}
+        for item in self._items.values():
+            layer = counts.setdefault(item.layer, {})
+            layer[item.namespace] = layer.get(item.namespace, 0) + 1
+        superseded = sum(1 for i in self._items.values() if i.superseded_by)
+        size = self.path.stat().st_size if self.path is not None and self.path.exists() else 0
+        return {
+            "items": len(self._items),
+            "layers": counts,
+            "superseded": superseded,
+            "bytes": size,
+        }

@@ -1,0 +1,112 @@
+"""Turning a finished task into episodes of the fleet's memory.
+
+Every finished task, each of its subtasks, and each LLM step becomes an episode: what was
+asked, which agent acted, how it ended, how long it took and what it cost. Episodes go to the
+shared namespace (a task is the fleet's), subtasks and steps also name their agent, so an agent
+recalls its own history and the planner recalls what worked for similar requests before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fleetmind.memory import SHARED, MemoryStore
+from fleetmind.orchestrator._graph import SubtaskStatus, TaskGraph
+from fleetmind.orchestrator._task_result import TaskResult
+
+_CLIP = 400
+
+
+def _clip(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= _CLIP else text[:_CLIP] + "…"
+
+
+def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
+    """The episodes of a finished task: the task, its subtasks, their LLM steps."""
+    graph: TaskGraph = result.graph
+    episodes: list[dict[str, Any]] = []
+    total_cost = 0.0
+    agents: list[str] = []
+    for subtask in graph:
+        state = graph.state(subtask.id)
+        if state.status not in (SubtaskStatus.DONE, SubtaskStatus.FAILED):
+            continue
+        total_cost += state.cost
+        if state.agent:
+            agents.append(state.agent)
+        what = subtask.description or subtask.skill or subtask.id
+        if state.status is SubtaskStatus.DONE:
+            ending = f"done: {_clip(state.output)}"
+        else:
+            ending = f"failed: {(state.error or {}).get('message', 'no message')}"
+        episodes.append(
+            {
+                "text": f"{what} — {state.agent or 'no agent'} — {ending}",
+                "kind": "subtask",
+                "agent_id": state.agent,
+                "outcome": state.status.value,
+                "duration_s": state.duration_s,
+                "cost": state.cost or None,
+                "metadata": {"subtask": subtask.id, "attempts": state.total_attempts},
+            }
+        )
+    for entry in graph.log:
+        step = getattr(entry, "step", None)
+        if getattr(entry, "kind", "") != "subtask_progress" or not step:
+            continue
+        if step.get("outcome") in ("shadow",):
+            continue
+        episodes.append(
+            {
+                "text": (
+                    f"step {step.get('step')} of {entry.subtask_id} on {step.get('tier')} "
+                    f"{step.get('model')}: {step.get('outcome')}"
+                    + (f" ({step.get('reason')})" if step.get("reason") else "")
+                    + (f", error: {step.get('error')}" if step.get("error") else "")
+                ),
+                "kind": "step",
+                "outcome": step.get("outcome"),
+                "duration_s": step.get("latency_s"),
+                "cost": step.get("cost") or None,
+                "metadata": {"subtask": entry.subtask_id, "tier": step.get("tier")},
+            }
+        )
+    request = graph.request or graph.name
+    counts = ", ".join(f"{n} {status}" for status, n in graph.counts().items() if n)
+    episodes.insert(
+        0,
+        {
+            "text": f"task: {request} — {result.status} ({counts}); agents: "
+            f"{', '.join(dict.fromkeys(agents)) or 'none'}",
+            "kind": "task",
+            "outcome": result.status,
+            "cost": total_cost or None,
+            "metadata": {"subtasks": len(graph), "request": graph.request},
+        },
+    )
+    return episodes
+
+
+async def remember_task(memory: MemoryStore, result: TaskResult) -> int:
+    """Record a finished task's episodes in ``memory`` (in a worker thread: it embeds)."""
+    episodes = task_episodes(result)
+
+    def write() -> int:
+        for episode in episodes:
+            memory.add_episode(
+                episode["text"],
+                namespace=SHARED,
+                kind=episode["kind"],
+                agent_id=episode.get("agent_id"),
+                task_id=result.task_id,
+                outcome=episode.get("outcome"),
+                duration_s=episode.get("duration_s"),
+                cost=episode.get("cost"),
+                metadata=episode.get("metadata"),
+            )
+        return len(episodes)
+
+    return await asyncio.to_thread(write)
