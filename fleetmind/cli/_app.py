@@ -31,6 +31,7 @@ from fleetmind.cli._fleet_cmds import (
 )
 from fleetmind.cli._llm_cmd import ModelsFile, llm_app, share_model_settings
 from fleetmind.cli._mcp_cmd import mcp_app
+from fleetmind.cli._memory_cmd import MemoryOption, memory_app, memory_path
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._plan_cmd import (
     fleet_source,
@@ -220,6 +221,7 @@ def run(
     fleet_name: FleetName = "default",
     step_router: StepRouterOption = None,
     cloud_budget: CloudBudgetOption = None,
+    memory: MemoryOption = False,
 ) -> None:
     """Run a task graph, or plan and run a request in plain words, and show it live.
 
@@ -233,7 +235,15 @@ def run(
     view = TaskView(console, log, live=use_live)
     if is_request(target):
         the_fleet, graph, source, metadata = _planned(
-            target, fleet, param, confirm, models_file, data_dir, show=not as_json, steps=steps
+            target,
+            fleet,
+            param,
+            confirm,
+            models_file,
+            data_dir,
+            show=not as_json,
+            steps=steps,
+            memory=memory_path(data_dir) if memory else None,
         )
         check: TaskGraph | None = None
     else:
@@ -249,6 +259,7 @@ def run(
             data_dir,
             open_store(data_dir),
             target_spec.tools,
+            memory=memory_path(data_dir) if memory else None,
         )
         graph, source, metadata = target_spec.graph, target_spec.source, target_spec.metadata
         check = graph
@@ -286,6 +297,7 @@ def _planned(
     *,
     show: bool,
     steps: StepRouter | None = None,
+    memory: Path | None = None,
 ) -> tuple[Fleet, TaskGraph, str, dict[str, object]]:
     """Plan a request on the fleet's agents: the fleet, the graph, and how to resume it."""
     if fleet_ref is None:
@@ -299,7 +311,13 @@ def _planned(
     apply_step_router(loaded.agents, steps)
     planner = planner_for(loaded, models_file, data_dir)
     the_fleet = build_fleet(
-        loaded.agents, loaded.router, data_dir, open_store(data_dir), loaded.tools, planner
+        loaded.agents,
+        loaded.router,
+        data_dir,
+        open_store(data_dir),
+        loaded.tools,
+        planner,
+        memory=memory,
     )
     plan = make_plan(the_fleet, request)
     if show or confirm:
@@ -478,6 +496,7 @@ app.command("plan")(plan)
 app.command("route")(route)
 app.add_typer(llm_app, name="llm")
 app.add_typer(router_app, name="router")
+app.add_typer(memory_app, name="memory")
 
 
 @app.callback()

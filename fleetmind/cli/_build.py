@@ -23,15 +23,17 @@ def build_fleet(
     store: SQLiteStore | None,
     tools: ToolRegistry | None = None,
     planner: Planner | None = None,
+    memory: Path | None = None,
 ) -> Fleet:
     """A fleet for the command line: semantic routing caches embeddings in the data dir.
 
-    ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one.
+    ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one;
+    ``memory`` is the memory file agents share (None: no memory).
     """
     if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
         base = router if isinstance(router, SemanticRouter) else SemanticRouter()
         router = base.with_data_dir(home(data_dir))
-    fleet = Fleet(agents, router=router, store=store, tools=tools, planner=planner)
+    fleet = Fleet(agents, router=router, store=store, tools=tools, planner=planner, memory=memory)
     if tools is not None:
         fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet
     return fleet

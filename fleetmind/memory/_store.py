@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fleetmind.errors import FleetmindError
+from fleetmind.errors import ConfigError, FleetmindError
 
 Layer = Literal["episodic", "semantic"]
 LAYERS: tuple[Layer, ...] = ("episodic", "semantic")
@@ -43,8 +43,9 @@ MERGE_SIMILARITY = 0.92
 EmbedFunction = Callable[[Sequence[str]], np.ndarray]
 
 
-class MemoryStoreError(FleetmindError):
-    """A memory operation that cannot be done (bad item, unknown id, unreadable file)."""
+class MemoryStoreError(ConfigError):
+    """A memory operation that cannot be done (bad item, unknown id, unreadable file): the
+    caller's input is at fault, so the command line reports it in one line."""
 
 
 class ItemTooLarge(MemoryStoreError):
