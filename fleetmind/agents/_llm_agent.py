@@ -45,7 +45,14 @@ from fleetmind.agents._steps import (
     StepState,
     ToolOutcome,
 )
-from fleetmind.errors import AgentError, BudgetExhausted, ConfigError, ModelError, SubtaskFailed
+from fleetmind.errors import (
+    AgentError,
+    BudgetExhausted,
+    ConfigError,
+    FleetmindError,
+    ModelError,
+    SubtaskFailed,
+)
 from fleetmind.tools import ToolRegistry, ToolResult, ToolSpec
 
 GIVE_UP_TOOL = "give_up"
@@ -111,6 +118,8 @@ class LLMAgent(Agent):
             whether the device and the cloud model agree (training labels for a learned step
             router; each shadow call is paid, and recorded as a ``shadow`` record that counts
             in the task's cost but not as a step).
+        recall: How many items of the fleet's memory (``ctx.memory``) relevant to the
+            subtask the model sees before its first step (0: none).
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class LLMAgent(Agent):
         allow_give_up: bool = True,
         checkpoint: bool = True,
         shadow_rate: float = 0.0,
+        recall: int = 3,
     ) -> None:
         super().__init__(profile)
         self.models: dict[str, LLMClient] = {}
@@ -166,6 +176,7 @@ class LLMAgent(Agent):
         if not 0.0 <= shadow_rate <= 1.0:
             raise AgentError(f"LLMAgent {profile.id!r}: shadow_rate is a share between 0 and 1")
         self.shadow_rate = shadow_rate
+        self.recall = recall
         self._fleet_tool_names: list[str] | None = None
         self._own_tools = ToolRegistry()
         if tools is not None:
@@ -195,7 +206,10 @@ class LLMAgent(Agent):
             "recursion_limit": 2 * self.max_steps + 8,
         }
         start: _LoopState | None = {
-            "messages": [m.to_openai() for m in self.first_messages(subtask, ctx)],
+            "messages": [
+                m.to_openai()
+                for m in [*self.first_messages(subtask, ctx), *await self._recalled(ctx)]
+            ],
             "step": 0,
             "tokens": 0,
             "cost": 0.0,
@@ -214,6 +228,22 @@ class LLMAgent(Agent):
         else:  # each node's state is on disk before the next node starts
             final = await loop.ainvoke(start, config, context=run, durability="sync")
         return final["answer"]
+
+    async def _recalled(self, ctx: SubtaskContext) -> list[ChatMessage]:
+        """What the fleet's memory holds about this subtask, as one note for the model
+        (nothing when the fleet keeps no memory or ``recall`` is 0)."""
+        if ctx.memory is None or self.recall <= 0:
+            return []
+        try:
+            found = await ctx.memory.recall(
+                ctx.subtask.description or ctx.subtask.id, limit=self.recall
+            )
+        except FleetmindError:
+            return []  # memory helps; it is never a reason to fail the work
+        if not found:
+            return []
+        lines = "\n".join(f"- {item.text[:400]}" for item in found)
+        return [ChatMessage.user(f"From the fleet's memory (may help, may not):\n{lines}")]
 
     def _connect_configured(self) -> None:
         """Make clients for tiers named by the model configuration (once, on first use)."""

@@ -319,7 +319,13 @@ class Fleet:
                 "this fleet has no planner to turn plain words into a task graph: give it "
                 f"one, Fleet(..., planner=Planner(model)); from the command line, {CONFIGURE_HINT}"
             )
-        return await self.planner.plan(request, self.view(), name=name)
+        past: list[str] = []
+        if self.memory is not None:
+            found = await asyncio.to_thread(
+                self.memory.recall, request, layer="episodic", limit=6, recency=0.05
+            )
+            past = [r.item.text for r in found if r.item.kind in ("task", "subtask")][:4]
+        return await self.planner.plan(request, self.view(), name=name, past=past)
 
     def check(self, graph: TaskGraph) -> None:
         """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""

@@ -132,8 +132,18 @@ class Planner:
 
     # Planning ----------------------------------------------------------------------------
 
-    async def plan(self, request: str, fleet: FleetView, *, name: str | None = None) -> Plan:
+    async def plan(
+        self,
+        request: str,
+        fleet: FleetView,
+        *,
+        name: str | None = None,
+        past: Sequence[str] = (),
+    ) -> Plan:
         """A valid task graph for ``request`` on ``fleet``.
+
+        ``past``: what happened to similar requests before (episodes from the fleet's memory:
+        what worked, what failed), shown to the model after the request.
 
         Raises:
             PlanningError: the model gave no valid plan within ``max_rounds`` answers.
@@ -146,7 +156,7 @@ class Planner:
         talk = _Conversation(
             [
                 ChatMessage.system(_plan_instructions(self.max_subtasks, fleet_text)),
-                ChatMessage.user(request),
+                ChatMessage.user(request + _past_episodes(past)),
             ]
         )
         for round_ in range(1, self.max_rounds + 1):
@@ -364,3 +374,14 @@ def describe_plan(plan: Plan) -> Mapping[str, Any]:
         "cost": plan.cost,
         "subtasks": plan.entries,
     }
+
+
+def _past_episodes(past: Sequence[str]) -> str:
+    """The memory of similar past requests, as a note under the request."""
+    if not past:
+        return ""
+    lines = "\n".join(f"- {p[:300]}" for p in past)
+    return (
+        "\n\nFrom the fleet's memory, how similar requests went before (plan around what "
+        f"failed):\n{lines}"
+    )
