@@ -111,6 +111,7 @@ EXPECTED = {
         "SHARED",
         "AgentMemory",
         "Compressed",
+        "FleetMemoryStore",
         "ItemTooLarge",
         "Layer",
         "Memory",

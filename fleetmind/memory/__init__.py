@@ -22,12 +22,23 @@ from fleetmind.memory._store import (
 from fleetmind.memory._tokens import Tokenizer, default_tokenizer
 from fleetmind.memory._working import WorkingEntry, WorkingMemory
 
+
+def __getattr__(name: str) -> object:
+    # LangGraph loads only when its store is asked for, so `import fleetmind` stays light.
+    if name == "FleetMemoryStore":
+        from fleetmind.memory._langgraph_store import FleetMemoryStore
+
+        return FleetMemoryStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "LAYERS",
     "MAX_TEXT_CHARS",
     "SHARED",
     "AgentMemory",
     "Compressed",
+    "FleetMemoryStore",
     "ItemTooLarge",
     "Layer",
     "Memory",

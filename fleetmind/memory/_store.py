@@ -313,6 +313,47 @@ class MemoryStore:
                 best, best_sim = item, similarity
         return best
 
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        text: str,
+        *,
+        kind: str = "record",
+        metadata: dict[str, Any] | None = None,
+    ) -> StoredItem:
+        """Set the item under ``key`` in ``namespace`` (a key-value write: whatever was there
+        is replaced and deleted, unlike a fact, whose older versions stay as history)."""
+        self._check(text)
+        vector = self._embed([text])[0]
+        with self._lock:
+            old = [i.id for i in self._items.values() if i.namespace == namespace and i.key == key]
+            created = self._items[old[0]].created_at if old else time.time()
+            if old:
+                self.forget(ids=old)
+            item = StoredItem(
+                id=f"kv-{uuid.uuid4().hex[:16]}",
+                layer="semantic",
+                namespace=namespace,
+                text=text,
+                kind=kind,
+                key=key,
+                created_at=created,
+                metadata={**(metadata or {}), "updated_at": time.time()},
+            )
+            return self._insert(item, vector)
+
+    def get_key(self, namespace: str, key: str) -> StoredItem | None:
+        """The current item under ``key`` in ``namespace``, if any."""
+        for item in self._items.values():
+            if item.namespace == namespace and item.key == key and not item.superseded_by:
+                return item
+        return None
+
+    def namespaces(self) -> list[str]:
+        """Every namespace that holds an item."""
+        return sorted({i.namespace for i in self._items.values()})
+
     def history(self, fact_id: str) -> list[StoredItem]:
         """A fact and every fact it superseded, newest first."""
         chain = [self.get(fact_id)]
