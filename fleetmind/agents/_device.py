@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
 from fleetmind.agents._agent import Agent, SubtaskContext, SubtaskResult
+from fleetmind.agents._device_memory import DeviceMemoryChannel, MemoryUnavailable
 from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
 from fleetmind.protocols._envelope import (
     CancelPayload,
@@ -46,6 +47,8 @@ from fleetmind.protocols._envelope import (
     DispatchPayload,
     Envelope,
     ErrorPayload,
+    MemoryRequestPayload,
+    MemoryResponsePayload,
     PresencePayload,
     ProceedPayload,
     ProgressPayload,
@@ -131,6 +134,11 @@ class DeviceRuntime:
         self._mqtt: MqttConnection | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()
+        self.memory = DeviceMemoryChannel(
+            self._send_memory_request,
+            lambda: self._mqtt is not None and self._mqtt.is_connected,
+        )
+        """The fleet's memory, for this device's agents (``ctx.memory``)."""
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -275,6 +283,8 @@ class DeviceRuntime:
             case SyncPayload():
                 if envelope.id == self._marker:
                     self._catching_up_until = 0.0
+            case MemoryResponsePayload():
+                self.memory.answered(envelope.correlation_id, payload)
             case _:
                 log.info("ignored a %s message on %s", envelope.kind, message.topic)
         return False
@@ -404,6 +414,7 @@ class DeviceRuntime:
             attempt=job.attempt,
             agent_id=held.agent.id,
             _progress=progress,
+            memory=self.memory.for_agent(held.agent.id, job.task_id, job.reply_to),
         )
         try:
             async with self._slots[held.agent.id]:
@@ -459,6 +470,16 @@ class DeviceRuntime:
     def _publish_out(self, reply_to: str | None, data: bytes, *, qos: int = 1) -> None:
         assert self._mqtt is not None
         self._mqtt.publish_nowait(self.topics.device_out(self.device_id, reply_to), data, qos=qos)
+
+    def _send_memory_request(
+        self, message_id: str, request: MemoryRequestPayload, replica: str | None
+    ) -> None:
+        if self._mqtt is None:
+            raise MemoryUnavailable("the device is not connected to the fleet yet")
+        self._mqtt.publish_nowait(
+            self.topics.device_out(self.device_id, replica),
+            encode("memory_request", self.device_id, request, message_id=message_id),
+        )
 
     def _send_result(self, dispatch_id: str, reply_to: str | None, result: ResultPayload) -> None:
         self._publish_out(

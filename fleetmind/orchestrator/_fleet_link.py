@@ -32,10 +32,12 @@ from fleetmind.agents import Agent, AgentProfile, SubtaskContext
 from fleetmind.errors import FleetStateError, ProtocolError, error_outcome
 from fleetmind.orchestrator._dispatches import Dispatches, DispatchLimits
 from fleetmind.orchestrator._fleet import Fleet
+from fleetmind.orchestrator._memory_service import DeviceMemoryService, SharedAccess
 from fleetmind.protocols._envelope import (
     CardPayload,
     ClaimPayload,
     ErrorPayload,
+    MemoryRequestPayload,
     PresencePayload,
     ProgressPayload,
     ResultPayload,
@@ -104,6 +106,9 @@ class MqttFleetLink:
         agent_wait_s: How long a subtask no agent can take waits for devices to come back
             before it fails (the fleet's ``agent_wait_s`` becomes at least this).
         limits: Flow control: dispatches out at once, per device, and resends.
+        shared_memory: What device agents may do in the fleet's shared memory namespace
+            (``read-write``, ``read`` or ``none``); their own agents' namespaces are always
+            theirs. The fleet's memory is ``fleet.memory``.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class MqttFleetLink:
         session_expiry_s: int = 3600,
         agent_wait_s: float = 120.0,
         limits: DispatchLimits | None = None,
+        shared_memory: SharedAccess = "read-write",
     ) -> None:
         self.fleet = fleet
         self.broker = broker
@@ -146,6 +152,11 @@ class MqttFleetLink:
         self._loops: list[asyncio.Task[None]] = []
         self.ignored: list[str] = []
         """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
+        self.memory_service = DeviceMemoryService(
+            fleet.memory,
+            lambda device, agent: agent in self.devices.get(device, DeviceState(device)).agents,
+            shared=shared_memory,
+        )
 
     async def __aenter__(self) -> MqttFleetLink:
         mqtt = await MqttConnection(
@@ -285,6 +296,14 @@ class MqttFleetLink:
                     return True
                 self._on_presence(owner, payload)
                 self.devices[owner].last_seen_at = envelope.sent_at
+            case MemoryRequestPayload():
+                if owner != envelope.sender:
+                    self._ignore(f"memory request on {owner}'s output sent by {envelope.sender}")
+                    return True
+                assert self._tasks is not None
+                server = self._tasks.create_task(self._serve_memory(owner, envelope.id, payload))
+                self._forwarders.add(server)
+                server.add_done_callback(self._forwarders.discard)
             case ResultPayload() | ProgressPayload() | ErrorPayload() | ClaimPayload():
                 if owner != envelope.sender:
                     self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
@@ -406,6 +425,18 @@ class MqttFleetLink:
             log.warning("could not report task %s: %s", task_id, exc)
         except Exception:
             log.exception("task %s from %s failed inside the fleet link", task_id, sender)
+
+    async def _serve_memory(
+        self, device: str, request_id: str, request: MemoryRequestPayload
+    ) -> None:
+        """Answer a device agent's memory request on the device's inbox; never raises."""
+        assert self._mqtt is not None
+        response = await self.memory_service.answer(device, request)
+        with contextlib.suppress(ProtocolError):
+            await self._mqtt.publish(
+                self.topics.device_inbox(device),
+                encode("memory_response", self.replica_id, response, correlation_id=request_id),
+            )
 
     async def _send_event(
         self, task_id: str, event: dict[str, Any], result: dict[str, Any] | None

@@ -173,6 +173,41 @@ class ErrorPayload(_Payload):
     error: dict[str, Any]
 
 
+MemoryText = Annotated[str, Field(min_length=1, max_length=20_000)]
+
+
+class MemoryRequestPayload(_Payload):
+    """A device agent asks the fleet's memory (on its ``out`` topic; the answer comes to its
+    inbox as ``memory_response`` with this message's id as correlation id).
+
+    The orchestrator decides the namespace: the agent's own (``agent:<name>``, for an agent
+    the sending device hosts) or, with ``shared``, the fleet's shared one.
+    """
+
+    op: Literal["remember", "recall"]
+    agent: PlainId
+    """The agent's name on the device (without ``@device``)."""
+    task_id: TaskId | None = None
+    shared: bool = False
+    layer: Literal["episodic", "semantic"] | None = None
+    text: MemoryText | None = None
+    """``remember``: what to keep."""
+    key: Annotated[str, Field(max_length=200)] | None = None
+    query: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    """``recall``: what to look for."""
+    limit: int = Field(default=5, ge=1, le=50)
+    outcome: Annotated[str, Field(max_length=32)] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemoryResponsePayload(_Payload):
+    """The answer to a ``memory_request``: the stored item, or the recalled ones, or why not."""
+
+    ok: bool
+    items: tuple[dict[str, Any], ...] = Field(default=(), max_length=50)
+    error: dict[str, Any] | None = None
+
+
 _PAYLOADS: dict[str, type[_Payload]] = {
     "card": CardPayload,
     "presence": PresencePayload,
@@ -186,6 +221,8 @@ _PAYLOADS: dict[str, type[_Payload]] = {
     "error": ErrorPayload,
     "submit": SubmitPayload,
     "task_event": TaskEventPayload,
+    "memory_request": MemoryRequestPayload,
+    "memory_response": MemoryResponsePayload,
 }
 
 MessageKind = Literal[
@@ -201,6 +238,8 @@ MessageKind = Literal[
     "error",
     "submit",
     "task_event",
+    "memory_request",
+    "memory_response",
 ]
 
 
