@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fleetmind.errors import ConfigError, FleetmindError
+from fleetmind.memory._vectors import VectorIndex
 
 Layer = Literal["episodic", "semantic"]
 LAYERS: tuple[Layer, ...] = ("episodic", "semantic")
@@ -108,6 +109,7 @@ class MemoryStore:
         embed: Texts -> unit vectors, one row per text.
         max_text_chars: The largest item accepted.
         recency_half_life_s: How fast an episode's recency weight halves.
+        exact_below: Search exactly below this many items, through an HNSW graph above.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class MemoryStore:
         *,
         max_text_chars: int = MAX_TEXT_CHARS,
         recency_half_life_s: float = 7 * 24 * 3600,
+        exact_below: int = 4096,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self._embed = embed
@@ -137,8 +140,7 @@ class MemoryStore:
             self._db.execute("CREATE INDEX IF NOT EXISTS items_ns ON items (namespace, layer)")
         except sqlite3.Error as exc:
             raise MemoryStoreError(f"cannot open the memory store {target}: {exc}") from exc
-        self._ids: list[str] = []
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._index = VectorIndex(exact_below=exact_below)
         self._items: dict[str, StoredItem] = {}
         self._load()
 
@@ -146,13 +148,14 @@ class MemoryStore:
 
     def _load(self) -> None:
         rows = self._db.execute("SELECT data, vector FROM items ORDER BY created_at").fetchall()
-        vectors = []
+        ids, vectors = [], []
         for data, blob in rows:
             item = StoredItem.from_json(json.loads(data))
             self._items[item.id] = item
-            self._ids.append(item.id)
+            ids.append(item.id)
             vectors.append(np.frombuffer(blob, dtype=np.float32))
-        self._vectors = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+        if ids:
+            self._index.add(ids, np.stack(vectors))
 
     def close(self) -> None:
         with self._lock:
@@ -200,12 +203,7 @@ class MemoryStore:
                     np.asarray(vector, dtype=np.float32).tobytes(),
                 ),
             )
-            if item.id in self._items:
-                self._vectors[self._ids.index(item.id)] = vector
-            else:
-                self._ids.append(item.id)
-                row = np.asarray(vector, dtype=np.float32)[None, :]
-                self._vectors = row if self._vectors.size == 0 else np.vstack([self._vectors, row])
+            self._index.add([item.id], np.asarray(vector, dtype=np.float32)[None, :])
             self._items[item.id] = item
         return item
 
@@ -303,15 +301,13 @@ class MemoryStore:
             return self._insert(fact, vector)
 
     def _nearest_fact(self, vector: np.ndarray, namespace: str) -> StoredItem | None:
-        best, best_sim = None, MERGE_SIMILARITY
-        for index, item_id in enumerate(self._ids):
+        for item_id, similarity in self._index.search(vector, 32):
+            if similarity < MERGE_SIMILARITY:
+                break
             item = self._items[item_id]
-            if item.layer != "semantic" or item.namespace != namespace or item.superseded_by:
-                continue
-            similarity = float(self._vectors[index] @ vector)
-            if similarity >= best_sim:
-                best, best_sim = item, similarity
-        return best
+            if item.layer == "semantic" and item.namespace == namespace and not item.superseded_by:
+                return item
+        return None
 
     def put(
         self,
@@ -383,32 +379,51 @@ class MemoryStore:
             return []
         wanted = None if namespaces is None else set(namespaces)
         vector = self._embed([query])[0]
-        with self._lock:
-            if not self._ids:
-                return []
-            similarities = self._vectors @ vector
-            now = time.time()
-            out: list[Recalled] = []
-            for index in np.argsort(-similarities):
-                item = self._items[self._ids[index]]
-                if layer is not None and item.layer != layer:
-                    continue
-                if wanted is not None and item.namespace not in wanted:
-                    continue
-                if agent_id is not None and item.agent_id != agent_id:
-                    continue
-                if outcome is not None and item.outcome != outcome:
-                    continue
-                if item.superseded_by and not include_superseded:
-                    continue
-                similarity = float(similarities[index])
-                score = similarity
-                if item.layer == "episodic" and recency:
-                    age = max(0.0, now - item.created_at)
-                    score += recency * math.pow(0.5, age / self.half_life)
-                out.append(Recalled(item, score, similarity))
-                if len(out) >= limit * 4:
-                    break
+        return self._ranked(
+            vector, limit, layer, wanted, agent_id, outcome, recency, include_superseded
+        )
+
+    def _ranked(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        layer: Layer | None,
+        wanted: set[str] | None,
+        agent_id: str | None,
+        outcome: str | None,
+        recency: float,
+        include_superseded: bool,
+    ) -> list[Recalled]:
+        """Candidates from the index, widened until enough pass the filters."""
+        now = time.time()
+        total = len(self._index)
+        breadth = 4 * limit
+        while True:
+            with self._lock:
+                hits = self._index.search(vector, min(breadth, total))
+                out: list[Recalled] = []
+                for item_id, similarity in hits:
+                    item = self._items.get(item_id)
+                    if item is None:
+                        continue
+                    if layer is not None and item.layer != layer:
+                        continue
+                    if wanted is not None and item.namespace not in wanted:
+                        continue
+                    if agent_id is not None and item.agent_id != agent_id:
+                        continue
+                    if outcome is not None and item.outcome != outcome:
+                        continue
+                    if item.superseded_by and not include_superseded:
+                        continue
+                    score = similarity
+                    if item.layer == "episodic" and recency:
+                        age = max(0.0, now - item.created_at)
+                        score += recency * math.pow(0.5, age / self.half_life)
+                    out.append(Recalled(item, score, similarity))
+            if len(out) >= limit or breadth >= total:
+                break
+            breadth *= 8
         out.sort(key=lambda r: -r.score)
         return out[:limit]
 
@@ -430,7 +445,7 @@ class MemoryStore:
                 "say what to forget: a text to match, a date, a namespace or ids"
             )
         with self._lock:
-            for item in self._items.values():
+            for item in list(self._items.values()):
                 if chosen and item.id in chosen:
                     continue
                 if match is None and before is None and namespace is None:
@@ -448,9 +463,7 @@ class MemoryStore:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in chosen])
             self._db.execute("COMMIT")
-            keep = [k for k, item_id in enumerate(self._ids) if item_id not in chosen]
-            self._vectors = self._vectors[keep] if keep else np.zeros((0, 0), dtype=np.float32)
-            self._ids = [self._ids[k] for k in keep]
+            self._index.remove(chosen)
             for item_id in chosen:
                 del self._items[item_id]
             if self.path is not None:
