@@ -197,7 +197,7 @@ def _assembled(target: Path, parts: tuple[tuple[str, str, str], ...]) -> bool:
         marker = json.loads((target / _MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return marker.get("parts") == [d for _, _, d in parts]
+    return isinstance(marker, dict) and marker.get("parts") == [d for _, _, d in parts]
 
 
 def _part_path(distribution: str, file: str) -> Path:

@@ -310,6 +310,14 @@ class SemanticRouter:
     # Routing ----------------------------------------------------------------------------------
 
     def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        decision = self._route_unreviewed(subtask, agents)
+        if subtask.agent is None and subtask.skill is None:
+            return self._reviewed(subtask, decision)  # routed by its words: a model may check
+        return decision
+
+    def _route_unreviewed(
+        self, subtask: Subtask, agents: Mapping[str, AgentProfile]
+    ) -> RoutingDecision:
         if subtask.agent is not None:
             named = named_agents(subtask, agents)
             if len(named) == 1 and not subtask.constraints:
@@ -359,16 +367,17 @@ class SemanticRouter:
                 ):
                     break
                 k *= 8
-        decision = self._rank(
-            subtask, agents, pool, support, vias, constraints, weights, vector, exact
-        )
-        return decision if exact is not None else self._reviewed(subtask, decision)
+        return self._rank(subtask, agents, pool, support, vias, constraints, weights, vector, exact)
 
     # Review by a language model -----------------------------------------------------------------
 
     async def review(self, subtasks: Sequence[Subtask], agents: Mapping[str, AgentProfile]) -> None:
         """Have the reviewer (when the router has one) judge the candidates of subtasks that
-        are routed by their words; :meth:`route` applies the verdicts from then on."""
+        are routed by their words; :meth:`route` applies the verdicts from then on.
+
+        A verdict holds for the same words, requirements and shortlist: when agents join or
+        leave and the shortlist changes, the model is asked again (a refusal does not outlive
+        an agent that can do the work); a failed review is asked again next time."""
         if self.reviewer is None:
             return
         reviewer = self.reviewer
@@ -376,13 +385,14 @@ class SemanticRouter:
         for subtask in subtasks:
             if subtask.agent is not None or subtask.skill is not None:
                 continue
-            key = _review_key(subtask)
-            if key in self._verdicts or key in todo:
-                continue
             try:
-                decision = self.route(subtask, agents)
+                decision = self._route_unreviewed(subtask, agents)
             except (NoCapableAgent, ConfigError):
                 continue  # refused or invalid already: the engine reports it when it routes
+            key = _review_key(subtask, decision.candidates[: reviewer.candidates])
+            known = self._verdicts.get(key)
+            if (known is not None and not known.failed) or key in todo:
+                continue
             todo[key] = (subtask, decision.candidates)
 
         async def one(key: str, subtask: Subtask, candidates: tuple[str, ...]) -> None:
@@ -394,22 +404,27 @@ class SemanticRouter:
 
     def _reviewed(self, subtask: Subtask, decision: RoutingDecision) -> RoutingDecision:
         """The decision with the reviewer's verdict on this subtask applied, if it has one."""
-        verdict = self._verdicts.get(_review_key(subtask)) if self._verdicts else None
+        if not self._verdicts or self.reviewer is None:
+            return decision
+        shown = decision.candidates[: self.reviewer.candidates]
+        verdict = self._verdicts.get(_review_key(subtask, shown))
         if verdict is None:
             return decision
         if verdict.refused:
             reason = (
                 f"the {verdict.model} reviewer refused its candidates "
-                f"({', '.join(decision.candidates[:3])}): {verdict.reason}"
+                f"({', '.join(shown[:3])}): {verdict.reason}"
             )
             raise NoCapableAgent(
                 f"no capable agent for subtask {subtask.id!r}: {reason}",
                 details={"reason": reason, "review": verdict.as_dict()},
             )
         candidates = decision.candidates
+        scores = decision.scores
         if verdict.agent in candidates:
             candidates = (verdict.agent, *(a for a in candidates if a != verdict.agent))
-        return replace(decision, candidates=candidates, review=verdict.as_dict())
+            scores = tuple(sorted(scores, key=lambda s: 0 if s.agent_id == verdict.agent else 1))
+        return replace(decision, candidates=candidates, scores=scores, review=verdict.as_dict())
 
     def _exact_skill(
         self, subtask: Subtask, agents: Mapping[str, AgentProfile] | None = None
@@ -562,10 +577,11 @@ class SemanticRouter:
             self.history.record(agent_id, vector, ok)
 
 
-def _review_key(subtask: Subtask) -> str:
-    """Subtasks with the same words and requirements get the same verdict."""
+def _review_key(subtask: Subtask, shortlist: Sequence[str]) -> str:
+    """Subtasks with the same words and requirements, and the same shortlist, get the same
+    verdict."""
     constraints = json.dumps(subtask.constraints, sort_keys=True, default=str)
-    return f"{query_text(subtask)}\0{constraints}"
+    return f"{query_text(subtask)}\0{constraints}\0{','.join(shortlist)}"
 
 
 def query_text(subtask: Subtask) -> str:
