@@ -31,7 +31,7 @@ _TIMESTAMP = re.compile(
     r"^\s*(?:"
     r"\d{9,10}(?:\.\d+)?:\s*"  # epoch seconds (Mosquitto)
     r"|\[?\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"  # ISO 8601
-    r"(?:Z|[+-]\d{2}:?\d{2})?(?: (?:UTC|GMT|[A-Z]{1,3}T))?\]?\s*"
+    r"(?:Z|[+-]\d{2}:?\d{2})?(?: (?:UTC|GMT|[A-Z]{1,3}T)\b)?\]?\s*"
     r"|[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}\s*"  # syslog
     r")"
 )

@@ -85,6 +85,10 @@ class StoredItem:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredItem:
+        if not isinstance(data, dict):
+            raise MemoryStoreError(f"expected a JSON object, not {type(data).__name__}")
+        if not isinstance(data.get("text"), str):
+            raise MemoryStoreError("its text is not a string")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["provenance"] = tuple(known.get("provenance") or ())
         if known.get("layer") not in LAYERS:

@@ -169,7 +169,7 @@ class WorkingMemory:
 
     def _shrink(self, entry: WorkingEntry, budget: int) -> None:
         result = compress(entry.text, budget, goal=self.goal, count=self.tokenizer.count)
-        if result.tokens_after < entry.tokens:
+        if result.text.strip() and result.tokens_after < entry.tokens:
             entry.text = result.text
             entry.tokens = result.tokens_after
 
