@@ -118,6 +118,8 @@ EXPECTED = {
         "MemoryItem",
         "MemoryStore",
         "MemoryStoreError",
+        "NewEpisode",
+        "RECURRING_KIND",
         "Recalled",
         "StoredItem",
         "Tokenizer",

@@ -156,6 +156,30 @@ def import_(
     Console().print(f"imported {count} items from {source}", highlight=False)
 
 
+@memory_app.command("consolidate")
+def consolidate(
+    everything: Annotated[
+        bool, typer.Option("--all", help="Look at every episode, not only the new ones.")
+    ] = False,
+    min_episodes: Annotated[
+        int, typer.Option("--min-episodes", min=2, help="How many alike episodes make a fact.")
+    ] = 3,
+    data_dir: DataDir = None,
+) -> None:
+    """Turn what recurs across episodes into facts (runs after every task by itself).
+
+    Example: fleetmind memory consolidate --all
+    """
+    store = open_memory(data_dir)
+    try:
+        facts = store.consolidate(min_episodes=min_episodes, full=everything)
+    finally:
+        store.close()
+    for fact in facts:
+        Console().print(f"{fact.id}  {fact.text}", highlight=False, soft_wrap=True)
+    Console().print(f"{len(facts)} recurring facts written or restated", highlight=False)
+
+
 @memory_app.command("forget")
 def forget(
     match: Annotated[

@@ -7,6 +7,7 @@ view of the fleet's store bound to the agent's own namespace and the shared one.
 
 from fleetmind.memory._agent_memory import AgentMemory, agent_namespace
 from fleetmind.memory._compress import Compressed, collapse, compress, strip_timestamp, truncate
+from fleetmind.memory._consolidate import RECURRING_KIND
 from fleetmind.memory._interface import Memory, MemoryItem
 from fleetmind.memory._store import (
     LAYERS,
@@ -16,6 +17,7 @@ from fleetmind.memory._store import (
     Layer,
     MemoryStore,
     MemoryStoreError,
+    NewEpisode,
     Recalled,
     StoredItem,
 )
@@ -35,6 +37,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "LAYERS",
     "MAX_TEXT_CHARS",
+    "RECURRING_KIND",
     "SHARED",
     "AgentMemory",
     "Compressed",
@@ -45,6 +48,7 @@ __all__ = [
     "MemoryItem",
     "MemoryStore",
     "MemoryStoreError",
+    "NewEpisode",
     "Recalled",
     "StoredItem",
     "Tokenizer",

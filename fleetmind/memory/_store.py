@@ -7,6 +7,9 @@
   they came from). A fact nearly identical to a known one is merged into it (its support
   grows, both provenances are kept); a fact with the same ``key`` as an older one supersedes
   it — the old fact stays in the history, marked superseded, and is no longer recalled.
+  Near-duplicates merge only when their specifics agree (numbers, ids, paths, negation).
+- **Consolidation** (``consolidate``) states what recurs across episodes of several tasks as
+  a fact whose provenance lists every episode (``_consolidate``).
 
 Every item lives in a namespace: an agent's own (``agent:<id>``) or the fleet's shared one
 (``shared``). Texts are embedded by the embedder the store is given (the orchestrator passes
@@ -39,7 +42,9 @@ SHARED = "shared"
 MAX_TEXT_CHARS = 20_000
 """The longest text one item may hold (a longer one is refused, not cut)."""
 MERGE_SIMILARITY = 0.92
-"""Facts at least this similar are the same fact said twice."""
+"""Facts at least this similar are the same fact said twice (when their specifics agree)."""
+_EDGES = ".,;:!?()[]{}<>\"'`"
+_NEGATIONS = frozenset({"not", "no", "never", "none", "without", "cannot", "can't", "isn't"})
 
 EmbedFunction = Callable[[Sequence[str]], np.ndarray]
 
@@ -105,6 +110,52 @@ class Recalled:
     similarity: float
 
 
+def _source(episode: StoredItem) -> dict[str, Any]:
+    """A provenance entry pointing at ``episode``."""
+    return {
+        "agent": episode.agent_id,
+        "task": episode.task_id,
+        "episode": episode.id,
+        "at": episode.created_at,
+    }
+
+
+def same_specifics(a: str, b: str) -> bool:
+    """Whether two statements carry the same words with numbers or paths in them (versions,
+    sizes, device ids, files) and agree on negation.
+
+    Sentence embeddings put "disk 91% full on pi-2" next to "disk 19% full on pi-7" and
+    "X is enabled" next to "X is not enabled"; such pairs are different facts, whatever their
+    similarity, so a merge asks for this as well.
+    """
+    return _specifics(a) == _specifics(b)
+
+
+def _specifics(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The words of ``text`` that carry a number or a path, and its negations."""
+    words = [w.strip(_EDGES) for w in text.split()]
+    specific = frozenset(w for w in words if any(c.isdigit() for c in w) or "/" in w)
+    negated = frozenset(w.lower() for w in words if w.lower() in _NEGATIONS)
+    return specific, negated
+
+
+@dataclass(frozen=True)
+class NewEpisode:
+    """An episode to record with :meth:`MemoryStore.add_episodes` (the fields of
+    :meth:`MemoryStore.add_episode`)."""
+
+    text: str
+    namespace: str = SHARED
+    kind: str = "episode"
+    agent_id: str | None = None
+    task_id: str | None = None
+    outcome: str | None = None
+    duration_s: float | None = None
+    cost: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float | None = None
+
+
 class MemoryStore:
     """Episodic and semantic memory in a SQLite file (``None``: in memory).
 
@@ -142,10 +193,17 @@ class MemoryStore:
                 "vector BLOB NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS items_ns ON items (namespace, layer)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
         except sqlite3.Error as exc:
             raise MemoryStoreError(f"cannot open the memory store {target}: {exc}") from exc
         self._index = VectorIndex(exact_below=exact_below)
         self._items: dict[str, StoredItem] = {}
+        self._current: dict[tuple[str, str], str] = {}
+        """(namespace, key) -> the id of the item that holds the key now (not superseded)."""
+        self._older: dict[str, str] = {}
+        """A fact's id -> the id of the fact it superseded (history, newest to oldest)."""
         self._load()
 
     # Reading the file ------------------------------------------------------------------------
@@ -155,11 +213,38 @@ class MemoryStore:
         ids, vectors = [], []
         for data, blob in rows:
             item = StoredItem.from_json(json.loads(data))
-            self._items[item.id] = item
+            self._remember(item)
             ids.append(item.id)
             vectors.append(np.frombuffer(blob, dtype=np.float32))
         if ids:
             self._index.add(ids, np.stack(vectors))
+
+    def _remember(self, item: StoredItem) -> None:
+        """Keep ``item`` in the in-memory maps (items by id, current item by key)."""
+        self._items[item.id] = item
+        if item.superseded_by is not None:
+            self._older[item.superseded_by] = item.id
+        if item.key is not None:
+            slot = (item.namespace, item.key)
+            if item.superseded_by is None:
+                self._current[slot] = item.id
+            elif self._current.get(slot) == item.id:
+                del self._current[slot]
+
+    def _drop(self, item_id: str) -> None:
+        item = self._items.pop(item_id)
+        if item.superseded_by is not None and self._older.get(item.superseded_by) == item_id:
+            del self._older[item.superseded_by]
+        if item.key is not None and self._current.get((item.namespace, item.key)) == item_id:
+            del self._current[(item.namespace, item.key)]
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         with self._lock:
@@ -195,28 +280,43 @@ class MemoryStore:
             )
 
     def _insert(self, item: StoredItem, vector: np.ndarray) -> StoredItem:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    item.id,
-                    item.layer,
-                    item.namespace,
-                    item.created_at,
-                    json.dumps(item.to_json()),
-                    np.asarray(vector, dtype=np.float32).tobytes(),
-                ),
-            )
-            self._index.add([item.id], np.asarray(vector, dtype=np.float32)[None, :])
-            self._items[item.id] = item
+        self._insert_many([item], np.asarray(vector, dtype=np.float32)[None, :])
         return item
+
+    def _insert_many(self, items: Sequence[StoredItem], vectors: np.ndarray) -> None:
+        """Write items and their vectors in one transaction and one index update."""
+        if not items:
+            return
+        matrix = np.asarray(vectors, dtype=np.float32)
+        rows = [
+            (
+                item.id,
+                item.layer,
+                item.namespace,
+                item.created_at,
+                json.dumps(item.to_json()),
+                matrix[row].tobytes(),
+            )
+            for row, item in enumerate(items)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._index.add([item.id for item in items], matrix)
+            for item in items:
+                self._remember(item)
 
     def _update(self, item: StoredItem) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE items SET data = ? WHERE id = ?", (json.dumps(item.to_json()), item.id)
             )
-            self._items[item.id] = item
+            self._remember(item)
 
     def add_episode(
         self,
@@ -233,22 +333,46 @@ class MemoryStore:
         created_at: float | None = None,
     ) -> StoredItem:
         """Record something that happened."""
-        self._check(text)
-        item = StoredItem(
-            id=f"ep-{uuid.uuid4().hex[:16]}",
-            layer="episodic",
+        episode = NewEpisode(
+            text,
             namespace=namespace,
-            text=text,
             kind=kind,
             agent_id=agent_id,
             task_id=task_id,
             outcome=outcome,
             duration_s=duration_s,
             cost=cost,
-            created_at=created_at if created_at is not None else time.time(),
             metadata=dict(metadata or {}),
+            created_at=created_at,
         )
-        return self._insert(item, self._embed([text])[0])
+        return self.add_episodes([episode])[0]
+
+    def add_episodes(self, episodes: Sequence[NewEpisode]) -> list[StoredItem]:
+        """Record several episodes at once: one embedding batch, one transaction (a finished
+        task's episodes arrive together). All are checked before any is written."""
+        for episode in episodes:
+            self._check(episode.text)
+        now = time.time()
+        items = [
+            StoredItem(
+                id=f"ep-{uuid.uuid4().hex[:16]}",
+                layer="episodic",
+                namespace=e.namespace,
+                text=e.text,
+                kind=e.kind,
+                agent_id=e.agent_id,
+                task_id=e.task_id,
+                outcome=e.outcome,
+                duration_s=e.duration_s,
+                cost=e.cost,
+                created_at=e.created_at if e.created_at is not None else now,
+                metadata=dict(e.metadata),
+            )
+            for e in episodes
+        ]
+        if items:
+            self._insert_many(items, self._embed([i.text for i in items]))
+        return items
 
     def add_fact(
         self,
@@ -272,7 +396,7 @@ class MemoryStore:
         vector = self._embed([text])[0]
         with self._lock:
             if key is None:
-                twin = self._nearest_fact(vector, namespace)
+                twin = self._nearest_fact(vector, namespace, text)
                 if twin is not None:
                     merged = replace(
                         twin, support=twin.support + 1, provenance=(*twin.provenance, source)
@@ -292,24 +416,29 @@ class MemoryStore:
                 provenance=(source,),
                 metadata=dict(metadata or {}),
             )
-            if key is not None:
-                for old in self.items(layer="semantic", namespace=namespace):
-                    if old.key == key and old.superseded_by is None:
-                        if old.text.strip() == text.strip():
-                            merged = replace(
-                                old, support=old.support + 1, provenance=(*old.provenance, source)
-                            )
-                            self._update(merged)
-                            return merged
-                        self._update(replace(old, superseded_by=fact.id))
+            old = self.get_key(namespace, key) if key is not None else None
+            if old is not None and old.layer == "semantic":
+                if old.text.strip() == text.strip():
+                    merged = replace(
+                        old, support=old.support + 1, provenance=(*old.provenance, source)
+                    )
+                    self._update(merged)
+                    return merged
+                self._update(replace(old, superseded_by=fact.id))
             return self._insert(fact, vector)
 
-    def _nearest_fact(self, vector: np.ndarray, namespace: str) -> StoredItem | None:
+    def _nearest_fact(self, vector: np.ndarray, namespace: str, text: str) -> StoredItem | None:
+        """A current fact in ``namespace`` that says what ``text`` says (a merge target)."""
         for item_id, similarity in self._index.search(vector, 32):
             if similarity < MERGE_SIMILARITY:
                 break
             item = self._items[item_id]
-            if item.layer == "semantic" and item.namespace == namespace and not item.superseded_by:
+            if (
+                item.layer == "semantic"
+                and item.namespace == namespace
+                and not item.superseded_by
+                and same_specifics(item.text, text)
+            ):
                 return item
         return None
 
@@ -327,8 +456,9 @@ class MemoryStore:
         self._check(text)
         vector = self._embed([text])[0]
         with self._lock:
-            old = [i.id for i in self._items.values() if i.namespace == namespace and i.key == key]
-            created = self._items[old[0]].created_at if old else time.time()
+            current = self.get_key(namespace, key)
+            created = current.created_at if current is not None else time.time()
+            old = [i.id for i in self.history(current.id)] if current is not None else []
             if old:
                 self.forget(ids=old)
             item = StoredItem(
@@ -345,10 +475,89 @@ class MemoryStore:
 
     def get_key(self, namespace: str, key: str) -> StoredItem | None:
         """The current item under ``key`` in ``namespace``, if any."""
-        for item in self._items.values():
-            if item.namespace == namespace and item.key == key and not item.superseded_by:
-                return item
-        return None
+        item_id = self._current.get((namespace, key))
+        return None if item_id is None else self._items[item_id]
+
+    def consolidate(
+        self,
+        *,
+        kinds: Sequence[str] = ("task", "subtask"),
+        min_episodes: int = 3,
+        similarity: float = 0.85,
+        full: bool = False,
+    ) -> list[StoredItem]:
+        """Promote what recurs across episodes into facts; the facts written or restated.
+
+        Episodes of ``kinds`` at least ``similarity`` alike, in one namespace, from two tasks
+        or more, ``min_episodes`` or more of them, become one recurring fact (see
+        ``_consolidate``). Only episodes recorded since the last call are looked at (their
+        neighbours may be older), unless ``full``.
+        """
+        from fleetmind.memory._consolidate import (
+            RECURRING_KIND,
+            Group,
+            central,
+            group_recurring,
+            recurring_text,
+        )
+
+        wanted = set(kinds)
+        with self._lock:
+            since = 0.0 if full else float(self._meta("consolidated_until") or 0.0)
+            groups = {
+                fact.key: Group(fact.key, list(fact.metadata.get("episodes", [])))
+                for fact in self.items(layer="semantic")
+                if fact.kind == RECURRING_KIND and fact.key and not fact.superseded_by
+            }
+            pending = sorted(
+                (
+                    e
+                    for e in self.items(layer="episodic")
+                    if e.kind in wanted and e.created_at > since
+                ),
+                key=lambda e: e.created_at,
+            )
+
+            def neighbours(episode: StoredItem) -> list[StoredItem]:
+                near = []
+                for item_id, alike in self._index.search(self._index.vector(episode.id), 32):
+                    if alike < similarity:
+                        break
+                    other = self._items[item_id]
+                    if (
+                        other.id != episode.id
+                        and other.layer == "episodic"
+                        and other.kind == episode.kind
+                        and other.namespace == episode.namespace
+                    ):
+                        near.append(other)
+                return near
+
+            changed = group_recurring(pending, neighbours, groups, min_episodes=min_episodes)
+            written = []
+            for key in sorted(changed):
+                episodes = [self._items[i] for i in groups[key].episode_ids if i in self._items]
+                vectors = np.stack([self._index.vector(e.id) for e in episodes])
+                representative = central(episodes, vectors)
+                fact = StoredItem(
+                    id=f"fact-{uuid.uuid4().hex[:16]}",
+                    layer="semantic",
+                    namespace=representative.namespace,
+                    text=recurring_text(episodes, representative),
+                    kind=RECURRING_KIND,
+                    key=key,
+                    created_at=time.time(),
+                    support=len(episodes),
+                    provenance=tuple(_source(e) for e in episodes),
+                    metadata={"episodes": [e.id for e in episodes]},
+                )
+                old = self.get_key(fact.namespace, key)
+                if old is not None:
+                    self._update(replace(old, superseded_by=fact.id))
+                written.append(self._insert(fact, self._embed([fact.text])[0]))
+            if pending:
+                self._set_meta("consolidated_until", repr(pending[-1].created_at))
+        return written
 
     def namespaces(self) -> list[str]:
         """Every namespace that holds an item."""
@@ -357,11 +566,9 @@ class MemoryStore:
     def history(self, fact_id: str) -> list[StoredItem]:
         """A fact and every fact it superseded, newest first."""
         chain = [self.get(fact_id)]
-        while True:
-            older = [i for i in self._items.values() if i.superseded_by == chain[-1].id]
-            if not older:
-                return chain
-            chain.append(max(older, key=lambda i: i.created_at))
+        while (older := self._older.get(chain[-1].id)) is not None and older in self._items:
+            chain.append(self._items[older])
+        return chain
 
     # Recall ----------------------------------------------------------------------------------
 
@@ -469,7 +676,7 @@ class MemoryStore:
             self._db.execute("COMMIT")
             self._index.remove(chosen)
             for item_id in chosen:
-                del self._items[item_id]
+                self._drop(item_id)
             if self.path is not None:
                 self._db.execute("VACUUM")  # deleted text must not linger in free pages
         return len(chosen)
@@ -503,9 +710,11 @@ class MemoryStore:
                     f"{source}:{number}: not a memory item ({message})"
                 ) from None
             items.append(item)
-        vectors = self._embed([i.text for i in items]) if items else []
-        for item, vector in zip(items, vectors, strict=True):
-            self._insert(item, vector)
+        # Superseded versions first, so the current one of each key ends up current.
+        items.sort(key=lambda i: i.superseded_by is None)
+        for start in range(0, len(items), 512):
+            batch = items[start : start + 512]
+            self._insert_many(batch, self._embed([i.text for i in batch]))
         return len(items)
 
     def stats(self) -> dict[str, Any]:

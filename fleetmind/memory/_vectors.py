@@ -75,6 +75,11 @@ class VectorIndex:
                 if self._graph is not None:
                     self._graph_add([item_id], vector[None, :])
 
+    def vector(self, item_id: str) -> np.ndarray:
+        """The stored vector of ``item_id`` (a copy)."""
+        with self._lock:
+            return self._buffer[self._row[item_id]].copy()
+
     def remove(self, ids: set[str]) -> None:
         """Remove vectors for good."""
         with self._lock:

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from fleetmind.memory import SHARED, MemoryStore
+from fleetmind.memory import SHARED, MemoryStore, NewEpisode
 from fleetmind.orchestrator._graph import SubtaskStatus, TaskGraph
 from fleetmind.orchestrator._task_result import TaskResult
 
@@ -91,22 +91,26 @@ def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
 
 
 async def remember_task(memory: MemoryStore, result: TaskResult) -> int:
-    """Record a finished task's episodes in ``memory`` (in a worker thread: it embeds)."""
-    episodes = task_episodes(result)
+    """Record a finished task's episodes in ``memory`` and consolidate what now recurs (in a
+    worker thread: it embeds)."""
+    episodes = [
+        NewEpisode(
+            episode["text"],
+            namespace=SHARED,
+            kind=episode["kind"],
+            agent_id=episode.get("agent_id"),
+            task_id=result.task_id,
+            outcome=episode.get("outcome"),
+            duration_s=episode.get("duration_s"),
+            cost=episode.get("cost"),
+            metadata=episode.get("metadata") or {},
+        )
+        for episode in task_episodes(result)
+    ]
 
     def write() -> int:
-        for episode in episodes:
-            memory.add_episode(
-                episode["text"],
-                namespace=SHARED,
-                kind=episode["kind"],
-                agent_id=episode.get("agent_id"),
-                task_id=result.task_id,
-                outcome=episode.get("outcome"),
-                duration_s=episode.get("duration_s"),
-                cost=episode.get("cost"),
-                metadata=episode.get("metadata"),
-            )
+        memory.add_episodes(episodes)
+        memory.consolidate()
         return len(episodes)
 
     return await asyncio.to_thread(write)
