@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
 from fleetmind.agents._agent import TASK_KEY, Agent, SubtaskContext
+from fleetmind.agents._conversation import READ_OUTPUT_SCHEMA, READ_OUTPUT_TOOL, Conversation
 from fleetmind.agents._llm import ChatMessage, Completion, LLMClient, ToolCall, extract_json
 from fleetmind.agents._models import ModelConfig, default_models_file
 from fleetmind.agents._profile import AgentProfile
@@ -70,6 +71,8 @@ class _LoopState(TypedDict, total=False):
     pending_step: dict[str, Any] | None
     """The record of a step whose tool calls have not run yet (kept across a crash)."""
     answer: Any
+    outputs: dict[str, str]
+    """Full texts of the tool outputs the model was shown summarised, by pointer."""
 
 
 @dataclass
@@ -81,6 +84,10 @@ class _Run:
     tools: dict[str, tuple[str, ToolRegistry]] = field(default_factory=dict)
     """API name -> (the tool's name in its registry, the registry)."""
     schemas: list[dict[str, Any]] = field(default_factory=list)
+    conversation: Conversation | None = None
+    goal: str = ""
+    spent: list[tuple[int, float]] = field(default_factory=list)
+    """Tokens and cost of model calls that are not steps (summaries of folded turns)."""
 
 
 class LLMAgent(Agent):
@@ -110,7 +117,13 @@ class LLMAgent(Agent):
         temperature: Sampling temperature (the server's default when None).
         output_type: A pydantic model the final answer must be (JSON); the output is its
             ``model_dump()``. A non-matching answer is sent back once per step with the errors.
-        max_tool_output_chars: Tool results longer than this are cut before the model sees them.
+        max_tool_output_chars: The longest tool result kept (a longer one is cut).
+        context_tokens: The working memory: the most tokens of conversation sent per step;
+            older turns are folded into one compressed note past it (None: no limit).
+        tool_output_tokens: Tool results longer than this reach the model as an extractive
+            summary with a pointer; the ``read_output`` tool reads the full text.
+        summarize_context: Fold older turns with a summary by the agent's smallest model
+            instead of extractively (its tokens and cost count in the subtask's).
         allow_give_up: Offer the model a ``give_up`` tool; calling it fails the subtask with the
             model's reason (not retried here; another agent or a replan may follow).
         checkpoint: Checkpoint the loop after every node (resumable after a crash).
@@ -136,7 +149,10 @@ class LLMAgent(Agent):
         answer_tokens: int | None = None,
         temperature: float | None = None,
         output_type: type[BaseModel] | None = None,
-        max_tool_output_chars: int = 6000,
+        max_tool_output_chars: int = 200_000,
+        context_tokens: int | None = 16_000,
+        tool_output_tokens: int = 800,
+        summarize_context: bool = False,
         allow_give_up: bool = True,
         checkpoint: bool = True,
         shadow_rate: float = 0.0,
@@ -171,6 +187,14 @@ class LLMAgent(Agent):
         self.temperature = temperature
         self.output_type = output_type
         self.max_tool_output_chars = max_tool_output_chars
+        if context_tokens is not None and context_tokens < 4 * tool_output_tokens:
+            raise AgentError(
+                f"LLMAgent {profile.id!r}: context_tokens ({context_tokens}) must be at least "
+                f"four times tool_output_tokens ({tool_output_tokens})"
+            )
+        self.context_tokens = context_tokens
+        self.tool_output_tokens = tool_output_tokens
+        self.summarize_context = summarize_context
         self.allow_give_up = allow_give_up
         self.checkpoint = checkpoint
         if not 0.0 <= shadow_rate <= 1.0:
@@ -193,7 +217,8 @@ class LLMAgent(Agent):
 
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
         self._connect_configured()
-        run = _Run(self, ctx)
+        run = _Run(self, ctx, goal=subtask.description or subtask.id)
+        run.conversation = self._conversation(run)
         await self._bind_tools(run)
         saver = None
         if self.checkpoint and ctx.checkpoints is not None:
@@ -216,6 +241,7 @@ class LLMAgent(Agent):
             "cloud_steps": 0,
             "pending_step": None,
             "answer": None,
+            "outputs": {},
         }
         if saver is not None:
             snapshot = await loop.aget_state(config)
@@ -245,6 +271,30 @@ class LLMAgent(Agent):
         lines = "\n".join(f"- {item.text[:400]}" for item in found)
         return [ChatMessage.user(f"From the fleet's memory (may help, may not):\n{lines}")]
 
+    def _conversation(self, run: _Run) -> Conversation | None:
+        """The run's working memory (None when the context is unbounded)."""
+        if self.context_tokens is None:
+            return None
+        summarize = None
+        if self.summarize_context:
+            model = self.models[self.tiers[0]]
+
+            async def summarize(text: str, goal: str, budget: int) -> str:
+                prompt = (
+                    f"Summarise these earlier steps of an agent working on: {goal}\n"
+                    "Keep every error, decision, identifier and number that may matter. "
+                    f"At most {budget} tokens.\n\n{text}"
+                )
+                completion = await model.complete([ChatMessage.user(prompt)], max_tokens=budget)
+                run.spent.append((completion.usage.total_tokens, completion.cost))
+                return completion.content
+
+        return Conversation(
+            self.context_tokens,
+            tool_output_tokens=self.tool_output_tokens,
+            summarize=summarize,
+        )
+
     def _connect_configured(self) -> None:
         """Make clients for tiers named by the model configuration (once, on first use)."""
         missing = [t for t in self._configured if t not in self.models]
@@ -270,7 +320,7 @@ class LLMAgent(Agent):
             )
         parts = [subtask.description or f"Do the subtask {subtask.id!r}."]
         if ctx.inputs:
-            parts.append("Inputs:\n" + _clip(_json(ctx.inputs), self.max_tool_output_chars * 2))
+            parts.append("Inputs:\n" + _clip(_json(ctx.inputs), _INPUT_CHARS))
         return [ChatMessage.system(system), ChatMessage.user("\n\n".join(parts))]
 
     async def _bind_tools(self, run: _Run) -> None:
@@ -316,7 +366,15 @@ class LLMAgent(Agent):
         step = state.get("step", 0) + 1
         tokens, cost = state.get("tokens", 0), state.get("cost", 0.0)
         self._check_budget(step, tokens, cost)
-        messages = tuple(ChatMessage.from_openai(m) for m in state["messages"])
+        current = state["messages"]
+        if run.conversation is not None:
+            current = await run.conversation.fit(current, run.goal)
+            tokens += sum(t for t, _ in run.spent)
+            cost += sum(c for _, c in run.spent)
+            run.spent.clear()
+        if state.get("outputs") and READ_OUTPUT_SCHEMA not in run.schemas:
+            run.schemas.append(READ_OUTPUT_SCHEMA)
+        messages = tuple(ChatMessage.from_openai(m) for m in current)
         ctx = run.ctx
         step_state = StepState(
             task_id=ctx.task_id,
@@ -385,7 +443,7 @@ class LLMAgent(Agent):
         }
         tokens += completion.usage.total_tokens
         cost += completion.cost
-        history = [*state["messages"], completion.message().to_openai()]
+        history = [*current, completion.message().to_openai()]
         update: _LoopState = {
             "messages": history,
             "step": step,
@@ -474,7 +532,17 @@ class LLMAgent(Agent):
         outcomes: list[ToolOutcome] = []
         replies: list[dict[str, Any]] = []
         gave_up: str | None = None
+        outputs = dict(state.get("outputs") or {})
         for call in last.tool_calls:
+            if call.name == READ_OUTPUT_TOOL and outputs:
+                try:
+                    ok, text = Conversation.read_output(outputs, call.parsed_arguments())
+                except ValueError as exc:
+                    ok, text = False, str(exc)
+                outcomes.append(ToolOutcome(call.name, ok, None if ok else text))
+                reply = text if ok else f"error: {text}"
+                replies.append(ChatMessage.tool(call.id, reply, call.name).to_openai())
+                continue
             if call.name == GIVE_UP_TOOL and self.allow_give_up:
                 try:
                     gave_up = str(call.parsed_arguments().get("reason") or "no reason given")
@@ -484,12 +552,13 @@ class LLMAgent(Agent):
                 continue
             result = await self._call_tool(call, run)
             outcomes.append(ToolOutcome(call.name, result.ok, result.error))
-            text = _json(result.value) if result.ok else f"error: {result.error}"
-            replies.append(
-                ChatMessage.tool(
-                    call.id, _clip(text, self.max_tool_output_chars), call.name
-                ).to_openai()
+            text = _clip(
+                _json(result.value) if result.ok else f"error: {result.error}",
+                self.max_tool_output_chars,
             )
+            if run.conversation is not None:
+                text, outputs = run.conversation.tool_output(call.name, text, run.goal, outputs)
+            replies.append(ChatMessage.tool(call.id, text, call.name).to_openai())
         pending = StepRecord.from_dict(
             state.get("pending_step") or {"step": 0, "tier": "", "model": ""}
         )
@@ -497,7 +566,11 @@ class LLMAgent(Agent):
         run.ctx.record_step(record)
         if gave_up is not None:
             raise SubtaskFailed(f"agent {self.id!r} cannot go on: {gave_up}", retryable=False)
-        return {"messages": [*state["messages"], *replies], "pending_step": None}
+        return {
+            "messages": [*state["messages"], *replies],
+            "pending_step": None,
+            "outputs": outputs,
+        }
 
     async def _call_tool(self, call: ToolCall, run: _Run) -> ToolResult:
         target = run.tools.get(call.name)
@@ -657,5 +730,7 @@ def _same_action(a: Completion, b: Completion) -> bool:
     )
 
 
+_INPUT_CHARS = 12_000
+"""The most characters of a subtask's inputs the first message shows."""
 _ANSWER_WORDS = re.compile(r"[a-z0-9]+")
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
