@@ -83,9 +83,9 @@ class FleetMemoryStore(BaseStore):
         if isinstance(op, PutOp):
             namespace = _namespace(op.namespace)
             if op.value is None:
-                old = [i.id for i in self.memory.items(namespace=namespace) if i.key == op.key]
-                if old:
-                    self.memory.forget(ids=old)
+                current = self.memory.get_key(namespace, op.key)
+                if current is not None:
+                    self.memory.forget(ids=[i.id for i in self.memory.history(current.id)])
                 return None
             self.memory.put(
                 namespace, op.key, _text(op.value), kind="langgraph", metadata={"value": op.value}

@@ -259,6 +259,10 @@ class MemoryStore:
         except KeyError:
             raise MemoryStoreError(f"no memory item {item_id!r}") from None
 
+    def find(self, item_id: str) -> StoredItem | None:
+        """The item with this id, or None (``get`` raises instead)."""
+        return self._items.get(item_id)
+
     def items(
         self, *, layer: Layer | None = None, namespace: str | None = None
     ) -> Iterator[StoredItem]:

@@ -102,9 +102,7 @@ def test_put_replaces_the_whole_history_of_a_key(store: MemoryStore) -> None:
     assert store.get_key("ns", "gateway") == item
 
 
-def test_import_keeps_the_current_version_of_each_key(
-    embed: EmbedFunction, tmp_path: Path
-) -> None:
+def test_import_keeps_the_current_version_of_each_key(embed: EmbedFunction, tmp_path: Path) -> None:
     source = MemoryStore(None, embed)
     for version in ("1.0", "1.1", "1.2"):
         source.add_fact(f"the agent runtime is at version {version}", key="runtime")
