@@ -9,18 +9,19 @@ from fleetmind.memory._agent_memory import AgentMemory, agent_namespace
 from fleetmind.memory._compress import Compressed, collapse, compress, strip_timestamp, truncate
 from fleetmind.memory._consolidate import RECURRING_KIND
 from fleetmind.memory._interface import Memory, MemoryItem
-from fleetmind.memory._store import (
+from fleetmind.memory._items import (
     LAYERS,
     MAX_TEXT_CHARS,
     SHARED,
+    EmbedFunction,
     ItemTooLarge,
     Layer,
-    MemoryStore,
     MemoryStoreError,
     NewEpisode,
     Recalled,
     StoredItem,
 )
+from fleetmind.memory._store import MemoryStore, same_specifics
 from fleetmind.memory._tokens import Tokenizer, default_tokenizer
 from fleetmind.memory._working import WorkingEntry, WorkingMemory
 
@@ -41,6 +42,7 @@ __all__ = [
     "SHARED",
     "AgentMemory",
     "Compressed",
+    "EmbedFunction",
     "FleetMemoryStore",
     "ItemTooLarge",
     "Layer",
@@ -58,6 +60,7 @@ __all__ = [
     "collapse",
     "compress",
     "default_tokenizer",
+    "same_specifics",
     "strip_timestamp",
     "truncate",
 ]

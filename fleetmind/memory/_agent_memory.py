@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleetmind.memory._interface import MemoryItem
-from fleetmind.memory._store import SHARED, Layer, MemoryStore, Recalled
+from fleetmind.memory._items import SHARED, Layer, Recalled
+from fleetmind.memory._store import MemoryStore
 
 
 def agent_namespace(agent_id: str) -> str:

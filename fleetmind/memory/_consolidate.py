@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleetmind.memory._store import StoredItem
+from fleetmind.memory._items import StoredItem
 
 RECURRING_KIND = "recurring"
 """The ``kind`` of a fact made by consolidation (its ``key`` names its group)."""

@@ -31,7 +31,8 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from fleetmind.memory._store import MemoryStore, StoredItem
+from fleetmind.memory._items import StoredItem
+from fleetmind.memory._store import MemoryStore
 
 
 def _namespace(parts: tuple[str, ...]) -> str:

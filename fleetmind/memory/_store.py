@@ -26,88 +26,38 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from fleetmind.errors import ConfigError, FleetmindError
+from fleetmind.errors import FleetmindError
+from fleetmind.memory._consolidate import (
+    RECURRING_KIND,
+    Group,
+    central,
+    group_recurring,
+    recurring_text,
+)
+from fleetmind.memory._items import (
+    MAX_TEXT_CHARS,
+    SHARED,
+    EmbedFunction,
+    ItemTooLarge,
+    Layer,
+    MemoryStoreError,
+    NewEpisode,
+    Recalled,
+    StoredItem,
+)
 from fleetmind.memory._vectors import VectorIndex
 
-Layer = Literal["episodic", "semantic"]
-LAYERS: tuple[Layer, ...] = ("episodic", "semantic")
-SHARED = "shared"
-MAX_TEXT_CHARS = 20_000
-"""The longest text one item may hold (a longer one is refused, not cut)."""
 MERGE_SIMILARITY = 0.92
 """Facts at least this similar are the same fact said twice (when their specifics agree)."""
 _EDGES = ".,;:!?()[]{}<>\"'`"
 _NEGATIONS = frozenset({"not", "no", "never", "none", "without", "cannot", "can't", "isn't"})
-
-EmbedFunction = Callable[[Sequence[str]], np.ndarray]
-
-
-class MemoryStoreError(ConfigError):
-    """A memory operation that cannot be done (bad item, unknown id, unreadable file): the
-    caller's input is at fault, so the command line reports it in one line."""
-
-
-class ItemTooLarge(MemoryStoreError):
-    """An item over the size limit."""
-
-
-@dataclass(frozen=True)
-class StoredItem:
-    """One episode or fact, as stored."""
-
-    id: str
-    layer: Layer
-    namespace: str
-    text: str
-    kind: str = "note"
-    key: str | None = None
-    """Facts: what the fact is about; a newer fact with the same key supersedes it."""
-    agent_id: str | None = None
-    task_id: str | None = None
-    outcome: str | None = None
-    """Episodes: ``done``, ``failed`` or another word for how it ended."""
-    duration_s: float | None = None
-    cost: float | None = None
-    created_at: float = 0.0
-    support: int = 1
-    """Facts: how many times the fact was stated (merged near-duplicates)."""
-    provenance: tuple[dict[str, Any], ...] = ()
-    """Where the item came from: episode ids, agents, tasks, times."""
-    superseded_by: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["provenance"] = list(self.provenance)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StoredItem:
-        if not isinstance(data, dict):
-            raise MemoryStoreError(f"expected a JSON object, not {type(data).__name__}")
-        if not isinstance(data.get("text"), str):
-            raise MemoryStoreError("its text is not a string")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["provenance"] = tuple(known.get("provenance") or ())
-        if known.get("layer") not in LAYERS:
-            raise MemoryStoreError(f"unknown memory layer {known.get('layer')!r}")
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class Recalled:
-    """An item found by recall, with why it ranked where it did."""
-
-    item: StoredItem
-    score: float
-    similarity: float
 
 
 def _source(episode: StoredItem) -> dict[str, Any]:
@@ -137,23 +87,6 @@ def _specifics(text: str) -> tuple[frozenset[str], frozenset[str]]:
     specific = frozenset(w for w in words if any(c.isdigit() for c in w) or "/" in w)
     negated = frozenset(w.lower() for w in words if w.lower() in _NEGATIONS)
     return specific, negated
-
-
-@dataclass(frozen=True)
-class NewEpisode:
-    """An episode to record with :meth:`MemoryStore.add_episodes` (the fields of
-    :meth:`MemoryStore.add_episode`)."""
-
-    text: str
-    namespace: str = SHARED
-    kind: str = "episode"
-    agent_id: str | None = None
-    task_id: str | None = None
-    outcome: str | None = None
-    duration_s: float | None = None
-    cost: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    created_at: float | None = None
 
 
 class MemoryStore:
@@ -497,14 +430,6 @@ class MemoryStore:
         ``_consolidate``). Only episodes recorded since the last call are looked at (their
         neighbours may be older), unless ``full``.
         """
-        from fleetmind.memory._consolidate import (
-            RECURRING_KIND,
-            Group,
-            central,
-            group_recurring,
-            recurring_text,
-        )
-
         wanted = set(kinds)
         with self._lock:
             since = 0.0 if full else float(self._meta("consolidated_until") or 0.0)

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from fleetmind.memory import RECURRING_KIND, SHARED, MemoryStore, MemoryStoreError, NewEpisode
-from fleetmind.memory._store import EmbedFunction, same_specifics
+from fleetmind.memory import (
+    RECURRING_KIND,
+    SHARED,
+    EmbedFunction,
+    MemoryStore,
+    MemoryStoreError,
+    NewEpisode,
+    same_specifics,
+)
 from fleetmind.orchestrator import SentenceEmbedder
 
 

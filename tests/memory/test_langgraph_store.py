@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetmind.memory import SHARED, FleetMemoryStore, MemoryStore
-from fleetmind.memory._store import EmbedFunction
+from fleetmind.memory import SHARED, EmbedFunction, FleetMemoryStore, MemoryStore
 from fleetmind.orchestrator import SentenceEmbedder
 
 

@@ -13,12 +13,12 @@ import pytest
 from fleetmind.memory import (
     MAX_TEXT_CHARS,
     SHARED,
+    EmbedFunction,
     ItemTooLarge,
     MemoryStore,
     MemoryStoreError,
     StoredItem,
 )
-from fleetmind.memory._store import EmbedFunction
 from fleetmind.orchestrator import SentenceEmbedder
 
 DAY = 24 * 3600.0
