@@ -198,6 +198,8 @@ def event_message(event: TaskEvent) -> str:
             return f"{event.subtask_id}: skipped: {event.reason}"
         case "subtask_cancelled":
             return f"{event.subtask_id}: cancelled: {event.reason}"
+        case "subtask_replanned":
+            return f"{event.subtask_id}: replanned ({event.outcome}): {event.reason}"
         case "graph_edited":
             return f"graph edited{f' by {event.by}' if event.by else ''}"
         case "task_finished":
