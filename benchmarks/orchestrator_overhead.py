@@ -63,15 +63,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import io
-import json
 import operator
-import os
-import platform
-import pstats
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -80,6 +74,15 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from _harness import (
+    _progress,
+    _table,
+    benchmark_parser,
+    frozen_gc,
+    machine_base,
+    profile_report,
+    write_json,
+)
 from langgraph.graph import END, START, StateGraph
 
 from fleetmind import Fleet, SQLiteStore, SubtaskContext, TaskGraph, agent
@@ -194,15 +197,13 @@ async def run_fleetmind(graph: TaskGraph, deps: Deps, sqlite_dir: Path | None) -
     store = None if sqlite_dir is None else sqlite_dir / f"run-{time.monotonic_ns()}.db"
     fleet = Fleet([noop], store=store)
     _CALLS.clear()
-    gc.collect()
-    gc.freeze()
     try:
-        start = time.perf_counter()
-        # Fleet.run copies the graph, so one definition serves every run.
-        result = await fleet.run(graph)
-        elapsed = time.perf_counter() - start
+        with frozen_gc():
+            start = time.perf_counter()
+            # Fleet.run copies the graph, so one definition serves every run.
+            result = await fleet.run(graph)
+            elapsed = time.perf_counter() - start
     finally:
-        gc.unfreeze()
         if isinstance(fleet.store, SQLiteStore):
             fleet.store.close()
     if not result.ok:
@@ -214,16 +215,12 @@ async def run_fleetmind(graph: TaskGraph, deps: Deps, sqlite_dir: Path | None) -
 async def run_langgraph(app: Any, deps: Deps) -> float:
     """One timed ``ainvoke`` of a compiled graph."""
     _CALLS.clear()
-    gc.collect()
-    gc.freeze()
-    try:
+    with frozen_gc():
         start = time.perf_counter()
         # A chain takes one superstep per node: the default recursion limit (25) would stop it.
         config = {"recursion_limit": len(deps) + 10}
         await asyncio.wait_for(app.ainvoke({"count": 0}, config), LANGGRAPH_TIMEOUT_S)
         elapsed = time.perf_counter() - start
-    finally:
-        gc.unfreeze()
     _check_exactly_once(deps, "langgraph")
     return elapsed
 
@@ -385,10 +382,6 @@ async def measure_makespan(times: int, seed: int) -> MakespanResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
 def _fmt_us(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.1f}"
 
@@ -431,7 +424,6 @@ def render(
                 f"{_speedup(lang, mem)} / {_speedup(lang, sql)}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "Orchestrator overhead: wall time per subtask with no-op agents, in µs, "
         f"best of up to {times} run(s) (lower is better)",
@@ -441,13 +433,7 @@ def render(
         f"langgraph {machine['langgraph']}, load average at start {machine['load_average']}",
         "",
     ]
-    for i, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += _table(rows)
     lines += ["", *notes] if notes else []
     lines.append("")
     lines.append("Graph construction, not in the figures above (seconds, fleetmind / LangGraph):")
@@ -472,11 +458,7 @@ def render(
 def machine_info() -> dict[str, Any]:
     """Where the figures were taken."""
     return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **machine_base(implementation=True),
         "fleetmind": package_version("fleetmind"),
         "langgraph": package_version("langgraph"),
     }
@@ -556,11 +538,7 @@ def profile(args: argparse.Namespace) -> None:
     gc.unfreeze()
     assert result.ok
     _check_exactly_once(deps, "fleetmind")
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(15)
-    stats.sort_stats("cumulative").print_stats(r"fleetmind[/\\]", 12)
-    print(out.getvalue())
+    print(profile_report(profiler, 15, 12))
     print(f"run under the profiler: {elapsed:.3f} s for {len(deps):,} subtasks")
     for generation, times in pauses.items():
         print(
@@ -570,9 +548,7 @@ def profile(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
-    parser.add_argument("--quick", action="store_true", help="small shapes, one run (smoke test)")
+    parser = benchmark_parser(__doc__, "small shapes, one run (smoke test)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--seed", type=int, default=20_240_601, help="seed of the random DAGs")
     parser.add_argument(
@@ -585,9 +561,7 @@ def main(argv: list[str] | None = None) -> None:
         profile(args)
         return
     document = asyncio.run(benchmark(args))
-    if args.json is not None:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, document)
 
 
 if __name__ == "__main__":

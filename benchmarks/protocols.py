@@ -74,13 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
-import os
-import platform
-import shutil
-import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -91,11 +85,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _harness import (
+    FLEETMIND_CLI,
+    _role_command,
+    _table,
+    _tail,
+    benchmark_parser,
+    frozen_gc,
+    machine_base,
+    percentile,
+    require_fleetmind_cli,
+    write_json,
+)
 
 from fleetmind.testing import free_port
 
 SELF = str(Path(__file__).resolve())
-FLEETMIND_CLI = str(Path(sys.executable).parent / "fleetmind")
 TEXT = "the quick brown fox jumps over the lazy dog"
 ADD_ARGS = {"a": 20, "b": 22}
 START_TIMEOUT_S = 60.0
@@ -195,11 +200,6 @@ def a2a_echo_server(port: int, streaming: bool) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _role_command(role: str, **role_args: Any) -> list[str]:
-    """This script, re-run as one of its helper processes."""
-    return [sys.executable, SELF, "--role", role, "--role-args", json.dumps(role_args)]
-
-
 @dataclass
 class Server:
     """A server process started by :func:`start_server`."""
@@ -212,13 +212,6 @@ class Server:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 async def _answers(url: str) -> bool:
@@ -282,13 +275,6 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 Call = Callable[[], Awaitable[None]]
 
 
-def percentile(samples: list[float], q: int) -> float:
-    """The q-th percentile (inclusive method)."""
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
-
-
 @dataclass
 class CaseResult:
     """One case: the fleetmind side and the baseline side, per-call samples in seconds."""
@@ -325,9 +311,7 @@ async def measure(
         await fleetmind()
         await baseline()
     per_block = max(calls // blocks, 1)
-    gc.collect()
-    gc.freeze()
-    try:
+    with frozen_gc():
         for block in range(blocks):
             order = [(fleetmind, case.fleetmind_s), (baseline, case.baseline_s)]
             if block % 2:
@@ -337,8 +321,6 @@ async def measure(
                     start = time.perf_counter()
                     await call()
                     samples.append(time.perf_counter() - start)
-    finally:
-        gc.unfreeze()
     return case
 
 
@@ -387,34 +369,32 @@ async def bench_mcp(tmp: Path, counts: Counts) -> list[CaseResult]:
 
     from fleetmind.tools import MCPServerConfig
 
-    results = []
-    stdio_command = _role_command("mcp-server", port=None)
+    stdio_command = _role_command(SELF, "mcp-server", port=None)
     config = MCPServerConfig(name="bench-stdio", command=stdio_command[0], args=stdio_command[1:])
     bare_params = StdioServerParameters(command=stdio_command[0], args=stdio_command[1:])
-    async with mcp_sides(config, bare_params) as (fleetmind, bare, versions):
-        case = CaseResult(
-            "mcp_stdio",
-            "MCP tool call, stdio",
-            note=f"one server process per client; protocol {versions}",
-        )
-        results.append(await measure(case, fleetmind, bare, **counts.mcp))
+    where = "one server process per client"
+    results = [await measure_mcp("mcp_stdio", "stdio", where, config, bare_params, counts)]
 
     server = await start_server(
-        "mcp-http", lambda port: _role_command("mcp-server", port=port), "/mcp", tmp
+        "mcp-http", lambda port: _role_command(SELF, "mcp-server", port=port), "/mcp", tmp
     )
     try:
         url = f"{server.base_url}/mcp"
         config = MCPServerConfig(name="bench-http", url=url)
-        async with mcp_sides(config, url) as (fleetmind, bare, versions):
-            case = CaseResult(
-                "mcp_http",
-                "MCP tool call, streamable HTTP",
-                note=f"one server process for both clients; protocol {versions}",
-            )
-            results.append(await measure(case, fleetmind, bare, **counts.mcp))
+        where = "one server process for both clients"
+        results.append(await measure_mcp("mcp_http", "streamable HTTP", where, config, url, counts))
     finally:
         await stop(server.process)
     return results
+
+
+async def measure_mcp(
+    key: str, transport: str, where: str, config: Any, bare_target: Any, counts: Counts
+) -> CaseResult:
+    """One MCP case: fleetmind's registry and the bare SDK client on the same kind of server."""
+    async with mcp_sides(config, bare_target) as (fleetmind, bare, versions):
+        case = CaseResult(key, f"MCP tool call, {transport}", note=f"{where}; protocol {versions}")
+        return await measure(case, fleetmind, bare, **counts.mcp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,54 +503,47 @@ async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
             str(tmp / data),
         ]
 
+    def bare_echo(streaming: bool) -> Callable[[int], list[str]]:
+        return lambda port: _role_command(SELF, "a2a-echo", port=port, streaming=streaming)
+
     servers: list[Server] = []
+
+    async def started(name: str, command: Callable[[int], list[str]]) -> Server:
+        server = await start_server(name, command, "/.well-known/agent-card.json", tmp)
+        servers.append(server)
+        return server
+
     try:
-        bare_stream = await start_server(
-            "a2a-bare-streaming",
-            lambda port: _role_command("a2a-echo", port=port, streaming=True),
-            "/.well-known/agent-card.json",
-            tmp,
+        bare_stream = await started("a2a-bare-streaming", bare_echo(True))
+        bare_poll = await started("a2a-bare-non-streaming", bare_echo(False))
+        served = await started(
+            "fleetmind-a2a-serve", lambda port: [FLEETMIND_CLI, *serve_argv(port, "as-shipped")]
         )
-        servers.append(bare_stream)
-        bare_poll = await start_server(
-            "a2a-bare-non-streaming",
-            lambda port: _role_command("a2a-echo", port=port, streaming=False),
-            "/.well-known/agent-card.json",
-            tmp,
-        )
-        servers.append(bare_poll)
-        served = await start_server(
-            "fleetmind-a2a-serve",
-            lambda port: [FLEETMIND_CLI, *serve_argv(port, "as-shipped")],
-            "/.well-known/agent-card.json",
-            tmp,
-        )
-        servers.append(served)
 
         results = []
-        url = bare_poll.base_url
-        async with (
-            fleetmind_a2a_client(url) as fleetmind,
-            bare_a2a_client(url, streaming=False) as bare,
-        ):
-            case = CaseResult(
+        for key, label, server, streaming, note in (
+            (
                 "a2a_client",
                 "A2A client, non-streaming",
-                note="A2AAgent.run (SendMessage return_immediately + GetTask polls) vs blocking "
+                bare_poll,
+                False,
+                "A2AAgent.run (SendMessage return_immediately + GetTask polls) vs blocking "
                 "SendMessage; bare a2a-sdk echo server",
-            )
-            results.append(await measure(case, fleetmind, bare, **counts.a2a))
-        url = bare_stream.base_url
-        async with (
-            fleetmind_a2a_client(url) as fleetmind,
-            bare_a2a_client(url, streaming=True) as bare,
-        ):
-            case = CaseResult(
+            ),
+            (
                 "a2a_client_streaming",
                 "A2A client, streaming",
-                note="A2AAgent.run vs SendStreamingMessage; bare a2a-sdk echo server",
-            )
-            results.append(await measure(case, fleetmind, bare, **counts.a2a))
+                bare_stream,
+                True,
+                "A2AAgent.run vs SendStreamingMessage; bare a2a-sdk echo server",
+            ),
+        ):
+            async with (
+                fleetmind_a2a_client(server.base_url) as fleetmind,
+                bare_a2a_client(server.base_url, streaming=streaming) as bare,
+            ):
+                case = CaseResult(key, label, note=note)
+                results.append(await measure(case, fleetmind, bare, **counts.a2a))
         for streaming in (False, True):
             async with (
                 bare_a2a_client(served.base_url, streaming=streaming) as fleetmind,
@@ -617,27 +590,11 @@ def counts_for(quick: bool) -> Counts:
 def machine_info() -> dict[str, Any]:
     """Where the figures were taken."""
     return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **machine_base(),
         "fleetmind": package_version("fleetmind"),
         "mcp": package_version("mcp"),
         "a2a-sdk": package_version("a2a-sdk"),
     }
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
 
 
 def render(results: list[CaseResult], machine: dict[str, Any], elapsed_s: float) -> str:
@@ -701,9 +658,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
-    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser = benchmark_parser(__doc__, "fewer calls (a smoke run)")
     parser.add_argument(
         "--role",
         choices=["mcp-server", "a2a-echo"],
@@ -717,12 +672,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "a2a-echo":
         a2a_echo_server(**json.loads(args.role_args))
         return
-    if not shutil.which(FLEETMIND_CLI):
-        raise SystemExit(f"{FLEETMIND_CLI} not found: install fleetmind in this environment")
+    require_fleetmind_cli()
     document = asyncio.run(benchmark(args))
-    if args.json is not None:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, document)
 
 
 if __name__ == "__main__":

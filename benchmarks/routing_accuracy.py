@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _harness import comma_list, write_json
 
 from fleetmind.agents import AgentProfile
 from fleetmind.errors import NoCapableAgent
@@ -563,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument(
         "--models",
-        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        type=comma_list,
         default=list(MODELS),
         help="embedding models to compare (default: " + ", ".join(MODELS) + ")",
     )
@@ -582,9 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     report = run(args)
     print_table(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, report)
     return 0
 
 

@@ -80,20 +80,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import io
-import json
 import math
 import os
-import platform
-import pstats
-import resource
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Any
 
 # One BLAS thread unless the caller says otherwise: on a small shared machine a matrix-vector
@@ -102,14 +93,25 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+from _clustered import ISOTROPIC_SIGMA, SUBSPACE, WITHIN_CLUSTER_SIGMA, ClusteredSpace
+from _harness import (
+    _peak_rss_mb,
+    _progress,
+    _rss_mb,
+    _table,
+    _version,
+    benchmark_parser,
+    hnswlib_version,
+    machine_base,
+    profile_report,
+    sizes_arg,
+    write_json,
+)
 
 from fleetmind.orchestrator import CapabilityIndex
 
 DIMENSION = 768
 """The default model's dimension; ``--dimension`` changes it for the run."""
-SUBSPACE = 48
-WITHIN_CLUSTER_SIGMA = 0.8
-ISOTROPIC_SIGMA = 0.05
 TIER = "cloud"
 K = 5
 WARMUP = 20
@@ -140,28 +142,13 @@ class NoEmbedder:
         raise RuntimeError("routing_scale passes vectors to the index; nothing is embedded")
 
 
-class ClusteredEmbeddings:
+class ClusteredEmbeddings(ClusteredSpace):
     """Clustered, low-rank unit vectors for ``n`` agents (see the module docstring)."""
 
     def __init__(self, n: int, seed: int) -> None:
-        rng = np.random.default_rng([seed, n])
-        basis, _ = np.linalg.qr(rng.standard_normal((DIMENSION, SUBSPACE)))
-        self.basis = basis.T.astype(np.float32)  # (SUBSPACE, DIMENSION), orthonormal rows
-        self.clusters = max(8, round(2 * math.sqrt(n)))
-        self.centres = rng.standard_normal((self.clusters, SUBSPACE)).astype(np.float32)
-        weights = rng.lognormal(0.0, 1.0, self.clusters)
-        self.weights = weights / weights.sum()
+        super().__init__(n, seed, DIMENSION)
         self.n = n
         self.seed = seed
-
-    def _draw(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        which = rng.choice(self.clusters, size=count, p=self.weights)
-        inside = self.centres[which]
-        inside += WITHIN_CLUSTER_SIGMA * rng.standard_normal((count, SUBSPACE), dtype=np.float32)
-        vectors = inside @ self.basis
-        vectors += ISOTROPIC_SIGMA * rng.standard_normal((count, DIMENSION), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors
 
     def agents(self, chunk: int) -> Iterator[np.ndarray]:
         """The agents' vectors, ``chunk`` rows at a time (``n`` rows in all)."""
@@ -223,20 +210,6 @@ class SizeResult:
 def _percentiles_ms(samples_ns: list[int]) -> tuple[float, float]:
     p50, p99 = np.percentile(np.asarray(samples_ns, dtype=np.float64), [50, 99]) / 1e6
     return round(float(p50), 4), round(float(p99), 4)
-
-
-def _rss_mb() -> float:
-    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
 def exact_top(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -437,20 +410,6 @@ def measure_size(n: int, args: argparse.Namespace) -> SizeResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for i, row in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
 def render(results: list[SizeResult], args: argparse.Namespace, machine: dict[str, Any]) -> str:
     """The results as a plain, aligned text table, then growth, goals and diagnostics."""
     rows: list[tuple[str, ...]] = [
@@ -489,7 +448,7 @@ def render(results: list[SizeResult], args: argparse.Namespace, machine: dict[st
         f"python {machine['python']}, numpy {machine['numpy']}, hnswlib {machine['hnswlib']}, "
         f"{machine['cpu_count']} CPU(s), load average at start {machine['load_average']}",
         "",
-        *_table(rows),
+        *_table(rows, left=0),
         "",
     ]
     partial = [r for r in results if r.exact_queries_timed < args.queries]
@@ -569,32 +528,12 @@ def render(results: list[SizeResult], args: argparse.Namespace, machine: dict[st
     return "\n".join(lines)
 
 
-def _version(package: str) -> str:
-    try:
-        return package_version(package)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _hnswlib_version() -> str:
-    """hnswlib's version, whichever distribution provides ``import hnswlib``."""
-    for distribution in ("chroma-hnswlib", "hnswlib"):
-        found = _version(distribution)
-        if found != "unknown":
-            return f"{distribution} {found}"
-    return "unknown"
-
-
 def machine_info() -> dict[str, Any]:
     """Where the figures were taken."""
     return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **machine_base(implementation=True),
         "numpy": np.__version__,
-        "hnswlib": _hnswlib_version(),
+        "hnswlib": hnswlib_version(),
         "fleetmind": _version("fleetmind"),
     }
 
@@ -659,33 +598,20 @@ def profile(args: argparse.Namespace) -> None:
         index.search(q, k=K)
     profiler.disable()
     elapsed = time.perf_counter() - start
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(15)
-    print(out.getvalue())
+    print(profile_report(profiler, 15))
     print(
         f"{len(queries):,} searches on {n:,} agents (built in {build_s:.1f} s): {elapsed:.3f} s "
         f"under the profiler, {elapsed / len(queries) * 1e6:.0f} µs per search"
     )
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
-    if not sizes or min(sizes) < 2 * K:
-        raise argparse.ArgumentTypeError(f"sizes must be at least {2 * K}")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> None:
     global DIMENSION
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
-    parser.add_argument("--quick", action="store_true", help="sizes 1k and 10k only")
+    parser = benchmark_parser(__doc__, "sizes 1k and 10k only")
     parser.add_argument(
-        "--sizes", type=_sizes, help="comma-separated agent counts (default 1000,...,1000000)"
+        "--sizes",
+        type=sizes_arg(2 * K),
+        help="comma-separated agent counts (default 1000,...,1000000)",
     )
     parser.add_argument("--queries", type=int, default=500, help="timed queries per size")
     parser.add_argument("--ef", type=int, default=64, help="HNSW search breadth")
@@ -719,9 +645,7 @@ def main(argv: list[str] | None = None) -> None:
         profile(args)
         return
     document = benchmark(args)
-    if args.json is not None:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, document)
 
 
 if __name__ == "__main__":
