@@ -2,7 +2,8 @@
 
 Four auditors run in parallel, each with one real tool; the dependency auditor adds a follow-up
 subtask at run time (a pinning check of what it found), and the reporter joins every output,
-through data dependencies, into one Markdown report.
+through data dependencies, into one Markdown report. The tools are fleetmind's own
+(fleetmind.tools): lines of code are counted by cloc's rules, so the report agrees with cloc.
 
     fleetmind run examples/repo_audit.yaml                  # the task as written
     fleetmind run "audit this repository and tell me what to fix first" \

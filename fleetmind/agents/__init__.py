@@ -1,6 +1,8 @@
 """What does work: the Agent interface, profiles, the ``@agent`` decorator, the LLM layer
 (model clients and their configuration), and the step-level device/cloud router."""
 
+from typing import TYPE_CHECKING
+
 from fleetmind.agents._agent import (
     Agent,
     FunctionAgent,
@@ -61,6 +63,9 @@ from fleetmind.agents._steps import (
     StepState,
     ToolOutcome,
 )
+
+if TYPE_CHECKING:
+    from fleetmind.agents._openai import OpenAICompatibleClient
 
 
 def __getattr__(name: str) -> object:

@@ -32,7 +32,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -142,9 +142,9 @@ class DeviceRuntime:
 
     # Lifecycle ------------------------------------------------------------------------------
 
-    def _presence(self, state: str) -> bytes:
+    def _presence(self, state: Literal["online", "offline"]) -> bytes:
         payload = PresencePayload(
-            state=state,  # type: ignore[arg-type]
+            state=state,
             agents=tuple(self.agents),
             heartbeat_s=self.heartbeat_s,
             boot=self.boot,
@@ -344,9 +344,10 @@ class DeviceRuntime:
             if dispatch_id in job.also:
                 del job.also[dispatch_id]  # that asker gave up; the run goes on for the other
                 return
-        job = self._jobs.get(dispatch_id)
-        if job is None:
+        found = self._jobs.get(dispatch_id)
+        if found is None:
             return
+        job = found
         if job.also:
             # Another dispatch of the same subtask still wants this run: it answers that one.
             new_id, reply_to = next(iter(job.also.items()))

@@ -124,7 +124,7 @@ class DeviceMemory:
             agent=self.agent,
             task_id=self.task_id,
             shared=shared,
-            layer=layer,  # type: ignore[arg-type]
+            layer=layer,
             text=text,
             key=key,
             outcome=outcome,
@@ -160,7 +160,7 @@ class DeviceMemory:
             task_id=self.task_id,
             query=query,
             limit=limit,
-            layer=layer,  # type: ignore[arg-type]
+            layer=layer,
             outcome=outcome,
         )
         response = await self.channel.ask(request, wait=True, replica=self.replica)

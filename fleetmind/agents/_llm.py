@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -362,7 +362,7 @@ class LLMClient(abc.ABC):
         """Close open connections but stay usable, before the event loop that used them ends
         (a later ``asyncio.run`` reopens them). Nothing by default."""
 
-    async def __aenter__(self) -> LLMClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -389,7 +389,7 @@ class LLMAgent(Agent):
             local_data=_local_data(self.profile, ctx.subtask),
             cloud_steps=state.get("cloud_steps", 0),
         )
-        trace = {
+        trace: dict[str, Any] = {
             "features": structural_features(step_state),
             "text_buckets": tuple(hashed_ngrams(step_text(step_state))),
         }

@@ -173,7 +173,7 @@ class ModelConfig(BaseModel):
         Raises:
             ModelNotConfigured: that tier has no endpoint.
         """
-        found = self.models.get(tier)  # type: ignore[call-overload]
+        found: ModelEndpoint | None = self.models.get(tier)  # type: ignore[call-overload]
         if found is None:
             have = ", ".join(self.tiers) or "none"
             raise ModelNotConfigured(

@@ -338,7 +338,7 @@ class OpenAICompatibleClient(LLMClient):
 
     def _backoff(self, failed_attempts: int) -> float:
         base = min(self.endpoint.max_backoff_s, 0.5 * 2 ** (failed_attempts - 1))
-        return base * (0.5 + self._rng.random() / 2)
+        return float(base * (0.5 + self._rng.random() / 2))
 
     def _transport_error(self, exc: BaseException) -> ModelError:
         where = f"the {self.name} model at {self.endpoint.base_url}"

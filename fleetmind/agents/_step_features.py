@@ -187,7 +187,7 @@ class _Arithmetic:
     """A tiny recursive-descent evaluator for + - * / and brackets (no ``eval``)."""
 
     def __init__(self, text: str) -> None:
-        self.tokens = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", text)
+        self.tokens: list[str] = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", text)
         self.at = 0
 
     def value(self) -> float | None:

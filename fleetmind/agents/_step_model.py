@@ -88,7 +88,8 @@ class StepRouterModel:
             if text is None:
                 raise ValueError(f"this router reads the step's text ({self.text})")
             logits = logits + np.asarray(text, dtype=np.float64) @ self.text_weights
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -40, 40)))
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logits, -40, 40)))
+        return probabilities
 
     def threshold_for(self, cloud_share: float) -> float:
         """The threshold that sent ``cloud_share`` of the training steps to the cloud."""

@@ -265,6 +265,8 @@ def run(
         check = graph
 
     task_id = new_task_id()
+    if memory:  # resume gives the agents the same memory
+        metadata = {**metadata, "memory": True}
 
     def start() -> TaskHandle:
         handle = the_fleet.submit(graph, task_id=task_id, source=source, metadata=metadata)
@@ -358,7 +360,8 @@ def resume(
         share_model_settings(Path(str(record.metadata["models"])), data_dir)
     if planner is None and record.metadata.get("request"):
         planner = _replanner(record.metadata, data_dir)
-    the_fleet = build_fleet(agents, router, data_dir, store, tools, planner)
+    memory = memory_path(data_dir) if record.metadata.get("memory") else None
+    the_fleet = build_fleet(agents, router, data_dir, store, tools, planner, memory=memory)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json
     view = TaskView(console, log, live=use_live)

@@ -18,6 +18,7 @@ from rich.live import Live
 
 from fleetmind._ids import is_valid_id
 from fleetmind.agents import Agent
+from fleetmind.cli._memory_cmd import MemoryOption, memory_path
 from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError
@@ -220,6 +221,7 @@ def orchestrator_serve(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where tasks are stored.")
     ] = None,
+    memory: MemoryOption = False,
 ) -> None:
     """Take tasks from `fleetmind submit` and run them on the fleet's devices, until Ctrl-C."""
     from fleetmind.cli._build import build_fleet, open_store
@@ -234,7 +236,14 @@ def orchestrator_serve(
             raise ConfigError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
     loaded = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
     agents, router, tools = loaded.agents, loaded.router, loaded.tools
-    fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools)
+    fleet = build_fleet(
+        agents,
+        router,
+        data_dir,
+        open_store(data_dir),
+        tools,
+        memory=memory_path(data_dir) if memory else None,
+    )
     console = Console(stderr=True)
 
     async def main() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -88,7 +88,7 @@ def serve(
     share_model_settings(models_file, data_dir)
     planner = optional_planner(loaded, models_file, data_dir)
     the_fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools, planner)
-    transport = "stdio" if stdio else "http"
+    transport: Literal["stdio", "http"] = "stdio" if stdio else "http"
     try:
         asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port, token=token))
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.markup import escape
 from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fleetmind.memory import Layer, MemoryStore
 
 memory_app = typer.Typer(help="The fleet's episodic and semantic memory.")
 
@@ -29,7 +32,7 @@ def memory_path(data_dir: Path | None) -> Path:
     return home(data_dir) / MEMORY_FILE
 
 
-def open_memory(data_dir: Path | None, *, must_exist: bool = True):
+def open_memory(data_dir: Path | None, *, must_exist: bool = True) -> MemoryStore:
     """The data directory's memory store (embedding with the orchestrator's model)."""
     from fleetmind.memory import MemoryStore
     from fleetmind.orchestrator import SentenceEmbedder
@@ -71,11 +74,18 @@ def search(
 
     Example: fleetmind memory search "why did the nightly build fail" --layer episodic
     """
-    if layer not in (None, "episodic", "semantic"):
+    layers: dict[str | None, Layer | None] = {
+        None: None,
+        "episodic": "episodic",
+        "semantic": "semantic",
+    }
+    if layer not in layers:
         raise ConfigError(f"--layer {layer!r}: choose episodic or semantic")
     store = open_memory(data_dir)
     try:
-        found = store.recall(query, layer=layer, agent_id=agent, outcome=outcome, limit=limit)  # type: ignore[arg-type]
+        found = store.recall(
+            query, layer=layers[layer], agent_id=agent, outcome=outcome, limit=limit
+        )
     finally:
         store.close()
     if as_json:
@@ -176,7 +186,7 @@ def consolidate(
     finally:
         store.close()
     for fact in facts:
-        Console().print(f"{fact.id}  {fact.text}", highlight=False, soft_wrap=True)
+        Console().print(f"{fact.id}  {escape(fact.text)}", highlight=False, soft_wrap=True)
     Console().print(f"{len(facts)} recurring facts written or restated", highlight=False)
 
 

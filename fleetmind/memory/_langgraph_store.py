@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,10 +43,11 @@ def _parts(namespace: str) -> tuple[str, ...]:
     return tuple(namespace.split("/"))
 
 
-def _text(value: dict[str, Any]) -> str:
+def _text(value: Mapping[str, Any]) -> str:
     for field in ("text", "content"):
-        if isinstance(value.get(field), str) and value[field].strip():
-            return value[field]
+        text = value.get(field)
+        if isinstance(text, str) and text.strip():
+            return text
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
@@ -110,7 +111,7 @@ class FleetMemoryStore(BaseStore):
                 limit=(op.offset + op.limit) * 4,
                 recency=0.0,
             )
-            scored = [(r.item, r.similarity) for r in found]
+            scored: list[tuple[StoredItem, float | None]] = [(r.item, r.similarity) for r in found]
         else:
             items = [i for n in wanted for i in self.memory.items(namespace=n)]
             items.sort(key=lambda i: -float(i.metadata.get("updated_at", i.created_at)))

@@ -78,7 +78,8 @@ class VectorIndex:
     def vector(self, item_id: str) -> np.ndarray:
         """The stored vector of ``item_id`` (a copy)."""
         with self._lock:
-            return self._buffer[self._row[item_id]].copy()
+            row: np.ndarray = self._buffer[self._row[item_id]].copy()
+            return row
 
     def remove(self, ids: set[str]) -> None:
         """Remove vectors for good."""

@@ -58,7 +58,7 @@ class WorkingMemory:
     summarizer: Summarizer | None = None
     entries: list[WorkingEntry] = field(default_factory=list)
     _full: dict[str, str] = field(default_factory=dict)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         if self.budget_tokens < 32:

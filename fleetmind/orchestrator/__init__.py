@@ -30,7 +30,7 @@ from fleetmind.orchestrator._embedding_models import (
     ModelAssemblyError,
     embedding_model,
 )
-from fleetmind.orchestrator._engine import Engine, TaskResult
+from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._events import (
     Event,
     GraphEdited,
@@ -73,6 +73,7 @@ from fleetmind.orchestrator._step_training import (
     train_step_router,
 )
 from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
+from fleetmind.orchestrator._task_result import TaskResult
 
 __all__ = [
     "AddDependency",

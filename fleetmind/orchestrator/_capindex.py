@@ -302,7 +302,8 @@ class CapabilityIndex:
 
     def embed_query(self, text: str) -> np.ndarray:
         """A query text as a vector."""
-        return self.embedder.embed([text])[0]
+        vector: np.ndarray = self.embedder.embed([text])[0]
+        return vector
 
     def search(
         self,

@@ -60,7 +60,7 @@ def _load_model(model: EmbeddingModel) -> Any:
                 "semantic routing needs sentence-transformers; install fleetmind with its "
                 "'routing' extra"
             ) from exc
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         loaded = SentenceTransformer(str(folder), device="cpu")
         _LOADED[model.name] = loaded
         return loaded

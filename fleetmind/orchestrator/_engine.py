@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 from fleetmind._task_log import (
     STRUCTURAL_KINDS,
@@ -565,7 +565,9 @@ class Engine:
         if self.graph.state(sid).status.is_terminal:
             return  # cancelled meanwhile
         decision = message.decision
-        outcome, reason, edits = "failed", message.problem, ()
+        outcome: Literal["edited", "gave_up", "failed"] = "failed"
+        reason = message.problem
+        edits: tuple[GraphEdit, ...] = ()
         if decision is not None:
             edits, reason = decision.edits, decision.reason
             outcome = "edited" if edits else "gave_up"
@@ -580,7 +582,7 @@ class Engine:
         self._record(
             SubtaskReplanned(
                 subtask_id=sid,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 reason=reason,
                 edits=len(edits),
                 exchanges=decision.exchanges if decision is not None else (),

@@ -12,8 +12,10 @@ import asyncio
 import json
 from typing import Any
 
+from fleetmind._task_log import SubtaskProgressed
+from fleetmind._task_model import SubtaskStatus
 from fleetmind.memory import SHARED, MemoryStore, NewEpisode
-from fleetmind.orchestrator._graph import SubtaskStatus, TaskGraph
+from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._task_result import TaskResult
 
 _CLIP = 400
@@ -54,9 +56,9 @@ def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
             }
         )
     for entry in graph.log:
-        step = getattr(entry, "step", None)
-        if getattr(entry, "kind", "") != "subtask_progress" or not step:
+        if not isinstance(entry, SubtaskProgressed) or not entry.step:
             continue
+        step = entry.step
         if step.get("outcome") in ("shadow",):
             continue
         episodes.append(

@@ -7,7 +7,7 @@ event from the task's start, in order, no matter when it subscribed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -203,7 +203,7 @@ class EventBroadcaster:
         for queue in self._subscribers:
             queue.put_nowait(None)
 
-    async def subscribe(self) -> AsyncIterator[TaskEvent]:
+    async def subscribe(self) -> AsyncGenerator[TaskEvent]:
         """Every event of the task, from its first, until the task finishes."""
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         for event in self._history:
@@ -212,7 +212,7 @@ class EventBroadcaster:
             queue.put_nowait(None)
         self._subscribers.append(queue)
         try:
-            while (event := await queue.get()) is not None:
-                yield event
+            while (item := await queue.get()) is not None:
+                yield item
         finally:
             self._subscribers.remove(queue)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from fleetmind.errors import (
 from fleetmind.memory import MemoryStore
 from fleetmind.orchestrator._checkpoints import Checkpoints, checkpoint_path
 from fleetmind.orchestrator._directory import AgentDirectory
-from fleetmind.orchestrator._engine import Engine, TaskResult
+from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._episodes import remember_task
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._fleet_view import FleetView
@@ -52,6 +52,7 @@ from fleetmind.orchestrator._results import ResultSource
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
+from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class TaskHandle:
         """Whether the task has ended."""
         return self._done.done()
 
-    def events(self) -> AsyncIterator[TaskEvent]:
+    def events(self) -> AsyncGenerator[TaskEvent]:
         """Every event of the task from its start, until it finishes; any number may follow."""
         return self._engine.events.subscribe()
 
@@ -263,7 +264,7 @@ class Fleet:
         Raises:
             ConfigError: The server description is invalid.
         """
-        from fleetmind.tools._mcp import MCPServerConfig, MCPToolSource
+        from fleetmind.tools import MCPServerConfig, MCPToolSource
 
         source = MCPToolSource(MCPServerConfig.parse(server), prefix=prefix)
         self.tools.add_source(source)

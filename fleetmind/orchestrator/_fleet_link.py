@@ -50,6 +50,8 @@ from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
 from fleetmind.protocols._topics import Topics
 
 log = logging.getLogger("fleetmind.fleet_link")
+_CARD_WAIT_S = 5.0
+"""How long a memory request waits for the card that names its agent (after a restart)."""
 
 
 @dataclass
@@ -139,6 +141,8 @@ class MqttFleetLink:
         self._session_expiry_s = session_expiry_s
         self.dispatches = Dispatches(self.topics, self.replica_id, limits)
         self._forwarders: set[asyncio.Task[None]] = set()
+        self._card_arrived = asyncio.Event()
+        """Set (and replaced) whenever a device announces an agent."""
         self._accepted: dict[str, None] = {}
         """Ids of tasks taken from the broker (a redelivered submit is not run twice)."""
         self.devices: dict[str, DeviceState] = {}
@@ -301,9 +305,12 @@ class MqttFleetLink:
                     self._ignore(f"memory request on {owner}'s output sent by {envelope.sender}")
                     return True
                 assert self._tasks is not None
-                server = self._tasks.create_task(self._serve_memory(owner, envelope.id, payload))
+                server = self._tasks.create_task(
+                    self._serve_memory(owner, envelope.id, payload, message)
+                )
                 self._forwarders.add(server)
                 server.add_done_callback(self._forwarders.discard)
+                return False  # acknowledged once answered: a write is saved first
             case ResultPayload() | ProgressPayload() | ErrorPayload() | ClaimPayload():
                 if owner != envelope.sender:
                     self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
@@ -333,6 +340,8 @@ class MqttFleetLink:
         self._changed.set()
         device = self.devices.setdefault(device_id, DeviceState(device_id))
         device.agents.add(profile.id)
+        arrived, self._card_arrived = self._card_arrived, asyncio.Event()
+        arrived.set()
         if device.online:
             self._join(device_id, profile.id)
 
@@ -427,16 +436,35 @@ class MqttFleetLink:
             log.exception("task %s from %s failed inside the fleet link", task_id, sender)
 
     async def _serve_memory(
-        self, device: str, request_id: str, request: MemoryRequestPayload
+        self, device: str, request_id: str, request: MemoryRequestPayload, message: Message
     ) -> None:
-        """Answer a device agent's memory request on the device's inbox; never raises."""
+        """Answer a device agent's memory request on the device's inbox, then acknowledge it
+        (stopped before, the broker hands it over again); never raises.
+
+        A restarted orchestrator gets the requests queued in its session before the devices'
+        retained cards, so it waits a little for the card that names the agent before it
+        judges who may use that agent's memory.
+        """
         assert self._mqtt is not None
+        deadline = time.monotonic() + _CARD_WAIT_S
+        while request.agent not in self._announced(device):
+            arrived = self._card_arrived
+            try:
+                await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
         response = await self.memory_service.answer(device, request)
         with contextlib.suppress(ProtocolError):
             await self._mqtt.publish(
                 self.topics.device_inbox(device),
                 encode("memory_response", self.replica_id, response, correlation_id=request_id),
             )
+        self._mqtt.ack(message)
+
+    def _announced(self, device: str) -> set[str]:
+        """The agents ``device`` announced with cards (none yet: an empty set)."""
+        state = self.devices.get(device)
+        return state.agents if state is not None else set()
 
     async def _send_event(
         self, task_id: str, event: dict[str, Any], result: dict[str, Any] | None

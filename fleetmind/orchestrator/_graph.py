@@ -145,7 +145,7 @@ class TaskGraph:
         self._waiting_on: dict[str, int] = {}
         # networkx mirror of the dependencies, for cycle checks, topological order and the
         # critical path. Built on first use, so copies made to run a graph do not pay for it.
-        self._dag: nx.DiGraph | None = None
+        self._dag: nx.DiGraph[str] | None = None
         self._log: list[LogEntry] = []
         self._open = 0
         self._cancelled = False
@@ -588,8 +588,9 @@ class TaskGraph:
             previous[sid] = best_pred
         if not finish:
             return 0.0, []
-        end: str | None = max(finish, key=finish.__getitem__)
-        total = finish[end]
+        last = max(finish, key=finish.__getitem__)
+        total = finish[last]
+        end: str | None = last
         path: list[str] = []
         while end is not None:
             path.append(end)
@@ -603,9 +604,9 @@ class TaskGraph:
             counts[state.status] += 1
         return counts
 
-    def _networkx(self) -> nx.DiGraph:
+    def _networkx(self) -> nx.DiGraph[str]:
         if self._dag is None:
-            dag = nx.DiGraph()
+            dag: nx.DiGraph[str] = nx.DiGraph()
             dag.add_nodes_from(self._specs)
             dag.add_edges_from((d.source, d.target) for d in self.dependencies)
             self._dag = dag

@@ -422,7 +422,7 @@ def _resolve(value: Any, ids: set[str]) -> tuple[str | None, str | None]:
 
 def _in_dependency_order(subtasks: Sequence[PlannedSubtask]) -> list[PlannedSubtask]:
     by_id = {s.id: s for s in subtasks}
-    dag = nx.DiGraph()
+    dag: nx.DiGraph[str] = nx.DiGraph()
     dag.add_nodes_from(by_id)
     for s in subtasks:
         for value in s.inputs.values():

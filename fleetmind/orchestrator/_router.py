@@ -117,10 +117,10 @@ class SkillRouter:
                 raise NoCapableAgent(
                     f"agent {named[0]!r} cannot take subtask {subtask.id!r}: {why}"
                 )
-            ranked = sorted(
+            named_ranked = sorted(
                 placed, key=lambda a: (agents[a].cost_per_call, agents[a].typical_latency_s)
             )
-            return RoutingDecision(tuple(ranked))
+            return RoutingDecision(tuple(named_ranked))
         if subtask.skill is None:
             raise NoCapableAgent(
                 f"subtask {subtask.id!r} names neither an agent nor a skill to route by"

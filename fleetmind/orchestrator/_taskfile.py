@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,7 +125,7 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
 
 
 def graph_from_entries(
-    name: str, subtasks: list[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+    name: str, subtasks: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
 ) -> TaskGraph:
     """A graph from subtask entries written as in a task file (``${id}`` data references,
     ``depends_on``), as the planner writes them.
@@ -259,13 +259,13 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
             graph.add_subtask(Subtask(**fields))
         except ValidationError as exc:
             raise ConfigError(f"subtask {entry.id!r}: {_describe(exc)}") from exc
-    for dep in dependencies:
+    for dependency in dependencies:
         graph.add_dependency(
-            dep.source,
-            dep.target,
-            kind=dep.kind,
-            condition=dep.condition,
-            output=dep.output,
-            input=dep.input,
+            dependency.source,
+            dependency.target,
+            kind=dependency.kind,
+            condition=dependency.condition,
+            output=dependency.output,
+            input=dependency.input,
         )
     return graph

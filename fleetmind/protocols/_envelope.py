@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fleetmind._ids import PlainId, SubtaskId, TaskId
 from fleetmind.errors import MalformedMessage, MessageTooLarge, UnknownKind, UnsupportedVersion
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 1 << 20
 """Default size limit: 1 MiB (Mosquitto's own default limit is far larger; devices are not)."""
 

@@ -127,9 +127,9 @@ class HttpGate:
                 await _refuse(send, self._too_large(), keep_alive=drained)
                 return
         if self._check_body is not None:
-            refusal = self._check_body(scope, bytes(body))
-            if refusal is not None:
-                await _refuse(send, refusal)
+            late = self._check_body(scope, bytes(body))
+            if late is not None:
+                await _refuse(send, late)
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
 

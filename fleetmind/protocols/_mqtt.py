@@ -279,7 +279,7 @@ class MqttConnection:
         self._socket_opened_at = 0.0
         client = self._client = self._new_client(version)
         if version == 5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self._session_expiry_s
             properties.ReceiveMaximum = self._receive_maximum
             options: dict[str, Any] = {"clean_start": False, "properties": properties}
@@ -308,21 +308,25 @@ class MqttConnection:
                 f"could not connect to the MQTT broker at {self.address.host}:{self.address.port}"
                 f" within {self._connect_timeout_s:g} s{last_error}"
             ) from None
-        if self._protocol_refused:
+        refused, error = self._connect_outcome()
+        if refused:
             self._shutdown(final=False)
             raise _ProtocolRefused
-        if self._connect_error:
+        if error:
             self._shutdown()
-            if "user name" in self._connect_error or "authorized" in self._connect_error.lower():
+            if "user name" in error or "authorized" in error.lower():
                 raise ConfigError(
                     f"the MQTT broker at {self.address.host}:{self.address.port} refused the "
-                    f"login of {self.address.username or 'an anonymous client'}: "
-                    f"{self._connect_error}"
+                    f"login of {self.address.username or 'an anonymous client'}: {error}"
                 )
             raise ProtocolError(
                 f"the MQTT broker at {self.address.host}:{self.address.port} refused "
-                f"{self.client_id!r}: {self._connect_error}"
+                f"{self.client_id!r}: {error}"
             )
+
+    def _connect_outcome(self) -> tuple[bool, str | None]:
+        """What paho's callbacks recorded about the connection attempt, while we waited."""
+        return self._protocol_refused, self._connect_error
 
     async def _wait_for_connack(self) -> None:
         """Wait for the broker's answer to CONNECT (or a refusal of MQTT 5, see below)."""
@@ -618,7 +622,7 @@ class MqttConnection:
         client = self._open_client()
         properties = None
         if expiry_s is not None and self.protocol == "5":
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = max(1, int(expiry_s))
         try:
             return client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
@@ -695,7 +699,7 @@ class MqttConnection:
         future: asyncio.Future[None] = self._loop.create_future()
         self._filters.update(dict.fromkeys(topic_filters, qos))
         result, mid = client.subscribe([(f, qos) for f in topic_filters])
-        if result != mqtt.MQTT_ERR_SUCCESS:
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ProtocolError(f"subscribe failed: {mqtt.error_string(result)}")
         self._pending[mid] = future
         try:
@@ -711,7 +715,7 @@ class MqttConnection:
         for f in topic_filters:
             self._filters.pop(f, None)
         result, mid = client.unsubscribe(list(topic_filters))
-        if result != mqtt.MQTT_ERR_SUCCESS:
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ProtocolError(f"unsubscribe failed: {mqtt.error_string(result)}")
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[mid] = future

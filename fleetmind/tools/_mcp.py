@@ -102,8 +102,8 @@ class MCPToolSource:
                 return ToolResult(ok=False, error=_one_line(text))
             if result.structured is not None:
                 return ToolResult(ok=True, value=result.structured)
-            text = result.text
-            return ToolResult(ok=True, value=text if text is not None else result.content)
+            body = result.text
+            return ToolResult(ok=True, value=body if body is not None else result.content)
 
         call_remote.__name__ = local_name.replace(".", "_").replace("-", "_")
         call_remote.__qualname__ = f"MCPToolSource({self.name}).{remote.name}"

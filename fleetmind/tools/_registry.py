@@ -374,7 +374,7 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._specs)
 
-    async def call(self, name: str, arguments: Mapping[str, Any] | None = None) -> ToolResult:
+    async def call(self, name: str, arguments: object = None) -> ToolResult:
         """Validate ``arguments`` and run the tool called ``name``.
 
         Sync tools run in a worker thread (``asyncio.to_thread``) so they do not block the event
@@ -546,7 +546,7 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
         if indent == entry_indent:
             match = _ARG_LINE_RE.match(stripped)
             current = match[1] if match else None
-            if match:
+            if match is not None and current is not None:
                 args[current] = match[2]
         elif current is not None:
             args[current] = f"{args[current]} {stripped}".strip()

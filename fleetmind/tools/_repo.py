@@ -13,18 +13,23 @@ Which files count is decided once, in :func:`_repository_files`:
   ``.gitignore`` is left out.
 - Elsewhere, every file found by walking the directory; also when git shows nothing, which
   means the directory itself is ignored and was asked for explicitly.
-- In both cases files under ``.git``, ``.venv``, ``venv``, ``node_modules``, ``__pycache__``,
-  ``.mypy_cache``, ``.pytest_cache``, ``.ruff_cache``, ``.hypothesis``, ``dist``, ``build`` and
-  ``*.egg-info`` directories are skipped, so a vendored ``node_modules`` committed by mistake does
-  not swamp the numbers; symbolic links are not followed, so nothing is counted twice.
+- In both cases files under ``.git`` (and other version control directories), ``.venv``,
+  ``venv``, ``node_modules``, ``__pycache__``, ``.mypy_cache``, ``.pytest_cache``,
+  ``.ruff_cache``, ``.hypothesis``, ``dist``, ``build`` and ``*.egg-info`` directories are
+  skipped, so a vendored ``node_modules`` committed by mistake does not swamp the numbers;
+  symbolic links are not followed, so nothing is counted twice.
 
-Text tools skip binary files: those with a NUL byte in their first 8 KiB. Text is read as UTF-8,
-with undecodable bytes replaced rather than failing the whole audit.
+Lines of code are counted by cloc's rules (:mod:`fleetmind.tools._line_counts`), on those files
+less the ones cloc leaves out (binary ones by cloc's own test among them); TODOs are told from
+mere mentions of a tag by :mod:`fleetmind.tools._todos`. ``find_todos`` and ``largest_files``
+take a file with a NUL byte in its first 8 KiB as binary. Text is read as UTF-8, with
+undecodable bytes replaced rather than failing the whole audit.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -35,13 +40,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fleetmind.errors import ConfigError
+from fleetmind.tools._line_counts import CLOC_SKIPPED_DIRS, count_file, language_of, source_bytes
 from fleetmind.tools._registry import tool
+from fleetmind.tools._todos import markers, tag_pattern
 
 __all__ = ["count_lines", "declared_dependencies", "find_todos", "largest_files"]
 
 _EXCLUDED_DIRS = frozenset(
     {
         ".git",
+        ".hg",
+        ".svn",
+        ".bzr",
+        ".cvs",
         ".venv",
         "venv",
         "node_modules",
@@ -56,103 +67,53 @@ _EXCLUDED_DIRS = frozenset(
 )
 _SNIFF_BYTES = 8192
 _GIT_TIMEOUT_S = 120
-_MAX_TODO_TEXT = 200
-_DEFAULT_TAGS = ("TODO", "FIXME", "XXX", "HACK")
-
-# (language, line-comment markers, file extensions, exact file names). A language without a
-# line-comment marker (Markdown, JSON, HTML...) counts every non-blank line as code.
-_LANGUAGE_TABLE: tuple[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
-    ("Python", ("#",), (".py", ".pyi", ".pyw"), ()),
-    ("Markdown", (), (".md", ".markdown"), ()),
-    ("reStructuredText", (), (".rst",), ()),
-    ("YAML", ("#",), (".yml", ".yaml"), ()),
-    ("TOML", ("#",), (".toml",), ()),
-    ("JSON", (), (".json",), ()),
-    ("INI", (";", "#"), (".ini", ".cfg"), ()),
-    ("XML", (), (".xml",), ()),
-    ("Shell", ("#",), (".sh", ".bash", ".zsh", ".ksh"), ()),
-    ("PowerShell", ("#",), (".ps1", ".psm1"), ()),
-    ("JavaScript", ("//",), (".js", ".mjs", ".cjs", ".jsx"), ()),
-    ("TypeScript", ("//",), (".ts", ".mts", ".cts", ".tsx"), ()),
-    ("Rust", ("//",), (".rs",), ()),
-    ("Go", ("//",), (".go",), ()),
-    ("C", ("//",), (".c", ".h"), ()),
-    ("C++", ("//",), (".cc", ".cpp", ".cxx", ".hh", ".hpp", ".hxx"), ()),
-    ("C#", ("//",), (".cs",), ()),
-    ("Java", ("//",), (".java",), ()),
-    ("Kotlin", ("//",), (".kt", ".kts"), ()),
-    ("Scala", ("//",), (".scala",), ()),
-    ("Swift", ("//",), (".swift",), ()),
-    ("Dart", ("//",), (".dart",), ()),
-    ("Protocol Buffers", ("//",), (".proto",), ()),
-    ("Ruby", ("#",), (".rb",), ("Gemfile", "Rakefile")),
-    ("PHP", ("//", "#"), (".php",), ()),
-    ("Perl", ("#",), (".pl", ".pm"), ()),
-    ("R", ("#",), (".r",), ()),
-    ("Lua", ("--",), (".lua",), ()),
-    ("Haskell", ("--",), (".hs",), ()),
-    ("SQL", ("--",), (".sql",), ()),
-    ("HTML", (), (".html", ".htm"), ()),
-    ("CSS", (), (".css",), ()),
-    ("SCSS", ("//",), (".scss",), ()),
-    ("Text", (), (".txt",), ()),
-    ("CMake", ("#",), (".cmake",), ("CMakeLists.txt",)),
-    ("Dockerfile", ("#",), (".dockerfile",), ("Dockerfile", "Containerfile")),
-    ("Makefile", ("#",), (".mk",), ("Makefile", "makefile", "GNUmakefile")),
-)
-_LANGUAGE_BY_NAME = {
-    name: (lang, markers) for lang, markers, _, names in _LANGUAGE_TABLE for name in names
-}
-_LANGUAGE_BY_EXT = {
-    ext: (lang, markers) for lang, markers, exts, _ in _LANGUAGE_TABLE for ext in exts
-}
 
 
 @tool
 def count_lines(path: str) -> dict[str, Any]:
-    """Count lines of code, comment lines and blank lines per language in a repository.
+    """Count blank, comment and code lines per language in a repository, as cloc 1.96 does.
 
-    The language comes from the file name or extension; files of unknown type are not counted. A
-    comment line is one whose stripped text starts with the language's line-comment marker (``#``,
-    ``//``, ``--``...). Block comments (``/* */``, docstrings, ``<!-- -->``) are not parsed: their
-    lines count as code. Languages without a line-comment marker (Markdown, JSON, HTML, CSS, Text)
-    count every non-blank line as code.
+    The files are the repository's (see the module's docstring), less those cloc leaves out:
+    empty, binary and over-100-MB files, files under ``.config``, ``.snapshot`` and version
+    control directories, and second copies of a file (counted once). The language comes from
+    the file name, its extension or, for a script without one, its ``#!`` line; files of other
+    types are not counted. Comments are found as cloc finds them: a Python docstring (any
+    triple-quoted string) is comment, so are block comments (``/* */``, ``<!-- -->``), and
+    JSON, CSV and text have none.
 
     Args:
         path: The repository's directory.
 
     Returns:
         ``{"languages": [{"language", "files", "code", "comment", "blank"}, ...], "total": {"files",
-        "code", "comment", "blank"}}``, languages sorted by lines of code, most first.
+        "code", "comment", "blank"}}``, languages sorted by lines of code, most first, named as
+        cloc names them (``Python``, ``Bourne Shell``, ``C/C++ Header``...).
     """
     root = _directory(path)
-    per_language: dict[str, dict[str, int]] = {}
+    # cloc counts files with the same contents once: the last (by path) of each set of copies.
+    counted: dict[tuple[int, str], tuple[str, tuple[int, int, int]]] = {}
     for rel in _repository_files(root):
-        language = _language_of(rel)
+        if any(part in CLOC_SKIPPED_DIRS for part in rel.split("/")[:-1]):
+            continue
+        language = language_of(root / rel)
         if language is None:
             continue
-        name, markers = language
-        counts = {"code": 0, "comment": 0, "blank": 0}
-        try:
-            lines = _text_lines(root / rel)
-            if lines is None:
-                continue
-            for line in lines:
-                stripped = line.strip()
-                if not stripped:
-                    counts["blank"] += 1
-                elif markers and stripped.startswith(markers):
-                    counts["comment"] += 1
-                else:
-                    counts["code"] += 1
-        except OSError:
-            continue  # unreadable (permissions, vanished mid-walk): leave it out, audit the rest
+        data = source_bytes(root / rel)
+        if data is None:
+            continue
+        copies = len(data), hashlib.md5(data, usedforsecurity=False).hexdigest()
+        counted[copies] = language.name, count_file(data, language)
+
+    per_language: dict[str, dict[str, int]] = {}
+    for name, (blank, comment, code) in counted.values():
         totals = per_language.setdefault(name, {"files": 0, "code": 0, "comment": 0, "blank": 0})
         totals["files"] += 1
-        for key, value in counts.items():
-            totals[key] += value
-
-    languages = [{"language": name, **counts} for name, counts in per_language.items()]
+        totals["code"] += code
+        totals["comment"] += comment
+        totals["blank"] += blank
+    languages: list[dict[str, Any]] = [
+        {"language": name, **counts} for name, counts in per_language.items()
+    ]
     languages.sort(key=lambda entry: (-entry["code"], entry["language"]))
     total = {
         key: sum(counts[key] for counts in per_language.values())
@@ -163,13 +124,14 @@ def count_lines(path: str) -> dict[str, Any]:
 
 @tool
 def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
-    """Find TODO, FIXME, XXX and HACK markers in a repository's text files.
+    """Find TODO, FIXME, XXX and HACK notes in a repository's text files.
 
-    A marker is the tag as a whole, upper-case word that either follows a comment token on its
-    line (``# TODO``, ``// FIXME``, ``/* XXX``, ``-- HACK``, ``<!-- TODO``) or is directly followed
-    by ``:`` or ``(`` (``TODO: ...``, ``TODO(alice): ...``). Prose that merely mentions a tag
-    ("TODO and FIXME markers") and ``todo`` or ``TODOS`` do not count. Only the first marker on
-    a line is reported. Every text file is searched, whatever its type.
+    A marker is the tag as a whole, upper-case word at the start of a comment (``# TODO``,
+    ``// FIXME``, ``/* XXX``, ``<!-- HACK``), anywhere in a comment with ``:`` or ``(`` right
+    after it, at the start of a line of a Python docstring, or at the start of a line of prose
+    with ``:`` or ``(`` after it (``TODO: ...`` in Markdown, text or a file of unknown type). A
+    tag in code, in other strings or in the middle of a sentence is only mentioned and does not
+    count. Only the first marker on a line is reported. Every text file is searched.
 
     Args:
         path: The repository's directory.
@@ -181,47 +143,27 @@ def find_todos(path: str, tags: list[str] | None = None) -> dict[str, Any]:
         of the line after the marker.
     """
     root = _directory(path)
-    wanted = list(_DEFAULT_TAGS) if tags is None else list(dict.fromkeys(tags))
-    if not wanted:
-        raise ConfigError("tags is empty: name at least one marker, e.g. TODO")
-    for tag in wanted:
-        if not re.fullmatch(r"\w+", tag):
-            raise ConfigError(f"tag {tag!r} is not a word (letters, digits, '_')")
-    # Longest first, so a tag that is a prefix of another cannot shadow it.
-    alternatives = "|".join(re.escape(tag) for tag in sorted(wanted, key=len, reverse=True))
-    marker = re.compile(rf"\b({alternatives})\b")
-
+    wanted, tag = tag_pattern(tags)
     items: list[dict[str, Any]] = []
     for rel in _repository_files(root):
         try:
-            lines = _text_lines(root / rel)
-            if lines is None:
-                continue
-            for number, line in enumerate(lines, start=1):
-                match = _first_marker(marker, line)
-                if match is None:
-                    continue
-                text = line[match.end() :].lstrip(" \t:").strip()[:_MAX_TODO_TEXT]
-                items.append({"file": rel, "line": number, "tag": match[1], "text": text})
+            data = (root / rel).read_bytes()
         except OSError:
-            continue
+            continue  # unreadable (permissions, vanished mid-walk): leave it out, audit the rest
+        if b"\0" in data[:_SNIFF_BYTES]:
+            continue  # binary
+        text = data.decode("utf-8-sig", errors="replace")
+        if not tag.search(text):
+            continue  # the quick way past most files
+        items += [
+            {"file": rel, "line": line, "tag": found, "text": rest}
+            for line, found, rest in markers(text, language_of(root / rel), tag)
+        ]
     by_tag = dict.fromkeys(wanted, 0)
     for item in items:
         by_tag[item["tag"]] += 1
-    # Files come sorted and lines in order, so items are already sorted by file, then line.
+    # Files come sorted and markers by line, so items are already sorted by file, then line.
     return {"count": len(items), "by_tag": by_tag, "items": items}
-
-
-_COMMENT_TOKEN = re.compile(r"#|//|/\*|<!--|--|;|^\s*\*")
-
-
-def _first_marker(marker: re.Pattern[str], line: str) -> re.Match[str] | None:
-    """The first tag on the line that is used as a marker, not merely mentioned."""
-    for match in marker.finditer(line):
-        follows = line[match.end() :].lstrip(" \t")[:1]
-        if follows in (":", "(") or _COMMENT_TOKEN.search(line, 0, match.start()):
-            return match
-    return None
 
 
 @tool
@@ -360,32 +302,9 @@ def _is_excluded_dir(name: str) -> bool:
     return name in _EXCLUDED_DIRS or name.endswith(".egg-info")
 
 
-def _language_of(rel: str) -> tuple[str, tuple[str, ...]] | None:
-    name = PurePosixPath(rel).name
-    if name in _LANGUAGE_BY_NAME:
-        return _LANGUAGE_BY_NAME[name]
-    if name.startswith("Dockerfile."):  # Dockerfile.dev, Dockerfile.prod...
-        return _LANGUAGE_BY_NAME["Dockerfile"]
-    return _LANGUAGE_BY_EXT.get(PurePosixPath(name).suffix.lower())
-
-
 def _is_binary(file: Path) -> bool:
     with file.open("rb") as fh:
         return b"\0" in fh.read(_SNIFF_BYTES)
-
-
-def _text_lines(file: Path) -> Iterator[str] | None:
-    """The lines of a text file without their endings, read lazily; ``None`` if it is binary."""
-    if _is_binary(file):
-        return None
-    return _iter_lines(file)
-
-
-def _iter_lines(file: Path) -> Iterator[str]:
-    # newline="\n": split on LF only, like wc -l and git, so a stray CR does not add a line.
-    with file.open(encoding="utf-8-sig", errors="replace", newline="\n") as fh:
-        for line in fh:
-            yield line.rstrip("\r\n")
 
 
 def _count_newlines(file: Path) -> int | None:

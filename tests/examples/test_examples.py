@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetmind.tools import count_lines
+
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
@@ -157,44 +159,15 @@ def test_repo_audit_of_a_small_repository(tmp_path: Path) -> None:
     assert re.search(r"^task t[0-9a-f]{10} done: 6 done$", proc.stdout, re.MULTILINE)
 
 
-# Directories the audit leaves out even when git lists files in them (see fleetmind/tools/_repo.py).
-_EXCLUDED_DIRS = {
-    *(".git", ".venv", "venv", "node_modules", "__pycache__", "dist", "build"),
-    *(".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"),
-}
-
-
 def _python_lines_of_this_repository() -> tuple[int, int, int, int]:
-    """(files, code, comment, blank) of the repository's Python files, counted here."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "*.py", "*.pyi", "*.pyw"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    files = code = comment = blank = 0
-    for rel in sorted({os.fsdecode(p) for p in listed.split(b"\0") if p}):
-        if any(d in _EXCLUDED_DIRS or d.endswith(".egg-info") for d in rel.split("/")[:-1]):
-            continue
-        path = REPO / rel
-        if path.is_symlink() or not path.is_file():
-            continue
-        data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue
-        files += 1
-        for line in data.decode("utf-8-sig", errors="replace").split("\n"):
-            stripped = line.strip()
-            if not stripped:
-                blank += 1
-            elif stripped.startswith("#"):
-                comment += 1
-            else:
-                code += 1
-        if data.endswith(b"\n") or not data:
-            blank -= 1  # the empty string after the last newline is not a line
-    return files, code, comment, blank
+    """(files, code, comment, blank) of the repository's Python files, by the library's counter.
+
+    That counter gives cloc's figures (tests/examples/test_line_counts.py checks it against cloc),
+    so this only checks that the report shows what it counted.
+    """
+    rows = count_lines(str(REPO))["languages"]
+    row = next(r for r in rows if r["language"] == "Python")
+    return row["files"], row["code"], row["comment"], row["blank"]
 
 
 @needs_git
