@@ -129,6 +129,9 @@ class MemoryStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )
+            # Episodes recorded since consolidation last looked (by id, not by time: episodes
+            # of tasks that finish together, or imported ones, are stamped out of order).
+            self._db.execute("CREATE TABLE IF NOT EXISTS unconsolidated (id TEXT PRIMARY KEY)")
         except sqlite3.Error as exc:
             raise MemoryStoreError(f"cannot open the memory store {target}: {exc}") from exc
         self._index = VectorIndex(exact_below=exact_below)
@@ -170,14 +173,6 @@ class MemoryStore:
             del self._older[item.superseded_by]
         if item.key is not None and self._current.get((item.namespace, item.key)) == item_id:
             del self._current[(item.namespace, item.key)]
-
-    def _meta(self, name: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def _set_meta(self, name: str, value: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         with self._lock:
@@ -240,6 +235,10 @@ class MemoryStore:
             self._db.execute("BEGIN")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO unconsolidated VALUES (?)",
+                    [(item.id,) for item in items if item.layer == "episodic"],
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -432,7 +431,7 @@ class MemoryStore:
         """
         wanted = set(kinds)
         with self._lock:
-            since = 0.0 if full else float(self._meta("consolidated_until") or 0.0)
+            new = {row[0] for row in self._db.execute("SELECT id FROM unconsolidated")}
             groups = {
                 fact.key: Group(fact.key, list(fact.metadata.get("episodes", [])))
                 for fact in self.items(layer="semantic")
@@ -442,7 +441,7 @@ class MemoryStore:
                 (
                     e
                     for e in self.items(layer="episodic")
-                    if e.kind in wanted and e.created_at > since
+                    if e.kind in wanted and (full or e.id in new)
                 ),
                 key=lambda e: e.created_at,
             )
@@ -484,8 +483,7 @@ class MemoryStore:
                 if old is not None:
                     self._update(replace(old, superseded_by=fact.id))
                 written.append(self._insert(fact, self._embed([fact.text])[0]))
-            if pending:
-                self._set_meta("consolidated_until", repr(pending[-1].created_at))
+            self._db.executemany("DELETE FROM unconsolidated WHERE id = ?", [(i,) for i in new])
         return written
 
     def namespaces(self) -> list[str]:
@@ -602,6 +600,7 @@ class MemoryStore:
                 return 0
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in chosen])
+            self._db.executemany("DELETE FROM unconsolidated WHERE id = ?", [(i,) for i in chosen])
             self._db.execute("COMMIT")
             self._index.remove(chosen)
             for item_id in chosen:

@@ -144,7 +144,8 @@ class WorkingMemory:
             if self.tokens <= self.budget_tokens:
                 break
             if entry.kind != "goal":
-                self._shrink(entry, max(16, entry.tokens // 2))
+                room = self.budget_tokens - (self.tokens - entry.tokens)
+                self._shrink(entry, max(16, min(entry.tokens // 2, room)))
         return before - self.tokens
 
     async def acompact(self) -> int:
@@ -168,10 +169,16 @@ class WorkingMemory:
         return before - self.tokens
 
     def _shrink(self, entry: WorkingEntry, budget: int) -> None:
-        result = compress(entry.text, budget, goal=self.goal, count=self.tokenizer.count)
-        if result.text.strip() and result.tokens_after < entry.tokens:
-            entry.text = result.text
-            entry.tokens = result.tokens_after
+        header, body = "", entry.text
+        if entry.pointer is not None:  # its first line says where the full text is: kept
+            header, _, body = entry.text.partition("\n")
+            budget -= self.tokenizer.count(header)
+        result = compress(body, max(1, budget), goal=self.goal, count=self.tokenizer.count)
+        text = f"{header}\n{result.text}" if header else result.text
+        tokens = self.tokenizer.count(text)
+        if result.text.strip() and tokens < entry.tokens:
+            entry.text = text
+            entry.tokens = tokens
 
     def _relevance(self, entry: WorkingEntry) -> float:
         if not self.goal:

@@ -70,6 +70,9 @@ def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
                     + (f", error: {step.get('error')}" if step.get("error") else "")
                 ),
                 "kind": "step",
+                "agent_id": graph.state(entry.subtask_id).agent
+                if entry.subtask_id in graph
+                else None,
                 "outcome": step.get("outcome"),
                 "duration_s": step.get("latency_s"),
                 "cost": step.get("cost") or None,
@@ -85,11 +88,20 @@ def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
             f"{', '.join(dict.fromkeys(agents)) or 'none'}",
             "kind": "task",
             "outcome": result.status,
+            "duration_s": _span(graph),
             "cost": total_cost or None,
             "metadata": {"subtasks": len(graph), "request": graph.request},
         },
     )
     return episodes
+
+
+def _span(graph: TaskGraph) -> float | None:
+    """From the first subtask's start to the last one's end (None: nothing ran)."""
+    states = [graph.state(s.id) for s in graph]
+    starts = [s.started_at for s in states if s.started_at]
+    ends = [s.finished_at for s in states if s.finished_at]
+    return max(ends) - min(starts) if starts and ends else None
 
 
 async def remember_task(memory: MemoryStore, result: TaskResult) -> int:

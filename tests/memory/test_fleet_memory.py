@@ -233,11 +233,6 @@ async def test_a_cancelled_task_is_not_recorded(memory: MemoryStore) -> None:
     assert len(memory) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleetmind/orchestrator/_episodes.py: the task episode has no duration_s "
-    "(issue 14 asks for duration on every episode)",
-)
 async def test_the_task_episode_has_a_duration(memory: MemoryStore) -> None:
     fleet = Fleet([summariser], router=SkillRouter(), memory=memory)
     await fleet.run(nightly(archive=False))
@@ -245,11 +240,6 @@ async def test_the_task_episode_has_a_duration(memory: MemoryStore) -> None:
     assert task.duration_s is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleetmind/orchestrator/_episodes.py: step episodes carry no agent_id, though the "
-    "module says subtasks and steps name their agent",
-)
 async def test_a_step_episode_names_its_agent(memory: MemoryStore) -> None:
     fleet = Fleet([summariser], router=SkillRouter(), memory=memory)
     await fleet.run(nightly(archive=False))
@@ -329,12 +319,6 @@ async def test_an_unrelated_task_does_not_join_a_recurring_fact(memory: MemorySt
     assert all(p["task"] != unrelated.task_id for f in after.values() for p in f.provenance)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleetmind/memory/_store.py: add_episodes stamps created_at before embedding, and "
-    "consolidate() skips episodes older than its created_at watermark, so a task whose episodes "
-    "are written while another task's consolidation runs is never consolidated",
-)
 async def test_episodes_of_tasks_that_finish_together_are_all_consolidated(
     embed: EmbedFunction,
 ) -> None:
