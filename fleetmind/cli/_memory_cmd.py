@@ -131,7 +131,7 @@ def stats(
     Console().print(table)
     Console().print(
         f"{figures['items']} items, {figures['superseded']} superseded facts kept as history, "
-        f"{figures['bytes'] / 1024:.0f} KB in {memory_path(data_dir)}",
+        f"{figures['bytes'] / 1024:.0f} KB in {escape(str(memory_path(data_dir)))}",
         highlight=False,
     )
 
@@ -147,7 +147,7 @@ def export(
         count = store.export(out)
     finally:
         store.close()
-    Console().print(f"exported {count} items to {out}", highlight=False)
+    Console().print(f"exported {count} items to {escape(str(out))}", highlight=False)
 
 
 @memory_app.command("import")
@@ -158,12 +158,18 @@ def import_(
     """Add the items of an export (their ids are kept: importing twice changes nothing)."""
     if not source.is_file():
         raise ConfigError(f"no file {source} to import")
+    created = not memory_path(data_dir).exists()
     store = open_memory(data_dir, must_exist=False)
     try:
         count = store.import_(source)
-    finally:
+    except ConfigError:
         store.close()
-    Console().print(f"imported {count} items from {source}", highlight=False)
+        if created:  # a refused import leaves no empty memory behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{memory_path(data_dir)}{suffix}").unlink(missing_ok=True)
+        raise
+    store.close()
+    Console().print(f"imported {count} items from {escape(str(source))}", highlight=False)
 
 
 @memory_app.command("consolidate")
