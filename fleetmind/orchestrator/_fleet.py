@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,11 @@ class Fleet:
         self._agents_changed(added=[a.profile for a in initial])
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
-        self._handles: dict[str, TaskHandle] = {}
-        self._drivers: list[asyncio.Task[None]] = []
+        self._handles: OrderedDict[str, TaskHandle] = OrderedDict()
+        """Running tasks' handles, then the last ``_KEPT_FINISHED`` finished ones (a
+        long-running ``serve`` must not keep every task it ever ran)."""
+        self._drivers: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()
 
     # Agents -------------------------------------------------------------------------------
 
@@ -552,8 +556,21 @@ class Fleet:
 
         handle = TaskHandle(engine, done)
         self._handles[engine.task_id] = handle
-        self._drivers.append(self._tg.create_task(drive(), name=f"task {engine.task_id}"))
+        driver = self._tg.create_task(drive(), name=f"task {engine.task_id}")
+        self._drivers.add(driver)
+        self._running.add(engine.task_id)
+        driver.add_done_callback(lambda task: self._finished(engine.task_id, task))
         return handle
+
+    def _finished(self, task_id: str, driver: asyncio.Task[None]) -> None:
+        """Forget a finished task's driver; keep its handle among the latest finished."""
+        self._drivers.discard(driver)
+        self._running.discard(task_id)
+        if task_id in self._handles:
+            self._handles.move_to_end(task_id)
+        finished = [tid for tid in self._handles if tid not in self._running]
+        for old in finished[: max(0, len(finished) - _KEPT_FINISHED)]:
+            del self._handles[old]
 
     def handle(self, task_id: str) -> TaskHandle:
         """The handle of a task submitted to this fleet."""
@@ -561,6 +578,10 @@ class Fleet:
             return self._handles[task_id]
         except KeyError:
             raise FleetStateError(f"task {task_id} was not submitted to this fleet") from None
+
+
+_KEPT_FINISHED = 256
+"""Finished tasks whose handles a fleet keeps (older ones: read the store)."""
 
 
 def _open_memory(memory: MemoryStore | str | Path | bool | None, store: Any) -> MemoryStore | None:
