@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from fleetmind._ids import AgentId, SubtaskId
-from fleetmind._task_model import Dependency, Subtask
+from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
 
 
 class _Entry(BaseModel):
@@ -76,6 +76,29 @@ def add_subtask_edit(
         d if isinstance(d, Dependency) else Dependency(source=d, target=spec.id) for d in depends_on
     )
     return AddSubtask(subtask=spec, dependencies=deps)
+
+
+def add_dependency_edit(
+    source: str,
+    target: str,
+    *,
+    kind: DependencyKind | str = DependencyKind.CONTROL,
+    condition: Condition | str = Condition.SUCCESS,
+    output: str | None = None,
+    input: str | None = None,
+) -> AddDependency:
+    """The edit that makes ``target`` wait for ``source`` (for ``kind="data"``, take its
+    output; ``condition``: on which of the source's endings the target runs). The graph, a
+    running task's handle and a subtask's context all add dependencies through this."""
+    dependency = Dependency(
+        source=source,
+        target=target,
+        kind=DependencyKind(kind),
+        condition=Condition(condition),
+        output=output,
+        input=input,
+    )
+    return AddDependency(dependency=dependency)
 
 
 GraphEdit = Annotated[

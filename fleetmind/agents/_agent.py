@@ -17,11 +17,11 @@ from typing import Any, Protocol, overload
 from pydantic import ValidationError
 
 from fleetmind._task_log import (
-    AddDependency,
     GraphEdit,
+    add_dependency_edit,
     add_subtask_edit,
 )
-from fleetmind._task_model import Dependency, DependencyKind, Subtask
+from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
 from fleetmind.agents._steps import StepRecord
 from fleetmind.errors import AgentError, MissingInput
@@ -138,14 +138,16 @@ class SubtaskContext:
         target: str,
         *,
         kind: DependencyKind | str = DependencyKind.CONTROL,
+        condition: Condition | str = Condition.SUCCESS,
         output: str | None = None,
         input: str | None = None,
-    ) -> None:
+    ) -> Dependency:
         """Ask for a new dependency between subtasks that have not started."""
-        dep = Dependency(
-            source=source, target=target, kind=DependencyKind(kind), output=output, input=input
+        edit = add_dependency_edit(
+            source, target, kind=kind, condition=condition, output=output, input=input
         )
-        self.edits.append(AddDependency(dependency=dep))
+        self.edits.append(edit)
+        return edit.dependency
 
 
 @dataclass(frozen=True)

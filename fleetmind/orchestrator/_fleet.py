@@ -23,13 +23,13 @@ from typing import Any
 
 from fleetmind._ids import new_task_id
 from fleetmind._task_log import (
-    AddDependency,
     GraphEdit,
     RemoveSubtask,
     UpdateSubtask,
+    add_dependency_edit,
     add_subtask_edit,
 )
-from fleetmind._task_model import Dependency, DependencyKind, Subtask
+from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.agents._models import CONFIGURE_HINT
 from fleetmind.errors import (
@@ -115,14 +115,16 @@ class TaskHandle:
         target: str,
         *,
         kind: DependencyKind | str = DependencyKind.CONTROL,
+        condition: Condition | str = Condition.SUCCESS,
         output: str | None = None,
         input: str | None = None,
-    ) -> None:
+    ) -> Dependency:
         """Add a dependency whose target has not started."""
-        dep = Dependency(
-            source=source, target=target, kind=DependencyKind(kind), output=output, input=input
+        edit = add_dependency_edit(
+            source, target, kind=kind, condition=condition, output=output, input=input
         )
-        await self.edit(AddDependency(dependency=dep))
+        await self.edit(edit)
+        return edit.dependency
 
     async def remove_subtask(self, subtask_id: str) -> None:
         """Remove a subtask that has not started."""

@@ -39,6 +39,7 @@ from fleetmind._task_log import (
     TaskCancelled,
     TaskPlanned,
     UpdateSubtask,
+    add_dependency_edit,
     add_subtask_edit,
 )
 from fleetmind._task_model import (
@@ -184,16 +185,11 @@ class TaskGraph:
         input: str | None = None,
     ) -> Dependency:
         """Make ``target`` wait for ``source`` (and, for ``kind="data"``, take its output)."""
-        dep = Dependency(
-            source=source,
-            target=target,
-            kind=DependencyKind(kind),
-            condition=Condition(condition),
-            output=output,
-            input=input,
+        edit = add_dependency_edit(
+            source, target, kind=kind, condition=condition, output=output, input=input
         )
-        self.apply(AddDependency(dependency=dep))
-        return dep
+        self.apply(edit)
+        return edit.dependency
 
     def remove_subtask(self, subtask_id: str) -> None:
         """Remove a subtask that has not started."""
