@@ -265,8 +265,8 @@ def run(
         check = graph
 
     task_id = new_task_id()
-    if memory:  # resume gives the agents the same memory
-        metadata = {**metadata, "memory": True}
+    # resume rebuilds the fleet with the same memory and step router
+    metadata = {**metadata, **_run_settings(memory, step_router, cloud_budget)}
 
     def start() -> TaskHandle:
         handle = the_fleet.submit(graph, task_id=task_id, source=source, metadata=metadata)
@@ -334,6 +334,29 @@ def _planned(
     return the_fleet, plan.graph, source, metadata
 
 
+def _run_settings(
+    memory: bool, step_router: str | None, cloud_budget: float | None
+) -> dict[str, object]:
+    """What ``run`` keeps in the task's metadata so that ``resume`` runs it the same way."""
+    settings: dict[str, object] = {}
+    if memory:
+        settings["memory"] = True
+    if step_router is not None:
+        as_file = Path(step_router)
+        settings["step_router"] = str(as_file.resolve()) if as_file.exists() else step_router
+    if cloud_budget is not None:
+        settings["cloud_budget"] = cloud_budget
+    return settings
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
 @app.command()
 def resume(
     task_id: Annotated[str, typer.Argument(help="The task's id (a unique prefix will do).")],
@@ -361,6 +384,13 @@ def resume(
     if planner is None and record.metadata.get("request"):
         planner = _replanner(record.metadata, data_dir)
     memory = memory_path(data_dir) if record.metadata.get("memory") else None
+    apply_step_router(
+        agents,
+        step_router_for(
+            _optional_str(record.metadata.get("step_router")),
+            _optional_float(record.metadata.get("cloud_budget")),
+        ),
+    )
     the_fleet = build_fleet(agents, router, data_dir, store, tools, planner, memory=memory)
     console, log = _consoles()
     use_live = _use_live(live, console) and not as_json

@@ -136,3 +136,51 @@ def test_sigkill_mid_task_then_resume_finishes_without_rerunning_done_work(
     assert [e.subtask_id for e in requeued] == ["wait"]
     assert store.tasks()[0].status == "done"
     store.close()
+
+
+def test_resume_runs_with_the_memory_and_step_router_the_run_was_given(tmp_path: Path) -> None:
+    (tmp_path / "agents.py").write_text(AGENTS)
+    (tmp_path / "task.yaml").write_text(TASK)
+    log, gate, home = tmp_path / "calls.log", tmp_path / "gate", tmp_path / "home"
+    env = {**os.environ, "FM_TEST_LOG": str(log), "FM_TEST_GATE": str(gate)}
+    args = ["--data-dir", str(home), "--no-live"]
+    settings = ["--memory", "--step-router", "device", "--cloud-budget", "0.25"]
+    process = subprocess.Popen(
+        [FLEETMIND, "run", str(tmp_path / "task.yaml"), *args, *settings],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: log.exists() and "blocking start" in log.read_text(), timeout=120)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    store = SQLiteStore(home / "fleetmind.db")
+    (record,) = store.tasks()
+    store.close()
+    assert record.metadata["memory"] is True
+    assert record.metadata["step_router"] == "device"
+    assert record.metadata["cloud_budget"] == 0.25
+
+    gate.touch()
+    resumed = subprocess.run(
+        [FLEETMIND, "resume", record.id, *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    # The resumed run recorded the task in the memory, as the first run would have.
+    stats = subprocess.run(
+        [FLEETMIND, "memory", "stats", "--json", "--data-dir", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(stats.stdout)["layers"]["episodic"]["shared"] >= 5
