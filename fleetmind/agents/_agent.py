@@ -22,6 +22,7 @@ from fleetmind._task_log import (
     add_subtask_edit,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
+from fleetmind._validation import describe_validation_error
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
 from fleetmind.agents._steps import StepRecord
 from fleetmind.errors import AgentError, MissingInput
@@ -356,7 +357,5 @@ def _to_skill(value: str | Skill | Mapping[str, Any]) -> Skill:
 
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        return f"{where}: {err['msg']}" if where else err["msg"]
+        return describe_validation_error(exc, show_input=False)
     return str(exc)

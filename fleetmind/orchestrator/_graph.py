@@ -49,6 +49,7 @@ from fleetmind._task_model import (
     Subtask,
     SubtaskStatus,
 )
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import CycleError, GraphError
 
 _S = SubtaskStatus
@@ -762,6 +763,4 @@ def _check_unique_inputs(deps: Iterable[Dependency]) -> None:
 
 def _first_problem(exc: ValidationError) -> str:
     """The first problem pydantic found, as ``field: message``."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return describe_validation_error(exc, show_input=False)

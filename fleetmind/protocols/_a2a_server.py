@@ -64,6 +64,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetmindError
 from fleetmind.orchestrator import (
     Fleet,
@@ -428,9 +429,7 @@ def _error_text(error: dict[str, Any]) -> str:
 
 def _first_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        return f"{where}: {err['msg']}" if where else err["msg"]
+        return describe_validation_error(exc, show_input=False)
     if isinstance(exc, FleetmindError):
         return exc.message
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

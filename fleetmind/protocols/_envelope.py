@@ -27,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetmind._ids import PlainId, SubtaskId, TaskId
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import MalformedMessage, MessageTooLarge, UnknownKind, UnsupportedVersion
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -441,5 +442,4 @@ def _short(value: Any) -> str:
 
 
 def _first(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return describe_validation_error(exc, show_input=False)
