@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from fleetmind._ids import AgentId
+from fleetmind._validation import describe_validation_error
 from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError, FleetmindError
@@ -64,11 +65,8 @@ def read_entries(data_dir: Path | None) -> list[A2AAgentEntry]:
     try:
         return _A2AAgentsFile.model_validate_json(text).agents
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(
-            f"{path} is not a valid A2A agents file: {where + ': ' if where else ''}{err['msg']}"
-        ) from exc
+        problem = describe_validation_error(exc, plain=True, model=_A2AAgentsFile)
+        raise ConfigError(f"{path} is not a valid A2A agents file: {problem}") from exc
 
 
 def write_entries(data_dir: Path | None, entries: list[A2AAgentEntry]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fleetmind._suggest import did_you_mean
+from fleetmind._task_model import Subtask
 from fleetmind.errors import MissingInput, NoCapableAgent
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._graph import TaskGraph
@@ -21,8 +23,10 @@ def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) 
         try:
             decision = router.route(subtask, directory.profiles)
         except NoCapableAgent as exc:
-            known = ", ".join(sorted(directory.profiles)) or "none"
-            raise NoCapableAgent(f"{exc.message} (agents: {known})") from None
+            hint = _nearest_name(subtask, directory)
+            if not hint:
+                hint = f" (agents: {', '.join(sorted(directory.profiles)) or 'none'})"
+            raise NoCapableAgent(exc.message + hint) from None
         agent = directory.get(decision.candidates[0])
         if agent is None:
             continue
@@ -32,3 +36,15 @@ def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) 
                 f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
                 f"required by agent {agent.id!r}"
             )
+
+
+def _nearest_name(subtask: Subtask, directory: AgentDirectory) -> str:
+    """`` (did you mean 'x'?)`` for a subtask's agent id or skill that nobody has; else ""."""
+    profiles = directory.profiles
+    if subtask.agent is not None and subtask.agent not in profiles:
+        return did_you_mean(subtask.agent, profiles)
+    if subtask.skill is not None:
+        names = {name for p in profiles.values() for s in p.skills for name in (s.name, *s.tags)}
+        if subtask.skill not in names:
+            return did_you_mean(subtask.skill, names)
+    return ""

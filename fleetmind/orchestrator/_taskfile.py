@@ -21,14 +21,18 @@ subtasks:
 An input value that is exactly ``${ID}`` or ``${ID.FIELD}`` names another subtask's output and
 becomes a data dependency. ``${params.NAME}`` is replaced by a parameter, also inside longer
 strings. ``depends_on`` entries are ids or ``{id, condition}`` mappings; the condition also
-applies to data dependencies on that subtask.
+applies to data dependencies on that subtask. ``constraints`` take the keys the routers read:
+``tier``, ``device``, ``data``, ``max_cost``, ``max_latency_s`` and ``weights``.
+
+A mistake is reported in one line that names the file and the subtask by its position and id
+(``task.yaml: subtask 2 (id 'report'): unknown key 'agnet' (did you mean 'agent'?)``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +40,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from fleetmind._suggest import did_you_mean
 from fleetmind._task_model import Condition, Dependency, DependencyKind, RetryPolicy, Subtask
+from fleetmind._validation import Location, describe_validation_error, format_location
 from fleetmind.errors import ConfigError, FleetmindError
 from fleetmind.orchestrator._graph import TaskGraph
 
@@ -55,6 +61,19 @@ def _id_to_mapping(value: Any) -> Any:
     return {"id": value} if isinstance(value, str) else value
 
 
+class _Constraints(BaseModel):
+    """The constraint keys the routers read; their values are checked when the task is routed
+    (they may still hold ``${params.NAME}`` here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Any = None
+    device: Any = None
+    data: Any = None
+    max_cost: Any = None
+    max_latency_s: Any = None
+    weights: Any = None
+
+
 class _SubtaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -67,7 +86,7 @@ class _SubtaskEntry(BaseModel):
     )
     timeout_s: float | None = None
     retry: RetryPolicy | None = None
-    constraints: dict[str, Any] = Field(default_factory=dict)
+    constraints: _Constraints = Field(default_factory=_Constraints)
 
 
 class _TaskFile(BaseModel):
@@ -104,23 +123,21 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read task file {path}: {exc}") from exc
     raw = _parse(path, text)
-    try:
-        spec = _TaskFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    spec = _validate(raw, prefix=f"{path}: ")
     merged = {**spec.params, **(params or {})}
-    unknown = set(params or {}) - set(spec.params)
+    unknown = sorted(set(params or {}) - set(spec.params))
     if unknown:
+        hint = did_you_mean(unknown[0], spec.params) if len(unknown) == 1 else ""
         raise ConfigError(
-            f"{path}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"{path}: unknown parameter(s) {', '.join(unknown)}{hint}; "
             f"the file declares: {', '.join(sorted(spec.params)) or 'none'}"
         )
     try:
-        graph = _build_graph(spec, merged)
+        graph = _build_graph(spec, merged, raw)
     except FleetmindError as exc:
         raise ConfigError(f"{path}: {exc.message}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    except ValidationError as exc:  # a dependency the graph refuses (on itself, say)
+        raise ConfigError(f"{path}: {describe_validation_error(exc, plain=True)}") from exc
     return TaskFile(path=path.resolve(), graph=graph, fleet_ref=spec.fleet, params=merged)
 
 
@@ -133,16 +150,14 @@ def graph_from_entries(
     Raises:
         ConfigError: an entry is invalid or the graph would be (the first problem found).
     """
+    raw = {"name": name, "subtasks": list(subtasks)}
+    spec = _validate(raw)
     try:
-        spec = _TaskFile.model_validate({"name": name, "subtasks": list(subtasks)})
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
-    try:
-        return _build_graph(spec, dict(params or {}))
+        return _build_graph(spec, dict(params or {}), raw)
     except FleetmindError as exc:
         raise ConfigError(exc.message) from exc
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(describe_validation_error(exc, plain=True)) from exc
 
 
 def data_reference(value: Any) -> tuple[str, str | None] | None:
@@ -177,14 +192,38 @@ def _parse(path: Path, text: str) -> Any:
     return data
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first validation error as ``where: what (got value)``."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    message = err["msg"]
-    if isinstance(err.get("input"), str | int | float | bool) and err["type"] != "extra_forbidden":
-        message += f" (got {err['input']!r})"
-    return f"{where}: {message}" if where else message
+def _validate(raw: Mapping[str, Any], *, prefix: str = "") -> _TaskFile:
+    """The task file's structure checked, its first problem told in the file's own terms."""
+    try:
+        return _TaskFile.model_validate(raw)
+    except ValidationError as exc:
+        problem = describe_validation_error(
+            exc, plain=True, model=_TaskFile, where=lambda loc: _where(loc, raw)
+        )
+        raise ConfigError(f"{prefix}{problem}") from exc
+
+
+def _where(loc: Location, raw: Mapping[str, Any]) -> str:
+    """``subtask 2 (id 'report')``, then the place inside it, for a location in a task file."""
+    if len(loc) < 2 or loc[0] != "subtasks" or not isinstance(loc[1], int):
+        return format_location(loc)
+    label = _subtask_label(loc[1], raw)
+    inside = format_location(loc[2:])
+    return f"{label}: {inside}" if inside else label
+
+
+def _inside(index: int, raw: Mapping[str, Any]) -> Callable[[Location], str]:
+    """Names a location inside the subtask at ``index`` (for errors of the built subtask)."""
+    return lambda loc: _where(("subtasks", index, *loc), raw)
+
+
+def _subtask_label(index: int, raw: Mapping[str, Any]) -> str:
+    entries = raw.get("subtasks")
+    entry = entries[index] if isinstance(entries, list) and index < len(entries) else None
+    subtask_id = entry.get("id") if isinstance(entry, dict) else None
+    if isinstance(subtask_id, str):
+        return f"subtask {index + 1} (id {subtask_id!r})"
+    return f"subtask {index + 1}"
 
 
 def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
@@ -202,20 +241,23 @@ def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
 
 def _param(name: str, params: Mapping[str, Any]) -> Any:
     if name not in params:
-        raise ConfigError(f"unknown parameter ${{params.{name}}}")
+        raise ConfigError(f"unknown parameter ${{params.{name}}}{did_you_mean(name, params)}")
     return params[name]
 
 
-def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
+def _build_graph(spec: _TaskFile, params: Mapping[str, Any], raw: Mapping[str, Any]) -> TaskGraph:
     graph = TaskGraph(spec.name)
     ids = {entry.id for entry in spec.subtasks}
     dependencies: list[Dependency] = []
-    for entry in spec.subtasks:
+    for index, entry in enumerate(spec.subtasks):
         conditions: dict[str, Condition] = {}
         for dep in entry.depends_on:
             source, condition = dep.id, dep.condition
             if source not in ids:
-                raise ConfigError(f"subtask {entry.id!r} depends on unknown subtask {source!r}")
+                raise ConfigError(
+                    f"subtask {entry.id!r} depends on unknown subtask {source!r}"
+                    f"{did_you_mean(source, ids)}"
+                )
             conditions[source] = condition
         literal: dict[str, Any] = {}
         data_sources: set[str] = set()
@@ -229,6 +271,7 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
             if source not in ids:
                 raise ConfigError(
                     f"input {name!r} of subtask {entry.id!r} refers to unknown subtask {source!r}"
+                    f"{did_you_mean(source, ids)}"
                 )
             data_sources.add(source)
             dependencies.append(
@@ -251,14 +294,15 @@ def _build_graph(spec: _TaskFile, params: Mapping[str, Any]) -> TaskGraph:
             "skill": entry.skill,
             "inputs": literal,
             "timeout_s": entry.timeout_s,
-            "constraints": _substitute(entry.constraints, params),
+            "constraints": _substitute(entry.constraints.model_dump(exclude_unset=True), params),
         }
         if entry.retry is not None:
             fields["retry"] = entry.retry
         try:
             graph.add_subtask(Subtask(**fields))
         except ValidationError as exc:
-            raise ConfigError(f"subtask {entry.id!r}: {_describe(exc)}") from exc
+            problem = describe_validation_error(exc, plain=True, where=_inside(index, raw))
+            raise ConfigError(problem) from exc
     for dependency in dependencies:
         graph.add_dependency(
             dependency.source,

@@ -10,7 +10,7 @@ import pytest
 
 from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import TaskGraph
-from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
+from fleetmind.orchestrator._taskfile import TaskFile, graph_from_entries, read_task_file
 
 
 def _write(tmp_path: Path, text: str, name: str = "task.yaml") -> Path:
@@ -258,21 +258,84 @@ def test_undecodable_file(tmp_path: Path) -> None:
             ["mapping"],
             id="json-list",
         ),
-        pytest.param("task.yaml", "name: t\n", None, ["subtasks", "required"], id="no-subtasks"),
+        pytest.param("task.yaml", "name: t\n", None, ["missing key 'subtasks'"], id="no-subtasks"),
         pytest.param("task.yaml", "subtasks: []\n", None, ["subtasks", "at least 1"], id="none"),
         pytest.param(
             "task.yaml",
             "subtasks: [{id: a}]\nfleeet: x\n",
             None,
-            ["fleeet", "not permitted"],
+            ["unknown key 'fleeet' (did you mean 'fleet'?)"],
             id="top-field",
         ),
         pytest.param(
             "task.yaml",
             "subtasks: [{id: a, agnet: x}]\n",
             None,
-            ["subtasks.0.agnet", "not permitted"],
+            ["subtask 1 (id 'a'): unknown key 'agnet' (did you mean 'agent'?)"],
             id="subtask-field",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: fetch}, {id: b}, {id: c, retry: {max_atempts: 2}}]\n",
+            None,
+            ["subtask 3 (id 'c'): retry: unknown key 'max_atempts' (did you mean 'max_attempts'?)"],
+            id="retry-key-typo-one-based",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: a, constraints: {teir: [device]}}]\n",
+            None,
+            ["subtask 1 (id 'a'): constraints: unknown key 'teir' (did you mean 'tier'?)"],
+            id="constraint-key-typo",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: a}, {id: b, depends_on: [{id: a, conditon: always}]}]\n",
+            None,
+            ["subtask 2 (id 'b'): depends_on[1]: unknown key 'conditon' (did you mean "],
+            id="depends-on-key-typo",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: a}, {description: no id}]\n",
+            None,
+            ["subtask 2: missing key 'id'"],
+            id="subtask-without-id",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: a, timeout_s: soon}]\n",
+            None,
+            ["subtask 1 (id 'a'): timeout_s: should be a number (got 'soon')"],
+            id="plain-type-wording",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: a}, just-a-name]\n",
+            None,
+            ["subtask 2: should be a mapping"],
+            id="subtask-not-a-mapping",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtaks: [{id: a}]\n",
+            None,
+            ["unknown key 'subtaks' (did you mean 'subtasks'?)"],
+            id="misspelt-subtasks-beats-missing",
+        ),
+        pytest.param(
+            "task.yaml",
+            "subtasks: [{id: fetch}, {id: b, depends_on: [fetc]}]\n",
+            None,
+            ["unknown subtask 'fetc' (did you mean 'fetch'?)"],
+            id="depends-on-id-typo",
+        ),
+        pytest.param(
+            "task.yaml",
+            "params: {path: .}\nsubtasks: [{id: a}]\n",
+            {"pth": "x"},
+            ["unknown parameter(s) pth (did you mean 'path'?)"],
+            id="param-typo",
         ),
         pytest.param(
             "task.yaml",
@@ -357,3 +420,32 @@ def test_errors_are_config_errors_naming_the_problem(
     message = _error(tmp_path, text, name, params=params)
     for needle in expected:
         assert needle in message, message
+
+
+def test_no_error_speaks_pydantic(tmp_path: Path) -> None:
+    message = _error(tmp_path, "subtasks: [{id: a, agnet: x, retry: {max_attempts: x}}]\n")
+    for pydantic_words in ("Extra inputs", "Field required", "Input should", "subtasks.0"):
+        assert pydantic_words not in message, message
+
+
+def test_every_constraint_key_the_routers_read_is_accepted(tmp_path: Path) -> None:
+    text = (
+        "params: {where: pi-1}\nsubtasks:\n  - id: a\n    constraints: {tier: [device], "
+        'device: "${params.where}", data: [notes], max_cost: 0.1, max_latency_s: 2, '
+        "weights: {cost: 2}}\n"
+    )
+    graph = read_task_file(_write(tmp_path, text)).graph
+    assert graph.subtask("a").constraints == {
+        "tier": ["device"],
+        "device": "pi-1",
+        "data": ["notes"],
+        "max_cost": 0.1,
+        "max_latency_s": 2,
+        "weights": {"cost": 2},
+    }
+
+
+def test_planned_entries_are_named_by_position_and_id() -> None:
+    with pytest.raises(ConfigError) as caught:
+        graph_from_entries("plan", [{"id": "a"}, {"id": "b", "skil": "x"}])
+    assert caught.value.message == "subtask 2 (id 'b'): unknown key 'skil' (did you mean 'skill'?)"
