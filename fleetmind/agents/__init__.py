@@ -3,78 +3,145 @@
 
 from typing import TYPE_CHECKING
 
-from fleetmind.agents._agent import (
-    Agent,
-    FunctionAgent,
-    SubtaskContext,
-    SubtaskResult,
-    agent,
-)
-from fleetmind.agents._langgraph_agent import LangGraphAgent
-from fleetmind.agents._llm import (
-    ChatDelta,
-    ChatMessage,
-    ChatStream,
-    Completion,
-    LLMClient,
-    ToolCall,
-    Usage,
-    extract_json,
-)
-from fleetmind.agents._llm_agent import GIVE_UP_TOOL, LLMAgent
-from fleetmind.agents._models import ModelConfig, ModelEndpoint, ModelPrices
-from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
-from fleetmind.agents._step_features import (
-    DRAFT_FEATURES,
-    STRUCTURAL_FEATURES,
-    draft_features,
-    hashed_matrix,
-    hashed_ngrams,
-    prompt_state,
-    step_text,
-    structural_features,
-)
-from fleetmind.agents._step_model import StepRouterFileError, StepRouterModel, fit_step_router
-from fleetmind.agents._step_outcomes import (
-    OutcomeFileError,
-    OutcomeSet,
-    RoutingCurve,
-    load_outcomes,
-    routing_curve,
-)
-from fleetmind.agents._step_policies import (
-    CascadeRouter,
-    LearnedStepRouter,
-    PerTaskRouter,
-    Rule,
-    RulesRouter,
-    cloud_for_tools,
-    default_draft_model,
-    keep_local_data,
-    within_budget,
-)
-from fleetmind.agents._steps import (
-    AlwaysCloud,
-    AlwaysDevice,
-    FixedStepRouter,
-    StepChoice,
-    StepRecord,
-    StepRouter,
-    StepState,
-    ToolOutcome,
-)
+from fleetmind._lazy import load
 
 if TYPE_CHECKING:
+    from fleetmind.agents._agent import Agent, FunctionAgent, SubtaskContext, SubtaskResult, agent
+    from fleetmind.agents._langgraph_agent import LangGraphAgent
+    from fleetmind.agents._llm import (
+        ChatDelta,
+        ChatMessage,
+        ChatStream,
+        Completion,
+        LLMClient,
+        ToolCall,
+        Usage,
+        extract_json,
+    )
+    from fleetmind.agents._llm_agent import GIVE_UP_TOOL, LLMAgent
+    from fleetmind.agents._models import ModelConfig, ModelEndpoint, ModelPrices
     from fleetmind.agents._openai import OpenAICompatibleClient
+    from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
+    from fleetmind.agents._step_features import (
+        DRAFT_FEATURES,
+        STRUCTURAL_FEATURES,
+        draft_features,
+        hashed_matrix,
+        hashed_ngrams,
+        prompt_state,
+        step_text,
+        structural_features,
+    )
+    from fleetmind.agents._step_model import StepRouterFileError, StepRouterModel, fit_step_router
+    from fleetmind.agents._step_outcomes import (
+        OutcomeFileError,
+        OutcomeSet,
+        RoutingCurve,
+        load_outcomes,
+        routing_curve,
+    )
+    from fleetmind.agents._step_policies import (
+        CascadeRouter,
+        LearnedStepRouter,
+        PerTaskRouter,
+        Rule,
+        RulesRouter,
+        cloud_for_tools,
+        default_draft_model,
+        keep_local_data,
+        within_budget,
+    )
+    from fleetmind.agents._steps import (
+        AlwaysCloud,
+        AlwaysDevice,
+        FixedStepRouter,
+        StepChoice,
+        StepRecord,
+        StepRouter,
+        StepState,
+        ToolOutcome,
+    )
+
+_EXPORTS: dict[str, str] = {
+    name: module
+    for module, names in {
+        "fleetmind.agents._agent": (
+            "Agent",
+            "FunctionAgent",
+            "SubtaskContext",
+            "SubtaskResult",
+            "agent",
+        ),
+        "fleetmind.agents._langgraph_agent": ("LangGraphAgent",),
+        "fleetmind.agents._llm": (
+            "ChatDelta",
+            "ChatMessage",
+            "ChatStream",
+            "Completion",
+            "LLMClient",
+            "ToolCall",
+            "Usage",
+            "extract_json",
+        ),
+        "fleetmind.agents._llm_agent": ("GIVE_UP_TOOL", "LLMAgent"),
+        "fleetmind.agents._models": ("ModelConfig", "ModelEndpoint", "ModelPrices"),
+        "fleetmind.agents._profile": ("AgentLimits", "AgentProfile", "Skill", "Tier"),
+        "fleetmind.agents._step_features": (
+            "DRAFT_FEATURES",
+            "STRUCTURAL_FEATURES",
+            "draft_features",
+            "hashed_matrix",
+            "hashed_ngrams",
+            "prompt_state",
+            "step_text",
+            "structural_features",
+        ),
+        "fleetmind.agents._step_model": (
+            "StepRouterFileError",
+            "StepRouterModel",
+            "fit_step_router",
+        ),
+        "fleetmind.agents._step_outcomes": (
+            "OutcomeFileError",
+            "OutcomeSet",
+            "RoutingCurve",
+            "load_outcomes",
+            "routing_curve",
+        ),
+        "fleetmind.agents._step_policies": (
+            "CascadeRouter",
+            "LearnedStepRouter",
+            "PerTaskRouter",
+            "Rule",
+            "RulesRouter",
+            "cloud_for_tools",
+            "default_draft_model",
+            "keep_local_data",
+            "within_budget",
+        ),
+        "fleetmind.agents._steps": (
+            "AlwaysCloud",
+            "AlwaysDevice",
+            "FixedStepRouter",
+            "StepChoice",
+            "StepRecord",
+            "StepRouter",
+            "StepState",
+            "ToolOutcome",
+        ),
+        "fleetmind.agents._openai": ("OpenAICompatibleClient",),
+    }.items()
+    for name in names
+}
+"""Where each public name lives: its module loads on the first use of the name."""
 
 
 def __getattr__(name: str) -> object:
-    # The HTTP client (and httpx) load on first use, so `import fleetmind` stays light.
-    if name == "OpenAICompatibleClient":
-        from fleetmind.agents._openai import OpenAICompatibleClient
+    return load(__name__, _EXPORTS, name)
 
-        return OpenAICompatibleClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ValidationError
 
+from fleetmind._extras import require
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
 from fleetmind.agents._agent import TASK_KEY, Agent, SubtaskContext
@@ -618,6 +619,7 @@ class LLMAgent(Agent):
 
 def _loop_builder() -> Any:
     """The reason -> act -> reason graph (compiled per run, with or without a checkpointer)."""
+    require("langgraph.graph", "llm", "an LLM agent's step loop")
     from langgraph.graph import END, START, StateGraph
     from langgraph.runtime import Runtime
 

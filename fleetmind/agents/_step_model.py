@@ -16,8 +16,7 @@ step's text as either
 
 A ``draft`` model reads a device model's draft answer instead (the cascade's confidence).
 
-Loading and scoring need numpy alone; training also needs scipy (installed with
-sentence-transformers).
+Loading and scoring need numpy alone; training also needs scipy (the ``orchestrator`` extra).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fleetmind._extras import require
 from fleetmind.agents._step_features import DRAFT_FEATURES, HASHED_DIMENSIONS, STRUCTURAL_FEATURES
 from fleetmind.errors import ConfigError
 
@@ -228,6 +228,7 @@ def fit_step_router(
         l2: Strength of the L2 penalty (on all weights but the intercept).
         weights: A weight per row (default: all 1).
     """
+    require("scipy.optimize", "orchestrator", "training a step router")
     from scipy.optimize import minimize
 
     names = tuple(features or (STRUCTURAL_FEATURES if kind == "step" else DRAFT_FEATURES))

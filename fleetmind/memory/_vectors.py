@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from fleetmind._extras import require
+
 
 class VectorIndex:
     """Unit vectors by string id; ``search`` returns the most similar (cosine) first.
@@ -131,6 +133,7 @@ class VectorIndex:
 
     def _ensure_graph(self) -> object:
         if self._graph is None:
+            require("hnswlib", "orchestrator", "a memory this large (an HNSW graph)")
             import hnswlib
 
             dim = self._matrix.shape[1]

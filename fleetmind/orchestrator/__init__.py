@@ -1,79 +1,179 @@
 """What decides: the task graph, the engine that runs it, routing, and the durable store."""
 
-from fleetmind._task_log import (
-    AddDependency,
-    AddSubtask,
-    GraphEdit,
-    LogEntry,
-    RemoveDependency,
-    RemoveSubtask,
-    UpdateSubtask,
-)
-from fleetmind._task_model import (
-    Condition,
-    Dependency,
-    DependencyKind,
-    RetryPolicy,
-    Subtask,
-    SubtaskStatus,
-)
-from fleetmind.orchestrator._capindex import CapabilityIndex, CapabilityMatch, capability_texts
-from fleetmind.orchestrator._directory import AgentDirectory
-from fleetmind.orchestrator._embedding import (
-    CachedEmbedder,
-    Embedder,
-    MiniLMEmbedder,
-    SentenceEmbedder,
-)
-from fleetmind.orchestrator._embedding_models import (
-    EmbeddingModel,
-    ModelAssemblyError,
-    embedding_model,
-)
-from fleetmind.orchestrator._engine import Engine
-from fleetmind.orchestrator._events import (
-    Event,
-    GraphEdited,
-    SubtaskCancelled,
-    SubtaskDone,
-    SubtaskFailed,
-    SubtaskProgress,
-    SubtaskReady,
-    SubtaskReassigned,
-    SubtaskReplanned,
-    SubtaskRetried,
-    SubtaskRouted,
-    SubtaskSkipped,
-    SubtaskStarted,
-    TaskEvent,
-    TaskFinished,
-)
-from fleetmind.orchestrator._export import to_dot, to_mermaid
-from fleetmind.orchestrator._fleet import Fleet, TaskHandle
-from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
-from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
-from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
-from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
-from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
-from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
-from fleetmind.orchestrator._semantic import (
-    CandidateScore,
-    OutcomeHistory,
-    RoutingWeights,
-    SemanticRouter,
-)
-from fleetmind.orchestrator._step_training import (
-    StepRows,
-    draft_rows,
-    embedder_for,
-    held_out_scores,
-    load_step_router,
-    outcome_rows,
-    recorded_step_rows,
-    train_step_router,
-)
-from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
-from fleetmind.orchestrator._task_result import TaskResult
+from typing import TYPE_CHECKING
+
+from fleetmind._lazy import load
+
+if TYPE_CHECKING:
+    from fleetmind._task_log import (
+        AddDependency,
+        AddSubtask,
+        GraphEdit,
+        LogEntry,
+        RemoveDependency,
+        RemoveSubtask,
+        UpdateSubtask,
+    )
+    from fleetmind._task_model import (
+        Condition,
+        Dependency,
+        DependencyKind,
+        RetryPolicy,
+        Subtask,
+        SubtaskStatus,
+    )
+    from fleetmind.orchestrator._capindex import CapabilityIndex, CapabilityMatch, capability_texts
+    from fleetmind.orchestrator._directory import AgentDirectory
+    from fleetmind.orchestrator._embedding import (
+        CachedEmbedder,
+        Embedder,
+        MiniLMEmbedder,
+        SentenceEmbedder,
+    )
+    from fleetmind.orchestrator._embedding_models import (
+        EmbeddingModel,
+        ModelAssemblyError,
+        embedding_model,
+    )
+    from fleetmind.orchestrator._engine import Engine
+    from fleetmind.orchestrator._events import (
+        Event,
+        GraphEdited,
+        SubtaskCancelled,
+        SubtaskDone,
+        SubtaskFailed,
+        SubtaskProgress,
+        SubtaskReady,
+        SubtaskReassigned,
+        SubtaskReplanned,
+        SubtaskRetried,
+        SubtaskRouted,
+        SubtaskSkipped,
+        SubtaskStarted,
+        TaskEvent,
+        TaskFinished,
+    )
+    from fleetmind.orchestrator._export import to_dot, to_mermaid
+    from fleetmind.orchestrator._fleet import Fleet, TaskHandle
+    from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
+    from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
+    from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
+    from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
+    from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
+    from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
+    from fleetmind.orchestrator._semantic import (
+        CandidateScore,
+        OutcomeHistory,
+        RoutingWeights,
+        SemanticRouter,
+    )
+    from fleetmind.orchestrator._step_training import (
+        StepRows,
+        draft_rows,
+        embedder_for,
+        held_out_scores,
+        load_step_router,
+        outcome_rows,
+        recorded_step_rows,
+        train_step_router,
+    )
+    from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
+    from fleetmind.orchestrator._task_result import TaskResult
+
+_EXPORTS: dict[str, str] = {
+    name: module
+    for module, names in {
+        "fleetmind._task_log": (
+            "AddDependency",
+            "AddSubtask",
+            "GraphEdit",
+            "LogEntry",
+            "RemoveDependency",
+            "RemoveSubtask",
+            "UpdateSubtask",
+        ),
+        "fleetmind._task_model": (
+            "Condition",
+            "Dependency",
+            "DependencyKind",
+            "RetryPolicy",
+            "Subtask",
+            "SubtaskStatus",
+        ),
+        "fleetmind.orchestrator._capindex": (
+            "CapabilityIndex",
+            "CapabilityMatch",
+            "capability_texts",
+        ),
+        "fleetmind.orchestrator._directory": ("AgentDirectory",),
+        "fleetmind.orchestrator._embedding": (
+            "CachedEmbedder",
+            "Embedder",
+            "MiniLMEmbedder",
+            "SentenceEmbedder",
+        ),
+        "fleetmind.orchestrator._embedding_models": (
+            "EmbeddingModel",
+            "ModelAssemblyError",
+            "embedding_model",
+        ),
+        "fleetmind.orchestrator._engine": ("Engine",),
+        "fleetmind.orchestrator._events": (
+            "Event",
+            "GraphEdited",
+            "SubtaskCancelled",
+            "SubtaskDone",
+            "SubtaskFailed",
+            "SubtaskProgress",
+            "SubtaskReady",
+            "SubtaskReassigned",
+            "SubtaskReplanned",
+            "SubtaskRetried",
+            "SubtaskRouted",
+            "SubtaskSkipped",
+            "SubtaskStarted",
+            "TaskEvent",
+            "TaskFinished",
+        ),
+        "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
+        "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle"),
+        "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
+        "fleetmind.orchestrator._graph": ("SubtaskState", "TaskGraph"),
+        "fleetmind.orchestrator._planner": ("BoundReplanner", "Plan", "Planner"),
+        "fleetmind.orchestrator._replan": ("ReplanDecision", "Replanner", "ReplanRequest"),
+        "fleetmind.orchestrator._route_review": ("RouteReviewer", "RouteVerdict"),
+        "fleetmind.orchestrator._router": ("Router", "RoutingDecision", "SkillRouter"),
+        "fleetmind.orchestrator._semantic": (
+            "CandidateScore",
+            "OutcomeHistory",
+            "RoutingWeights",
+            "SemanticRouter",
+        ),
+        "fleetmind.orchestrator._step_training": (
+            "StepRows",
+            "draft_rows",
+            "embedder_for",
+            "held_out_scores",
+            "load_step_router",
+            "outcome_rows",
+            "recorded_step_rows",
+            "train_step_router",
+        ),
+        "fleetmind.orchestrator._store": ("MemoryStore", "SQLiteStore", "Store", "TaskRecord"),
+        "fleetmind.orchestrator._task_result": ("TaskResult",),
+    }.items()
+    for name in names
+}
+"""Where each public name lives: its module loads on the first use of the name."""
+
+
+def __getattr__(name: str) -> object:
+    return load(__name__, _EXPORTS, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AddDependency",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fleetmind._extras import require
 from fleetmind.agents import AgentProfile, Tier
 from fleetmind.errors import StoreError
 from fleetmind.orchestrator._embedding import Embedder
@@ -120,7 +121,9 @@ class _Shard:
                 self.hnsw.mark_deleted(label)
 
     def _build_hnsw(self) -> None:
-        import hnswlib  # only shards that outgrow exact search need it
+        # Only shards that outgrow exact search need the graph library.
+        require("hnswlib", "orchestrator", "a capability index this large (an HNSW graph)")
+        import hnswlib
 
         live_rows = np.flatnonzero(self.alive[: self.size])
         index = hnswlib.Index(space="ip", dim=self.dimension)
@@ -421,6 +424,7 @@ class CapabilityIndex:
                     shard.exact_below = index._params[0]
                 hnsw_file = directory / f"{tier}.hnsw"
                 if hnsw_file.exists():
+                    require("hnswlib", "orchestrator", "loading a saved capability index")
                     import hnswlib
 
                     loaded = hnswlib.Index(space="ip", dim=embedder.dimension)

@@ -18,6 +18,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from fleetmind._extras import require
 from fleetmind.errors import StoreError
 
 
@@ -53,9 +54,11 @@ class Checkpoints:
 
     async def _open(self) -> Any:
         if self.path is None:
+            require("langgraph.checkpoint.memory", "llm", "checkpointing LLM agents")
             from langgraph.checkpoint.memory import InMemorySaver
 
             return InMemorySaver()
+        require("langgraph.checkpoint.sqlite.aio", "llm", "checkpointing LLM agents")
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 

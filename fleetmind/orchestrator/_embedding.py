@@ -18,7 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from fleetmind.errors import ConfigError, StoreError
+from fleetmind._extras import require
+from fleetmind.errors import StoreError
 from fleetmind.orchestrator._embedding_models import (
     LIGHT_MODEL,
     EmbeddingModel,
@@ -51,15 +52,11 @@ def _load_model(model: EmbeddingModel) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        require("sentence_transformers", "orchestrator", "semantic routing and memory search")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
         folder = model.locate()
-        try:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-        except ImportError as exc:
-            raise ConfigError(
-                "semantic routing needs sentence-transformers; install fleetmind with its "
-                "'routing' extra"
-            ) from exc
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         loaded = SentenceTransformer(str(folder), device="cpu")
         _LOADED[model.name] = loaded

