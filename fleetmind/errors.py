@@ -29,14 +29,16 @@ FleetmindError
 │       ├── ModelResponseInvalid not JSON, no choices, a stream cut off mid-way
 │       └── StructuredOutputError an answer never matched the schema asked for
 └── ProtocolError            a message crossing a wire is malformed or breaks its protocol
+    ├── ServiceUnreachable   a broker or server cannot be reached (refused, unknown host, silent)
     ├── MalformedMessage     not JSON, or not a valid envelope or payload
     ├── MessageTooLarge      over the size limit
     ├── UnsupportedVersion   an envelope version this process does not speak
     └── UnknownKind          a message kind this process does not know
 ```
 
-User mistakes (``ConfigError``, ``GraphError``, ``AgentError``, ``TaskNotFound``) are reported by
-the CLI as one line with exit code 2. Errors that cross a process boundary travel as
+User mistakes (``ConfigError``, ``GraphError``, ``AgentError``, ``TaskNotFound``) and services
+that cannot be reached (``ServiceUnreachable``) are reported by the CLI as one line with exit
+code 2. Errors that cross a process boundary travel as
 ``{type, message, retryable, details}`` (see :meth:`FleetmindError.to_dict`).
 """
 
@@ -241,6 +243,11 @@ class StructuredOutputError(ModelError):
 
 class ProtocolError(FleetmindError):
     """A message crossing a wire is malformed or breaks its protocol."""
+
+
+class ServiceUnreachable(ProtocolError):
+    """A broker or server cannot be reached: the connection was refused, the host is unknown,
+    or it did not answer within the connect timeout. The message names where and why."""
 
 
 class MalformedMessage(ProtocolError):

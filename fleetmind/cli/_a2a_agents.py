@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from fleetmind._ids import AgentId
 from fleetmind._validation import describe_validation_error
 from fleetmind.cli._options import DataDir, home
-from fleetmind.cli._view import plain_table
+from fleetmind.cli._tables import plain_table, print_json, print_table, table_console
 from fleetmind.errors import ConfigError, FleetmindError
 
 if TYPE_CHECKING:  # the A2A libraries load only when a command needs them
@@ -197,17 +198,24 @@ def add(
         console.print(line)
 
 
-def list_cmd(data_dir: DataDir = None) -> None:
+def list_cmd(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of {id, url, token_file}.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
     """List the remote A2A agents in your fleet."""
-    entries = read_entries(data_dir)
-    console = Console(highlight=False)
+    entries = sorted(read_entries(data_dir), key=lambda e: e.id)
+    if as_json:
+        print_json([entry.model_dump(mode="json") for entry in entries])
+        return
     if not entries:
-        console.print("no A2A agents yet — add one with: fleetmind a2a add URL")
+        Console(highlight=False).print("no A2A agents yet — add one with: fleetmind a2a add URL")
         return
     table = plain_table("id", "url", "token file")
-    for entry in sorted(entries, key=lambda e: e.id):
-        table.add_row(entry.id, entry.url, entry.token_file or "")
-    console.print(table)
+    for entry in entries:
+        table.add_row(entry.id, escape(entry.url), escape(entry.token_file or ""))
+    print_table(table, table_console(highlight=False))
 
 
 def remove(

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetmind._suggest import did_you_mean
 from fleetmind.cli._a2a_agents import add, list_cmd, remove
 from fleetmind.cli._llm_cmd import ModelsFile
 from fleetmind.cli._options import DataDir
@@ -57,8 +58,9 @@ def serve(
     if agent is not None:
         chosen = [a for a in members if a.id == agent]
         if not chosen:
-            known = ", ".join(sorted(a.id for a in members))
-            raise ConfigError(f"{fleet} has no agent {agent!r}; its agents: {known}")
+            ids = sorted(a.id for a in members)
+            hint = did_you_mean(agent, ids) or f"; its agents: {', '.join(ids)}"
+            raise ConfigError(f"{fleet} has no agent {agent!r}{hint}")
         members = chosen
     token = read_token_file(token_file) if token_file is not None else None
     # Imported here: _app imports this module to register the sub-app.

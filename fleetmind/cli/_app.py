@@ -12,9 +12,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fleetmind._ids import new_task_id
-from fleetmind.agents import StepRouter
+from fleetmind.agents import AgentProfile, StepRouter
 from fleetmind.cli._a2a_agents import load_a2a_agents
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
@@ -49,6 +50,13 @@ from fleetmind.cli._router_cmd import (
     router_app,
     step_router_for,
 )
+from fleetmind.cli._tables import (
+    fit_table,
+    plain_table,
+    print_json,
+    print_table,
+    table_console,
+)
 from fleetmind.cli._target import (
     LoadedFleet,
     load_fleet,
@@ -60,7 +68,6 @@ from fleetmind.cli._view import (
     TaskView,
     graph_table,
     llm_line,
-    plain_table,
     routing_table,
     steps_table,
 )
@@ -70,6 +77,7 @@ from fleetmind.orchestrator import (
     Planner,
     TaskGraph,
     TaskHandle,
+    TaskRecord,
     TaskResult,
     to_dot,
     to_mermaid,
@@ -93,7 +101,7 @@ BrokerUrlOption = Annotated[
 
 def _consoles() -> tuple[Console, Console]:
     # Event lines are a log: never hard-wrapped, whatever the width of the terminal or pipe.
-    return Console(), Console(stderr=True, soft_wrap=True)
+    return table_console(), Console(stderr=True, soft_wrap=True)
 
 
 def _use_live(live: bool | None, console: Console) -> bool:
@@ -323,7 +331,7 @@ def _planned(
     )
     plan = make_plan(the_fleet, request)
     if show or confirm:
-        show_plan(plan, Console(stderr=True))
+        show_plan(plan, table_console(stderr=True))
     if confirm and not typer.confirm("run this plan?", default=False, err=True):
         Console(stderr=True).print("not run")
         raise typer.Exit(0)
@@ -425,10 +433,20 @@ def _replanner(metadata: dict[str, object], data_dir: Path | None) -> Planner | 
 @app.command()
 def tasks(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON list of {id, name, status, started_at, updated_at, source}.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """List recent tasks, newest first."""
     records = open_store(data_dir).tasks(limit)
+    if as_json:
+        print_json([_task_json(r) for r in records])
+        return
     if not records:
         Console().print("no tasks yet — start one with: fleetmind run TASK_FILE")
         return
@@ -436,13 +454,29 @@ def tasks(
     for r in records:
         table.add_row(
             r.id,
-            r.name,
+            escape(r.name),
             r.status,
             datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
             datetime.fromtimestamp(r.updated_at).strftime("%H:%M:%S"),
-            r.source or "",
+            escape(r.source or ""),
         )
-    Console().print(table)
+    print_table(table)
+
+
+def _task_json(record: TaskRecord) -> dict[str, object]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "started_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+        "source": record.source,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    """A moment as ISO 8601 with the local offset (``2026-12-05T14:25:09+00:00``)."""
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 @app.command()
@@ -467,21 +501,22 @@ def show(
         data = {"task": record.model_dump(mode="json"), "graph": graph.to_dict()}
         print(json.dumps(data, indent=2, default=str))
     else:
-        console = Console()
+        console = table_console()
         if graph.request:
-            console.print(f"planned from: {graph.request}", highlight=False)
-        console.print(graph_table(graph, f"{record.name} · task {record.id} · {record.status}"))
+            console.print(f"planned from: {graph.request}", highlight=False, soft_wrap=True)
+        title = f"{record.name} · task {record.id} · {record.status}"
+        console.print(fit_table(graph_table(graph, title), console))
         llm = llm_line(graph)
         if llm:
             console.print(llm, style="dim", highlight=False)
             steps = steps_table(entries)
             if steps is not None:
-                console.print(steps)
+                console.print(fit_table(steps, console))
         routed = routing_table(graph)
         if routed is not None:
-            console.print(routed)
+            console.print(fit_table(routed, console))
         if record.source:
-            console.print(f"source: {record.source}", style="dim", highlight=False)
+            console.print(f"source: {record.source}", style="dim", highlight=False, soft_wrap=True)
 
 
 FleetRef = Annotated[
@@ -490,12 +525,25 @@ FleetRef = Annotated[
 
 
 @app.command()
-def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
+def agents(
+    fleet: FleetRef,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON list of {id, name, tier, cost_per_call, typical_latency_s, "
+            "max_concurrency, version, skills, local_data}.",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
     """List a fleet's agents: tier, cost, latency, limits, version and skills."""
-    members = load_fleet(fleet).agents
+    profiles = sorted((a.profile for a in load_fleet(fleet).agents), key=lambda p: p.id)
+    if as_json:
+        print_json([_agent_json(p) for p in profiles])
+        return
     table = plain_table("id", "tier", "cost", "latency", "slots", "version", "skills", "local data")
-    for a in sorted(members, key=lambda a: a.id):
-        p = a.profile
+    for p in profiles:
         skills = ", ".join(s.name + (f" [{', '.join(s.tags)}]" if s.tags else "") for s in p.skills)
         table.add_row(
             p.id,
@@ -504,10 +552,27 @@ def agents(fleet: FleetRef, data_dir: DataDir = None) -> None:
             f"{p.typical_latency_s:g}s",
             str(p.limits.max_concurrency),
             str(p.version),
-            skills,
-            ", ".join(p.limits.local_data),
+            escape(skills),
+            escape(", ".join(p.limits.local_data)),
         )
-    Console().print(table)
+    print_table(table)
+
+
+def _agent_json(profile: AgentProfile) -> dict[str, object]:
+    return {
+        "id": profile.id,
+        "name": profile.display_name,
+        "tier": profile.tier.value,
+        "cost_per_call": profile.cost_per_call,
+        "typical_latency_s": profile.typical_latency_s,
+        "max_concurrency": profile.limits.max_concurrency,
+        "version": profile.version,
+        "skills": [
+            {"name": s.name, "description": s.description, "tags": list(s.tags)}
+            for s in profile.skills
+        ],
+        "local_data": list(profile.limits.local_data),
+    }
 
 
 def version_callback(value: bool) -> None:

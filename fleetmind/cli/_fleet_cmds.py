@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +20,8 @@ from rich.live import Live
 from fleetmind._ids import is_valid_id
 from fleetmind.agents import Agent
 from fleetmind.cli._memory_cmd import MemoryOption, memory_path
+from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.cli._target import LoadedFleet, load_fleet
-from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError
 from fleetmind.protocols._mqtt import BrokerAddress
 
@@ -107,6 +108,14 @@ def devices(
             help="Keep watching: the table follows devices coming and going, until Ctrl-C.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON list of {device, online, last_seen, agents}; with --watch, one "
+            "list per line whenever a device comes, goes or changes its agents.",
+        ),
+    ] = False,
 ) -> None:
     """The fleet's devices: online or not, last seen, and their agents with versions."""
     from fleetmind.orchestrator import Fleet
@@ -114,7 +123,7 @@ def devices(
     from fleetmind.orchestrator._router import SkillRouter
 
     address = broker_address(broker, username, password_file)
-    console = Console()
+    console = table_console()
 
     def link_for(fleet: Fleet) -> MqttFleetLink:
         return MqttFleetLink(
@@ -125,6 +134,12 @@ def devices(
             session_expiry_s=0,  # a look at the fleet leaves no session behind
         )
 
+    def show(link: MqttFleetLink) -> None:
+        if as_json:
+            print(json.dumps([row.to_json() for row in _device_rows(link)]), flush=True)
+        else:
+            console.print(_devices_view(link, fleet_name, console))
+
     async def collect() -> MqttFleetLink:
         async with link_for(Fleet(router=SkillRouter())) as link:
             await link.settle()
@@ -133,18 +148,18 @@ def devices(
     async def follow() -> None:
         async with link_for(Fleet(router=SkillRouter())) as link:
             await link.settle()
-            if console.is_terminal:  # one table, redrawn in place
-                with Live(_devices_view(link, fleet_name), console=console) as live:
+            if console.is_terminal and not as_json:  # one table, redrawn in place
+                with Live(_devices_view(link, fleet_name, console), console=console) as live:
                     while True:
                         await asyncio.sleep(1.0)  # "last seen" moves with every heartbeat
-                        live.update(_devices_view(link, fleet_name))
+                        live.update(_devices_view(link, fleet_name, console))
             # Off a terminal (a log, a pipe): the table again whenever a device comes, goes or
             # changes its agents, not at every heartbeat.
             shown = None
             while True:
-                state = [(d, online, agents) for d, online, _, agents in _devices_rows(link)]
+                state = [(r.device, r.online, r.agents) for r in _device_rows(link)]
                 if state != shown:
-                    console.print(_devices_view(link, fleet_name))
+                    show(link)
                     shown = state
                 await asyncio.sleep(1.0)
 
@@ -154,23 +169,44 @@ def devices(
         except KeyboardInterrupt:
             return
         return
-    link = asyncio.run(collect())
-    console.print(_devices_view(link, fleet_name))
+    show(asyncio.run(collect()))
 
 
-def _devices_rows(link: Any) -> list[tuple[str, str, str, str]]:
-    """One row per device: id, online state, last seen, agents with their versions."""
+@dataclass(frozen=True)
+class _DeviceRow:
+    """One device as `fleetmind devices` shows it."""
+
+    device: str
+    online: bool
+    last_seen_at: float
+    """The device's clock when it sent its latest presence or heartbeat (0: never)."""
+    agents: tuple[tuple[str, str, int | None], ...]
+    """(name, fleet id, card version) of each agent it announced."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "online": self.online,
+            "last_seen": _iso(self.last_seen_at),
+            "agents": [
+                {"name": name, "id": agent_id, "version": version}
+                for name, agent_id, version in self.agents
+            ],
+        }
+
+
+def _device_rows(link: Any) -> list[_DeviceRow]:
+    """One row per device, sorted by id."""
     from fleetmind._ids import remote_agent_id
 
     versions = {agent_id: profile.version for agent_id, profile in link.profiles.items()}
     rows = []
     for device in sorted(link.devices.values(), key=lambda d: d.device_id):
-        seen = _when(device.last_seen_at)
-        agents = ", ".join(
-            f"{a} v{versions.get(remote_agent_id(a, device.device_id), '?')}"
-            for a in sorted(device.agents)
-        )
-        rows.append((device.device_id, "online" if device.online else "offline", seen, agents))
+        agents = []
+        for name in sorted(device.agents):
+            agent_id = remote_agent_id(name, device.device_id)
+            agents.append((name, agent_id, versions.get(agent_id)))
+        rows.append(_DeviceRow(device.device_id, device.online, device.last_seen_at, tuple(agents)))
     return rows
 
 
@@ -184,14 +220,29 @@ def _when(timestamp: float) -> str:
         return "?"
 
 
-def _devices_view(link: Any, fleet_name: str) -> Any:
-    rows = _devices_rows(link)
+def _iso(timestamp: float) -> str | None:
+    """A device's clock reading as ISO 8601 with the local offset; None when there is none."""
+    if not timestamp:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _devices_view(link: Any, fleet_name: str, console: Console) -> Any:
+    rows = _device_rows(link)
     if not rows:
         return f"no devices have announced themselves in fleet {fleet_name!r}"
     table = plain_table("device", "state", "last seen", "agents")
     for row in rows:
-        table.add_row(*row)
-    return table
+        agents = ", ".join(
+            f"{name} v{'?' if version is None else version}" for name, _, version in row.agents
+        )
+        table.add_row(
+            row.device, "online" if row.online else "offline", _when(row.last_seen_at), agents
+        )
+    return fit_table(table, console)
 
 
 orchestrator_app = typer.Typer(

@@ -16,7 +16,7 @@ from rich.console import Console
 from fleetmind.agents import ChatMessage, ModelConfig, ModelEndpoint
 from fleetmind.agents._models import CONFIGURE_HINT
 from fleetmind.cli._options import DataDir, home
-from fleetmind.cli._view import plain_table
+from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.errors import ConfigError, FleetmindError, ModelNotConfigured
 
 ModelsFile = Annotated[
@@ -90,10 +90,8 @@ def check(
                 f"{row['latency_s'] * 1000:.0f} ms" if row["ok"] else "",
                 row["stream"],
             )
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)  # a log or a pipe: keep each endpoint on one line
-        console.print(table)
+        console = table_console()
+        console.print(fit_table(table, console))
         console.print(f"configuration: {config.source}", style="dim", highlight=False)
     raise typer.Exit(0 if all(r["ok"] for r in results) else 1)
 

@@ -8,27 +8,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
-from fleetmind.errors import (
-    AgentError,
-    ConfigError,
-    FleetmindError,
-    FleetStateError,
-    GraphError,
-    MissingInput,
-    NoCapableAgent,
-    TaskNotFound,
-)
-
-# Mistakes in what the user gave us (files, ids, arguments): exit code 2, like a usage error.
-_USER_ERRORS = (
-    ConfigError,
-    GraphError,
-    AgentError,
-    TaskNotFound,
-    FleetStateError,
-    NoCapableAgent,
-    MissingInput,
-)
+from fleetmind.errors import FleetmindError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,12 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 2
     except Abort:
         code = 130
-    except _USER_ERRORS as exc:
+    except FleetmindError as exc:
+        # A mistake in what the user gave, or a service (broker, server, model) that cannot be
+        # reached or refused: one line, exit 2. Exit 1 is kept for tasks that failed.
         print(f"fleetmind: error: {exc.message}", file=sys.stderr)
         code = 2
-    except FleetmindError as exc:
-        print(f"fleetmind: {type(exc).__name__}: {exc.message}", file=sys.stderr)
-        code = 1
     return _exit(code if isinstance(code, int) else 0, argv)
 
 

@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from fleetmind._suggest import did_you_mean
 from fleetmind.cli._options import DataDir, home
-from fleetmind.cli._view import plain_table
+from fleetmind.cli._tables import plain_table, print_table
 from fleetmind.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,8 +87,14 @@ def search(
         found = store.recall(
             query, layer=layers[layer], agent_id=agent, outcome=outcome, limit=limit
         )
+        remembered = {item.agent_id for item in store.items() if item.agent_id}
     finally:
         store.close()
+    if agent is not None and not found and agent not in remembered:
+        raise ConfigError(
+            f"--agent {agent!r}: no agent of that name has memories here"
+            f"{did_you_mean(agent, remembered)}"
+        )
     if as_json:
         rows = [{**r.item.to_json(), "score": r.score, "similarity": r.similarity} for r in found]
         print(json.dumps(rows, indent=2, default=str))
@@ -107,7 +114,7 @@ def search(
             item.agent_id or "",
             escape(item.text if len(item.text) < 200 else item.text[:200] + "…"),
         )
-    Console().print(table)
+    print_table(table)
 
 
 @memory_app.command("stats")
@@ -128,7 +135,7 @@ def stats(
     for layer, namespaces in sorted(figures["layers"].items()):
         for namespace, count in sorted(namespaces.items()):
             table.add_row(layer, namespace, str(count))
-    Console().print(table)
+    print_table(table)
     Console().print(
         f"{figures['items']} items, {figures['superseded']} superseded facts kept as history, "
         f"{figures['bytes'] / 1024:.0f} KB in {escape(str(memory_path(data_dir)))}",

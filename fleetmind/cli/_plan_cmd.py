@@ -19,8 +19,8 @@ from rich.markup import escape
 from fleetmind.cli._build import build_fleet
 from fleetmind.cli._llm_cmd import ModelsFile, load_models
 from fleetmind.cli._options import DataDir
+from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.cli._target import LoadedFleet, load_fleet
-from fleetmind.cli._view import plain_table
 from fleetmind.errors import ConfigError, ModelNotConfigured
 from fleetmind.orchestrator import Fleet, Plan, Planner, to_mermaid
 
@@ -102,7 +102,7 @@ def show_plan(plan: Plan, console: Console) -> None:
             escape(inputs),
             escape(", ".join(entry.get("depends_on") or ())),
         )
-    console.print(table)
+    console.print(fit_table(table, console))
     cost = f", cost {plan.cost:.4g}" if plan.cost else ""
     console.print(
         f"planned by {plan.model or 'the model'} in {plan.rounds} round"
@@ -158,7 +158,7 @@ def plan(
     elif format == "mermaid":
         sys.stdout.write(to_mermaid(the_plan.graph))
     else:
-        show_plan(the_plan, Console())
+        show_plan(the_plan, table_console())
     if out is not None:
         write_plan(the_plan, out, fleet)
         Console(stderr=True).print(

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from fleetmind._suggest import did_you_mean
 from fleetmind.cli._build import build_fleet, save_router
 from fleetmind.cli._llm_cmd import ModelsFile, load_models
 from fleetmind.cli._options import DataDir
+from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.cli._target import load_fleet
-from fleetmind.cli._view import plain_table
-from fleetmind.errors import NoCapableAgent
+from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import (
     Fleet,
     RouteReviewer,
@@ -61,7 +62,8 @@ def route(
 ) -> None:
     """Show where a subtask would go: ranked candidates, scores, and who was excluded why.
 
-    Exit 0 with the candidates, 1 when no agent can take the subtask (the reason says why).
+    Exit 0 with the candidates, 1 when no agent can take the subtask (the reason says why),
+    2 for a mistake such as a --skill no agent offers.
     """
     constraints: dict[str, object] = {}
     if tier:
@@ -75,6 +77,10 @@ def route(
     if data:
         constraints["data"] = data
     loaded = load_fleet(fleet)
+    if skill is not None and not any(a.profile.offers(skill) for a in loaded.agents):
+        # A name nobody has is a typo more often than a question about routing.
+        names = {n for a in loaded.agents for s in a.profile.skills for n in (s.name, *s.tags)}
+        raise ConfigError(f"no agent of {fleet} offers skill {skill!r}{did_you_mean(skill, names)}")
     the_fleet = build_fleet(loaded.agents, loaded.router, data_dir, None)
     reviewer = None
     if review:
@@ -151,7 +157,7 @@ def _sentence_embedder(fleet: Fleet) -> SentenceEmbedder | None:
 
 
 def _print_decision(decision: RoutingDecision) -> None:
-    console = Console()
+    console = table_console()
     table = plain_table(
         "agent", "rank", "score", "similarity", "support", "via", "cost", "latency", "load"
     )
@@ -172,7 +178,7 @@ def _print_decision(decision: RoutingDecision) -> None:
             f"{s.latency_s:g}s",
             f"{s.load:.0%}",
         )
-    console.print(table)
+    console.print(fit_table(table, console))
     review = decision.review
     if review:
         if review.get("failed"):
@@ -187,7 +193,7 @@ def _print_decision(decision: RoutingDecision) -> None:
         excluded = plain_table("excluded agent", "why", title="hard constraints")
         for agent_id, why in decision.excluded.items():
             excluded.add_row(agent_id, why)
-        console.print(excluded)
+        console.print(fit_table(excluded, console))
 
 
 def _print_refusal(
@@ -212,14 +218,14 @@ def _print_refusal(
             )
         )
         return
-    console = Console(stderr=True)
+    console = table_console(stderr=True)
     console.print(f"no capable agent: {reason}", style="red", highlight=False)
     excluded = exc.details.get("excluded") or {}
     if excluded:
         table = plain_table("excluded agent", "why", title="hard constraints")
         for agent_id, why in list(excluded.items())[:20]:
             table.add_row(agent_id, why)
-        console.print(table)
+        console.print(fit_table(table, console))
 
 
 def _decision_json(

@@ -37,7 +37,7 @@ from fleetmind.agents import (
 from fleetmind.agents._steps import AlwaysCloud, AlwaysDevice
 from fleetmind.cli._build import open_store
 from fleetmind.cli._options import DataDir
-from fleetmind.cli._view import plain_table
+from fleetmind.cli._tables import plain_table, print_table
 from fleetmind.errors import ConfigError
 
 router_app = typer.Typer(help="The step-level device/cloud router: evaluate and train it.")
@@ -275,7 +275,7 @@ def evaluate(
             f"{r['cpt50']:.1%}",
             f"{r['cpt80']:.1%}",
         )
-    Console().print(table)
+    print_table(table)
     if plot is not None:
         Console().print(f"curves: {plot}")
 

@@ -26,14 +26,6 @@ _STYLE = {
 }
 
 
-def plain_table(*headers: str, title: str | None = None) -> Table:
-    """A table whose first column (an id) is never cut and whose other cells fold."""
-    table = Table(title=title, title_justify="left")
-    for i, header in enumerate(headers):
-        table.add_column(header, overflow="fold", no_wrap=i == 0)
-    return table
-
-
 def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     """One row per subtask: status, agent, attempts, duration, and what it is doing or why not."""
     table = Table(title=title, title_justify="left", expand=False, show_lines=False)
@@ -42,7 +34,7 @@ def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     table.add_column("agent", no_wrap=True)
     table.add_column("tries", justify="right")
     table.add_column("time", justify="right")
-    table.add_column("note", overflow="fold", max_width=60)
+    table.add_column("note", overflow="ellipsis", max_width=60)
     now = time.time()
     for subtask in graph:
         state = graph.state(subtask.id)
@@ -107,8 +99,8 @@ def routing_table(graph: TaskGraph) -> Table | None:
         return None
     table = Table(title="routing", title_justify="left")
     table.add_column("subtask", no_wrap=True)
-    table.add_column("candidates (score / similarity)", overflow="fold")
-    table.add_column("excluded", overflow="fold", style="dim")
+    table.add_column("candidates (score / similarity)", overflow="ellipsis")
+    table.add_column("excluded", overflow="ellipsis", style="dim")
     for subtask_id, routing in rows:
         assert routing is not None
         candidates = ", ".join(

@@ -299,7 +299,8 @@ class MqttFleetLink:
                     self._ignore(f"presence for {owner} sent by {envelope.sender}")
                     return True
                 self._on_presence(owner, payload)
-                self.devices[owner].last_seen_at = envelope.sent_at
+                device = self.devices[owner]
+                device.last_seen_at = max(device.last_seen_at, envelope.sent_at)
             case MemoryRequestPayload():
                 if owner != envelope.sender:
                     self._ignore(f"memory request on {owner}'s output sent by {envelope.sender}")

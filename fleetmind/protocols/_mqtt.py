@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fleetmind.errors import ConfigError, FleetStateError, ProtocolError
+from fleetmind.errors import ConfigError, FleetStateError, ProtocolError, ServiceUnreachable
 
 log = logging.getLogger("fleetmind.mqtt")
 
@@ -103,6 +103,8 @@ class BrokerAddress:
 _PROTOCOLS = ("auto", "5", "3.1.1")
 _V5_SILENCE_S = 2.0
 _MIN_BACKOFF_S = 0.1
+_ACK_TIMEOUT_S = 10.0
+"""How long the broker may take to acknowledge a subscription (it may be busy with a fleet)."""
 _MAX_BACKOFF_S = 5.0
 _STABLE_S = 5.0
 """A connection up this long counts as healthy again: the reconnect back-off starts over."""
@@ -111,6 +113,14 @@ _STABLE_S = 5.0
 
 class _ProtocolRefused(Exception):
     """The broker does not speak the MQTT version this client asked for."""
+
+
+def _reason(exc: OSError) -> str:
+    """``connection refused`` rather than ``[Errno 111] Connection refused``."""
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
@@ -143,7 +153,8 @@ class MqttConnection:
         will: ``(topic, payload)`` the broker publishes, retained, if this client vanishes.
         session_expiry_s: How long the broker keeps the session while disconnected (MQTT 5).
         queue_size: Received messages buffered for the consumer before new ones are dropped.
-        connect_timeout_s: How long the first connection may take, retries included.
+        connect_timeout_s: How long the first connection may take when the broker's host does
+            not answer (a broker that refuses it, or a host that does not resolve, fails at once).
         manual_ack: Acknowledge received QoS 1 messages only when :meth:`ack` is called (after
             their effect is saved), so that the broker delivers them again after a crash.
         receive_maximum: How many unacknowledged QoS 1 messages the broker may send at once
@@ -158,7 +169,7 @@ class MqttConnection:
         will: tuple[str, bytes] | None = None,
         session_expiry_s: int = 3600,
         queue_size: int = 10_000,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
         manual_ack: bool = False,
         receive_maximum: int = 1000,
     ) -> None:
@@ -286,27 +297,40 @@ class MqttConnection:
         else:
             options = {}
         assert self._loop is not None
-        last_error = ""
+        scheme = "mqtts" if self.address.tls else "mqtt"
+        where = f"{scheme}://{self.address.host}:{self.address.port}"
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                while True:
-                    try:
-                        await self._loop.run_in_executor(
-                            None,
-                            lambda: client.connect(
-                                self.address.host, self.address.port, keepalive=15, **options
-                            ),
-                        )
-                        break
-                    except OSError as exc:  # the broker is not (yet) there: try again
-                        last_error = f" ({exc.strerror or exc})"
-                        await asyncio.sleep(0.2)
+                try:
+                    await self._loop.run_in_executor(
+                        None,
+                        lambda: client.connect(
+                            self.address.host, self.address.port, keepalive=15, **options
+                        ),
+                    )
+                except ssl.SSLError as exc:
+                    self._shutdown()
+                    raise ServiceUnreachable(
+                        f"TLS with the MQTT broker at {where} failed: {exc.reason or exc}",
+                        details={"host": self.address.host, "port": self.address.port},
+                    ) from None
+                except OSError as exc:
+                    # Refused, unknown host, no route: asking again will not help, and a person
+                    # at a prompt should hear so at once rather than after the timeout.
+                    self._shutdown()
+                    raise ServiceUnreachable(
+                        f"cannot reach the MQTT broker at {where}: {_reason(exc)} (is a broker "
+                        "running there? `fleetmind broker serve` starts one)",
+                        details={"host": self.address.host, "port": self.address.port},
+                    ) from None
                 await self._wait_for_connack()
         except TimeoutError:
             self._shutdown()
-            raise ProtocolError(
-                f"could not connect to the MQTT broker at {self.address.host}:{self.address.port}"
-                f" within {self._connect_timeout_s:g} s{last_error}"
+            raise ServiceUnreachable(
+                f"the MQTT broker at {where} did not answer within the connect timeout "
+                f"({self._connect_timeout_s:g} s): check the host and port, and that no "
+                "firewall drops MQTT",
+                details={"host": self.address.host, "port": self.address.port},
             ) from None
         refused, error = self._connect_outcome()
         if refused:
@@ -703,7 +727,7 @@ class MqttConnection:
             raise ProtocolError(f"subscribe failed: {mqtt.error_string(result)}")
         self._pending[mid] = future
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout(max(self._connect_timeout_s, _ACK_TIMEOUT_S)):
                 await future  # the broker's SUBACK: messages from now on reach us
         finally:
             self._pending.pop(mid, None)
@@ -720,7 +744,7 @@ class MqttConnection:
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[mid] = future
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout(max(self._connect_timeout_s, _ACK_TIMEOUT_S)):
                 await future
         finally:
             self._pending.pop(mid, None)

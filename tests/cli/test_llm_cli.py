@@ -241,8 +241,8 @@ def test_a_plan_that_never_validates_is_refused(tmp_path: Path, server: Scripted
         env=env_for(tmp_path, server),
         cwd=tmp_path,
     )
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("fleetmind: PlanningError: no valid plan after 3 rounds")
+    assert proc.returncode == 2  # exit 1 is for a task that ran and failed
+    assert proc.stderr.startswith("fleetmind: error: no valid plan after 3 rounds")
     assert "Traceback" not in proc.stderr
     assert SQLiteStore(tmp_path / "data" / "fleetmind.db").tasks() == []
 

@@ -316,6 +316,12 @@ def test_mistakes_are_one_line_errors(audited: Audited) -> None:
         ("bad-month", data, ("forget", "--before", "2024-13-01"), ("'2024-13-01'", "not a date")),
         ("bad-layer", data, ("search", "x", "--layer", "procedural"), ("'procedural'", "episodic")),
         ("forget-nothing", data, ("forget",), ("--match", "--before")),
+        (
+            "agent-typo",
+            data,
+            ("search", "todo", "--agent", "todo-findr"),
+            ("--agent 'todo-findr'", "(did you mean 'todo-finder'?)"),
+        ),
         ("import-missing", base / "m1", ("import", "nosuch.jsonl"), ("nosuch.jsonl",)),
         (
             "import-malformed",
