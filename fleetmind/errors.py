@@ -44,13 +44,19 @@ code 2. Errors that cross a process boundary travel as
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 class FleetmindError(Exception):
     """Root of every error fleetmind raises on purpose."""
 
     retryable: bool = False
+    blames_agent: ClassVar[bool] = True
+    """Whether the agent that raised it is to blame: another agent may do better, and routing
+    learns from it. False for what no agent could fix (a missing input, a failed dependency)."""
+    agent_may_return: ClassVar[bool] = False
+    """Whether the agent may come back (its device went away): the subtask may wait for it."""
     type_name: str = ""
     """The original type's name, for an error rebuilt from another process's report of an
     exception fleetmind has no class for (a device's ``ValueError``)."""
@@ -76,6 +82,8 @@ class ConfigError(FleetmindError):
 
 class GraphError(FleetmindError):
     """An edit would break an invariant of the task graph."""
+
+    blames_agent = False
 
 
 class CycleError(GraphError):
@@ -144,9 +152,13 @@ class SubtaskTimeout(RunError):
 class MissingInput(RunError):
     """A subtask lacks an input that its agent requires."""
 
+    blames_agent = False
+
 
 class UpstreamFailed(RunError):
     """A dependency that a subtask needed did not succeed."""
+
+    blames_agent = False
 
 
 class NoCapableAgent(RunError):
@@ -160,6 +172,8 @@ class TaskCancelled(RunError):
 class AgentLost(SubtaskFailed):
     """The device an agent runs on went away while the agent worked: another agent may do the
     subtask, or the same one once its device is back (not retried on it meanwhile)."""
+
+    agent_may_return = True
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, retryable=False, details=details)
@@ -277,20 +291,21 @@ _DETERMINISTIC = (
 """Exceptions that come back the same on every try: a bug or bad data, not bad luck."""
 
 
-def error_outcome(exc: BaseException) -> dict[str, Any]:
+def error_outcome(exc: BaseException, *, timeout_message: str | None = None) -> dict[str, Any]:
     """What an exception raised by an agent means for its subtask, as it is logged and sent:
     ``{type, message, retryable, details}``.
 
     The one rule used wherever work runs — the engine, a device's runtime, the fleet link:
-    a fleetmind error says itself whether another try may help; a timeout may; ``ValueError``,
-    ``TypeError``, ``LookupError``, ``AttributeError``, ``NotImplementedError`` and assertion
-    failures will not (the same input fails the same way); any other exception (a dropped
-    connection, a full disk, ``RuntimeError``) may.
+    a fleetmind error says itself whether another try may help; a timeout may (it becomes a
+    :class:`SubtaskTimeout`, told with ``timeout_message`` when the caller knows more);
+    ``ValueError``, ``TypeError``, ``LookupError``, ``AttributeError``, ``NotImplementedError``
+    and assertion failures will not (the same input fails the same way); any other exception (a
+    dropped connection, a full disk, ``RuntimeError``) may.
     """
     if isinstance(exc, FleetmindError):
         return exc.to_dict()
     if isinstance(exc, TimeoutError):
-        return SubtaskTimeout(str(exc) or "attempt timed out").to_dict()
+        return SubtaskTimeout(timeout_message or str(exc) or "attempt timed out").to_dict()
     message = str(exc) or type(exc).__name__
     return {
         "type": type(exc).__name__,
@@ -313,6 +328,23 @@ def error_from_dict(data: dict[str, Any]) -> FleetmindError:
     if name not in _ERRORS_BY_NAME:
         err.type_name = name[:100]
     return err
+
+
+def error_type(error: Mapping[str, Any] | BaseException) -> type[FleetmindError]:
+    """The fleetmind class of an error, raised here or reported as ``{type, ...}`` (an error
+    fleetmind has no class for, such as a device's ``ValueError``, counts as a ``RunError``)."""
+    if isinstance(error, FleetmindError):
+        return type(error)
+    if isinstance(error, BaseException):
+        return RunError
+    return _ERRORS_BY_NAME.get(str(error.get("type") or "RunError"), RunError)
+
+
+def blames_agent(error: Mapping[str, Any] | BaseException) -> bool:
+    """Whether the agent that failed with ``error`` is to blame (see
+    :attr:`FleetmindError.blames_agent`): what decides between trying another agent and
+    failing the subtask, and whether routing learns from the failure."""
+    return error_type(error).blames_agent
 
 
 def _all_errors(root: type[FleetmindError]) -> list[type[FleetmindError]]:

@@ -158,6 +158,14 @@ class SubtaskResult:
     output: Any = None
     edits: tuple[GraphEdit, ...] = ()
 
+    @classmethod
+    def of(cls, raw: Any, ctx: SubtaskContext) -> SubtaskResult:
+        """What an agent's ``run`` returned, with the edits it asked for through ``ctx``
+        first (a plain output, or a result carrying edits of its own)."""
+        if isinstance(raw, SubtaskResult):
+            return cls(raw.output, (*ctx.edits, *raw.edits))
+        return cls(raw, tuple(ctx.edits))
+
 
 class Agent(abc.ABC):
     """Base class of every agent.

@@ -37,17 +37,18 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Subtask, SubtaskStatus
 from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
+from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     FleetmindError,
     FleetStateError,
     GraphError,
     MissingInput,
     NoCapableAgent,
-    SubtaskTimeout,
-    error_outcome,
+    blames_agent,
 )
 from fleetmind.memory import AgentMemory, MemoryStore
 from fleetmind.orchestrator import _events as ev
+from fleetmind.orchestrator._attempt import Fail, Reassign, Requeue, Retry, next_step, run_attempts
 from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine_events import events_for
@@ -70,21 +71,12 @@ from fleetmind.orchestrator._replan import (
     Replanner,
     ReplanRequest,
 )
-from fleetmind.orchestrator._results import ResultSource
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._store import Store
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
 
 log = logging.getLogger("fleetmind.engine")
-
-# Errors that another agent could not fix either: the subtask fails without reassignment.
-_NOT_THE_AGENTS_FAULT = frozenset({"MissingInput", "GraphError", "UpstreamFailed"})
-
-
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    """An exception as it is logged and sent (see :func:`fleetmind.errors.error_outcome`)."""
-    return error_outcome(exc)
 
 
 class Engine:
@@ -400,25 +392,32 @@ class Engine:
     def _on_agent_gave_up(self, message: RunGaveUp) -> None:
         sid = message.subtask_id
         self._tokens.pop(sid, None)
-        if message.error.get("type") not in _NOT_THE_AGENTS_FAULT:
+        if blames_agent(message.error):
             self._observe(sid, message.agent_id, ok=False)
-        state = self.graph.state(sid)
-        tried = {*state.excluded_agents, message.agent_id}
-        others = [a for a in self._candidates.get(sid, ()) if a not in tried]
-        if message.error.get("type") == "AgentLost" and not others and self._agent_wait_s > 0:
-            # Its device went away and nobody else can do it: route it again, which waits
-            # (bounded) for an agent to join, perhaps the same one back.
-            reason = f"agent {message.agent_id} was lost: {message.error.get('message')}"
-            self._record(SubtaskRequeued(subtask_id=sid, reason=reason, at=self._clock()))
-            return
-        if message.error.get("type") in _NOT_THE_AGENTS_FAULT or not others:
-            self._fail_for_good(sid, message.error)
-            return
-        self._record(
-            SubtaskReassigned(
-                subtask_id=sid, agent=message.agent_id, error=message.error, at=self._clock()
-            )
-        )
+        match message.step:
+            case Requeue():
+                # Its device went away and nobody else can do it: route it again, which waits
+                # (bounded) for an agent to join, perhaps the same one back.
+                reason = f"agent {message.agent_id} was lost: {message.error.get('message')}"
+                self._record(SubtaskRequeued(subtask_id=sid, reason=reason, at=self._clock()))
+            case Reassign():
+                self._record(
+                    SubtaskReassigned(
+                        subtask_id=sid,
+                        agent=message.agent_id,
+                        error=message.error,
+                        at=self._clock(),
+                    )
+                )
+            case Fail():
+                self._fail_for_good(sid, message.error)
+            case _:
+                assert_never(message.step)
+
+    def _others_left(self, subtask_id: str, agent_id: str) -> bool:
+        """Whether a candidate for the subtask is left besides those that failed it."""
+        tried = {*self.graph.state(subtask_id).excluded_agents, agent_id}
+        return any(a not in tried for a in self._candidates.get(subtask_id, ()))
 
     def _on_slot_offered(self, subtask_id: str, agent_id: str) -> None:
         if self.wants_slot(subtask_id, agent_id):
@@ -471,7 +470,19 @@ class Engine:
                 )
             else:
                 error = outcome.to_dict()
-                self._post(RunGaveUp(subtask_id, state.agent, self._next_token, error, (saved,)))
+                # The answer kept from before the crash is that attempt's last word: no retry.
+                policy = self.graph.subtask(subtask_id).retry
+                step = next_step(
+                    error,
+                    attempt=policy.max_attempts,
+                    policy=policy,
+                    others=self._others_left(subtask_id, state.agent),
+                    can_wait=self._agent_wait_s > 0,
+                )
+                assert not isinstance(step, Retry)
+                self._post(
+                    RunGaveUp(subtask_id, state.agent, self._next_token, error, step, (saved,))
+                )
             return True
         return False
 
@@ -763,8 +774,6 @@ class Engine:
     async def _run_subtask(self, subtask_id: str, agent: Agent, token: int) -> None:
         """Attempts on one agent, with retries; the outcome goes back as a message."""
         subtask = self.graph.subtask(subtask_id)
-        policy = subtask.retry
-        attempt = 1
         first_epoch = self.graph.state(subtask_id).total_attempts  # this run's first attempt
 
         def report(
@@ -774,56 +783,35 @@ class Engine:
                 ProgressReported(subtask_id, token, message, fraction, dict(step) if step else None)
             )
 
+        def context(attempt: int) -> SubtaskContext:
+            return SubtaskContext(
+                task_id=self.task_id,
+                subtask=subtask,
+                inputs=self.graph.resolve_inputs(subtask_id),
+                attempt=attempt,
+                agent_id=agent.id,
+                _progress=report,
+                tools=self._tools,
+                checkpoints=self._checkpoints,
+                memory=None
+                if self._memory is None
+                else AgentMemory(self._memory, agent.id, task_id=self.task_id),
+                epoch=first_epoch + attempt - 1,
+                dependents=tuple(
+                    dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))
+                ),
+            )
+
         try:
-            while True:
-                try:
-                    ctx = SubtaskContext(
-                        task_id=self.task_id,
-                        subtask=subtask,
-                        inputs=self.graph.resolve_inputs(subtask_id),
-                        attempt=attempt,
-                        agent_id=agent.id,
-                        _progress=report,
-                        tools=self._tools,
-                        checkpoints=self._checkpoints,
-                        memory=None
-                        if self._memory is None
-                        else AgentMemory(self._memory, agent.id, task_id=self.task_id),
-                        epoch=first_epoch + attempt - 1,
-                        dependents=tuple(
-                            dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))
-                        ),
-                    )
-                    if subtask.timeout_s is None:
-                        raw = await agent.run(subtask, ctx)
-                    else:
-                        async with asyncio.timeout(subtask.timeout_s):
-                            raw = await agent.run(subtask, ctx)
-                    result = _as_result(raw, ctx)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if isinstance(exc, TimeoutError):
-                        exc = SubtaskTimeout(
-                            f"subtask {subtask_id!r} timed out after {subtask.timeout_s} s "
-                            f"on agent {agent.id!r}"
-                        )
-                    error = error_outcome(exc)
-                    saved = tuple(ctx._after_saved)
-                    if error["retryable"] and attempt < policy.max_attempts:
-                        delay = policy.backoff_s(attempt)
-                        attempt += 1
-                        self._post(
-                            RunRetrying(subtask_id, agent.id, token, attempt, error, delay, saved)
-                        )
-                        await asyncio.sleep(delay)
-                        continue
-                    self._post(RunGaveUp(subtask_id, agent.id, token, error, saved))
-                    return
-                self._post(
-                    RunSucceeded(subtask_id, agent.id, token, result, tuple(ctx._after_saved))
-                )
-                return
+            await run_attempts(
+                agent,
+                subtask,
+                token=token,
+                context=context,
+                others=lambda: self._others_left(subtask_id, agent.id),
+                can_wait=self._agent_wait_s > 0,
+                post=self._post,
+            )
         finally:
             self._runners.pop(subtask_id, None)
             self._directory.release(agent.id)
@@ -847,9 +835,3 @@ def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:
     return SubtaskRouted(
         subtask_id=subtask_id, candidates=candidates, excluded=excluded, review=decision.review
     )
-
-
-def _as_result(raw: Any, ctx: SubtaskContext) -> SubtaskResult:
-    if isinstance(raw, SubtaskResult):
-        return SubtaskResult(raw.output, (*ctx.edits, *raw.edits))
-    return SubtaskResult(raw, tuple(ctx.edits))

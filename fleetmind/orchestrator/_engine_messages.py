@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetmind._task_log import GraphEdit
 from fleetmind.agents import SubtaskResult
 from fleetmind.orchestrator._replan import ReplanDecision
+
+if TYPE_CHECKING:
+    from fleetmind.orchestrator._attempt import GaveUp
 
 Hooks = tuple[Callable[[], None], ...]
 """What to call once an attempt's outcome is in the store (``SubtaskContext.after_saved``)."""
@@ -46,6 +49,8 @@ class RunGaveUp:
     agent_id: str
     token: int
     error: dict[str, Any]
+    step: GaveUp
+    """What follows (decided by :func:`~fleetmind.orchestrator._attempt.next_step`)."""
     saved: Hooks = ()
 
 

@@ -37,7 +37,7 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile, Tier
-from fleetmind.errors import ConfigError, NoCapableAgent
+from fleetmind.errors import ConfigError, NoCapableAgent, blames_agent
 from fleetmind.orchestrator._capindex import CapabilityIndex
 from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, SentenceEmbedder
 from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
@@ -231,9 +231,8 @@ class SemanticRouter:
                     text = query_text(subtasks[entry.subtask_id])
                     outcomes.append((text, entry.agent, False))
                 elif isinstance(entry, SubtaskFinished) and entry.subtask_id in agents:
-                    error_type = (entry.error or {}).get("type")
-                    if error_type in ("UpstreamFailed", "MissingInput", "GraphError"):
-                        continue
+                    if not blames_agent(entry.error or {}):
+                        continue  # no agent could have done better: nothing to learn
                     text = query_text(subtasks[entry.subtask_id])
                     outcomes.append((text, agents[entry.subtask_id], entry.status == "done"))
         outcomes = [o for o in outcomes if o[0]]
