@@ -45,7 +45,7 @@ from _harness import _spawn, until
 
 from fleetmind import Fleet, TaskGraph
 from fleetmind.orchestrator import SkillRouter, SQLiteStore
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
+from fleetmind.serve import MqttFleetLink
 
 
 async def inject(

@@ -257,8 +257,8 @@ async def mosquitto_fault_run(workdir: Path) -> FaultRun:
     """Mosquitto (full log) and a three-device fleet through faults; the logs it left."""
     from fleetmind import Fleet
     from fleetmind.orchestrator import SkillRouter
-    from fleetmind.orchestrator._fleet_link import MqttFleetLink
     from fleetmind.protocols import BrokerAddress
+    from fleetmind.serve import MqttFleetLink
 
     started = time.monotonic()
     users = ["orchestrator", "pi-1", "pi-2", "pi-3", "sensor-7"]

@@ -60,8 +60,8 @@ class RemoteResult:
 
 def _wire_sizes(store: Any, query: str) -> tuple[int, int]:
     """Bytes of one recall request and its answer as they cross the broker."""
-    from fleetmind.orchestrator._memory_service import DeviceMemoryService
     from fleetmind.protocols._envelope import MemoryRequestPayload, encode
+    from fleetmind.serve import DeviceMemoryService
 
     request = MemoryRequestPayload(
         op="recall", agent="recaller", task_id="task-0", query=query, limit=K, layer="semantic"
@@ -131,8 +131,8 @@ async def _local_recalls(store: Any, queries: list[str]) -> _LocalPass:
     answers devices (``DeviceMemoryService.answer``: what the orchestrator does for each
     device request, without MQTT)."""
     from fleetmind.memory import SHARED, AgentMemory
-    from fleetmind.orchestrator._memory_service import DeviceMemoryService
     from fleetmind.protocols._envelope import MemoryRequestPayload
+    from fleetmind.serve import DeviceMemoryService
 
     view = AgentMemory(store, "recaller")
     namespaces = (view.namespace, SHARED)
@@ -164,8 +164,8 @@ async def measure_remote(store: Any, queries: list[str], model: str, workdir: Pa
     before and after the remote ones (embedding speed drifts on a shared machine)."""
     from fleetmind import Fleet, TaskGraph
     from fleetmind.orchestrator import SkillRouter
-    from fleetmind.orchestrator._fleet_link import MqttFleetLink
     from fleetmind.protocols import BrokerAddress
+    from fleetmind.serve import MqttFleetLink
 
     before = await _local_recalls(store, queries)
     broker = Mosquitto()

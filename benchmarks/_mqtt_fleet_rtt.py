@@ -38,10 +38,10 @@ from _mqtt_fleet_setup import (
 from _mqtt_fleet_throughput import measure_throughput
 
 from fleetmind import Fleet, SubtaskContext, TaskGraph
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.orchestrator._router import SkillRouter
 from fleetmind.protocols._mqtt import BrokerAddress
 from fleetmind.protocols._topics import Topics
+from fleetmind.serve import MqttFleetLink
 
 # ---------------------------------------------------------------------------------------------
 # 3. The device runtime: start-up and memory

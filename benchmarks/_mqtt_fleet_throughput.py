@@ -18,9 +18,9 @@ from _mqtt_fleet_setup import DEVICE_WORKERS, SCRIPT, Broker, cpu_s
 
 from fleetmind import Fleet, TaskGraph, agent
 from fleetmind.agents import Agent
-from fleetmind.agents._device import DeviceRuntime
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
+from fleetmind.agents.remote import DeviceRuntime
 from fleetmind.protocols._mqtt import BrokerAddress
+from fleetmind.serve import MqttFleetLink
 
 # ---------------------------------------------------------------------------------------------
 # 2. Throughput with many simulated devices
@@ -150,7 +150,7 @@ async def orchestrate(
                 }
             )
         ignored = len(link.ignored)
-        dropped = link._mqtt.dropped if link._mqtt is not None else 0
+        dropped = link.connection.dropped
     return {
         "join_s": join_s,
         "runs": runs,

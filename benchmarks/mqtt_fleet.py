@@ -32,7 +32,7 @@ What is measured
          - ``fleetmind_rtt``: wall time of ``await fleet.run(graph)``, submit to result — the
            engine, the store, routing, the MQTT dispatch and the device's work;
          - ``fleetmind_dispatch``: wall time of ``MqttFleetLink.dispatch`` alone (what
-           ``RemoteAgent.run`` awaits: build the dispatch envelope, publish it with QoS 1, wait
+           ``DeviceAgent.run`` awaits: build the dispatch envelope, publish it with QoS 1, wait
            for the device's result and parse it), timed by a subclass that wraps it.
 
        The baseline, in the same run and on the same broker: a bare paho-mqtt ping-pong. Two

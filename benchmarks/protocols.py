@@ -470,7 +470,7 @@ async def bare_a2a_client(base_url: str, *, streaming: bool) -> AsyncIterator[Ca
 async def fleetmind_a2a_client(base_url: str) -> AsyncIterator[Call]:
     """``A2AAgent.run`` of one echo subtask; streams or polls as the agent's card says."""
     from fleetmind import Subtask, SubtaskContext
-    from fleetmind.protocols._a2a_client import connect_a2a_agent
+    from fleetmind.agents.remote import connect_a2a_agent
 
     agent = await connect_a2a_agent(base_url)
     try:

@@ -13,6 +13,7 @@ result = await Fleet([greeter]).run(graph)
 ```
 """
 
+from fleetmind._version import __version__
 from fleetmind.agents import (
     Agent,
     AgentLimits,
@@ -53,8 +54,6 @@ from fleetmind.orchestrator import (
     TaskResult,
 )
 from fleetmind.tools import ToolRegistry, tool
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

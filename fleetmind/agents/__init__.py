@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         extract_json,
     )
     from fleetmind.agents._llm_agent import GIVE_UP_TOOL, LLMAgent
-    from fleetmind.agents._models import ModelConfig, ModelEndpoint, ModelPrices
+    from fleetmind.agents._models import CONFIGURE_HINT, ModelConfig, ModelEndpoint, ModelPrices
     from fleetmind.agents._openai import OpenAICompatibleClient
     from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
     from fleetmind.agents._step_features import (
@@ -84,7 +84,12 @@ _EXPORTS: dict[str, str] = {
             "extract_json",
         ),
         "fleetmind.agents._llm_agent": ("GIVE_UP_TOOL", "LLMAgent"),
-        "fleetmind.agents._models": ("ModelConfig", "ModelEndpoint", "ModelPrices"),
+        "fleetmind.agents._models": (
+            "CONFIGURE_HINT",
+            "ModelConfig",
+            "ModelEndpoint",
+            "ModelPrices",
+        ),
         "fleetmind.agents._profile": ("AgentLimits", "AgentProfile", "Skill", "Tier"),
         "fleetmind.agents._step_features": (
             "DRAFT_FEATURES",
@@ -145,6 +150,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CONFIGURE_HINT",
     "DRAFT_FEATURES",
     "GIVE_UP_TOOL",
     "STRUCTURAL_FEATURES",

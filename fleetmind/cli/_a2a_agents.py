@@ -27,7 +27,7 @@ from fleetmind.cli._tables import plain_table, print_json, print_table, table_co
 from fleetmind.errors import ConfigError, FleetmindError
 
 if TYPE_CHECKING:  # the A2A libraries load only when a command needs them
-    from fleetmind.protocols._a2a_client import A2AAgent
+    from fleetmind.agents.remote import A2AAgent
 
 A2A_AGENTS_FILE = "a2a_agents.json"
 
@@ -115,7 +115,7 @@ async def load_a2a_agents(data_dir: Path | None) -> list[A2AAgent]:
     entries = read_entries(data_dir)
     if not entries:
         return []
-    from fleetmind.protocols._a2a_client import A2AAgent, connect_a2a_agent
+    from fleetmind.agents.remote import A2AAgent, connect_a2a_agent
 
     outcomes: list[A2AAgent | FleetmindError | None] = [None] * len(entries)
 
@@ -163,7 +163,7 @@ def add(
     token_path = token_file.expanduser().resolve() if token_file is not None else None
     token = read_token(token_path)
 
-    from fleetmind.protocols._a2a_client import connect_a2a_agent
+    from fleetmind.agents.remote import connect_a2a_agent
 
     async def check() -> A2AAgent:
         agent = await connect_a2a_agent(url, token=token, agent_id=agent_id)

@@ -67,7 +67,7 @@ def serve(
     from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner
-    from fleetmind.protocols._a2a_server import serve_a2a
+    from fleetmind.serve import serve_a2a
 
     share_model_settings(models_file, data_dir)
     planner = optional_planner(loaded, models_file, data_dir) if agent is None else None

@@ -152,7 +152,7 @@ def _drive(
             if check is not None:
                 fleet.check(check)
             return await _follow(fleet, start, view)
-        from fleetmind.orchestrator._fleet_link import MqttFleetLink
+        from fleetmind.serve import MqttFleetLink
 
         # One MQTT session per task: a resumed run of this task gets the results its devices
         # sent meanwhile, and two tasks run side by side never share a session or replies.
@@ -577,7 +577,7 @@ def _agent_json(profile: AgentProfile) -> dict[str, object]:
 
 def version_callback(value: bool) -> None:
     if value:
-        from fleetmind import __version__
+        from fleetmind._version import __version__
 
         print(f"fleetmind {__version__}")
         raise typer.Exit()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from fleetmind.errors import ConfigError
-from fleetmind.protocols._broker import INSTALL_HINT, serve, serve_embedded, write_broker_config
+from fleetmind.protocols import INSTALL_HINT, serve_broker, serve_embedded, write_broker_config
 
 broker_app = typer.Typer(
     help="Deploy the fleet's MQTT broker: Mosquitto with passwords and per-device ACLs "
@@ -90,7 +90,7 @@ def serve_cmd(
         log_file = Path(tempfile.gettempdir()) / f"fleetmind-embedded-broker-{chosen}.log"
         broker = serve_embedded([chosen], log_file=log_file)
     else:
-        broker = serve(config_dir, embedded=embedded)
+        broker = serve_broker(config_dir, embedded=embedded)
     # Plain prints: a Ctrl-C inside rich's print could emit its buffered line a second time.
     # `kill`/systemd stop the command with SIGTERM: stop the broker too, not orphan it.
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -23,7 +23,7 @@ from fleetmind.cli._memory_cmd import MemoryOption, memory_path
 from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.errors import ConfigError
-from fleetmind.protocols._mqtt import BrokerAddress
+from fleetmind.protocols import BrokerAddress
 
 agent_app = typer.Typer(help="Serve agents from this device to a fleet over MQTT.")
 
@@ -67,7 +67,7 @@ def serve(
     heartbeat: Annotated[float, typer.Option("--heartbeat", min=0.1, help="Seconds.")] = 5.0,
 ) -> None:
     """Connect agents to a fleet's broker and take the subtasks dispatched to them."""
-    from fleetmind.agents._device import DeviceRuntime
+    from fleetmind.agents.remote import DeviceRuntime
 
     agents: list[Agent] = []
     for ref in refs:
@@ -118,9 +118,8 @@ def devices(
     ] = False,
 ) -> None:
     """The fleet's devices: online or not, last seen, and their agents with versions."""
-    from fleetmind.orchestrator import Fleet
-    from fleetmind.orchestrator._fleet_link import MqttFleetLink
-    from fleetmind.orchestrator._router import SkillRouter
+    from fleetmind.orchestrator import Fleet, SkillRouter
+    from fleetmind.serve import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
     console = table_console()
@@ -276,7 +275,7 @@ def orchestrator_serve(
 ) -> None:
     """Take tasks from `fleetmind submit` and run them on the fleet's devices, until Ctrl-C."""
     from fleetmind.cli._build import build_fleet, open_store
-    from fleetmind.orchestrator._fleet_link import MqttFleetLink
+    from fleetmind.serve import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
     # Stable across restarts: a restarted replica resumes its session (and the tasks queued
@@ -340,8 +339,8 @@ def submit(
 ) -> None:
     """Hand a task to the fleet's orchestrators over the broker and follow it to its end."""
     from fleetmind.cli._target import parse_params
-    from fleetmind.orchestrator._submit import submit_via_broker
-    from fleetmind.orchestrator._taskfile import read_task_file
+    from fleetmind.orchestrator import read_task_file
+    from fleetmind.serve import submit_via_broker
 
     if not target.endswith((".yaml", ".yml", ".json")):
         raise ConfigError(f"{target}: `fleetmind submit` takes a task file (.yaml, .yml, .json)")

@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from fleetmind.agents import ChatMessage, ModelConfig, ModelEndpoint
-from fleetmind.agents._models import CONFIGURE_HINT
+from fleetmind.agents import CONFIGURE_HINT, ChatMessage, ModelConfig, ModelEndpoint
 from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.errors import ConfigError, FleetmindError, ModelNotConfigured

@@ -78,7 +78,7 @@ def serve(
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner
     from fleetmind.cli._target import load_fleet
-    from fleetmind.protocols._mcp_server import serve_mcp
+    from fleetmind.serve import serve_mcp
 
     # Under stdio, stdout is the JSON-RPC wire: whatever the user's module prints at import
     # goes to stderr.

@@ -23,6 +23,8 @@ from rich.console import Console
 
 from fleetmind.agents import (
     Agent,
+    AlwaysCloud,
+    AlwaysDevice,
     CascadeRouter,
     LLMAgent,
     OutcomeSet,
@@ -34,7 +36,6 @@ from fleetmind.agents import (
     routing_curve,
     within_budget,
 )
-from fleetmind.agents._steps import AlwaysCloud, AlwaysDevice
 from fleetmind.cli._build import open_store
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._tables import plain_table, print_table
@@ -420,7 +421,7 @@ def train(
 
 def _training_outcomes(data: Path, device_model: str | None, cloud_model: str | None) -> OutcomeSet:
     if data.is_file() and data.suffix in (".jsonl", ".json"):
-        from fleetmind.orchestrator._step_training import labeled_rows_from
+        from fleetmind.orchestrator import labeled_rows_from
 
         pairs = []
         for number, line in enumerate(data.read_text(encoding="utf-8").splitlines(), 1):

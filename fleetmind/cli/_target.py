@@ -14,8 +14,7 @@ import yaml
 from fleetmind._imports import load_attr, load_module
 from fleetmind.agents import Agent
 from fleetmind.errors import ConfigError
-from fleetmind.orchestrator import Fleet, Planner, Router, TaskGraph
-from fleetmind.orchestrator._taskfile import read_task_file
+from fleetmind.orchestrator import Fleet, Planner, Router, TaskGraph, read_task_file
 from fleetmind.tools import ToolRegistry
 
 

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         draft_rows,
         embedder_for,
         held_out_scores,
+        labeled_rows_from,
         load_step_router,
         outcome_rows,
         recorded_step_rows,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     )
     from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
     from fleetmind.orchestrator._task_result import TaskResult
+    from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
 
 _EXPORTS: dict[str, str] = {
     name: module
@@ -154,6 +156,7 @@ _EXPORTS: dict[str, str] = {
             "draft_rows",
             "embedder_for",
             "held_out_scores",
+            "labeled_rows_from",
             "load_step_router",
             "outcome_rows",
             "recorded_step_rows",
@@ -161,6 +164,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "fleetmind.orchestrator._store": ("MemoryStore", "SQLiteStore", "Store", "TaskRecord"),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
+        "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),
     }.items()
     for name in names
 }
@@ -235,6 +239,7 @@ __all__ = [
     "SubtaskState",
     "SubtaskStatus",
     "TaskEvent",
+    "TaskFile",
     "TaskFinished",
     "TaskGraph",
     "TaskHandle",
@@ -246,8 +251,10 @@ __all__ = [
     "embedder_for",
     "embedding_model",
     "held_out_scores",
+    "labeled_rows_from",
     "load_step_router",
     "outcome_rows",
+    "read_task_file",
     "recorded_step_rows",
     "to_dot",
     "to_mermaid",

@@ -30,8 +30,8 @@ from fleetmind._task_log import (
     add_subtask_edit,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
-from fleetmind.agents import Agent, AgentProfile
-from fleetmind.agents._models import CONFIGURE_HINT
+from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile
+from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     AgentError,
     FleetmindError,
@@ -49,7 +49,6 @@ from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
-from fleetmind.orchestrator._results import ResultSource
 from fleetmind.orchestrator._router import Router, RoutingDecision
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
@@ -241,7 +240,7 @@ class Fleet:
         Raises:
             ConfigError: No A2A agent card at ``url``.
         """
-        from fleetmind.protocols._a2a_client import connect_a2a_agent
+        from fleetmind.agents.remote import connect_a2a_agent
 
         remote = await connect_a2a_agent(url, token=token, agent_id=agent_id, tier=tier)
         try:

@@ -1,32 +1,130 @@
-"""What crosses a wire: the fleet's message envelope and topics, MQTT, and broker deployment.
+"""What crosses a wire: the fleet's message envelope and topics, MQTT, broker deployment, and
+the MCP and A2A clients.
 
-The orchestrator reaches remote agents only through these small interfaces, never through an
-MQTT, MCP or A2A library directly.
+Wire formats and clients only: this room imports nothing but the vocabulary, so every room
+above (agents, the orchestrator, the servers in ``fleetmind.serve``) can speak it. The MCP and
+A2A clients load on first use (``mcp``, ``a2a`` and ``httpx`` are heavy).
 """
 
-from fleetmind.protocols._broker import BrokerConfig, load_devices_file, serve, write_broker_config
+import warnings
+from typing import TYPE_CHECKING
+
+from fleetmind.protocols._a2a_values import data_values, plain_json
+from fleetmind.protocols._broker import (
+    INSTALL_HINT,
+    Account,
+    BrokerConfig,
+    BrokerProcess,
+    DevicesFile,
+    Listener,
+    load_devices_file,
+    mosquitto_installed,
+    serve_broker,
+    serve_embedded,
+    write_broker_config,
+)
 from fleetmind.protocols._envelope import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    CancelPayload,
+    CardPayload,
+    ClaimPayload,
+    DispatchPayload,
     Envelope,
+    ErrorPayload,
+    MemoryRequestPayload,
+    MemoryResponsePayload,
+    PresencePayload,
+    ProceedPayload,
+    ProgressPayload,
+    ResultPayload,
+    SubmitPayload,
+    SyncPayload,
+    TaskEventPayload,
+    encode,
+    encode_fields,
     new_envelope,
     parse_envelope,
 )
 from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
-from fleetmind.protocols._topics import Topics
+from fleetmind.protocols._topics import DEFAULT_FLEET, Topics
+
+if TYPE_CHECKING:
+    from fleetmind.protocols._a2a_transport import A2ATransport
+    from fleetmind.protocols._mcp_client import (
+        MCPCallResult,
+        MCPConnection,
+        MCPServerConfig,
+        MCPTool,
+    )
+
+_LAZY = {
+    "A2ATransport": "fleetmind.protocols._a2a_transport",
+    "MCPCallResult": "fleetmind.protocols._mcp_client",
+    "MCPConnection": "fleetmind.protocols._mcp_client",
+    "MCPServerConfig": "fleetmind.protocols._mcp_client",
+    "MCPTool": "fleetmind.protocols._mcp_client",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "serve":
+        warnings.warn(
+            "fleetmind.protocols.serve is deprecated: use fleetmind.protocols.serve_broker",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return serve_broker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "DEFAULT_FLEET",
+    "INSTALL_HINT",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "A2ATransport",
+    "Account",
     "BrokerAddress",
     "BrokerConfig",
+    "BrokerProcess",
+    "CancelPayload",
+    "CardPayload",
+    "ClaimPayload",
+    "DevicesFile",
+    "DispatchPayload",
     "Envelope",
+    "ErrorPayload",
+    "Listener",
+    "MCPCallResult",
+    "MCPConnection",
+    "MCPServerConfig",
+    "MCPTool",
+    "MemoryRequestPayload",
+    "MemoryResponsePayload",
     "Message",
     "MqttConnection",
+    "PresencePayload",
+    "ProceedPayload",
+    "ProgressPayload",
+    "ResultPayload",
+    "SubmitPayload",
+    "SyncPayload",
+    "TaskEventPayload",
     "Topics",
+    "data_values",
+    "encode",
+    "encode_fields",
     "load_devices_file",
+    "mosquitto_installed",
     "new_envelope",
     "parse_envelope",
-    "serve",
+    "plain_json",
+    "serve_broker",
+    "serve_embedded",
     "write_broker_config",
 ]

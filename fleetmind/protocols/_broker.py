@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import IO, Annotated, Any, Self
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from fleetmind._extras import require
 from fleetmind._ids import is_valid_id
 from fleetmind.errors import ConfigError
 from fleetmind.protocols._topics import DEFAULT_FLEET, Topics
@@ -625,7 +627,7 @@ def mosquitto_installed() -> bool:
     return _find_binary("mosquitto") is not None
 
 
-def serve(
+def serve_broker(
     config_dir: Path,
     *,
     log_file: Path | None = None,
@@ -670,6 +672,7 @@ def serve(
 
 def serve_embedded(ports: list[int], *, log_file: Path, timeout_s: float = 10.0) -> BrokerProcess:
     """Start the embedded development broker (amqtt) on ``127.0.0.1`` at ``ports``."""
+    require("amqtt.broker", "broker", "the embedded development broker")
     from fleetmind.protocols._embedded_broker import LIMITATIONS, LOOPBACK, amqtt_version
 
     listeners = tuple(Listener(port, bind=LOOPBACK) for port in ports)
@@ -758,3 +761,15 @@ def _log_since(path: Path, start: int) -> str:
             return _one_line(f.read().decode("utf-8", "replace"))
     except OSError:
         return ""
+
+
+def __getattr__(name: str) -> object:
+    # `serve` was this function's first name; `fleetmind.serve` is now a package of its own.
+    if name == "serve":
+        warnings.warn(
+            "fleetmind.protocols._broker.serve is deprecated: use fleetmind.protocols.serve_broker",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return serve_broker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

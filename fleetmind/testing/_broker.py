@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from fleetmind.errors import ConfigError
-from fleetmind.protocols._broker import (
+from fleetmind.protocols import (
     INSTALL_HINT,
     Account,
     BrokerProcess,
     DevicesFile,
     Listener,
     mosquitto_installed,
-    serve,
+    serve_broker,
     write_broker_config,
 )
 
@@ -47,9 +47,10 @@ def start_test_broker(
     """Start Mosquitto on a free loopback port with a fleet's passwords and ACL.
 
     The configuration lives in ``tmp_dir/broker`` (restart it with
-    ``serve(handle.config.config_dir)``); passwords are random. Where Mosquitto is not installed
-    the embedded development broker starts instead (``handle.embedded`` is then true: it accepts
-    any login and enforces no ACL), except under CI (``CI=true``), where that is an error.
+    ``serve_broker(handle.config.config_dir)``); passwords are random. Where Mosquitto is not
+    installed the embedded development broker starts instead (``handle.embedded`` is then true:
+    it accepts any login and enforces no ACL), except under CI (``CI=true``), where that is an
+    error.
 
     Args:
         tmp_dir: a scratch directory (pytest's ``tmp_path``).
@@ -79,7 +80,7 @@ def start_test_broker(
         spec = DevicesFile(fleet=fleet, listeners=(Listener(port),), accounts=accounts)
         config = write_broker_config(spec, Path(tmp_dir) / "broker")
         try:
-            handle = serve(config.config_dir, embedded=bool(embedded))
+            handle = serve_broker(config.config_dir, embedded=bool(embedded))
             return LocalBroker(handle, port, credentials)
         except ConfigError as exc:
             # Another process may have taken the port since free_port(); anything else repeats.

@@ -18,7 +18,7 @@ from fleetmind.tools._registry import (
 from fleetmind.tools._repo import count_lines, declared_dependencies, find_todos, largest_files
 
 if TYPE_CHECKING:
-    from fleetmind.protocols._mcp_client import MCPServerConfig
+    from fleetmind.protocols import MCPServerConfig
     from fleetmind.tools._mcp import MCPToolSource
 
 __all__ = [
@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
 
         return MCPToolSource
     if name == "MCPServerConfig":
-        from fleetmind.protocols._mcp_client import MCPServerConfig
+        from fleetmind.protocols import MCPServerConfig
 
         return MCPServerConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fleetmind.errors import AgentError, FleetmindError
-from fleetmind.protocols._mcp_client import MCPConnection, MCPServerConfig, MCPTool
+from fleetmind.protocols import MCPConnection, MCPServerConfig, MCPTool
 from fleetmind.tools._registry import ToolResult, ToolSpec, _one_line
 
 __all__ = ["MCPToolSource"]
@@ -29,7 +29,7 @@ class MCPToolSource:
 
     The server starts (or is connected to) when the registry first loads its tools, and one
     session then serves every call. A server that crashes under a call is restarted once and
-    the call sent again; see :class:`~fleetmind.protocols._mcp_client.MCPConnection`.
+    the call sent again; see :class:`~fleetmind.protocols.MCPConnection`.
 
     Example:
         ```python

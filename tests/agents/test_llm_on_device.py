@@ -11,10 +11,10 @@ import pytest
 
 from fleetmind import Fleet, TaskGraph, tool
 from fleetmind.agents import AgentProfile, LLMAgent, ModelEndpoint, OpenAICompatibleClient
-from fleetmind.agents._device import DeviceRuntime
+from fleetmind.agents.remote import DeviceRuntime
 from fleetmind.orchestrator import SubtaskProgress
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.protocols import BrokerAddress
+from fleetmind.serve import MqttFleetLink
 from fleetmind.testing import Reply, ScriptedLLMServer, start_test_broker
 
 pytestmark = pytest.mark.timeout(120)

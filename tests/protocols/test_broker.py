@@ -42,7 +42,7 @@ from fleetmind.protocols._broker import (
     BrokerProcess,
     Listener,
     load_devices_file,
-    serve,
+    serve_broker,
     write_broker_config,
 )
 from fleetmind.protocols._mqtt import BrokerAddress, MqttConnection
@@ -89,7 +89,7 @@ class Env:
     def restart(self) -> None:
         current = self.handles[-1]
         current.stop()
-        self.handles.append(serve(current.config.config_dir))
+        self.handles.append(serve_broker(current.config.config_dir))
 
 
 @pytest.fixture
@@ -446,15 +446,15 @@ def test_serve_and_stop(env: Env) -> None:
 def test_serve_errors(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config_dir = env.handles[0].config.config_dir
     with pytest.raises(ConfigError, match="already in use"):
-        serve(config_dir)
+        serve_broker(config_dir)
     with pytest.raises(ConfigError, match="is not a broker directory"):
-        serve(tmp_path)
+        serve_broker(tmp_path)
 
     env.handles[0].stop()
     conf = config_dir / "mosquitto.conf"
     conf.write_text(conf.read_text() + "no_such_option 1\n")
     with pytest.raises(ConfigError) as caught:
-        env.handles.append(serve(config_dir))
+        env.handles.append(serve_broker(config_dir))
     assert "mosquitto exited with code" in caught.value.message
     assert "no_such_option" in caught.value.message
     assert "\n" not in caught.value.message
@@ -463,7 +463,7 @@ def test_serve_errors(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(
         ConfigError, match=r"mosquitto is not installed: .*apt-get install mosquitto"
     ):
-        serve(config_dir, embedded=False)
+        serve_broker(config_dir, embedded=False)
 
 
 async def test_serve_falls_back_to_the_embedded_broker(
@@ -473,7 +473,7 @@ async def test_serve_falls_back_to_the_embedded_broker(
     devices = write(tmp_path, ORCH + f"listeners: [{{port: {port}, bind: 0.0.0.0}}]")
     config = write_broker_config(devices, tmp_path / "out")
     monkeypatch.setattr(_broker, "_find_binary", lambda name: None)
-    with serve(config.config_dir) as handle:
+    with serve_broker(config.config_dir) as handle:
         assert handle.embedded
         assert handle.describe() == f"amqtt (embedded) {handle.version} on 127.0.0.1:{port}"
         assert "MQTT 3.1.1 only" in (handle.lacks or "")
@@ -757,7 +757,7 @@ orchestrators: [{{username: orchestrator, password: orch-pw}}]
 """,
     )
     config = write_broker_config(path, tmp_path / "out")
-    with serve(config.config_dir) as handle:
+    with serve_broker(config.config_dir) as handle:
         assert handle.describe().endswith(f"127.0.0.1:{plain}, 127.0.0.1:{tls} (TLS)")
         secure = clients(tls, "orchestrator", "orch-pw")
         secure._mqtt.tls_set(ca_certs=str(tmp_path / "ca.crt"))

@@ -65,6 +65,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from fleetmind._validation import describe_validation_error
+from fleetmind.agents.remote import agent_card
 from fleetmind.errors import ConfigError, FleetmindError
 from fleetmind.orchestrator import (
     Fleet,
@@ -79,9 +80,8 @@ from fleetmind.orchestrator import (
     TaskHandle,
     TaskResult,
 )
-from fleetmind.protocols._a2a_card import agent_card
-from fleetmind.protocols._a2a_values import data_values, plain_json
-from fleetmind.protocols._http_gate import HttpGate, exact_bearer
+from fleetmind.protocols import data_values, plain_json
+from fleetmind.serve._http_gate import HttpGate, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Request bodies above this size are refused with HTTP 413 (a task graph is far smaller)."""

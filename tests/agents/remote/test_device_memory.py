@@ -16,13 +16,12 @@ import pytest
 
 from fleetmind import Fleet, TaskGraph, agent
 from fleetmind.agents import SubtaskContext
-from fleetmind.agents._device import DeviceRuntime
-from fleetmind.agents._device_memory import DeviceMemoryChannel, MemoryUnavailable
+from fleetmind.agents.remote import DeviceMemoryChannel, DeviceRuntime, MemoryUnavailable
 from fleetmind.memory import SHARED, MemoryStore
 from fleetmind.orchestrator import SentenceEmbedder
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.protocols import BrokerAddress, MqttConnection, Topics
 from fleetmind.protocols._envelope import MemoryRequestPayload, encode, parse_envelope
+from fleetmind.serve import MqttFleetLink
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None

@@ -16,7 +16,7 @@ from typing import Literal
 
 from fleetmind.errors import FleetmindError
 from fleetmind.memory import SHARED, MemoryStore, StoredItem, agent_namespace
-from fleetmind.protocols._envelope import MemoryRequestPayload, MemoryResponsePayload
+from fleetmind.protocols import MemoryRequestPayload, MemoryResponsePayload
 
 log = logging.getLogger("fleetmind.memory_service")
 

@@ -27,8 +27,8 @@ from fleet_harness import FLEETMIND, MOSQUITTO, Mosquitto
 from fleetmind import Fleet, TaskGraph
 from fleetmind.memory import SHARED, MemoryStore, StoredItem
 from fleetmind.orchestrator import SentenceEmbedder, SkillRouter, SQLiteStore
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.protocols import BrokerAddress
+from fleetmind.serve import MqttFleetLink
 
 if MOSQUITTO is None and os.environ.get("CI") == "true":
     raise RuntimeError("Mosquitto is required under CI: apt-get install mosquitto")
@@ -46,7 +46,7 @@ SCRIBE_AGENTS = """
 import asyncio, json, os, time
 from fleetmind import agent
 from fleetmind.agents import SubtaskContext
-from fleetmind.agents._device_memory import MemoryUnavailable
+from fleetmind.agents.remote import MemoryUnavailable
 
 
 def note(log, **record):

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import FIXTURES
 
 from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(120)
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 @pytest.fixture

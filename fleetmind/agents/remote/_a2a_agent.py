@@ -15,145 +15,51 @@ until the remote task ends. Cancelling the subtask cancels the remote task too.
 
 The remote task's end maps onto fleetmind's errors: ``completed`` is the output, ``failed`` and
 ``rejected`` raise :class:`SubtaskFailed`, ``input-required`` raises :class:`InputRequired` with
-the remote agent's question, ``auth-required`` fails without retries.
+the remote agent's question, ``auth-required`` fails without retries. The wire itself (the
+card, the client, the parts) is :class:`fleetmind.protocols.A2ATransport`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import re
-import unicodedata
 import uuid
-from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import httpx
-from a2a.client import (
-    A2ACardResolver,
-    A2AClientError,
-    A2AClientTimeoutError,
-    AgentCardResolutionError,
-    Client,
-    ClientCallContext,
-    ClientConfig,
-    ClientFactory,
-)
+from a2a.client import A2AClientError, A2AClientTimeoutError, Client
 from a2a.types import (
     AgentCard,
     Artifact,
-    CancelTaskRequest,
-    GetTaskRequest,
     Message,
     Part,
     Role,
     SendMessageRequest,
     StreamResponse,
     Task,
-    TaskArtifactUpdateEvent,
     TaskState,
     TaskStatus,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, TransportProtocol
 from a2a.utils.errors import A2AError, InternalError
 from google.protobuf import json_format, struct_pb2
 
-from fleetmind._ids import is_valid_id
 from fleetmind._task_model import Subtask
-from fleetmind.agents._agent import Agent, SubtaskContext
-from fleetmind.agents._profile import AgentProfile, Skill, Tier
-from fleetmind.errors import ConfigError, InputRequired, SubtaskFailed
-from fleetmind.protocols._a2a_values import data_values
+from fleetmind.agents import AgentProfile, SubtaskContext, Tier
+from fleetmind.agents.remote._a2a_card import profile_from_card
+from fleetmind.agents.remote._base import RemoteAgent
+from fleetmind.errors import InputRequired, SubtaskFailed
+from fleetmind.protocols import A2ATransport
 
 log = logging.getLogger("fleetmind.a2a_client")
 
-_TERMINAL = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
-_INTERRUPTED = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED})
-
-
-# Profile --------------------------------------------------------------------------------------
-
-
-def profile_from_card(
-    card: AgentCard, *, agent_id: str | None = None, tier: Tier | str | None = None
-) -> AgentProfile:
-    """The fleetmind profile of an A2A agent, read from its Agent Card.
-
-    The card's skills become the profile's skills (with their descriptions, tags and examples;
-    a skill's id is added as a tag so that ``skill=`` finds it by id too). The id is a slug of
-    the card's name unless ``agent_id`` is given; the tier is ``cloud`` unless ``tier`` says
-    otherwise, since a card alone does not tell where the agent runs.
-
-    Raises:
-        ConfigError: ``agent_id`` or ``tier`` is not valid.
-    """
-    if agent_id is not None and not is_valid_id(agent_id):
-        raise ConfigError(
-            f"agent id {agent_id!r} is not valid: use letters, digits, '.', '_' or '-' "
-            "(at most 64, starting with a letter or digit)"
-        )
-    try:
-        the_tier = Tier(tier) if tier is not None else Tier.CLOUD
-    except ValueError:
-        raise ConfigError(f"unknown tier {tier!r}; use device, edge or cloud") from None
-    return AgentProfile(
-        id=agent_id or slug(card.name),
-        name=card.name,
-        description=card.description,
-        skills=_skills(card),
-        tier=the_tier,
-        version=_card_version(card.version),
-    )
-
-
-def slug(name: str) -> str:
-    """A valid agent id made from a display name (``"Translate Bot 2"`` -> ``translate-bot-2``)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    text = re.sub(r"[^a-z0-9._-]+", "-", ascii_name.casefold())
-    text = re.sub(r"-{2,}", "-", text).lstrip("._-")[:64].rstrip("._-")
-    return text or "a2a-agent"
-
-
-def _skills(card: AgentCard) -> tuple[Skill, ...]:
-    skills: list[Skill] = []
-    seen: set[str] = set()
-    for remote in card.skills:
-        name = remote.name.strip() or remote.id.strip()
-        if not name:
-            continue
-        if name.casefold() in seen:
-            # Profiles need unique skill names; a card may repeat a display name.
-            name = f"{name} ({remote.id})" if remote.id else f"{name} {len(skills) + 1}"
-        seen.add(name.casefold())
-        tags = list(dict.fromkeys(t for t in remote.tags if t))
-        if remote.id and remote.id != name and remote.id not in tags:
-            tags.append(remote.id)
-        skills.append(
-            Skill(
-                name=name,
-                description=remote.description,
-                tags=tuple(tags),
-                examples=tuple(e for e in remote.examples if e),
-            )
-        )
-    return tuple(skills)
-
-
-def _card_version(version: str) -> int:
-    """A card's version as a profile version: its leading (major) number, at least 1."""
-    match = re.match(r"\s*v?(\d+)", version)
-    return max(int(match.group(1)), 1) if match else 1
+_TERMINAL, _INTERRUPTED = A2ATransport.TERMINAL, A2ATransport.INTERRUPTED
+_merge_artifact = A2ATransport.merge_artifact
+_message_text = A2ATransport.message_text
+_parts_value = A2ATransport.parts_value
+_one_line = A2ATransport.one_line
 
 
 # Connecting -----------------------------------------------------------------------------------
@@ -184,68 +90,19 @@ async def connect_a2a_agent(
         ConfigError: The URL is not an http(s) URL, serves no A2A agent card, or the agent
             speaks no transport this client has.
     """
-    base = _base_url(url)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # Streams stay open as long as the remote agent works, so reads have no timeout; every
-    # other call passes its own (see A2AAgent._call).
-    timeout = httpx.Timeout(timeout_s, read=None)
-    http = httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=True)
+    transport = await A2ATransport.connect(url, token=token, timeout_s=timeout_s)
     try:
-        card = await _fetch_card(http, base, timeout_s)
-        profile = profile_from_card(card, agent_id=agent_id, tier=tier)
-        streaming = card.capabilities.streaming
-        config = ClientConfig(
-            streaming=streaming,
-            polling=not streaming,
-            httpx_client=http,
-            supported_protocol_bindings=[TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON],
-        )
-        try:
-            client = ClientFactory(config).create(card)
-        except ValueError as exc:
-            offered = ", ".join(i.protocol_binding for i in card.supported_interfaces)
-            raise ConfigError(
-                f"A2A agent {card.name!r} at {base} offers no transport fleetmind speaks "
-                f"(it offers {offered or 'none'}; fleetmind speaks JSONRPC and HTTP+JSON)"
-            ) from exc
+        profile = profile_from_card(transport.card, agent_id=agent_id, tier=tier)
     except BaseException:
-        await http.aclose()
+        await transport.aclose()
         raise
-    return A2AAgent(card, client, url=base, profile=profile, http=http, timeout_s=timeout_s)
-
-
-def _base_url(url: str) -> str:
-    try:
-        parsed = httpx.URL(url.strip())
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigError(f"{url!r} is not a valid URL: {exc}") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"{url!r} is not an http(s) URL of an A2A agent")
-    text = str(parsed).rstrip("/")
-    return text.removesuffix(AGENT_CARD_WELL_KNOWN_PATH).rstrip("/")
-
-
-async def _fetch_card(http: httpx.AsyncClient, base: str, timeout_s: float) -> AgentCard:
-    where = base + AGENT_CARD_WELL_KNOWN_PATH
-    try:
-        card = await A2ACardResolver(http, base).get_agent_card(http_kwargs={"timeout": timeout_s})
-    except AgentCardResolutionError as exc:
-        cause = exc.__cause__
-        if exc.status_code is not None:
-            why = f"HTTP {exc.status_code}"
-        elif isinstance(cause, httpx.TimeoutException):
-            why = f"no answer within {timeout_s:g} s"
-        elif isinstance(cause, httpx.RequestError):
-            why = f"cannot connect ({_one_line(str(cause)) or type(cause).__name__})"
-        elif isinstance(cause, json.JSONDecodeError):
-            why = "the answer is not JSON"
-        else:
-            why = "not an A2A agent card"
-        raise ConfigError(f"no A2A agent card at {where}: {why}") from exc
-    if not card.name or not card.supported_interfaces:
-        missing = "name" if not card.name else "interface URL"
-        raise ConfigError(f"{where} is not an A2A agent card: it has no {missing}")
-    return card
+    return A2AAgent(
+        transport.card,
+        transport,
+        url=transport.url,
+        profile=profile,
+        timeout_s=timeout_s,
+    )
 
 
 # The agent ------------------------------------------------------------------------------------
@@ -272,14 +129,14 @@ class _RemoteRun:
         return bool(self.task_id) and self.reply is None and self.state not in _TERMINAL
 
 
-class A2AAgent(Agent):
+class A2AAgent(RemoteAgent):
     """A remote A2A agent in a fleet; the engine and the router treat it like a local agent.
 
     Make one with :func:`connect_a2a_agent`, which reads the card and builds the client.
 
     Args:
         card: The agent's card.
-        client: An A2A client for it.
+        client: An A2A client for it, or a :class:`~fleetmind.protocols.A2ATransport`.
         url: Its base URL (for messages and ``fleetmind a2a list``).
         profile: Its profile (default: :func:`profile_from_card`).
         http: The HTTP client under ``client``, closed with the agent.
@@ -291,7 +148,7 @@ class A2AAgent(Agent):
     def __init__(
         self,
         card: AgentCard,
-        client: Client,
+        client: Client | A2ATransport,
         *,
         url: str,
         profile: AgentProfile | None = None,
@@ -306,9 +163,17 @@ class A2AAgent(Agent):
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
         self.cancel_timeout_s = cancel_timeout_s
-        self._client = client
-        self._http = http
+        self._transport = (
+            client
+            if isinstance(client, A2ATransport)
+            else A2ATransport(card, client, url=url, http=http)
+        )
         self._closed = False
+
+    @property
+    def location(self) -> str:
+        """The agent's base URL."""
+        return self.url
 
     @property
     def streaming(self) -> bool:
@@ -325,13 +190,7 @@ class A2AAgent(Agent):
         if self._closed:
             return
         self._closed = True
-        try:
-            await self._client.close()
-        except A2AError as exc:
-            log.debug("closing the A2A client of %s: %s", self.id, exc)
-        finally:
-            if self._http is not None:
-                await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> A2AAgent:
         return self
@@ -398,12 +257,8 @@ class A2AAgent(Agent):
         self, request: SendMessageRequest, run: _RemoteRun, ctx: SubtaskContext
     ) -> None:
         """Send the message; a streaming agent's events are followed until the task ends."""
-        context = None if self.streaming else self._call(self.timeout_s)
-        # The client's send_message is an async generator: closing it ends the HTTP stream.
-        events = cast(
-            AsyncGenerator[StreamResponse, None],
-            self._client.send_message(request, context=context),
-        )
+        # Closing the events' generator ends the HTTP stream.
+        events = self._transport.send(request, timeout_s=None if self.streaming else self.timeout_s)
         async with contextlib.aclosing(events) as stream:
             async for event in stream:
                 self._apply(event, run, ctx)
@@ -421,24 +276,16 @@ class A2AAgent(Agent):
         while not run.finished:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_interval_s)
-            task = await self._client.get_task(
-                GetTaskRequest(id=run.task_id), context=self._call(self.timeout_s)
-            )
+            task = await self._transport.get_task(run.task_id, timeout_s=self.timeout_s)
             self._apply_task(task, run, ctx)
 
     async def _cancel_remote(self, task_id: str) -> None:
         try:
             async with asyncio.timeout(self.cancel_timeout_s):
-                await self._client.cancel_task(
-                    CancelTaskRequest(id=task_id), context=self._call(self.cancel_timeout_s)
-                )
+                await self._transport.cancel_task(task_id, timeout_s=self.cancel_timeout_s)
         except (A2AError, httpx.HTTPError, TimeoutError) as exc:
             # The remote task may have ended meanwhile; nothing more can be done from here.
             log.warning("could not cancel task %s of A2A agent %s: %s", task_id, self.id, exc)
-
-    @staticmethod
-    def _call(timeout_s: float) -> ClientCallContext:
-        return ClientCallContext(timeout=timeout_s)
 
     # Receiving --------------------------------------------------------------------------------
 
@@ -550,55 +397,3 @@ class A2AAgent(Agent):
             retryable=isinstance(exc, InternalError),
             details=details,
         )
-
-
-# Parts ----------------------------------------------------------------------------------------
-
-
-def _merge_artifact(artifacts: dict[str, Artifact], update: TaskArtifactUpdateEvent) -> None:
-    key = update.artifact.artifact_id or str(len(artifacts))
-    current = artifacts.get(key)
-    if update.append and current is not None:
-        current.parts.extend(update.artifact.parts)
-        return
-    copy = Artifact()
-    copy.CopyFrom(update.artifact)
-    artifacts[key] = copy
-
-
-def _message_text(message: Message) -> str:
-    """A message for people: its text parts, else its data as JSON; on one line."""
-    texts = [p.text for p in message.parts if p.WhichOneof("content") == "text" and p.text]
-    if texts:
-        return _one_line(" ".join(texts))
-    data = data_values(message.parts)
-    return json.dumps(data[0] if len(data) == 1 else data) if data else ""
-
-
-def _parts_value(parts: Sequence[Part]) -> Any:
-    """The output carried by some parts: their data if any, else their text, else their files."""
-    data = data_values(parts)
-    if data:
-        return data[0] if len(data) == 1 else data
-    texts = [p.text for p in parts if p.WhichOneof("content") == "text"]
-    if texts:
-        return "\n".join(texts)
-    files = [_file(p) for p in parts if p.WhichOneof("content") in ("url", "raw")]
-    if files:
-        return files[0] if len(files) == 1 else files
-    return None
-
-
-def _file(part: Part) -> dict[str, str]:
-    out = {"media_type": part.media_type, "filename": part.filename}
-    if part.WhichOneof("content") == "url":
-        out["url"] = part.url
-    else:
-        out["base64"] = base64.b64encode(part.raw).decode("ascii")
-    return {k: v for k, v in out.items() if v}
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    lines: Iterable[str] = (line.strip() for line in text.strip().splitlines())
-    joined = " ".join(line for line in lines if line)
-    return joined if len(joined) <= limit else joined[: limit - 1] + "…"

@@ -32,9 +32,16 @@ from a2a.types import (
     GetTaskRequest,
     TaskState,
 )
+from conftest import FIXTURES
 
 from fleetmind import Fleet, RetryPolicy, TaskGraph, agent
 from fleetmind.agents import SubtaskContext, Tier
+from fleetmind.agents.remote import (
+    A2AAgent,
+    connect_a2a_agent,
+    profile_from_card,
+    slug,
+)
 from fleetmind.cli._a2a_agents import (
     A2A_AGENTS_FILE,
     add,
@@ -46,17 +53,11 @@ from fleetmind.cli._a2a_agents import (
 from fleetmind.errors import ConfigError, SubtaskFailed
 from fleetmind.orchestrator import Subtask, SubtaskStatus, TaskEvent
 from fleetmind.orchestrator._events import SubtaskProgress
-from fleetmind.protocols._a2a_client import (
-    A2AAgent,
-    connect_a2a_agent,
-    profile_from_card,
-    slug,
-)
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "a2a_remote_agent.py"
+SERVER = FIXTURES / "a2a_remote_agent.py"
 TOKEN = "s3cret-token"
 
 

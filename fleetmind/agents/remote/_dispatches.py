@@ -40,6 +40,7 @@ from fleetmind._ids import agent_name
 from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
 from fleetmind.agents import SubtaskContext, SubtaskResult
+from fleetmind.agents.remote._base import Recovered
 from fleetmind.errors import (
     AgentLost,
     FleetmindError,
@@ -48,20 +49,20 @@ from fleetmind.errors import (
     SubtaskFailed,
     error_from_dict,
 )
-from fleetmind.orchestrator._results import Recovered
-from fleetmind.protocols._envelope import (
+from fleetmind.protocols import (
     CancelPayload,
     ClaimPayload,
     ErrorPayload,
+    Message,
+    MqttConnection,
     PresencePayload,
     ProceedPayload,
     ProgressPayload,
     ResultPayload,
+    Topics,
     encode,
     encode_fields,
 )
-from fleetmind.protocols._mqtt import Message, MqttConnection
-from fleetmind.protocols._topics import Topics
 
 log = logging.getLogger("fleetmind.dispatches")
 
@@ -148,6 +149,16 @@ class Dispatches:
         """Use this connection (and create the flow-control windows on this loop)."""
         self._mqtt = mqtt
         self._windows = _Windows(asyncio.Semaphore(self.limits.max_in_flight))
+
+    def detach(self) -> None:
+        """Stop using the connection: dispatching raises until :meth:`attach` is called again."""
+        self._mqtt = None
+        self._windows = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether a connection is attached."""
+        return self._mqtt is not None
 
     # Dispatching ------------------------------------------------------------------------------
 

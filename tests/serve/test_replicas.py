@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from fleetmind import Fleet, TaskGraph, agent
-from fleetmind.agents._device import DeviceRuntime
+from fleetmind.agents.remote import DeviceRuntime
 from fleetmind.errors import RunError
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
-from fleetmind.orchestrator._submit import submit_via_broker
 from fleetmind.protocols._broker import mosquitto_installed
 from fleetmind.protocols._mqtt import BrokerAddress
+from fleetmind.serve import MqttFleetLink, submit_via_broker
 from fleetmind.testing import start_test_broker
 
 if not mosquitto_installed():

@@ -54,8 +54,8 @@ from fleetmind.orchestrator import (
     TaskGraph,
     TaskHandle,
 )
-from fleetmind.protocols._http_gate import HttpGate, Refusal, case_blind_bearer
-from fleetmind.protocols._mcp_results import (
+from fleetmind.serve._http_gate import HttpGate, Refusal, case_blind_bearer
+from fleetmind.serve._mcp_results import (
     GRAPH_URI_TEMPLATE,
     AgentList,
     TaskOutcome,
@@ -323,7 +323,7 @@ class _FleetMCPServer(MCPServer):
 
 
 def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
-    from fleetmind import __version__
+    from fleetmind._version import __version__
 
     server = _FleetMCPServer(
         name="fleetmind",

@@ -37,10 +37,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
-from fleetmind.agents._agent import Agent, SubtaskContext, SubtaskResult
-from fleetmind.agents._device_memory import DeviceMemoryChannel, MemoryUnavailable
+from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
+from fleetmind.agents.remote._device_memory import DeviceMemoryChannel, MemoryUnavailable
 from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
-from fleetmind.protocols._envelope import (
+from fleetmind.protocols import (
+    BrokerAddress,
     CancelPayload,
     CardPayload,
     ClaimPayload,
@@ -49,16 +50,17 @@ from fleetmind.protocols._envelope import (
     ErrorPayload,
     MemoryRequestPayload,
     MemoryResponsePayload,
+    Message,
+    MqttConnection,
     PresencePayload,
     ProceedPayload,
     ProgressPayload,
     ResultPayload,
     SyncPayload,
+    Topics,
     encode,
     parse_envelope,
 )
-from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
-from fleetmind.protocols._topics import Topics
 
 log = logging.getLogger("fleetmind.device")
 

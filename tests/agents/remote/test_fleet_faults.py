@@ -18,8 +18,8 @@ from fleet_harness import FLEETMIND, MOSQUITTO, Devices, Mosquitto
 
 from fleetmind import Fleet, Subtask, TaskGraph
 from fleetmind.orchestrator import SkillRouter, SQLiteStore
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.protocols import BrokerAddress
+from fleetmind.serve import MqttFleetLink
 
 if MOSQUITTO is None and os.environ.get("CI") == "true":
     raise RuntimeError("Mosquitto is required under CI: apt-get install mosquitto")

@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 
 from fleetmind import Fleet, SubtaskFailed, TaskGraph, agent
-from fleetmind.agents._device import DeviceRuntime
+from fleetmind.agents.remote import DeviceRuntime, dispatch_id
 from fleetmind.orchestrator import SkillRouter
-from fleetmind.orchestrator._dispatches import dispatch_id
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
 from fleetmind.protocols import BrokerAddress
 from fleetmind.protocols._envelope import PresencePayload, ResultPayload, encode
 from fleetmind.protocols._mqtt import MqttConnection
 from fleetmind.protocols._topics import Topics
+from fleetmind.serve import MqttFleetLink
 from fleetmind.testing import start_test_broker
 
 pytestmark = pytest.mark.timeout(120)
@@ -169,13 +168,13 @@ async def test_a_device_cannot_knock_the_orchestrator_off_the_broker(probe: Prob
         _, device_task = await serving(probe, tasks)
         async with MqttFleetLink(fleet, probe.login("orchestrator"), fleet_name="probe") as link:
             await link.wait_for_agents("worker@pi-7")
-            connected_at = link._mqtt.connected_at if link._mqtt else 0.0
+            connected_at = link.connection.connected_at
             # The names a device sees in dispatches (reply_to) and the old client ids.
             for guess in (link.replica_id, f"fm-orchestrator-{link.replica_id}", "orchestrator"):
                 async with MqttConnection(probe.login("pi-7"), guess):
                     pass
             result = await fleet.run(graph)
-            assert link._mqtt is not None and link._mqtt.connected_at == connected_at
+            assert link.connection.connected_at == connected_at
         device_task.cancel()
     assert result.outputs == {"job": "genuine k"}
 

@@ -1,4 +1,8 @@
-"""The A2A Agent Card of one agent or of a whole fleet, derived from AgentProfiles.
+"""Agent Cards and AgentProfiles, both directions of one mapping.
+
+:func:`agent_card` is the A2A Agent Card of one agent or of a whole fleet, derived from
+AgentProfiles; :func:`profile_from_card` is the fleetmind profile of an A2A agent read from its
+card.
 
 The card is what an A2A client reads before it talks to us, so everything on it comes from the
 profiles the router also reads: one profile skill becomes one card skill, with its name,
@@ -9,6 +13,8 @@ still appears, as one skill that stands for the agent itself.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable
 
 from a2a.types import (
@@ -22,8 +28,9 @@ from a2a.types import (
     StringList,
 )
 
-from fleetmind import __version__
-from fleetmind.agents import AgentProfile
+from fleetmind._ids import is_valid_id
+from fleetmind._version import __version__
+from fleetmind.agents import AgentProfile, Skill, Tier
 from fleetmind.errors import ConfigError
 
 A2A_PROTOCOL_VERSION = "1.0"
@@ -136,3 +143,77 @@ def _describe(members: list[AgentProfile]) -> str:
 
 def _version(members: list[AgentProfile]) -> str:
     return str(members[0].version) if len(members) == 1 else __version__
+
+
+# Card -> profile ------------------------------------------------------------------------------
+
+
+def profile_from_card(
+    card: AgentCard, *, agent_id: str | None = None, tier: Tier | str | None = None
+) -> AgentProfile:
+    """The fleetmind profile of an A2A agent, read from its Agent Card.
+
+    The card's skills become the profile's skills (with their descriptions, tags and examples;
+    a skill's id is added as a tag so that ``skill=`` finds it by id too). The id is a slug of
+    the card's name unless ``agent_id`` is given; the tier is ``cloud`` unless ``tier`` says
+    otherwise, since a card alone does not tell where the agent runs.
+
+    Raises:
+        ConfigError: ``agent_id`` or ``tier`` is not valid.
+    """
+    if agent_id is not None and not is_valid_id(agent_id):
+        raise ConfigError(
+            f"agent id {agent_id!r} is not valid: use letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    try:
+        the_tier = Tier(tier) if tier is not None else Tier.CLOUD
+    except ValueError:
+        raise ConfigError(f"unknown tier {tier!r}; use device, edge or cloud") from None
+    return AgentProfile(
+        id=agent_id or slug(card.name),
+        name=card.name,
+        description=card.description,
+        skills=_profile_skills(card),
+        tier=the_tier,
+        version=_card_version(card.version),
+    )
+
+
+def slug(name: str) -> str:
+    """A valid agent id made from a display name (``"Translate Bot 2"`` -> ``translate-bot-2``)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9._-]+", "-", ascii_name.casefold())
+    text = re.sub(r"-{2,}", "-", text).lstrip("._-")[:64].rstrip("._-")
+    return text or "a2a-agent"
+
+
+def _profile_skills(card: AgentCard) -> tuple[Skill, ...]:
+    skills: list[Skill] = []
+    seen: set[str] = set()
+    for remote in card.skills:
+        name = remote.name.strip() or remote.id.strip()
+        if not name:
+            continue
+        if name.casefold() in seen:
+            # Profiles need unique skill names; a card may repeat a display name.
+            name = f"{name} ({remote.id})" if remote.id else f"{name} {len(skills) + 1}"
+        seen.add(name.casefold())
+        tags = list(dict.fromkeys(t for t in remote.tags if t))
+        if remote.id and remote.id != name and remote.id not in tags:
+            tags.append(remote.id)
+        skills.append(
+            Skill(
+                name=name,
+                description=remote.description,
+                tags=tuple(tags),
+                examples=tuple(e for e in remote.examples if e),
+            )
+        )
+    return tuple(skills)
+
+
+def _card_version(version: str) -> int:
+    """A card's version as a profile version: its leading (major) number, at least 1."""
+    match = re.match(r"\s*v?(\d+)", version)
+    return max(int(match.group(1)), 1) if match else 1

@@ -29,12 +29,13 @@ from a2a.types import (
     Task,
     TaskState,
 )
+from conftest import FIXTURES
 from google.protobuf.json_format import MessageToDict
 
 from fleetmind.testing import free_port
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FLEET = str(Path(__file__).parents[1] / "fixtures" / "a2a_fleet.py")
+FLEET = str(FIXTURES / "a2a_fleet.py")
 CARD = "/.well-known/agent-card.json"
 TOKEN = "s3cret-token"
 V1 = {"A2A-Version": "1.0"}

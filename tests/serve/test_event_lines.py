@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from fleetmind.orchestrator import _events
-from fleetmind.protocols._mcp_results import event_message
+from fleetmind.serve._mcp_results import event_message
 
 SAMPLES: dict[str, object] = {"str": "s1", "int": 1, "float": 0.5, "bool": True}
 

@@ -20,7 +20,10 @@ from typing import Any
 
 from fleetmind.errors import FleetmindError
 from fleetmind.memory import MemoryItem
-from fleetmind.protocols._envelope import MemoryRequestPayload, MemoryResponsePayload
+from fleetmind.protocols import (
+    MemoryRequestPayload,
+    MemoryResponsePayload,
+)
 
 Send = Callable[[str, MemoryRequestPayload, str | None], None]
 """Publish a request under a message id to the orchestrator replica named (None: any), with

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FIXTURES
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -32,11 +33,11 @@ from mcp.shared.exceptions import MCPError
 from fleetmind import Fleet
 from fleetmind.cli._target import load_fleet
 from fleetmind.orchestrator import SkillRouter, SQLiteStore
-from fleetmind.protocols._mcp_server import build_mcp_server
+from fleetmind.serve import build_mcp_server
 from fleetmind.testing import free_port
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FIXTURE = str(Path(__file__).resolve().parents[1] / "fixtures" / "mcp_fleet.py")
+FIXTURE = str(FIXTURES / "mcp_fleet.py")
 SERVE = [FLEETMIND, "mcp", "serve", "--fleet", FIXTURE]
 TOOLS = {"submit_task", "get_task", "get_result", "list_agents", "cancel_task"}
 TOKEN = "s3cret-token"

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 
 from fleetmind import Fleet, TaskGraph, agent
-from fleetmind.agents._device import DeviceRuntime
-from fleetmind.orchestrator._fleet_link import MqttFleetLink
+from fleetmind.agents.remote import DeviceRuntime
 from fleetmind.protocols._envelope import DispatchPayload, ResultPayload, new_envelope
 from fleetmind.protocols._mqtt import BrokerAddress, MqttConnection
 from fleetmind.protocols._topics import Topics
+from fleetmind.serve import MqttFleetLink
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -331,7 +332,7 @@ async def test_device_answers_malformed_and_duplicate_messages_and_keeps_serving
 async def test_the_documented_shell_device_joins_and_does_a_subtask(
     broker: BrokerAddress,
 ) -> None:
-    script = Path(__file__).parents[2] / "examples" / "shell_device.sh"
+    script = EXAMPLES / "shell_device.sh"
     fleet = Fleet()
     async with MqttFleetLink(fleet, broker) as link:
         shell = await asyncio.create_subprocess_exec(
@@ -600,7 +601,7 @@ def test_orchestrator_killed_then_resumed_picks_up_the_result_that_arrived_meanw
 async def test_a_task_submitted_over_the_broker_runs_on_an_orchestrator(
     broker: BrokerAddress,
 ) -> None:
-    from fleetmind.orchestrator._submit import submit_via_broker
+    from fleetmind.serve import submit_via_broker
 
     @agent(id="doubler")
     async def doubler(n: int) -> int:

@@ -15,11 +15,16 @@ from typing import Any
 
 from fleetmind._ids import new_task_id
 from fleetmind.errors import ProtocolError, RunError
-from fleetmind.orchestrator._graph import TaskGraph
-from fleetmind.protocols._envelope import SubmitPayload, TaskEventPayload, new_envelope
-from fleetmind.protocols._envelope import parse_envelope as _parse
-from fleetmind.protocols._mqtt import BrokerAddress, MqttConnection
-from fleetmind.protocols._topics import Topics
+from fleetmind.orchestrator import TaskGraph
+from fleetmind.protocols import (
+    BrokerAddress,
+    MqttConnection,
+    SubmitPayload,
+    TaskEventPayload,
+    Topics,
+    new_envelope,
+)
+from fleetmind.protocols import parse_envelope as _parse
 
 
 @dataclass(frozen=True)

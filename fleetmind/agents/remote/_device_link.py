@@ -1,62 +1,68 @@
-"""The orchestrator's side of the MQTT fleet: remote agents join and leave a Fleet.
+"""Devices' agents join and leave an agent pool over MQTT: cards, presence and heartbeats.
 
-A :class:`MqttFleetLink` listens for agent cards and device presence. When a device is online
-its agents enter the fleet as :class:`RemoteAgent` proxies — ``name@device``, so the same agent
-on two devices is two candidates — and the engine and the router treat them like local ones.
-A device that says offline keeps its agents (and the dispatches waiting in its session) for a
-grace period; a device that stays away, or stops heartbeating, is declared dead: its agents
-leave and its attempts go to other agents. Time the orchestrator itself spends cut off from
+A :class:`DeviceLink` listens for agent cards and device presence. When a device is online its
+agents enter the pool (a Fleet, say) as :class:`DeviceAgent` proxies — ``name@device``, so the
+same agent on two devices is two candidates — and the engine and the router treat them like
+local ones. A device that says offline keeps its agents (and the dispatches waiting in its
+session) for a grace period; a device that stays away, or stops heartbeating, is declared dead:
+its agents leave and its attempts go to other agents. Time the link itself spends cut off from
 the broker never counts against a device.
 
-Dispatching, answers, resends, claims and flow control are :class:`Dispatches`' job. Messages
-are acknowledged to the broker only once their effect is saved (answers to dispatches) or
-handled (everything else), so an orchestrator that dies loses nothing the broker holds.
+Dispatching, answers, resends, claims and flow control are :class:`Dispatches`' job. Two more
+services may share the link's session, each given as a collaborator: a :class:`TaskIntake`
+takes tasks submitted over the broker, a :class:`MemoryResponder` answers device agents'
+memory requests (``fleetmind.serve`` has both). Messages are acknowledged to the broker only
+once their effect is saved (answers to dispatches, memory writes) or handled (everything
+else), so a link that dies loses nothing the broker holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from fleetmind._ids import remote_agent_id
-from fleetmind._task_model import Subtask
-from fleetmind.agents import Agent, AgentProfile, SubtaskContext
-from fleetmind.errors import FleetStateError, ProtocolError, error_outcome
-from fleetmind.orchestrator._dispatches import Dispatches, DispatchLimits
-from fleetmind.orchestrator._fleet import Fleet
-from fleetmind.orchestrator._memory_service import DeviceMemoryService, SharedAccess
-from fleetmind.protocols._envelope import (
+from fleetmind.agents import AgentProfile
+from fleetmind.agents.remote._base import AgentPool
+from fleetmind.agents.remote._device_agent import DeviceAgent
+from fleetmind.agents.remote._dispatches import Dispatches, DispatchLimits
+from fleetmind.errors import FleetStateError, ProtocolError
+from fleetmind.protocols import (
+    BrokerAddress,
     CardPayload,
     ClaimPayload,
     ErrorPayload,
     MemoryRequestPayload,
+    MemoryResponsePayload,
+    Message,
+    MqttConnection,
     PresencePayload,
     ProgressPayload,
     ResultPayload,
     SubmitPayload,
-    TaskEventPayload,
+    Topics,
     encode,
     parse_envelope,
 )
-from fleetmind.protocols._mqtt import BrokerAddress, Message, MqttConnection
-from fleetmind.protocols._topics import Topics
 
 log = logging.getLogger("fleetmind.fleet_link")
 _CARD_WAIT_S = 5.0
 """How long a memory request waits for the card that names its agent (after a restart)."""
 
+LinkState = Literal["new", "open", "closed"]
+
 
 @dataclass
 class DeviceState:
-    """What the orchestrator knows of one device."""
+    """What the link knows of one device."""
 
     device_id: str
     online: bool = False
@@ -73,160 +79,189 @@ class DeviceState:
     """Its process's boot id: a new one means it restarted (and lost what it was running)."""
 
 
-class RemoteAgent(Agent):
-    """An agent on a device, reached through the fleet link; same interface as a local one."""
+class TaskIntake(Protocol):
+    """Takes tasks submitted over the broker on the link's session."""
 
-    def __init__(self, profile: AgentProfile, link: MqttFleetLink, device: str) -> None:
-        super().__init__(profile)
-        self.device = device
-        self._link = link
+    def topic_filter(self, topics: Topics, protocol: str) -> str:
+        """What to subscribe to for submitted tasks (``protocol``: the MQTT version spoken)."""
+        ...
 
-    async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
-        return await self._link.dispatches.dispatch(self.device, self.id, subtask, ctx)
+    def submitted(self, link: DeviceLink, sender: str, task: SubmitPayload) -> None:
+        """A task arrived; run it in the background (:meth:`DeviceLink.spawn`)."""
+        ...
 
 
-class MqttFleetLink:
-    """Connects a Fleet to an MQTT broker so that devices' agents work for it.
+class MemoryResponder(Protocol):
+    """Answers a device agent's memory request (the link checks nothing itself)."""
+
+    async def answer(self, device: str, request: MemoryRequestPayload) -> MemoryResponsePayload:
+        """What to send back; never raises."""
+        ...
+
+
+class DeviceLink:
+    """Keeps an agent pool in step with the devices of one fleet on an MQTT broker.
+
+    An async context manager, used once: entered it is open, exited (or failed to open) it is
+    closed, and entering it again raises :class:`FleetStateError`.
 
     Args:
-        fleet: The fleet remote agents join.
-        broker: The broker and the orchestrator's login.
+        pool: Where devices' agents join and leave (a Fleet; a dict-like pool to only look).
+        broker: The broker and the link's login.
         fleet_name: The fleet's topic prefix name.
-        client_id: Stable, so the broker keeps this orchestrator's session (and the answers
-            queued while it was away); default: from ``replica_id`` and the login (see
+        client_id: Stable, so the broker keeps this link's session (and the answers queued
+            while it was away); default: from ``replica_id`` and the login (see
             :meth:`BrokerAddress.client_id`).
-        share_group: With ``accept_tasks``, replicas of one group split submitted tasks
-            between them (an MQTT shared subscription); without a group every orchestrator
-            that accepts tasks gets every one.
+        replica_id: This link's name in dispatches, so devices answer it alone.
         dead_after_s: Declare a device dead when no heartbeat came for this long, or when it
             said offline and did not return within it (default: three of its heartbeats).
-        accept_tasks: Take tasks submitted over the broker (``fleetmind submit``) and run them
-            on ``fleet``, which must be open (``async with fleet``) while the link is.
-        replica_id: This orchestrator's name in dispatches, so devices answer it alone.
         session_expiry_s: How long the broker keeps this link's session while it is away; 0
             for a short-lived look at the fleet.
-        agent_wait_s: How long a subtask no agent can take waits for devices to come back
-            before it fails (the fleet's ``agent_wait_s`` becomes at least this).
         limits: Flow control: dispatches out at once, per device, and resends.
-        shared_memory: What device agents may do in the fleet's shared memory namespace
-            (``read-write``, ``read`` or ``none``); their own agents' namespaces are always
-            theirs. The fleet's memory is ``fleet.memory``.
+        intake: Takes tasks submitted over the broker (none: such messages are ignored).
+        memory: Answers device agents' memory requests (none: such messages are ignored).
     """
 
     def __init__(
         self,
-        fleet: Fleet,
+        pool: AgentPool,
         broker: BrokerAddress,
         *,
         fleet_name: str = "default",
         client_id: str | None = None,
-        share_group: str | None = None,
-        dead_after_s: float | None = None,
-        accept_tasks: bool = False,
         replica_id: str | None = None,
+        dead_after_s: float | None = None,
         session_expiry_s: int = 3600,
-        agent_wait_s: float = 120.0,
         limits: DispatchLimits | None = None,
-        shared_memory: SharedAccess = "read-write",
+        intake: TaskIntake | None = None,
+        memory: MemoryResponder | None = None,
     ) -> None:
-        self.fleet = fleet
+        self.pool = pool
         self.broker = broker
         self.topics = Topics(fleet_name)
         self.replica_id = replica_id or _replica_name(client_id or "orchestrator")
         self.client_id = client_id or broker.client_id("orchestrator", self.replica_id)
-        self.share_group = share_group
         self.dead_after_s = dead_after_s
-        self.accept_tasks = accept_tasks
-        self.agent_wait_s = agent_wait_s
+        self.intake = intake
+        self.memory = memory
         self._session_expiry_s = session_expiry_s
         self.dispatches = Dispatches(self.topics, self.replica_id, limits)
-        self._forwarders: set[asyncio.Task[None]] = set()
+        self.devices: dict[str, DeviceState] = {}
+        self.ignored: list[str] = []
+        """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
+        self._state: LinkState = "new"
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._mqtt: MqttConnection | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._card_arrived = asyncio.Event()
         """Set (and replaced) whenever a device announces an agent."""
-        self._accepted: dict[str, None] = {}
-        """Ids of tasks taken from the broker (a redelivered submit is not run twice)."""
-        self.devices: dict[str, DeviceState] = {}
         self._cards: dict[tuple[str, str], AgentProfile] = {}
         """(device, agent name) -> the card's profile."""
         self._serving: dict[str, set[str]] = {}
         """Agent name -> the devices that announced it."""
-        self._mqtt: MqttConnection | None = None
-        self._tasks: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
-        self.ignored: list[str] = []
-        """Why messages were dropped (most recent last; for logs, tests and `fleetmind devices`)."""
-        self.memory_service = DeviceMemoryService(
-            fleet.memory,
-            lambda device, agent: agent in self.devices.get(device, DeviceState(device)).agents,
-            shared=shared_memory,
-        )
 
-    async def __aenter__(self) -> MqttFleetLink:
-        mqtt = await MqttConnection(
-            self.broker,
-            self.client_id,
-            session_expiry_s=self._session_expiry_s,
-            manual_ack=True,
-        ).__aenter__()
-        self._mqtt = mqtt
-        try:
+    @property
+    def state(self) -> LinkState:
+        """``new`` (not entered yet), ``open``, or ``closed`` (exited, or failed to open)."""
+        return self._state
+
+    @property
+    def connection(self) -> MqttConnection:
+        """The link's MQTT connection.
+
+        Raises:
+            FleetStateError: The link is not open.
+        """
+        if self._state != "open" or self._mqtt is None:
+            raise FleetStateError(f"the device link is {self._state}, not open")
+        return self._mqtt
+
+    async def __aenter__(self) -> DeviceLink:
+        if self._state != "new":
+            raise FleetStateError(
+                f"the device link is {self._state}: a link opens once, make a new one"
+            )
+        self._state = "closed"  # until every step below has worked
+        async with contextlib.AsyncExitStack() as stack:
+            # Undone in reverse order on exit, or as soon as a step fails.
+            mqtt = await stack.enter_async_context(
+                MqttConnection(
+                    self.broker,
+                    self.client_id,
+                    session_expiry_s=self._session_expiry_s,
+                    manual_ack=True,
+                )
+            )
+            stack.callback(self._forget_connection)
             self.dispatches.attach(mqtt)
-            self._tasks = asyncio.TaskGroup()
-            await self._tasks.__aenter__()
+            stack.callback(self.dispatches.detach)
+            tasks = asyncio.TaskGroup()
+            await tasks.__aenter__()
+            stack.push_async_callback(_close_group, tasks)
+            stack.callback(self.dispatches.close)
+            stack.callback(self._stop_background)
+            self._mqtt, self._tasks = mqtt, tasks
+            self._state = "open"
+            stack.callback(self._closing)
             # Handled as they are read: an answer reaches its waiting dispatch without a queue.
             mqtt.handle_messages(self._receive)
             filters = [
                 self.topics.all_device_out(),  # devices that answer on `out` (shell devices)
                 self.topics.all_device_out(self.replica_id),
             ]
-            if self.accept_tasks:
-                filters.append(self._intake_filter())
+            if self.intake is not None:
+                intake_filter = self.intake.topic_filter(self.topics, mqtt.protocol)
+                filters.append(intake_filter)
+                stack.push_async_callback(self._leave_intake, mqtt, intake_filter)
             await mqtt.subscribe(*filters)
             # Cards and presence are retained and sent again whenever they change: QoS 0 keeps
             # the burst of a thousand devices' retained messages out of the broker's per-client
             # queue (Mosquitto drops QoS 1 messages beyond its limit, 1,000 by default).
             await mqtt.subscribe(self.topics.all_cards, self.topics.all_presence, qos=0)
-        except BaseException:
-            if self._tasks is not None:
-                with contextlib.suppress(BaseException):
-                    await self._tasks.__aexit__(None, None, None)
-            await mqtt.__aexit__(None, None, None)
-            raise
-        self._loops = [self._tasks.create_task(self._watch_heartbeats())]
-        self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
-        self.fleet.result_sources.append(self.dispatches)
+            self.spawn(self._watch_heartbeats())
+            self._stack = stack.pop_all()
         return self
 
-    def _intake_filter(self) -> str:
-        assert self._mqtt is not None
-        if self.share_group and self._mqtt.protocol == "3.1.1":
-            # Shared subscriptions are MQTT 5 (the embedded development broker has none): this
-            # orchestrator takes every submitted task.
-            log.warning(
-                "the broker speaks MQTT 3.1.1 only: group %r cannot split tasks between replicas",
-                self.share_group,
-            )
-            return self.topics.intake(None)
-        return self.topics.intake(self.share_group)
-
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._tasks is not None and self._mqtt is not None
-        with contextlib.suppress(ValueError):
-            self.fleet.result_sources.remove(self.dispatches)
-        if self.accept_tasks:
-            # Leaving the group: tasks submitted from now on go to the other replicas instead
-            # of waiting in this replica's session.
-            with contextlib.suppress(ProtocolError, FleetStateError, TimeoutError):
-                await self._mqtt.unsubscribe(self._intake_filter())
-        for forwarder in self._forwarders:
-            forwarder.cancel()
-        self.dispatches.close()
-        for task in self._loops:
+        if self._state != "open" or self._stack is None:
+            raise FleetStateError(f"the device link is {self._state}, not open")
+        stack, self._stack = self._stack, None
+        await stack.__aexit__(*exc_info)
+
+    def spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run ``job`` in the background for as long as the link is open (cancelled on exit).
+
+        Raises:
+            FleetStateError: The link is not open.
+        """
+        if self._state != "open" or self._tasks is None:
+            job.close()
+            raise FleetStateError(f"the device link is {self._state}, not open")
+        task = self._tasks.create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _closing(self) -> None:
+        # From here on nothing new starts and no message is acknowledged: what arrives while
+        # the link closes is handed over again to its next session.
+        self._state = "closed"
+
+    def _stop_background(self) -> None:
+        for task in self._background:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._tasks.__aexit__(None, None, None)
-        await self._mqtt.__aexit__(*exc_info)
+
+    def _forget_connection(self) -> None:
+        self._state = "closed"
+        self._mqtt = self._tasks = None
+
+    @staticmethod
+    async def _leave_intake(mqtt: MqttConnection, topic_filter: str) -> None:
+        # Leaving a replica group: tasks submitted from now on go to the other replicas
+        # instead of waiting in this link's session.
+        with contextlib.suppress(ProtocolError, FleetStateError, TimeoutError):
+            await mqtt.unsubscribe(topic_filter)
 
     @property
     def profiles(self) -> dict[str, AgentProfile]:
@@ -246,7 +281,7 @@ class MqttFleetLink:
                         return
 
     async def wait_for_agents(self, *agent_ids: str, timeout_s: float = 30.0) -> None:
-        """Wait until these remote agents are in the fleet (``name@device``, or a name served
+        """Wait until these remote agents are in the pool (``name@device``, or a name served
         by any device)."""
         async with asyncio.timeout(timeout_s):
             while not all(self._has_agent(a) for a in agent_ids):
@@ -254,10 +289,10 @@ class MqttFleetLink:
                 await self._changed.wait()
 
     def _has_agent(self, wanted: str) -> bool:
-        if self.fleet.agent(wanted) is not None:
+        if self.pool.agent(wanted) is not None:
             return True
         return "@" not in wanted and any(
-            self.fleet.agent(remote_agent_id(wanted, d)) is not None
+            self.pool.agent(remote_agent_id(wanted, d)) is not None
             for d in self._serving.get(wanted, ())
         )
 
@@ -269,8 +304,7 @@ class MqttFleetLink:
         del self.ignored[:-100]
 
     def _receive(self, message: Message) -> None:
-        assert self._mqtt is not None
-        if self._handle(message):
+        if self._state == "open" and self._mqtt is not None and self._handle(message):
             self._mqtt.ack(message)
 
     def _handle(self, message: Message) -> bool:
@@ -287,10 +321,10 @@ class MqttFleetLink:
         owner = parts[3] if len(parts) >= 5 and parts[2] == "devices" else ""
         match payload:
             case SubmitPayload():
-                if message.topic != self.topics.submit or not self.accept_tasks:
+                if message.topic != self.topics.submit or self.intake is None:
                     self._ignore(f"a task submitted on {message.topic}")
                     return True
-                self._on_submit(envelope.sender, payload)
+                self.intake.submitted(self, envelope.sender, payload)
             case CardPayload():
                 topic_agent = parts[5] if len(parts) == 7 else ""
                 self._on_card(owner, topic_agent, envelope.sender, payload)
@@ -300,17 +334,17 @@ class MqttFleetLink:
                     return True
                 self._on_presence(owner, payload)
                 device = self.devices[owner]
+                # A last will is written when the device connects: the offline presence it
+                # becomes must not move "last seen" back to that moment.
                 device.last_seen_at = max(device.last_seen_at, envelope.sent_at)
             case MemoryRequestPayload():
                 if owner != envelope.sender:
                     self._ignore(f"memory request on {owner}'s output sent by {envelope.sender}")
                     return True
-                assert self._tasks is not None
-                server = self._tasks.create_task(
-                    self._serve_memory(owner, envelope.id, payload, message)
-                )
-                self._forwarders.add(server)
-                server.add_done_callback(self._forwarders.discard)
+                if self.memory is None:
+                    self._ignore(f"memory request from {owner}: this link serves no memory")
+                    return True
+                self.spawn(self._serve_memory(self.memory, owner, envelope.id, payload, message))
                 return False  # acknowledged once answered: a write is saved first
             case ResultPayload() | ProgressPayload() | ErrorPayload() | ClaimPayload():
                 if owner != envelope.sender:
@@ -371,10 +405,10 @@ class MqttFleetLink:
         profile = self._cards.get((device_id, name))
         if profile is None:
             return
-        current = self.fleet.agent(profile.id)
-        if isinstance(current, RemoteAgent) and current.profile == profile:
+        current = self.pool.agent(profile.id)
+        if isinstance(current, DeviceAgent) and current.profile == profile:
             return
-        self.fleet.add(RemoteAgent(profile, self, device_id))
+        self.pool.add(DeviceAgent(profile, self.dispatches, device_id))
         self._changed.set()
 
     def _device_gone(self, device: DeviceState, why: str) -> None:
@@ -383,61 +417,18 @@ class MqttFleetLink:
         device.offline_since = None
         for name in device.agents:
             agent_id = remote_agent_id(name, device.device_id)
-            if isinstance(self.fleet.agent(agent_id), RemoteAgent):
-                self.fleet.remove(agent_id)
+            if isinstance(self.pool.agent(agent_id), DeviceAgent):
+                self.pool.remove(agent_id)
         self.dispatches.device_gone(device.device_id, why)
         self._changed.set()
 
-    # Tasks submitted over the broker ------------------------------------------------------------
-
-    def _on_submit(self, sender: str, submitted: SubmitPayload) -> None:
-        if submitted.task_id in self._accepted:
-            return  # a redelivered submit: the task already runs here
-        self._accepted[submitted.task_id] = None
-        while len(self._accepted) > 10_000:
-            self._accepted.pop(next(iter(self._accepted)))
-        assert self._tasks is not None
-        forwarder = self._tasks.create_task(self._run_submitted(sender, submitted))
-        self._forwarders.add(forwarder)
-        forwarder.add_done_callback(self._forwarders.discard)
-
-    async def _run_submitted(self, sender: str, submitted: SubmitPayload) -> None:
-        """Run a submitted task and stream its events to its topic; never raises."""
-        from fleetmind.orchestrator._graph import TaskGraph
-
-        task_id = submitted.task_id
-        # A task can arrive (from this replica's session) before the fleet is entered.
-        await self.fleet.wait_open()
-        try:
-            graph = TaskGraph.from_definition(submitted.graph)
-            handle = self.fleet.submit(
-                graph, task_id=task_id, source=submitted.source or f"mqtt:{sender}"
-            )
-        except Exception as exc:  # a bad submission must not take the link down
-            error = error_outcome(exc)
-            log.warning("refused task %s from %s: %s", task_id, sender, error["message"])
-            with contextlib.suppress(ProtocolError, FleetStateError):
-                await self._send_event(
-                    task_id,
-                    {"kind": "task_refused", "task_id": task_id},
-                    {"status": "failed", "outputs": {}, "errors": {"": error}},
-                )
-            return
-        log.info("running task %s from %s on replica %s", task_id, sender, self.replica_id)
-        try:
-            async for event in handle.events():
-                await self._send_event(task_id, {**dataclasses.asdict(event)}, None)
-            result = await handle.result()
-            summary = {"status": result.status, "outputs": result.outputs, "errors": result.errors}
-            finished = {"kind": "task_result", "task_id": task_id, "replica": self.replica_id}
-            await self._send_event(task_id, finished, summary)
-        except (ProtocolError, FleetStateError) as exc:
-            log.warning("could not report task %s: %s", task_id, exc)
-        except Exception:
-            log.exception("task %s from %s failed inside the fleet link", task_id, sender)
-
     async def _serve_memory(
-        self, device: str, request_id: str, request: MemoryRequestPayload, message: Message
+        self,
+        memory: MemoryResponder,
+        device: str,
+        request_id: str,
+        request: MemoryRequestPayload,
+        message: Message,
     ) -> None:
         """Answer a device agent's memory request on the device's inbox, then acknowledge it
         (stopped before, the broker hands it over again); never raises.
@@ -446,7 +437,7 @@ class MqttFleetLink:
         retained cards, so it waits a little for the card that names the agent before it
         judges who may use that agent's memory.
         """
-        assert self._mqtt is not None
+        mqtt = self.connection
         deadline = time.monotonic() + _CARD_WAIT_S
         while request.agent not in self._announced(device):
             arrived = self._card_arrived
@@ -454,31 +445,25 @@ class MqttFleetLink:
                 await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        response = await self.memory_service.answer(device, request)
-        with contextlib.suppress(ProtocolError):
-            await self._mqtt.publish(
+        response = await memory.answer(device, request)
+        with contextlib.suppress(ProtocolError, FleetStateError):
+            await mqtt.publish(
                 self.topics.device_inbox(device),
                 encode("memory_response", self.replica_id, response, correlation_id=request_id),
             )
-        self._mqtt.ack(message)
+        mqtt.ack(message)
+
+    def hosts(self, device: str, agent: str) -> bool:
+        """Whether ``device`` announced ``agent`` with a card (who may use that agent's memory)."""
+        return agent in self._announced(device)
 
     def _announced(self, device: str) -> set[str]:
         """The agents ``device`` announced with cards (none yet: an empty set)."""
         state = self.devices.get(device)
         return state.agents if state is not None else set()
 
-    async def _send_event(
-        self, task_id: str, event: dict[str, Any], result: dict[str, Any] | None
-    ) -> None:
-        assert self._mqtt is not None
-        body = TaskEventPayload(task_id=task_id, event=event, result=result)
-        await self._mqtt.publish(
-            self.topics.task_events(task_id), encode("task_event", self.replica_id, body)
-        )
-
     async def _watch_heartbeats(self) -> None:
-        assert self._mqtt is not None
-        mqtt = self._mqtt
+        mqtt = self.connection
         while True:
             await asyncio.sleep(0.5)
             if not mqtt.is_connected:
@@ -505,3 +490,8 @@ def _replica_name(client_id: str) -> str:
     """A topic-safe replica name from an MQTT client id."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", client_id)[:64].strip("-")
     return name or "orchestrator"
+
+
+async def _close_group(tasks: asyncio.TaskGroup) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks.__aexit__(None, None, None)

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
+from conftest import FIXTURES
 from mcp import Client, StdioServerParameters
 
 from fleetmind.testing import Reply, Rule, ScriptedLLMServer, free_port
 
 pytestmark = pytest.mark.timeout(180)
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 GREET_AND_SHOUT = {
     "name": "greet-loud",

@@ -1,0 +1,165 @@
+"""A fleet on an MQTT broker: devices' agents work for it, and it serves them on one session.
+
+:class:`MqttFleetLink` is a :class:`~fleetmind.agents.remote.DeviceLink` whose agent pool is a
+:class:`~fleetmind.orchestrator.Fleet`, plus what the fleet serves on the link's session: the
+fleet's memory to device agents (:class:`DeviceMemoryService`) and, for orchestrator replicas,
+tasks submitted over the broker (:class:`FleetIntake`). While the link is open the fleet waits
+for devices to come back (``agent_wait_s``) and a resumed engine finds the answers devices sent
+while it was down (the link's dispatches are one of the fleet's ``result_sources``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fleetmind.agents import AgentProfile
+from fleetmind.agents.remote import (
+    DeviceLink,
+    DeviceState,
+    Dispatches,
+    DispatchLimits,
+    LinkState,
+)
+from fleetmind.orchestrator import Fleet
+from fleetmind.protocols import BrokerAddress, MqttConnection, Topics
+from fleetmind.serve._device_memory_service import DeviceMemoryService, SharedAccess
+from fleetmind.serve._intake import FleetIntake
+
+
+class MqttFleetLink:
+    """Connects a Fleet to an MQTT broker so that devices' agents work for it.
+
+    Args:
+        fleet: The fleet remote agents join.
+        broker: The broker and the orchestrator's login.
+        fleet_name: The fleet's topic prefix name.
+        client_id: Stable, so the broker keeps this orchestrator's session (and the answers
+            queued while it was away); default: from ``replica_id`` and the login (see
+            :meth:`BrokerAddress.client_id`).
+        share_group: With ``accept_tasks``, replicas of one group split submitted tasks
+            between them (an MQTT shared subscription); without a group every orchestrator
+            that accepts tasks gets every one.
+        dead_after_s: Declare a device dead when no heartbeat came for this long, or when it
+            said offline and did not return within it (default: three of its heartbeats).
+        accept_tasks: Take tasks submitted over the broker (``fleetmind submit``) and run them
+            on ``fleet``, which must be open (``async with fleet``) while the link is.
+        replica_id: This orchestrator's name in dispatches, so devices answer it alone.
+        session_expiry_s: How long the broker keeps this link's session while it is away; 0
+            for a short-lived look at the fleet.
+        agent_wait_s: How long a subtask no agent can take waits for devices to come back
+            before it fails (the fleet's ``agent_wait_s`` becomes at least this).
+        limits: Flow control: dispatches out at once, per device, and resends.
+        shared_memory: What device agents may do in the fleet's shared memory namespace
+            (``read-write``, ``read`` or ``none``); their own agents' namespaces are always
+            theirs. The fleet's memory is ``fleet.memory``.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        broker: BrokerAddress,
+        *,
+        fleet_name: str = "default",
+        client_id: str | None = None,
+        share_group: str | None = None,
+        dead_after_s: float | None = None,
+        accept_tasks: bool = False,
+        replica_id: str | None = None,
+        session_expiry_s: int = 3600,
+        agent_wait_s: float = 120.0,
+        limits: DispatchLimits | None = None,
+        shared_memory: SharedAccess = "read-write",
+    ) -> None:
+        self.fleet = fleet
+        self.share_group = share_group
+        self.accept_tasks = accept_tasks
+        self.agent_wait_s = agent_wait_s
+        self.intake = FleetIntake(fleet, share_group) if accept_tasks else None
+        self.memory_service = DeviceMemoryService(fleet.memory, self._hosts, shared=shared_memory)
+        self.device_link = DeviceLink(
+            fleet,
+            broker,
+            fleet_name=fleet_name,
+            client_id=client_id,
+            replica_id=replica_id,
+            dead_after_s=dead_after_s,
+            session_expiry_s=session_expiry_s,
+            limits=limits,
+            intake=self.intake,
+            memory=self.memory_service,
+        )
+
+    def _hosts(self, device: str, agent: str) -> bool:
+        return self.device_link.hosts(device, agent)
+
+    async def __aenter__(self) -> MqttFleetLink:
+        await self.device_link.__aenter__()
+        self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
+        self.fleet.result_sources.append(self.dispatches)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        with contextlib.suppress(ValueError):
+            self.fleet.result_sources.remove(self.dispatches)
+        await self.device_link.__aexit__(*exc_info)
+
+    # The device link's face, for callers of the whole link ----------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        """``new``, ``open`` or ``closed``: a link opens once."""
+        return self.device_link.state
+
+    @property
+    def connection(self) -> MqttConnection:
+        """The link's MQTT connection (raises :class:`FleetStateError` unless open)."""
+        return self.device_link.connection
+
+    @property
+    def broker(self) -> BrokerAddress:
+        return self.device_link.broker
+
+    @property
+    def topics(self) -> Topics:
+        return self.device_link.topics
+
+    @property
+    def replica_id(self) -> str:
+        return self.device_link.replica_id
+
+    @property
+    def client_id(self) -> str:
+        return self.device_link.client_id
+
+    @property
+    def dead_after_s(self) -> float | None:
+        return self.device_link.dead_after_s
+
+    @property
+    def dispatches(self) -> Dispatches:
+        return self.device_link.dispatches
+
+    @property
+    def devices(self) -> dict[str, DeviceState]:
+        """What the link knows of each device, by id."""
+        return self.device_link.devices
+
+    @property
+    def ignored(self) -> list[str]:
+        """Why messages were dropped (most recent last)."""
+        return self.device_link.ignored
+
+    @property
+    def profiles(self) -> dict[str, AgentProfile]:
+        """Every remote agent's latest card, online or not, by its fleet id."""
+        return self.device_link.profiles
+
+    async def settle(self, quiet_s: float = 0.3, timeout_s: float = 3.0) -> None:
+        """Wait until retained cards and presence have arrived (no change for ``quiet_s``)."""
+        await self.device_link.settle(quiet_s, timeout_s)
+
+    async def wait_for_agents(self, *agent_ids: str, timeout_s: float = 30.0) -> None:
+        """Wait until these remote agents are in the fleet (``name@device``, or a name served
+        by any device)."""
+        await self.device_link.wait_for_agents(*agent_ids, timeout_s=timeout_s)
