@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
@@ -332,3 +333,29 @@ def test_the_library_never_imports_the_cli_or_heavy_models() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("fleetmind.protocols", "serve", "fleetmind.protocols:serve_broker"),
+        ("fleetmind.protocols._broker", "serve", "fleetmind.protocols:serve_broker"),
+        ("fleetmind.protocols._a2a_client", "connect_a2a_agent", "fleetmind.agents.remote"),
+        ("fleetmind.protocols._a2a_client", "A2AAgent", "fleetmind.agents.remote"),
+        ("fleetmind.protocols._a2a_client", "profile_from_card", "fleetmind.agents.remote"),
+        ("fleetmind.protocols._a2a_server", "serve_a2a", "fleetmind.serve"),
+        ("fleetmind.protocols._a2a_server", "build_a2a_app", "fleetmind.serve"),
+    ],
+)
+def test_moved_names_resolve_with_a_deprecation_warning(old: str, name: str, new: str) -> None:
+    module, _, new_name = new.partition(":")
+    said = f"{module}.{new_name}" if new_name else f"from {module}"
+    with pytest.warns(DeprecationWarning, match=re.escape(said)):
+        value = getattr(importlib.import_module(old), name)
+    assert value is getattr(importlib.import_module(module), new_name or name)
+
+
+def test_an_unknown_name_of_a_moved_module_is_an_attribute_error() -> None:
+    for module in ("fleetmind.protocols._a2a_client", "fleetmind.protocols._a2a_server"):
+        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+            importlib.import_module(module).nothing  # noqa: B018
