@@ -9,6 +9,7 @@ needs a missing one says, in one line, which extra to install.
 - ``mcp``: MCP tools in and the fleet served over MCP;
 - ``a2a``: A2A agents in and the fleet served over A2A;
 - ``broker``: the zero-install development broker (amqtt), when Mosquitto is absent;
+- ``plot``: routing curves as images (matplotlib);
 - ``all``: every one of them.
 """
 
@@ -20,7 +21,7 @@ from typing import Literal
 
 from fleetmind.errors import MissingExtra
 
-Extra = Literal["orchestrator", "llm", "mcp", "a2a", "broker"]
+Extra = Literal["orchestrator", "llm", "mcp", "a2a", "broker", "plot"]
 """The extras a feature can need (each is in ``[project.optional-dependencies]``)."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from fleetmind._extras import require
 from fleetmind.agents import (
     Agent,
     AlwaysCloud,
@@ -300,13 +301,12 @@ def _chosen_policies(policy: list[str] | None, router_file: Path | None) -> list
 
 
 def _plot(curves: dict[str, dict[str, Any]], path: Path) -> None:
-    try:
-        import matplotlib
+    require("matplotlib", "plot", "plotting routing curves (--plot)")
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib (pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.2), squeeze=False)
     for ax, (name, by_policy) in zip(axes[0], curves.items(), strict=True):
         for policy, curve in by_policy.items():

@@ -7,6 +7,7 @@ fleetmind (on a small device, say) loads neither the MCP bridge nor the protocol
 
 from typing import TYPE_CHECKING, Any
 
+from fleetmind._extras import require
 from fleetmind.tools._registry import (
     ToolRegistry,
     ToolResult,
@@ -39,6 +40,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "MCPToolSource":
+        require("mcp", "mcp", "MCP tools")
         from fleetmind.tools._mcp import MCPToolSource
 
         return MCPToolSource
