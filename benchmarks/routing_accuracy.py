@@ -66,6 +66,7 @@ from _harness import comma_list, write_json
 from fleetmind.agents import AgentProfile
 from fleetmind.errors import NoCapableAgent
 from fleetmind.orchestrator import SemanticRouter, Subtask, capability_texts
+from fleetmind.orchestrator._constraints import violation
 from fleetmind.orchestrator._embedding_models import DEFAULT_MODEL, MODELS, embedding_model
 
 DATA = Path(__file__).parent / "data" / "routing"
@@ -239,10 +240,9 @@ class BM25:
 def bm25_rankings(agents: list[AgentProfile], cases: list[Case]) -> dict[str, Ranked]:
     """BM25 over the same capability texts, under the same hard constraints."""
     index = BM25({a.id: " ".join(t for _, t in capability_texts(a)) for a in agents})
-    checker = SemanticRouter(embedding_model="minilm")  # only its constraint check is used
     rankings: dict[str, Ranked] = {}
     for case in cases:
-        allowed = [a for a in agents if checker._violation(a, case.constraints) is None]
+        allowed = [a for a in agents if violation(a, case.constraints) is None]
         scored = sorted(
             ((a.id, index.score(case.description, a.id)) for a in allowed), key=lambda x: -x[1]
         )

@@ -196,6 +196,12 @@ class Agent(abc.ABC):
         """Inputs the agent reads when given (the planner shows them beside the required)."""
         return frozenset()
 
+    @property
+    def online(self) -> bool:
+        """Whether the agent can be reached now. A local agent always can; a remote one may be
+        away for a while and back (its device rebooting): routers pass it over meanwhile."""
+        return True
+
     @abc.abstractmethod
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
         """Do the subtask and return its output (or a :class:`SubtaskResult`)."""

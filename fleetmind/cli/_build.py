@@ -41,6 +41,4 @@ def build_fleet(
 
 def save_router(fleet: Fleet) -> None:
     """Keep what the router learned (embeddings, outcomes) for the next command."""
-    save = getattr(fleet.router, "save", None)
-    if save is not None:
-        save()
+    fleet.router.save()

@@ -152,7 +152,7 @@ def _sentence_embedder(fleet: Fleet) -> SentenceEmbedder | None:
     router = fleet.router
     if not isinstance(router, SemanticRouter):
         return None
-    base = getattr(router, "_base_embedder", None)
+    base = router.base_embedder
     return base if isinstance(base, SentenceEmbedder) else None
 
 

@@ -54,13 +54,13 @@ if TYPE_CHECKING:
         TaskFinished,
     )
     from fleetmind.orchestrator._export import to_dot, to_mermaid
-    from fleetmind.orchestrator._fleet import Fleet, TaskHandle
+    from fleetmind.orchestrator._fleet import Fleet, TaskHandle, TaskSnapshot
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
     from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
     from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
     from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
-    from fleetmind.orchestrator._router import Router, RoutingDecision, SkillRouter
+    from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision, SkillRouter
     from fleetmind.orchestrator._semantic import (
         CandidateScore,
         OutcomeHistory,
@@ -138,13 +138,18 @@ _EXPORTS: dict[str, str] = {
             "TaskFinished",
         ),
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
-        "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle"),
+        "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle", "TaskSnapshot"),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("SubtaskState", "TaskGraph"),
         "fleetmind.orchestrator._planner": ("BoundReplanner", "Plan", "Planner"),
         "fleetmind.orchestrator._replan": ("ReplanDecision", "Replanner", "ReplanRequest"),
         "fleetmind.orchestrator._route_review": ("RouteReviewer", "RouteVerdict"),
-        "fleetmind.orchestrator._router": ("Router", "RoutingDecision", "SkillRouter"),
+        "fleetmind.orchestrator._router": (
+            "Router",
+            "RouterContext",
+            "RoutingDecision",
+            "SkillRouter",
+        ),
         "fleetmind.orchestrator._semantic": (
             "CandidateScore",
             "OutcomeHistory",
@@ -216,6 +221,7 @@ __all__ = [
     "RouteReviewer",
     "RouteVerdict",
     "Router",
+    "RouterContext",
     "RoutingDecision",
     "RoutingWeights",
     "SQLiteStore",
@@ -245,6 +251,7 @@ __all__ = [
     "TaskHandle",
     "TaskRecord",
     "TaskResult",
+    "TaskSnapshot",
     "UpdateSubtask",
     "capability_texts",
     "draft_rows",

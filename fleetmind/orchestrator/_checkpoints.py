@@ -22,11 +22,6 @@ from fleetmind._extras import require
 from fleetmind.errors import StoreError
 
 
-def checkpoint_path(store_path: Path) -> Path:
-    """Where the checkpoints of the SQLite store at ``store_path`` live."""
-    return store_path.with_name(f"{store_path.stem}.checkpoints.db")
-
-
 class Checkpoints:
     """Opens LangGraph's checkpoint saver lazily and closes it with the engine run.
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from fleetmind.agents import Agent, AgentProfile
 from fleetmind.errors import AgentError
-from fleetmind.orchestrator._router import ProfileIndex
+from fleetmind.orchestrator._constraints import ProfileIndex
 
 
 class SlotWaiter(Protocol):

@@ -33,6 +33,9 @@ class Embedder(Protocol):
 
     name: str
     dimension: int
+    refusal_similarity: float | None
+    """The similarity below which routing refuses, calibrated for this model (None: unknown,
+    the router's default applies)."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts as a ``float32`` array of shape ``(len(texts), dimension)``."""
@@ -77,6 +80,7 @@ class SentenceEmbedder:
         self.model = embedding_model(model)
         self.name = self.model.name
         self.dimension = self.model.dimension
+        self.refusal_similarity: float | None = self.model.refusal_similarity
         self._batch_size = batch_size
 
     @property
@@ -119,6 +123,7 @@ class CachedEmbedder:
         self._inner = inner
         self.name = inner.name
         self.dimension = inner.dimension
+        self.refusal_similarity = inner.refusal_similarity
         self.path = Path(path)
         self._lock = threading.Lock()
         try:

@@ -385,9 +385,7 @@ class Engine:
         self._observe(sid, message.agent_id, ok=True)
 
     def _observe(self, subtask_id: str, agent_id: str, *, ok: bool) -> None:
-        observe = getattr(self._router, "observe", None)
-        if observe is not None:
-            observe(self.graph.subtask(subtask_id), agent_id, ok)
+        self._router.observe(self.graph.subtask(subtask_id), agent_id, ok)
 
     def _on_agent_gave_up(self, message: RunGaveUp) -> None:
         sid = message.subtask_id
@@ -614,9 +612,6 @@ class Engine:
         if not self._to_prepare:
             return
         pending, self._to_prepare = self._to_prepare, []
-        prepare = getattr(self._router, "prepare", None)
-        if prepare is None:
-            return
         # Only subtasks described in words need the router's embeddings; for the others the
         # thread hop would be pure cost.
         fresh = [
@@ -629,10 +624,8 @@ class Engine:
         ]
         if fresh:
             # Embedding can take a while (a model call); runners keep running meanwhile.
-            await asyncio.to_thread(prepare, fresh)
-            review = getattr(self._router, "review", None)
-            if review is not None:
-                await review(fresh, self._directory.profiles)
+            await asyncio.to_thread(self._router.prepare, fresh)
+            await self._router.review(fresh, self._directory.profiles)
 
     def _schedule_ready(self) -> None:
         # A subtask that fails before it starts (no agent, missing input) may make its

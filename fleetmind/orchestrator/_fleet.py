@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,10 @@ from fleetmind.errors import (
     FleetStateError,
     GraphError,
     ModelNotConfigured,
+    TaskNotFound,
 )
 from fleetmind.memory import MemoryStore
-from fleetmind.orchestrator._checkpoints import Checkpoints, checkpoint_path
+from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._episodes import remember_task
@@ -49,9 +51,9 @@ from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
-from fleetmind.orchestrator._router import Router, RoutingDecision
+from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision, as_router
 from fleetmind.orchestrator._semantic import SemanticRouter
-from fleetmind.orchestrator._store import SQLiteStore, Store, TaskRecord, open_store
+from fleetmind.orchestrator._store import Store, TaskRecord, open_store
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
 
@@ -136,6 +138,19 @@ class TaskHandle:
         await self.edit(UpdateSubtask(subtask=spec))
 
 
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A task of the fleet as it stands: running here, or kept in the fleet's store."""
+
+    task_id: str
+    status: str
+    """running, done, failed or cancelled."""
+    graph: TaskGraph
+    """The live graph of a task running here (read it), else the graph rebuilt from its log."""
+    handle: TaskHandle | None
+    """The task's handle, when this fleet runs it."""
+
+
 class Fleet:
     """A set of agents, a router that picks among them, and a store that remembers tasks.
 
@@ -165,7 +180,8 @@ class Fleet:
         memory: MemoryStore | str | Path | bool | None = None,
     ) -> None:
         self._directory = AgentDirectory()
-        self.memory: MemoryStore | None = _open_memory(memory, store)
+        self.store: Store = open_store(store)
+        self.memory: MemoryStore | None = _open_memory(memory, self.store)
         """The fleet's episodic and semantic memory (None: it keeps none)."""
         self.planner = planner
         self.agent_wait_s = 0.0
@@ -180,11 +196,8 @@ class Fleet:
         self._opened = asyncio.Event()
         for server in mcp_servers:
             self.add_mcp_server(server)
-        self.router: Router = router if router is not None else SemanticRouter()
-        self.store: Store = open_store(store)
-        bind = getattr(self.router, "bind", None)
-        if bind is not None:
-            bind(self._directory.load, store=self.store)
+        self.router: Router = as_router(router) if router is not None else SemanticRouter()
+        self.router.bind(RouterContext(self._directory.load, self._online, self.store))
         initial = list(agents)
         ids = [a.id for a in initial if isinstance(a, Agent)]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -278,9 +291,11 @@ class Fleet:
     def _agents_changed(
         self, added: list[AgentProfile] | None = None, removed: list[str] | None = None
     ) -> None:
-        notify = getattr(self.router, "agents_changed", None)
-        if notify is not None:
-            notify(added=added or [], removed=removed or [])
+        self.router.agents_changed(added=added or [], removed=removed or [])
+
+    def _online(self, agent_id: str) -> bool:
+        agent = self._directory.get(agent_id)
+        return agent is not None and agent.online
 
     def agent(self, agent_id: str) -> Agent | None:
         """The agent with this id, if it is in the fleet."""
@@ -303,9 +318,7 @@ class Fleet:
     async def aroute(self, subtask: Subtask) -> RoutingDecision:
         """Like :meth:`route`, as a task would route it: with the router's review by a
         language model first, when the router has a reviewer."""
-        review = getattr(self.router, "review", None)
-        if review is not None:
-            await review([subtask], self._directory.profiles)
+        await self.router.review([subtask], self._directory.profiles)
         return self.router.route(subtask, self._directory.profiles)
 
     def view(self) -> FleetView:
@@ -334,8 +347,36 @@ class Fleet:
         return await self.planner.plan(request, self.view(), name=name, past=past)
 
     def check(self, graph: TaskGraph) -> None:
-        """Raise if some subtask of ``graph`` cannot be routed or lacks a required input."""
+        """Raise if some subtask of ``graph`` cannot be routed or lacks a required input.
+
+        Subtasks described in words are embedded on this thread first (a model call that may
+        take a while); :meth:`acheck` embeds them off the event loop.
+        """
         check_runnable(graph, self._directory, self.router)
+
+    async def acheck(self, graph: TaskGraph) -> None:
+        """Like :meth:`check`, with the router's preparation (embedding the words of the
+        subtasks, a model call) in a worker thread, so the event loop keeps running."""
+        pending = [s for s in graph if not graph.state(s.id).status.has_started]
+        await asyncio.to_thread(self.router.prepare, pending)
+        check_runnable(graph, self._directory, self.router)
+
+    def task(self, task_id: str) -> TaskSnapshot:
+        """A task this fleet runs or its store keeps; a unique prefix of its id will do.
+
+        Raises:
+            TaskNotFound: no such task (or the prefix fits several).
+        """
+        if not task_id:
+            raise TaskNotFound("no task id given")
+        handle = self._handles.get(task_id)
+        if handle is None:
+            task_id = self.store.resolve_id(task_id)
+            handle = self._handles.get(task_id)
+        if handle is not None:
+            return TaskSnapshot(task_id, handle.graph.status, handle.graph, handle)
+        record, entries = self.store.load(task_id)
+        return TaskSnapshot(task_id, record.status, TaskGraph.from_log(entries, record.name), None)
 
     def load(self, agent_id: str) -> tuple[int, int]:
         """Subtasks an agent is running now, and how many it may run at once."""
@@ -474,9 +515,7 @@ class Fleet:
     def _checkpoints(self) -> Checkpoints:
         """Where a task's LLM agents checkpoint their loops: beside a SQLite store, or in
         memory."""
-        if isinstance(self.store, SQLiteStore):
-            return Checkpoints(checkpoint_path(self.store.path))
-        return Checkpoints(None)
+        return Checkpoints(self.store.sibling(".checkpoints.db"))
 
     async def run(
         self,
@@ -585,7 +624,9 @@ _KEPT_FINISHED = 256
 """Finished tasks whose handles a fleet keeps (older ones: read the store)."""
 
 
-def _open_memory(memory: MemoryStore | str | Path | bool | None, store: Any) -> MemoryStore | None:
+def _open_memory(
+    memory: MemoryStore | str | Path | bool | None, store: Store
+) -> MemoryStore | None:
     """The fleet's memory store from what a user passed (True: beside the task store)."""
     if memory is None or memory is False:
         return None
@@ -595,9 +636,5 @@ def _open_memory(memory: MemoryStore | str | Path | bool | None, store: Any) -> 
 
     embed = SentenceEmbedder().embed
     if memory is True:
-        path = getattr(store, "path", None) if not isinstance(store, str | Path) else Path(store)
-        if path is None:
-            return MemoryStore(None, embed)
-        path = Path(path)
-        return MemoryStore(path.with_name(path.stem + ".memory.db"), embed)
+        return MemoryStore(store.sibling(".memory.db"), embed)
     return MemoryStore(memory, embed)

@@ -1,20 +1,30 @@
 """Routing: which agents may take a subtask, best first.
 
 The engine asks a :class:`Router` for a ranked list of candidates and walks down it as agents
-fill up or fail. :class:`SkillRouter` routes by explicit agent id or by skill name/tag; semantic
-routing over capability vectors replaces it behind the same interface.
+fill up or fail. A router implements :meth:`Router.route`; everything else a fleet or an engine
+may call on it is declared here with a default that does nothing, so a router of one's own
+sees in one place what will be called. :class:`SkillRouter` routes by explicit agent id or by
+skill name/tag; :class:`~fleetmind.orchestrator.SemanticRouter` routes by words as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import abc
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from fleetmind._ids import agent_name
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile
-from fleetmind.errors import NoCapableAgent
+from fleetmind.errors import ConfigError, NoCapableAgent
+from fleetmind.orchestrator._constraints import (
+    Online,
+    explicit_candidates,
+    unsatisfied,
+    violation,
+)
+from fleetmind.orchestrator._store import Store
 
 
 @dataclass(frozen=True)
@@ -30,117 +40,139 @@ class RoutingDecision:
     """A language model's verdict on the candidates (see ``RouteReviewer``), when asked."""
 
 
-class ProfileIndex(dict[str, AgentProfile]):
-    """Agent id -> profile, indexed by name too (``resizer`` -> ``resizer@pi-1``, ...), so
-    routing a subtask that names an agent costs the same with ten agents or ten thousand."""
+@dataclass(frozen=True)
+class RouterContext:
+    """What a fleet tells the router it binds (see :meth:`Router.bind`)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._named: dict[str, list[str]] = {}
-
-    def __setitem__(self, agent_id: str, profile: AgentProfile) -> None:
-        if agent_id not in self:
-            self._named.setdefault(agent_name(agent_id), []).append(agent_id)
-        super().__setitem__(agent_id, profile)
-
-    def __delitem__(self, agent_id: str) -> None:
-        super().__delitem__(agent_id)
-        ids = self._named.get(agent_name(agent_id), [])
-        if agent_id in ids:
-            ids.remove(agent_id)
-
-    def named(self, name: str) -> list[str]:
-        """The ids of the agents called ``name`` on any device."""
-        return list(self._named.get(name, ()))
+    load_of: Callable[[str], tuple[int, int]]
+    """Slots an agent is using now, and how many it has."""
+    online: Online
+    """Whether an agent can be reached now (a device's agent may be away for a while)."""
+    store: Store | None = None
+    """Where past tasks are kept, for a router that learns from their outcomes."""
 
 
-def named_agents(subtask: Subtask, agents: Mapping[str, AgentProfile]) -> list[str]:
-    """The agents a subtask names with ``agent``: that exact id, or — for a plain name — the
-    agent of that name on every device that serves it (``resizer`` matches ``resizer@pi-7``).
+class Router(abc.ABC):
+    """Chooses, for a subtask, the agents that may take it, best first.
 
-    Raises:
-        NoCapableAgent: no agent has that id or name.
+    Only :meth:`route` must be written. The other methods are what a fleet and its engines
+    call along the way; each does nothing (returns None) unless a router overrides it.
     """
-    wanted = subtask.agent
-    assert wanted is not None
-    if wanted in agents:
-        return [wanted]
-    if "@" in wanted:
-        found = []
-    elif isinstance(agents, ProfileIndex):
-        found = agents.named(wanted)
-    else:
-        found = [a for a in agents if agent_name(a) == wanted]
-    if not found:
-        raise NoCapableAgent(
-            f"subtask {subtask.id!r} asks for agent {wanted!r}, which is not in the fleet"
-        )
-    return found
 
-
-def placement_violation(profile: AgentProfile, constraints: Mapping[str, Any]) -> str | None:
-    """Why an agent's place rules it out (the ``device`` constraint), or None."""
-    device = constraints.get("device")
-    if device is None:
-        return None
-    wanted = [device] if isinstance(device, str) else [str(d) for d in device]
-    if profile.device not in wanted:
-        where = f"device {profile.device}" if profile.device else "this process"
-        return f"runs on {where}, not on {' or '.join(wanted)}"
-    return None
-
-
-@runtime_checkable
-class Router(Protocol):
-    """Chooses, for a subtask, the agents that may take it, best first."""
-
+    @abc.abstractmethod
     def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
         """Rank the fleet's ``agents`` (id -> profile) for ``subtask``.
 
         Raises:
             NoCapableAgent: no agent may take the subtask; the message says why.
         """
-        ...
+
+    def bind(self, context: RouterContext) -> None:
+        """The fleet the router now serves: agents' load and presence, and the task store."""
+        return None
+
+    def agents_changed(
+        self, added: Sequence[AgentProfile] = (), removed: Sequence[str] = ()
+    ) -> None:
+        """Agents joined (or changed version), or left the fleet."""
+        return None
+
+    def prepare(self, subtasks: Sequence[Subtask]) -> None:
+        """Get ready to route many subtasks at once (embed their words in one batch, say).
+
+        It may block (a model call): the engine calls it in a worker thread.
+        """
+        return None
+
+    async def review(self, subtasks: Sequence[Subtask], agents: Mapping[str, AgentProfile]) -> None:
+        """Have the candidates of ``subtasks`` judged before they are routed (by a language
+        model, say); :meth:`route` applies the verdicts from then on."""
+        return None
+
+    def observe(self, subtask: Subtask, agent_id: str, ok: bool) -> None:
+        """Learn from an outcome: ``agent_id`` did (or failed) ``subtask``."""
+        return None
+
+    def save(self) -> None:
+        """Keep what the router learned for the next process (an index, embeddings)."""
+        return None
 
 
-class SkillRouter:
+class _RouteOnly(Router):
+    """A router written before :class:`Router` was a base class: only its ``route`` is used."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        decision: RoutingDecision = self._inner.route(subtask, agents)
+        return decision
+
+    def __repr__(self) -> str:
+        return f"<{type(self._inner).__name__} (route only)>"
+
+
+def as_router(router: object) -> Router:
+    """A fleet's router from what a user passed.
+
+    Raises:
+        ConfigError: ``router`` has no ``route`` method.
+    """
+    if isinstance(router, Router):
+        return router
+    if not callable(getattr(router, "route", None)):
+        raise ConfigError(
+            f"{type(router).__name__} is not a router: subclass fleetmind.orchestrator.Router"
+        )
+    warnings.warn(
+        f"{type(router).__name__} does not subclass fleetmind.orchestrator.Router; only its "
+        "route() is used (subclass Router to have the fleet call its other methods)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return _RouteOnly(router)
+
+
+class SkillRouter(Router):
     """Routes by explicit agent id, else by skill name or tag, cheapest and fastest first."""
+
+    def __init__(self) -> None:
+        self._online: Online | None = None
+
+    def bind(self, context: RouterContext) -> None:
+        self._online = context.online
 
     def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
         if subtask.agent is not None:
-            named = named_agents(subtask, agents)
-            placed = [
-                a for a in named if placement_violation(agents[a], subtask.constraints) is None
-            ]
-            if not placed:
-                why = placement_violation(agents[named[0]], subtask.constraints)
-                raise NoCapableAgent(
-                    f"agent {named[0]!r} cannot take subtask {subtask.id!r}: {why}"
-                )
-            named_ranked = sorted(
-                placed, key=lambda a: (agents[a].cost_per_call, agents[a].typical_latency_s)
+            named, excluded = explicit_candidates(subtask, agents, self._online)
+            ranked = sorted(
+                named, key=lambda a: (agents[a].cost_per_call, agents[a].typical_latency_s)
             )
-            return RoutingDecision(tuple(named_ranked))
+            return RoutingDecision(tuple(ranked), excluded)
         if subtask.skill is None:
             raise NoCapableAgent(
                 f"subtask {subtask.id!r} names neither an agent nor a skill to route by"
             )
         offering = [a for a in agents.values() if a.offers(subtask.skill)]
-        matching = [a for a in offering if placement_violation(a, subtask.constraints) is None]
-        if offering and not matching:
-            why = placement_violation(offering[0], subtask.constraints)
-            raise NoCapableAgent(
-                f"no agent offering skill {subtask.skill!r} may take subtask {subtask.id!r}: {why}"
-            )
-        if not matching:
+        if not offering:
             raise NoCapableAgent(
                 f"no agent in the fleet offers skill {subtask.skill!r} "
                 f"(needed by subtask {subtask.id!r})"
             )
-        ranked = sorted(matching, key=lambda a: (a.cost_per_call, a.typical_latency_s))
         excluded = {
             a.id: f"does not offer skill {subtask.skill!r}"
             for a in agents.values()
-            if a not in matching
+            if not a.offers(subtask.skill)
         }
-        return RoutingDecision(tuple(a.id for a in ranked), excluded)
+        matching: list[AgentProfile] = []
+        ruled_out: dict[str, str] = {}
+        for profile in offering:
+            reason = violation(profile, subtask.constraints, self._online)
+            if reason is None:
+                matching.append(profile)
+            else:
+                ruled_out[profile.id] = reason
+        if not matching:
+            raise unsatisfied(subtask, ruled_out)
+        cheapest = sorted(matching, key=lambda a: (a.cost_per_call, a.typical_latency_s))
+        return RoutingDecision(tuple(a.id for a in cheapest), {**ruled_out, **excluded})

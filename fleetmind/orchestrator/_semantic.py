@@ -36,12 +36,19 @@ from fleetmind._task_log import (
     UpdateSubtask,
 )
 from fleetmind._task_model import Subtask
-from fleetmind.agents import AgentProfile, Tier
+from fleetmind.agents import AgentProfile
 from fleetmind.errors import ConfigError, NoCapableAgent, blames_agent
 from fleetmind.orchestrator._capindex import CapabilityIndex
+from fleetmind.orchestrator._constraints import (
+    Online,
+    explicit_candidates,
+    tiers_of,
+    unsatisfied,
+    violation,
+)
 from fleetmind.orchestrator._embedding import CachedEmbedder, Embedder, SentenceEmbedder
 from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
-from fleetmind.orchestrator._router import RoutingDecision, named_agents, placement_violation
+from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision
 from fleetmind.orchestrator._store import Store
 
 DEFAULT_MIN_SIMILARITY = 0.24
@@ -127,7 +134,7 @@ class OutcomeHistory:
             return (successes + 1) / (int(np.count_nonzero(near)) + 2)
 
 
-class SemanticRouter:
+class SemanticRouter(Router):
     """Routes subtasks to agents by what they say they can do, under hard constraints.
 
     Args:
@@ -166,11 +173,13 @@ class SemanticRouter:
             embedder = CachedEmbedder(embedder, self._data_dir / "embeddings.db")
         self.embedder: Embedder = embedder
         self.weights = weights or RoutingWeights()
-        model = getattr(self._base_embedder, "model", None)
+        calibrated = embedder.refusal_similarity
         self.min_similarity = (
             min_similarity
             if min_similarity is not None
-            else getattr(model, "refusal_similarity", DEFAULT_MIN_SIMILARITY)
+            else calibrated
+            if calibrated is not None
+            else DEFAULT_MIN_SIMILARITY
         )
         self.top_k = top_k
         self.reviewer = reviewer
@@ -183,8 +192,13 @@ class SemanticRouter:
         self._queries: dict[str, np.ndarray] = {}
         self._past: Store | None = None
         self._load_of: Callable[[str], tuple[int, int]] | None = None
-        self._online: Callable[[str], bool] | None = None
+        self._online: Online | None = None
         self._lock = threading.RLock()
+
+    @property
+    def base_embedder(self) -> Embedder:
+        """The embedder as given, without the router's on-disk cache around it."""
+        return self._base_embedder
 
     def with_data_dir(self, data_dir: str | Path) -> SemanticRouter:
         """The same router, caching embeddings and persisting its index under ``data_dir``."""
@@ -201,16 +215,11 @@ class SemanticRouter:
 
     # Fleet membership (called by the Fleet) ---------------------------------------------------
 
-    def bind(
-        self,
-        load_of: Callable[[str], tuple[int, int]],
-        online: Callable[[str], bool] | None = None,
-        store: Store | None = None,
-    ) -> None:
+    def bind(self, context: RouterContext) -> None:
         """Where the router reads agents' load, presence (remote agents) and past outcomes."""
-        self._load_of = load_of
-        self._online = online
-        self._past = store
+        self._load_of = context.load_of
+        self._online = context.online
+        self._past = context.store
 
     def _learn_from_store(self, recent_tasks: int = 200) -> None:
         """Seed the outcome history from the store's recent tasks (once, on first need)."""
@@ -318,15 +327,18 @@ class SemanticRouter:
         self, subtask: Subtask, agents: Mapping[str, AgentProfile]
     ) -> RoutingDecision:
         if subtask.agent is not None:
-            named = named_agents(subtask, agents)
-            if len(named) == 1 and not subtask.constraints:
-                return RoutingDecision((named[0],))
-            # The same agent on several devices: the constraints and the score order them.
+            named, ruled_out = explicit_candidates(subtask, agents, self._online)
+            if len(named) == 1:
+                return RoutingDecision((named[0],), ruled_out)
+            # The same agent on several devices: the score orders them.
             constraints = dict(subtask.constraints)
             weights = self.weights.merged(constraints.pop("weights", None))
             pool = dict.fromkeys(named, 1.0)
             vias = dict.fromkeys(named, "agent")
-            return self._rank(subtask, agents, pool, pool, vias, constraints, weights, None, named)
+            decision = self._rank(
+                subtask, agents, pool, pool, vias, constraints, weights, None, named
+            )
+            return replace(decision, excluded={**ruled_out, **decision.excluded})
         constraints = dict(subtask.constraints)
         weights = self.weights.merged(constraints.pop("weights", None))
         exact = self._exact_skill(subtask, agents)
@@ -352,7 +364,7 @@ class SemanticRouter:
                     f"subtask {subtask.id!r}: {reason}", details={"reason": reason}
                 )
             vector = self._query_vector(text)
-            tiers = _tiers(constraints.get("tier"))
+            tiers = tiers_of(constraints.get("tier"))
             index = self.index
             k = self.top_k
             while True:
@@ -362,7 +374,7 @@ class SemanticRouter:
                 support = {m.agent_id: m.support for m in matches}
                 vias = {m.agent_id: m.via for m in matches}
                 if len(matches) < k or any(
-                    self._violation(agents[a], constraints) is None for a in pool
+                    violation(agents[a], constraints, self._online) is None for a in pool
                 ):
                     break
                 k *= 8
@@ -449,7 +461,7 @@ class SemanticRouter:
         excluded: dict[str, str] = {}
         allowed: list[str] = []
         for agent_id in sorted(pool, key=lambda a: -pool[a]):
-            reason = self._violation(agents[agent_id], constraints)
+            reason = violation(agents[agent_id], constraints, self._online)
             if reason is None:
                 allowed.append(agent_id)
             else:
@@ -463,21 +475,19 @@ class SemanticRouter:
                         excluded[agent_id] = "no free slot (every slot is busy)"
                 allowed = free
         if not allowed:
-            why = ""
             if excluded:
-                reason = "no agent satisfies its constraints"
-                why = " (" + "; ".join(f"{a}: {r}" for a, r in list(excluded.items())[:5]) + ")"
-            elif not agents:
+                raise unsatisfied(subtask, excluded)
+            if not agents:
                 reason = "the fleet has no agents"
             else:
-                tiers = _tiers(constraints.get("tier"))
+                tiers = tiers_of(constraints.get("tier"))
                 reason = (
                     f"the fleet has no {'/'.join(t.value for t in tiers)}-tier agent"
                     if tiers
                     else "no agent matched it"
                 )
             raise NoCapableAgent(
-                f"no capable agent for subtask {subtask.id!r}: {reason}{why}",
+                f"no capable agent for subtask {subtask.id!r}: {reason}",
                 details={"reason": reason, "excluded": excluded},
             )
         best_similarity = max(pool[a] for a in allowed)
@@ -507,33 +517,6 @@ class SemanticRouter:
             excluded,
             scores=tuple(scores[:10]),
         )
-
-    def _violation(self, profile: AgentProfile, constraints: Mapping[str, Any]) -> str | None:
-        """Why an agent may not take the subtask, or None if it may."""
-        tiers = _tiers(constraints.get("tier"))
-        if tiers is not None and profile.tier not in tiers:
-            return f"tier {profile.tier.value} is not {'/'.join(t.value for t in tiers)}"
-        placed = placement_violation(profile, constraints)
-        if placed is not None:
-            return placed
-        if self._online is not None and not self._online(profile.id):
-            return "offline"
-        data = constraints.get("data")
-        if data:
-            needed = [data] if isinstance(data, str) else list(data)
-            missing = [d for d in needed if d not in profile.limits.local_data]
-            if missing:
-                return f"data {', '.join(missing)} must stay local and is not on this agent"
-        max_cost = constraints.get("max_cost")
-        if max_cost is not None and profile.cost_per_call > float(max_cost):
-            return f"cost {profile.cost_per_call:g} is over the ceiling {float(max_cost):g}"
-        max_latency = constraints.get("max_latency_s")
-        if max_latency is not None and profile.typical_latency_s > float(max_latency):
-            return (
-                f"latency {profile.typical_latency_s:g}s is over the ceiling "
-                f"{float(max_latency):g}s"
-            )
-        return None
 
     def _score(
         self,
@@ -586,18 +569,6 @@ def _review_key(subtask: Subtask, shortlist: Sequence[str]) -> str:
 def query_text(subtask: Subtask) -> str:
     """What a subtask is matched by: its description, else its skill."""
     return (subtask.description or subtask.skill or "").strip()
-
-
-def _tiers(value: Any) -> list[Tier] | None:
-    if value is None:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    try:
-        return [Tier(v) for v in values]
-    except ValueError:
-        raise ConfigError(
-            f"unknown tier in constraints: {value!r} (use device, edge or cloud)"
-        ) from None
 
 
 def _busy(load: tuple[int, int]) -> float:

@@ -69,7 +69,7 @@ def embedder_for(model: str | None = None, cache: str | Path | None = None) -> E
 
 def _text_kind(text: TextFeatures, embedder: Embedder | None) -> str:
     if text == "embedding":
-        return f"embedding:{getattr(embedder, 'name', 'all-mpnet-base-v2')}"
+        return f"embedding:{embedder.name if embedder is not None else 'all-mpnet-base-v2'}"
     return text
 
 

@@ -2,24 +2,26 @@
 
 A task is a row of metadata plus its append-only log of entries; the graph is rebuilt by
 replaying that log (see :meth:`TaskGraph.from_log`). :class:`SQLiteStore` is the embedded
-default (one file, WAL); :class:`MemoryStore` keeps nothing across processes. Anything that
-implements :class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
+default (one file, WAL); :class:`MemoryStore` keeps nothing across processes. Any subclass of
+:class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetmind._task_log import LogEntry, log_entry_adapter
-from fleetmind.errors import StoreError, TaskNotFound
+from fleetmind.errors import ConfigError, StoreError, TaskNotFound
 
 
 class TaskRecord(BaseModel):
@@ -37,30 +39,50 @@ class TaskRecord(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-@runtime_checkable
-class Store(Protocol):
-    """Where tasks and their logs live."""
+class Store(abc.ABC):
+    """Where tasks and their logs live.
 
+    Five methods must be written; :meth:`resolve_id` and :meth:`sibling` have defaults that
+    suit a store that keeps no files and matches ids exactly.
+    """
+
+    @abc.abstractmethod
     def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
         """Register a new task with the first entries of its log, in one transaction (a task
         is never stored without its graph)."""
-        ...
 
+    @abc.abstractmethod
     def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
         """Append entries to a task's log; ``first_version`` is the first entry's version."""
-        ...
 
+    @abc.abstractmethod
     def set_status(self, task_id: str, status: str) -> None:
         """Record the task's status (running, done, failed, cancelled)."""
-        ...
 
+    @abc.abstractmethod
     def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
         """A task's record and its whole log (``TaskNotFound`` if there is none)."""
-        ...
 
+    @abc.abstractmethod
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         """The most recent tasks, newest first."""
-        ...
+
+    def resolve_id(self, prefix: str) -> str:
+        """The full id of the one task whose id starts with ``prefix`` (an exact id wins).
+
+        This default knows exact ids only.
+
+        Raises:
+            TaskNotFound: no task has that id or prefix, or several have the prefix.
+        """
+        self.load(prefix)
+        return prefix
+
+    def sibling(self, suffix: str) -> Path | None:
+        """Where a file that belongs with the store goes (an agent memory, LLM checkpoints):
+        beside it, its name ending in ``suffix`` (``fleet.db`` -> ``fleet.memory.db``); None
+        for a store that keeps no files, whose companions stay in memory too."""
+        return None
 
 
 def _json_fallback(value: Any) -> Any:
@@ -77,7 +99,7 @@ def dump_entry(entry: LogEntry) -> str:
     return entry.model_dump_json(fallback=_json_fallback)
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """A store that lives in this process only (the SDK's default when no path is given)."""
 
     def __init__(self) -> None:
@@ -117,6 +139,16 @@ class MemoryStore:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
         return records[:limit]
 
+    def resolve_id(self, prefix: str) -> str:
+        if prefix in self._records:
+            return prefix
+        found = [task_id for task_id in self._records if task_id.startswith(prefix)]
+        if not found:
+            raise TaskNotFound(f"no task {prefix!r} in the store")
+        if len(found) > 1:
+            raise TaskNotFound(f"task id {prefix!r} is ambiguous; give more characters")
+        return found[0]
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -139,7 +171,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks(created_at);
 """
 
 
-class SQLiteStore:
+class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode.
 
     ``synchronous=NORMAL`` keeps every committed entry across a killed process (``kill -9``);
@@ -259,8 +291,10 @@ class SQLiteStore:
             metadata=json.loads(row[6] or "{}"),
         )
 
+    def sibling(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.stem + suffix)
+
     def resolve_id(self, prefix: str) -> str:
-        """The full id of the one task whose id starts with ``prefix``."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
@@ -304,10 +338,55 @@ class SQLiteStore:
         return [self._record(row) for row in rows]
 
 
-def open_store(target: Store | str | Path | None) -> Store:
-    """A store from what a user passed: a Store, a path to a SQLite file, or None (memory)."""
+_STORE_METHODS = ("create_task", "append", "set_status", "load", "tasks")
+
+
+class _Delegating(Store):
+    """A store written before :class:`Store` was a base class: its five methods are used, and
+    the defaults of the rest."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
+        self._inner.create_task(record, entries)
+
+    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
+        self._inner.append(task_id, first_version, entries)
+
+    def set_status(self, task_id: str, status: str) -> None:
+        self._inner.set_status(task_id, status)
+
+    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
+        found: tuple[TaskRecord, list[LogEntry]] = self._inner.load(task_id)
+        return found
+
+    def tasks(self, limit: int = 50) -> list[TaskRecord]:
+        records: list[TaskRecord] = self._inner.tasks(limit)
+        return records
+
+
+def open_store(target: object) -> Store:
+    """A store from what a user passed: a Store, a path to a SQLite file, or None (memory).
+
+    Raises:
+        ConfigError: ``target`` is none of these.
+    """
     if target is None:
         return MemoryStore()
     if isinstance(target, str | Path):
         return SQLiteStore(target)
-    return target
+    if isinstance(target, Store):
+        return target
+    if not all(callable(getattr(target, name, None)) for name in _STORE_METHODS):
+        raise ConfigError(
+            f"{type(target).__name__} is not a store: give a path, or subclass "
+            "fleetmind.orchestrator.Store"
+        )
+    warnings.warn(
+        f"{type(target).__name__} does not subclass fleetmind.orchestrator.Store; subclass it "
+        "so that the fleet sees every method it may call",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return _Delegating(target)

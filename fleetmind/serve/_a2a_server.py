@@ -198,20 +198,19 @@ class FleetExecutor(AgentExecutor):
         self, definition: dict[str, Any], updater: TaskUpdater, planned: TaskGraph | None = None
     ) -> None:
         graph = planned if planned is not None else TaskGraph.from_definition(definition)
-        prepare = getattr(self._fleet.router, "prepare", None)
-        if prepare is not None:
-            # As the engine does: embedding words (a model call) happens off the loop's thread.
-            self._preparing[updater.task_id] = False
-            try:
-                await asyncio.to_thread(prepare, list(graph))
-            finally:
-                cancelled = self._preparing.pop(updater.task_id, False)
-            if cancelled:  # CancelTask came while the words were embedded: already reported
-                return
+        # Embedding words (a model call) happens off the loop's thread, as in a task.
+        self._preparing[updater.task_id] = False
+        problem: FleetmindError | None = None
         try:
-            self._fleet.check(graph)
+            await self._fleet.acheck(graph)
         except FleetmindError as exc:  # nobody can take a subtask, or it lacks an input
-            await updater.reject(_agent_message(updater, exc.message))
+            problem = exc
+        finally:
+            cancelled = self._preparing.pop(updater.task_id, False)
+        if cancelled:  # CancelTask came while the words were embedded: already reported
+            return
+        if problem is not None:
+            await updater.reject(_agent_message(updater, problem.message))
             return
         handle = self._fleet.submit(
             graph,

@@ -115,18 +115,11 @@ class _FleetService:
             ToolError: no such task, in this fleet or in its store.
         """
         task_id = task_id.strip()
-        handle = self.handle(task_id)
-        if handle is None:
-            resolve = getattr(self.fleet.store, "resolve_id", None)
-            try:
-                task_id = resolve(task_id) if resolve is not None and task_id else task_id
-                handle = self.handle(task_id)
-                if handle is None:
-                    record, entries = self.fleet.store.load(task_id)
-                    return task_id, record.status, TaskGraph.from_log(entries, record.name), None
-            except TaskNotFound:
-                raise ToolError(f"unknown task id {task_id!r}") from None
-        return task_id, handle.graph.status, handle.graph, handle
+        try:
+            found = self.fleet.task(task_id)
+        except TaskNotFound:
+            raise ToolError(f"unknown task id {task_id!r}") from None
+        return found.task_id, found.status, found.graph, found.handle
 
     # Tools -----------------------------------------------------------------------------------
 

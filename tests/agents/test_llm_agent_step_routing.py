@@ -86,7 +86,8 @@ async def models(
 
 def profile(**fields: Any) -> AgentProfile:
     return AgentProfile(
-        id="solver", description="Solves word problems", skills=[{"name": "w"}], **fields
+        **{"id": "solver", "description": "Solves word problems", "skills": [{"name": "w"}]}
+        | fields
     )
 
 
@@ -366,13 +367,22 @@ async def test_data_that_must_stay_local_keeps_every_step_on_the_device(tmp_path
         device = await stack.enter_async_context(client(device_server, "device"))
         cloud = await stack.enter_async_context(client(cloud_server, "cloud"))
         router = RulesRouter([keep_local_data()], otherwise=AlwaysCloud())
-        agent = LLMAgent(
-            profile(),
-            model={"device": device, "cloud": cloud},
-            tools=[word_count],
-            step_router=router,
+        # Only an agent that holds the notes may take a subtask whose data must stay local;
+        # the other, cheaper one takes the rest.
+        keeper, solver = (
+            LLMAgent(
+                profile(id=agent_id, **fields),
+                model={"device": device, "cloud": cloud},
+                tools=[word_count],
+                step_router=router,
+            )
+            for agent_id, fields in (
+                ("keeper", {"limits": {"local_data": ["phone-notes"]}, "cost_per_call": 0.01}),
+                ("solver", {}),
+            )
         )
-        result = await Fleet([agent], store=tmp_path / "fleet.db", router=SkillRouter()).run(graph)
+        fleet = Fleet([keeper, solver], store=tmp_path / "fleet.db", router=SkillRouter())
+        result = await fleet.run(graph)
     assert result.ok and result.outputs == {"notes": "d", "weather": "c"}
     assert len(device_server.requests) == 2 and len(cloud_server.requests) == 2
     for request in device_server.requests:
@@ -380,6 +390,7 @@ async def test_data_that_must_stay_local_keeps_every_step_on_the_device(tmp_path
     for request in cloud_server.requests:
         assert "Oslo" in request["messages"][1]["content"]
     notes, weather = result.graph.state("notes"), result.graph.state("weather")
+    assert (notes.agent, weather.agent) == ("keeper", "solver")
     assert (notes.steps, notes.cloud_steps) == (2, 0)
     assert (weather.steps, weather.cloud_steps) == (2, 2)
 

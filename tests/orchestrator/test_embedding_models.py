@@ -456,6 +456,12 @@ def test_the_semantic_router_on_the_light_model(
     try:
         assert isinstance(cached.embedder, CachedEmbedder)
         assert cached.embedder.dimension == 384 and cached.embedder.name == LIGHT_MODEL
+        assert cached.embedder.refusal_similarity == MODELS[LIGHT_MODEL].refusal_similarity
+        assert isinstance(cached.base_embedder, SentenceEmbedder)  # the cache is the router's
+        assert cached.min_similarity == MODELS[LIGHT_MODEL].refusal_similarity
+        given = SemanticRouter(cached.embedder)  # a cached embedder keeps its calibration
+        assert given.base_embedder is cached.embedder
+        assert given.min_similarity == MODELS[LIGHT_MODEL].refusal_similarity
         assert cached.embedder.embed(["prune the hedge"]).shape == (1, 384)
     finally:
         cached.embedder.close()

@@ -1,11 +1,15 @@
-"""Tests for fleetmind/orchestrator/_router.py: SkillRouter and the Router protocol."""
+"""Tests for fleetmind/orchestrator/_router.py: SkillRouter, the Router base class and what a
+fleet does with a router that does not subclass it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
-from fleetmind.agents import AgentProfile, Skill
-from fleetmind.errors import NoCapableAgent
+from fleetmind import Fleet, TaskGraph, agent
+from fleetmind.agents import AgentProfile, FunctionAgent, Skill, SubtaskContext
+from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import Router, RoutingDecision, SkillRouter, Subtask
 
 
@@ -109,3 +113,64 @@ def test_empty_fleet_has_no_capable_agent() -> None:
         SkillRouter().route(Subtask(id="job", skill="summarise"), {})
     with pytest.raises(NoCapableAgent):
         SkillRouter().route(Subtask(id="job", agent="summariser"), {})
+
+
+class Last(Router):
+    """Routes by skill to the agent that joined last: only ``route`` is written."""
+
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        offering = [a for a, p in agents.items() if subtask.skill and p.offers(subtask.skill)]
+        if not offering:
+            raise NoCapableAgent(f"nobody offers {subtask.skill!r}")
+        return RoutingDecision((offering[-1],))
+
+
+def workers() -> list[FunctionAgent]:
+    made = []
+    for agent_id in ("first", "second"):
+
+        @agent(id=agent_id, skills=["work"])
+        async def work(ctx: SubtaskContext) -> str:
+            return ctx.agent_id
+
+        made.append(work)
+    return made
+
+
+async def test_a_router_that_writes_only_route_serves_a_fleet() -> None:
+    graph = TaskGraph()
+    graph.add_subtask("w", skill="work")
+    graph.add_subtask("words", description="some words to embed")  # prepare() is a no-op
+
+    result = await Fleet(workers(), router=Last()).run(graph)
+
+    assert result.outputs == {"w": "second"}
+    assert result.errors["words"]["type"] == "NoCapableAgent"
+
+
+class RouteOnly:
+    """A router from before Router was a base class."""
+
+    def route(self, subtask: Subtask, agents: Mapping[str, AgentProfile]) -> RoutingDecision:
+        return RoutingDecision((sorted(agents)[0],))
+
+    def save(self) -> None:
+        raise AssertionError("only route() of a router that is not a Router is called")
+
+
+async def test_a_router_that_does_not_subclass_router_still_routes_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="RouteOnly does not subclass"):
+        fleet = Fleet(workers(), router=RouteOnly())  # type: ignore[arg-type]  # on purpose
+    graph = TaskGraph()
+    graph.add_subtask("w", skill="work")
+
+    result = await fleet.run(graph)
+
+    assert isinstance(fleet.router, Router)
+    assert result.outputs == {"w": "first"}
+    fleet.router.save()  # declared, and does nothing
+
+
+def test_something_without_route_is_not_a_router() -> None:
+    with pytest.raises(ConfigError, match="object is not a router"):
+        Fleet([], router=object())  # type: ignore[arg-type]  # on purpose

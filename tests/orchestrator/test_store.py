@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from fleetmind._task_log import (
     TaskCancelled,
 )
 from fleetmind._task_model import Dependency, Subtask
-from fleetmind.errors import StoreError, TaskNotFound
+from fleetmind.errors import ConfigError, StoreError, TaskNotFound
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._store import (
     MemoryStore,
@@ -176,8 +176,9 @@ def test_writes_to_an_unknown_task_raise_task_not_found(store: Store) -> None:
         store.set_status("nope", "done")
 
 
-def test_store_protocol_is_implemented() -> None:
+def test_both_stores_are_stores() -> None:
     assert isinstance(MemoryStore(), Store)
+    assert issubclass(SQLiteStore, Store)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,23 +257,23 @@ def test_sqlite_store_reports_a_corrupt_entry(sqlite_store: SQLiteStore) -> None
 # --------------------------------------------------------------------------------------------
 
 
-def test_resolve_id_matches_a_unique_prefix(sqlite_store: SQLiteStore, db_path: Path) -> None:
+def test_resolve_id_matches_a_unique_prefix(store: Store) -> None:
     for task_id in ("t1abc", "t1abd", "t2xyz", "run", "run-2"):
-        sqlite_store.create_task(record(task_id))
+        store.create_task(record(task_id))
 
-    assert sqlite_store.resolve_id("t2") == "t2xyz"
-    assert sqlite_store.resolve_id("t1abc") == "t1abc"
-    assert sqlite_store.resolve_id("t1abd") == "t1abd"
-    assert sqlite_store.resolve_id("run") == "run"  # an exact id wins over longer ones
-    assert sqlite_store.resolve_id("run-") == "run-2"
+    assert store.resolve_id("t2") == "t2xyz"
+    assert store.resolve_id("t1abc") == "t1abc"
+    assert store.resolve_id("t1abd") == "t1abd"
+    assert store.resolve_id("run") == "run"  # an exact id wins over longer ones
+    assert store.resolve_id("run-") == "run-2"
     with pytest.raises(TaskNotFound, match="task id 't1ab' is ambiguous"):
-        sqlite_store.resolve_id("t1ab")
+        store.resolve_id("t1ab")
     with pytest.raises(TaskNotFound, match="task id 't' is ambiguous"):
-        sqlite_store.resolve_id("t")
-    with pytest.raises(TaskNotFound, match=f"no task 't3' in the store at {db_path}"):
-        sqlite_store.resolve_id("t3")
+        store.resolve_id("t")
+    with pytest.raises(TaskNotFound, match="no task 't3' in the store"):
+        store.resolve_id("t3")
     with pytest.raises(TaskNotFound, match="no task 'T1'"):
-        sqlite_store.resolve_id("T1")  # ids are case-sensitive
+        store.resolve_id("T1")  # ids are case-sensitive
 
 
 def test_reopened_store_sees_the_data(db_path: Path) -> None:
@@ -407,3 +408,54 @@ def test_open_store_picks_the_store(tmp_path: Path) -> None:
         assert opened.path == Path(target)
         assert isinstance(opened, Store)
         opened.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The Store base class: defaults, and stores that do not subclass it
+# --------------------------------------------------------------------------------------------
+
+
+class Plain:
+    """A store from before Store was a base class: the five methods, nothing more."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
+        self.inner.create_task(record, entries)
+
+    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
+        self.inner.append(task_id, first_version, entries)
+
+    def set_status(self, task_id: str, status: str) -> None:
+        self.inner.set_status(task_id, status)
+
+    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
+        return self.inner.load(task_id)
+
+    def tasks(self, limit: int = 50) -> list[TaskRecord]:
+        return self.inner.tasks(limit)
+
+
+def test_a_store_that_does_not_subclass_store_is_used_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="Plain does not subclass"):
+        store = open_store(Plain())
+    store.create_task(record("t1abc"), sample_log())
+
+    assert isinstance(store, Store)
+    assert store.tasks()[0].id == "t1abc"
+    assert store.load("t1abc")[1] == sample_log()
+    assert store.resolve_id("t1abc") == "t1abc"  # the default: exact ids only
+    with pytest.raises(TaskNotFound):
+        store.resolve_id("t1")
+    assert store.sibling(".memory.db") is None  # it keeps no files the fleet knows of
+
+
+def test_something_that_is_not_a_store_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="int is not a store: give a path, or subclass"):
+        open_store(42)
+
+
+def test_files_that_belong_with_a_store_go_beside_it(sqlite_store: SQLiteStore) -> None:
+    assert sqlite_store.sibling(".memory.db") == sqlite_store.path.with_name("fleet.memory.db")
+    assert MemoryStore().sibling(".checkpoints.db") is None
