@@ -196,6 +196,21 @@ class Agent(abc.ABC):
         """Inputs the agent reads when given (the planner shows them beside the required)."""
         return frozenset()
 
+    def missing_inputs(self, subtask_id: str, supplied: Iterable[str]) -> MissingInput | None:
+        """The error for a subtask given only ``supplied`` inputs when this agent requires
+        more, or None. Checked before a task starts, before each dispatch and, for a function
+        agent, on the machine where it runs."""
+        required = self.required_inputs
+        if not required:
+            return None
+        missing = required - set(supplied)
+        if not missing:
+            return None
+        return MissingInput(
+            f"subtask {subtask_id!r} is missing input(s) {', '.join(sorted(missing))} "
+            f"required by agent {self.id!r}"
+        )
+
     @property
     def online(self) -> bool:
         """Whether the agent can be reached now. A local agent always can; a remote one may be
@@ -264,12 +279,9 @@ class FunctionAgent(Agent):
         return self._fn
 
     async def run(self, subtask: Subtask, ctx: SubtaskContext) -> Any:
-        missing = self._required - ctx.inputs.keys()
-        if missing:
-            raise MissingInput(
-                f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
-                f"required by agent {self.id!r}"
-            )
+        missing = self.missing_inputs(subtask.id, ctx.inputs)
+        if missing is not None:
+            raise missing
         if self._takes_any:
             kwargs = dict(ctx.inputs)
         else:

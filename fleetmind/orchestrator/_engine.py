@@ -42,7 +42,6 @@ from fleetmind.errors import (
     FleetmindError,
     FleetStateError,
     GraphError,
-    MissingInput,
     NoCapableAgent,
     blames_agent,
 )
@@ -671,7 +670,9 @@ class Engine:
                 ),
             )
             return
-        missing = self._missing_inputs(subtask_id, candidates[0])
+        agent = self._directory.get(candidates[0])
+        assert agent is not None
+        missing = agent.missing_inputs(subtask_id, self.graph.supplied_inputs(subtask_id))
         if missing is not None:
             self._fail_unstarted(subtask_id, missing)
             return
@@ -685,19 +686,6 @@ class Engine:
         self._waiting.add(subtask_id)
         for agent_id in candidates:
             self._directory.wait(agent_id, self, subtask_id)
-
-    def _missing_inputs(self, subtask_id: str, agent_id: str) -> MissingInput | None:
-        agent = self._directory.get(agent_id)
-        assert agent is not None
-        if not agent.required_inputs:
-            return None
-        missing = agent.required_inputs - self.graph.supplied_inputs(subtask_id)
-        if not missing:
-            return None
-        return MissingInput(
-            f"subtask {subtask_id!r} is missing input(s) {', '.join(sorted(missing))} "
-            f"required by agent {agent_id!r}"
-        )
 
     def _fail_unstarted(self, subtask_id: str, error: FleetmindError) -> None:
         self._fail_for_good(subtask_id, error.to_dict())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fleetmind._suggest import did_you_mean
 from fleetmind._task_model import Subtask
-from fleetmind.errors import MissingInput, NoCapableAgent
+from fleetmind.errors import NoCapableAgent
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._router import Router
@@ -30,12 +30,9 @@ def check_runnable(graph: TaskGraph, directory: AgentDirectory, router: Router) 
         agent = directory.get(decision.candidates[0])
         if agent is None:
             continue
-        missing = agent.required_inputs - graph.supplied_inputs(subtask.id)
-        if missing:
-            raise MissingInput(
-                f"subtask {subtask.id!r} is missing input(s) {', '.join(sorted(missing))} "
-                f"required by agent {agent.id!r}"
-            )
+        missing = agent.missing_inputs(subtask.id, graph.supplied_inputs(subtask.id))
+        if missing is not None:
+            raise missing
 
 
 def _nearest_name(subtask: Subtask, directory: AgentDirectory) -> str:
