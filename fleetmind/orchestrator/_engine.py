@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, Literal, assert_never
 
 from fleetmind._task_log import (
@@ -30,7 +29,6 @@ from fleetmind._task_log import (
     SubtaskReplanned,
     SubtaskRequeued,
     SubtaskRetried,
-    SubtaskRouted,
     SubtaskStarted,
     TaskCancelled,
     UpdateSubtask,
@@ -64,13 +62,14 @@ from fleetmind.orchestrator._engine_messages import (
     RunSucceeded,
     SlotOffered,
 )
+from fleetmind.orchestrator._engine_waits import AgentWaits
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._replan import (
     REPLANNABLE_ERRORS_EXCLUDED,
     Replanner,
     ReplanRequest,
 )
-from fleetmind.orchestrator._router import Router, RoutingDecision
+from fleetmind.orchestrator._router import Router
 from fleetmind.orchestrator._store import Store
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
@@ -119,9 +118,7 @@ class Engine:
         self._memory = memory
         self._agent_wait_s = agent_wait_s
         self._result_sources = tuple(result_sources)
-        self._awaiting_agents: dict[str, float] = {}
-        """Subtasks no agent can take right now, and until when they wait for one (monotonic)."""
-        self._agent_timer: asyncio.Task[None] | None = None
+        self._agent_waits = AgentWaits(agent_wait_s, self._agents_may_have_joined)
         self._after_flush: list[Callable[[], None]] = []
         self._replanner = replanner
         self._max_replans = max_replans
@@ -193,7 +190,7 @@ class Engine:
         self._state = "running"
         self._inbox = asyncio.Queue()
         try:
-            self._directory.on_join(self._agents_joined)
+            self._directory.on_join(self._agent_waits.joined)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 for subtask_id in self.graph.running_ids():
@@ -215,14 +212,13 @@ class Engine:
                     self._schedule_ready()
                     self._flush()
                 self._state = "finishing"
-                if self._agent_timer is not None:
-                    self._agent_timer.cancel()
+                self._agent_waits.stop()
                 self._refuse_late_edits()
                 self._finish()
         finally:
             self._state = "finished"
             self._tg = None
-            self._directory.off_join(self._agents_joined)
+            self._directory.off_join(self._agent_waits.joined)
             self._run_hooks()  # nothing more will be saved: acknowledge what was
             await self._close_checkpoints()
             self.events.close()
@@ -361,11 +357,8 @@ class Engine:
         self._tokens.pop(sid, None)
         edits = message.result.edits
         try:
-            if len(edits) > 1:
-                # All or nothing: try the batch on a copy before touching the live graph.
-                trial = TaskGraph.from_log(self.graph.log, name=self.graph.name)
-                for edit in edits:
-                    trial.apply(edit)
+            if len(edits) > 1:  # all or nothing (one edit is checked as it is applied)
+                self.graph.check_edits(edits)
             for edit in edits:
                 self._record(edit, by=sid)
         except GraphError as exc:
@@ -487,38 +480,19 @@ class Engine:
         hooks, self._after_flush = self._after_flush, []
         _run_all(hooks, self.task_id)
 
-    def _await_agents(self, subtask_id: str) -> bool:
-        """Let a subtask that no agent can take wait for agents to join, for a while."""
-        if self._agent_wait_s <= 0:
-            return False
-        now = time.monotonic()
-        deadline = self._awaiting_agents.setdefault(subtask_id, now + self._agent_wait_s)
-        if now >= deadline:
-            del self._awaiting_agents[subtask_id]
-            return False
-        if self._agent_timer is None or self._agent_timer.done():
-            assert self._tg is not None
-            self._agent_timer = self._tg.create_task(self._agent_wait_timer())
-        return True
-
-    async def _agent_wait_timer(self) -> None:
-        while self._awaiting_agents and self._state == "running":
-            await asyncio.sleep(max(0.05, min(self._awaiting_agents.values()) - time.monotonic()))
-            self._post(AgentsChanged())
-
-    def _agents_joined(self) -> None:
-        if self._awaiting_agents and self._state == "running":
+    def _agents_may_have_joined(self) -> None:
+        if self._state == "running":
             self._post(AgentsChanged())
 
     def _route_awaiting(self) -> None:
-        for subtask_id in list(self._awaiting_agents):
-            if subtask_id not in self.graph:
-                self._awaiting_agents.pop(subtask_id, None)
-                continue
-            if self.graph.state(subtask_id).status is SubtaskStatus.READY:
+        for subtask_id in self._agent_waits.waiting():
+            if (
+                subtask_id in self.graph
+                and self.graph.state(subtask_id).status is SubtaskStatus.READY
+            ):
                 self._dispatch(subtask_id)
             else:
-                self._awaiting_agents.pop(subtask_id, None)
+                self._agent_waits.done(subtask_id)
 
     # ---------------------------------------------------------------------------------------
     # Failing for good, and replanning
@@ -580,11 +554,10 @@ class Engine:
             edits, reason = decision.edits, decision.reason
             outcome = "edited" if edits else "gave_up"
             if edits:
-                try:  # all or nothing, checked on a copy before the live graph is touched
-                    trial = self.graph.copy()
-                    trial.apply(SubtaskReplanned(subtask_id=sid, outcome="edited"))
-                    for edit in edits:
-                        trial.apply(edit)
+                try:  # all or nothing, before the live graph is touched
+                    self.graph.check_edits(
+                        edits, first=SubtaskReplanned(subtask_id=sid, outcome="edited")
+                    )
                 except GraphError as exc:
                     outcome, reason, edits = "failed", f"the planner's edit is invalid: {exc}", ()
         self._record(
@@ -651,10 +624,11 @@ class Engine:
         try:
             decision = self._router.route(subtask, self._directory.profiles)
         except NoCapableAgent as exc:
-            if not self._await_agents(subtask_id):
+            assert self._tg is not None
+            if not self._agent_waits.wait(subtask_id, self._tg.create_task):
                 self._fail_unstarted(subtask_id, exc)
             return
-        self._awaiting_agents.pop(subtask_id, None)
+        self._agent_waits.done(subtask_id)
         candidates = tuple(
             a
             for a in decision.candidates
@@ -678,7 +652,7 @@ class Engine:
             return
         self._candidates[subtask_id] = candidates
         if decision.scores or decision.excluded or decision.review:
-            self._record(_routed_entry(subtask_id, decision))
+            self._record(decision.entry(subtask_id))
         for agent_id in candidates:
             if self._directory.try_take(agent_id):
                 self._start(subtask_id, agent_id)
@@ -804,15 +778,3 @@ def _run_all(hooks: list[Callable[[], None]], task_id: str) -> None:
             hook()
         except Exception:  # an acknowledgement that cannot be sent is the broker's loss
             log.warning("a hook after saving task %s failed", task_id, exc_info=True)
-
-
-def _routed_entry(subtask_id: str, decision: RoutingDecision) -> SubtaskRouted:
-    """The decision as a log entry: top candidates with their scores, a few exclusions."""
-    candidates = tuple(
-        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(s).items()}
-        for s in decision.scores[:5]
-    ) or tuple({"agent_id": a} for a in decision.candidates[:5])
-    excluded = dict(list(decision.excluded.items())[:10])
-    return SubtaskRouted(
-        subtask_id=subtask_id, candidates=candidates, excluded=excluded, review=decision.review
-    )

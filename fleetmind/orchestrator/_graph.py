@@ -613,6 +613,16 @@ class TaskGraph:
     # Round trips
     # ----------------------------------------------------------------------------------------
 
+    def check_edits(self, edits: Iterable[LogEntry], *, first: LogEntry | None = None) -> None:
+        """Raise ``GraphError`` unless every one of ``edits`` applies, in order (after
+        ``first``), so that a batch is applied all or nothing. Tried on a copy: this graph is
+        not touched."""
+        trial = self.copy()
+        if first is not None:
+            trial.apply(first)
+        for edit in edits:
+            trial.apply(edit)
+
     def copy(self) -> TaskGraph:
         """An independent graph equal to this one (same log), made without replaying the log."""
         other = TaskGraph(self.name)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fleetmind._task_log import SubtaskRouted
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile
 from fleetmind.errors import ConfigError, NoCapableAgent
@@ -38,6 +39,18 @@ class RoutingDecision:
     """The top candidates' scores and their parts, best first (when the router scores)."""
     review: dict[str, Any] | None = None
     """A language model's verdict on the candidates (see ``RouteReviewer``), when asked."""
+
+    def entry(self, subtask_id: str) -> SubtaskRouted:
+        """The decision as the log entry that explains it: the top candidates with their
+        scores, and a few of the exclusions."""
+        candidates = tuple(
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(s).items()}
+            for s in self.scores[:5]
+        ) or tuple({"agent_id": a} for a in self.candidates[:5])
+        excluded = dict(list(self.excluded.items())[:10])
+        return SubtaskRouted(
+            subtask_id=subtask_id, candidates=candidates, excluded=excluded, review=self.review
+        )
 
 
 @dataclass(frozen=True)
