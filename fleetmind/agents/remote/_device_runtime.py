@@ -432,8 +432,8 @@ class DeviceRuntime:
                 error=error_outcome(exc),
             )
         else:
-            outcome = raw if isinstance(raw, SubtaskResult) else SubtaskResult(raw)
-            edits = tuple(e.model_dump(mode="json") for e in (*ctx.edits, *outcome.edits))
+            outcome = SubtaskResult.of(raw, ctx)
+            edits = tuple(e.model_dump(mode="json") for e in outcome.edits)
             result = ResultPayload(
                 task_id=job.task_id,
                 subtask_id=subtask.id,
