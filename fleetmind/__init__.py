@@ -13,56 +13,113 @@ result = await Fleet([greeter]).run(graph)
 ```
 """
 
+from typing import TYPE_CHECKING
+
+from fleetmind._lazy import load
 from fleetmind._version import __version__
-from fleetmind.agents import (
-    Agent,
-    AgentLimits,
-    AgentProfile,
-    LangGraphAgent,
-    LLMAgent,
-    ModelConfig,
-    ModelEndpoint,
-    Skill,
-    SubtaskContext,
-    SubtaskResult,
-    Tier,
-    agent,
-)
-from fleetmind.errors import (
-    ConfigError,
-    FleetmindError,
-    GraphError,
-    InputRequired,
-    NoCapableAgent,
-    SubtaskFailed,
-    SubtaskTimeout,
-    TaskCancelled,
-)
-from fleetmind.orchestrator import (
-    Condition,
-    Dependency,
-    DependencyKind,
-    Fleet,
-    Planner,
-    RetryPolicy,
-    Router,
-    SQLiteStore,
-    Subtask,
-    SubtaskStatus,
-    TaskGraph,
-    TaskHandle,
-    TaskResult,
-)
-from fleetmind.tools import ToolRegistry, tool
+
+if TYPE_CHECKING:
+    from fleetmind.agents import (
+        Agent,
+        AgentLimits,
+        AgentProfile,
+        LangGraphAgent,
+        LLMAgent,
+        ModelConfig,
+        ModelEndpoint,
+        OpenAICompatibleClient,
+        Skill,
+        SubtaskContext,
+        SubtaskResult,
+        Tier,
+        agent,
+    )
+    from fleetmind.errors import (
+        ConfigError,
+        FleetmindError,
+        GraphError,
+        InputRequired,
+        NoCapableAgent,
+        SubtaskFailed,
+        SubtaskTimeout,
+        TaskCancelled,
+    )
+    from fleetmind.orchestrator import (
+        Condition,
+        Dependency,
+        DependencyKind,
+        Fleet,
+        Planner,
+        RetryPolicy,
+        Router,
+        SQLiteStore,
+        Subtask,
+        SubtaskStatus,
+        TaskGraph,
+        TaskHandle,
+        TaskResult,
+    )
+    from fleetmind.tools import ToolRegistry, tool
+
+_EXPORTS: dict[str, str] = {
+    name: module
+    for module, names in {
+        "fleetmind.agents": (
+            "Agent",
+            "AgentLimits",
+            "AgentProfile",
+            "LLMAgent",
+            "LangGraphAgent",
+            "ModelConfig",
+            "ModelEndpoint",
+            "OpenAICompatibleClient",
+            "Skill",
+            "SubtaskContext",
+            "SubtaskResult",
+            "Tier",
+            "agent",
+        ),
+        "fleetmind.errors": (
+            "ConfigError",
+            "FleetmindError",
+            "GraphError",
+            "InputRequired",
+            "NoCapableAgent",
+            "SubtaskFailed",
+            "SubtaskTimeout",
+            "TaskCancelled",
+        ),
+        "fleetmind.orchestrator": (
+            "Condition",
+            "Dependency",
+            "DependencyKind",
+            "Fleet",
+            "Planner",
+            "RetryPolicy",
+            "Router",
+            "SQLiteStore",
+            "Subtask",
+            "SubtaskStatus",
+            "TaskGraph",
+            "TaskHandle",
+            "TaskResult",
+        ),
+        "fleetmind.tools": ("ToolRegistry", "tool"),
+    }.items()
+    for name in names
+}
+"""Where each name of the SDK surface lives. A name's package loads on its first use, so that
+``import fleetmind`` (and with it every ``fleetmind.*`` import, the command line's included)
+costs nothing until the SDK is used: a device never loads the orchestrator, and
+``fleetmind --help`` loads no agent, graph or model code."""
 
 
 def __getattr__(name: str) -> object:
-    # The HTTP model client loads httpx on first use, so `import fleetmind` stays light.
-    if name == "OpenAICompatibleClient":
-        from fleetmind.agents import OpenAICompatibleClient
+    return load(__name__, _EXPORTS, name)
 
-        return OpenAICompatibleClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
