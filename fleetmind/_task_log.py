@@ -211,6 +211,22 @@ class TaskCancelled(_Entry):
     reason: str = ""
 
 
+class TaskResumed(_Entry):
+    """A stored task was taken up again after its process stopped (interrupted or crashed).
+
+    ``stopped_at`` is when it stopped: the interruption, or after a crash the last entry made
+    before it (0 when unknown). The time in between counts in no subtask's duration.
+    """
+
+    kind: Literal["task_resumed"] = "task_resumed"
+    stopped_at: float = 0.0
+
+    @property
+    def down_s(self) -> float:
+        """Seconds the task was stopped (0 when either time is unknown)."""
+        return max(self.at - self.stopped_at, 0.0) if self.at and self.stopped_at else 0.0
+
+
 LogEntry = Annotated[
     AddSubtask
     | RemoveSubtask
@@ -226,7 +242,8 @@ LogEntry = Annotated[
     | SubtaskFinished
     | TaskPlanned
     | SubtaskReplanned
-    | TaskCancelled,
+    | TaskCancelled
+    | TaskResumed,
     Field(discriminator="kind"),
 ]
 """Any entry of a task graph's log."""

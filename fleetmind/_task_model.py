@@ -142,4 +142,5 @@ class Dependency(BaseModel):
         return (self.source, self.target, self.input or "")
 
 
-TaskStatus = Literal["running", "done", "failed", "cancelled"]
+TaskStatus = Literal["running", "interrupted", "done", "failed", "cancelled"]
+"""A task's status in the store; ``interrupted``: stopped by its user (Ctrl-C), resumable."""

@@ -8,11 +8,12 @@ that does not embed (the device runtime, most CLI commands) ever pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +45,15 @@ class Embedder(Protocol):
 
 _MODELS_LOCK = threading.Lock()
 _LOADED: dict[str, Any] = {}
+_LOAD_WATCHERS: list[Callable[[str], contextlib.AbstractContextManager[object]]] = []
+
+
+def watch_model_loads(watcher: Callable[[str], contextlib.AbstractContextManager[object]]) -> None:
+    """Have ``watcher(what)`` wrap every embedding-model load of this process from now on, in
+    whichever thread it happens: a first load takes seconds to a minute, and the command line
+    shows it while it waits."""
+    if watcher not in _LOAD_WATCHERS:
+        _LOAD_WATCHERS.append(watcher)
 
 
 def _load_model(model: EmbeddingModel) -> Any:
@@ -56,12 +66,20 @@ def _load_model(model: EmbeddingModel) -> Any:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         require("sentence_transformers", "orchestrator", "semantic routing and memory search")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        what = (
+            f"loading the {model.name} embedding model"
+            if model.ready()
+            else f"assembling the {model.name} embedding model (first use; kept for next time)"
+        )
+        with contextlib.ExitStack() as watching:
+            for watcher in _LOAD_WATCHERS:
+                watching.enter_context(watcher(what))
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
-        folder = model.locate()
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        loaded = SentenceTransformer(str(folder), device="cpu")
+            folder = model.locate()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            loaded = SentenceTransformer(str(folder), device="cpu")
         _LOADED[model.name] = loaded
         return loaded
 

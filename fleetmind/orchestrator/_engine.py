@@ -31,6 +31,7 @@ from fleetmind._task_log import (
     SubtaskRetried,
     SubtaskStarted,
     TaskCancelled,
+    TaskResumed,
     UpdateSubtask,
 )
 from fleetmind._task_model import Subtask, SubtaskStatus
@@ -95,6 +96,8 @@ class Engine:
             device coming back) before it fails; 0 fails it at once.
         result_sources: Where the outcomes of attempts made before a crash may be waiting
             (the fleet link keeps the answers devices sent while the orchestrator was down).
+        stopped_at: For a resumed task, when its process stopped: the downtime is logged
+            (``TaskResumed``) and counts in no subtask's duration.
     """
 
     def __init__(
@@ -113,8 +116,10 @@ class Engine:
         agent_wait_s: float = 0.0,
         result_sources: Sequence[ResultSource] = (),
         memory: MemoryStore | None = None,
+        stopped_at: float | None = None,
     ) -> None:
         self.task_id = task_id
+        self._stopped_at = stopped_at
         self._memory = memory
         self._agent_wait_s = agent_wait_s
         self._result_sources = tuple(result_sources)
@@ -193,6 +198,8 @@ class Engine:
             self._directory.on_join(self._agent_waits.joined)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if self._stopped_at is not None:
+                    self._record(TaskResumed(at=self._clock(), stopped_at=self._stopped_at))
                 for subtask_id in self.graph.running_ids():
                     # A resumed task: an answer that arrived while the process was down stands,
                     # whichever agent the router would choose now; the rest runs again.

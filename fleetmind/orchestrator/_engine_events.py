@@ -25,6 +25,7 @@ from fleetmind._task_log import (
     SubtaskStarted,
     TaskCancelled,
     TaskPlanned,
+    TaskResumed,
     UpdateSubtask,
 )
 from fleetmind._task_model import SubtaskStatus
@@ -134,6 +135,8 @@ def events_for(
             AddSubtask() | RemoveSubtask() | UpdateSubtask() | AddDependency() | RemoveDependency()
         ):
             out.append(ev.GraphEdited(**base, edit=entry, by=by))
+        case TaskResumed():
+            out.append(ev.TaskResumedEvent(**base, down_s=entry.down_s))
         case SubtaskRequeued() | TaskPlanned() | TaskCancelled():
             pass  # followers learn of these through the changes they cause
         case _:

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from fleetmind._task_log import SubtaskProgressed
+from fleetmind._task_log import SubtaskProgressed, TaskResumed
 from fleetmind._task_model import SubtaskStatus
 from fleetmind.memory import SHARED, MemoryStore, NewEpisode
 from fleetmind.orchestrator._graph import TaskGraph
@@ -97,11 +97,20 @@ def task_episodes(result: TaskResult) -> list[dict[str, Any]]:
 
 
 def _span(graph: TaskGraph) -> float | None:
-    """From the first subtask's start to the last one's end (None: nothing ran)."""
+    """From the first subtask's start to the last one's end, less the time the task was
+    stopped in between (None: nothing ran)."""
     states = [graph.state(s.id) for s in graph]
     starts = [s.started_at for s in states if s.started_at]
     ends = [s.finished_at for s in states if s.finished_at]
-    return max(ends) - min(starts) if starts and ends else None
+    if not starts or not ends:
+        return None
+    first, last = min(starts), max(ends)
+    down = sum(
+        max(min(e.at, last) - max(e.stopped_at, first), 0.0)
+        for e in graph.log
+        if isinstance(e, TaskResumed) and e.down_s
+    )
+    return last - first - down
 
 
 async def remember_task(memory: MemoryStore, result: TaskResult) -> int:

@@ -157,6 +157,15 @@ class TaskFinished(Event):
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskResumedEvent(Event):
+    """A stored task was taken up again after its process stopped (interrupted or crashed)."""
+
+    kind: Literal["task_resumed"] = "task_resumed"
+    down_s: float
+    """How long it was stopped (0 when unknown): counted in no subtask's duration."""
+
+
 TaskEvent = (
     SubtaskReady
     | SubtaskRouted
@@ -170,6 +179,7 @@ TaskEvent = (
     | SubtaskCancelled
     | SubtaskReplanned
     | GraphEdited
+    | TaskResumedEvent
     | TaskFinished
 )
 

@@ -475,9 +475,10 @@ class Fleet:
         )
 
     def resume_engine(self, task_id: str) -> Engine:
-        """An engine that continues a stored task where its log ends."""
+        """An engine that continues a stored task where its log ends (one that was interrupted,
+        or whose process died while it ran)."""
         record, entries = self.store.load(task_id)
-        if record.status != "running":
+        if record.status not in ("running", "interrupted"):
             raise FleetStateError(f"task {task_id} has already ended ({record.status})")
         if not entries:
             # Stored by an older version without its graph: there is nothing to run.
@@ -488,6 +489,11 @@ class Fleet:
             # The process died between the last entry and the status update.
             self.store.set_status(task_id, graph.status)
             raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
+        # It stopped when interrupted, or else (a crash) after the last thing it logged.
+        stopped_at = max(e.at for e in entries)
+        if record.status == "interrupted":
+            stopped_at = max(stopped_at, record.updated_at)
+            self.store.set_status(task_id, "running")
         return Engine(
             task_id,
             graph,
@@ -499,6 +505,7 @@ class Fleet:
             agent_wait_s=self.agent_wait_s,
             result_sources=self.result_sources,
             memory=self.memory,
+            stopped_at=stopped_at,
             **self._replanning(graph, None),
         )
 

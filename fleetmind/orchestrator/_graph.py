@@ -38,6 +38,7 @@ from fleetmind._task_log import (
     SubtaskStarted,
     TaskCancelled,
     TaskPlanned,
+    TaskResumed,
     UpdateSubtask,
     add_dependency_edit,
     add_subtask_edit,
@@ -76,6 +77,8 @@ class SubtaskState:
     fraction: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    paused_s: float = 0.0
+    """Time between start and finish when the task's process was down (not counted)."""
     routing: dict[str, Any] | None = None
     """The latest routing decision: ranked candidates with scores, and exclusions."""
     steps: int = 0
@@ -104,6 +107,7 @@ class SubtaskState:
             self.fraction,
             self.started_at,
             self.finished_at,
+            self.paused_s,
             self.routing,
             self.steps,
             self.tokens,
@@ -115,9 +119,9 @@ class SubtaskState:
 
     @property
     def duration_s(self) -> float | None:
-        """Seconds from first start to finish, when both times are known."""
+        """Seconds from first start to finish, less downtime, when both times are known."""
         if self.started_at and self.finished_at:
-            return max(self.finished_at - self.started_at, 0.0)
+            return max(self.finished_at - self.started_at - self.paused_s, 0.0)
         return None
 
 
@@ -276,6 +280,10 @@ class TaskGraph:
                 state.replanned = entry.outcome
             case TaskCancelled():
                 self._cancel(entry.reason or "task cancelled", changes)
+            case TaskResumed():
+                for state in self._state.values():  # the downtime is no subtask's work
+                    if entry.down_s and state.started_at and not state.status.is_terminal:
+                        state.paused_s += max(entry.at - max(entry.stopped_at, state.started_at), 0)
             case _:
                 assert_never(entry)
         self._log.append(entry)

@@ -32,6 +32,7 @@ class TaskRecord(BaseModel):
     id: str
     name: str
     status: str = "running"
+    """running, interrupted (stopped by its user; resumable), done, failed or cancelled."""
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     source: str | None = None
@@ -42,8 +43,8 @@ class TaskRecord(BaseModel):
 class Store(abc.ABC):
     """Where tasks and their logs live.
 
-    Five methods must be written; :meth:`resolve_id` and :meth:`sibling` have defaults that
-    suit a store that keeps no files and matches ids exactly.
+    Five methods must be written; :meth:`interrupt`, :meth:`resolve_id` and :meth:`sibling`
+    have defaults that suit a store that keeps no files and matches ids exactly.
     """
 
     @abc.abstractmethod
@@ -57,7 +58,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def set_status(self, task_id: str, status: str) -> None:
-        """Record the task's status (running, done, failed, cancelled)."""
+        """Record the task's status (running, interrupted, done, failed, cancelled)."""
 
     @abc.abstractmethod
     def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
@@ -66,6 +67,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         """The most recent tasks, newest first."""
+
+    def interrupt(self, task_id: str) -> str | None:
+        """Mark a running task interrupted: its user stopped it and ``resume`` continues it.
+
+        Returns the task's status afterwards (``interrupted``, or how it had already ended),
+        or None when there is no such task. This default reads the task first; a store that
+        can should check and write in one step.
+        """
+        try:
+            record, _ = self.load(task_id)
+        except TaskNotFound:
+            return None
+        if record.status == "running":
+            self.set_status(task_id, "interrupted")
+            return "interrupted"
+        return record.status
 
     def resolve_id(self, prefix: str) -> str:
         """The full id of the one task whose id starts with ``prefix`` (an exact id wins).
@@ -279,6 +296,21 @@ class SQLiteStore(Store):
             "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
             [(status, time.time(), task_id)],
         )
+
+    def interrupt(self, task_id: str) -> str | None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "UPDATE tasks SET status = 'interrupted', updated_at = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    (time.time(), task_id),
+                )
+                row = self._db.execute(
+                    "SELECT status FROM tasks WHERE id = ?", (task_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        return None if row is None else str(row[0])
 
     def _record(self, row: tuple[Any, ...]) -> TaskRecord:
         return TaskRecord(

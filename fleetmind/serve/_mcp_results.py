@@ -202,6 +202,8 @@ def event_message(event: TaskEvent) -> str:
             return f"{event.subtask_id}: replanned ({event.outcome}): {event.reason}"
         case "graph_edited":
             return f"graph edited{f' by {event.by}' if event.by else ''}"
+        case "task_resumed":
+            return f"task resumed after {event.down_s:.1f} s stopped"
         case "task_finished":
             return f"task {event.status}"
         case _:

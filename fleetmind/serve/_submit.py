@@ -53,6 +53,7 @@ async def submit_via_broker(
     source: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     timeout_s: float | None = None,
+    on_submitted: Callable[[], None] | None = None,
 ) -> SubmittedTaskResult:
     """Hand ``graph`` to the fleet's orchestrators and wait for its result.
 
@@ -65,6 +66,8 @@ async def submit_via_broker(
         on_event: Called with each of the task's events (a dict with its ``kind``) as it comes.
         timeout_s: Give up after this long (``TimeoutError``); no orchestrator taking the task
             looks the same as a slow one.
+        on_submitted: Called once the task is on the broker, before any orchestrator has
+            taken it (its first event says one has).
 
     Raises:
         RunError: The orchestrator refused the task (an invalid graph, say).
@@ -81,6 +84,8 @@ async def submit_via_broker(
         await mqtt.subscribe(topics.task_events(task_id))
         body = SubmitPayload(task_id=task_id, graph=graph.to_definition(), source=source)
         await mqtt.publish(topics.submit, new_envelope("submit", "client", body).to_bytes())
+        if on_submitted is not None:
+            on_submitted()
         async for message in mqtt.messages():
             try:
                 envelope, payload = _parse(message.payload)

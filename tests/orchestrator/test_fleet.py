@@ -571,6 +571,7 @@ async def test_submit_resume_continues_a_stored_task(tmp_path: Path) -> None:
 
     assert result.outputs == {"s": "s"}
     assert [e.kind for e in events] == [
+        "task_resumed",  # with how long the task was stopped
         "subtask_ready",
         "subtask_started",
         "subtask_done",
