@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 import yaml
 
 from fleetmind._imports import load_attr, load_module
 from fleetmind.agents import Agent
 from fleetmind.errors import ConfigError
-from fleetmind.orchestrator import Fleet, Planner, Router, TaskGraph, read_task_file
 from fleetmind.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from fleetmind.orchestrator import Fleet, Planner, Router, TaskGraph
 
 
 @dataclass
@@ -59,6 +62,8 @@ def load_target(
         return _load_python(path, params, fleet_ref)
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ConfigError(f"{target}: expected a .yaml, .yml, .json or .py file")
+    from fleetmind.orchestrator import read_task_file
+
     task = read_task_file(path, params)
     ref = fleet_ref or task.fleet_ref
     if ref is None and remote_agents:
@@ -86,6 +91,8 @@ def load_target(
 
 
 def _load_python(path: Path, params: Mapping[str, Any], fleet_ref: str | None) -> RunTarget:
+    from fleetmind.orchestrator import TaskGraph
+
     module = load_module(path)
     task = getattr(module, "task", None)
     if callable(task) and not isinstance(task, TaskGraph):
@@ -123,12 +130,12 @@ class LoadedFleet(NamedTuple):
 
 def _agents_from(obj: Any, ref: str) -> LoadedFleet:
     """Agents (and a router) from a Fleet, a list of agents, or a module that defines them."""
-    if isinstance(obj, Fleet):
+    if _is_fleet(obj):
         return LoadedFleet(obj.agents, obj.router, obj.tools, obj.planner)
     if isinstance(obj, list | tuple) and all(isinstance(a, Agent) for a in obj):
         return LoadedFleet(list(obj))
     fleet = getattr(obj, "fleet", None)
-    if isinstance(fleet, Fleet):
+    if _is_fleet(fleet):
         return LoadedFleet(fleet.agents, fleet.router, fleet.tools, fleet.planner)
     agents = getattr(obj, "agents", None)
     if isinstance(agents, list | tuple) and agents and all(isinstance(a, Agent) for a in agents):
@@ -139,6 +146,13 @@ def _agents_from(obj: Any, ref: str) -> LoadedFleet:
         if found:
             return LoadedFleet(found)
     raise ConfigError(f"{ref} defines no agents (a `fleet`, an `agents` list, or @agent functions)")
+
+
+def _is_fleet(obj: object) -> TypeGuard[Fleet]:
+    """Whether ``obj`` is a Fleet. Nothing is one unless the user's code loaded the orchestrator,
+    so a device's agents file (`fleetmind agent serve`) is read without importing it."""
+    module = sys.modules.get("fleetmind.orchestrator._fleet")
+    return module is not None and isinstance(obj, module.Fleet)
 
 
 def load_fleet(ref: str) -> LoadedFleet:
