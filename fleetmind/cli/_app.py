@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +20,7 @@ from fleetmind.cli._a2a_agents import load_a2a_agents
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
 from fleetmind.cli._build import build_fleet, open_store, save_router
+from fleetmind.cli._drive import run_interruptible
 from fleetmind.cli._fleet_cmds import (
     FleetName,
     PasswordFile,
@@ -71,6 +72,7 @@ from fleetmind.cli._view import (
     routing_table,
     steps_table,
 )
+from fleetmind.cli._wait import show_model_loads, waiting
 from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import (
     Fleet,
@@ -127,7 +129,11 @@ def _drive(
     task_id: str,
 ) -> TaskResult:
     """Run a task to its end, with the devices of a broker's fleet when one is given, and
-    the remote A2A agents added with `fleetmind a2a add`."""
+    the remote A2A agents added with `fleetmind a2a add`.
+
+    Long waits show on the status line; Ctrl-C marks the task interrupted and says how to
+    resume it (see :func:`run_interruptible`)."""
+    show_model_loads()
 
     async def main() -> TaskResult:
         try:
@@ -137,7 +143,8 @@ def _drive(
 
     async def drive() -> TaskResult:
         # Connected inside this loop: their HTTP clients belong to it.
-        remotes = await load_a2a_agents(data_dir)
+        with waiting("connecting the remote A2A agents"):
+            remotes = await load_a2a_agents(data_dir)
         for remote in remotes:
             fleet.on_close(remote.aclose)
         for remote in remotes:
@@ -150,32 +157,39 @@ def _drive(
             fleet.add(remote)
         if broker is None:
             if check is not None:
-                fleet.check(check)
+                await fleet.acheck(check)
             return await _follow(fleet, start, view)
         from fleetmind.serve import MqttFleetLink
 
         # One MQTT session per task: a resumed run of this task gets the results its devices
         # sent meanwhile, and two tasks run side by side never share a session or replies.
-        async with MqttFleetLink(
-            fleet,
-            broker,
-            fleet_name=fleet_name,
-            client_id=broker.client_id("run", task_id),
-            replica_id=f"run-{task_id}",
-        ) as link:
-            # Devices' cards and presence, and results that arrived while we were away.
-            await link.settle()
+        async with AsyncExitStack() as stack:
+            with waiting(f"connecting to the broker at {broker.host}:{broker.port}") as wait:
+                link = await stack.enter_async_context(
+                    MqttFleetLink(
+                        fleet,
+                        broker,
+                        fleet_name=fleet_name,
+                        client_id=broker.client_id("run", task_id),
+                        replica_id=f"run-{task_id}",
+                    )
+                )
+                # Devices' cards and presence, and results that arrived while we were away.
+                wait.update(f"hearing from the devices of fleet {fleet_name!r}")
+                await link.settle()
             if check is not None:
-                fleet.check(check)
+                await fleet.acheck(check)
             return await _follow(fleet, start, view)
 
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        Console(stderr=True).print(
-            "interrupted — the task is kept; continue it with: fleetmind resume ID"
-        )
-        raise typer.Exit(130) from None
+    def interrupted() -> str:
+        status = fleet.store.interrupt(task_id)
+        if status is None:
+            return "interrupted before the task started; nothing to resume"
+        if status in ("interrupted", "running"):
+            return f"interrupted: resume with fleetmind resume {task_id}"
+        return f"interrupted: task {task_id} had already ended ({status})"
+
+    return run_interruptible(main(), on_interrupt=interrupted)
 
 
 def _finish(result: TaskResult, view: TaskView, *, as_json: bool, live: bool) -> None:
@@ -376,11 +390,12 @@ def resume(
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
 ) -> None:
-    """Finish a task whose process stopped: done subtasks are kept, the rest run."""
+    """Finish a task that was interrupted or whose process stopped: done subtasks are kept,
+    the rest run (the time it was stopped counts in no duration)."""
     store = open_store(data_dir)
     task_id = store.resolve_id(task_id)
     record, _ = store.load(task_id)
-    if record.status != "running":
+    if record.status not in ("running", "interrupted"):
         raise ConfigError(f"task {task_id} has already ended ({record.status}); nothing to resume")
     if not record.source:
         raise ConfigError(f"task {task_id} was not started from a file; resume it from Python")
@@ -505,7 +520,9 @@ def show(
         if graph.request:
             console.print(f"planned from: {graph.request}", highlight=False, soft_wrap=True)
         title = f"{record.name} · task {record.id} · {record.status}"
-        console.print(fit_table(graph_table(graph, title), console))
+        # An interrupted task's clock stopped with it.
+        stopped = record.updated_at if record.status == "interrupted" else None
+        console.print(fit_table(graph_table(graph, title, stopped_at=stopped), console))
         llm = llm_line(graph)
         if llm:
             console.print(llm, style="dim", highlight=False)

@@ -336,41 +336,80 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.1, help="Give up after this many seconds.")
     ] = None,
+    orchestrator_timeout: Annotated[
+        float,
+        typer.Option(
+            "--orchestrator-timeout",
+            min=0.1,
+            help="Give up when no orchestrator has taken the task after this many seconds.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Hand a task to the fleet's orchestrators over the broker and follow it to its end."""
+    from fleetmind._ids import new_task_id
+    from fleetmind.cli._drive import run_interruptible
     from fleetmind.cli._target import parse_params
+    from fleetmind.cli._wait import waiting
     from fleetmind.orchestrator import read_task_file
-    from fleetmind.serve import submit_via_broker
+    from fleetmind.serve import SubmittedTaskResult, submit_via_broker
 
     if not target.endswith((".yaml", ".yml", ".json")):
         raise ConfigError(f"{target}: `fleetmind submit` takes a task file (.yaml, .yml, .json)")
     task = read_task_file(target, parse_params(param or []))
     address = broker_address(broker, username, password_file)
     log = Console(stderr=True, highlight=False)
+    task_id = new_task_id()
+    taken = asyncio.Event()
 
     def show(event: dict[str, Any]) -> None:
+        taken.set()  # an orchestrator sends events once it has taken the task
         if not as_json:
             log.print(_event_line(event))
 
-    try:
-        result = asyncio.run(
-            submit_via_broker(
-                address,
-                task.graph,
-                fleet_name=fleet_name,
-                source=str(task.path),
-                on_event=show,
-                timeout_s=timeout,
+    async def follow() -> SubmittedTaskResult:
+        with waiting(f"connecting to the broker at {address.host}:{address.port}") as wait:
+            job = asyncio.ensure_future(
+                submit_via_broker(
+                    address,
+                    task.graph,
+                    fleet_name=fleet_name,
+                    task_id=task_id,
+                    source=str(task.path),
+                    on_event=show,
+                    timeout_s=timeout,
+                    on_submitted=lambda: wait.update(
+                        f"waiting for an orchestrator of fleet {fleet_name!r} to take task "
+                        f"{task_id}"
+                    ),
+                )
             )
-        )
+            seen = asyncio.ensure_future(taken.wait())
+            done, _ = await asyncio.wait(
+                {job, seen}, timeout=orchestrator_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            seen.cancel()
+            if not done:
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+                raise ConfigError(
+                    f"no orchestrator of fleet {fleet_name!r} took task {task_id} within "
+                    f"{orchestrator_timeout:g} s; start one with `fleetmind orchestrator serve` "
+                    "(or wait longer: --orchestrator-timeout)"
+                )
+        return await job
+
+    def interrupted() -> str:
+        if taken.is_set():
+            return f"interrupted: task {task_id} goes on at the orchestrator"
+        return f"interrupted before an orchestrator took task {task_id}"
+
+    try:
+        result = run_interruptible(follow(), on_interrupt=interrupted)
     except TimeoutError:
         raise ConfigError(
             f"no result within {timeout:g} s: is an orchestrator of fleet {fleet_name!r} "
             "serving (`fleetmind orchestrator serve`)?"
         ) from None
-    except KeyboardInterrupt:
-        log.print("interrupted — the task goes on at the orchestrator")
-        raise typer.Exit(130) from None
     if as_json:
         data = {
             "task_id": result.task_id,

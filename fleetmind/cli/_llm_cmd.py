@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from fleetmind.agents import CONFIGURE_HINT, ChatMessage, ModelConfig, ModelEndpoint
 from fleetmind.cli._options import DataDir, home
@@ -65,9 +64,11 @@ def check(
     config = load_models(models_file, data_dir)
     if not config.models:
         raise ModelNotConfigured(f"no model endpoint is configured; {CONFIGURE_HINT}")
-    status = Console(stderr=True)
-    with status.status("asking the configured models…"):
-        results = asyncio.run(_check_all(config))
+    from fleetmind.cli._drive import run_interruptible
+    from fleetmind.cli._wait import waiting
+
+    with waiting("asking the configured models"):
+        results = run_interruptible(_check_all(config))
     planner = config.planner_tier()
     for row in results:
         row["plans"] = row["tier"] == planner

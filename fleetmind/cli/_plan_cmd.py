@@ -4,7 +4,6 @@ model configuration (``--models``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -83,8 +82,11 @@ def make_plan(fleet: Fleet, request: str) -> Plan:
     label = f"planning with the {model.name} model" + (
         f" ({model.model_name})" if model.model_name else ""
     )
-    with Console(stderr=True).status(f"{label}…"):
-        return asyncio.run(plan())
+    from fleetmind.cli._drive import run_interruptible
+    from fleetmind.cli._wait import waiting
+
+    with waiting(label):
+        return run_interruptible(plan(), on_interrupt=lambda: "interrupted while planning")
 
 
 def show_plan(plan: Plan, console: Console) -> None:

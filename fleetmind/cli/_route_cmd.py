@@ -7,7 +7,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from fleetmind._suggest import did_you_mean
 from fleetmind.cli._build import build_fleet, save_router
@@ -15,13 +14,13 @@ from fleetmind.cli._llm_cmd import ModelsFile, load_models
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.cli._target import load_fleet
+from fleetmind.cli._wait import show_model_loads
 from fleetmind.errors import ConfigError, NoCapableAgent
 from fleetmind.orchestrator import (
     Fleet,
     RouteReviewer,
     RoutingDecision,
     SemanticRouter,
-    SentenceEmbedder,
     Subtask,
 )
 
@@ -92,10 +91,9 @@ def route(
         reviewer = RouteReviewer(OpenAICompatibleClient(config.endpoint(config.planner_tier())))
         the_fleet.router.reviewer = reviewer
     subtask = Subtask(id=_QUERY_ID, description=text, skill=skill, constraints=constraints)
-    err = Console(stderr=True)
+    show_model_loads()
     try:
-        with _loading(the_fleet, subtask, err, quiet=as_json):
-            decision = _decide(the_fleet, subtask, reviewer)
+        decision = _decide(the_fleet, subtask, reviewer)
     except NoCapableAgent as exc:
         save_router(the_fleet)
         _print_refusal(exc, text, constraints, as_json)
@@ -118,42 +116,6 @@ def _decide(fleet: Fleet, subtask: Subtask, reviewer: RouteReviewer | None) -> R
             await reviewer.client.aclose()
 
     return asyncio.run(reviewed())
-
-
-class _loading:
-    """A spinner on stderr while the embedding model loads (seconds; the first time it is
-    also assembled into the cache), when there is a terminal to show it on."""
-
-    def __init__(self, fleet: Fleet, subtask: Subtask, console: Console, *, quiet: bool) -> None:
-        self._status = None
-        embedder = _sentence_embedder(fleet)
-        if quiet or embedder is None or embedder.loaded or not console.is_terminal:
-            return
-        if subtask.skill is not None:
-            return  # a named skill is matched without embeddings
-        first = not embedder.model.ready()
-        what = (
-            f"Assembling the {embedder.name} embedding model (first use; it is kept for next time)"
-            if first
-            else f"Loading the {embedder.name} embedding model"
-        )
-        self._status = console.status(what + " ...", spinner="dots")
-
-    def __enter__(self) -> None:
-        if self._status is not None:
-            self._status.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(None, None, None)
-
-
-def _sentence_embedder(fleet: Fleet) -> SentenceEmbedder | None:
-    router = fleet.router
-    if not isinstance(router, SemanticRouter):
-        return None
-    base = router.base_embedder
-    return base if isinstance(base, SentenceEmbedder) else None
 
 
 def _print_decision(decision: RoutingDecision) -> None:

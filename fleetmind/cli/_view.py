@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fleetmind.cli._wait import status_line
 from fleetmind.orchestrator import SubtaskStatus, TaskEvent, TaskGraph, TaskHandle, TaskResult
 
 _STYLE = {
@@ -26,8 +27,14 @@ _STYLE = {
 }
 
 
-def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
-    """One row per subtask: status, agent, attempts, duration, and what it is doing or why not."""
+def graph_table(
+    graph: TaskGraph, title: str | None = None, *, stopped_at: float | None = None
+) -> Table:
+    """One row per subtask: status, agent, attempts, duration, and what it is doing or why not.
+
+    ``stopped_at``: when the task was interrupted; what ran then shows as interrupted, its
+    clock stopped there.
+    """
     table = Table(title=title, title_justify="left", expand=False, show_lines=False)
     table.add_column("subtask", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -35,14 +42,17 @@ def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
     table.add_column("tries", justify="right")
     table.add_column("time", justify="right")
     table.add_column("note", overflow="ellipsis", max_width=60)
-    now = time.time()
+    now = time.time() if stopped_at is None else stopped_at
     for subtask in graph:
         state = graph.state(subtask.id)
         glyph, style = _STYLE[state.status]
+        label = state.status.value
+        if stopped_at is not None and state.status is SubtaskStatus.RUNNING:
+            glyph, style, label = "‖", "yellow", "interrupted"
         if state.duration_s is not None:
             took = f"{state.duration_s:.2f}s"
         elif state.status is SubtaskStatus.RUNNING and state.started_at:
-            took = f"{now - state.started_at:.1f}s"
+            took = f"{max(now - state.started_at - state.paused_s, 0.0):.1f}s"
         else:
             took = ""
         note = ""
@@ -57,7 +67,7 @@ def graph_table(graph: TaskGraph, title: str | None = None) -> Table:
             note = f"retrying after {state.error.get('type')}: {state.error.get('message')}"
         table.add_row(
             escape(subtask.id),
-            Text(f"{glyph} {state.status.value}", style=style),
+            Text(f"{glyph} {label}", style=style),
             escape(state.agent or ""),
             str(state.total_attempts or ""),
             took,
@@ -149,25 +159,45 @@ class TaskView:
         self._console = console
         self._log = log_console
         self._live = live
+        self._wait: str | None = None
 
     async def follow(self, handle: TaskHandle) -> None:
-        """Show the task until it finishes."""
+        """Show the task until it finishes (a resumed task says so, and for how long it was
+        stopped: its first event)."""
         graph = handle.graph
-        title = f"{graph.name} · task {handle.task_id}"
         if not self._live:
-            self._log.print(f"task {handle.task_id} ({graph.name}) started", highlight=False)
+            opened = False
             async for event in handle.events():
+                if not opened:
+                    opened = True
+                    self._log.print(_opening(handle, event), highlight=False, markup=False)
+                    if event.kind == "task_resumed":
+                        continue
                 line = describe_event(event)
                 if line:
                     self._log.print(line, highlight=False, markup=False)
+            if not opened:
+                self._log.print(_opening(handle, None), highlight=False, markup=False)
             return
+        title = f"{graph.name} · task {handle.task_id}"
 
         def render() -> Group:
-            return Group(graph_table(graph, title), Text(counts_line(graph), style="dim"))
+            parts: list[Text | Table] = [
+                graph_table(graph, title),
+                Text(counts_line(graph), style="dim"),
+            ]
+            if self._wait is not None:
+                parts.append(Text(f"{self._wait}…", style="yellow"))
+            return Group(*parts)
 
-        with Live(get_renderable=render, console=self._console, refresh_per_second=8):
-            async for _ in handle.events():
-                pass
+        def show_wait(text: str | None) -> None:
+            self._wait = text
+
+        live = Live(get_renderable=render, console=self._console, refresh_per_second=8)
+        with live, status_line.shown_by(show_wait):
+            async for event in handle.events():
+                if event.kind == "task_resumed":
+                    title = f"{graph.name} · task {handle.task_id} · resumed"
         if not self._console.is_terminal:
             self._console.line()  # off a terminal, Live leaves its last frame unterminated
 
@@ -228,9 +258,29 @@ def describe_event(event: TaskEvent) -> str | None:
         case "subtask_replanned":
             edits = f" ({event.edits} edits)" if event.edits else ""
             return f"⟲ {event.subtask_id} replanned: {event.outcome}{edits} — {event.reason}"
+        case "task_resumed":
+            return f"⏵ task {event.task_id} resumed after {stopped_for(event.down_s)} stopped"
         case "task_finished":
             return f"■ task {event.task_id} {event.status}"
     return None
+
+
+def _opening(handle: TaskHandle, first: TaskEvent | None) -> str:
+    """``task t… (name) started``, or ``resumed after 2m 05s stopped``."""
+    begins = f"task {handle.task_id} ({handle.graph.name})"
+    if first is not None and first.kind == "task_resumed":
+        return f"{begins} resumed after {stopped_for(first.down_s)} stopped"
+    return f"{begins} started"
+
+
+def stopped_for(seconds: float) -> str:
+    """A stretch of downtime in words: ``4.2s``, ``3m 05s``, ``2h 07m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 def _edit_text(edit: Any) -> str:

@@ -65,7 +65,6 @@ def _load_model(model: EmbeddingModel) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        require("sentence_transformers", "orchestrator", "semantic routing and memory search")
         what = (
             f"loading the {model.name} embedding model"
             if model.ready()
@@ -74,6 +73,8 @@ def _load_model(model: EmbeddingModel) -> Any:
         with contextlib.ExitStack() as watching:
             for watcher in _LOAD_WATCHERS:
                 watching.enter_context(watcher(what))
+            # Importing sentence-transformers (and torch) is most of the wait.
+            require("sentence_transformers", "orchestrator", "semantic routing and memory search")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 

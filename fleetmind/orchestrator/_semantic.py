@@ -363,8 +363,8 @@ class SemanticRouter(Router):
                 raise NoCapableAgent(
                     f"subtask {subtask.id!r}: {reason}", details={"reason": reason}
                 )
+            tiers = tiers_of(constraints.get("tier"))  # a bad tier fails before any embedding
             vector = self._query_vector(text)
-            tiers = tiers_of(constraints.get("tier"))
             index = self.index
             k = self.top_k
             while True:
