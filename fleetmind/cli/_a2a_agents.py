@@ -1,9 +1,10 @@
-"""Remote A2A agents the command line remembers, and the commands that manage them.
+"""Remote A2A agents the command line remembers: ``<data dir>/a2a_agents.json``.
 
-``fleetmind a2a add URL`` reads the agent's card, checks it and records ``{id, url, token_file}``
-in ``<data dir>/a2a_agents.json``; ``list`` and ``remove`` show and forget them, and
-:func:`load_a2a_agents` connects them all so that ``fleetmind run`` can add them to its fleet.
-Only the token file's path is stored, never the token, so the file can be shared or backed up.
+``fleetmind a2a add URL`` records ``{id, url, token_file}`` here once the agent's card checks
+out; ``list`` and ``remove`` show and forget them, and :func:`load_a2a_agents` connects them all
+so that ``fleetmind run`` can add them to its fleet. Only the token file's path is stored, never
+the token, so the file can be shared or backed up. (The commands are in ``_a2a_cmd``: this
+module loads pydantic, which ``fleetmind --help`` does without.)
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
-import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
-from rich.markup import escape
 
 from fleetmind._ids import AgentId
 from fleetmind._validation import describe_validation_error
-from fleetmind.cli._options import DataDir, home
-from fleetmind.cli._tables import plain_table, print_json, print_table, table_console
+from fleetmind.cli._options import home
 from fleetmind.errors import ConfigError, FleetmindError
 
 if TYPE_CHECKING:  # the A2A libraries load only when a command needs them
@@ -142,90 +139,3 @@ async def load_a2a_agents(data_dir: Path | None) -> list[A2AAgent]:
                 f"(or forget it with: fleetmind a2a remove {entry.id})"
             ) from outcome
     return agents
-
-
-# Commands ---------------------------------------------------------------------------------------
-
-
-def add(
-    url: Annotated[str, typer.Argument(help="The agent's base URL (where its card is served).")],
-    token_file: Annotated[
-        Path | None,
-        typer.Option("--token-file", help="A file holding the bearer token to send it."),
-    ] = None,
-    agent_id: Annotated[
-        str | None,
-        typer.Option("--id", help="Its id in the fleet (default: from the card's name)."),
-    ] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Add a remote A2A agent to your fleet: its card is fetched and checked first."""
-    token_path = token_file.expanduser().resolve() if token_file is not None else None
-    token = read_token(token_path)
-
-    from fleetmind.agents.remote import connect_a2a_agent
-
-    async def check() -> A2AAgent:
-        agent = await connect_a2a_agent(url, token=token, agent_id=agent_id)
-        await agent.aclose()
-        return agent
-
-    agent = asyncio.run(check())
-    entry = A2AAgentEntry(
-        id=agent.id, url=agent.url, token_file=str(token_path) if token_path else None
-    )
-    entries = read_entries(data_dir)
-    existing = next((e for e in entries if e.id == entry.id), None)
-    if existing is not None and existing.url != entry.url:
-        raise ConfigError(
-            f"an A2A agent with id {entry.id!r} is already added ({existing.url}); "
-            "pick another with --id, or remove it first"
-        )
-    if existing is None:
-        entries.append(entry)
-    else:
-        entries = [entry if e.id == entry.id else e for e in entries]
-    write_entries(data_dir, entries)
-    console = Console(highlight=False)
-    verb = "updated" if existing is not None else "added"
-    console.print(f"{verb} A2A agent {entry.id} ({agent.card.name}) at {entry.url}")
-    if not agent.profile.skills:
-        console.print("  its card lists no skills: subtasks reach it by id or by description")
-    for skill in agent.profile.skills:
-        line = f"  - {skill.name}"
-        if skill.description:
-            line += f": {skill.description}"
-        console.print(line)
-
-
-def list_cmd(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list of {id, url, token_file}.")
-    ] = False,
-    data_dir: DataDir = None,
-) -> None:
-    """List the remote A2A agents in your fleet."""
-    entries = sorted(read_entries(data_dir), key=lambda e: e.id)
-    if as_json:
-        print_json([entry.model_dump(mode="json") for entry in entries])
-        return
-    if not entries:
-        Console(highlight=False).print("no A2A agents yet — add one with: fleetmind a2a add URL")
-        return
-    table = plain_table("id", "url", "token file")
-    for entry in entries:
-        table.add_row(entry.id, escape(entry.url), escape(entry.token_file or ""))
-    print_table(table, table_console(highlight=False))
-
-
-def remove(
-    agent_id: Annotated[str, typer.Argument(help="The id shown by `fleetmind a2a list`.")],
-    data_dir: DataDir = None,
-) -> None:
-    """Forget a remote A2A agent (the token file is left where it is)."""
-    entries = read_entries(data_dir)
-    kept = [e for e in entries if e.id != agent_id]
-    if len(kept) == len(entries):
-        raise ConfigError(f"no A2A agent with id {agent_id!r}; see: fleetmind a2a list")
-    write_entries(data_dir, kept)
-    Console(highlight=False).print(f"removed A2A agent {agent_id}")

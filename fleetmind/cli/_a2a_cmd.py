@@ -1,58 +1,82 @@
 """`fleetmind a2a ...`: the A2A 1.0 side of the command line.
 
-``serve`` offers one agent, or the whole fleet, to any A2A client. The A2A libraries load only
-when a command runs, so ``fleetmind --help`` stays fast.
+``serve`` offers one agent, or the whole fleet, to any A2A client; ``add``, ``list`` and
+``remove`` manage the remote A2A agents that ``fleetmind run`` adds to its fleet. The A2A
+libraries (and the SDK) load only when a command runs, so ``fleetmind --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fleetmind._suggest import did_you_mean
-from fleetmind.cli._a2a_agents import add, list_cmd, remove
-from fleetmind.cli._llm_cmd import ModelsFile
-from fleetmind.cli._options import DataDir
-from fleetmind.cli._target import load_fleet
-from fleetmind.cli._tokens import read_token_file
+from fleetmind.cli._help import command_group, examples
+from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
+from fleetmind.cli._tables import plain_table, print_json, print_table, table_console
 from fleetmind.errors import ConfigError
 
-a2a_app = typer.Typer(
-    help="Serve agents to A2A clients, and use remote A2A agents.",
-    no_args_is_help=True,
+if TYPE_CHECKING:
+    from fleetmind.agents.remote import A2AAgent
+
+a2a_app = command_group("Serve A2A agents, and use remote ones.")
+
+
+@a2a_app.command(
+    "serve",
+    epilog=examples(
+        "fleetmind a2a serve --fleet examples/repo_audit.py --port 8790",
+        "fleetmind a2a serve --fleet my_fleet.py --agent translator --port 8791",
+    ),
 )
-
-
-@a2a_app.command("serve")
 def serve(
-    fleet: Annotated[
-        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    fleet: FleetRef,
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, metavar="PORT", help="The port to listen on."),
     ],
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")],
     agent: Annotated[
         str | None,
-        typer.Option("--agent", help="Serve only this agent (default: the whole fleet)."),
+        typer.Option(
+            "--agent",
+            metavar="AGENT",
+            help="Serve only this agent (default: the whole fleet).",
+            show_default=False,
+        ),
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="The address to listen on.")
+    ] = "127.0.0.1",
     token_file: Annotated[
         Path | None,
         typer.Option(
             "--token-file",
-            help="File holding a bearer token that clients must send (declared on the card).",
+            metavar="FILE",
+            help="A file holding the bearer token clients must send (declared on the card).",
+            show_default=False,
         ),
     ] = None,
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve one agent, or the whole fleet, as an A2A 1.0 agent until Ctrl-C or SIGTERM.
+    """Serve the fleet, or one agent, over A2A.
 
-    Messages in plain words to the whole fleet are planned into task graphs when a model is
-    configured (see `fleetmind llm check`); otherwise each becomes one routed subtask.
+    Any A2A 1.0 client can then send it messages. It serves until Ctrl-C or SIGTERM. Messages in
+    plain words to the whole fleet are planned into task graphs when a model is configured (see
+    `fleetmind llm check`); otherwise each becomes one routed subtask.
     """
+    from fleetmind.cli._build import build_fleet, open_store, save_router
+    from fleetmind.cli._llm_cmd import share_model_settings
+    from fleetmind.cli._plan_cmd import optional_planner
+    from fleetmind.cli._target import load_fleet
+    from fleetmind.cli._tokens import read_token_file
+    from fleetmind.serve import serve_a2a
+
     loaded = load_fleet(fleet)
     members, router, tools = loaded.agents, loaded.router, loaded.tools
     if agent is not None:
@@ -63,12 +87,6 @@ def serve(
             raise ConfigError(f"{fleet} has no agent {agent!r}{hint}")
         members = chosen
     token = read_token_file(token_file) if token_file is not None else None
-    # Imported here: _app imports this module to register the sub-app.
-    from fleetmind.cli._build import build_fleet, open_store, save_router
-    from fleetmind.cli._llm_cmd import share_model_settings
-    from fleetmind.cli._plan_cmd import optional_planner
-    from fleetmind.serve import serve_a2a
-
     share_model_settings(models_file, data_dir)
     planner = optional_planner(loaded, models_file, data_dir) if agent is None else None
     the_fleet = build_fleet(members, router, data_dir, open_store(data_dir), tools, planner)
@@ -88,7 +106,133 @@ def serve(
     log.print("stopped", style="dim")
 
 
-# Remote A2A agents the command line remembers (added to the fleet of `fleetmind run`).
-a2a_app.command("add")(add)
-a2a_app.command("list")(list_cmd)
-a2a_app.command("remove")(remove)
+# Remote A2A agents the command line remembers (added to the fleet of `fleetmind run`) -----------
+
+
+@a2a_app.command(
+    "add",
+    epilog=examples(
+        "fleetmind a2a add https://agents.example.com/translator --token-file t.txt",
+        "fleetmind a2a add http://127.0.0.1:8790 --id local-audit",
+    ),
+)
+def add(
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="The agent's base URL (where its card is served).",
+            show_default=False,
+        ),
+    ],
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="A file holding the bearer token to send it.",
+            show_default=False,
+        ),
+    ] = None,
+    agent_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            metavar="ID",
+            help="Its id in the fleet (default: from the card's name).",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add a remote A2A agent to your fleet.
+
+    Its card is fetched and checked first; `fleetmind run` then adds it to the fleet of every
+    task.
+    """
+    from fleetmind.agents.remote import connect_a2a_agent
+    from fleetmind.cli._a2a_agents import A2AAgentEntry, read_entries, read_token, write_entries
+
+    token_path = token_file.expanduser().resolve() if token_file is not None else None
+    token = read_token(token_path)
+
+    async def check() -> A2AAgent:
+        agent = await connect_a2a_agent(url, token=token, agent_id=agent_id)
+        await agent.aclose()
+        return agent
+
+    agent = asyncio.run(check())
+    entry = A2AAgentEntry(
+        id=agent.id, url=agent.url, token_file=str(token_path) if token_path else None
+    )
+    entries = read_entries(data_dir)
+    existing = next((e for e in entries if e.id == entry.id), None)
+    if existing is not None and existing.url != entry.url:
+        raise ConfigError(
+            f"an A2A agent with id {entry.id!r} is already added ({existing.url}); "
+            "pick another with --id, or remove it first"
+        )
+    if existing is None:
+        entries.append(entry)
+    else:
+        entries = [entry if e.id == entry.id else e for e in entries]
+    write_entries(data_dir, entries)
+    console = Console(highlight=False)
+    verb = "updated" if existing is not None else "added"
+    console.print(f"{verb} A2A agent {entry.id} ({agent.card.name}) at {entry.url}")
+    if not agent.profile.skills:
+        console.print("  its card lists no skills: subtasks reach it by id or by description")
+    for skill in agent.profile.skills:
+        line = f"  - {skill.name}"
+        if skill.description:
+            line += f": {skill.description}"
+        console.print(line)
+
+
+@a2a_app.command("list", epilog=examples("fleetmind a2a list --json"))
+def list_cmd(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of {id, url, token_file}.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List the remote A2A agents in your fleet."""
+    from fleetmind.cli._a2a_agents import read_entries
+
+    entries = sorted(read_entries(data_dir), key=lambda e: e.id)
+    if as_json:
+        print_json([entry.model_dump(mode="json") for entry in entries])
+        return
+    if not entries:
+        Console(highlight=False).print("no A2A agents yet — add one with: fleetmind a2a add URL")
+        return
+    table = plain_table("id", "url", "token file")
+    for entry in entries:
+        table.add_row(entry.id, escape(entry.url), escape(entry.token_file or ""))
+    print_table(table, table_console(highlight=False))
+
+
+@a2a_app.command("remove", epilog=examples("fleetmind a2a remove local-audit"))
+def remove(
+    agent_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The id shown by `fleetmind a2a list`.", show_default=False
+        ),
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Forget a remote A2A agent.
+
+    Its token file is left where it is.
+    """
+    from fleetmind.cli._a2a_agents import read_entries, write_entries
+
+    entries = read_entries(data_dir)
+    kept = [e for e in entries if e.id != agent_id]
+    if len(kept) == len(entries):
+        ids = [e.id for e in entries]
+        hint = did_you_mean(agent_id, ids) or "; see: fleetmind a2a list"
+        raise ConfigError(f"no A2A agent with id {agent_id!r}{hint}")
+    write_entries(data_dir, kept)
+    Console(highlight=False).print(f"removed A2A agent {agent_id}")

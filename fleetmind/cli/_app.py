@@ -8,34 +8,49 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fleetmind._ids import new_task_id
-from fleetmind.agents import AgentProfile, StepRouter
-from fleetmind.cli._a2a_agents import load_a2a_agents
+# Only the command line itself is imported here: typer, rich and the commands' signatures.
+# The SDK (graphs, fleets, routers, models) loads inside the commands that use it, so that
+# `fleetmind --help` and every `fleetmind COMMAND --help` answer at once.
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
-from fleetmind.cli._build import build_fleet, open_store, save_router
 from fleetmind.cli._drive import run_interruptible
 from fleetmind.cli._fleet_cmds import (
-    FleetName,
-    PasswordFile,
-    Username,
+    DEVICES_EXAMPLES,
+    SUBMIT_EXAMPLES,
     agent_app,
     broker_address,
     devices,
     orchestrator_app,
     submit,
 )
-from fleetmind.cli._llm_cmd import ModelsFile, llm_app, share_model_settings
+from fleetmind.cli._help import CommandLine, examples
+from fleetmind.cli._llm_cmd import llm_app, share_model_settings
 from fleetmind.cli._mcp_cmd import mcp_app
-from fleetmind.cli._memory_cmd import MemoryOption, memory_app, memory_path
-from fleetmind.cli._options import DataDir
+from fleetmind.cli._memory_cmd import memory_app, memory_path
+from fleetmind.cli._options import (
+    CloudBudgetOption,
+    DataDir,
+    FleetName,
+    FleetRef,
+    Live,
+    MemoryOption,
+    ModelsFile,
+    OptionalBrokerUrl,
+    OptionalFleetRef,
+    Params,
+    PasswordFile,
+    StepRouterOption,
+    TaskIdArg,
+    Username,
+)
 from fleetmind.cli._plan_cmd import (
+    PLAN_EXAMPLES,
     fleet_source,
     is_request,
     make_plan,
@@ -43,14 +58,8 @@ from fleetmind.cli._plan_cmd import (
     planner_for,
     show_plan,
 )
-from fleetmind.cli._route_cmd import route
-from fleetmind.cli._router_cmd import (
-    CloudBudgetOption,
-    StepRouterOption,
-    apply_step_router,
-    router_app,
-    step_router_for,
-)
+from fleetmind.cli._route_cmd import ROUTE_EXAMPLES, route
+from fleetmind.cli._router_cmd import apply_step_router, router_app, step_router_for
 from fleetmind.cli._tables import (
     fit_table,
     plain_table,
@@ -58,47 +67,32 @@ from fleetmind.cli._tables import (
     print_table,
     table_console,
 )
-from fleetmind.cli._target import (
-    LoadedFleet,
-    load_fleet,
-    load_target,
-    parse_params,
-    reload_target,
-)
-from fleetmind.cli._view import (
-    TaskView,
-    graph_table,
-    llm_line,
-    routing_table,
-    steps_table,
-)
 from fleetmind.cli._wait import show_model_loads, waiting
 from fleetmind.errors import ConfigError
-from fleetmind.orchestrator import (
-    Fleet,
-    Planner,
-    TaskGraph,
-    TaskHandle,
-    TaskRecord,
-    TaskResult,
-    to_dot,
-    to_mermaid,
-)
-from fleetmind.protocols import BrokerAddress
 
-app = typer.Typer(
+if TYPE_CHECKING:
+    from fleetmind.agents import AgentProfile, StepRouter
+    from fleetmind.cli._view import TaskView
+    from fleetmind.orchestrator import (
+        Fleet,
+        Planner,
+        TaskGraph,
+        TaskHandle,
+        TaskRecord,
+        TaskResult,
+    )
+    from fleetmind.protocols import BrokerAddress
+
+app = CommandLine(
     name="fleetmind",
     help="Run multi-agent work as a live task graph across your devices and the cloud.",
+    epilog=examples(
+        "fleetmind run examples/repo_audit.yaml",
+        "fleetmind COMMAND --help",
+    ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
-
-BrokerUrlOption = Annotated[
-    str | None,
-    typer.Option("--broker", help="Also use the agents of devices on this MQTT broker."),
-]
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -133,6 +127,8 @@ def _drive(
 
     Long waits show on the status line; Ctrl-C marks the task interrupted and says how to
     resume it (see :func:`run_interruptible`)."""
+    from fleetmind.cli._a2a_agents import load_a2a_agents
+
     show_model_loads()
 
     async def main() -> TaskResult:
@@ -192,7 +188,7 @@ def _drive(
     return run_interruptible(main(), on_interrupt=interrupted)
 
 
-def _finish(result: TaskResult, view: TaskView, *, as_json: bool, live: bool) -> None:
+def _finish(result: TaskResult, view: TaskView, *, as_json: bool, live: bool) -> NoReturn:
     if as_json:
         print(json.dumps(_result_dict(result), indent=2, default=str))
     else:
@@ -210,34 +206,36 @@ def _result_dict(result: TaskResult) -> dict[str, object]:
     }
 
 
-@app.command()
+_RESULT_JSON_HELP = "Print the result as JSON: {task_id, status, outputs, errors, counts}."
+
+
+@app.command(
+    epilog=examples(
+        "fleetmind run examples/repo_audit.yaml",
+        "fleetmind run examples/repo_audit.yaml -p path=../httpx --no-live",
+        'fleetmind run "audit this repo" --fleet examples/repo_audit.py --confirm',
+    )
+)
 def run(
     target: Annotated[
         str,
         typer.Argument(
-            help="A task file (.yaml/.json), a Python module, or a request in plain words "
-            "(planned on --fleet's agents by the configured model)."
+            metavar="TARGET",
+            help="A task file (.yaml, .yml, .json), a Python module (.py), or a request in "
+            "plain words (planned on --fleet's agents by the configured model).",
+            show_default=False,
         ),
     ],
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Set a task parameter: key=value (repeatable)."),
-    ] = None,
-    fleet: Annotated[
-        str | None,
-        typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr]."),
-    ] = None,
-    live: Annotated[
-        bool | None,
-        typer.Option("--live/--no-live", help="Live table (default: when on a terminal)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    param: Params = None,
+    fleet: OptionalFleetRef = None,
+    live: Live = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_RESULT_JSON_HELP)] = False,
     confirm: Annotated[
         bool, typer.Option("--confirm", help="Show a planned task and ask before it runs.")
     ] = False,
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
-    broker: BrokerUrlOption = None,
+    broker: OptionalBrokerUrl = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
@@ -245,16 +243,19 @@ def run(
     cloud_budget: CloudBudgetOption = None,
     memory: MemoryOption = False,
 ) -> None:
-    """Run a task graph, or plan and run a request in plain words, and show it live.
+    """Run a task and follow it to its end.
 
-    Exit 0 when every subtask succeeded. Examples: fleetmind run examples/repo_audit.yaml;
-    fleetmind run "audit this repository" --fleet examples/repo_audit.py
+    The task is a task file, a Python module that defines one, or a request in plain words,
+    which is planned first on --fleet's agents. On a terminal a live table follows the
+    subtasks; Ctrl-C stops the task, which `fleetmind resume TASK_ID` continues. Exit 0 when
+    every subtask succeeded, 1 when one failed, 2 for a mistake in what was given.
     """
+    from fleetmind._ids import new_task_id
+    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._target import load_target, parse_params
+
     share_model_settings(models_file, data_dir)
     steps = step_router_for(step_router, cloud_budget)
-    console, log = _consoles()
-    use_live = _use_live(live, console) and not as_json
-    view = TaskView(console, log, live=use_live)
     if is_request(target):
         the_fleet, graph, source, metadata = _planned(
             target,
@@ -290,16 +291,57 @@ def run(
     # resume rebuilds the fleet with the same memory and step router
     metadata = {**metadata, **_run_settings(memory, step_router, cloud_budget)}
 
-    def start() -> TaskHandle:
-        handle = the_fleet.submit(graph, task_id=task_id, source=source, metadata=metadata)
-        if not use_live:
+    _execute(
+        the_fleet,
+        lambda: the_fleet.submit(graph, task_id=task_id, source=source, metadata=metadata),
+        task_id=task_id,
+        check=check,
+        say_how_to_resume=True,
+        live=live,
+        as_json=as_json,
+        data_dir=data_dir,
+        broker=broker,
+        username=username,
+        password_file=password_file,
+        fleet_name=fleet_name,
+    )
+
+
+def _execute(
+    fleet: Fleet,
+    start: Callable[[], TaskHandle],
+    *,
+    task_id: str,
+    check: TaskGraph | None,
+    say_how_to_resume: bool,
+    live: bool | None,
+    as_json: bool,
+    data_dir: Path | None,
+    broker: str | None,
+    username: str | None,
+    password_file: Path | None,
+    fleet_name: str,
+) -> NoReturn:
+    """What `run` and `resume` do once the fleet is built, from the options they share: follow
+    the task (a live table on a terminal), drive it to its end with the broker's devices and
+    the remote A2A agents, keep what the router learned, and exit with the task's outcome."""
+    from fleetmind.cli._build import save_router
+    from fleetmind.cli._view import TaskView
+
+    console, log = _consoles()
+    use_live = _use_live(live, console) and not as_json
+    view = TaskView(console, log, live=use_live)
+
+    def started() -> TaskHandle:
+        handle = start()
+        if say_how_to_resume and not use_live:
             log.print(f"resume with: fleetmind resume {handle.task_id}", style="dim")
         return handle
 
     address = broker_address(broker, username, password_file) if broker else None
     result = _drive(
-        the_fleet,
-        start,
+        fleet,
+        started,
         view,
         check=check,
         broker=address,
@@ -307,7 +349,7 @@ def run(
         data_dir=data_dir,
         task_id=task_id,
     )
-    save_router(the_fleet)
+    save_router(fleet)
     _finish(result, view, as_json=as_json, live=use_live)
 
 
@@ -324,6 +366,9 @@ def _planned(
     memory: Path | None = None,
 ) -> tuple[Fleet, TaskGraph, str, dict[str, object]]:
     """Plan a request on the fleet's agents: the fleet, the graph, and how to resume it."""
+    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._target import load_fleet
+
     if fleet_ref is None:
         raise ConfigError(
             "a request in plain words needs --fleet FILE.py: the agents to plan for "
@@ -379,19 +424,28 @@ def _optional_float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-@app.command()
+@app.command(
+    epilog=examples("fleetmind resume t3f9c2a71b0", "fleetmind resume t3f9 --no-live --json")
+)
 def resume(
-    task_id: Annotated[str, typer.Argument(help="The task's id (a unique prefix will do).")],
-    live: Annotated[bool | None, typer.Option("--live/--no-live")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    task_id: TaskIdArg,
+    live: Live = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_RESULT_JSON_HELP)] = False,
     data_dir: DataDir = None,
-    broker: BrokerUrlOption = None,
+    broker: OptionalBrokerUrl = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
 ) -> None:
-    """Finish a task that was interrupted or whose process stopped: done subtasks are kept,
-    the rest run (the time it was stopped counts in no duration)."""
+    """Finish an interrupted or stopped task.
+
+    Its done subtasks are kept and the rest run, on the agents, memory and step router the
+    task was started with; the time it was stopped counts in no duration. Exit 0 when every
+    subtask succeeded, 1 when one failed.
+    """
+    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._target import reload_target
+
     store = open_store(data_dir)
     task_id = store.resolve_id(task_id)
     record, _ = store.load(task_id)
@@ -415,28 +469,27 @@ def resume(
         ),
     )
     the_fleet = build_fleet(agents, router, data_dir, store, tools, planner, memory=memory)
-    console, log = _consoles()
-    use_live = _use_live(live, console) and not as_json
-    view = TaskView(console, log, live=use_live)
-
-    address = broker_address(broker, username, password_file) if broker else None
-    result = _drive(
+    _execute(
         the_fleet,
         lambda: the_fleet.submit_resume(task_id),
-        view,
-        check=None,
-        broker=address,
-        fleet_name=fleet_name,
-        data_dir=data_dir,
         task_id=task_id,
+        check=None,
+        say_how_to_resume=False,
+        live=live,
+        as_json=as_json,
+        data_dir=data_dir,
+        broker=broker,
+        username=username,
+        password_file=password_file,
+        fleet_name=fleet_name,
     )
-    save_router(the_fleet)
-    _finish(result, view, as_json=as_json, live=use_live)
 
 
 def _replanner(metadata: dict[str, object], data_dir: Path | None) -> Planner | None:
     """A planner for a resumed planned task, when a model is still configured (else its
     failures are not replanned)."""
+    from fleetmind.cli._target import LoadedFleet
+
     models = metadata.get("models")
     try:
         loaded = LoadedFleet([])
@@ -445,9 +498,12 @@ def _replanner(metadata: dict[str, object], data_dir: Path | None) -> Planner | 
         return None
 
 
-@app.command()
+@app.command(epilog=examples("fleetmind tasks", "fleetmind tasks -n 5 --json"))
 def tasks(
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-n", min=1, metavar="N", help="How many tasks, at most."),
+    ] = 20,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -457,7 +513,9 @@ def tasks(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """List recent tasks, newest first."""
+    """List the recent tasks, newest first."""
+    from fleetmind.cli._build import open_store
+
     records = open_store(data_dir).tasks(limit)
     if as_json:
         print_json([_task_json(r) for r in records])
@@ -494,15 +552,31 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
-@app.command()
+@app.command(
+    epilog=examples("fleetmind show t3f9c2a71b0", "fleetmind show t3f9 --format mermaid > task.mmd")
+)
 def show(
-    task_id: Annotated[str, typer.Argument(help="The task's id (a unique prefix will do).")],
+    task_id: TaskIdArg,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, mermaid, dot or json.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="How to show it: table, mermaid, dot or json.",
+        ),
     ] = "table",
     data_dir: DataDir = None,
 ) -> None:
-    """Show a stored task: its subtasks and their state, or its graph as Mermaid/DOT/JSON."""
+    """Show a stored task and its subtasks.
+
+    A table shows each subtask's state, agent, tries and time by default; --format mermaid or
+    dot draws the graph, and json gives the task and its graph for scripts.
+    """
+    from fleetmind.cli._build import open_store
+    from fleetmind.cli._view import graph_table, llm_line, routing_table, steps_table
+    from fleetmind.orchestrator import TaskGraph, to_dot, to_mermaid
+
     if format not in ("table", "mermaid", "dot", "json"):
         raise ConfigError(f"unknown format {format!r}; use table, mermaid, dot or json")
     store = open_store(data_dir)
@@ -536,12 +610,12 @@ def show(
             console.print(f"source: {record.source}", style="dim", highlight=False, soft_wrap=True)
 
 
-FleetRef = Annotated[
-    str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
-]
-
-
-@app.command()
+@app.command(
+    epilog=examples(
+        "fleetmind agents --fleet examples/repo_audit.py",
+        "fleetmind agents --fleet my_fleet.py --json",
+    )
+)
 def agents(
     fleet: FleetRef,
     as_json: Annotated[
@@ -554,7 +628,13 @@ def agents(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """List a fleet's agents: tier, cost, latency, limits, version and skills."""
+    """List a fleet's agents and their skills.
+
+    Each agent is shown with its tier, cost per call, typical latency, concurrent slots,
+    version, skills and the data it keeps local.
+    """
+    from fleetmind.cli._target import load_fleet
+
     profiles = sorted((a.profile for a in load_fleet(fleet).agents), key=lambda p: p.id)
     if as_json:
         print_json([_agent_json(p) for p in profiles])
@@ -604,11 +684,11 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(broker_app, name="broker")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(a2a_app, name="a2a")
-app.command("devices")(devices)
+app.command("devices", epilog=DEVICES_EXAMPLES)(devices)
 app.add_typer(orchestrator_app, name="orchestrator")
-app.command("submit")(submit)
-app.command("plan")(plan)
-app.command("route")(route)
+app.command("submit", epilog=SUBMIT_EXAMPLES)(submit)
+app.command("plan", epilog=PLAN_EXAMPLES)(plan)
+app.command("route", epilog=ROUTE_EXAMPLES)(route)
 app.add_typer(llm_app, name="llm")
 app.add_typer(router_app, name="router")
 app.add_typer(memory_app, name="memory")
@@ -618,7 +698,9 @@ app.add_typer(memory_app, name="memory")
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Run multi-agent work as a live task graph across your devices and the cloud."""

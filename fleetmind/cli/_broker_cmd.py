@@ -11,25 +11,40 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetmind.cli._help import command_group, examples
 from fleetmind.errors import ConfigError
-from fleetmind.protocols import INSTALL_HINT, serve_broker, serve_embedded, write_broker_config
 
-broker_app = typer.Typer(
-    help="Deploy the fleet's MQTT broker: Mosquitto with passwords and per-device ACLs "
-    "(or an embedded development broker).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+broker_app = command_group(
+    "Configure and run the fleet's MQTT broker.",
+    "The broker is Mosquitto with passwords and per-device ACLs; without Mosquitto, "
+    "`fleetmind broker serve --embedded` runs a development broker.",
 )
 
 
-@broker_app.command()
+@broker_app.command(
+    epilog=examples("fleetmind broker config --devices devices.yaml --out /etc/fleetmind/broker")
+)
 def config(
     devices: Annotated[
-        Path, typer.Option("--devices", help="The devices file (YAML): devices, agents, users.")
+        Path,
+        typer.Option(
+            "--devices",
+            metavar="FILE",
+            help="The devices file (YAML): the fleet's devices, their agents and users.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the configuration to.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", metavar="DIR", help="The directory to write the configuration to."),
+    ],
 ) -> None:
-    """Write mosquitto.conf, a hashed password file and the ACL for a devices file."""
+    """Write the broker's configuration.
+
+    For the devices file given, that is mosquitto.conf, a password file (hashed) and the ACL
+    that lets each device read and write only its own agents' topics.
+    """
+    from fleetmind.protocols import write_broker_config
+
     written = write_broker_config(devices, out)
     topics = written.topics
     console = Console(highlight=False, soft_wrap=True)
@@ -51,11 +66,22 @@ def config(
     console.print(f"start it with: fleetmind broker serve --config {written.config_dir}")
 
 
-@broker_app.command("serve")
+@broker_app.command(
+    "serve",
+    epilog=examples(
+        "fleetmind broker serve --config /etc/fleetmind/broker",
+        "fleetmind broker serve --embedded --port 1883",
+    ),
+)
 def serve_cmd(
     config_dir: Annotated[
         Path | None,
-        typer.Option("--config", help="A directory written by `fleetmind broker config`."),
+        typer.Option(
+            "--config",
+            metavar="DIR",
+            help="A directory written by `fleetmind broker config`.",
+            show_default=False,
+        ),
     ] = None,
     embedded: Annotated[
         bool | None,
@@ -68,10 +94,20 @@ def serve_cmd(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="Embedded broker without --config: the port on 127.0.0.1."),
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            help="The embedded broker's port on 127.0.0.1 (without --config).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
-    """Run the broker in the foreground until Ctrl-C (or until it exits by itself)."""
+    """Run the broker until Ctrl-C.
+
+    It runs in the foreground, and also ends if the broker exits by itself; its log says why.
+    """
+    from fleetmind.protocols import INSTALL_HINT, serve_broker, serve_embedded
+
     if config_dir is not None and port is not None:
         raise ConfigError("--port is for the embedded broker without --config; not both")
     if config_dir is None:

@@ -11,38 +11,38 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.live import Live
 
-from fleetmind._ids import is_valid_id
-from fleetmind.agents import Agent
-from fleetmind.cli._memory_cmd import MemoryOption, memory_path
+from fleetmind.cli._help import command_group, examples
+from fleetmind.cli._memory_cmd import memory_path
+from fleetmind.cli._options import (
+    BrokerUrl,
+    DataDir,
+    FleetName,
+    MemoryOption,
+    OptionalFleetRef,
+    Params,
+    PasswordFile,
+    Username,
+)
 from fleetmind.cli._tables import fit_table, plain_table, table_console
-from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.errors import ConfigError
-from fleetmind.protocols import BrokerAddress
 
-agent_app = typer.Typer(help="Serve agents from this device to a fleet over MQTT.")
+if TYPE_CHECKING:
+    from fleetmind.agents import Agent
+    from fleetmind.protocols import BrokerAddress
 
-BrokerUrl = Annotated[
-    str, typer.Option("--broker", help="The broker: mqtt://HOST:PORT or mqtts://HOST:PORT.")
-]
-Username = Annotated[str | None, typer.Option("--username", help="MQTT user name.")]
-PasswordFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--password-file",
-        help="File holding the MQTT password (or set FLEETMIND_MQTT_PASSWORD).",
-    ),
-]
-FleetName = Annotated[str, typer.Option("--fleet-name", help="The fleet's name.")]
+agent_app = command_group("Serve agents from this device to a fleet.")
 
 
 def broker_address(url: str, username: str | None, password_file: Path | None) -> BrokerAddress:
     """The broker and login from command-line options."""
+    from fleetmind.protocols import BrokerAddress
+
     password = os.environ.get("FLEETMIND_MQTT_PASSWORD")
     if password_file is not None:
         try:
@@ -52,22 +52,52 @@ def broker_address(url: str, username: str | None, password_file: Path | None) -
     return BrokerAddress.parse(url, username=username, password=password)
 
 
-@agent_app.command("serve")
+@agent_app.command(
+    "serve",
+    epilog=examples(
+        "fleetmind agent serve agents.py --broker mqtt://hub:1883 --username pi",
+        "fleetmind agent serve camera.py vision:agents --broker mqtts://hub:8883",
+    ),
+)
 def serve(
     refs: Annotated[
-        list[str], typer.Argument(help="Agents: FILE.py, module or module:attr (repeatable).")
+        list[str],
+        typer.Argument(
+            metavar="AGENTS...",
+            help="Where the agents are: FILE.py, module or module:attr (one or more).",
+            show_default=False,
+        ),
     ],
     broker: BrokerUrl,
     username: Username = None,
     password_file: PasswordFile = None,
     device_id: Annotated[
-        str | None, typer.Option("--device-id", help="Device name (default: the user name).")
+        str | None,
+        typer.Option(
+            "--device-id",
+            metavar="NAME",
+            help="This device's name (default: the user name).",
+            show_default=False,
+        ),
     ] = None,
     fleet_name: FleetName = "default",
-    heartbeat: Annotated[float, typer.Option("--heartbeat", min=0.1, help="Seconds.")] = 5.0,
+    heartbeat: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat",
+            min=0.1,
+            metavar="SECONDS",
+            help="How often the device tells the fleet it is alive.",
+        ),
+    ] = 5.0,
 ) -> None:
-    """Connect agents to a fleet's broker and take the subtasks dispatched to them."""
+    """Serve agents to a fleet over its broker.
+
+    The device announces its agents on the broker, runs what is dispatched to them and sends
+    back the results, until Ctrl-C.
+    """
     from fleetmind.agents.remote import DeviceRuntime
+    from fleetmind.cli._target import load_fleet
 
     agents: list[Agent] = []
     for ref in refs:
@@ -96,6 +126,12 @@ def serve(
         console.print(f"device {device} stopped")
 
 
+DEVICES_EXAMPLES = examples(
+    "fleetmind devices --broker mqtt://hub:1883 --username ops",
+    "fleetmind devices --broker mqtt://hub:1883 --username ops --watch --json",
+)
+
+
 def devices(
     broker: BrokerUrl,
     username: Username = None,
@@ -105,7 +141,7 @@ def devices(
         bool,
         typer.Option(
             "--watch",
-            help="Keep watching: the table follows devices coming and going, until Ctrl-C.",
+            help="Keep watching: the table follows devices as they come and go, until Ctrl-C.",
         ),
     ] = False,
     as_json: Annotated[
@@ -117,7 +153,11 @@ def devices(
         ),
     ] = False,
 ) -> None:
-    """The fleet's devices: online or not, last seen, and their agents with versions."""
+    """List the fleet's devices and their agents.
+
+    Each device is shown online or not, with when it was last heard from and its agents with
+    the versions of their cards.
+    """
     from fleetmind.orchestrator import Fleet, SkillRouter
     from fleetmind.serve import MqttFleetLink
 
@@ -244,37 +284,51 @@ def _devices_view(link: Any, fleet_name: str, console: Console) -> Any:
     return fit_table(table, console)
 
 
-orchestrator_app = typer.Typer(
-    help="Run an orchestrator that takes tasks submitted over the broker (replicas share them).",
-    no_args_is_help=True,
+orchestrator_app = command_group("Run orchestrators that take submitted tasks.")
+
+
+@orchestrator_app.command(
+    "serve",
+    epilog=examples(
+        "fleetmind orchestrator serve --broker mqtt://hub:1883 --username ops",
+        "fleetmind orchestrator serve --broker mqtt://hub:1883 --replica-id hub-2",
+    ),
 )
-
-
-@orchestrator_app.command("serve")
 def orchestrator_serve(
     broker: BrokerUrl,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
-    fleet_ref: Annotated[
-        str | None,
-        typer.Option("--fleet", help="Local agents too: FILE.py or module[:attr]."),
-    ] = None,
+    fleet_ref: OptionalFleetRef = None,
     group: Annotated[
         str,
-        typer.Option("--group", help="Replicas with the same group split the submitted tasks."),
+        typer.Option(
+            "--group",
+            metavar="GROUP",
+            help="Replicas of one group split the submitted tasks between them.",
+        ),
     ] = "orchestrators",
     replica_id: Annotated[
         str | None,
-        typer.Option("--replica-id", help="This replica's name (default: the host name)."),
+        typer.Option(
+            "--replica-id",
+            metavar="NAME",
+            help="This replica's name (default: the host name).",
+            show_default=False,
+        ),
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where tasks are stored.")
-    ] = None,
+    data_dir: DataDir = None,
     memory: MemoryOption = False,
 ) -> None:
-    """Take tasks from `fleetmind submit` and run them on the fleet's devices, until Ctrl-C."""
+    """Run submitted tasks until Ctrl-C.
+
+    It takes the tasks that `fleetmind submit` hands to the fleet over the broker. They run on
+    the devices of the fleet (and on --fleet's local agents). Replicas of one --group share the
+    tasks; each keeps its own in the data directory, so a restarted replica resumes them.
+    """
+    from fleetmind._ids import is_valid_id
     from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._target import LoadedFleet, load_fleet
     from fleetmind.serve import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
@@ -322,30 +376,50 @@ def orchestrator_serve(
         console.print(f"orchestrator {replica} stopped")
 
 
+SUBMIT_EXAMPLES = examples(
+    "fleetmind submit nightly.yaml --broker mqtt://hub:1883 -p branch=main",
+    "fleetmind submit nightly.yaml --broker mqtt://hub:1883 --timeout 600 --json",
+)
+
+
 def submit(
-    target: Annotated[str, typer.Argument(help="A task file (.yaml/.json).")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TASK_FILE", help="A task file (.yaml, .yml or .json).", show_default=False
+        ),
+    ],
     broker: BrokerUrl,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Set a task parameter: key=value (repeatable)."),
-    ] = None,
+    param: Params = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.1, help="Give up after this many seconds.")
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Give up waiting for the result after this long (the task goes on).",
+            show_default=False,
+        ),
     ] = None,
     orchestrator_timeout: Annotated[
         float,
         typer.Option(
             "--orchestrator-timeout",
             min=0.1,
+            metavar="SECONDS",
             help="Give up when no orchestrator has taken the task after this many seconds.",
         ),
     ] = 30.0,
 ) -> None:
-    """Hand a task to the fleet's orchestrators over the broker and follow it to its end."""
+    """Hand a task to the fleet's orchestrators.
+
+    The task goes over the broker to a `fleetmind orchestrator serve` replica, and its events
+    are shown as they come until it ends. Exit 0 when every subtask succeeded, 1 when one failed.
+    """
     from fleetmind._ids import new_task_id
     from fleetmind.cli._drive import run_interruptible
     from fleetmind.cli._target import parse_params

@@ -8,31 +8,26 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fleetmind.agents import CONFIGURE_HINT, ChatMessage, ModelConfig, ModelEndpoint
-from fleetmind.cli._options import DataDir, home
+from fleetmind.cli._help import command_group, examples
+from fleetmind.cli._options import DataDir, ModelsFile, home
 from fleetmind.cli._tables import fit_table, plain_table, table_console
 from fleetmind.errors import ConfigError, FleetmindError, ModelNotConfigured
 
-ModelsFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--models",
-        help="Model endpoints file (default: models.yaml in the data directory; "
-        "FLEETMIND_MODELS and FLEETMIND_<TIER>_* variables also work).",
-        show_default=False,
-    ),
-]
+if TYPE_CHECKING:
+    from fleetmind.agents import ModelConfig, ModelEndpoint
 
-llm_app = typer.Typer(help="Language model endpoints: check what is configured.")
+llm_app = command_group("Check the configured language models.")
 
 
 def load_models(models_file: Path | None, data_dir: Path | None) -> ModelConfig:
     """The model configuration: ``--models FILE``, or models.yaml in the data directory,
     with the environment over it."""
+    from fleetmind.agents import ModelConfig
+
     if models_file is not None:
         if not models_file.is_file():
             raise ConfigError(f"model configuration not found: {models_file}")
@@ -51,16 +46,23 @@ def share_model_settings(models_file: Path | None, data_dir: Path | None) -> Non
         os.environ["FLEETMIND_HOME"] = str(data_dir.resolve())
 
 
-@llm_app.command("check")
+@llm_app.command(
+    "check",
+    epilog=examples("fleetmind llm check", "fleetmind llm check --models models.yaml --json"),
+)
 def check(
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Ask every configured model endpoint a one-word question: reachable, answer, tokens, speed.
+    """Ask every configured model a short question.
 
-    Exit 0 when every configured endpoint answered, 1 when one did not.
+    The question wants a one-word answer. Shows for each endpoint whether it is reachable, what
+    it answered, the tokens it counted and how fast it was, streaming included. Exit 0 when
+    every configured endpoint answered, 1 when one did not.
     """
+    from fleetmind.agents import CONFIGURE_HINT
+
     config = load_models(models_file, data_dir)
     if not config.models:
         raise ModelNotConfigured(f"no model endpoint is configured; {CONFIGURE_HINT}")
@@ -101,7 +103,7 @@ async def _check_all(config: ModelConfig) -> list[dict[str, Any]]:
 
 
 async def _check_one(endpoint: ModelEndpoint) -> dict[str, Any]:
-    from fleetmind.agents import OpenAICompatibleClient
+    from fleetmind.agents import ChatMessage, OpenAICompatibleClient
 
     row: dict[str, Any] = {
         "tier": endpoint.name,

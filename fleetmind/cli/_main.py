@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
+from fleetmind._suggest import did_you_mean
 from fleetmind.errors import FleetmindError
 
 
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # `fleetmind` alone: show the help, as most commands do.
             print(exc.format_message())
             return _exit(0, argv)
-        print(f"fleetmind: error: {exc.format_message()}", file=sys.stderr)
+        print(f"fleetmind: error: {_usage_error(exc)}", file=sys.stderr)
         code = 2
     except Abort:
         code = 130
@@ -36,6 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleetmind: error: {exc.message}", file=sys.stderr)
         code = 2
     return _exit(code if isinstance(code, int) else 0, argv)
+
+
+def _usage_error(exc: TyperException) -> str:
+    """The line for a mistake in the command line itself: an unknown option is named with the
+    nearest ones, in the words every other "did you mean" uses."""
+    option = getattr(exc, "option_name", None)
+    if isinstance(option, str) and type(exc).__name__ == "NoSuchOption":
+        ctx = getattr(exc, "ctx", None)
+        where = f" for {ctx.command_path}" if ctx is not None else ""
+        nearest = getattr(exc, "possibilities", None) or ()
+        return f"no option {option!r}{where}{did_you_mean(option, nearest)}"
+    return exc.format_message()
 
 
 def _exit(code: int, argv: Sequence[str] | None) -> int:

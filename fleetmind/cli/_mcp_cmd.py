@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 
 import typer
 
-from fleetmind.cli._llm_cmd import ModelsFile
-from fleetmind.cli._options import DataDir
+from fleetmind.cli._help import command_group, examples
+from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
 
-mcp_app = typer.Typer(
-    help="Let MCP hosts (desktop apps, IDEs, other agents) run tasks on the fleet.",
-    no_args_is_help=True,
+mcp_app = command_group(
+    "Serve the fleet to MCP hosts.",
+    "MCP hosts (desktop apps, IDEs, other agents) then run tasks on the fleet.",
 )
 
 
@@ -33,32 +33,44 @@ def parse_http_address(value: str) -> tuple[str, int]:
     return host, port
 
 
-@mcp_app.command("serve")
+@mcp_app.command(
+    "serve",
+    epilog=examples(
+        "fleetmind mcp serve --fleet examples/repo_audit.py --stdio",
+        "fleetmind mcp serve --fleet my_fleet.py --http 127.0.0.1:8765",
+    ),
+)
 def serve(
-    fleet: Annotated[
-        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
-    ],
+    fleet: FleetRef,
     stdio: Annotated[
         bool, typer.Option("--stdio", help="Serve over stdin/stdout (what MCP hosts launch).")
     ] = False,
     http: Annotated[
         str | None,
-        typer.Option("--http", metavar="HOST:PORT", help="Serve streamable HTTP at /mcp."),
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="Serve streamable HTTP at /mcp on this address.",
+            show_default=False,
+        ),
     ] = None,
     token_file: Annotated[
         Path | None,
         typer.Option(
             "--token-file",
-            help="File holding a bearer token that HTTP clients must send (--http only).",
+            metavar="FILE",
+            help="A file holding the bearer token HTTP clients must send (--http only).",
+            show_default=False,
         ),
     ] = None,
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve the fleet's tools (submit_task, get_task, get_result, ...) to MCP clients.
+    """Serve the fleet's tools to MCP clients.
 
-    Tasks go to the task store in the data directory, like those of `fleetmind run`. A task
-    given in plain words is planned when a model is configured (see `fleetmind llm check`).
+    The tools are submit_task, get_task, get_result and more. Tasks go to the task store in the
+    data directory, like those of `fleetmind run`. A task given in plain words is planned when a
+    model is configured (see `fleetmind llm check`).
     """
     if stdio == (http is not None):
         raise ConfigError("give exactly one of --stdio or --http HOST:PORT")
@@ -73,7 +85,7 @@ def serve(
     token = read_token_file(token_file) if token_file is not None else None
 
     # The command line's own way to build a fleet: semantic routing caching its embeddings,
-    # the SQLite store, both under the data directory. Imported here: that module imports this.
+    # the SQLite store, both under the data directory.
     from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fleetmind._suggest import did_you_mean
+from fleetmind.cli._help import command_group, examples
 from fleetmind.cli._options import DataDir, home
 from fleetmind.cli._tables import plain_table, print_table
 from fleetmind.errors import ConfigError
@@ -23,7 +24,7 @@ from fleetmind.errors import ConfigError
 if TYPE_CHECKING:
     from fleetmind.memory import Layer, MemoryStore
 
-memory_app = typer.Typer(help="The fleet's episodic and semantic memory.")
+memory_app = command_group("Search and manage the fleet's memory.")
 
 MEMORY_FILE = "fleetmind.memory.db"
 
@@ -47,33 +48,56 @@ def open_memory(data_dir: Path | None, *, must_exist: bool = True) -> MemoryStor
     return MemoryStore(path, SentenceEmbedder().embed)
 
 
-MemoryOption = Annotated[
-    bool,
-    typer.Option(
-        "--memory/--no-memory",
-        help="Give agents the fleet's memory (ctx.memory) and record the task in it.",
-        envvar="FLEETMIND_MEMORY",
+@memory_app.command(
+    "search",
+    epilog=examples(
+        'fleetmind memory search "why did the nightly build fail" --layer episodic',
+        'fleetmind memory search "release checklist" --agent planner --json',
     ),
-]
-
-
-@memory_app.command("search")
+)
 def search(
-    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    query: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERY", help="What to look for, in plain words.", show_default=False
+        ),
+    ],
     layer: Annotated[
-        str | None, typer.Option("--layer", help="episodic or semantic (default: both).")
+        str | None,
+        typer.Option(
+            "--layer",
+            metavar="LAYER",
+            help="Only this layer: episodic or semantic (default: both).",
+            show_default=False,
+        ),
     ] = None,
-    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's items.")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent", metavar="AGENT", help="Only this agent's items.", show_default=False
+        ),
+    ] = None,
     outcome: Annotated[
-        str | None, typer.Option("--outcome", help="Only episodes that ended so (done, failed).")
+        str | None,
+        typer.Option(
+            "--outcome",
+            metavar="OUTCOME",
+            help="Only episodes that ended so: done or failed.",
+            show_default=False,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 10,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", min=1, max=1000, metavar="N", help="How many items, at most."
+        ),
+    ] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the items as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """The remembered items most like QUERY: episodes (what happened) and facts (what is known).
+    """Find the items most like a query.
 
-    Example: fleetmind memory search "why did the nightly build fail" --layer episodic
+    Items are episodes (what happened in a task) and facts (what is known), best match first.
     """
     layers: dict[str | None, Layer | None] = {
         None: None,
@@ -117,12 +141,15 @@ def search(
     print_table(table)
 
 
-@memory_app.command("stats")
+@memory_app.command("stats", epilog=examples("fleetmind memory stats --json"))
 def stats(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """How much is remembered, per layer and namespace."""
+    """Count what is remembered.
+
+    The counts are per layer (episodic, semantic) and namespace.
+    """
     store = open_memory(data_dir)
     try:
         figures = store.stats()
@@ -143,12 +170,17 @@ def stats(
     )
 
 
-@memory_app.command("export")
+@memory_app.command("export", epilog=examples("fleetmind memory export --out memory.jsonl"))
 def export(
-    out: Annotated[Path, typer.Option("--out", help="The JSON lines file to write.")],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE", help="The JSON lines file to write.")
+    ],
     data_dir: DataDir = None,
 ) -> None:
-    """Write every item as JSON lines (``memory import`` reads them back exactly)."""
+    """Write every item to a JSON lines file.
+
+    `fleetmind memory import` reads the file back exactly.
+    """
     store = open_memory(data_dir)
     try:
         count = store.export(out)
@@ -157,12 +189,22 @@ def export(
     Console().print(f"exported {count} items to {escape(str(out))}", highlight=False)
 
 
-@memory_app.command("import")
+@memory_app.command(
+    "import", epilog=examples("fleetmind memory import memory.jsonl --data-dir ~/other-fleet")
+)
 def import_(
-    source: Annotated[Path, typer.Argument(help="A file written by `fleetmind memory export`.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="A file written by `fleetmind memory export`.", show_default=False
+        ),
+    ],
     data_dir: DataDir = None,
 ) -> None:
-    """Add the items of an export (their ids are kept: importing twice changes nothing)."""
+    """Add the items of an export file.
+
+    Their ids are kept: importing the same file twice changes nothing.
+    """
     if not source.is_file():
         raise ConfigError(f"no file {source} to import")
     created = not memory_path(data_dir).exists()
@@ -179,19 +221,22 @@ def import_(
     Console().print(f"imported {count} items from {escape(str(source))}", highlight=False)
 
 
-@memory_app.command("consolidate")
+@memory_app.command("consolidate", epilog=examples("fleetmind memory consolidate --all"))
 def consolidate(
     everything: Annotated[
         bool, typer.Option("--all", help="Look at every episode, not only the new ones.")
     ] = False,
     min_episodes: Annotated[
-        int, typer.Option("--min-episodes", min=2, help="How many alike episodes make a fact.")
+        int,
+        typer.Option(
+            "--min-episodes", min=2, metavar="N", help="How many alike episodes make a fact."
+        ),
     ] = 3,
     data_dir: DataDir = None,
 ) -> None:
-    """Turn what recurs across episodes into facts (runs after every task by itself).
+    """Turn recurring episodes into facts.
 
-    Example: fleetmind memory consolidate --all
+    This also runs by itself after every task that records into the memory.
     """
     store = open_memory(data_dir)
     try:
@@ -203,21 +248,47 @@ def consolidate(
     Console().print(f"{len(facts)} recurring facts written or restated", highlight=False)
 
 
-@memory_app.command("forget")
+@memory_app.command(
+    "forget",
+    epilog=examples(
+        "fleetmind memory forget --before 2025-01-01",
+        'fleetmind memory forget --match "old api key"',
+    ),
+)
 def forget(
     match: Annotated[
-        str | None, typer.Option("--match", help="Forget items whose text contains this.")
+        str | None,
+        typer.Option(
+            "--match",
+            metavar="TEXT",
+            help="Forget the items whose text contains this.",
+            show_default=False,
+        ),
     ] = None,
     before: Annotated[
         str | None,
-        typer.Option("--before", help="Forget items made before this date (YYYY-MM-DD[THH:MM])."),
+        typer.Option(
+            "--before",
+            metavar="YYYY-MM-DD",
+            help="Forget the items made before this date (a time may follow: THH:MM).",
+            show_default=False,
+        ),
     ] = None,
     namespace: Annotated[
-        str | None, typer.Option("--namespace", help="Forget a namespace (agent:<id>, shared).")
+        str | None,
+        typer.Option(
+            "--namespace",
+            metavar="NAMESPACE",
+            help="Forget a whole namespace: agent:<id> or shared.",
+            show_default=False,
+        ),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Delete items for good: from the file and from the index."""
+    """Delete items for good.
+
+    They go from the memory file and from its index.
+    """
     if match is None and before is None and namespace is None:
         raise ConfigError("say what to forget: --match TEXT, --before DATE or --namespace NS")
     cutoff = None

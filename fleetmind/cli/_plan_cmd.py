@@ -8,20 +8,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from fleetmind.cli._build import build_fleet
-from fleetmind.cli._llm_cmd import ModelsFile, load_models
-from fleetmind.cli._options import DataDir
+from fleetmind.cli._help import examples
+from fleetmind.cli._llm_cmd import load_models
+from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tables import fit_table, plain_table, table_console
-from fleetmind.cli._target import LoadedFleet, load_fleet
 from fleetmind.errors import ConfigError, ModelNotConfigured
-from fleetmind.orchestrator import Fleet, Plan, Planner, to_mermaid
+
+if TYPE_CHECKING:
+    from fleetmind.cli._target import LoadedFleet
+    from fleetmind.orchestrator import Fleet, Plan, Planner
 
 _FILE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 
@@ -43,6 +44,7 @@ def planner_for(loaded: LoadedFleet, models_file: Path | None, data_dir: Path | 
     if loaded.planner is not None:
         return loaded.planner
     from fleetmind.agents import OpenAICompatibleClient
+    from fleetmind.orchestrator import Planner
 
     config = load_models(models_file, data_dir)
     return Planner(OpenAICompatibleClient(config.endpoint(config.planner_tier())))
@@ -116,6 +118,8 @@ def show_plan(plan: Plan, console: Console) -> None:
 
 def write_plan(plan: Plan, out: Path, fleet_ref: str) -> None:
     """Save the plan as a task file that `fleetmind run` runs without a model."""
+    import yaml
+
     ref = fleet_source(fleet_ref)
     if os.path.isabs(ref):
         ref = os.path.relpath(ref, out.resolve().parent)
@@ -128,25 +132,51 @@ def write_plan(plan: Plan, out: Path, fleet_ref: str) -> None:
         raise ConfigError(f"cannot write the plan to {out}: {exc.strerror}") from None
 
 
+PLAN_EXAMPLES = examples(
+    'fleetmind plan "audit this repo" --fleet examples/repo_audit.py',
+    'fleetmind plan "audit this repo" --fleet examples/repo_audit.py -o plan.yaml',
+)
+
+
 def plan(
-    request: Annotated[str, typer.Argument(help="What you want done, in plain words.")],
-    fleet: Annotated[
-        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    request: Annotated[
+        str,
+        typer.Argument(
+            metavar="REQUEST", help="What you want done, in plain words.", show_default=False
+        ),
     ],
+    fleet: FleetRef,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Save the plan as a task file (YAML) to run later."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Save the plan as a task file (YAML) to run later.",
+            show_default=False,
+        ),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, yaml, json or mermaid.")
+        str,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help="How to show it: table, yaml, json or mermaid."
+        ),
     ] = "table",
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Plan a request on a fleet's agents and show the plan; nothing runs.
+    """Plan a request without running it.
 
-    Example: fleetmind plan "audit this repository" --fleet examples/repo_audit.py --out plan.yaml
+    The request is planned on --fleet's agents and the plan is shown. The fleet module's own
+    planner plans it, or else the configured planning model (see
+    `fleetmind llm check`). Save the plan with --out to run it later with `fleetmind run`.
     """
+    import yaml
+
+    from fleetmind.cli._build import build_fleet
+    from fleetmind.cli._target import load_fleet
+    from fleetmind.orchestrator import to_mermaid
+
     if format not in ("table", "yaml", "json", "mermaid"):
         raise ConfigError(f"unknown format {format!r}; use table, yaml, json or mermaid")
     loaded = load_fleet(fleet)

@@ -4,50 +4,90 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleetmind._suggest import did_you_mean
-from fleetmind.cli._build import build_fleet, save_router
-from fleetmind.cli._llm_cmd import ModelsFile, load_models
-from fleetmind.cli._options import DataDir
+from fleetmind.cli._help import examples
+from fleetmind.cli._llm_cmd import load_models
+from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tables import fit_table, plain_table, table_console
-from fleetmind.cli._target import load_fleet
 from fleetmind.cli._wait import show_model_loads
 from fleetmind.errors import ConfigError, NoCapableAgent
-from fleetmind.orchestrator import (
-    Fleet,
-    RouteReviewer,
-    RoutingDecision,
-    SemanticRouter,
-    Subtask,
-)
+
+if TYPE_CHECKING:
+    from fleetmind.orchestrator import Fleet, RouteReviewer, RoutingDecision, Subtask
 
 _QUERY_ID = "query"
 
 
+ROUTE_EXAMPLES = examples(
+    'fleetmind route "count the python lines" --fleet examples/repo_audit.py',
+    'fleetmind route "translate the manual" --fleet my_fleet.py --tier device',
+)
+
+
 def route(
-    text: Annotated[str, typer.Argument(help="The subtask, in plain words.")],
-    fleet: Annotated[
-        str, typer.Option("--fleet", help="Where the agents are: FILE.py or module[:attr].")
+    text: Annotated[
+        str,
+        typer.Argument(metavar="SUBTASK", help="The subtask, in plain words.", show_default=False),
     ],
+    fleet: FleetRef,
     tier: Annotated[
-        list[str] | None, typer.Option("--tier", help="Allowed tier (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--tier",
+            metavar="TIER",
+            help="Only agents of this tier: device, edge or cloud (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     device: Annotated[
         list[str] | None,
-        typer.Option("--device", help="Only agents on this device (repeatable: any of them)."),
+        typer.Option(
+            "--device",
+            metavar="DEVICE",
+            help="Only agents on this device (repeatable: any of them).",
+            show_default=False,
+        ),
     ] = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Cost ceiling.")] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            metavar="COST",
+            help="Only agents whose cost per call is at most this.",
+            show_default=False,
+        ),
+    ] = None,
     max_latency: Annotated[
-        float | None, typer.Option("--max-latency", help="Latency ceiling, seconds.")
+        float | None,
+        typer.Option(
+            "--max-latency",
+            metavar="SECONDS",
+            help="Only agents that typically answer within this.",
+            show_default=False,
+        ),
     ] = None,
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", help="A data set that must stay local (repeatable)."),
+        typer.Option(
+            "--data",
+            metavar="DATASET",
+            help="A data set that must stay local: only agents that hold it (repeatable).",
+            show_default=False,
+        ),
     ] = None,
-    skill: Annotated[str | None, typer.Option("--skill", help="Require a skill.")] = None,
+    skill: Annotated[
+        str | None,
+        typer.Option(
+            "--skill",
+            metavar="SKILL",
+            help="Only agents that offer this skill.",
+            show_default=False,
+        ),
+    ] = None,
     review: Annotated[
         bool,
         typer.Option(
@@ -59,11 +99,16 @@ def route(
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Show where a subtask would go: ranked candidates, scores, and who was excluded why.
+    """Show where a subtask would go, and why.
 
-    Exit 0 with the candidates, 1 when no agent can take the subtask (the reason says why),
-    2 for a mistake such as a --skill no agent offers.
+    Shows the ranked candidates with their scores, and the agents a hard constraint excluded
+    with the reason. Exit 0 with the candidates, 1 when no agent can take the subtask (the
+    reason says why), 2 for a mistake such as a --skill no agent offers.
     """
+    from fleetmind.cli._build import build_fleet, save_router
+    from fleetmind.cli._target import load_fleet
+    from fleetmind.orchestrator import RouteReviewer, SemanticRouter, Subtask
+
     constraints: dict[str, object] = {}
     if tier:
         constraints["tier"] = tier

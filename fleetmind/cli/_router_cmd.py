@@ -15,36 +15,57 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
 from fleetmind._extras import require
-from fleetmind.agents import (
-    Agent,
-    AlwaysCloud,
-    AlwaysDevice,
-    CascadeRouter,
-    LLMAgent,
-    OutcomeSet,
-    RulesRouter,
-    StepRouter,
-    StepRouterModel,
-    keep_local_data,
-    load_outcomes,
-    routing_curve,
-    within_budget,
-)
-from fleetmind.cli._build import open_store
+from fleetmind.cli._help import command_group, examples
 from fleetmind.cli._options import DataDir
 from fleetmind.cli._tables import plain_table, print_table
 from fleetmind.errors import ConfigError
 
-router_app = typer.Typer(help="The step-level device/cloud router: evaluate and train it.")
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fleetmind.agents import Agent, OutcomeSet, StepRouter
+
+router_app = command_group(
+    "Evaluate and train the step router.",
+    "The step router picks the device or the cloud model for each step of an LLM agent.",
+)
 
 POLICIES = ("learned", "hashed", "structural", "cascade", "random", "oracle")
+
+DeviceModel = Annotated[
+    str | None,
+    typer.Option(
+        "--device-model",
+        metavar="COLUMN",
+        help="The device model's column in the outcomes (default: the less accurate one).",
+        show_default=False,
+    ),
+]
+CloudModel = Annotated[
+    str | None,
+    typer.Option(
+        "--cloud-model",
+        metavar="COLUMN",
+        help="The cloud model's column in the outcomes (default: the more accurate one).",
+        show_default=False,
+    ),
+]
+EmbeddingModel = Annotated[
+    str | None,
+    typer.Option(
+        "--embedding-model",
+        metavar="MODEL",
+        help="The embedding model for text features (default: the orchestrator's; 'light' "
+        "for all-MiniLM-L6-v2).",
+        show_default=False,
+    ),
+]
 
 
 # `fleetmind run --step-router` --------------------------------------------------------------
@@ -52,6 +73,16 @@ POLICIES = ("learned", "hashed", "structural", "cascade", "random", "oracle")
 
 def step_router_for(spec: str | None, cloud_budget: float | None) -> StepRouter | None:
     """The router ``--step-router`` and ``--cloud-budget`` ask for (None: leave agents be)."""
+    from fleetmind.agents import (
+        AlwaysCloud,
+        AlwaysDevice,
+        CascadeRouter,
+        RulesRouter,
+        StepRouterModel,
+        keep_local_data,
+        within_budget,
+    )
+
     if cloud_budget is not None and not 0.0 <= cloud_budget <= 1.0:
         raise ConfigError(
             f"--cloud-budget is a share of steps between 0 and 1, not {cloud_budget:g}"
@@ -86,6 +117,8 @@ def step_router_for(spec: str | None, cloud_budget: float | None) -> StepRouter 
 
 def apply_step_router(agents: Sequence[Agent], router: StepRouter | None) -> int:
     """Give every LLM agent ``router``; the number of agents changed."""
+    from fleetmind.agents import LLMAgent
+
     if router is None:
         return 0
     changed = 0
@@ -94,25 +127,6 @@ def apply_step_router(agents: Sequence[Agent], router: StepRouter | None) -> int
             agent.step_router = router
             changed += 1
     return changed
-
-
-StepRouterOption = Annotated[
-    str | None,
-    typer.Option(
-        "--step-router",
-        help="How LLM agents pick the model for each step: a router file "
-        "(fleetmind router train), or device, cloud, cascade.",
-        show_default=False,
-    ),
-]
-CloudBudgetOption = Annotated[
-    float | None,
-    typer.Option(
-        "--cloud-budget",
-        help="Share of each subtask's steps that may run on the cloud model (0 to 1).",
-        show_default=False,
-    ),
-]
 
 
 # `fleetmind router eval` ---------------------------------------------------------------------
@@ -138,6 +152,8 @@ def _policy_scores(
     embedder: Any,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(scores, mask of the scored prompts) for a policy, held out; None when it cannot run."""
+    import numpy as np
+
     from fleetmind.orchestrator import draft_rows, held_out_scores, outcome_rows
 
     everyone = np.ones(len(outcomes), dtype=bool)
@@ -155,6 +171,7 @@ def _policy_scores(
 
 
 def _router_file_scores(path: Path, outcomes: OutcomeSet, embedder: Any) -> np.ndarray | None:
+    from fleetmind.agents import StepRouterModel
     from fleetmind.orchestrator import draft_rows, outcome_rows
 
     model = StepRouterModel.load(path)
@@ -168,54 +185,67 @@ def _router_file_scores(path: Path, outcomes: OutcomeSet, embedder: Any) -> np.n
     return model.scores(rows.numeric, rows.text)
 
 
-@router_app.command("eval")
+@router_app.command(
+    "eval",
+    epilog=examples(
+        "fleetmind router eval --data ../shared/data/routellm --policy learned",
+        "fleetmind router eval --data outcomes.csv --router router.json --json",
+    ),
+)
 def evaluate(
     data: Annotated[
         Path,
         typer.Option(
             "--data",
-            help="Outcomes: a CSV with a prompt column and one True/False "
-            "column per model, or a folder of them (RouteLLM's layout).",
+            metavar="PATH",
+            help="The outcomes: a CSV with a prompt column and one True/False column per "
+            "model, or a folder of them (RouteLLM's layout).",
         ),
     ],
     policy: Annotated[
         list[str] | None,
         typer.Option(
             "--policy",
-            help=f"Policies to score (repeatable): {', '.join(POLICIES)}, "
-            "or all (default: learned, cascade, random, oracle).",
+            metavar="POLICY",
+            help=f"A policy to score (repeatable): {', '.join(POLICIES)}, or all "
+            "(default: learned, cascade, random, oracle).",
+            show_default=False,
         ),
     ] = None,
     router_file: Annotated[
-        Path | None, typer.Option("--router", help="Score this router file as it is.")
-    ] = None,
-    device_model: Annotated[
-        str | None, typer.Option("--device-model", help="The device model's column.")
-    ] = None,
-    cloud_model: Annotated[
-        str | None, typer.Option("--cloud-model", help="The cloud model's column.")
-    ] = None,
-    embedding_model: Annotated[
-        str | None,
+        Path | None,
         typer.Option(
-            "--embedding-model",
-            help="Embedding model for text features "
-            "(default: the orchestrator's; 'light' for all-MiniLM-L6-v2).",
+            "--router",
+            metavar="FILE",
+            help="Score this router file as it is.",
+            show_default=False,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Which half of the groups trains.")] = 0,
+    device_model: DeviceModel = None,
+    cloud_model: CloudModel = None,
+    embedding_model: EmbeddingModel = None,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Which half of the groups trains.")
+    ] = 0,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Save the curves as an image (PNG).")
+        Path | None,
+        typer.Option(
+            "--plot", metavar="FILE", help="Save the curves as an image (PNG).", show_default=False
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Score step routers on recorded model outcomes: APGR, CPT(50%), CPT(80%).
+    """Score step routers on recorded outcomes.
 
-    Without --router, each learned policy trains on a seeded half of the groups (files, e.g.
-    MMLU domains) and is scored on the other half; with one group, on two halves in turn.
-    Example: fleetmind router eval --policy learned --data ../shared/data/routellm
+    The outcomes say, per prompt, whether each model answered it well. The scores are APGR,
+    CPT(50%) and CPT(80%), beside random routing and the oracle. Without --router, each learned
+    policy trains on a seeded half of the groups (files, e.g. MMLU domains) and is scored on the
+    other half; with one group, on two halves in turn.
     """
+    import numpy as np
+
+    from fleetmind.agents import load_outcomes, routing_curve
     from fleetmind.cli._options import home
 
     chosen = _chosen_policies(policy, router_file)
@@ -324,9 +354,17 @@ def _plot(curves: dict[str, dict[str, Any]], path: Path) -> None:
 # `fleetmind router train` --------------------------------------------------------------------
 
 
-@router_app.command("train")
+@router_app.command(
+    "train",
+    epilog=examples(
+        "fleetmind router train --from-store --out router.json",
+        "fleetmind router train --data runs.csv --features hashed --out router.json",
+    ),
+)
 def train(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the router file.")],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE", help="Where to write the router file.")
+    ],
     from_store: Annotated[
         bool, typer.Option("--from-store", help="Learn from the steps recorded in the store.")
     ] = False,
@@ -334,16 +372,19 @@ def train(
         Path | None,
         typer.Option(
             "--data",
-            help="Learn from outcomes (CSV or folder, as router eval reads) "
+            metavar="PATH",
+            help="Learn from outcomes (a CSV or a folder, as router eval reads them) "
             'or labeled rows (JSONL: {"prompt": ..., "needs_cloud": true}).',
+            show_default=False,
         ),
     ] = None,
     features: Annotated[
         str,
         typer.Option(
             "--features",
-            help="Text features: embedding (most accurate), hashed "
-            "(no embedding model needed where the router runs) or none.",
+            metavar="KIND",
+            help="The text features: embedding (most accurate), hashed (no embedding model "
+            "needed where the router runs) or none.",
         ),
     ] = "embedding",
     cascade: Annotated[
@@ -356,20 +397,22 @@ def train(
     cloud_share: Annotated[
         float,
         typer.Option(
-            "--cloud-share", help="Share of steps the saved threshold sends to the cloud (0 to 1)."
+            "--cloud-share",
+            metavar="0..1",
+            help="The share of the training steps the saved threshold sends to the cloud.",
         ),
     ] = 0.4,
-    device_model: Annotated[str | None, typer.Option("--device-model")] = None,
-    cloud_model: Annotated[str | None, typer.Option("--cloud-model")] = None,
-    embedding_model: Annotated[str | None, typer.Option("--embedding-model")] = None,
+    device_model: DeviceModel = None,
+    cloud_model: CloudModel = None,
+    embedding_model: EmbeddingModel = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Train a step router and write it to a small JSON file (it loads without torch when its
-    features are hashed or none).
+    """Train a step router into a JSON file.
 
-    Examples: fleetmind router train --from-store --out router.json;
-    fleetmind router train --data ../shared/data/routellm/mmlu --out router.json
+    It learns from the steps recorded in the store (--from-store) or from a file of outcomes
+    (--data). A router whose features are hashed or none loads without torch.
     """
+    from fleetmind.cli._build import open_store
     from fleetmind.orchestrator import (
         draft_rows,
         embedder_for,
@@ -420,6 +463,8 @@ def train(
 
 
 def _training_outcomes(data: Path, device_model: str | None, cloud_model: str | None) -> OutcomeSet:
+    from fleetmind.agents import load_outcomes
+
     if data.is_file() and data.suffix in (".jsonl", ".json"):
         from fleetmind.orchestrator import labeled_rows_from
 

@@ -42,14 +42,8 @@ from fleetmind.agents.remote import (
     profile_from_card,
     slug,
 )
-from fleetmind.cli._a2a_agents import (
-    A2A_AGENTS_FILE,
-    add,
-    list_cmd,
-    load_a2a_agents,
-    read_entries,
-    remove,
-)
+from fleetmind.cli._a2a_agents import A2A_AGENTS_FILE, load_a2a_agents, read_entries
+from fleetmind.cli._a2a_cmd import add, list_cmd, remove
 from fleetmind.errors import ConfigError, SubtaskFailed
 from fleetmind.orchestrator import Subtask, SubtaskStatus, TaskEvent
 from fleetmind.orchestrator._events import SubtaskProgress
