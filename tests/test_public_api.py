@@ -233,6 +233,7 @@ EXPECTED = {
         "embedding_model",
         "to_dot",
         "to_mermaid",
+        "watch_model_loads",
         "StepRows",
         "draft_rows",
         "embedder_for",

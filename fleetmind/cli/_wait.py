@@ -145,7 +145,7 @@ def waiting(text: str) -> AbstractContextManager[Wait]:
 
 def show_model_loads() -> None:
     """Put every embedding-model load of this process on the status line."""
-    from fleetmind.orchestrator._embedding import watch_model_loads
+    from fleetmind.orchestrator import watch_model_loads
 
     watch_model_loads(waiting)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Embedder,
         MiniLMEmbedder,
         SentenceEmbedder,
+        watch_model_loads,
     )
     from fleetmind.orchestrator._embedding_models import (
         EmbeddingModel,
@@ -113,6 +114,7 @@ _EXPORTS: dict[str, str] = {
             "Embedder",
             "MiniLMEmbedder",
             "SentenceEmbedder",
+            "watch_model_loads",
         ),
         "fleetmind.orchestrator._embedding_models": (
             "EmbeddingModel",
@@ -266,4 +268,5 @@ __all__ = [
     "to_dot",
     "to_mermaid",
     "train_step_router",
+    "watch_model_loads",
 ]
