@@ -207,7 +207,7 @@ class SQLiteStore(Store):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = _plain_reason(exc)
             raise StoreError(f"cannot open the store at {self.path}: {reason}") from exc
         self._lock = threading.Lock()
 
@@ -397,6 +397,15 @@ class _Delegating(Store):
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         records: list[TaskRecord] = self._inner.tasks(limit)
         return records
+
+
+def _plain_reason(exc: Exception) -> str:
+    """Why a file could not be opened, in words (no "[Errno 20]"), naming the path at fault."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    if isinstance(exc, FileExistsError) and exc.filename:
+        return f"{exc.filename} is a file, not a directory"
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
 
 
 def open_store(target: object) -> Store:

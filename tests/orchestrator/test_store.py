@@ -388,7 +388,7 @@ def test_opening_under_a_file_raises_store_error(tmp_path: Path) -> None:
         SQLiteStore(path)
 
     assert str(path) in str(info.value)
-    assert str(info.value).endswith(": Not a directory")  # the reason, without "[Errno 20]"
+    assert str(info.value).endswith(f"{blocker} is a file, not a directory")
     assert isinstance(info.value.__cause__, OSError)
 
 
