@@ -74,7 +74,7 @@ def render(d: dict[str, Any]) -> str:
         f"{sides['step_in_memory']['model_call_ms_p50']:.2f} ms (in-memory side)",
         f"  request body at step {MIDDLE_STEP}: bare httpx {sizes['bare_httpx']} B, LLMAgent "
         f"{sizes['llm_agent']} B, ReAct {sizes['langgraph_react']} B",
-        "  LLMAgent: engine event stamps between step records (step 1 from SubtaskStarted); "
+        "  LLMAgent: engine event stamps between step records (step 1 from SubtaskStartedEvent); "
         "ReAct: perf_counter at astream updates; bare: one request; run = submit to result",
         "",
         f"(b) Planner robustness: {d['planner_requests']} requests (seed {d['planner_seed']}), "

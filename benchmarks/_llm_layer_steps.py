@@ -24,7 +24,7 @@ from _harness import _progress, frozen_gc, percentile, profile_calls, profile_re
 
 from fleetmind import Fleet, TaskGraph, tool
 from fleetmind.agents import AgentProfile, LLMAgent, ModelEndpoint, OpenAICompatibleClient
-from fleetmind.orchestrator import SkillRouter, SubtaskProgress, SubtaskStarted
+from fleetmind.orchestrator import SkillRouter, SubtaskProgressEvent, SubtaskStartedEvent
 from fleetmind.testing import Reply, ScriptedLLMServer
 
 SELF = str(Path(__file__).resolve().with_name("llm_layer.py"))
@@ -241,9 +241,9 @@ class FleetmindSide:
         model_calls: list[float] = []
         outcomes: list[str] = []
         async for event in handle.events():
-            if isinstance(event, SubtaskStarted):
+            if isinstance(event, SubtaskStartedEvent):
                 started = event.at
-            elif isinstance(event, SubtaskProgress) and event.step is not None:
+            elif isinstance(event, SubtaskProgressEvent) and event.step is not None:
                 marks.append(event.at)
                 model_calls.append(float(event.step["latency_s"]))
                 outcomes.append(str(event.step["outcome"]))

@@ -33,14 +33,14 @@ What is measured
         ``@tool`` that is also a plain synchronous function, no checkpointer.
 
     A step's time, for the LLMAgent: the time between consecutive step records. Every step is
-    recorded as a ``SubtaskProgress`` event carrying the step's record (a model call that asked
+    recorded as a ``SubtaskProgressEvent`` event carrying the step's record (a model call that asked
     for tools is recorded when its tool calls have run; the final answer when the model call
     returns); the engine stamps each event with its clock (``at``) when it handles the agent's
     report, before writing it to the store. Those stamps are used rather than the time the
     event reaches the benchmark's subscriber, which is woken through two queues and only when
     the agent's task yields (on this machine the two agree to within 0.05 ms at p50 and p99,
     but the stamps cannot carry the subscriber's own scheduling delay). The first step is
-    measured from the ``SubtaskStarted`` event's stamp, so it includes what the agent does once
+    measured from the ``SubtaskStartedEvent`` event's stamp, so it includes what the agent does once
     per run (binding tools, opening the checkpointer, compiling the loop). For the ReAct agent:
     ``astream(stream_mode="updates")`` is read directly, with ``time.perf_counter()`` at each
     update: a step ends with each ``tools`` update and with the final ``agent`` update (the

@@ -204,7 +204,7 @@ class SubtaskReplanned(_Entry):
     exchanges: tuple[dict[str, Any], ...] = ()
 
 
-class TaskCancelled(_Entry):
+class TaskCancelledEntry(_Entry):
     """The task was cancelled: every subtask that has not finished is cancelled."""
 
     kind: Literal["task_cancelled"] = "task_cancelled"
@@ -242,7 +242,7 @@ LogEntry = Annotated[
     | SubtaskFinished
     | TaskPlanned
     | SubtaskReplanned
-    | TaskCancelled
+    | TaskCancelledEntry
     | TaskResumed,
     Field(discriminator="kind"),
 ]

@@ -47,6 +47,7 @@ def describe_validation_error(
     plain: bool = False,
     model: type[BaseModel] | None = None,
     where: Callable[[Location], str] | None = None,
+    count_more: bool = False,
 ) -> str:
     """The first problem pydantic found, as ``where: what (got value)``.
 
@@ -60,6 +61,8 @@ def describe_validation_error(
             keys at that place (``did you mean 'agent'?``).
         where: Names a location (the one of the problem, or of the mapping holding an unknown
             or missing key); "" for the top level.
+        count_more: Say how many other problems there are (``(and 2 more)``), for a caller
+            that fixes one at a time and should know it is not the last.
     """
     errors = exc.errors()
     first = errors[0]
@@ -74,7 +77,10 @@ def describe_validation_error(
             ),
             first,
         )
-    return describe_error(first, show_input=show_input, plain=plain, model=model, where=where)
+    line = describe_error(first, show_input=show_input, plain=plain, model=model, where=where)
+    if count_more and len(errors) > 1:
+        line += f" (and {len(errors) - 1} more)"
+    return line
 
 
 def describe_error(

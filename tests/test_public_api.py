@@ -182,9 +182,9 @@ EXPECTED = {
         "Fleet",
         "FleetView",
         "GraphEdit",
-        "GraphEdited",
+        "GraphEditedEvent",
         "LogEntry",
-        "MemoryStore",
+        "InMemoryStore",
         "MiniLMEmbedder",
         "ModelAssemblyError",
         "OutcomeHistory",
@@ -208,21 +208,23 @@ EXPECTED = {
         "SkillRouter",
         "Store",
         "Subtask",
-        "SubtaskCancelled",
-        "SubtaskDone",
-        "SubtaskFailed",
-        "SubtaskProgress",
-        "SubtaskReady",
-        "SubtaskReassigned",
-        "SubtaskReplanned",
-        "SubtaskRetried",
-        "SubtaskRouted",
-        "SubtaskSkipped",
-        "SubtaskStarted",
+        "SubtaskCancelledEvent",
+        "SubtaskDoneEvent",
+        "SubtaskFailedEvent",
+        "SubtaskProgressEvent",
+        "SubtaskReadyEvent",
+        "SubtaskReassignedEvent",
+        "SubtaskReplannedEvent",
+        "SubtaskRetriedEvent",
+        "SubtaskRoutedEvent",
+        "SubtaskSkippedEvent",
+        "SubtaskStartedEvent",
         "SubtaskState",
         "SubtaskStatus",
         "TaskEvent",
-        "TaskFinished",
+        "TaskFinishedEvent",
+        "TaskResumedEvent",
+        "describe_event",
         "TaskGraph",
         "TaskHandle",
         "TaskRecord",
@@ -362,3 +364,48 @@ def test_an_unknown_name_of_a_moved_module_is_an_attribute_error() -> None:
     for module in ("fleetmind.protocols._a2a_client", "fleetmind.protocols._a2a_server"):
         with pytest.raises(AttributeError, match="no attribute 'nothing'"):
             importlib.import_module(module).nothing  # noqa: B018
+
+
+RENAMED_IN_ORCHESTRATOR = [
+    *(
+        (old, f"{old}Event")
+        for old in (
+            "GraphEdited",
+            "SubtaskCancelled",
+            "SubtaskDone",
+            "SubtaskFailed",
+            "SubtaskProgress",
+            "SubtaskReady",
+            "SubtaskReassigned",
+            "SubtaskReplanned",
+            "SubtaskRetried",
+            "SubtaskRouted",
+            "SubtaskSkipped",
+            "SubtaskStarted",
+            "TaskFinished",
+        )
+    ),
+    ("MemoryStore", "InMemoryStore"),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED_IN_ORCHESTRATOR, ids=lambda n: n)
+def test_renamed_orchestrator_names_resolve_with_a_deprecation_warning(old: str, new: str) -> None:
+    orchestrator = importlib.import_module("fleetmind.orchestrator")
+    said = f"fleetmind.orchestrator.{old} is deprecated: use fleetmind.orchestrator.{new}"
+    with pytest.warns(DeprecationWarning, match=re.escape(said)):
+        value = getattr(orchestrator, old)
+    assert value is getattr(orchestrator, new)
+    assert old not in orchestrator.__all__
+    with pytest.warns(DeprecationWarning):  # every use warns, not only the first
+        getattr(orchestrator, old)
+
+
+def test_an_old_event_name_in_an_import_statement_warns_and_still_works() -> None:
+    with pytest.warns(DeprecationWarning, match="SubtaskFailedEvent"):
+        from fleetmind.orchestrator import SubtaskFailed  # type: ignore[attr-defined]
+    from fleetmind.errors import SubtaskFailed as SubtaskFailedError
+    from fleetmind.orchestrator import SubtaskFailedEvent
+
+    assert SubtaskFailed is SubtaskFailedEvent
+    assert SubtaskFailed is not SubtaskFailedError

@@ -14,7 +14,15 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetmind.cli._wait import status_line
-from fleetmind.orchestrator import SubtaskStatus, TaskEvent, TaskGraph, TaskHandle, TaskResult
+from fleetmind.orchestrator import (
+    SubtaskStatus,
+    TaskEvent,
+    TaskGraph,
+    TaskHandle,
+    TaskResult,
+    TaskResumedEvent,
+    describe_event,
+)
 
 _STYLE = {
     SubtaskStatus.PENDING: ("·", "dim"),
@@ -171,7 +179,7 @@ class TaskView:
                 if not opened:
                     opened = True
                     self._log.print(_opening(handle, event), highlight=False, markup=False)
-                    if event.kind == "task_resumed":
+                    if isinstance(event, TaskResumedEvent):
                         continue
                 line = describe_event(event)
                 if line:
@@ -196,7 +204,7 @@ class TaskView:
         live = Live(get_renderable=render, console=self._console, refresh_per_second=8)
         with live, status_line.shown_by(show_wait):
             async for event in handle.events():
-                if event.kind == "task_resumed":
+                if isinstance(event, TaskResumedEvent):
                     title = f"{graph.name} · task {handle.task_id} · resumed"
         if not self._console.is_terminal:
             self._console.line()  # off a terminal, Live leaves its last frame unterminated
@@ -229,71 +237,10 @@ def format_output(value: Any) -> str:
     return json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 
-def describe_event(event: TaskEvent) -> str | None:
-    """One line for an event worth a line in a log (None for the rest)."""
-    match event.kind:
-        case "subtask_started":
-            return f"▶ {event.subtask_id} started on {event.agent}"
-        case "subtask_done":
-            took = f" in {event.duration_s:.2f}s" if event.duration_s is not None else ""
-            return f"✓ {event.subtask_id} done{took}"
-        case "subtask_failed":
-            return f"✗ {event.subtask_id} failed: {event.error.get('message')}"
-        case "subtask_retried":
-            return (
-                f"↻ {event.subtask_id} retry {event.attempt} on {event.agent} in "
-                f"{event.delay_s:.2f}s after: {event.error.get('message')}"
-            )
-        case "subtask_reassigned":
-            return f"⇄ {event.subtask_id} taken from {event.agent}: {event.error.get('message')}"
-        case "subtask_skipped":
-            return f"↷ {event.subtask_id} skipped: {event.reason}"
-        case "subtask_cancelled":
-            return f"⊘ {event.subtask_id} cancelled"
-        case "subtask_progress":
-            return f"… {event.subtask_id}: {event.message}"
-        case "graph_edited":
-            who = f" by {event.by}" if event.by else ""
-            return f"+ graph edited{who}: {_edit_text(event.edit)}"
-        case "subtask_replanned":
-            edits = f" ({event.edits} edits)" if event.edits else ""
-            return f"⟲ {event.subtask_id} replanned: {event.outcome}{edits} — {event.reason}"
-        case "task_resumed":
-            return f"⏵ task {event.task_id} resumed after {stopped_for(event.down_s)} stopped"
-        case "task_finished":
-            return f"■ task {event.task_id} {event.status}"
-    return None
-
-
 def _opening(handle: TaskHandle, first: TaskEvent | None) -> str:
     """``task t… (name) started``, or ``resumed after 2m 05s stopped``."""
     begins = f"task {handle.task_id} ({handle.graph.name})"
-    if first is not None and first.kind == "task_resumed":
-        return f"{begins} resumed after {stopped_for(first.down_s)} stopped"
+    if isinstance(first, TaskResumedEvent):
+        said = describe_event(first, style="notice") or ""
+        return begins + said.removeprefix(f"task {handle.task_id}")
     return f"{begins} started"
-
-
-def stopped_for(seconds: float) -> str:
-    """A stretch of downtime in words: ``4.2s``, ``3m 05s``, ``2h 07m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"
-
-
-def _edit_text(edit: Any) -> str:
-    match edit.kind:
-        case "add_subtask":
-            deps = ", ".join(d.source for d in edit.dependencies)
-            return f"added {edit.subtask.id}" + (f" after {deps}" if deps else "")
-        case "remove_subtask":
-            return f"removed {edit.subtask_id}"
-        case "update_subtask":
-            return f"updated {edit.subtask.id}"
-        case "add_dependency":
-            return f"{edit.dependency.source} -> {edit.dependency.target}"
-        case "remove_dependency":
-            return f"removed {edit.source} -> {edit.target}"
-    return str(edit.kind)

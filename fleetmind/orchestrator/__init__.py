@@ -1,5 +1,6 @@
 """What decides: the task graph, the engine that runs it, routing, and the durable store."""
 
+import warnings
 from typing import TYPE_CHECKING
 
 from fleetmind._lazy import load
@@ -39,20 +40,22 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._engine import Engine
     from fleetmind.orchestrator._events import (
         Event,
-        GraphEdited,
-        SubtaskCancelled,
-        SubtaskDone,
-        SubtaskFailed,
-        SubtaskProgress,
-        SubtaskReady,
-        SubtaskReassigned,
-        SubtaskReplanned,
-        SubtaskRetried,
-        SubtaskRouted,
-        SubtaskSkipped,
-        SubtaskStarted,
+        GraphEditedEvent,
+        SubtaskCancelledEvent,
+        SubtaskDoneEvent,
+        SubtaskFailedEvent,
+        SubtaskProgressEvent,
+        SubtaskReadyEvent,
+        SubtaskReassignedEvent,
+        SubtaskReplannedEvent,
+        SubtaskRetriedEvent,
+        SubtaskRoutedEvent,
+        SubtaskSkippedEvent,
+        SubtaskStartedEvent,
         TaskEvent,
-        TaskFinished,
+        TaskFinishedEvent,
+        TaskResumedEvent,
+        describe_event,
     )
     from fleetmind.orchestrator._export import to_dot, to_mermaid
     from fleetmind.orchestrator._fleet import Fleet, TaskHandle, TaskSnapshot
@@ -79,7 +82,7 @@ if TYPE_CHECKING:
         recorded_step_rows,
         train_step_router,
     )
-    from fleetmind.orchestrator._store import MemoryStore, SQLiteStore, Store, TaskRecord
+    from fleetmind.orchestrator._store import InMemoryStore, SQLiteStore, Store, TaskRecord
     from fleetmind.orchestrator._task_result import TaskResult
     from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
 
@@ -124,20 +127,22 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._engine": ("Engine",),
         "fleetmind.orchestrator._events": (
             "Event",
-            "GraphEdited",
-            "SubtaskCancelled",
-            "SubtaskDone",
-            "SubtaskFailed",
-            "SubtaskProgress",
-            "SubtaskReady",
-            "SubtaskReassigned",
-            "SubtaskReplanned",
-            "SubtaskRetried",
-            "SubtaskRouted",
-            "SubtaskSkipped",
-            "SubtaskStarted",
+            "GraphEditedEvent",
+            "SubtaskCancelledEvent",
+            "SubtaskDoneEvent",
+            "SubtaskFailedEvent",
+            "SubtaskProgressEvent",
+            "SubtaskReadyEvent",
+            "SubtaskReassignedEvent",
+            "SubtaskReplannedEvent",
+            "SubtaskRetriedEvent",
+            "SubtaskRoutedEvent",
+            "SubtaskSkippedEvent",
+            "SubtaskStartedEvent",
             "TaskEvent",
-            "TaskFinished",
+            "TaskFinishedEvent",
+            "TaskResumedEvent",
+            "describe_event",
         ),
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
         "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle", "TaskSnapshot"),
@@ -169,7 +174,7 @@ _EXPORTS: dict[str, str] = {
             "recorded_step_rows",
             "train_step_router",
         ),
-        "fleetmind.orchestrator._store": ("MemoryStore", "SQLiteStore", "Store", "TaskRecord"),
+        "fleetmind.orchestrator._store": ("InMemoryStore", "SQLiteStore", "Store", "TaskRecord"),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
         "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),
     }.items()
@@ -178,7 +183,40 @@ _EXPORTS: dict[str, str] = {
 """Where each public name lives: its module loads on the first use of the name."""
 
 
+_DEPRECATED: dict[str, str] = {
+    **{
+        old: f"{old}Event"
+        for old in (
+            "SubtaskReady",
+            "SubtaskRouted",
+            "SubtaskStarted",
+            "SubtaskProgress",
+            "SubtaskRetried",
+            "SubtaskReassigned",
+            "SubtaskDone",
+            "SubtaskFailed",
+            "SubtaskSkipped",
+            "SubtaskCancelled",
+            "GraphEdited",
+            "SubtaskReplanned",
+            "TaskFinished",
+        )
+    },
+    "MemoryStore": "InMemoryStore",
+}
+"""Old names kept for one release: each now names something else too (an exception, a log
+entry, the fleet's memory), so the new names say which one they are."""
+
+
 def __getattr__(name: str) -> object:
+    new = _DEPRECATED.get(name)
+    if new is not None:
+        warnings.warn(
+            f"fleetmind.orchestrator.{name} is deprecated: use fleetmind.orchestrator.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return load(__name__, _EXPORTS, new)
     return load(__name__, _EXPORTS, name)
 
 
@@ -206,9 +244,9 @@ __all__ = [
     "Fleet",
     "FleetView",
     "GraphEdit",
-    "GraphEdited",
+    "GraphEditedEvent",
+    "InMemoryStore",
     "LogEntry",
-    "MemoryStore",
     "MiniLMEmbedder",
     "ModelAssemblyError",
     "OutcomeHistory",
@@ -233,29 +271,31 @@ __all__ = [
     "StepRows",
     "Store",
     "Subtask",
-    "SubtaskCancelled",
-    "SubtaskDone",
-    "SubtaskFailed",
-    "SubtaskProgress",
-    "SubtaskReady",
-    "SubtaskReassigned",
-    "SubtaskReplanned",
-    "SubtaskRetried",
-    "SubtaskRouted",
-    "SubtaskSkipped",
-    "SubtaskStarted",
+    "SubtaskCancelledEvent",
+    "SubtaskDoneEvent",
+    "SubtaskFailedEvent",
+    "SubtaskProgressEvent",
+    "SubtaskReadyEvent",
+    "SubtaskReassignedEvent",
+    "SubtaskReplannedEvent",
+    "SubtaskRetriedEvent",
+    "SubtaskRoutedEvent",
+    "SubtaskSkippedEvent",
+    "SubtaskStartedEvent",
     "SubtaskState",
     "SubtaskStatus",
     "TaskEvent",
     "TaskFile",
-    "TaskFinished",
+    "TaskFinishedEvent",
     "TaskGraph",
     "TaskHandle",
     "TaskRecord",
     "TaskResult",
+    "TaskResumedEvent",
     "TaskSnapshot",
     "UpdateSubtask",
     "capability_texts",
+    "describe_event",
     "draft_rows",
     "embedder_for",
     "embedding_model",

@@ -30,7 +30,7 @@ from fleetmind._task_log import (
     SubtaskRequeued,
     SubtaskRetried,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
     TaskResumed,
     UpdateSubtask,
 )
@@ -437,7 +437,7 @@ class Engine:
     def _on_cancel(self, reason: str) -> None:
         if self.graph.is_finished:
             return
-        self._record(TaskCancelled(reason=reason, at=self._clock()))
+        self._record(TaskCancelledEntry(reason=reason, at=self._clock()))
         self._waiting.clear()
         for runner in (*self._runners.values(), *self._replanning.values()):
             runner.cancel()
@@ -615,7 +615,7 @@ class Engine:
     def _schedule(self, ready: list[str]) -> None:
         for subtask_id in ready:
             self._pending_events.append(
-                ev.SubtaskReady(
+                ev.SubtaskReadyEvent(
                     task_id=self.task_id,
                     version=self.graph.version,
                     at=self._clock(),
@@ -720,7 +720,7 @@ class Engine:
         status = self.graph.status
         self._store.set_status(self.task_id, status)
         self.events.publish(
-            ev.TaskFinished(
+            ev.TaskFinishedEvent(
                 task_id=self.task_id,
                 version=self.graph.version,
                 at=self._clock(),

@@ -23,7 +23,7 @@ from fleetmind._task_log import (
     SubtaskRetried,
     SubtaskRouted,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
     TaskPlanned,
     TaskResumed,
     UpdateSubtask,
@@ -59,13 +59,13 @@ def events_for(
     match entry:
         case SubtaskStarted():
             out.append(
-                ev.SubtaskStarted(
+                ev.SubtaskStartedEvent(
                     **base, subtask_id=entry.subtask_id, agent=entry.agent, routing=routing
                 )
             )
         case SubtaskRouted():
             out.append(
-                ev.SubtaskRouted(
+                ev.SubtaskRoutedEvent(
                     **base,
                     subtask_id=entry.subtask_id,
                     candidates=entry.candidates,
@@ -74,7 +74,7 @@ def events_for(
             )
         case SubtaskProgressed():
             out.append(
-                ev.SubtaskProgress(
+                ev.SubtaskProgressEvent(
                     **base,
                     subtask_id=entry.subtask_id,
                     message=entry.message,
@@ -85,7 +85,7 @@ def events_for(
         case SubtaskRetried():
             state = graph.state(entry.subtask_id)
             out.append(
-                ev.SubtaskRetried(
+                ev.SubtaskRetriedEvent(
                     **base,
                     subtask_id=entry.subtask_id,
                     agent=state.agent or "",
@@ -96,7 +96,7 @@ def events_for(
             )
         case SubtaskReassigned():
             out.append(
-                ev.SubtaskReassigned(
+                ev.SubtaskReassignedEvent(
                     **base, subtask_id=entry.subtask_id, agent=entry.agent, error=entry.error
                 )
             )
@@ -104,7 +104,7 @@ def events_for(
             state = graph.state(entry.subtask_id)
             if entry.status == "done":
                 out.append(
-                    ev.SubtaskDone(
+                    ev.SubtaskDoneEvent(
                         **base,
                         subtask_id=entry.subtask_id,
                         agent=state.agent,
@@ -114,7 +114,7 @@ def events_for(
                 )
             else:
                 out.append(
-                    ev.SubtaskFailed(
+                    ev.SubtaskFailedEvent(
                         **base,
                         subtask_id=entry.subtask_id,
                         agent=state.agent,
@@ -123,7 +123,7 @@ def events_for(
                 )
         case SubtaskReplanned():
             out.append(
-                ev.SubtaskReplanned(
+                ev.SubtaskReplannedEvent(
                     **base,
                     subtask_id=entry.subtask_id,
                     outcome=entry.outcome,
@@ -134,22 +134,22 @@ def events_for(
         case (
             AddSubtask() | RemoveSubtask() | UpdateSubtask() | AddDependency() | RemoveDependency()
         ):
-            out.append(ev.GraphEdited(**base, edit=entry, by=by))
+            out.append(ev.GraphEditedEvent(**base, edit=entry, by=by))
         case TaskResumed():
             out.append(ev.TaskResumedEvent(**base, down_s=entry.down_s))
-        case SubtaskRequeued() | TaskPlanned() | TaskCancelled():
+        case SubtaskRequeued() | TaskPlanned() | TaskCancelledEntry():
             pass  # followers learn of these through the changes they cause
         case _:
             assert_never(entry)
     for change in changes:
         sid = change.subtask_id
         if change.status is SubtaskStatus.SKIPPED:
-            out.append(ev.SubtaskSkipped(**base, subtask_id=sid, reason=change.reason))
+            out.append(ev.SubtaskSkippedEvent(**base, subtask_id=sid, reason=change.reason))
         elif change.status is SubtaskStatus.CANCELLED:
-            out.append(ev.SubtaskCancelled(**base, subtask_id=sid, reason=change.reason))
+            out.append(ev.SubtaskCancelledEvent(**base, subtask_id=sid, reason=change.reason))
         elif change.status is SubtaskStatus.FAILED:
             out.append(
-                ev.SubtaskFailed(
+                ev.SubtaskFailedEvent(
                     **base, subtask_id=sid, agent=None, error=graph.state(sid).error or {}
                 )
             )

@@ -9,7 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
+
+from fleetmind._task_log import (
+    AddDependency,
+    AddSubtask,
+    RemoveDependency,
+    RemoveSubtask,
+    UpdateSubtask,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,7 +30,7 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskReady(Event):
+class SubtaskReadyEvent(Event):
     """A subtask's dependencies are satisfied; it waits for an agent."""
 
     kind: Literal["subtask_ready"] = "subtask_ready"
@@ -30,7 +38,7 @@ class SubtaskReady(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskRouted(Event):
+class SubtaskRoutedEvent(Event):
     """The router ranked candidate agents for a subtask (and says why others were excluded)."""
 
     kind: Literal["subtask_routed"] = "subtask_routed"
@@ -41,7 +49,7 @@ class SubtaskRouted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskStarted(Event):
+class SubtaskStartedEvent(Event):
     """An agent started working on a subtask."""
 
     kind: Literal["subtask_started"] = "subtask_started"
@@ -52,7 +60,7 @@ class SubtaskStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskProgress(Event):
+class SubtaskProgressEvent(Event):
     """A running subtask reported progress."""
 
     kind: Literal["subtask_progress"] = "subtask_progress"
@@ -64,7 +72,7 @@ class SubtaskProgress(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskRetried(Event):
+class SubtaskRetriedEvent(Event):
     """An attempt failed; the same agent tries again after ``delay_s``."""
 
     kind: Literal["subtask_retried"] = "subtask_retried"
@@ -77,7 +85,7 @@ class SubtaskRetried(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskReassigned(Event):
+class SubtaskReassignedEvent(Event):
     """An agent failed a subtask for good; the next-best candidate will get it."""
 
     kind: Literal["subtask_reassigned"] = "subtask_reassigned"
@@ -87,7 +95,7 @@ class SubtaskReassigned(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskDone(Event):
+class SubtaskDoneEvent(Event):
     """A subtask finished with an output."""
 
     kind: Literal["subtask_done"] = "subtask_done"
@@ -98,7 +106,7 @@ class SubtaskDone(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskFailed(Event):
+class SubtaskFailedEvent(Event):
     """A subtask failed: its agents gave up, or a dependency it needed did not succeed."""
 
     kind: Literal["subtask_failed"] = "subtask_failed"
@@ -108,7 +116,7 @@ class SubtaskFailed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskSkipped(Event):
+class SubtaskSkippedEvent(Event):
     """A subtask will not run because of how a dependency ended."""
 
     kind: Literal["subtask_skipped"] = "subtask_skipped"
@@ -117,7 +125,7 @@ class SubtaskSkipped(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskCancelled(Event):
+class SubtaskCancelledEvent(Event):
     """A subtask was cancelled with its task."""
 
     kind: Literal["subtask_cancelled"] = "subtask_cancelled"
@@ -126,7 +134,7 @@ class SubtaskCancelled(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GraphEdited(Event):
+class GraphEditedEvent(Event):
     """The task graph changed while it ran (an agent's result, or a user's edit)."""
 
     kind: Literal["graph_edited"] = "graph_edited"
@@ -137,7 +145,7 @@ class GraphEdited(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubtaskReplanned(Event):
+class SubtaskReplannedEvent(Event):
     """A subtask failed for good and the planner answered with graph edits (or could not)."""
 
     kind: Literal["subtask_replanned"] = "subtask_replanned"
@@ -149,7 +157,7 @@ class SubtaskReplanned(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskFinished(Event):
+class TaskFinishedEvent(Event):
     """The task ended: done, failed or cancelled."""
 
     kind: Literal["task_finished"] = "task_finished"
@@ -167,21 +175,116 @@ class TaskResumedEvent(Event):
 
 
 TaskEvent = (
-    SubtaskReady
-    | SubtaskRouted
-    | SubtaskStarted
-    | SubtaskProgress
-    | SubtaskRetried
-    | SubtaskReassigned
-    | SubtaskDone
-    | SubtaskFailed
-    | SubtaskSkipped
-    | SubtaskCancelled
-    | SubtaskReplanned
-    | GraphEdited
+    SubtaskReadyEvent
+    | SubtaskRoutedEvent
+    | SubtaskStartedEvent
+    | SubtaskProgressEvent
+    | SubtaskRetriedEvent
+    | SubtaskReassignedEvent
+    | SubtaskDoneEvent
+    | SubtaskFailedEvent
+    | SubtaskSkippedEvent
+    | SubtaskCancelledEvent
+    | SubtaskReplannedEvent
+    | GraphEditedEvent
     | TaskResumedEvent
-    | TaskFinished
+    | TaskFinishedEvent
 )
+
+
+def describe_event(event: TaskEvent, *, style: Literal["log", "notice"] = "log") -> str | None:
+    """One line of text saying what an event means, or None where the style leaves it out.
+
+    ``log`` (a terminal's log of a task) leads with a mark (``▶ s1 started on a``) and has no
+    line for a subtask becoming ready or being routed; ``notice`` (a progress notification or
+    a status message) reads ``s1: started on a`` and has a line for every event.
+    """
+    subject: str | None = None
+    match event:
+        case SubtaskReadyEvent():
+            mark, subject, text = "○", event.subtask_id, "ready"
+            if style == "log":
+                return None
+        case SubtaskRoutedEvent():
+            best = event.candidates[0]["agent_id"] if event.candidates else "nobody"
+            mark, subject, text = "→", event.subtask_id, f"routed, best candidate {best}"
+            if style == "log":
+                return None
+        case SubtaskStartedEvent():
+            mark, subject, text = "▶", event.subtask_id, f"started on {event.agent}"
+        case SubtaskProgressEvent():
+            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
+            mark, subject, text = "…", f"{event.subtask_id}:", f"{event.message}{share}"
+        case SubtaskRetriedEvent():
+            mark, subject = "↻", event.subtask_id
+            text = (
+                f"retry {event.attempt} on {event.agent} in {event.delay_s:.2f}s after: "
+                f"{event.error.get('message', '')}"
+            )
+        case SubtaskReassignedEvent():
+            mark, subject = "⇄", event.subtask_id
+            text = f"taken from {event.agent}: {event.error.get('message', '')}"
+        case SubtaskDoneEvent():
+            mark, subject = "✓", event.subtask_id
+            if style == "log":
+                text = "done" + (
+                    f" in {event.duration_s:.2f}s" if event.duration_s is not None else ""
+                )
+            else:
+                text = "done" + (f" by {event.agent}" if event.agent else "")
+        case SubtaskFailedEvent():
+            mark, subject, text = "✗", event.subtask_id, f"failed: {event.error.get('message', '')}"
+        case SubtaskSkippedEvent():
+            mark, subject, text = "↷", event.subtask_id, f"skipped: {event.reason}"
+        case SubtaskCancelledEvent():
+            mark, subject = "⊘", event.subtask_id
+            text = "cancelled" + (f": {event.reason}" if event.reason else "")
+        case SubtaskReplannedEvent():
+            mark, subject = "⟲", event.subtask_id
+            edits = f" ({event.edits} edits)" if event.edits else ""
+            text = f"replanned: {event.outcome}{edits} — {event.reason}"
+        case GraphEditedEvent():
+            who = f" by {event.by}" if event.by else ""
+            mark, text = "+", f"graph edited{who}: {_edit_text(event.edit)}"
+        case TaskResumedEvent():
+            mark, text = (
+                "⏵",
+                f"task {event.task_id} resumed after {_stopped_for(event.down_s)} stopped",
+            )
+        case TaskFinishedEvent():
+            mark, text = "■", f"task {event.task_id} {event.status}"
+        case _:
+            assert_never(event)
+    if style == "log":
+        return f"{mark} {subject} {text}" if subject else f"{mark} {text}"
+    return f"{subject.removesuffix(':')}: {text}" if subject else text
+
+
+def _edit_text(edit: Any) -> str:
+    """A structural edit in a few words: ``added s3 after s1``, ``s1 -> s2``."""
+    match edit:
+        case AddSubtask():
+            deps = ", ".join(d.source for d in edit.dependencies)
+            return f"added {edit.subtask.id}" + (f" after {deps}" if deps else "")
+        case RemoveSubtask():
+            return f"removed {edit.subtask_id}"
+        case UpdateSubtask():
+            return f"updated {edit.subtask.id}"
+        case AddDependency():
+            return f"{edit.dependency.source} -> {edit.dependency.target}"
+        case RemoveDependency():
+            return f"removed {edit.source} -> {edit.target}"
+    return str(getattr(edit, "kind", edit))
+
+
+def _stopped_for(seconds: float) -> str:
+    """A stretch of downtime in words: ``4.2s``, ``3m 05s``, ``2h 07m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 class EventBroadcaster:

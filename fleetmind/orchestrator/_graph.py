@@ -36,7 +36,7 @@ from fleetmind._task_log import (
     SubtaskRetried,
     SubtaskRouted,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
     TaskPlanned,
     TaskResumed,
     UpdateSubtask,
@@ -278,7 +278,7 @@ class TaskGraph:
             case SubtaskReplanned():
                 state = self._expect(entry.subtask_id, (_S.RUNNING, _S.READY), "replan")
                 state.replanned = entry.outcome
-            case TaskCancelled():
+            case TaskCancelledEntry():
                 self._cancel(entry.reason or "task cancelled", changes)
             case TaskResumed():
                 for state in self._state.values():  # the downtime is no subtask's work

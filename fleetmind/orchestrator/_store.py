@@ -2,7 +2,7 @@
 
 A task is a row of metadata plus its append-only log of entries; the graph is rebuilt by
 replaying that log (see :meth:`TaskGraph.from_log`). :class:`SQLiteStore` is the embedded
-default (one file, WAL); :class:`MemoryStore` keeps nothing across processes. Any subclass of
+default (one file, WAL); :class:`InMemoryStore` keeps nothing across processes. Any subclass of
 :class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
 """
 
@@ -116,7 +116,7 @@ def dump_entry(entry: LogEntry) -> str:
     return entry.model_dump_json(fallback=_json_fallback)
 
 
-class MemoryStore(Store):
+class InMemoryStore(Store):
     """A store that lives in this process only (the SDK's default when no path is given)."""
 
     def __init__(self) -> None:
@@ -415,7 +415,7 @@ def open_store(target: object) -> Store:
         ConfigError: ``target`` is none of these.
     """
     if target is None:
-        return MemoryStore()
+        return InMemoryStore()
     if isinstance(target, str | Path):
         return SQLiteStore(target)
     if isinstance(target, Store):

@@ -69,16 +69,17 @@ from fleetmind.agents.remote import agent_card
 from fleetmind.errors import ConfigError, FleetmindError
 from fleetmind.orchestrator import (
     Fleet,
-    SubtaskDone,
-    SubtaskFailed,
-    SubtaskProgress,
-    SubtaskReassigned,
-    SubtaskRetried,
-    SubtaskStarted,
+    SubtaskDoneEvent,
+    SubtaskFailedEvent,
+    SubtaskProgressEvent,
+    SubtaskReassignedEvent,
+    SubtaskRetriedEvent,
+    SubtaskStartedEvent,
     TaskEvent,
     TaskGraph,
     TaskHandle,
     TaskResult,
+    describe_event,
 )
 from fleetmind.protocols import data_values, plain_json
 from fleetmind.serve._http_gate import HttpGate, exact_bearer
@@ -347,21 +348,7 @@ async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
     """Report one engine event to the A2A client (events it has no use for are dropped)."""
     details: dict[str, Any] = {"event": event.kind}
     match event:
-        case SubtaskStarted():
-            text = f"{event.subtask_id}: started on {event.agent}"
-        case SubtaskProgress():
-            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
-            text = f"{event.subtask_id}: {event.message}{share}"
-            details["fraction"] = event.fraction
-        case SubtaskRetried():
-            text = f"{event.subtask_id}: attempt {event.attempt} after {_error_text(event.error)}"
-        case SubtaskReassigned():
-            text = f"{event.subtask_id}: {event.agent} gave up ({_error_text(event.error)})"
-        case SubtaskFailed():
-            if event.error.get("type") == "InputRequired":
-                return  # reported as input-required when the task ends
-            text = f"{event.subtask_id}: failed ({_error_text(event.error)})"
-        case SubtaskDone():
+        case SubtaskDoneEvent():
             await updater.add_artifact(
                 [_part(event.output)],
                 artifact_id=f"subtask-{event.subtask_id}",
@@ -369,9 +356,17 @@ async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
                 metadata={"subtask_id": event.subtask_id, "agent": event.agent},
             )
             return
+        case SubtaskFailedEvent() if event.error.get("type") == "InputRequired":
+            return  # reported as input-required when the task ends
+        case SubtaskProgressEvent():
+            details.update(subtask_id=event.subtask_id, fraction=event.fraction)
+        case SubtaskStartedEvent():
+            details["subtask_id"] = event.subtask_id
+        case SubtaskRetriedEvent() | SubtaskReassignedEvent() | SubtaskFailedEvent():
+            details.update(subtask_id=event.subtask_id, error=event.error)
         case _:
             return
-    details["subtask_id"] = event.subtask_id
+    text = describe_event(event, style="notice") or event.kind
     await updater.update_status(
         TaskState.TASK_STATE_WORKING, message=_agent_message(updater, text, details)
     )
@@ -420,10 +415,6 @@ def _with_reply(parked: _Parked, reply: Any) -> dict[str, Any]:
 def _jsonable(value: Any) -> Any:
     """Agent outputs may hold anything; what JSON cannot hold travels as its ``str``."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _error_text(error: dict[str, Any]) -> str:
-    return f"{error.get('type', 'error')}: {error.get('message', '')}"
 
 
 def _first_line(exc: Exception) -> str:

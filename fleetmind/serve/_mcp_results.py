@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, assert_never
+from typing import Any
 
 from mcp.server.mcpserver.exceptions import (
     ToolError,
@@ -15,19 +15,26 @@ from mcp.server.mcpserver.exceptions import (
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
+from fleetmind._validation import describe_validation_error
 from fleetmind.agents import AgentProfile
 from fleetmind.errors import FleetmindError
 from fleetmind.orchestrator import (
     Dependency,
     Subtask,
     SubtaskStatus,
-    TaskEvent,
     TaskGraph,
 )
 
 _DEFINITION_KEYS = frozenset({"name", "subtasks", "dependencies"})
 _TEXT_SUBTASK_ID = "request"
 GRAPH_URI_TEMPLATE = "fleetmind://tasks/{task_id}/graph"
+_ENDED = frozenset({"done", "failed", "cancelled"})
+
+
+def has_ended(status: str) -> bool:
+    """Whether a task with this status is over: not running, and not interrupted (which
+    ``fleetmind resume`` continues)."""
+    return status in _ENDED
 
 
 def graph_uri(task_id: str) -> str:
@@ -61,8 +68,10 @@ class TaskState(BaseModel):
     task_id: str
     name: str
     status: str
-    """running, done, failed or cancelled."""
+    """running, interrupted, done, failed or cancelled."""
     finished: bool
+    resumable: bool = False
+    """Interrupted by its user: ``fleetmind resume <task_id>`` continues it."""
     counts: dict[str, int]
     """How many subtasks are in each status."""
     subtasks: list[SubtaskInfo]
@@ -75,6 +84,8 @@ class TaskOutcome(BaseModel):
     task_id: str
     status: str
     finished: bool
+    resumable: bool = False
+    """Interrupted by its user: ``fleetmind resume <task_id>`` continues it."""
     outputs: dict[str, Any]
     errors: dict[str, dict[str, Any]]
 
@@ -137,7 +148,8 @@ def task_state(task_id: str, status: str, graph: TaskGraph) -> TaskState:
         task_id=task_id,
         name=graph.name,
         status=status,
-        finished=status != "running",
+        finished=has_ended(status),
+        resumable=status == "interrupted",
         counts=graph.counts(),
         subtasks=subtasks,
         graph_uri=graph_uri(task_id),
@@ -155,7 +167,12 @@ def task_outcome(task_id: str, status: str, graph: TaskGraph, *, finished: bool)
         elif st.status is SubtaskStatus.FAILED and st.error:
             errors[subtask.id] = _jsonable(st.error)
     return TaskOutcome(
-        task_id=task_id, status=status, finished=finished, outputs=outputs, errors=errors
+        task_id=task_id,
+        status=status,
+        finished=finished,
+        resumable=status == "interrupted",
+        outputs=outputs,
+        errors=errors,
     )
 
 
@@ -171,43 +188,6 @@ def agent_info(profile: AgentProfile) -> AgentInfo:
         ],
         tier=profile.tier.value,
     )
-
-
-def event_message(event: TaskEvent) -> str:
-    """One line saying what happened, for a progress notification."""
-    match event.kind:
-        case "subtask_ready":
-            return f"{event.subtask_id}: ready"
-        case "subtask_routed":
-            best = event.candidates[0]["agent_id"] if event.candidates else "nobody"
-            return f"{event.subtask_id}: routed, best candidate {best}"
-        case "subtask_started":
-            return f"{event.subtask_id}: started on {event.agent}"
-        case "subtask_progress":
-            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
-            return f"{event.subtask_id}: {event.message}{share}"
-        case "subtask_retried":
-            return f"{event.subtask_id}: {event.agent} failed, attempt {event.attempt} follows"
-        case "subtask_reassigned":
-            return f"{event.subtask_id}: {event.agent} gave up, trying the next agent"
-        case "subtask_done":
-            return f"{event.subtask_id}: done by {event.agent}"
-        case "subtask_failed":
-            return f"{event.subtask_id}: failed: {event.error.get('message', '')}"
-        case "subtask_skipped":
-            return f"{event.subtask_id}: skipped: {event.reason}"
-        case "subtask_cancelled":
-            return f"{event.subtask_id}: cancelled: {event.reason}"
-        case "subtask_replanned":
-            return f"{event.subtask_id}: replanned ({event.outcome}): {event.reason}"
-        case "graph_edited":
-            return f"graph edited{f' by {event.by}' if event.by else ''}"
-        case "task_resumed":
-            return f"task resumed after {event.down_s:.1f} s stopped"
-        case "task_finished":
-            return f"task {event.status}"
-        case _:
-            assert_never(event.kind)
 
 
 def build_graph(graph: Any, text: str | None) -> TaskGraph:
@@ -251,17 +231,9 @@ def build_graph(graph: Any, text: str | None) -> TaskGraph:
             try:
                 model.model_validate(item)
             except ValidationError as exc:
-                raise ToolError(f"invalid task graph: {where}[{i}]: {first_error(exc)}") from None
+                problem = describe_validation_error(exc, show_input=False, count_more=True)
+                raise ToolError(f"invalid task graph: {where}[{i}]: {problem}") from None
     try:
         return TaskGraph.from_definition(data)
     except FleetmindError as exc:
         raise ToolError(f"invalid task graph: {exc.message}") from None
-
-
-def first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    err = errors[0]
-    where = ".".join(str(p) for p in err["loc"])
-    message = err["msg"].removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}" if where else f"{message}{more}"

@@ -44,15 +44,17 @@ from mcp.types import CallToolResult, InputRequiredResult, jsonrpc_message_adapt
 from pydantic import Field, ValidationError, WithJsonSchema
 from starlette.types import ASGIApp, Scope
 
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetmindError, FleetStateError, TaskNotFound
 from fleetmind.orchestrator import (
     Fleet,
-    SubtaskCancelled,
-    SubtaskDone,
-    SubtaskFailed,
-    SubtaskSkipped,
+    SubtaskCancelledEvent,
+    SubtaskDoneEvent,
+    SubtaskFailedEvent,
+    SubtaskSkippedEvent,
     TaskGraph,
     TaskHandle,
+    describe_event,
 )
 from fleetmind.serve._http_gate import HttpGate, Refusal, case_blind_bearer
 from fleetmind.serve._mcp_results import (
@@ -63,9 +65,8 @@ from fleetmind.serve._mcp_results import (
     agent_info,
     build_graph,
     dumps_json,
-    event_message,
-    first_error,
     graph_uri,
+    has_ended,
     task_outcome,
     task_state,
 )
@@ -155,7 +156,9 @@ class _FleetService:
                 if isinstance(event, _FINISHING_EVENTS):
                     finished.add(event.subtask_id)
                 total = max(len(handle.graph), len(finished))
-                await ctx.report_progress(len(finished), total, event_message(event))
+                await ctx.report_progress(
+                    len(finished), total, describe_event(event, style="notice")
+                )
 
     def state(self, task_id: str) -> TaskState:
         task_id, status, graph, _ = self.task(task_id)
@@ -164,7 +167,7 @@ class _FleetService:
     async def result(self, task_id: str, timeout_s: float) -> TaskOutcome:
         task_id, status, graph, handle = self.task(task_id)
         if handle is None:
-            return task_outcome(task_id, status, graph, finished=status != "running")
+            return task_outcome(task_id, status, graph, finished=has_ended(status))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended(handle), timeout_s)
         return task_outcome(task_id, handle.graph.status, handle.graph, finished=handle.done())
@@ -175,6 +178,11 @@ class _FleetService:
             if status == "running":
                 raise ToolError(
                     f"task {task_id} is not running in this server, so it cannot be cancelled here"
+                )
+            if status == "interrupted":
+                raise ToolError(
+                    f"task {task_id} is interrupted, not running: "
+                    f"`fleetmind resume {task_id}` continues it"
                 )
             return task_outcome(task_id, status, graph, finished=True)
         await self._cancel(handle, reason)
@@ -247,7 +255,12 @@ class _FleetService:
                     tg.create_task(self._cancel(handle, _STOP_REASON))
 
 
-_FINISHING_EVENTS = (SubtaskDone, SubtaskFailed, SubtaskSkipped, SubtaskCancelled)
+_FINISHING_EVENTS = (
+    SubtaskDoneEvent,
+    SubtaskFailedEvent,
+    SubtaskSkippedEvent,
+    SubtaskCancelledEvent,
+)
 
 
 # The server ----------------------------------------------------------------------------------
@@ -309,10 +322,9 @@ class _FleetMCPServer(MCPServer):
             cause = exc.__cause__
             if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
+            problem = describe_validation_error(cause, show_input=False, count_more=True)
             # The cause is kept: the SDK logs the names of the rejected fields from it.
-            raise ToolError(
-                f"Error executing tool {name}: invalid arguments: {first_error(cause)}"
-            ) from cause
+            raise ToolError(f"Error executing tool {name}: invalid arguments: {problem}") from cause
 
 
 def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:

@@ -16,7 +16,7 @@ from fleetmind import Fleet, TaskGraph
 from fleetmind.agents import AgentProfile
 from fleetmind.agents._langgraph_agent import LangGraphAgent
 from fleetmind.errors import AgentError
-from fleetmind.orchestrator import SubtaskProgress
+from fleetmind.orchestrator import SubtaskProgressEvent
 from fleetmind.testing import Reply, ScriptedLLMServer
 
 
@@ -61,7 +61,7 @@ async def test_inputs_to_state_final_state_to_output_nodes_to_progress() -> None
         events = [e async for e in handle.events()]
         result = await handle.result()
     assert result.outputs["s"] == {"text": "a b c d", "words": 4, "summary": "4 words"}
-    progress = [e.message for e in events if isinstance(e, SubtaskProgress)]
+    progress = [e.message for e in events if isinstance(e, SubtaskProgressEvent)]
     assert progress == ["count done", "summarise done"]
 
 
@@ -165,7 +165,7 @@ async def test_langgraphs_prebuilt_react_agent_runs_in_the_fleet(server: Scripte
     assert "what is 2 + 3?" in server.requests[0]["messages"][0]["content"]
     tool_message = server.requests[1]["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["content"] == "5"
-    assert [e.message for e in events if isinstance(e, SubtaskProgress)] == [
+    assert [e.message for e in events if isinstance(e, SubtaskProgressEvent)] == [
         "agent done",
         "tools done",
         "agent done",

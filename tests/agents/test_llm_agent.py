@@ -18,7 +18,7 @@ from fleetmind.agents import (
     StepChoice,
     StepState,
 )
-from fleetmind.orchestrator import SubtaskProgress
+from fleetmind.orchestrator import SubtaskProgressEvent
 from fleetmind.testing import Reply, ScriptedLLMServer
 
 
@@ -108,7 +108,7 @@ async def test_reason_act_observe_answer_with_step_records(
     assert names == ["word_count", "shout", "give_up"]
     # The inputs reach the model.
     assert "one two three" in cloud_server.requests[0]["messages"][1]["content"]
-    steps = [e.step for e in events if isinstance(e, SubtaskProgress) and e.step]
+    steps = [e.step for e in events if isinstance(e, SubtaskProgressEvent) and e.step]
     assert [s["outcome"] for s in steps] == ["tool_calls", "answer"]
     assert steps[0]["tool_calls"] == [
         {"name": "word_count", "ok": True, "error": None},
@@ -257,7 +257,7 @@ async def test_the_step_router_switches_models_mid_task(
     async with fleet:
         handle = fleet.submit(one_subtask())
         events = [e async for e in handle.events()]
-    steps = [e.step for e in events if isinstance(e, SubtaskProgress) and e.step]
+    steps = [e.step for e in events if isinstance(e, SubtaskProgressEvent) and e.step]
     assert [s["tier"] for s in steps] == ["device", "cloud", "device"]
     assert steps[1]["reason"] == "step 2 is even"
     assert len(device_server.requests) == 2 and len(cloud_server.requests) == 1
@@ -304,7 +304,7 @@ async def test_a_model_that_stays_down_fails_the_step_and_retries_from_the_check
         result = await handle.result()
     assert result.outputs["count"] == "3"
     assert len(cloud_server.requests) == 3  # step 1 was not asked again
-    steps = [e.step for e in events if isinstance(e, SubtaskProgress) and e.step]
+    steps = [e.step for e in events if isinstance(e, SubtaskProgressEvent) and e.step]
     assert [s["outcome"] for s in steps] == ["tool_calls", "error", "answer"]
     assert "503" in steps[1]["error"]
 

@@ -12,7 +12,7 @@ import pytest
 from fleetmind import Fleet, TaskGraph, tool
 from fleetmind.agents import AgentProfile, LLMAgent, ModelEndpoint, OpenAICompatibleClient
 from fleetmind.agents.remote import DeviceRuntime
-from fleetmind.orchestrator import SubtaskProgress
+from fleetmind.orchestrator import SubtaskProgressEvent
 from fleetmind.protocols import BrokerAddress
 from fleetmind.serve import MqttFleetLink
 from fleetmind.testing import Reply, ScriptedLLMServer, start_test_broker
@@ -69,7 +69,7 @@ async def test_an_llm_agent_on_a_device_records_its_steps(
                         result = await handle.result()
                 serving.cancel()
     assert result.ok and result.outputs["m"] == "the table is 5 long"
-    steps = [e.step for e in events if isinstance(e, SubtaskProgress) and e.step]
+    steps = [e.step for e in events if isinstance(e, SubtaskProgressEvent) and e.step]
     assert [s["outcome"] for s in steps] == ["tool_calls", "answer"]
     assert steps[0]["tier"] == "device" and steps[0]["tool_calls"][0]["name"] == "measure"
     assert result.graph.state("m").steps == 2

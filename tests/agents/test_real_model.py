@@ -31,7 +31,7 @@ from fleetmind.agents import (
     OpenAICompatibleClient,
 )
 from fleetmind.errors import ModelRejected
-from fleetmind.orchestrator import SubtaskProgress
+from fleetmind.orchestrator import SubtaskProgressEvent
 from fleetmind.testing import free_port
 
 _MISSING = [
@@ -151,7 +151,7 @@ async def test_an_llm_agent_step_on_the_real_model(llama_url: str) -> None:
             events = [e async for e in handle.events()]
             result = await handle.result()
     assert result.ok and isinstance(result.outputs["s"], str)
-    steps = [e.step for e in events if isinstance(e, SubtaskProgress) and e.step]
+    steps = [e.step for e in events if isinstance(e, SubtaskProgressEvent) and e.step]
     assert len(steps) == 1 and steps[0]["tier"] == "device" and steps[0]["outcome"] == "answer"
     assert steps[0]["prompt_tokens"] > 0 and not steps[0]["tokens_estimated"]
 

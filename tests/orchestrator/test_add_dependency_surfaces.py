@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
-from fleetmind.orchestrator import Condition, Dependency, DependencyKind, SubtaskStarted
+from fleetmind.orchestrator import Condition, Dependency, DependencyKind, SubtaskStartedEvent
 
 EXPECTED = Dependency(
     source="a", target="b", kind=DependencyKind.CONTROL, condition=Condition.FAILURE
@@ -50,7 +50,7 @@ async def test_on_a_running_task_s_handle() -> None:
     async with Fleet([holder, failer, fine]) as fleet:
         handle = fleet.submit(graph)
         async for event in handle.events():  # edit while "first" holds b back
-            if isinstance(event, SubtaskStarted) and event.subtask_id == "first":
+            if isinstance(event, SubtaskStartedEvent) and event.subtask_id == "first":
                 break
         added = await handle.add_dependency("a", "b", condition="failure")
         gate.set()

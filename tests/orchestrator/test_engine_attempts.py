@@ -120,7 +120,7 @@ async def test_success_on_third_attempt_is_done_with_three_attempts() -> None:
     assert len(of_kind(events, "subtask_started", "s")) == 1
 
 
-# Regression: SubtaskRetried.attempt used to be computed after the retry was applied to the
+# Regression: SubtaskRetriedEvent.attempt used to be computed after the retry was applied to the
 # graph, so the first retry reported attempt 3 instead of 2.
 async def test_retried_event_names_the_attempt_about_to_be_made() -> None:
     calls = 0
@@ -138,7 +138,7 @@ async def test_retried_event_names_the_attempt_about_to_be_made() -> None:
 
     _, events = await run_collect(Fleet([flaky]), graph)
 
-    # SubtaskRetried.attempt: "The attempt that is about to be made (2 for the first retry)."
+    # SubtaskRetriedEvent.attempt: "The attempt that is about to be made (2 for the first retry)."
     assert [e.attempt for e in of_kind(events, "subtask_retried")] == [2, 3]
 
 

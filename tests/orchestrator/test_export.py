@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetmind._task_log import SubtaskFinished, SubtaskStarted, TaskCancelled
+from fleetmind._task_log import SubtaskFinished, SubtaskStarted, TaskCancelledEntry
 from fleetmind._task_model import Dependency
 from fleetmind.orchestrator._export import to_dot, to_mermaid
 from fleetmind.orchestrator._graph import TaskGraph
@@ -136,7 +136,7 @@ def test_status_colours_and_classes() -> None:
         '    "f" [label="f\\nready", fillcolor="#fff3bf"];',
     ]
 
-    graph.apply(TaskCancelled())
+    graph.apply(TaskCancelledEntry())
     assert '    n1["b<br/>cancelled"]:::cancelled' in to_mermaid(graph).splitlines()
     assert '    "b" [label="b\\ncancelled", fillcolor="#dee2e6"];' in to_dot(graph).splitlines()
 

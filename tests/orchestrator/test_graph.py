@@ -15,7 +15,7 @@ from fleetmind._task_log import (
     RemoveSubtask,
     SubtaskRequeued,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
     UpdateSubtask,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, RetryPolicy, Subtask
@@ -567,7 +567,7 @@ def test_edits_after_the_task_finished_are_refused() -> None:
 
     for action in (
         lambda: graph.add_subtask("b"),
-        lambda: graph.apply(TaskCancelled()),
+        lambda: graph.apply(TaskCancelledEntry()),
         lambda: graph.update_subtask("a", description="x"),
     ):
         with pytest.raises(GraphError, match="task graph 'task' has finished"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from graph_steps import ERROR, finish, run, snapshot, start, statuses
 
-from fleetmind._task_log import AddDependency, AddSubtask, TaskCancelled
+from fleetmind._task_log import AddDependency, AddSubtask, TaskCancelledEntry
 from fleetmind._task_model import Dependency, Subtask
 from fleetmind._task_model import SubtaskStatus as S
 from fleetmind.errors import GraphError
@@ -132,7 +132,7 @@ def test_condition_settles_target_given_dependency_after_source_finished(
     ],
 )
 def test_verdict_for_a_cancelled_source(condition: str, expected: tuple[S, str] | None) -> None:
-    # A cancelled source only arises from TaskCancelled, which ends the whole task, so the rule
+    # A cancelled source only arises from TaskCancelledEntry, which ends the whole task, so the rule
     # is checked on the verdict function itself.
     dep = Dependency(source="s", target="t", condition=condition)
     assert _verdict(dep, S.CANCELLED) == expected
@@ -154,7 +154,7 @@ def test_task_cancelled_cancels_dependents_of_every_status() -> None:
         )
     start(graph, "s")
 
-    graph.apply(TaskCancelled(reason="stop"))
+    graph.apply(TaskCancelledEntry(reason="stop"))
 
     assert set(statuses(graph).values()) == {"cancelled"}
     assert graph.state("always").reason == "stop"

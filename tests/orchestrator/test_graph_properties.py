@@ -28,7 +28,7 @@ from fleetmind._task_log import (
     SubtaskRetried,
     SubtaskRouted,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
     UpdateSubtask,
     log_entry_adapter,
 )
@@ -222,7 +222,7 @@ def draw_entry(data: st.DataObject, graph: TaskGraph) -> LogEntry:
         case "requeue":
             return SubtaskRequeued(subtask_id=pick(data, running or ids), reason="died", at=at)
         case "cancel":
-            return TaskCancelled(reason=choose(data, ["", "stop"]), at=at)
+            return TaskCancelledEntry(reason=choose(data, ["", "stop"]), at=at)
     raise AssertionError(op)
 
 
@@ -323,7 +323,7 @@ def exercise(data: st.DataObject) -> None:
         applied += 1
         assert graph.version == version + 1
         assert graph.log[-1] is entry
-        cancelled = cancelled or isinstance(entry, TaskCancelled)
+        cancelled = cancelled or isinstance(entry, TaskCancelledEntry)
         # A running or finished subtask is never rewritten nor removed; a finished one stays so.
         for sid, spec in started.items():
             assert graph.subtask(sid) == spec

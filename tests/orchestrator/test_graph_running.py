@@ -15,7 +15,7 @@ from fleetmind._task_log import (
     SubtaskReassigned,
     SubtaskRequeued,
     SubtaskRetried,
-    TaskCancelled,
+    TaskCancelledEntry,
 )
 from fleetmind._task_model import Dependency, RetryPolicy
 from fleetmind._task_model import SubtaskStatus as S
@@ -36,7 +36,7 @@ def test_cancellation_cancels_every_unfinished_subtask() -> None:
     run(graph, "done", output=1)
     start(graph, "running")
 
-    changes = graph.apply(TaskCancelled(reason="user asked"))
+    changes = graph.apply(TaskCancelledEntry(reason="user asked"))
 
     assert changes == [
         DerivedChange("running", S.CANCELLED, "user asked"),
@@ -62,13 +62,13 @@ def test_cancellation_cancels_every_unfinished_subtask() -> None:
 def test_cancellation_without_reason_and_of_an_empty_graph() -> None:
     graph = TaskGraph()
     graph.add_subtask("a")
-    graph.apply(TaskCancelled())
+    graph.apply(TaskCancelledEntry())
     assert graph.state("a").reason == "task cancelled"
 
     empty = TaskGraph()
     assert not empty.is_finished
     assert empty.status == "running"
-    assert empty.apply(TaskCancelled()) == []
+    assert empty.apply(TaskCancelledEntry()) == []
     assert empty.is_finished
     assert empty.status == "cancelled"
 

@@ -12,10 +12,10 @@ from fleetmind import Fleet, SubtaskFailed, agent
 from fleetmind.agents import ModelEndpoint, OpenAICompatibleClient
 from fleetmind.errors import ModelNotConfigured, ModelUnavailable, PlanningError
 from fleetmind.orchestrator import (
-    GraphEdited,
+    GraphEditedEvent,
     SkillRouter,
     SQLiteStore,
-    SubtaskReplanned,
+    SubtaskReplannedEvent,
 )
 from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
 from fleetmind.orchestrator._planner import Planner
@@ -284,10 +284,10 @@ async def test_a_subtask_that_fails_for_good_is_replanned_live(
         result = await handle.result()
     assert result.ok and result.outputs["report"] == "120 lines, 1 todos"
     assert result.graph.state("todos").status == "failed"  # it failed, and was worked round
-    replanned = [e for e in events if isinstance(e, SubtaskReplanned)]
+    replanned = [e for e in events if isinstance(e, SubtaskReplannedEvent)]
     assert [(e.subtask_id, e.outcome, e.edits) for e in replanned] == [("todos", "edited", 3)]
     assert "todo-finder can" in replanned[0].reason
-    assert {e.by for e in events if isinstance(e, GraphEdited)} == {"planner"}
+    assert {e.by for e in events if isinstance(e, GraphEditedEvent)} == {"planner"}
     # What the replanner was told: the plan's state and the failure.
     told = request_text(server.requests[1])
     assert "- todos [running] agent flaky-todos" in told

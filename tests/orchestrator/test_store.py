@@ -1,4 +1,4 @@
-"""Tests for fleetmind/orchestrator/_store.py: SQLiteStore, MemoryStore and open_store."""
+"""Tests for fleetmind/orchestrator/_store.py: SQLiteStore, InMemoryStore and open_store."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from fleetmind._task_log import (
     SubtaskProgressed,
     SubtaskReassigned,
     SubtaskStarted,
-    TaskCancelled,
+    TaskCancelledEntry,
 )
 from fleetmind._task_model import Dependency, Subtask
 from fleetmind.errors import ConfigError, StoreError, TaskNotFound
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._store import (
-    MemoryStore,
+    InMemoryStore,
     SQLiteStore,
     Store,
     TaskRecord,
@@ -53,7 +53,7 @@ def sample_log() -> list[LogEntry]:
         )
     )
     graph.apply(SubtaskStarted(subtask_id="summarise", agent="w3", at=14.0))
-    graph.apply(TaskCancelled(reason="user asked", at=15.0))
+    graph.apply(TaskCancelledEntry(reason="user asked", at=15.0))
     return list(graph.log)
 
 
@@ -76,7 +76,7 @@ def sqlite_store(db_path: Path) -> Iterator[SQLiteStore]:
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
     if request.param == "memory":
-        yield MemoryStore()
+        yield InMemoryStore()
         return
     sqlite = SQLiteStore(db_path)
     yield sqlite
@@ -169,7 +169,7 @@ def test_set_status_updates_status_and_time(store: Store) -> None:
 
 
 def test_writes_to_an_unknown_task_raise_task_not_found(store: Store) -> None:
-    entry = TaskCancelled()
+    entry = TaskCancelledEntry()
     with pytest.raises(TaskNotFound):
         store.append("nope", 1, [entry])
     with pytest.raises(TaskNotFound):
@@ -177,7 +177,7 @@ def test_writes_to_an_unknown_task_raise_task_not_found(store: Store) -> None:
 
 
 def test_both_stores_are_stores() -> None:
-    assert isinstance(MemoryStore(), Store)
+    assert isinstance(InMemoryStore(), Store)
     assert issubclass(SQLiteStore, Store)
 
 
@@ -188,7 +188,7 @@ def test_both_stores_are_stores() -> None:
 
 @pytest.mark.parametrize("first_version", [0, 1, 3, 5])
 def test_memory_store_refuses_non_contiguous_versions(first_version: int) -> None:
-    store = MemoryStore()
+    store = InMemoryStore()
     store.create_task(record("t1"))
     entries = sample_log()
     store.append("t1", 1, entries[:3])
@@ -292,7 +292,7 @@ def test_reopened_store_sees_the_data(db_path: Path) -> None:
         assert rec.created_at == 5.0
         assert loaded == entries
         assert [r.id for r in second.tasks()] == ["t1"]
-        second.append("t1", len(entries) + 1, [TaskCancelled()])
+        second.append("t1", len(entries) + 1, [TaskCancelledEntry()])
         assert len(second.load("t1")[1]) == len(entries) + 1
     finally:
         second.close()
@@ -400,8 +400,8 @@ def test_opening_a_directory_raises_store_error(tmp_path: Path) -> None:
 
 
 def test_open_store_picks_the_store(tmp_path: Path) -> None:
-    assert isinstance(open_store(None), MemoryStore)
-    mine = MemoryStore()
+    assert isinstance(open_store(None), InMemoryStore)
+    mine = InMemoryStore()
     assert open_store(mine) is mine
     for target in (tmp_path / "a.db", str(tmp_path / "b.db")):
         opened = open_store(target)
@@ -420,7 +420,7 @@ class Plain:
     """A store from before Store was a base class: the five methods, nothing more."""
 
     def __init__(self) -> None:
-        self.inner = MemoryStore()
+        self.inner = InMemoryStore()
 
     def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
         self.inner.create_task(record, entries)
@@ -459,4 +459,4 @@ def test_something_that_is_not_a_store_is_refused_in_one_line() -> None:
 
 def test_files_that_belong_with_a_store_go_beside_it(sqlite_store: SQLiteStore) -> None:
     assert sqlite_store.sibling(".memory.db") == sqlite_store.path.with_name("fleet.memory.db")
-    assert MemoryStore().sibling(".checkpoints.db") is None
+    assert InMemoryStore().sibling(".checkpoints.db") is None

@@ -72,7 +72,8 @@ def _env(home: Path) -> dict[str, str]:
 class Progress:
     """Progress notifications of one call, and an event set when the last one arrives."""
 
-    until: str = "task done"
+    until: str = "done"
+    """How the task ends: the last notification is ``task <id> <until>``."""
     seen: list[tuple[float, float | None, str | None]] = field(default_factory=list)
     task_id: str = ""
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,7 +85,7 @@ class Progress:
             self.task_id = message.split()[1]
         if message and message.endswith(": started on sleeper"):
             self.started.set()
-        if message == self.until:
+        if self.task_id and message == f"task {self.task_id} {self.until}":
             self.complete.set()
 
 
@@ -123,6 +124,7 @@ async def _follow_three(client: Client) -> str:
         "task_id": state["task_id"],
         "status": "done",
         "finished": True,
+        "resumable": False,
         "outputs": {"greet": "hello ada", "count": 3, "loud": "HELLO ADA"},
         "errors": {},
     }
@@ -160,7 +162,7 @@ async def test_over_stdio_a_graph_runs_to_its_result_with_progress(tmp_path: Pat
         assert again.structured_content["status"] == "done"
 
         # A call that waits for a task does not hold the server up: another call cancels it.
-        progress = Progress(until="task cancelled")
+        progress = Progress(until="cancelled")
         async with asyncio.TaskGroup() as tg:
             waiting = tg.create_task(
                 client.call_tool(

@@ -45,8 +45,7 @@ from fleetmind.agents.remote import (
 from fleetmind.cli._a2a_agents import A2A_AGENTS_FILE, load_a2a_agents, read_entries
 from fleetmind.cli._a2a_cmd import add, list_cmd, remove
 from fleetmind.errors import ConfigError, SubtaskFailed
-from fleetmind.orchestrator import Subtask, SubtaskStatus, TaskEvent
-from fleetmind.orchestrator._events import SubtaskProgress
+from fleetmind.orchestrator import Subtask, SubtaskProgressEvent, SubtaskStatus, TaskEvent
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,7 +230,7 @@ async def test_a_fleet_routes_the_matching_subtask_to_the_a2a_agent(url: str) ->
     assert result.outputs["translate"] == {"text": "bonjour monde", "language": "fr"}
     assert result.outputs["shout"] == "BONJOUR MONDE!"
     assert remote.closed  # the fleet closed it
-    progress = [e.message for e in events if isinstance(e, SubtaskProgress)]
+    progress = [e.message for e in events if isinstance(e, SubtaskProgressEvent)]
     if remote.streaming:
         assert progress[-3:] == [
             "reading the request",
@@ -317,7 +316,7 @@ async def test_cancelling_our_task_cancels_the_remote_task(url: str) -> None:
     async with fleet:
         handle = fleet.submit(graph)
         async for event in handle.events():
-            if isinstance(event, SubtaskProgress) and "slow job started" in event.message:
+            if isinstance(event, SubtaskProgressEvent) and "slow job started" in event.message:
                 found = re.search(r"\(task (\S+)\)", event.message)
                 assert found is not None
                 remote_task_id = found.group(1)
