@@ -438,7 +438,9 @@ def submit(
     def show(event: dict[str, Any]) -> None:
         taken.set()  # an orchestrator sends events once it has taken the task
         if not as_json:
-            log.print(_event_line(event))
+            line = _event_line(event)
+            if line is not None:  # ready and routed events are not worth a line, as in `run`
+                log.print(line)
 
     async def follow() -> SubmittedTaskResult:
         with waiting(f"connecting to the broker at {address.host}:{address.port}") as wait:
@@ -505,7 +507,27 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:48].strip("-.") or "orchestrator"
 
 
-def _event_line(event: dict[str, Any]) -> str:
+def _event_line(event: dict[str, Any]) -> str | None:
+    """The line ``fleetmind run`` would print for this event, read back from its wire form.
+
+    An event this version does not know (a newer orchestrator) or cannot rebuild falls back to
+    its kind and subject, so a mixed fleet still shows progress.
+    """
+    import dataclasses
+    import typing
+
+    from fleetmind.orchestrator import TaskEvent, describe_event
+
+    classes = typing.get_args(TaskEvent)
+    fields = {cls: {f.name: f for f in dataclasses.fields(cls)} for cls in classes}
+    kinds = {named["kind"].default: cls for cls, named in fields.items()}
+    cls = kinds.get(event.get("kind"))
+    if cls is not None:
+        names = fields[cls].keys()
+        try:
+            return describe_event(cls(**{k: v for k, v in event.items() if k in names}))
+        except (TypeError, ValueError, AttributeError, KeyError):
+            pass  # not rebuildable: the plain line below
     kind = str(event.get("kind", "?"))
     subject = event.get("subtask_id") or event.get("task_id", "")
     details = event.get("agent") or event.get("message") or event.get("status") or ""

@@ -213,6 +213,20 @@ def test_cli_replicas_devices_and_submit_as_separate_processes(
             if replicas == {"r1", "r2"} or time.monotonic() > deadline:
                 break
         assert replicas == {"r1", "r2"}
+        shown = subprocess.run(
+            [
+                *(FLEETMIND, "submit", str(tmp_path / "task.yaml"), *common, *orch_login),
+                *("--param", "n=3", "--timeout", "30"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        # the events come back over the broker and read as `fleetmind run` prints them
+        assert "▶ sq started on" in shown.stderr, shown.stderr
+        assert "✓ sq done in" in shown.stderr, shown.stderr
+        assert "subtask_ready" not in shown.stderr, shown.stderr
 
         refused = subprocess.run(
             [FLEETMIND, "submit", str(tmp_path / "agents.py"), *common],
