@@ -4,13 +4,21 @@
 FleetmindError
 ├── ConfigError              a config file, task file or CLI argument is wrong
 │   ├── ModelNotConfigured   plain words need a model, and none is configured
-│   └── MissingExtra         an optional part is not installed (names the extra to install)
+│   ├── MissingExtra         an optional part is not installed (names the extra to install)
+│   ├── ModelAssemblyError   a packaged embedding model is missing, damaged or cannot be unpacked
+│   ├── StepRouterFileError  a step router file cannot be read
+│   ├── OutcomeFileError     a file of model outcomes cannot be used
+│   └── MemoryStoreError     a memory operation cannot be done (bad item, unknown id, bad file)
+│       └── ItemTooLarge     an item over the size limit
 ├── GraphError               an edit would break the task graph (cycle, dangling id, ...)
 │   └── CycleError
 ├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
 ├── StoreError               the durable store cannot be read or written
 │   └── TaskNotFound
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
+├── MemoryUnavailable        a device cannot reach the fleet's memory now (offline, no answer)
+├── MemoryRefused            the orchestrator refused a device's memory request
+├── MemoryAccessDenied       a device asked for memory it may not use (or the fleet has none)
 ├── RunError                 something went wrong while a subtask ran
 │   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
 │   │   ├── InputRequired    the agent needs more input from whoever asked (not retried)
@@ -214,6 +222,39 @@ class MissingExtra(ConfigError, ImportError):
     def extra(self) -> str:
         """The extra to install (kept in ``details`` so it survives a trip over the wire)."""
         return str(self.details.get("extra", ""))
+
+
+class ModelAssemblyError(ConfigError):
+    """A packaged model is missing, damaged or cannot be unpacked."""
+
+
+class StepRouterFileError(ConfigError):
+    """A step router file that cannot be read (missing, not JSON, or not a router)."""
+
+
+class OutcomeFileError(ConfigError):
+    """A file of model outcomes that cannot be used (missing, no prompt column, no models)."""
+
+
+class MemoryStoreError(ConfigError):
+    """A memory operation that cannot be done (bad item, unknown id, unreadable file): the
+    caller's input is at fault, so the command line reports it in one line."""
+
+
+class ItemTooLarge(MemoryStoreError):
+    """An item over the size limit."""
+
+
+class MemoryUnavailable(FleetmindError):
+    """The fleet's memory cannot be reached from this device now (offline, or no answer)."""
+
+
+class MemoryRefused(FleetmindError):
+    """The orchestrator refused the request (not this device's agent, too large, no memory)."""
+
+
+class MemoryAccessDenied(FleetmindError):
+    """A device asked for memory it may not use (or the fleet has none)."""
 
 
 class ModelError(RunError):

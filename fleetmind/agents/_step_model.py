@@ -33,17 +33,13 @@ import numpy as np
 
 from fleetmind._extras import require
 from fleetmind.agents._step_features import DRAFT_FEATURES, HASHED_DIMENSIONS, STRUCTURAL_FEATURES
-from fleetmind.errors import ConfigError
+from fleetmind.errors import StepRouterFileError as StepRouterFileError
 
 FORMAT = "fleetmind-step-router"
 VERSION = 1
 ModelKind = Literal["step", "draft"]
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
 """Texts -> one row of features per text (an embedder's ``embed``, or hashed n-grams)."""
-
-
-class StepRouterFileError(ConfigError):
-    """A step router file that cannot be read (missing, not JSON, or not a router)."""
 
 
 @dataclass

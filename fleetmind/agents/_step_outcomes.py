@@ -24,11 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetmind.errors import ConfigError
-
-
-class OutcomeFileError(ConfigError):
-    """A file of model outcomes that cannot be used (missing, no prompt column, no models)."""
+from fleetmind.errors import OutcomeFileError as OutcomeFileError
 
 
 @dataclass

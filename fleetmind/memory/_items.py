@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fleetmind.errors import ConfigError
+from fleetmind.errors import ItemTooLarge as ItemTooLarge
+from fleetmind.errors import MemoryStoreError as MemoryStoreError
 
 Layer = Literal["episodic", "semantic"]
 LAYERS: tuple[Layer, ...] = ("episodic", "semantic")
@@ -17,15 +18,6 @@ MAX_TEXT_CHARS = 20_000
 """The longest text one item may hold (a longer one is refused, not cut)."""
 
 EmbedFunction = Callable[[Sequence[str]], np.ndarray]
-
-
-class MemoryStoreError(ConfigError):
-    """A memory operation that cannot be done (bad item, unknown id, unreadable file): the
-    caller's input is at fault, so the command line reports it in one line."""
-
-
-class ItemTooLarge(MemoryStoreError):
-    """An item over the size limit."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from fleetmind._extras import require
 from fleetmind.errors import ConfigError, MissingExtra
+from fleetmind.errors import ModelAssemblyError as ModelAssemblyError
 
 MODEL_ENV = "FLEETMIND_EMBEDDING_MODEL"
 """Names the embedding model when the code does not (a name or alias from ``MODELS``)."""
@@ -75,10 +76,6 @@ class EmbeddingModel:
     """Below this best similarity the router refuses a subtask: calibrated per model by
     ``benchmarks/routing_accuracy.py`` (the most impossible subtasks refused with at most 2.5%
     of possible ones wrongly refused, on the calibration half of its labeled set)."""
-
-
-class ModelAssemblyError(ConfigError):
-    """A packaged model is missing, damaged or cannot be unpacked."""
 
 
 def model_cache_dir() -> Path:

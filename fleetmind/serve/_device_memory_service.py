@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from fleetmind.errors import FleetmindError
+from fleetmind.errors import MemoryAccessDenied as MemoryAccessDenied
 from fleetmind.memory import SHARED, MemoryStore, StoredItem, agent_namespace
 from fleetmind.protocols import MemoryRequestPayload, MemoryResponsePayload
 
@@ -105,10 +106,6 @@ class DeviceMemoryService:
             limit=request.limit,
         )
         return [{**_wire(r.item), "score": round(r.score, 4)} for r in found]
-
-
-class MemoryAccessDenied(FleetmindError):
-    """A device asked for memory it may not use (or the fleet has none)."""
 
 
 def _wire(item: StoredItem) -> dict[str, object]:

@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fleetmind.errors import FleetmindError
+from fleetmind.errors import MemoryRefused as MemoryRefused
+from fleetmind.errors import MemoryUnavailable as MemoryUnavailable
 from fleetmind.memory import MemoryItem
 from fleetmind.protocols import (
     MemoryRequestPayload,
@@ -28,14 +29,6 @@ from fleetmind.protocols import (
 Send = Callable[[str, MemoryRequestPayload, str | None], None]
 """Publish a request under a message id to the orchestrator replica named (None: any), with
 QoS 1 (the client keeps it while offline)."""
-
-
-class MemoryUnavailable(FleetmindError):
-    """The fleet's memory cannot be reached from this device now (offline, or no answer)."""
-
-
-class MemoryRefused(FleetmindError):
-    """The orchestrator refused the request (not this device's agent, too large, no memory)."""
 
 
 class DeviceMemoryChannel:
