@@ -101,6 +101,13 @@ def add_dependency_edit(
     return AddDependency(dependency=dependency)
 
 
+def update_subtask_edit(current: Subtask, **changes: Any) -> UpdateSubtask:
+    """The edit that changes fields of ``current`` (its id stays). The graph and a running
+    task's handle both update subtasks through this."""
+    spec = Subtask.model_validate({**current.model_dump(), **changes, "id": current.id})
+    return UpdateSubtask(subtask=spec)
+
+
 GraphEdit = Annotated[
     AddSubtask | RemoveSubtask | UpdateSubtask | AddDependency | RemoveDependency,
     Field(discriminator="kind"),

@@ -65,6 +65,10 @@ class FleetmindError(Exception):
     learns from it. False for what no agent could fix (a missing input, a failed dependency)."""
     agent_may_return: ClassVar[bool] = False
     """Whether the agent may come back (its device went away): the subtask may wait for it."""
+    replan_may_help: ClassVar[bool] = True
+    """Whether a new plan may get past a subtask that failed for good with it. False for a
+    question for the user, a failure inherited from a dependency (the dependency's own failure
+    is what gets replanned), a broken graph edit and a cancellation."""
     type_name: str = ""
     """The original type's name, for an error rebuilt from another process's report of an
     exception fleetmind has no class for (a device's ``ValueError``)."""
@@ -92,6 +96,7 @@ class GraphError(FleetmindError):
     """An edit would break an invariant of the task graph."""
 
     blames_agent = False
+    replan_may_help = False
 
 
 class CycleError(GraphError):
@@ -140,6 +145,8 @@ class InputRequired(SubtaskFailed):
     their protocol's "input required" state and run the work again with the reply.
     """
 
+    replan_may_help = False
+
     def __init__(self, question: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(
             question, retryable=False, details={**(details or {}), "question": question}
@@ -167,6 +174,7 @@ class UpstreamFailed(RunError):
     """A dependency that a subtask needed did not succeed."""
 
     blames_agent = False
+    replan_may_help = False
 
 
 class NoCapableAgent(RunError):
@@ -175,6 +183,8 @@ class NoCapableAgent(RunError):
 
 class TaskCancelled(RunError):
     """The task was cancelled by its user."""
+
+    replan_may_help = False
 
 
 class AgentLost(SubtaskFailed):
@@ -386,6 +396,12 @@ def blames_agent(error: Mapping[str, Any] | BaseException) -> bool:
     :attr:`FleetmindError.blames_agent`): what decides between trying another agent and
     failing the subtask, and whether routing learns from the failure."""
     return error_type(error).blames_agent
+
+
+def replan_may_help(error: Mapping[str, Any] | BaseException) -> bool:
+    """Whether a new plan may get past a subtask that failed for good with ``error`` (see
+    :attr:`FleetmindError.replan_may_help`)."""
+    return error_type(error).replan_may_help
 
 
 def _all_errors(root: type[FleetmindError]) -> list[type[FleetmindError]]:

@@ -70,3 +70,24 @@ def test_an_error_without_a_class_keeps_its_name() -> None:
     rebuilt = errors.error_from_dict({"type": "ValueError", "message": "bad", "retryable": False})
     assert type(rebuilt) is errors.RunError
     assert rebuilt.to_dict()["type"] == "ValueError"
+
+
+@pytest.mark.parametrize(
+    ("error", "may_help"),
+    [
+        ({"type": "InputRequired", "message": "which file?"}, False),
+        ({"type": "UpstreamFailed", "message": "a failed"}, False),
+        ({"type": "GraphError", "message": "bad edit"}, False),
+        ({"type": "CycleError", "message": "cycle"}, False),
+        ({"type": "TaskCancelled", "message": "cancelled"}, False),
+        ({"type": "SubtaskFailed", "message": "gave up"}, True),
+        ({"type": "NoCapableAgent", "message": "nobody"}, True),
+        ({"type": "ValueError", "message": "bad value"}, True),
+        (errors.UpstreamFailed("a failed"), False),
+        (errors.SubtaskTimeout("too slow"), True),
+    ],
+)
+def test_replan_may_help_follows_the_error_class(
+    error: dict[str, str] | errors.FleetmindError, may_help: bool
+) -> None:
+    assert errors.replan_may_help(error) is may_help

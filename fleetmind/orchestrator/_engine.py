@@ -43,6 +43,7 @@ from fleetmind.errors import (
     GraphError,
     NoCapableAgent,
     blames_agent,
+    replan_may_help,
 )
 from fleetmind.memory import AgentMemory, MemoryStore
 from fleetmind.orchestrator import _events as ev
@@ -65,11 +66,7 @@ from fleetmind.orchestrator._engine_messages import (
 )
 from fleetmind.orchestrator._engine_waits import AgentWaits
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
-from fleetmind.orchestrator._replan import (
-    REPLANNABLE_ERRORS_EXCLUDED,
-    Replanner,
-    ReplanRequest,
-)
+from fleetmind.orchestrator._replan import Replanner, ReplanRequest
 from fleetmind.orchestrator._router import Router
 from fleetmind.orchestrator._store import Store
 from fleetmind.orchestrator._task_result import TaskResult
@@ -510,7 +507,7 @@ class Engine:
         if (
             self._replanner is None
             or self._replans_done >= self._max_replans
-            or error.get("type") in REPLANNABLE_ERRORS_EXCLUDED
+            or not replan_may_help(error)
             or subtask_id in self._replanning
             or self.graph.state(subtask_id).replanned is not None
         ):

@@ -26,9 +26,9 @@ from fleetmind._ids import new_task_id
 from fleetmind._task_log import (
     GraphEdit,
     RemoveSubtask,
-    UpdateSubtask,
     add_dependency_edit,
     add_subtask_edit,
+    update_subtask_edit,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
 from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile
@@ -131,11 +131,11 @@ class TaskHandle:
         """Remove a subtask that has not started."""
         await self.edit(RemoveSubtask(subtask_id=subtask_id))
 
-    async def update_subtask(self, subtask_id: str, **changes: Any) -> None:
-        """Change a subtask that has not started."""
-        current = self.graph.subtask(subtask_id)
-        spec = Subtask.model_validate({**current.model_dump(), **changes, "id": subtask_id})
-        await self.edit(UpdateSubtask(subtask=spec))
+    async def update_subtask(self, subtask_id: str, **changes: Any) -> Subtask:
+        """Change fields of a subtask that has not started."""
+        edit = update_subtask_edit(self.graph.subtask(subtask_id), **changes)
+        await self.edit(edit)
+        return edit.subtask
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fleetmind._task_log import (
     UpdateSubtask,
     add_dependency_edit,
     add_subtask_edit,
+    update_subtask_edit,
 )
 from fleetmind._task_model import (
     Condition,
@@ -206,10 +207,9 @@ class TaskGraph:
 
     def update_subtask(self, subtask_id: str, **changes: Any) -> Subtask:
         """Change fields of a subtask that has not started."""
-        current = self.subtask(subtask_id)
-        spec = Subtask.model_validate({**current.model_dump(), **changes, "id": subtask_id})
-        self.apply(UpdateSubtask(subtask=spec))
-        return spec
+        edit = update_subtask_edit(self.subtask(subtask_id), **changes)
+        self.apply(edit)
+        return edit.subtask
 
     # ----------------------------------------------------------------------------------------
     # The fold

@@ -4,7 +4,8 @@ The engine does not know about models or prompts: when a subtask has no agent le
 no agent could take it at all), it hands a :class:`ReplanRequest` to its :class:`Replanner` and
 goes on running the rest of the graph. The answer comes back as graph edits, which the engine
 applies through the same validated live-edit path as any other edit, and logs with the reason.
-The :class:`~fleetmind.orchestrator.Planner` is the replanner of planned tasks.
+The :class:`~fleetmind.orchestrator.Planner` is the replanner of planned tasks. A failure no
+new plan can help (see :func:`fleetmind.errors.replan_may_help`) is not handed over.
 """
 
 from __future__ import annotations
@@ -14,12 +15,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from fleetmind._task_log import GraphEdit
 from fleetmind.orchestrator._graph import TaskGraph
-
-REPLANNABLE_ERRORS_EXCLUDED = frozenset(
-    {"InputRequired", "UpstreamFailed", "GraphError", "TaskCancelled"}
-)
-"""Failures a new plan cannot help: a question for the user, a failure inherited from a
-dependency (its own failure is what gets replanned), a broken edit, a cancellation."""
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ async def test_user_edits_a_running_task() -> None:
         added = await handle.add_subtask("extra", agent="worker", depends_on=["gate"])
         await handle.add_dependency("extra", "later")
         await handle.remove_subtask("doomed")
-        await handle.update_subtask("later", inputs={"v": 2})
+        updated = await handle.update_subtask("later", inputs={"v": 2})
         with pytest.raises(GraphError, match="cycle") as caught:
             await handle.add_dependency("later", "extra")
         with pytest.raises(GraphError):
@@ -224,6 +224,7 @@ async def test_user_edits_a_running_task() -> None:
 
     assert isinstance(caught.value, CycleError)
     assert added.id == "extra"
+    assert (updated.id, updated.agent, updated.inputs) == ("later", "worker", {"v": 2})
     assert result.status == "done"
     assert ran == ["gate", "extra", "later"]
     assert result.outputs == {"gate": "gate:None", "extra": "extra:None", "later": "later:2"}
