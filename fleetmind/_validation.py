@@ -48,8 +48,10 @@ def describe_validation_error(
     model: type[BaseModel] | None = None,
     where: Callable[[Location], str] | None = None,
     count_more: bool = False,
+    all_errors: bool = False,
+    noun: str | None = None,
 ) -> str:
-    """The first problem pydantic found, as ``where: what (got value)``.
+    """The first problem pydantic found (or every one), as ``where: what (got value)``.
 
     Args:
         exc: What pydantic raised.
@@ -63,8 +65,19 @@ def describe_validation_error(
             or missing key); "" for the top level.
         count_more: Say how many other problems there are (``(and 2 more)``), for a caller
             that fixes one at a time and should know it is not the last.
+        all_errors: Every problem, joined by ``"; "``, for a caller whose user fixes them all
+            at once (a model calling a tool, a config given on one line).
+        noun: What the keys are called (``argument``, ``field``): an unknown or missing one is
+            ``unknown argument 'x'``, and another problem is ``argument 'x': what``.
     """
     errors = exc.errors()
+    if all_errors:
+        return "; ".join(
+            describe_error(
+                e, show_input=show_input, plain=plain, model=model, where=where, noun=noun
+            )
+            for e in errors
+        )
     first = errors[0]
     if plain and first["type"] == "missing":
         # A key that is missing beside an unknown one is most likely that key misspelt.
@@ -77,7 +90,9 @@ def describe_validation_error(
             ),
             first,
         )
-    line = describe_error(first, show_input=show_input, plain=plain, model=model, where=where)
+    line = describe_error(
+        first, show_input=show_input, plain=plain, model=model, where=where, noun=noun
+    )
     if count_more and len(errors) > 1:
         line += f" (and {len(errors) - 1} more)"
     return line
@@ -90,12 +105,18 @@ def describe_error(
     plain: bool = False,
     model: type[BaseModel] | None = None,
     where: Callable[[Location], str] | None = None,
+    noun: str | None = None,
 ) -> str:
     """One of pydantic's errors as one line (see :func:`describe_validation_error`)."""
     loc: Location = tuple(err["loc"])
     kind = err["type"]
     keyed = bool(loc) and isinstance(loc[-1], str) and kind in ("extra_forbidden", "missing")
-    if keyed and plain:
+    place: Location
+    if keyed and noun is not None:
+        place = ()
+        path = format_location(loc) if plain else ".".join(str(part) for part in loc)
+        message = f"{'unknown' if kind == 'extra_forbidden' else 'missing'} {noun} {path!r}"
+    elif keyed and plain:
         place, key = loc[:-1], str(loc[-1])
         message = f"{'unknown' if kind == 'extra_forbidden' else 'missing'} key {key!r}"
     else:
@@ -116,6 +137,8 @@ def describe_error(
         label = where(place)
     else:
         label = format_location(place) if plain else ".".join(str(part) for part in place)
+        if noun is not None and label:
+            label = f"{noun} {label!r}"
     return f"{label}: {message}" if label else message
 
 

@@ -47,6 +47,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from fleetmind._extras import require
 from fleetmind._ids import is_valid_id
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError
 from fleetmind.protocols._topics import DEFAULT_FLEET, Topics
 
@@ -205,18 +206,9 @@ def load_devices_file(path: Path, *, env: Mapping[str, str] | None = None) -> De
     try:
         spec = _DevicesFileModel.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        problem = describe_validation_error(exc, plain=True, model=_DevicesFileModel)
+        raise ConfigError(f"{path}: {problem}") from exc
     return _resolve(spec, path, os.environ if env is None else env)
-
-
-def _describe(exc: ValidationError) -> str:
-    """The first validation error as ``where: what``, on one line."""
-    err = exc.errors()[0]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "string_pattern_mismatch":
-        message = f"invalid value {err['input']!r}"
-    return f"{where}: {message}" if where else message
 
 
 def _resolve(spec: _DevicesFileModel, path: Path, env: Mapping[str, str]) -> DevicesFile:
@@ -242,7 +234,7 @@ def _resolve(spec: _DevicesFileModel, path: Path, env: Mapping[str, str]) -> Dev
         return file
 
     listeners: list[Listener] = []
-    for i, lst in enumerate(spec.listeners):
+    for i, lst in enumerate(spec.listeners, start=1):
         where = f"listeners[{i}]"
         if any((lst.port, lst.bind) == (x.port, x.bind) for x in listeners):
             raise fail(f"{where}.port", f"{lst.bind}:{lst.port} is listed twice")
@@ -261,19 +253,19 @@ def _resolve(spec: _DevicesFileModel, path: Path, env: Mapping[str, str]) -> Dev
 
     accounts: list[Account] = []
     users: dict[str, str] = {}
-    for i, orch in enumerate(spec.orchestrators):
+    for i, orch in enumerate(spec.orchestrators, start=1):
         where = f"orchestrators[{i}]"
         if orch.username in users:
             raise fail(f"{where}.username", f"{orch.username!r} is already {users[orch.username]}")
         users[orch.username] = f"used by {where}"
         accounts.append(Account(orch.username, password(orch, where), orchestrator=True))
-    for i, dev in enumerate(spec.devices):
+    for i, dev in enumerate(spec.devices, start=1):
         where = f"devices[{i}]"
         if dev.id in users:
             raise fail(f"{where}.id", f"duplicate device id {dev.id!r} (already {users[dev.id]})")
         users[dev.id] = f"used by {where}"
-        for j, agent in enumerate(dev.agents):
-            if agent in dev.agents[:j]:
+        for j, agent in enumerate(dev.agents, start=1):
+            if agent in dev.agents[: j - 1]:
                 raise fail(f"{where}.agents[{j}]", f"agent {agent!r} is listed twice")
         accounts.append(Account(dev.id, password(dev, where), agents=tuple(dev.agents)))
     return DevicesFile(

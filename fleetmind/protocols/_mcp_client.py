@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fleetmind._extras import require
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetStateError, ProtocolError
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class MCPServerConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             where = f"MCP server {label!r}" if isinstance(label, str) else "MCP server config"
-            raise ConfigError(f"{where}: {_describe_config_error(exc)}") from exc
+            problems = describe_validation_error(exc, all_errors=True, noun="field")
+            raise ConfigError(f"{where}: {' '.join(problems.split())}") from exc
 
 
 def _parse_string(text: str) -> dict[str, Any]:
@@ -208,21 +210,6 @@ def _derive_name(data: Mapping[str, Any]) -> str:
 
 def _is_launcher(program: str) -> bool:
     return program in _LAUNCHERS or re.fullmatch(r"python[0-9.]*", program) is not None
-
-
-def _describe_config_error(exc: ValidationError) -> str:
-    parts: list[str] = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown field {where!r}"
-        elif error["type"] == "missing":
-            message = f"missing field {where!r}"
-        elif where:
-            message = f"{where}: {message}"
-        parts.append(message)
-    return " ".join("; ".join(parts).split())
 
 
 @dataclass(frozen=True, slots=True)

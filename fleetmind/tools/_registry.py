@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleetmind._validation import describe_validation_error
 from fleetmind.errors import AgentError, FleetmindError
 
 __all__ = ["ToolRegistry", "ToolResult", "ToolSource", "ToolSpec", "tool", "tool_spec"]
@@ -420,11 +421,9 @@ class ToolRegistry:
         try:
             kwargs = _bind_arguments(spec, arguments)
         except ValidationError as exc:
+            problems = describe_validation_error(exc, all_errors=True, noun="argument")
             return ToolResult(
-                ok=False,
-                error=_one_line(
-                    f"bad arguments for tool {name!r}: {_describe_validation_error(exc)}"
-                ),
+                ok=False, error=_one_line(f"bad arguments for tool {name!r}: {problems}")
             )
         except _BadArguments as exc:
             return ToolResult(ok=False, error=_one_line(f"bad arguments for tool {name!r}: {exc}"))
@@ -551,25 +550,6 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
         elif current is not None:
             args[current] = f"{args[current]} {stripped}".strip()
     return " ".join(summary), args
-
-
-def _describe_validation_error(exc: ValidationError) -> str:
-    """A pydantic validation error as one line that names each bad argument."""
-    parts: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        where = ".".join(str(part) for part in loc)
-        if error["type"] == "missing" and len(loc) == 1:
-            parts.append(f"missing argument {where!r}")
-        elif error["type"] == "extra_forbidden" and len(loc) == 1:
-            parts.append(f"unexpected argument {where!r}")
-        else:
-            given = repr(error.get("input"))
-            if len(given) > 60:
-                given = given[:57] + "..."
-            prefix = f"argument {where!r}: " if where else ""
-            parts.append(f"{prefix}{error['msg']} (got {given})")
-    return "; ".join(parts)
 
 
 def _describe_exception(exc: Exception) -> str:

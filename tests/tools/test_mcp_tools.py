@@ -550,7 +550,10 @@ def test_a_mapping_is_read_like_a_config_file_entry() -> None:
         ({"name": "x", "command": "srv", "headers": {"A": "b"}}, "'headers' go with 'url'"),
         ({"name": "x", "command": "srv", "colour": "red"}, "unknown field 'colour'"),
         ({"name": "bad name!", "command": "srv"}, "name 'bad name!' is not valid"),
-        ({"name": "x", "command": "srv", "timeout_s": 0}, "timeout_s: Input should be greater"),
+        (
+            {"name": "x", "command": "srv", "timeout_s": 0},
+            "field 'timeout_s': Input should be greater",
+        ),
         (42, "is a mapping or a string, not int"),
     ],
 )

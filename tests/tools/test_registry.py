@@ -220,7 +220,7 @@ async def test_bad_arguments_name_the_argument() -> None:
     assert not result.ok
     assert result.error == (
         "bad arguments for tool 'add': argument 'a': Input should be a valid integer, unable to "
-        "parse string as an integer (got 'many'); unexpected argument 'c'"
+        "parse string as an integer (got 'many'); unknown argument 'c'"
     )
     result = await registry.call("add", {})
     assert result.error == "bad arguments for tool 'add': missing argument 'a'"

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from fleetmind._ids import remote_agent_id
+from fleetmind._validation import describe_validation_error
 from fleetmind.agents import AgentProfile
 from fleetmind.agents.remote._base import AgentPool
 from fleetmind.agents.remote._device_agent import DeviceAgent
@@ -362,7 +363,7 @@ class DeviceLink:
         try:
             profile = AgentProfile.model_validate(card.profile)
         except ValidationError as exc:
-            self._ignore(f"bad card from {sender}: {exc.errors()[0]['msg']}")
+            self._ignore(f"bad card from {sender}: {describe_validation_error(exc)}")
             return
         if profile.id != topic_agent or "@" in profile.id:
             self._ignore(f"card of {profile.id} published on {topic_agent}'s topic by {sender}")

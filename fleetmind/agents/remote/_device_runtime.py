@@ -37,6 +37,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
+from fleetmind._validation import describe_validation_error
 from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
 from fleetmind.agents.remote._device_memory import DeviceMemoryChannel, MemoryUnavailable
 from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
@@ -302,7 +303,7 @@ class DeviceRuntime:
             subtask = Subtask.model_validate(job.subtask)
         except ValidationError as exc:
             problem = MalformedMessage(
-                f"dispatch {dispatch_id}: subtask is invalid: {exc.errors()[0]['msg']}"
+                f"dispatch {dispatch_id}: subtask is invalid: {describe_validation_error(exc)}"
             )
             self._reply_error(problem, dispatch_id, job.reply_to)
             return False

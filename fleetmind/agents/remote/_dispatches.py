@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from fleetmind._ids import agent_name
 from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
+from fleetmind._validation import describe_validation_error
 from fleetmind.agents import SubtaskContext, SubtaskResult
 from fleetmind.agents.remote._base import Recovered
 from fleetmind.errors import (
@@ -398,5 +399,5 @@ def _outcome(payload: ResultPayload | ErrorPayload) -> SubtaskResult | Fleetmind
     try:
         edits = tuple(graph_edit_adapter.validate_python(e) for e in payload.edits)
     except ValidationError as exc:
-        return SubtaskFailed(f"device sent an invalid graph edit: {exc.errors()[0]['msg']}")
+        return SubtaskFailed(f"device sent an invalid graph edit: {describe_validation_error(exc)}")
     return SubtaskResult(payload.output, edits)
