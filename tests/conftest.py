@@ -8,13 +8,6 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-FIXTURES = TESTS / "fixtures"
-"""Fleets, agents and servers that tests start (``from conftest import FIXTURES``): one place,
-so a test module may sit at any depth."""
-EXAMPLES = REPO / "examples"
-
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests give every fleet its own data directory; the embedding model is assembled into

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FIXTURES
+from repo_paths import FIXTURES
 
 from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
 from fleetmind.testing import free_port

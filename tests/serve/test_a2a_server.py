@@ -29,8 +29,8 @@ from a2a.types import (
     Task,
     TaskState,
 )
-from conftest import FIXTURES
 from google.protobuf.json_format import MessageToDict
+from repo_paths import FIXTURES
 
 from fleetmind.testing import free_port
 

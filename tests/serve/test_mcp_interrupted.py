@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from mcp import Client, StdioServerParameters
+from repo_paths import FIXTURES
 
 from fleetmind.orchestrator import SQLiteStore, TaskGraph, TaskRecord
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FIXTURES
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from repo_paths import FIXTURES
 
 from fleetmind import Fleet
 from fleetmind.cli._target import load_fleet

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
-from conftest import FIXTURES
 from mcp import Client, StdioServerParameters
+from repo_paths import FIXTURES
 
 from fleetmind.testing import Reply, Rule, ScriptedLLMServer, free_port
 

@@ -32,7 +32,7 @@ from a2a.types import (
     GetTaskRequest,
     TaskState,
 )
-from conftest import FIXTURES
+from repo_paths import FIXTURES
 
 from fleetmind import Fleet, RetryPolicy, TaskGraph, agent
 from fleetmind.agents import SubtaskContext, Tier

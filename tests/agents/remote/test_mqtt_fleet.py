@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+from repo_paths import EXAMPLES
 
 from fleetmind import Fleet, TaskGraph, agent
 from fleetmind.agents.remote import DeviceRuntime
