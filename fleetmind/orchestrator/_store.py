@@ -4,6 +4,10 @@ A task is a row of metadata plus its append-only log of entries; the graph is re
 replaying that log (see :meth:`TaskGraph.from_log`). :class:`SQLiteStore` is the embedded
 default (one file, WAL); :class:`InMemoryStore` keeps nothing across processes. Any subclass of
 :class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
+
+Beside the tasks, a store keeps *records*: JSON documents by ``(namespace, key)``, which the
+protocol servers use for their own state (an A2A task, a webhook's address), so that it lasts
+exactly as long as the fleet's tasks do.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,11 @@ class TaskRecord(BaseModel):
 class Store(abc.ABC):
     """Where tasks and their logs live.
 
-    Five methods must be written; :meth:`interrupt`, :meth:`resolve_id` and :meth:`sibling`
-    have defaults that suit a store that keeps no files and matches ids exactly.
+    Five methods must be written; :meth:`interrupt`, :meth:`resolve_id`, :meth:`sibling` and
+    the record methods (:meth:`put_record`, :meth:`get_record`, :meth:`records`,
+    :meth:`delete_record`) have defaults that suit a store that keeps no files and matches ids
+    exactly. A durable store overrides the record methods too, writing records as durably as
+    its tasks.
     """
 
     @abc.abstractmethod
@@ -100,6 +107,62 @@ class Store(abc.ABC):
         beside it, its name ending in ``suffix`` (``fleet.db`` -> ``fleet.memory.db``); None
         for a store that keeps no files, whose companions stay in memory too."""
         return None
+
+    # Records: JSON documents by (namespace, key) ------------------------------------------
+
+    def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
+        """Keep ``document`` under ``(namespace, key)``, replacing what was there.
+
+        This default keeps records in this process only.
+
+        Raises:
+            StoreError: the document is not a JSON object.
+        """
+        self._memory_records()[(namespace, key)] = record_text(document)
+
+    def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """The document kept under ``(namespace, key)`` (a fresh copy), or None."""
+        text = self._memory_records().get((namespace, key))
+        return None if text is None else _parse_record(namespace, key, text)
+
+    def records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """Every ``(key, document)`` of a namespace whose key starts with ``prefix``, by key."""
+        kept = self._memory_records()
+        return [
+            (key, _parse_record(namespace, key, kept[(space, key)]))
+            for space, key in sorted(kept)
+            if space == namespace and key.startswith(prefix)
+        ]
+
+    def delete_record(self, namespace: str, key: str) -> bool:
+        """Forget the document under ``(namespace, key)``; whether there was one."""
+        return self._memory_records().pop((namespace, key), None) is not None
+
+    def _memory_records(self) -> dict[tuple[str, str], str]:
+        """The records of the defaults, made on first use (subclasses need not call an
+        ``__init__`` of this class)."""
+        kept: dict[tuple[str, str], str] = vars(self).setdefault("_kept_records", {})
+        return kept
+
+
+def record_text(document: Mapping[str, Any]) -> str:
+    """A record's document as JSON text (``StoreError`` unless it is a JSON object)."""
+    if not isinstance(document, Mapping):
+        raise StoreError(f"a record is a JSON object, not {type(document).__name__}")
+    try:
+        return json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"a record must hold JSON only: {exc}") from exc
+
+
+def _parse_record(namespace: str, key: str, text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise StoreError(f"record {key!r} in {namespace!r} is corrupt")
+    return document
 
 
 def _json_fallback(value: Any) -> Any:
@@ -185,6 +248,13 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (task_id, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks(created_at);
+CREATE TABLE IF NOT EXISTS records (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
 """
 
 
@@ -369,6 +439,40 @@ class SQLiteStore(Store):
                 (limit,),
             ).fetchall()
         return [self._record(row) for row in rows]
+
+    def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
+        self._write(
+            "INSERT INTO records (namespace, key, body, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET body = excluded.body, "
+            "updated_at = excluded.updated_at",
+            [(namespace, key, record_text(document), time.time())],
+        )
+
+    def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM records WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+        return None if row is None else _parse_record(namespace, key, row[0])
+
+    def records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, body FROM records WHERE namespace = ? AND key >= ? AND key < ? "
+                "ORDER BY key",
+                (namespace, prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return [(key, _parse_record(namespace, key, body)) for key, body in rows]
+
+    def delete_record(self, namespace: str, key: str) -> bool:
+        with self._lock:
+            try:
+                cursor = self._db.execute(
+                    "DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key)
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        return cursor.rowcount > 0
 
 
 _STORE_METHODS = ("create_task", "append", "set_status", "load", "tasks")
