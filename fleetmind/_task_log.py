@@ -181,6 +181,20 @@ class SubtaskFinished(_Entry):
     error: dict[str, Any] | None = None
 
 
+class SubtaskAnswered(_Entry):
+    """A subtask that asked for input (it failed with ``InputRequired``) got its answer.
+
+    It goes back to pending with the answer as its input ``input``, and so do the subtasks its
+    failure had failed or skipped without running; subtasks that finished stay finished. The
+    one entry that a finished graph takes: it reopens the task.
+    """
+
+    kind: Literal["subtask_answered"] = "subtask_answered"
+    subtask_id: SubtaskId
+    answer: Any = None
+    input: str = "reply"
+
+
 class TaskPlanned(_Entry):
     """The graph was planned from a request in plain words; the planner's exchanges, for audit.
 
@@ -247,6 +261,7 @@ LogEntry = Annotated[
     | SubtaskReassigned
     | SubtaskRequeued
     | SubtaskFinished
+    | SubtaskAnswered
     | TaskPlanned
     | SubtaskReplanned
     | TaskCancelledEntry

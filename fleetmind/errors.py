@@ -16,6 +16,7 @@ FleetmindError
 ├── StoreError               the durable store cannot be read or written
 │   └── TaskNotFound
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
+│   └── NotWaitingForInput   a task was answered that asks no question
 ├── MemoryUnavailable        a device cannot reach the fleet's memory now (offline, no answer)
 ├── MemoryRefused            the orchestrator refused a device's memory request
 ├── MemoryAccessDenied       a device asked for memory it may not use (or the fleet has none)
@@ -117,6 +118,11 @@ class TaskNotFound(StoreError):
 
 class FleetStateError(FleetmindError):
     """A fleet, engine or handle was used in a state that does not allow it."""
+
+
+class NotWaitingForInput(FleetStateError):
+    """A task was answered that is not waiting for input: it runs, it ended for another
+    reason than a question, or the answer is for a subtask that asked nothing."""
 
 
 class RunError(FleetmindError):

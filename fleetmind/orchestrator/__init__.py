@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._export import to_dot, to_mermaid
     from fleetmind.orchestrator._fleet import Fleet, TaskHandle, TaskSnapshot
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
-    from fleetmind.orchestrator._graph import SubtaskState, TaskGraph
+    from fleetmind.orchestrator._graph import TaskGraph
     from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
     from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
     from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         train_step_router,
     )
     from fleetmind.orchestrator._store import InMemoryStore, SQLiteStore, Store, TaskRecord
+    from fleetmind.orchestrator._subtask_state import SubtaskState
     from fleetmind.orchestrator._task_result import TaskResult
     from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
 
@@ -147,7 +148,7 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
         "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle", "TaskSnapshot"),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
-        "fleetmind.orchestrator._graph": ("SubtaskState", "TaskGraph"),
+        "fleetmind.orchestrator._graph": ("TaskGraph",),
         "fleetmind.orchestrator._planner": ("BoundReplanner", "Plan", "Planner"),
         "fleetmind.orchestrator._replan": ("ReplanDecision", "Replanner", "ReplanRequest"),
         "fleetmind.orchestrator._route_review": ("RouteReviewer", "RouteVerdict"),
@@ -175,6 +176,7 @@ _EXPORTS: dict[str, str] = {
             "train_step_router",
         ),
         "fleetmind.orchestrator._store": ("InMemoryStore", "SQLiteStore", "Store", "TaskRecord"),
+        "fleetmind.orchestrator._subtask_state": ("SubtaskState",),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
         "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),
     }.items()

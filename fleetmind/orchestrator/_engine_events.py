@@ -15,6 +15,7 @@ from fleetmind._task_log import (
     LogEntry,
     RemoveDependency,
     RemoveSubtask,
+    SubtaskAnswered,
     SubtaskFinished,
     SubtaskProgressed,
     SubtaskReassigned,
@@ -137,7 +138,7 @@ def events_for(
             out.append(ev.GraphEditedEvent(**base, edit=entry, by=by))
         case TaskResumed():
             out.append(ev.TaskResumedEvent(**base, down_s=entry.down_s))
-        case SubtaskRequeued() | TaskPlanned() | TaskCancelledEntry():
+        case SubtaskRequeued() | SubtaskAnswered() | TaskPlanned() | TaskCancelledEntry():
             pass  # followers learn of these through the changes they cause
         case _:
             assert_never(entry)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,12 @@ from fleetmind._ids import new_task_id
 from fleetmind._task_log import (
     GraphEdit,
     RemoveSubtask,
+    SubtaskAnswered,
     add_dependency_edit,
     add_subtask_edit,
     update_subtask_edit,
 )
-from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
+from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask, SubtaskStatus
 from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
@@ -39,6 +41,7 @@ from fleetmind.errors import (
     FleetStateError,
     GraphError,
     ModelNotConfigured,
+    NotWaitingForInput,
     TaskNotFound,
 )
 from fleetmind.memory import MemoryStore
@@ -586,6 +589,61 @@ class Fleet:
             raise FleetStateError("submit_resume() needs a started fleet: use `async with fleet:`")
         return self._start(self.resume_engine(task_id))
 
+    def questions(self, task_id: str) -> dict[str, str]:
+        """What a task waits for: each asking subtask's question, by subtask id.
+
+        Empty unless the task ended only because agents raised ``InputRequired``; then
+        :meth:`answer` continues it. Read from the store, so it survives a restart.
+        """
+        snapshot = self.task(task_id)
+        if snapshot.task_id in self._running or snapshot.status == "cancelled":
+            return {}
+        return waiting_questions(snapshot.graph)
+
+    def answer(
+        self, task_id: str, replies: Mapping[str, Any], *, input: str = "reply"
+    ) -> TaskHandle:
+        """Continue a task that stopped for questions, in the background of the fleet.
+
+        Each subtask named in ``replies`` runs again with its reply as its input ``input``, and
+        so do the subtasks that its question had held back (failed or skipped without running);
+        subtasks that finished, and those that agents added while the task ran, stay as they
+        are. The answers are logged, so a process that dies meanwhile resumes with them.
+
+        Raises:
+            FleetStateError: the fleet is not started.
+            TaskNotFound: no such task.
+            NotWaitingForInput: the task is not waiting for input, or a reply is for a subtask
+                that asked nothing.
+        """
+        if self._state != "open" or self._tg is None:
+            raise FleetStateError("answer() needs a started fleet: use `async with fleet:`")
+        task_id = self.store.resolve_id(task_id)
+        asked = self.questions(task_id)
+        if not asked:
+            status = "running" if task_id in self._running else self.store.load(task_id)[0].status
+            raise NotWaitingForInput(f"task {task_id} is not waiting for input (it is {status})")
+        waiting = ", ".join(asked)
+        if not replies:
+            raise NotWaitingForInput(f"no reply given; task {task_id} waits on: {waiting}")
+        unknown = sorted(set(replies) - set(asked))
+        if unknown:
+            raise NotWaitingForInput(
+                f"subtask {unknown[0]!r} of task {task_id} asked nothing; these wait: {waiting}"
+            )
+        record, entries = self.store.load(task_id)
+        graph = TaskGraph.from_log(entries, record.name)
+        now = time.time()
+        answers = [
+            SubtaskAnswered(subtask_id=sid, answer=reply, input=input, at=now)
+            for sid, reply in replies.items()
+        ]
+        for entry in answers:
+            graph.apply(entry)  # checked before anything is written
+        self.store.append(task_id, len(entries) + 1, answers)
+        self.store.set_status(task_id, "running")
+        return self._start(self.resume_engine(task_id))
+
     def _start(self, engine: Engine) -> TaskHandle:
         assert self._tg is not None
         done: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
@@ -629,6 +687,26 @@ class Fleet:
 
 _KEPT_FINISHED = 256
 """Finished tasks whose handles a fleet keeps (older ones: read the store)."""
+
+
+def waiting_questions(graph: TaskGraph) -> dict[str, str]:
+    """The questions of a graph that failed only because agents asked for input (else none):
+    each asking subtask's question, by id. Subtasks failed by a question upstream count as
+    waiting with it."""
+    if graph.status != "failed":
+        return {}
+    questions: dict[str, str] = {}
+    for subtask in graph:
+        state = graph.state(subtask.id)
+        error = state.error or {}
+        if state.status is not SubtaskStatus.FAILED or state.replanned == "edited":
+            continue
+        if error.get("type") == "InputRequired":
+            details = error.get("details") or {}
+            questions[subtask.id] = str(details.get("question") or error.get("message") or "")
+        elif error.get("type") != "UpstreamFailed":
+            return {}
+    return questions
 
 
 def _open_memory(

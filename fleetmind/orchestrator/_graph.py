@@ -16,7 +16,7 @@ Invariants, checked on every entry:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, assert_never
 
 import networkx as nx
@@ -28,6 +28,7 @@ from fleetmind._task_log import (
     LogEntry,
     RemoveDependency,
     RemoveSubtask,
+    SubtaskAnswered,
     SubtaskFinished,
     SubtaskProgressed,
     SubtaskReassigned,
@@ -53,77 +54,10 @@ from fleetmind._task_model import (
 )
 from fleetmind._validation import describe_validation_error
 from fleetmind.errors import CycleError, GraphError
+from fleetmind.orchestrator._subtask_state import SubtaskState
 
 _S = SubtaskStatus
 _STATUS_NAMES = tuple(status.value for status in SubtaskStatus)
-
-
-@dataclass(slots=True)
-class SubtaskState:
-    """What has happened to one subtask so far (derived from the log)."""
-
-    status: SubtaskStatus = SubtaskStatus.PENDING
-    agent: str | None = None
-    attempts: int = 0
-    """Attempts made on the current agent."""
-    total_attempts: int = 0
-    """Attempts made on every agent, over the subtask's whole life."""
-    excluded_agents: list[str] = field(default_factory=list)
-    """Agents that failed this subtask for good and are not asked again."""
-    output: Any = None
-    error: dict[str, Any] | None = None
-    reason: str = ""
-    """Why the subtask was skipped, cancelled or failed without running."""
-    progress: str = ""
-    fraction: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    paused_s: float = 0.0
-    """Time between start and finish when the task's process was down (not counted)."""
-    routing: dict[str, Any] | None = None
-    """The latest routing decision: ranked candidates with scores, and exclusions."""
-    steps: int = 0
-    """LLM steps recorded for this subtask (every attempt)."""
-    tokens: int = 0
-    cost: float = 0.0
-    cloud_steps: int = 0
-    cloud_cost: float = 0.0
-    """What the subtask's steps would have cost had every one run on the cloud model."""
-    replanned: str | None = None
-    """How replanning ended after this subtask failed for good: edited, gave_up or failed.
-    A failed subtask that was replanned with edits no longer fails the task."""
-
-    def copy(self) -> SubtaskState:
-        """An independent copy (``dataclasses.replace`` is several times slower)."""
-        return SubtaskState(
-            self.status,
-            self.agent,
-            self.attempts,
-            self.total_attempts,
-            list(self.excluded_agents),
-            self.output,
-            self.error,
-            self.reason,
-            self.progress,
-            self.fraction,
-            self.started_at,
-            self.finished_at,
-            self.paused_s,
-            self.routing,
-            self.steps,
-            self.tokens,
-            self.cost,
-            self.cloud_steps,
-            self.cloud_cost,
-            self.replanned,
-        )
-
-    @property
-    def duration_s(self) -> float | None:
-        """Seconds from first start to finish, less downtime, when both times are known."""
-        if self.started_at and self.finished_at:
-            return max(self.finished_at - self.started_at - self.paused_s, 0.0)
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +155,7 @@ class TaskGraph:
         Raises:
             GraphError: the entry would break an invariant; the graph is left unchanged.
         """
-        if self.is_finished and self._log:
+        if self.is_finished and self._log and not isinstance(entry, SubtaskAnswered):
             raise GraphError(f"task graph {self.name!r} has finished; it takes no more changes")
         changes: list[DerivedChange] = []
         match entry:
@@ -251,7 +185,7 @@ class TaskGraph:
                 state.progress = entry.message
                 state.fraction = entry.fraction
                 if entry.step is not None:
-                    _count_step(state, entry.step)
+                    state.count_step(entry.step)
             case SubtaskRetried():
                 state = self._expect(entry.subtask_id, (_S.RUNNING,), "retry")
                 state.attempts += 1
@@ -273,6 +207,8 @@ class TaskGraph:
                 state.error = entry.error
                 state.finished_at = entry.at or None
                 self._finish(entry.subtask_id, _S(entry.status), changes)
+            case SubtaskAnswered():
+                self._answer(entry, changes)
             case TaskPlanned():
                 self.request = entry.request
             case SubtaskReplanned():
@@ -434,6 +370,41 @@ class TaskGraph:
             }
         changes.append(DerivedChange(subtask_id, status, reason))
         self._finish(subtask_id, status, changes)
+
+    def _answer(self, entry: SubtaskAnswered, changes: list[DerivedChange]) -> None:
+        """Reopen a subtask that asked for input, with the answer among its inputs, and the
+        subtasks its failure settled without running; each is then settled again by its
+        dependencies as they stand (ready, waiting, or skipped for another reason)."""
+        state = self._expect(entry.subtask_id, (_S.FAILED,), "answer")
+        if self._cancelled or (state.error or {}).get("type") != "InputRequired":
+            raise GraphError(f"subtask {entry.subtask_id!r} is not waiting for input")
+        spec = self._specs[entry.subtask_id]
+        inputs = {**spec.inputs, entry.input: entry.answer}
+        self._specs[entry.subtask_id] = spec.model_copy(update={"inputs": inputs})
+        reopened, frontier = {entry.subtask_id}, [entry.subtask_id]
+        while frontier:
+            for dep in self._deps_out[frontier.pop()].values():
+                target = self._state[dep.target]
+                if dep.target not in reopened and target.reason and not target.total_attempts:
+                    reopened.add(dep.target)  # failed or skipped without running
+                    frontier.append(dep.target)
+        for sid in reopened:
+            self._state[sid] = self._state[sid].reopened()
+            self._open += 1
+        for sid in reopened:
+            deps = self._deps_in[sid].values()
+            self._waiting_on[sid] = sum(not self._state[d.source].status.is_terminal for d in deps)
+        for sid in nx.topological_sort(self._networkx().subgraph(reopened)):
+            verdicts = [
+                _verdict(d, self._state[d.source].status)
+                for d in self._deps_in[sid].values()
+                if self._state[d.source].status.is_terminal
+            ]
+            settled = next((v for v in verdicts if v is not None), None)
+            if settled is not None:
+                self._finish_without_running(sid, settled[0], settled[1], changes)
+            elif self._waiting_on[sid] == 0:
+                self._make_ready(sid, self._state[sid])
 
     def _cancel(self, reason: str, changes: list[DerivedChange]) -> None:
         self._cancelled = True
@@ -723,28 +694,6 @@ class TaskGraph:
             for sid, st in self._state.items()
         }
         return data
-
-
-def _count_step(state: SubtaskState, step: Mapping[str, Any]) -> None:
-    """Add one LLM step's tokens and cost to the subtask's totals (an escalated draft or a
-    shadow answer adds its tokens and cost, not a step)."""
-    extra_call = step.get("outcome") in ("escalated", "shadow")
-    if not extra_call:
-        state.steps += 1
-    try:
-        state.tokens += int(step.get("prompt_tokens") or 0) + int(
-            step.get("completion_tokens") or 0
-        )
-        state.cost += float(step.get("cost") or 0.0)
-        if not extra_call:
-            cloud_cost = step.get("cloud_cost")
-            if cloud_cost is None and step.get("tier") == "cloud":
-                cloud_cost = step.get("cost")
-            state.cloud_cost += float(cloud_cost or 0.0)
-    except (TypeError, ValueError):
-        pass  # a malformed record from a remote agent counts as a step, nothing more
-    if step.get("tier") == "cloud" and not extra_call:
-        state.cloud_steps += 1
 
 
 def _verdict(dep: Dependency, source_status: SubtaskStatus) -> tuple[SubtaskStatus, str] | None:
