@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from fleetmind._suggest import did_you_mean
+from fleetmind.cli._a2a_check import EXAMPLES as CHECK_EXAMPLES
+from fleetmind.cli._a2a_check import check
 from fleetmind.cli._help import command_group, examples
 from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tables import plain_table, print_json, print_table, table_console
@@ -236,3 +238,6 @@ def remove(
         raise ConfigError(f"no A2A agent with id {agent_id!r}{hint}")
     write_entries(data_dir, kept)
     Console(highlight=False).print(f"removed A2A agent {agent_id}")
+
+
+a2a_app.command("check", epilog=CHECK_EXAMPLES)(check)

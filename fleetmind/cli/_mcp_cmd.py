@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 import typer
 
 from fleetmind.cli._help import command_group, examples
+from fleetmind.cli._mcp_check import EXAMPLES as CHECK_EXAMPLES
+from fleetmind.cli._mcp_check import check
 from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
@@ -107,3 +109,6 @@ def serve(
         raise typer.Exit(130) from None
     finally:
         save_router(the_fleet)
+
+
+mcp_app.command("check", epilog=CHECK_EXAMPLES)(check)
