@@ -23,6 +23,7 @@ FleetmindError
 ├── RunError                 something went wrong while a subtask ran
 │   ├── SubtaskFailed        an agent gave up (``retryable``: would another try help?)
 │   │   ├── InputRequired    the agent needs more input from whoever asked (not retried)
+│   │   ├── TaskRejected     the agent refuses the work itself (not retried nor reassigned)
 │   │   ├── AgentLost        the agent's device went away mid-work (the work goes elsewhere)
 │   │   └── BudgetExhausted  an LLM agent used up its step, token or cost budget
 │   ├── SubtaskTimeout       an attempt ran past its timeout
@@ -162,6 +163,20 @@ class InputRequired(SubtaskFailed):
     def question(self) -> str:
         """What the agent asks (kept in ``details`` so it survives a trip over the wire)."""
         return str(self.details.get("question", self.message))
+
+
+class TaskRejected(SubtaskFailed):
+    """An agent refuses the work itself: it will not do it, and no other agent is asked.
+
+    Raise it from an agent with the reason. It is neither retried nor given to another agent;
+    protocol servers report it as such (A2A: the task's state is ``rejected``).
+    """
+
+    blames_agent = False
+    replan_may_help = False
+
+    def __init__(self, reason: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason, retryable=False, details=details)
 
 
 class SubtaskTimeout(RunError):

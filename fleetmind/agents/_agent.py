@@ -23,6 +23,7 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask
 from fleetmind._validation import describe_validation_error
+from fleetmind.agents._messages import ArtifactChunk, IncomingMessage, Part, Reply, parts_of
 from fleetmind.agents._profile import AgentLimits, AgentProfile, Skill, Tier
 from fleetmind.agents._steps import StepRecord
 from fleetmind.errors import AgentError, MissingInput
@@ -38,6 +39,10 @@ class ProgressSink(Protocol):
     def __call__(
         self, message: str, fraction: float | None, step: Mapping[str, Any] | None = None
     ) -> None: ...
+
+
+ArtifactSink = Callable[[ArtifactChunk], None]
+"""Where the chunks of an agent's streamed artifacts go (the engine, or a device's publisher)."""
 
 
 TASK_KEY = "fleetmind_task"
@@ -91,6 +96,11 @@ class SubtaskContext:
     dependents: tuple[str, ...] = ()
     """Ids of the subtasks that wait for this one (known to local agents), so that an agent
     can wire a follow-up into a plan whose ids it did not choose."""
+    message: IncomingMessage | None = None
+    """The protocol message the task was started from (an A2A message: its ids, metadata and
+    parts), or None for a task that was not started from one."""
+    _artifacts: ArtifactSink | None = None
+    _streaming: set[str] = field(default_factory=set)
 
     def progress(
         self,
@@ -109,6 +119,34 @@ class SubtaskContext:
                 self._progress(message, fraction)
             else:
                 self._progress(message, fraction, step)
+
+    def stream_artifact(
+        self,
+        parts: Iterable[Part | str],
+        *,
+        artifact_id: str = "stream",
+        name: str | None = None,
+        last: bool = False,
+    ) -> None:
+        """Send one chunk of an artifact while the agent works (A2A: an artifact update).
+
+        The first chunk of ``artifact_id`` starts the artifact; later ones append to it until a
+        chunk marked ``last``. Strings become text parts. Where nobody follows the task's
+        events (a plain ``fleet.run``), chunks are dropped; the subtask's output is what stays.
+        """
+        chunk = ArtifactChunk(
+            artifact_id=artifact_id,
+            parts=parts_of(parts),
+            name=name,
+            append=artifact_id in self._streaming,
+            last=last,
+        )
+        if last:
+            self._streaming.discard(artifact_id)
+        else:
+            self._streaming.add(artifact_id)
+        if self._artifacts is not None:
+            self._artifacts(chunk)
 
     def after_saved(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this attempt's outcome is written to the task's store (a
@@ -163,8 +201,14 @@ class SubtaskResult:
         """What an agent's ``run`` returned, with the edits it asked for through ``ctx``
         first (a plain output, or a result carrying edits of its own)."""
         if isinstance(raw, SubtaskResult):
-            return cls(raw.output, (*ctx.edits, *raw.edits))
-        return cls(raw, tuple(ctx.edits))
+            return cls(_plain(raw.output), (*ctx.edits, *raw.edits))
+        return cls(_plain(raw), tuple(ctx.edits))
+
+
+def _plain(output: Any) -> Any:
+    """A :class:`Reply` is kept as its JSON, as the store and the wire to devices keep it, so
+    that an output is the same live, resumed and sent back by a device."""
+    return output.to_json() if isinstance(output, Reply) else output
 
 
 class Agent(abc.ABC):

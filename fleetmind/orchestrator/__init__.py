@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._events import (
         Event,
         GraphEditedEvent,
+        SubtaskArtifactEvent,
         SubtaskCancelledEvent,
         SubtaskDoneEvent,
         SubtaskFailedEvent,
@@ -129,6 +130,7 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._events": (
             "Event",
             "GraphEditedEvent",
+            "SubtaskArtifactEvent",
             "SubtaskCancelledEvent",
             "SubtaskDoneEvent",
             "SubtaskFailedEvent",
@@ -273,6 +275,7 @@ __all__ = [
     "StepRows",
     "Store",
     "Subtask",
+    "SubtaskArtifactEvent",
     "SubtaskCancelledEvent",
     "SubtaskDoneEvent",
     "SubtaskFailedEvent",

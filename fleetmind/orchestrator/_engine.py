@@ -35,7 +35,7 @@ from fleetmind._task_log import (
     UpdateSubtask,
 )
 from fleetmind._task_model import Subtask, SubtaskStatus
-from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
+from fleetmind.agents import Agent, ArtifactChunk, IncomingMessage, SubtaskContext, SubtaskResult
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     FleetmindError,
@@ -50,10 +50,11 @@ from fleetmind.orchestrator import _events as ev
 from fleetmind.orchestrator._attempt import Fail, Reassign, Requeue, Retry, next_step, run_attempts
 from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
-from fleetmind.orchestrator._engine_events import events_for
+from fleetmind.orchestrator._engine_events import artifact_event, events_for
 from fleetmind.orchestrator._engine_messages import (
     AgentGone,
     AgentsChanged,
+    ArtifactStreamed,
     CancelRequested,
     EditRequested,
     Message,
@@ -95,6 +96,8 @@ class Engine:
             (the fleet link keeps the answers devices sent while the orchestrator was down).
         stopped_at: For a resumed task, when its process stopped: the downtime is logged
             (``TaskResumed``) and counts in no subtask's duration.
+        message: The protocol message the task was started from (every agent's
+            ``ctx.message``), or None.
     """
 
     def __init__(
@@ -114,8 +117,10 @@ class Engine:
         result_sources: Sequence[ResultSource] = (),
         memory: MemoryStore | None = None,
         stopped_at: float | None = None,
+        message: IncomingMessage | None = None,
     ) -> None:
         self.task_id = task_id
+        self.message = message
         self._stopped_at = stopped_at
         self._memory = memory
         self._agent_wait_s = agent_wait_s
@@ -332,6 +337,10 @@ class Engine:
                             at=self._clock() if message.step is not None else 0.0,
                         )
                     )
+            case ArtifactStreamed():  # published with the turn's events, kept in no log
+                if self._is_current(message.subtask_id, message.token):
+                    now, version = self._clock(), self.graph.version
+                    self._pending_events.append(artifact_event(message, self.task_id, version, now))
             case SlotOffered():
                 self._on_slot_offered(message.subtask_id, message.agent_id)
             case AgentGone():
@@ -742,6 +751,9 @@ class Engine:
                 ProgressReported(subtask_id, token, message, fraction, dict(step) if step else None)
             )
 
+        def stream(chunk: ArtifactChunk) -> None:
+            self._post(ArtifactStreamed(subtask_id, token, chunk))
+
         def context(attempt: int) -> SubtaskContext:
             return SubtaskContext(
                 task_id=self.task_id,
@@ -750,6 +762,8 @@ class Engine:
                 attempt=attempt,
                 agent_id=agent.id,
                 _progress=report,
+                _artifacts=stream,
+                message=self.message,
                 tools=self._tools,
                 checkpoints=self._checkpoints,
                 memory=None

@@ -31,7 +31,26 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import SubtaskStatus
 from fleetmind.orchestrator import _events as ev
+from fleetmind.orchestrator._engine_messages import ArtifactStreamed
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
+
+
+def artifact_event(
+    message: ArtifactStreamed, task_id: str, version: int, at: float
+) -> ev.SubtaskArtifactEvent:
+    """The event of a chunk an agent streamed (no log entry: chunks are not kept)."""
+    chunk = message.chunk
+    return ev.SubtaskArtifactEvent(
+        task_id=task_id,
+        version=version,
+        at=at,
+        subtask_id=message.subtask_id,
+        artifact_id=chunk.artifact_id,
+        name=chunk.name,
+        parts=chunk.parts_json(),
+        append=chunk.append,
+        last=chunk.last,
+    )
 
 
 def events_for(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetmind._task_log import GraphEdit
-from fleetmind.agents import SubtaskResult
+from fleetmind.agents import ArtifactChunk, SubtaskResult
 from fleetmind.orchestrator._replan import ReplanDecision
 
 if TYPE_CHECKING:
@@ -69,6 +69,13 @@ class ProgressReported:
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactStreamed:
+    subtask_id: str
+    token: int
+    chunk: ArtifactChunk
+
+
+@dataclass(frozen=True, slots=True)
 class Replanned:
     subtask_id: str
     error: dict[str, Any]
@@ -105,6 +112,7 @@ Message = (
     | RunRetrying
     | RunGaveUp
     | ProgressReported
+    | ArtifactStreamed
     | SlotOffered
     | AgentGone
     | EditRequested

@@ -72,6 +72,25 @@ class SubtaskProgressEvent(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubtaskArtifactEvent(Event):
+    """A running subtask streamed a chunk of an artifact (``ctx.stream_artifact``).
+
+    Not kept in the task's log: followers of the live stream see the chunks, and the subtask's
+    output is what stays.
+    """
+
+    kind: Literal["subtask_artifact"] = "subtask_artifact"
+    subtask_id: str
+    artifact_id: str
+    name: str | None
+    parts: tuple[dict[str, Any], ...]
+    """The chunk's parts as plain JSON (one object per part, with its ``kind``)."""
+    append: bool
+    """Whether the parts extend the artifact's earlier chunks."""
+    last: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubtaskRetriedEvent(Event):
     """An attempt failed; the same agent tries again after ``delay_s``."""
 
@@ -179,6 +198,7 @@ TaskEvent = (
     | SubtaskRoutedEvent
     | SubtaskStartedEvent
     | SubtaskProgressEvent
+    | SubtaskArtifactEvent
     | SubtaskRetriedEvent
     | SubtaskReassignedEvent
     | SubtaskDoneEvent
@@ -215,6 +235,9 @@ def describe_event(event: TaskEvent, *, style: Literal["log", "notice"] = "log")
         case SubtaskProgressEvent():
             share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
             mark, subject, text = "…", f"{event.subtask_id}:", f"{event.message}{share}"
+        case SubtaskArtifactEvent():
+            mark, subject = "⇣", f"{event.subtask_id}:"
+            text = f"{'last ' if event.last else ''}chunk of {event.name or event.artifact_id}"
         case SubtaskRetriedEvent():
             mark, subject = "↻", event.subtask_id
             text = (

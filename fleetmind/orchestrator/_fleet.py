@@ -33,13 +33,14 @@ from fleetmind._task_log import (
     update_subtask_edit,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask, SubtaskStatus
-from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile
+from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     AgentError,
     FleetmindError,
     FleetStateError,
     GraphError,
+    MalformedMessage,
     ModelNotConfigured,
     NotWaitingForInput,
     TaskNotFound,
@@ -452,6 +453,7 @@ class Fleet:
         source: str | None,
         metadata: dict[str, Any] | None,
         replan: bool | None = None,
+        message: IncomingMessage | None = None,
     ) -> Engine:
         if len(graph) == 0:
             raise GraphError(f"task graph {graph.name!r} has no subtasks")
@@ -459,6 +461,8 @@ class Fleet:
             raise GraphError(f"task graph {graph.name!r} has already run; build a new one")
         task_id = task_id or new_task_id()
         live = graph.copy()  # the caller's graph stays as it was; the engine owns the copy
+        if message is not None:  # kept with the task, so that a resumed task has it too
+            metadata = {**(metadata or {}), MESSAGE_KEY: message.to_json()}
         self.store.create_task(
             TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {}),
             live.log,
@@ -474,6 +478,7 @@ class Fleet:
             agent_wait_s=self.agent_wait_s,
             result_sources=self.result_sources,
             memory=self.memory,
+            message=message,
             **self._replanning(live, replan),
         )
 
@@ -509,6 +514,7 @@ class Fleet:
             result_sources=self.result_sources,
             memory=self.memory,
             stopped_at=stopped_at,
+            message=_stored_message(record.metadata),
             **self._replanning(graph, None),
         )
 
@@ -574,14 +580,16 @@ class Fleet:
         source: str | None = None,
         metadata: dict[str, Any] | None = None,
         replan: bool | None = None,
+        message: IncomingMessage | None = None,
     ) -> TaskHandle:
         """Start a task in the background of the fleet (inside ``async with fleet``).
 
         A request in plain words is planned first: ``fleet.submit((await fleet.plan(text)).graph)``.
+        ``message`` is the protocol message the task answers (its agents' ``ctx.message``).
         """
         if self._state != "open" or self._tg is None:
             raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
-        return self._start(self._engine(graph, task_id, source, metadata, replan))
+        return self._start(self._engine(graph, task_id, source, metadata, replan, message))
 
     def submit_resume(self, task_id: str) -> TaskHandle:
         """Continue a stored task in the background of the fleet."""
@@ -687,6 +695,22 @@ class Fleet:
 
 _KEPT_FINISHED = 256
 """Finished tasks whose handles a fleet keeps (older ones: read the store)."""
+
+MESSAGE_KEY = "message"
+"""The task metadata key that keeps the protocol message a task was started from."""
+
+
+def _stored_message(metadata: dict[str, Any]) -> IncomingMessage | None:
+    """The message kept with a task, or None (none kept, or kept by a version that wrote it
+    otherwise: the task runs on without it)."""
+    value = metadata.get(MESSAGE_KEY)
+    if value is None:
+        return None
+    try:
+        return IncomingMessage.from_json(value)
+    except MalformedMessage as exc:
+        log.warning("the message kept with a task cannot be read: %s", exc)
+        return None
 
 
 def waiting_questions(graph: TaskGraph) -> dict[str, str]:

@@ -21,6 +21,12 @@ from fleetmind._extras import require
 if TYPE_CHECKING:
     from fleetmind.agents.remote._a2a_agent import A2AAgent, connect_a2a_agent
     from fleetmind.agents.remote._a2a_card import agent_card, profile_from_card, slug
+    from fleetmind.agents.remote._a2a_parts import (
+        message_from_a2a,
+        parts_from_a2a,
+        parts_to_a2a,
+        reply_from_a2a,
+    )
     from fleetmind.agents.remote._base import (
         AgentDict,
         AgentPool,
@@ -51,6 +57,10 @@ _EXPORTS = {
     "agent_card": "fleetmind.agents.remote._a2a_card",
     "profile_from_card": "fleetmind.agents.remote._a2a_card",
     "slug": "fleetmind.agents.remote._a2a_card",
+    "message_from_a2a": "fleetmind.agents.remote._a2a_parts",
+    "parts_from_a2a": "fleetmind.agents.remote._a2a_parts",
+    "parts_to_a2a": "fleetmind.agents.remote._a2a_parts",
+    "reply_from_a2a": "fleetmind.agents.remote._a2a_parts",
     "AgentDict": "fleetmind.agents.remote._base",
     "AgentPool": "fleetmind.agents.remote._base",
     "Recovered": "fleetmind.agents.remote._base",
@@ -102,6 +112,10 @@ __all__ = [
     "agent_card",
     "connect_a2a_agent",
     "dispatch_id",
+    "message_from_a2a",
+    "parts_from_a2a",
+    "parts_to_a2a",
     "profile_from_card",
+    "reply_from_a2a",
     "slug",
 ]

@@ -13,6 +13,11 @@ the card says the agent streams, ``SendStreamingMessage`` carries its status upd
 ``ctx.progress`` as they happen; otherwise ``SendMessage`` returns at once and ``GetTask`` polls
 until the remote task ends. Cancelling the subtask cancels the remote task too.
 
+An answer is the subtask's output: a plain value (the text, or the data) when that is all the
+remote agent sent, else a :class:`~fleetmind.agents.Reply` with its parts as they came (files,
+text beside data, parts with metadata), and a direct message (no task) always as a reply with
+``as_message`` set, so that a fleet serving over A2A passes it on as it came.
+
 The remote task's end maps onto fleetmind's errors: ``completed`` is the output, ``failed`` and
 ``rejected`` raise :class:`SubtaskFailed`, ``input-required`` raises :class:`InputRequired` with
 the remote agent's question, ``auth-required`` fails without retries. The wire itself (the
@@ -26,6 +31,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +55,10 @@ from google.protobuf import json_format, struct_pb2
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile, SubtaskContext, Tier
 from fleetmind.agents.remote._a2a_card import profile_from_card
+from fleetmind.agents.remote._a2a_parts import reply_from_a2a
 from fleetmind.agents.remote._base import RemoteAgent
 from fleetmind.errors import InputRequired, SubtaskFailed
-from fleetmind.protocols import A2ATransport
+from fleetmind.protocols import A2ATransport, plain_json
 
 log = logging.getLogger("fleetmind.a2a_client")
 
@@ -324,14 +331,24 @@ class A2AAgent(RemoteAgent):
             ctx.progress(text)
 
     def _outcome(self, run: _RemoteRun) -> Any:
-        if run.reply is not None:
-            return _parts_value(run.reply.parts)
+        if run.reply is not None:  # a direct message: the fleet sees it as one
+            reply = run.reply
+            metadata = (
+                plain_json(json_format.MessageToDict(reply.metadata))
+                if reply.HasField("metadata")
+                else {}
+            )
+            return reply_from_a2a(reply.parts, as_message=True, metadata=metadata)
         said = _message_text(run.status.message) if run.status is not None else ""
         details = {"a2a_task_id": run.task_id, "a2a_url": self.url}
         match run.state:
             case TaskState.TASK_STATE_COMPLETED:
                 if run.artifacts:
-                    return _parts_value(list(run.artifacts.values())[-1].parts)
+                    last = list(run.artifacts.values())[-1]
+                    if _plain(last.parts):
+                        return _parts_value(last.parts)
+                    # Files, text beside data, or parts with metadata: kept as they came.
+                    return reply_from_a2a(last.parts, status=said or None, name=last.name)
                 if run.status is not None and run.status.HasField("message"):
                     return _parts_value(run.status.message.parts)
                 return None
@@ -397,3 +414,12 @@ class A2AAgent(RemoteAgent):
             retryable=isinstance(exc, InternalError),
             details=details,
         )
+
+
+def _plain(parts: Sequence[Part]) -> bool:
+    """Whether an answer's parts say no more than a plain output would (one kind of text or
+    data, no files, no metadata): then the output is that value, as it always was."""
+    kinds = {p.WhichOneof("content") for p in parts}
+    if any(p.HasField("metadata") for p in parts) or kinds & {"raw", "url"}:
+        return False
+    return not ({"text", "data"} <= kinds)
