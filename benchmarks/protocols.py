@@ -22,18 +22,21 @@ What is measured
        clients negotiate the protocol the same way (the SDK's ``auto`` mode); the version they
        agreed on is printed. Both check the result (42).
 
-    2. A2A round trip (``a2a-sdk``, protocol 1.0, JSON-RPC). Three servers run as separate
-       processes: two bare a2a-sdk echo agents (this script, ``--role a2a-echo``: an
-       ``AgentExecutor`` that enqueues the task, marks it working, adds one text artifact with
-       the message's ``text`` and completes it; one card says ``streaming: true``, the other
-       ``false``), and ``fleetmind a2a serve`` of a one-agent fleet whose ``echo`` agent
-       returns its input ``text`` (SQLite store and semantic router, as the command line
-       builds them, in a temporary data directory). Every message carries the same parts: a
-       text part and a data part ``{"text": ...}`` (what ``A2AAgent`` sends for a subtask).
+    2. A2A round trip (``a2a-sdk``, protocol 1.0). Three servers run as separate processes:
+       two bare a2a-sdk echo agents (this script, ``--role a2a-echo``, in
+       ``_protocols_servers.py``: an ``AgentExecutor`` that enqueues the task, marks it
+       working, adds one text artifact with the message's ``text`` and completes it; one card
+       says ``streaming: true``, the other ``false``), and ``fleetmind a2a serve`` of a
+       one-agent fleet whose ``echo`` agent returns its input ``text`` (SQLite store and
+       semantic router, as the command line builds them, in a temporary data directory). Each
+       serves the JSON-RPC binding at ``/`` and the HTTP+JSON binding at ``/rest``; the
+       streaming echo agent and ``fleetmind a2a serve`` also serve gRPC on a port of their own,
+       and their cards declare every binding. Every message carries the same parts: a text
+       part and a data part ``{"text": ...}`` (what ``A2AAgent`` sends for a subtask).
 
-       Client side: ``A2AAgent.run(subtask, ctx)`` (from ``connect_a2a_agent(url)``) against the
-       bare echo agent, beside the bare SDK client (``create_client`` with ``ClientConfig``)
-       sending the same message to the same server:
+       Client side (JSON-RPC): ``A2AAgent.run(subtask, ctx)`` (from
+       ``connect_a2a_agent(url)``) against the bare echo agent, beside the bare SDK client
+       (``create_client`` with ``ClientConfig``) sending the same message to the same server:
 
          - non-streaming: the server's card says ``streaming: false``. ``A2AAgent`` then sends
            ``SendMessage`` with ``return_immediately`` (its ``polling`` config) and polls
@@ -43,12 +46,16 @@ What is measured
          - streaming: ``SendStreamingMessage`` on both sides, read until the task's state is
            final.
 
-       Server side: the bare SDK client sends the same message to ``fleetmind a2a serve`` and
-       to the bare echo agent (streaming card), blocking ``SendMessage`` and
-       ``SendStreamingMessage``. The difference is fleetmind's ``FleetExecutor``: a fleetmind
-       task per message (graph, router, SQLite writes, engine) and the events it reports
-       (submitted, working, the subtask started, the subtask's artifact, the ``result``
-       artifact, completed: six events where the bare agent sends four).
+       Server side, once per binding (JSON-RPC, HTTP+JSON, gRPC): the bare SDK client, told
+       to use that binding (``supported_protocol_bindings=[binding]``, the card's interface for
+       it), sends the same message to ``fleetmind a2a serve`` and to the bare echo agent
+       (streaming card), blocking ``SendMessage`` and ``SendStreamingMessage``. Both servers
+       answer every binding with the SDK's own request handler, so the difference is
+       fleetmind's ``FleetExecutor``: a fleetmind task per message (graph, router, SQLite
+       writes, engine) and the events it reports (submitted, working, the subtask started, the
+       subtask's artifact, the ``result`` artifact, completed: six events where the bare agent
+       sends four). A binding the card of ``fleetmind a2a serve`` does not declare is left out,
+       with a line saying so.
 
     Each side gets warm-up calls first (connections opened, sessions negotiated, tools listed,
     the SQLite store and the router warmed). Then the timed calls run in blocks that alternate
@@ -62,8 +69,8 @@ Baselines
     MCP SDK, and 4-9 ms per A2A message (8-15 ms streaming) on this kind of machine.
 
 How to run
-    .venv/bin/python benchmarks/protocols.py                 # full run, about 2 min
-    .venv/bin/python benchmarks/protocols.py --quick         # fewer calls, about 25 s
+    .venv/bin/python benchmarks/protocols.py                 # full run, about 3 min
+    .venv/bin/python benchmarks/protocols.py --quick         # fewer calls, about 40 s
     .venv/bin/python benchmarks/protocols.py --json out.json
 
     Every process it starts (MCP servers, A2A servers) is stopped at the end, whatever happens.
@@ -89,7 +96,6 @@ from _harness import (
     FLEETMIND_CLI,
     _role_command,
     _table,
-    _tail,
     benchmark_parser,
     frozen_gc,
     machine_base,
@@ -97,13 +103,19 @@ from _harness import (
     require_fleetmind_cli,
     write_json,
 )
+from _protocols_servers import Server, a2a_echo_server, mcp_server, start_server, stop
 
 from fleetmind.testing import free_port
 
 SELF = str(Path(__file__).resolve())
 TEXT = "the quick brown fox jumps over the lazy dog"
 ADD_ARGS = {"a": 20, "b": 22}
-START_TIMEOUT_S = 60.0
+BINDINGS = (
+    ("JSONRPC", "JSON-RPC", ""),
+    ("HTTP+JSON", "HTTP+JSON", "_rest"),
+    ("GRPC", "gRPC", "_grpc"),
+)
+"""The A2A bindings: the card's name, the name in the table, the suffix of the case's key."""
 
 FLEET_FILE = '''\
 """A one-agent fleet for benchmarks/protocols.py: `fleetmind a2a serve` serves it."""
@@ -120,152 +132,6 @@ async def echo(text: str) -> str:
     """Echo the text it is given."""
     return text
 '''
-
-
-# ---------------------------------------------------------------------------------------------
-# Helper processes: the MCP server and the bare A2A echo agent
-# ---------------------------------------------------------------------------------------------
-
-
-def mcp_server(port: int | None) -> None:
-    """An MCP server with one trivial tool: over stdio, or streamable HTTP on ``port``."""
-    from mcp.server import MCPServer
-
-    server = MCPServer("bench-protocols", log_level="WARNING")
-
-    @server.tool()
-    def add(a: int, b: int) -> int:
-        """Add two whole numbers."""
-        return a + b
-
-    if port is None:
-        server.run()
-    else:
-        server.run("streamable-http", host="127.0.0.1", port=port)
-
-
-def a2a_echo_server(port: int, streaming: bool) -> None:
-    """A bare a2a-sdk agent that answers every message with its ``text`` as an artifact."""
-    import uvicorn
-    from a2a.helpers import new_task_from_user_message, new_text_part
-    from a2a.server.agent_execution import AgentExecutor, RequestContext
-    from a2a.server.events import EventQueue
-    from a2a.server.request_handlers import DefaultRequestHandler
-    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-    from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
-    from google.protobuf.json_format import MessageToDict
-    from starlette.applications import Starlette
-
-    class Echo(AgentExecutor):
-        async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-            assert context.message is not None
-            task = context.current_task
-            if task is None:
-                task = new_task_from_user_message(context.message)
-                await event_queue.enqueue_event(task)
-            updater = TaskUpdater(event_queue, task.id, task.context_id)
-            await updater.start_work()
-            text = context.get_user_input()
-            for part in context.message.parts:
-                if part.HasField("data"):
-                    value = MessageToDict(part.data)
-                    if isinstance(value, dict) and isinstance(value.get("text"), str):
-                        text = value["text"]
-            await updater.add_artifact([new_text_part(text)], name="echo")
-            await updater.complete()
-
-        async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-            assert context.task_id is not None and context.context_id is not None
-            await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
-
-    card = AgentCard(
-        name="bare echo",
-        description="Repeats the text it is given; a bare a2a-sdk agent.",
-        version="1.0.0",
-        supported_interfaces=[
-            AgentInterface(
-                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
-            )
-        ],
-        capabilities=AgentCapabilities(streaming=streaming),
-        default_input_modes=["text/plain", "application/json"],
-        default_output_modes=["text/plain"],
-        skills=[AgentSkill(id="echo", name="echo", description="Repeat the text.", tags=["echo"])],
-    )
-    handler = DefaultRequestHandler(
-        agent_executor=Echo(), task_store=InMemoryTaskStore(), agent_card=card
-    )
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-@dataclass
-class Server:
-    """A server process started by :func:`start_server`."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    port: int
-    log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-async def _answers(url: str) -> bool:
-    """Whether an HTTP server answers at ``url`` (any status: it is listening and serving)."""
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            await http.get(url)
-    except httpx.HTTPError:
-        return False
-    return True
-
-
-async def start_server(
-    name: str, command: Callable[[int], list[str]], probe_path: str, tmp: Path
-) -> Server:
-    """Start a server on a free port and wait until it answers at ``probe_path``.
-
-    Another process may take the port between ``free_port()`` and the server's bind, so a
-    server that exits early is tried again on another port.
-    """
-    log = tmp / f"{name}.log"
-    for _ in range(3):
-        port = free_port()
-        with log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                *command(port), stdout=out, stderr=out, cwd=tmp
-            )
-        server = Server(name, process, port, log)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while process.returncode is None and time.monotonic() < deadline:
-                if await _answers(server.base_url + probe_path):
-                    return server
-                await asyncio.sleep(0.1)
-        except BaseException:
-            await stop(process)
-            raise
-        await stop(process)  # it exited (port taken?) or never answered
-        if time.monotonic() >= deadline:
-            break
-    raise RuntimeError(f"{name} did not start:\n{_tail(log)}")
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM, then SIGKILL after 10 s; waits for the process either way."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,8 +283,12 @@ def a2a_message() -> Any:
 
 
 @contextlib.asynccontextmanager
-async def bare_a2a_client(base_url: str, *, streaming: bool) -> AsyncIterator[Call]:
-    """A bare a2a-sdk client that sends one message and reads the answer to the task's end."""
+async def bare_a2a_client(
+    base_url: str, *, streaming: bool, binding: str = "JSONRPC"
+) -> AsyncIterator[Call]:
+    """A bare a2a-sdk client that sends one message over ``binding`` (the card's interface for
+    it) and reads the answer to the task's end."""
+    import grpc.aio
     from a2a.client import ClientConfig, create_client
     from a2a.types import TaskState
 
@@ -432,9 +302,14 @@ async def bare_a2a_client(base_url: str, *, streaming: bool) -> AsyncIterator[Ca
     }
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
     try:
-        client = await create_client(
-            base_url, client_config=ClientConfig(streaming=streaming, httpx_client=http)
+        config = ClientConfig(
+            streaming=streaming,
+            httpx_client=http,
+            supported_protocol_bindings=[binding],
+            use_client_preference=True,
+            grpc_channel_factory=grpc.aio.insecure_channel,
         )
+        client = await create_client(base_url, client_config=config)
 
         async def send() -> None:
             state = TaskState.TASK_STATE_UNSPECIFIED
@@ -504,7 +379,14 @@ async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
         ]
 
     def bare_echo(streaming: bool) -> Callable[[int], list[str]]:
-        return lambda port: _role_command(SELF, "a2a-echo", port=port, streaming=streaming)
+        # The streaming agent also serves gRPC, on a port of its own as fleetmind's does.
+        return lambda port: _role_command(
+            SELF,
+            "a2a-echo",
+            port=port,
+            streaming=streaming,
+            grpc_port=free_port() if streaming else None,
+        )
 
     servers: list[Server] = []
 
@@ -544,22 +426,38 @@ async def bench_a2a(tmp: Path, counts: Counts) -> list[CaseResult]:
             ):
                 case = CaseResult(key, label, note=note)
                 results.append(await measure(case, fleetmind, bare, **counts.a2a))
-        for streaming in (False, True):
-            async with (
-                bare_a2a_client(served.base_url, streaming=streaming) as fleetmind,
-                bare_a2a_client(bare_stream.base_url, streaming=streaming) as bare,
-            ):
-                case = CaseResult(
-                    "a2a_server_streaming" if streaming else "a2a_server",
-                    f"A2A server, {'streaming' if streaming else 'non-streaming'}",
-                    note="bare a2a-sdk client; `fleetmind a2a serve` (one-agent echo fleet) vs "
-                    "bare a2a-sdk echo server",
-                )
-                results.append(await measure(case, fleetmind, bare, **counts.a2a))
+        declared = await _bindings(served.base_url)
+        for binding, name, suffix in BINDINGS:
+            if binding not in declared:
+                print(f"`fleetmind a2a serve` declares no {name} binding: not measured")
+                continue
+            for streaming in (False, True):
+                async with (
+                    bare_a2a_client(
+                        served.base_url, streaming=streaming, binding=binding
+                    ) as fleetmind,
+                    bare_a2a_client(
+                        bare_stream.base_url, streaming=streaming, binding=binding
+                    ) as bare,
+                ):
+                    case = CaseResult(
+                        f"a2a_server{suffix}{'_streaming' if streaming else ''}",
+                        f"A2A server, {name}{', streaming' if streaming else ''}",
+                        note=f"bare a2a-sdk client over {name}; `fleetmind a2a serve` "
+                        "(one-agent echo fleet) vs bare a2a-sdk echo server, same binding",
+                    )
+                    results.append(await measure(case, fleetmind, bare, **counts.a2a))
         return results
     finally:
         for server in servers:
             await stop(server.process)
+
+
+async def _bindings(base_url: str) -> set[str]:
+    """The bindings a server's card declares."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        card = (await http.get(f"{base_url}/.well-known/agent-card.json")).json()
+    return {i.get("protocolBinding") for i in card.get("supportedInterfaces", [])}
 
 
 # ---------------------------------------------------------------------------------------------
