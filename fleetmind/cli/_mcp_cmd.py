@@ -65,6 +65,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    stream_window: Annotated[
+        float | None,
+        typer.Option(
+            "--stream-window",
+            metavar="SECONDS",
+            help=(
+                "Close a long call's SSE stream after this many seconds; the client resumes "
+                "it with Last-Event-ID (--http, protocol 2025-11-25)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -82,6 +94,12 @@ def serve(
         raise ConfigError(
             "--token-file applies to --http only; over --stdio the MCP host that starts "
             "the server is trusted"
+        )
+    if stdio and stream_window is not None:
+        raise ConfigError("--stream-window applies to --http only; stdio has no streams to resume")
+    if stream_window is not None and not stream_window > 0:
+        raise ConfigError(
+            f"--stream-window must be a positive number of seconds; got {stream_window}"
         )
     host, port = parse_http_address(http) if http is not None else ("127.0.0.1", 0)
     token = read_token_file(token_file) if token_file is not None else None
@@ -104,7 +122,16 @@ def serve(
     the_fleet = build_fleet(agents, router, data_dir, open_store(data_dir), tools, planner)
     transport: Literal["stdio", "http"] = "stdio" if stdio else "http"
     try:
-        asyncio.run(serve_mcp(the_fleet, transport=transport, host=host, port=port, token=token))
+        asyncio.run(
+            serve_mcp(
+                the_fleet,
+                transport=transport,
+                host=host,
+                port=port,
+                token=token,
+                stream_window_s=stream_window,
+            )
+        )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:

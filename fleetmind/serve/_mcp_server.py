@@ -7,12 +7,16 @@ await serve_mcp(fleet, transport="http", host="127.0.0.1", port=8765)   # serves
 
 Tools: ``submit_task``, ``get_task``, ``get_result``, ``list_agents``, ``cancel_task``.
 Resources: ``fleetmind://tasks`` (recent tasks) and ``fleetmind://tasks/{task_id}/graph`` (a
-task's graph with the state of every subtask, as JSON).
+task's graph with the state of every subtask, as JSON). Prompt: ``plan_task`` (help to write a
+task graph for the fleet's agents). Protocol versions: 2026-07-28 (each request a single
+exchange) and the handshake versions 2024-11-05 to 2025-11-25 (sessions opened with
+``initialize``; from 2025-11-25 on with resumable SSE streams).
 
 A mistake of the caller — an unknown task id, arguments that do not validate, a graph that does
 not validate, a subtask no agent can take — comes back as a tool result with ``is_error`` set and
-one line saying what is wrong; the server keeps serving. Only this module (and the CLI that loads
-it) imports ``mcp``.
+one line saying what is wrong; the server keeps serving. A tool or prompt the server does not
+have is ``-32602 Invalid params``. Only the ``_mcp_*`` modules of this package (and the CLI that
+loads them) import ``mcp``.
 
 Over HTTP a gate stands in front of the SDK's app: it checks the bearer token (when one is
 given), refuses bodies over :data:`MAX_BODY_BYTES` with HTTP 413, and answers a body that is
@@ -24,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -40,23 +46,24 @@ from mcp.server.mcpserver.exceptions import (
     UnexpectedToolError,
 )
 from mcp.server.mcpserver.resources import FunctionResource
-from mcp.types import CallToolResult, InputRequiredResult, jsonrpc_message_adapter
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    GetPromptResult,
+    InputRequiredResult,
+    jsonrpc_message_adapter,
+)
 from pydantic import Field, ValidationError, WithJsonSchema
 from starlette.types import ASGIApp, Scope
 
 from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetmindError, FleetStateError, TaskNotFound
-from fleetmind.orchestrator import (
-    Fleet,
-    SubtaskCancelledEvent,
-    SubtaskDoneEvent,
-    SubtaskFailedEvent,
-    SubtaskSkippedEvent,
-    TaskGraph,
-    TaskHandle,
-    describe_event,
-)
+from fleetmind.orchestrator import Fleet, TaskGraph, TaskHandle, describe_event
 from fleetmind.serve._http_gate import HttpGate, Refusal, case_blind_bearer
+from fleetmind.serve._mcp_events import SessionScopes, StreamEvents
+from fleetmind.serve._mcp_progress import ProgressMeter
+from fleetmind.serve._mcp_prompts import add_prompts
 from fleetmind.serve._mcp_results import (
     GRAPH_URI_TEMPLATE,
     AgentList,
@@ -78,6 +85,9 @@ _STOP_REASON = "the MCP server stopped"
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """HTTP request bodies above this size are refused with 413 (a task graph is far smaller)."""
+
+RETRY_MS = 1000
+"""The reconnection delay a resumable SSE stream suggests to its client (its ``retry`` field)."""
 
 _INVALID_REQUEST = -32600
 """JSON-RPC's Invalid Request; also what the SDK answers for its own transport refusals (an
@@ -145,20 +155,18 @@ class _FleetService:
     async def follow(self, handle: TaskHandle, ctx: Context) -> None:
         """Report every event of a task as MCP progress until the task ends.
 
-        ``progress`` counts finished subtasks and ``total`` is the number of subtasks, which may
-        grow while the graph is edited. The first notification names the task, so that a
-        client can cancel it while it waits.
+        The values come from a :class:`ProgressMeter`: larger with every notification, out of
+        a total that is the number of subtasks. The first notification names the task, so
+        that a client can cancel it while it waits.
         """
-        await ctx.report_progress(0, len(handle.graph), f"task {handle.task_id} submitted")
-        finished: set[str] = set()
+        meter = ProgressMeter()
+        progress, total = meter.start(len(handle.graph))
+        await ctx.report_progress(progress, total, f"task {handle.task_id} submitted")
         async with contextlib.aclosing(handle.events()) as events:
             async for event in events:
-                if isinstance(event, _FINISHING_EVENTS):
-                    finished.add(event.subtask_id)
-                total = max(len(handle.graph), len(finished))
-                await ctx.report_progress(
-                    len(finished), total, describe_event(event, style="notice")
-                )
+                progress, total = meter.advance(event, len(handle.graph))
+                message = describe_event(event, style="notice") or event.kind
+                await ctx.report_progress(progress, total, message)
 
     def state(self, task_id: str) -> TaskState:
         task_id, status, graph, _ = self.task(task_id)
@@ -255,14 +263,6 @@ class _FleetService:
                     tg.create_task(self._cancel(handle, _STOP_REASON))
 
 
-_FINISHING_EVENTS = (
-    SubtaskDoneEvent,
-    SubtaskFailedEvent,
-    SubtaskSkippedEvent,
-    SubtaskCancelledEvent,
-)
-
-
 # The server ----------------------------------------------------------------------------------
 
 _INSTRUCTIONS = """\
@@ -271,7 +271,8 @@ submit_task (a graph definition, or plain words: planned into a graph when the f
 model to plan with, else one subtask), follow it with get_task,
 wait for its outputs with get_result, stop it with cancel_task. list_agents says which agents
 there are and what they can do. Each task's graph is also a resource:
-fleetmind://tasks/{task_id}/graph."""
+fleetmind://tasks/{task_id}/graph. The prompt plan_task asks a model to write a task graph
+for this fleet's agents that reaches a goal."""
 
 _SUBMIT_DESCRIPTION = """\
 Start a task on the fleet and return its id and state.
@@ -292,8 +293,10 @@ Give exactly one of:
   text; the fleet's router picks the agent that fits it best.
 
 With `wait: true` the call follows the task to its end, sending a progress notification for
-every event (subtask started, progress, done, failed, ...) with progress = finished subtasks
-and total = subtasks, and returns the final state."""
+every event (subtask started, progress, done, failed, ...), and returns the final state.
+Progress counts subtasks: a finished one is worth 1, a running one the share of its work its
+agent reports; it grows with every notification, and total (the number of subtasks) is
+reached when the task ends."""
 
 
 def build_mcp_server(fleet: Fleet) -> MCPServer:
@@ -306,18 +309,30 @@ def build_mcp_server(fleet: Fleet) -> MCPServer:
 
 
 class _FleetMCPServer(MCPServer):
-    """An ``MCPServer`` that says in one line which argument of a tool call is wrong.
+    """An ``MCPServer`` that answers a caller's mistakes with the code the spec gives them.
 
-    The SDK reports arguments that do not match a tool's input schema as a tool error (as the
-    spec asks, so that a model can correct itself) but with pydantic's multi-line dump; every
-    other mistake of a caller here is one line.
+    A tool or prompt name the server does not have is a protocol error, ``-32602 Invalid
+    params`` (the SDK makes an unknown tool a tool result and an unknown prompt an internal
+    error with a traceback in the log), and so is a prompt call without its required
+    arguments. Arguments that do not match a tool's input schema stay a tool error, as the
+    spec asks, so that a model can correct itself, but in one line rather than pydantic's
+    multi-line dump.
+
+    Over HTTP with protocol 2025-11-25, a call that runs longer than ``stream_window_s`` has
+    its SSE stream closed by the server; the client resumes it with ``Last-Event-ID`` (see
+    :mod:`fleetmind.serve._mcp_events`). Elsewhere closing the stream does nothing.
     """
+
+    stream_window_s: float | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        if name not in {tool.name for tool in await self.list_tools()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
         try:
-            return await super().call_tool(name, arguments, context)
+            async with self._stream_window(context):
+                return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
@@ -326,8 +341,44 @@ class _FleetMCPServer(MCPServer):
             # The cause is kept: the SDK logs the names of the rejected fields from it.
             raise ToolError(f"Error executing tool {name}: invalid arguments: {problem}") from cause
 
+    @contextlib.asynccontextmanager
+    async def _stream_window(self, context: Context[Any, Any] | None) -> AsyncIterator[None]:
+        """While inside, close the call's SSE stream once it has been open for the window."""
+        window = self.stream_window_s
+        if window is None or context is None:
+            yield
+            return
 
-def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
+        async def close_later() -> None:
+            await asyncio.sleep(window)
+            await context.close_sse_stream()
+
+        closer = asyncio.create_task(close_later())
+        try:
+            yield
+        finally:
+            closer.cancel()
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        context: Context[Any, Any] | None = None,
+    ) -> GetPromptResult | InputRequiredResult:
+        prompt = next((p for p in await self.list_prompts() if p.name == name), None)
+        if prompt is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
+        given = arguments or {}
+        missing = [a.name for a in prompt.arguments or [] if a.required and a.name not in given]
+        if missing:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"prompt {name} needs the argument(s): {', '.join(missing)}",
+            )
+        return await super().get_prompt(name, arguments, context)
+
+
+def _build(fleet: Fleet, stream_window_s: float | None = None) -> tuple[MCPServer, _FleetService]:
     from fleetmind._version import __version__
 
     server = _FleetMCPServer(
@@ -338,7 +389,9 @@ def _build(fleet: Fleet) -> tuple[MCPServer, _FleetService]:
         version=__version__,
         log_level="WARNING",
     )
+    server.stream_window_s = stream_window_s
     service = _FleetService(fleet, server)
+    add_prompts(server, fleet)
 
     @server.tool(description=_SUBMIT_DESCRIPTION)
     async def submit_task(
@@ -506,27 +559,44 @@ def _envelope_problem(body: bytes) -> tuple[str, int | str | None] | None:
     return "not a JSON-RPC request, notification or response", request_id
 
 
-def _http_app(server: MCPServer, *, host: str, token: str | None, max_body_bytes: int) -> ASGIApp:
+@dataclass(frozen=True)
+class _HttpSettings:
+    """How the HTTP side serves: address, token, body limit, stream window."""
+
+    host: str
+    token: str | None
+    max_body_bytes: int
+    stream_window_s: float | None
+
+
+def _http_app(server: MCPServer, settings: _HttpSettings) -> ASGIApp:
     """The server's streamable-HTTP app at ``/mcp``, behind the gate.
 
-    On a loopback ``host`` the SDK also checks the ``Host`` and ``Origin`` headers against DNS
-    rebinding. Its own body limit is set to the gate's, which answers first.
+    On a loopback host the SDK also checks the ``Host`` and ``Origin`` headers against DNS
+    rebinding. Its own body limit is set to the gate's, which answers first. Its streams are
+    resumable (protocol 2025-11-25): events go to a :class:`StreamEvents` store, scoped to
+    their session by :class:`SessionScopes` behind the gate.
     """
-    app = server.streamable_http_app(host=host, max_request_body_size=max_body_bytes)
+    events = StreamEvents(window_s=settings.stream_window_s)
+    app = server.streamable_http_app(
+        host=settings.host,
+        max_request_body_size=settings.max_body_bytes,
+        event_store=events,
+        retry_interval=RETRY_MS,
+    )
+    token = settings.token
     return HttpGate(
-        app,
+        SessionScopes(app, events),
         token_check=case_blind_bearer(token) if token is not None else None,
         realm="mcp",
         unauthorized_code=_INVALID_REQUEST,
-        max_body_bytes=max_body_bytes,
+        max_body_bytes=settings.max_body_bytes,
         check_body=_check_envelope,
     )
 
 
-async def _serve_http(
-    server: MCPServer, sock: socket.socket, host: str, token: str | None, max_body_bytes: int
-) -> None:
-    app = _http_app(server, host=host, token=token, max_body_bytes=max_body_bytes)
+async def _serve_http(server: MCPServer, sock: socket.socket, settings: _HttpSettings) -> None:
+    app = _http_app(server, settings)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     web = _Uvicorn(config)
     loop = asyncio.get_running_loop()
@@ -565,6 +635,7 @@ async def serve_mcp(
     port: int = 8765,
     token: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    stream_window_s: float | None = None,
 ) -> None:
     """Serve ``fleet`` over MCP until the client goes away (stdio) or a signal arrives (http).
 
@@ -580,10 +651,13 @@ async def serve_mcp(
             stdio there is no HTTP layer to check it: the host that starts the process is
             trusted, so a token there is refused rather than silently ignored.
         max_body_bytes: Larger HTTP request bodies are refused with 413.
+        stream_window_s: Over HTTP with protocol 2025-11-25, close a call's SSE stream after
+            this many seconds; the client resumes it with ``Last-Event-ID``, and each resumed
+            stream lasts as long again (None: a stream stays open until its answer).
 
     Raises:
-        ConfigError: the HTTP address cannot be listened on, the token is empty, or a token
-            was given for stdio.
+        ConfigError: the HTTP address cannot be listened on, the token is empty, a token
+            was given for stdio, or the stream window is not a positive number of seconds.
     """
     if token is not None and transport == "stdio":
         raise ConfigError(
@@ -592,8 +666,12 @@ async def serve_mcp(
         )
     if token is not None and not token.strip():
         raise ConfigError("the MCP bearer token is empty")
+    if stream_window_s is not None and not (math.isfinite(stream_window_s) and stream_window_s > 0):
+        raise ConfigError(
+            f"the stream window must be a positive number of seconds; got {stream_window_s}"
+        )
     sock = _listen(host, port) if transport == "http" else None
-    server, service = _build(fleet)
+    server, service = _build(fleet, stream_window_s)
     try:
         async with fleet:
             try:
@@ -605,7 +683,8 @@ async def serve_mcp(
                         file=sys.stderr,
                         flush=True,
                     )
-                    await _serve_http(server, sock, host, token, max_body_bytes)
+                    settings = _HttpSettings(host, token, max_body_bytes, stream_window_s)
+                    await _serve_http(server, sock, settings)
                 else:
                     await _serve_stdio(server)
             finally:
