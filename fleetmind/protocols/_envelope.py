@@ -94,6 +94,9 @@ class DispatchPayload(_Payload):
     deadline_s: Seconds | None = None
     """How long the orchestrator waits for the result before it gives the subtask to another
     agent (None: as long as the device reports the dispatch in its heartbeats)."""
+    message: dict[str, Any] | None = None
+    """The protocol message the task was started from (the agent's ``ctx.message``), as
+    ``IncomingMessage.to_json`` writes it; sent only for tasks started from one."""
 
 
 class CancelPayload(_Payload):

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
-from fleetmind.agents import Agent, SubtaskContext, SubtaskResult
+from fleetmind.agents import Agent, IncomingMessage, SubtaskContext, SubtaskResult
 from fleetmind.agents.remote._device_memory import DeviceMemoryChannel, MemoryUnavailable
 from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
 from fleetmind.protocols import (
@@ -419,6 +419,7 @@ class DeviceRuntime:
             agent_id=held.agent.id,
             _progress=progress,
             memory=self.memory.for_agent(held.agent.id, job.task_id, job.reply_to),
+            message=_incoming(job.message, dispatch_id),
         )
         try:
             async with self._slots[held.agent.id]:
@@ -497,3 +498,15 @@ class DeviceRuntime:
             return
         body = ErrorPayload(error=error.to_dict())
         self._publish_out(reply_to, encode("error", self.device_id, body, correlation_id=about))
+
+
+def _incoming(value: dict[str, Any] | None, dispatch_id: str) -> IncomingMessage | None:
+    """The message a dispatch carries for ``ctx.message`` (one that cannot be read is left
+    out: the agent runs on its inputs, as for a task not started from a message)."""
+    if value is None:
+        return None
+    try:
+        return IncomingMessage.from_json(value)
+    except MalformedMessage as exc:
+        log.warning("dispatch %s: its message cannot be read: %s", dispatch_id, exc)
+        return None

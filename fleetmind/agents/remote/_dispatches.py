@@ -197,6 +197,8 @@ class Dispatches:
                 "reply_to": self.replica_id,
                 "deadline_s": subtask.timeout_s,
             }
+            if ctx.message is not None:  # only then: a device that predates it still takes
+                job["message"] = ctx.message.to_json()  # every other dispatch
             message = encode_fields("dispatch", self.replica_id, job, message_id=did)
             now = time.monotonic()
             future: asyncio.Future[SubtaskResult] = asyncio.get_running_loop().create_future()

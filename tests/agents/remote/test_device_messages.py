@@ -1,0 +1,157 @@
+"""The agent-facing message API across the MQTT wire: a device agent (`fleetmind agent serve`,
+its own process) sees the task's incoming message, answers with a reply of its choosing, and a
+rejection on a device is neither retried nor given to the other device."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetmind import Fleet, TaskGraph
+from fleetmind.agents import DataPart, FilePart, IncomingMessage, TextPart, as_reply
+from fleetmind.protocols._mqtt import BrokerAddress
+from fleetmind.serve import MqttFleetLink
+from fleetmind.testing import free_port
+
+pytestmark = pytest.mark.timeout(90)
+FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+)
+
+AGENTS = """
+import os
+from fleetmind import DataPart, FilePart, Reply, TaskRejected, agent
+
+DEVICE = os.environ["FM_DEVICE"]
+
+@agent(id=f"reader-{DEVICE}", skills=["read"])
+async def reader(ctx) -> Reply:
+    m = ctx.message
+    seen = None if m is None else {
+        "message_id": m.message_id,
+        "metadata": dict(m.metadata),
+        "files": [f.name for f in m.files],
+    }
+    return Reply.message(DataPart(seen), FilePart(content=b"from " + DEVICE.encode(), name="d.txt"))
+
+@agent(id=f"refuser-{DEVICE}", skills=["refuse"])
+async def refuser() -> str:
+    with open(os.environ["FM_LOG"], "a") as log:
+        log.write(DEVICE + "\\n")
+    raise TaskRejected(f"{DEVICE} will not")
+"""
+
+MESSAGE = IncomingMessage(
+    parts=(TextPart("read this"), FilePart(content=b"abc", name="a.txt", media_type="text/plain")),
+    message_id="m-7",
+    task_id="a2a-1",
+    context_id="c-1",
+    metadata={"trace": "x"},
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerAddress]:
+    """Mosquitto on a free port (the embedded development broker where it is not installed)."""
+    port = free_port()
+    if MOSQUITTO is None:
+        from fleetmind.protocols._broker import serve_embedded
+
+        with serve_embedded([port], log_file=tmp_path / "embedded.log") as embedded:
+            yield BrokerAddress("127.0.0.1", embedded.listeners[0].port)
+        return
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.02)
+        yield BrokerAddress("127.0.0.1", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def device(tmp_path: Path, broker: BrokerAddress) -> Iterator[Callable[[str], None]]:
+    """Starts `fleetmind agent serve` devices; stops them all at the end."""
+    (tmp_path / "agents.py").write_text(AGENTS)
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> None:
+        env = {**os.environ, "FM_DEVICE": name, "FM_LOG": str(tmp_path / "refusals.log")}
+        processes.append(
+            subprocess.Popen(
+                [
+                    *(FLEETMIND, "agent", "serve", str(tmp_path / "agents.py")),
+                    *("--broker", f"mqtt://127.0.0.1:{broker.port}", "--device-id", name),
+                    *("--heartbeat", "0.5"),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+async def test_a_device_agent_sees_the_message_and_its_reply_comes_back_whole(
+    broker: BrokerAddress, device: Callable[[str], None]
+) -> None:
+    device("pi")
+    fleet = Fleet()
+    graph = TaskGraph("read")
+    graph.add_subtask("r", agent="reader-pi")
+    async with MqttFleetLink(fleet, broker, dead_after_s=5) as link:
+        await link.wait_for_agents("reader-pi")
+        async with fleet:
+            result = await fleet.submit(graph, message=MESSAGE).result()
+    assert result.status == "done", result.errors
+    reply = as_reply(result.outputs["r"])
+    assert reply is not None and reply.as_message
+    assert reply.parts == (
+        DataPart({"message_id": "m-7", "metadata": {"trace": "x"}, "files": ["a.txt"]}),
+        FilePart(content=b"from pi", name="d.txt"),
+    )
+
+
+async def test_a_rejection_on_a_device_goes_to_no_other_device(
+    tmp_path: Path, broker: BrokerAddress, device: Callable[[str], None]
+) -> None:
+    device("pi-1")
+    device("pi-2")
+    fleet = Fleet()
+    graph = TaskGraph("refuse")
+    graph.add_subtask("r", skill="refuse")
+    async with MqttFleetLink(fleet, broker, dead_after_s=5) as link:
+        await link.wait_for_agents("refuser-pi-1", "refuser-pi-2")
+        result = await fleet.run(graph)
+    assert result.status == "failed"
+    assert result.errors["r"]["type"] == "TaskRejected"
+    refusals = (tmp_path / "refusals.log").read_text().split()
+    assert len(refusals) == 1, refusals
