@@ -118,8 +118,8 @@ class StreamEvents(EventStore):
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         key = (_OWNER.get(), stream_id)
         stream = self._streams.get(key)
-        if stream is None or (message is None and stream.ended):
-            # A new stream, or a request id used again after its first request ended.
+        if stream is None or stream.ended:
+            # A new stream, or a request id used again after its first request was answered.
             stream = self._open(key)
         else:
             self._streams.move_to_end(key)

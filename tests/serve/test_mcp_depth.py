@@ -26,9 +26,12 @@ from typing import Any
 import httpx
 import pytest
 from mcp import Client
+from mcp.server.streamable_http import EventMessage
 from mcp.shared.exceptions import MCPError
+from mcp.types import JSONRPCNotification, JSONRPCResponse
 from repo_paths import FIXTURES
 
+from fleetmind.serve._mcp_events import StreamEvents
 from fleetmind.testing import free_port
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
@@ -413,3 +416,38 @@ async def test_a_resumption_passes_the_gate_with_the_token(tmp_path: Path) -> No
             del resume["Authorization"]
             refused = await http.get(served.url, headers=resume)
             assert refused.status_code == 401
+
+
+# The event store's bounds (in-process: no server needed to count what it keeps) -------------------
+
+
+def _note(number: int) -> JSONRPCNotification:
+    return JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"n": number})
+
+
+async def _replayed(events: StreamEvents, last_event_id: str) -> list[int]:
+    """The numbers of the notifications replayed after ``last_event_id`` (until the answer)."""
+    sent: list[int] = []
+
+    async def send(event: EventMessage) -> None:
+        if isinstance(event.message, JSONRPCNotification):
+            sent.append((event.message.params or {})["n"])
+
+    assert await events.replay_events_after(last_event_id, send) is None
+    return sent
+
+
+async def test_the_event_store_keeps_the_newest_events_of_the_newest_streams() -> None:
+    events = StreamEvents(max_events=3, max_streams=2)
+    first = await events.store_event("1", None)  # priming
+    ids = [await events.store_event("1", _note(n)) for n in range(1, 6)]
+    await events.store_event("1", JSONRPCResponse(jsonrpc="2.0", id=1, result={}))
+    # Only the newest three events are kept: a resumption from before them gets those.
+    assert await _replayed(events, first) == [4, 5]
+    assert await _replayed(events, ids[3]) == [5]
+    # A third stream pushes out the least recently written one, and its ids with it.
+    await events.store_event("2", None)
+    assert events.knows(first, None)
+    await events.store_event("3", None)
+    assert not events.knows(first, None)
+    assert not events.knows("not-an-id", None)
