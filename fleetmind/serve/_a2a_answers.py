@@ -7,8 +7,8 @@ when it returns (:meth:`Reply.message`), so :class:`HeldEvents` keeps a new task
 (the ``Task`` itself, and ``working`` updates that say what the fleet is doing) until the
 agent speaks: its progress, a streamed chunk, an output that is not a direct message, or any
 other end of the task sends them on, in order. A client that asked to get the task back at
-once (``returnImmediately``) gets it at once, and a direct message then comes as the task's
-final status message.
+once (``returnImmediately``), or to have it pushed to a webhook, gets it at once, and a direct
+message then comes as the task's final status message.
 """
 
 from __future__ import annotations
@@ -71,10 +71,13 @@ class HeldEvents(EventQueue):
         return True
 
 
-def returns_immediately(context: RequestContext) -> bool:
-    """Whether the client asked to get the task back at once (it wants a task, not to wait)."""
+def wants_a_task(context: RequestContext) -> bool:
+    """Whether the client asked for a task: to get it back at once, or to be told of its
+    changes at a webhook. Its events are then never held."""
     configuration = context.configuration
-    return configuration is not None and configuration.return_immediately
+    return configuration is not None and (
+        configuration.return_immediately or configuration.HasField("task_push_notification_config")
+    )
 
 
 async def release(updater: TaskUpdater) -> None:
