@@ -73,6 +73,9 @@ class SubtaskContext:
     ``inputs`` holds the subtask's literal inputs merged with the outputs of its data
     dependencies. Graph edits made through :meth:`add_subtask` and :meth:`add_dependency` are
     applied when the subtask finishes successfully, while the rest of the task keeps running.
+    A task started from a protocol message shows it as :attr:`message`; an agent answers with a
+    :class:`~fleetmind.agents.Reply` to choose its parts, streams with :meth:`stream_artifact`,
+    and refuses the work with :class:`~fleetmind.errors.TaskRejected`.
     """
 
     task_id: str

@@ -280,11 +280,15 @@ class Reply:
 
 
 def as_reply(output: Any) -> Reply | None:
-    """The reply an output is (a :class:`Reply`, or its JSON as stored), else None."""
+    """The reply an output is (a :class:`Reply`, or its JSON as stored), else None (an output
+    that only looks like one, its parts malformed, is plain data)."""
     if isinstance(output, Reply):
         return output
     if isinstance(output, Mapping) and output.get(TYPE_KEY) == REPLY_TYPE:
-        return Reply.from_json(output)
+        try:
+            return Reply.from_json(output)
+        except MalformedMessage:
+            return None
     return None
 
 

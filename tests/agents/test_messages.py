@@ -64,6 +64,7 @@ def test_a_reply_survives_json_and_is_recognised_in_either_form() -> None:
     assert as_reply(encoded) == reply
     assert as_reply(reply) is reply
     assert as_reply({"parts": []}) is None  # an ordinary output that looks a little alike
+    assert as_reply({"$type": "fleetmind.reply", "parts": [{"kind": "video"}]}) is None
     direct = Reply.message("hi", DataPart({"x": 1}))
     assert direct.as_message and direct.parts == (TextPart("hi"), DataPart({"x": 1}))
 
