@@ -35,6 +35,9 @@ def build_fleet(
         router = base.with_data_dir(home(data_dir))
     fleet = Fleet(agents, router=router, store=store, tools=tools, planner=planner, memory=memory)
     if tools is not None:
+        from fleetmind.cli._mcp_login import share_mcp_auth
+
+        share_mcp_auth(tools, data_dir)  # OAuth tokens of its MCP servers: in the data dir
         fleet.on_close(tools.aclose)  # its MCP servers stop with this fleet
     return fleet
 

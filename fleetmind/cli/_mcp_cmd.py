@@ -13,6 +13,8 @@ import typer
 from fleetmind.cli._help import command_group, examples
 from fleetmind.cli._mcp_check import EXAMPLES as CHECK_EXAMPLES
 from fleetmind.cli._mcp_check import check
+from fleetmind.cli._mcp_login import EXAMPLES as LOGIN_EXAMPLES
+from fleetmind.cli._mcp_login import login
 from fleetmind.cli._options import DataDir, FleetRef, ModelsFile
 from fleetmind.cli._tokens import read_token_file
 from fleetmind.errors import ConfigError
@@ -139,3 +141,4 @@ def serve(
 
 
 mcp_app.command("check", epilog=CHECK_EXAMPLES)(check)
+mcp_app.command("login", epilog=LOGIN_EXAMPLES)(login)

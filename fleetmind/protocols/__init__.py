@@ -51,6 +51,15 @@ from fleetmind.protocols._topics import DEFAULT_FLEET, Topics
 
 if TYPE_CHECKING:
     from fleetmind.protocols._a2a_transport import A2ATransport
+    from fleetmind.protocols._mcp_auth import (
+        MCP_TOKEN_DIR,
+        MCPAuth,
+        MCPAuthError,
+        MCPAuthorizationDenied,
+        MCPAuthorizationRequired,
+        MCPOAuthClient,
+        mcp_token_file,
+    )
     from fleetmind.protocols._mcp_client import (
         MCPCallResult,
         MCPConnection,
@@ -60,6 +69,13 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "A2ATransport": "fleetmind.protocols._a2a_transport",
+    "MCP_TOKEN_DIR": "fleetmind.protocols._mcp_auth",
+    "MCPAuth": "fleetmind.protocols._mcp_auth",
+    "MCPAuthError": "fleetmind.protocols._mcp_auth",
+    "MCPAuthorizationDenied": "fleetmind.protocols._mcp_auth",
+    "MCPAuthorizationRequired": "fleetmind.protocols._mcp_auth",
+    "MCPOAuthClient": "fleetmind.protocols._mcp_auth",
+    "mcp_token_file": "fleetmind.protocols._mcp_auth",
     "MCPCallResult": "fleetmind.protocols._mcp_client",
     "MCPConnection": "fleetmind.protocols._mcp_client",
     "MCPServerConfig": "fleetmind.protocols._mcp_client",
@@ -86,6 +102,7 @@ __all__ = [
     "DEFAULT_FLEET",
     "INSTALL_HINT",
     "MAX_MESSAGE_BYTES",
+    "MCP_TOKEN_DIR",
     "PROTOCOL_VERSION",
     "A2ATransport",
     "Account",
@@ -100,8 +117,13 @@ __all__ = [
     "Envelope",
     "ErrorPayload",
     "Listener",
+    "MCPAuth",
+    "MCPAuthError",
+    "MCPAuthorizationDenied",
+    "MCPAuthorizationRequired",
     "MCPCallResult",
     "MCPConnection",
+    "MCPOAuthClient",
     "MCPServerConfig",
     "MCPTool",
     "MemoryRequestPayload",
@@ -120,6 +142,7 @@ __all__ = [
     "encode",
     "encode_fields",
     "load_devices_file",
+    "mcp_token_file",
     "mosquitto_installed",
     "new_envelope",
     "parse_envelope",

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fleetmind._extras import require
 from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetStateError, ProtocolError
+from fleetmind.protocols._mcp_auth import MCPAuth, MCPOAuthClient, find_auth_error, oauth_provider
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -67,6 +68,8 @@ class MCPServerConfig(BaseModel):
         cwd: Working directory for ``command``.
         url: The server's streamable HTTP endpoint, e.g. ``http://127.0.0.1:8000/mcp``.
         headers: HTTP headers sent with every request to ``url`` (an API key, say).
+        oauth: How fleetmind identifies itself to the server's authorization server, when
+            the server asks for OAuth authorization and does not let clients register.
         timeout_s: How long to wait for the server to start and for each of its replies.
     """
 
@@ -79,6 +82,7 @@ class MCPServerConfig(BaseModel):
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    oauth: MCPOAuthClient | None = None
     timeout_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
@@ -98,6 +102,8 @@ class MCPServerConfig(BaseModel):
         else:
             if self.headers:
                 raise ValueError("'headers' go with 'url', not with 'command'")
+            if self.oauth is not None:
+                raise ValueError("'oauth' goes with 'url', not with 'command'")
             if not (self.command or "").strip():
                 raise ValueError("'command' is empty")
         return self
@@ -285,9 +291,15 @@ class MCPConnection:
         ```
     """
 
-    def __init__(self, config: MCPServerConfig) -> None:
-        """Prepare a connection to ``config``'s server; nothing starts until it is used."""
+    def __init__(self, config: MCPServerConfig, *, auth: MCPAuth | None = None) -> None:
+        """Prepare a connection to ``config``'s server; nothing starts until it is used.
+
+        Args:
+            auth: Where OAuth tokens are kept and whether the user may be asked, for an HTTP
+                server that requires authorization (without it, such a server cannot be used).
+        """
         self.config = config
+        self.auth = auth
         self._state: Literal["new", "open", "closed"] = "new"
         self._session: _Session | None = None
         self._lock: asyncio.Lock | None = None
@@ -526,8 +538,11 @@ class MCPConnection:
         owner = loop.create_task(
             self._own(ready, stop), name=f"mcp server {self.name} #{self._generation}"
         )
+        limit = self.config.timeout_s
+        if self.auth is not None and self.config.url is not None and self.auth.is_interactive():
+            limit += self.auth.wait_s  # the user may have to authorize in a browser first
         try:
-            async with asyncio.timeout(self.config.timeout_s):
+            async with asyncio.timeout(limit):
                 client = await asyncio.shield(ready)
         except TimeoutError:
             await _cancel_owner(owner, ready)
@@ -541,6 +556,9 @@ class MCPConnection:
         except Exception as exc:
             with contextlib.suppress(asyncio.CancelledError):
                 await owner
+            auth_error = find_auth_error(exc)
+            if auth_error is not None:
+                raise auth_error from exc
             what = "start" if self.config.transport == "stdio" else "connect to"
             raise ProtocolError(
                 f"cannot {what} MCP server {self.name!r}: {_describe(exc)}",
@@ -587,7 +605,14 @@ class MCPConnection:
             from mcp.shared._httpx_utils import create_mcp_http_client
 
             assert config.url is not None
+            # A server reached with an Authorization header of the user's own is not sent
+            # through OAuth: the header is the credential.
+            oauth = None
+            own_credential = any(k.lower() == "authorization" for k in config.headers)
+            if self.auth is not None and not own_credential:
+                oauth = oauth_provider(self.name, config.url, self.auth, config.oauth)
             http = create_mcp_http_client(
+                auth=oauth,
                 headers=dict(config.headers) or None,
                 # Reads stay long: a server may hold a response stream open between events.
                 timeout=httpx2.Timeout(config.timeout_s, read=max(config.timeout_s, 300.0)),
