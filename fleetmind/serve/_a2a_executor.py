@@ -17,20 +17,26 @@ task done                             artifact update ``result`` (the final outp
                                       ``completed``
 task failed                           ``failed``, the errors in the status message
 an agent raised ``InputRequired``     ``input-required``, the question as the status message; a
-                                      follow-up message on the task runs the graph again with
-                                      the reply as the asking subtask's input ``reply``
+                                      follow-up message on the task continues the same
+                                      fleetmind task, the asking subtask with the reply as its
+                                      input ``reply``
 task cancelled (``CancelTask``)       ``canceled``
 subtask nobody can take               ``rejected``
+an agent raised ``TaskRejected``      ``rejected``, the reasons in the status message
 ====================================  ==========================================================
 
-Answering an ``input-required`` task runs its whole graph again (a fresh fleetmind task), so
-subtasks that had finished run once more; subtasks that agents added while the task ran are not
-part of the definition that is run again.
+Answering an ``input-required`` task (:meth:`Fleet.answer`) runs again only the subtasks that
+asked and those their questions held back: finished subtasks are not run again, and subtasks that
+agents added while the task ran stay. A follow-up may give the task id alone: its context is the
+task's. A2A tasks and which fleetmind task runs each are kept in the fleet's store
+(:mod:`fleetmind.serve._a2a_state`), so a restarted server answers for them, resumes those that
+were working, and takes answers to those that were waiting for input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +48,14 @@ from a2a.server.agent_execution import (
     SimpleRequestContextBuilder,
 )
 from a2a.server.context import ServerCallContext
-from a2a.server.events import EventQueue
-from a2a.server.tasks import TaskUpdater
+from a2a.server.events import EventConsumer, EventQueue, EventQueueLegacy
+from a2a.server.tasks import (
+    PushNotificationEvent,
+    PushNotificationSender,
+    ResultAggregator,
+    TaskManager,
+    TaskUpdater,
+)
 from a2a.types import Message, Part, SendMessageRequest, Task, TaskState, TaskStatus
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
 from google.protobuf import struct_pb2
@@ -67,6 +79,7 @@ from fleetmind.orchestrator import (
     describe_event,
 )
 from fleetmind.protocols import data_values, plain_json
+from fleetmind.serve._a2a_state import DurableTaskStore, link_run, linked_run, owner_context
 
 REQUEST_SUBTASK = "request"
 """The id of the one subtask a text message becomes."""
@@ -86,14 +99,6 @@ class _Run:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass(frozen=True)
-class _Parked:
-    """An A2A task waiting in ``input-required``: what to run again, and who asked."""
-
-    definition: dict[str, Any]
-    asking: tuple[str, ...]
-
-
 class FleetExecutor(AgentExecutor):
     """Runs A2A messages as task graphs on a fleet and reports the engine's events as A2A events.
 
@@ -104,7 +109,7 @@ class FleetExecutor(AgentExecutor):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._runs: dict[str, _Run] = {}
-        self._parked: dict[str, _Parked] = {}
+        self._recovering: set[asyncio.Task[None]] = set()
         self._preparing: dict[str, bool] = {}
         """A2A tasks whose graph is being prepared, and whether a cancel came meanwhile."""
 
@@ -119,6 +124,10 @@ class FleetExecutor(AgentExecutor):
         if message is None or not context.task_id or not context.context_id:
             raise InvalidParamsError(message="SendMessage needs a message")
         task_id, context_id = context.task_id, context.context_id
+        if context.current_task is not None:
+            # A follow-up that names no context gets a new one from the request's builder; its
+            # context is its task's (the SDK refuses a follow-up naming another context).
+            context_id = context.current_task.context_id
         updater = TaskUpdater(event_queue, task_id, context_id)
         planned: TaskGraph | None = None
         if context.current_task is None:
@@ -141,11 +150,8 @@ class FleetExecutor(AgentExecutor):
                     return
                 definition = planned.to_definition()
         else:
-            parked = self._parked.pop(task_id, None)
-            if parked is None:
-                # A message for a task that runs (or has ended) is refused; the task goes on.
-                raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
-            definition = _with_reply(parked, _reply_of(message))
+            await self._answer(message, updater)
+            return
         await self._run(definition, updater, planned)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -158,9 +164,8 @@ class FleetExecutor(AgentExecutor):
             return
         if task_id in self._preparing:
             self._preparing[task_id] = True  # _run sees it before it starts anything
-        # Parked in input-required (or not started yet): nothing runs, so the cancellation is
+        # Waiting for input (or not started yet): nothing runs, so the cancellation is
         # reported here.
-        self._parked.pop(task_id, None)
         updater = TaskUpdater(event_queue, task_id, context.context_id or "")
         await updater.cancel(_agent_message(updater, "cancelled by the A2A client"))
 
@@ -168,7 +173,71 @@ class FleetExecutor(AgentExecutor):
         """Cancel every fleetmind task still running for an A2A task (the server is stopping)."""
         for run in list(self._runs.values()):
             await run.handle.cancel("the A2A server stopped")
-        self._parked.clear()
+        for recovering in list(self._recovering):
+            recovering.cancel()
+        await asyncio.gather(*self._recovering, return_exceptions=True)
+
+    async def recover(
+        self, tasks: DurableTaskStore, push: PushNotificationSender | None = None
+    ) -> None:
+        """Take up the A2A tasks that were submitted or working when the server last stopped.
+
+        The fleetmind task behind each is resumed (what had finished is not run again) and
+        reported as before, into ``tasks`` and to the task's webhooks through ``push``; one
+        that ended meanwhile is reported as it ended, and one that never got a fleetmind task
+        is reported failed. Call it once the fleet is open; the work goes on in the background
+        until it ends or :meth:`aclose`. (Clients follow such a task with ``GetTask`` or
+        webhooks; a stream to subscribe to exists only for tasks a request started.)
+        """
+        for owner, task in list(tasks.unfinished()):
+            work = asyncio.create_task(self._recover(owner, task, tasks, push))
+            self._recovering.add(work)
+            work.add_done_callback(self._recovering.discard)
+
+    async def _recover(
+        self, owner: str, task: Task, tasks: DurableTaskStore, push: PushNotificationSender | None
+    ) -> None:
+        queue = EventQueueLegacy()
+        manager = TaskManager(
+            task_store=tasks,
+            context=owner_context(owner),
+            task_id=task.id,
+            context_id=task.context_id,
+            initial_message=None,
+        )
+
+        async def save() -> None:
+            async for event in ResultAggregator(manager).consume_and_emit(EventConsumer(queue)):
+                if push is not None and isinstance(event, PushNotificationEvent):
+                    await push.send_notification(task.id, event)
+
+        saving = asyncio.create_task(save())
+        updater = TaskUpdater(queue, task.id, task.context_id)
+        try:
+            await self._take_up(updater)
+        finally:
+            await queue.close()
+            await saving
+
+    async def _take_up(self, updater: TaskUpdater) -> None:
+        running = linked_run(self._fleet.store, updater.task_id)
+        if running is None:
+            text = "the server stopped before this task started; send the message again"
+            await updater.failed(_agent_message(updater, text))
+            return
+        try:
+            handle = self._fleet.submit_resume(running)
+        except FleetmindError as exc:  # it ended meanwhile, or cannot be taken up
+            ended = None
+            with contextlib.suppress(FleetmindError):
+                ended = self._fleet.task(running)
+            if ended is not None and ended.status in ("done", "failed", "cancelled"):
+                await self._report_end(TaskResult.of(running, ended.graph), updater)
+            else:
+                text = f"cannot resume {running} after the server restarted: {exc.message}"
+                await updater.failed(_agent_message(updater, text))
+            return
+        await self._follow(handle, updater, f"resumed {running} after the server restarted")
 
     # One run -------------------------------------------------------------------------------
 
@@ -195,15 +264,35 @@ class FleetExecutor(AgentExecutor):
             source="a2a",
             metadata={"a2a_task_id": updater.task_id, "a2a_context_id": updater.context_id},
         )
+        link_run(self._fleet.store, updater.task_id, handle.task_id)
+        note = f"running {len(graph)} subtask(s) as {handle.task_id}"
+        await self._follow(handle, updater, note)
+
+    async def _answer(self, message: Message, updater: TaskUpdater) -> None:
+        """A follow-up to a task in ``input-required``: the same fleetmind task goes on, the
+        asking subtasks with the reply as their input ``reply`` (read from the store, so this
+        works after a restart too)."""
+        task_id = updater.task_id
+        running = linked_run(self._fleet.store, task_id)
+        questions: dict[str, str] = {}
+        if running is not None and task_id not in self._runs:
+            with contextlib.suppress(FleetmindError):  # its fleetmind task is gone
+                questions = self._fleet.questions(running)
+        if running is None or not questions:
+            # A message for a task that runs (or has ended) is refused; the task goes on.
+            raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
+        handle = self._fleet.answer(running, dict.fromkeys(questions, _reply_of(message)))
+        await self._follow(handle, updater, f"answered: {handle.task_id} goes on")
+
+    async def _follow(self, handle: TaskHandle, updater: TaskUpdater, note: str) -> None:
+        """Report a fleetmind task's events as the A2A task's, up to how it ends."""
         run = _Run(handle)
         self._runs[updater.task_id] = run
         try:
-            await updater.start_work(
-                _agent_message(updater, f"running {len(graph)} subtask(s) as {handle.task_id}")
-            )
+            await updater.start_work(_agent_message(updater, note))
             async for event in handle.events():
                 await _forward(event, updater)
-            await self._report_end(await handle.result(), definition, updater)
+            await self._report_end(await handle.result(), updater)
         except asyncio.CancelledError:
             # The A2A side stopped this run (server shutdown): stop the fleetmind task with it.
             if not handle.done():
@@ -213,9 +302,7 @@ class FleetExecutor(AgentExecutor):
             del self._runs[updater.task_id]
             run.ended.set()
 
-    async def _report_end(
-        self, result: TaskResult, definition: dict[str, Any], updater: TaskUpdater
-    ) -> None:
+    async def _report_end(self, result: TaskResult, updater: TaskUpdater) -> None:
         if result.status == "done":
             await updater.add_artifact(
                 [_part(_final_output(result))],
@@ -238,8 +325,7 @@ class FleetExecutor(AgentExecutor):
                 if err.get("type") not in ("InputRequired", "UpstreamFailed")
             }
             if questions and not others:
-                # Only missing answers stopped the task: ask, and run it again with the reply.
-                self._parked[updater.task_id] = _Parked(definition, tuple(questions))
+                # Only missing answers stopped the task: ask; a follow-up continues it.
                 text = (
                     next(iter(questions.values()))
                     if len(questions) == 1
@@ -377,16 +463,6 @@ def _reply_of(message: Message) -> Any:
         return text
     data = data_values(message.parts)
     return data[0] if len(data) == 1 else (data or "")
-
-
-def _with_reply(parked: _Parked, reply: Any) -> dict[str, Any]:
-    subtasks = [
-        {**s, "inputs": {**(s.get("inputs") or {}), "reply": reply}}
-        if isinstance(s, dict) and s.get("id") in parked.asking
-        else s
-        for s in parked.definition.get("subtasks", [])
-    ]
-    return {**parked.definition, "subtasks": subtasks}
 
 
 def _jsonable(value: Any) -> Any:

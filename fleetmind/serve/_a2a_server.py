@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import uvicorn
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,6 +26,7 @@ from fleetmind.agents.remote import agent_card
 from fleetmind.errors import ConfigError
 from fleetmind.orchestrator import Fleet
 from fleetmind.serve._a2a_executor import CheckedRequests, FleetExecutor
+from fleetmind.serve._a2a_state import DurableTaskStore
 from fleetmind.serve._http_gate import HttpGate, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -77,9 +77,10 @@ def build_a2a_app(
         bearer_auth=token is not None,
     )
     executor = FleetExecutor(fleet)
+    tasks = DurableTaskStore(fleet.store)
     handler = DefaultRequestHandler(
         agent_executor=executor,
-        task_store=InMemoryTaskStore(),
+        task_store=tasks,
         agent_card=card,
         request_context_builder=CheckedRequests(executor.definition),
     )
@@ -88,6 +89,7 @@ def build_a2a_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with fleet:
+            await executor.recover(tasks)  # tasks a previous run left working
             try:
                 yield
             finally:
