@@ -225,6 +225,12 @@ class _TokenFile:
         """Drop a registration whose redirect URI can no longer be served."""
         self.data.pop("client", None)
 
+    def forget_tokens(self) -> None:
+        """Drop tokens the authorization server no longer refreshes (the registration stays)."""
+        if self.data.pop("tokens", None) is not None:
+            self.data.pop("expires_at", None)
+            self._write()
+
     def restore(self, context: Any) -> None:
         """Give the provider's context what the SDK does not keep: expiry and metadata."""
         from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
@@ -447,6 +453,8 @@ def _provider_class() -> Callable[[str, str, MCPAuth, MCPOAuthClient], OAuthClie
                 mcp_token_file(auth.token_dir, url), _canonical_url(url), preset
             )
             self.listener: _Listener | None = None
+            self.failure: MCPAuthError | None = None
+            """Why the last flow failed: the transport reports it only as a closed connection."""
             super().__init__(
                 server_url=url,
                 client_metadata=OAuthClientMetadata(
@@ -491,17 +499,25 @@ def _provider_class() -> Callable[[str, str, MCPAuth, MCPOAuthClient], OAuthClie
                     outgoing = await flow.asend(response)
             except StopAsyncIteration:
                 return
-            except MCPAuthError:
+            except MCPAuthError as exc:
+                self.failure = exc
                 raise
             except OAuthFlowError as exc:
-                raise MCPAuthError(
+                self.failure = MCPAuthError(
                     f"authorizing with MCP server {self.name!r} failed: {exc}"
-                ) from exc
+                )
+                raise self.failure from exc
             finally:
                 await flow.aclose()
                 if self.listener is not None:
                     await self.listener.aclose()
                     self.listener = None
+
+        async def _handle_refresh_response(self, response: httpx2.Response) -> bool:
+            refreshed = await super()._handle_refresh_response(response)
+            if not refreshed:
+                self.store.forget_tokens()  # else every new process would try them again
+            return refreshed
 
         def _may_refresh(self, request: httpx2.Request) -> bool:
             return "Authorization" in request.headers and self.context.can_refresh_token()
@@ -605,6 +621,14 @@ def _step_up(response: httpx2.Response) -> bool:
         response.status_code == 403
         and re.search(r'error="?insufficient_scope', challenge) is not None
     )
+
+
+def take_auth_failure(oauth: Any) -> MCPAuthError | None:
+    """Why the provider ``oauth`` last failed to authorize a request, once (then forgotten)."""
+    failure: MCPAuthError | None = getattr(oauth, "failure", None)
+    if failure is not None:
+        oauth.failure = None
+    return failure
 
 
 def find_auth_error(exc: BaseException) -> MCPAuthError | None:

@@ -29,7 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fleetmind._extras import require
 from fleetmind._validation import describe_validation_error
 from fleetmind.errors import ConfigError, FleetStateError, ProtocolError
-from fleetmind.protocols._mcp_auth import MCPAuth, MCPOAuthClient, find_auth_error, oauth_provider
+from fleetmind.protocols._mcp_auth import (
+    MCPAuth,
+    MCPAuthError,
+    MCPOAuthClient,
+    find_auth_error,
+    oauth_provider,
+    take_auth_failure,
+)
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -300,6 +307,7 @@ class MCPConnection:
         """
         self.config = config
         self.auth = auth
+        self._oauth: Any = None  # the OAuth provider of the current session, if any
         self._state: Literal["new", "open", "closed"] = "new"
         self._session: _Session | None = None
         self._lock: asyncio.Lock | None = None
@@ -442,6 +450,7 @@ class MCPConnection:
             return await op(session.client)
         except MCPError as exc:
             if exc.code == _CONNECTION_CLOSED:
+                self._raise_auth_failure(exc)
                 raise _Broken(exc) from exc
             if exc.code == _REQUEST_TIMEOUT:
                 error = ProtocolError(
@@ -456,12 +465,20 @@ class MCPConnection:
                 details={"server": self.name, "code": exc.code},
             ) from exc
         except Exception as exc:
+            self._raise_auth_failure(exc)
             if _is_transport_failure(exc) or session.owner.done():
                 raise _Broken(exc) from exc
             raise ProtocolError(
                 f"MCP server {self.name!r} gave an unusable reply to {what}: {_describe(exc)}",
                 details={"server": self.name},
             ) from exc
+
+    def _raise_auth_failure(self, exc: BaseException) -> None:
+        """A request the OAuth flow could not authorize ends the transport as if the server
+        had gone away; the provider knows the real reason, which a restart would not cure."""
+        failure = take_auth_failure(self._oauth)
+        if failure is not None:
+            raise failure from exc
 
     async def _current(self) -> _Session:
         """The open session, starting the server if none is open."""
@@ -487,6 +504,8 @@ class MCPConnection:
             verb = "restarting" if self.config.transport == "stdio" else "reconnecting to"
             try:
                 session = await self._start()
+            except MCPAuthError:
+                raise  # says itself what to do; a restart is beside the point
             except ProtocolError as exc:
                 logger.warning(
                     "MCP server %r: connection lost (%s); %s it failed: %s",
@@ -611,6 +630,7 @@ class MCPConnection:
             own_credential = any(k.lower() == "authorization" for k in config.headers)
             if self.auth is not None and not own_credential:
                 oauth = oauth_provider(self.name, config.url, self.auth, config.oauth)
+            self._oauth = oauth
             http = create_mcp_http_client(
                 auth=oauth,
                 headers=dict(config.headers) or None,

@@ -443,3 +443,27 @@ async def test_a_fleet_with_no_terminal_is_told_which_command_to_run(
     assert caught.value.message.endswith(
         f"run `fleetmind mcp login {server.url} --data-dir {quoted}` first"
     )
+
+
+async def test_tokens_that_can_no_longer_be_refreshed_mid_session_are_a_clear_error(
+    server: OAuthServer, tmp_path: Path
+) -> None:
+    browser = Browser()
+    config = MCPServerConfig.parse(server.url, name="protected")
+    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+        await connection.list_tools()
+    await browser.finish()
+
+    async with MCPConnection(config, auth=auth_for(tmp_path, None)) as connection:
+        await connection.list_tools()
+        server.control("expire", refresh="0")
+        with pytest.raises(MCPAuthorizationRequired) as caught:
+            await connection.call_tool("add", {"a": 1, "b": 2})
+        with pytest.raises(MCPAuthorizationRequired) as again:
+            await connection.call_tool("add", {"a": 1, "b": 2})
+    assert caught.value.message.endswith(f"run `fleetmind mcp login {server.url}` first")
+    assert again.value.message == caught.value.message
+    assert connection.restarts == 0
+    saved = json.loads(mcp_token_file(tmp_path / "mcp_auth", server.url).read_text())
+    assert "tokens" not in saved  # dead tokens are not tried again by the next process
+    assert "client" in saved
