@@ -10,6 +10,7 @@ as long as the fleet's tasks: a restarted ``fleetmind a2a serve`` on the same st
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,8 @@ PUSH_CONFIGS = "a2a.push"
 RUNS = "a2a.run"
 """The record namespace that maps an A2A task id to the fleetmind task that runs it."""
 
+_PARSED_KEPT = 1024
+"""How many tasks' last JSON form a task store remembers with its protobuf."""
 _WAITING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 
 
@@ -65,9 +68,29 @@ class DurableTaskStore(TaskStore):
     def __init__(self, store: Store, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
         self.store = store
         self._owner = owner_resolver
+        self._parsed: OrderedDict[str, tuple[dict[str, Any], Task]] = OrderedDict()
+        """The last JSON form of recent tasks with its protobuf: parsing JSON into a task costs
+        far more than reading the record, so a task read as it was last seen is not parsed."""
+
+    def _task(self, document: dict[str, Any]) -> Task:
+        task_id = str(document.get("task_id"))
+        seen = self._parsed.get(task_id)
+        if seen is None or seen[0] != document.get("task"):
+            seen = (document.get("task") or {}, _task(document))
+            self._remember(task_id, seen)
+        copy = Task()
+        copy.CopyFrom(seen[1])  # the SDK edits the tasks it gets
+        return copy
+
+    def _remember(self, task_id: str, seen: tuple[dict[str, Any], Task]) -> None:
+        self._parsed[task_id] = seen
+        self._parsed.move_to_end(task_id)
+        if len(self._parsed) > _PARSED_KEPT:
+            self._parsed.popitem(last=False)
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         stamp = task.status.timestamp.ToNanoseconds() if task.status.HasField("timestamp") else None
+        form = MessageToDict(task)
         self.store.put_record(
             TASKS,
             task.id,
@@ -77,15 +100,18 @@ class DurableTaskStore(TaskStore):
                 "context_id": task.context_id,
                 "state": int(task.status.state),
                 "stamp_ns": stamp,
-                "task": MessageToDict(task),
+                "task": form,
             },
         )
+        kept = Task()
+        kept.CopyFrom(task)
+        self._remember(task.id, (form, kept))
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         document = self.store.get_record(TASKS, task_id)
         if document is None or document.get("owner") != self._owner(context):
             return None
-        return _task(document)
+        return self._task(document)
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         owner = self._owner(context)
@@ -105,7 +131,7 @@ class DurableTaskStore(TaskStore):
         page = found[start : start + size]
         more = start + size < len(found)
         return ListTasksResponse(
-            tasks=[_task(d) for d in page],
+            tasks=[self._task(d) for d in page],
             next_page_token=encode_list_tasks_cursor(_cursor(page[-1])) if more else None,
             total_size=len(found),
             page_size=size,
@@ -121,7 +147,7 @@ class DurableTaskStore(TaskStore):
         stopped, for a store read at start-up)."""
         for _, document in self.store.records(TASKS):
             if document.get("state") in _WAITING_STATES:
-                yield str(document.get("owner") or ""), _task(document)
+                yield str(document.get("owner") or ""), self._task(document)
 
 
 def _task(document: dict[str, Any]) -> Task:

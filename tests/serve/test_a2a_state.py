@@ -237,3 +237,17 @@ def test_the_fleetmind_task_of_an_a2a_task_is_remembered(store: Store) -> None:
     assert linked_run(store, "a2a-1") is None
     link_run(store, "a2a-1", "fm-1")
     assert linked_run(store, "a2a-1") == "fm-1"
+
+
+async def test_a_task_changed_by_another_server_is_read_as_changed(store: Store) -> None:
+    here, there = DurableTaskStore(store), DurableTaskStore(store)
+    await here.save(task(1), ANN)
+    assert await here.get("t01", ANN) == task(1)
+
+    await there.save(task(1, state=DONE), ANN)  # another process on the same store
+
+    got = await here.get("t01", ANN)
+    assert got is not None and got.status.state == DONE
+    got.status.state = WORKING  # what a caller does to its copy stays with it
+    again = await here.get("t01", ANN)
+    assert again is not None and again.status.state == DONE
