@@ -467,3 +467,21 @@ async def test_tokens_that_can_no_longer_be_refreshed_mid_session_are_a_clear_er
     saved = json.loads(mcp_token_file(tmp_path / "mcp_auth", server.url).read_text())
     assert "tokens" not in saved  # dead tokens are not tried again by the next process
     assert "client" in saved
+
+
+async def test_a_request_for_more_scope_is_authorized_again_with_both_scopes(
+    server: OAuthServer, tmp_path: Path
+) -> None:
+    browser = Browser()
+    config = MCPServerConfig.parse(server.url, name="protected")
+    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+        await connection.list_tools()
+        server.control("step-up", on="1")
+        result = await connection.call_tool("add", {"a": 3, "b": 4})
+    assert result.structured == {"result": 7}
+    assert await browser.finish() == [200, 200]
+    scopes = [parse_qs(urlsplit(url).query)["scope"][0] for url in browser.shown]
+    assert scopes == ["tools", "tools admin"]
+    stats = server.stats()
+    assert stats["authorizations"] == 2
+    assert stats["registrations"] == 1
