@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._fleet import Fleet, TaskHandle, TaskSnapshot
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import TaskGraph
+    from fleetmind.orchestrator._mcp_requests import ANSWER_SKILL, MCPRequests
     from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
     from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
     from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
@@ -151,6 +152,7 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle", "TaskSnapshot"),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("TaskGraph",),
+        "fleetmind.orchestrator._mcp_requests": ("ANSWER_SKILL", "MCPRequests"),
         "fleetmind.orchestrator._planner": ("BoundReplanner", "Plan", "Planner"),
         "fleetmind.orchestrator._replan": ("ReplanDecision", "Replanner", "ReplanRequest"),
         "fleetmind.orchestrator._route_review": ("RouteReviewer", "RouteVerdict"),
@@ -229,6 +231,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ANSWER_SKILL",
     "AddDependency",
     "AddSubtask",
     "AgentDirectory",
@@ -251,6 +254,7 @@ __all__ = [
     "GraphEditedEvent",
     "InMemoryStore",
     "LogEntry",
+    "MCPRequests",
     "MiniLMEmbedder",
     "ModelAssemblyError",
     "OutcomeHistory",

@@ -33,7 +33,7 @@ from fleetmind._task_log import (
     update_subtask_edit,
 )
 from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask, SubtaskStatus
-from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage
+from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage, LLMClient
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     AgentError,
@@ -53,6 +53,7 @@ from fleetmind.orchestrator._episodes import remember_task
 from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._mcp_requests import MCPRequests
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision, as_router
@@ -170,6 +171,9 @@ class Fleet:
         memory: The fleet's episodic and semantic memory: a :class:`MemoryStore`, a path for
             one, or True for one beside the task store (in memory for an in-memory store).
             Agents reach it as ``ctx.memory``; every finished task is recorded in it.
+        sampling_model: The model that answers the MCP servers' sampling requests: one
+            client, or one per tier (default: the planner's model). The servers' questions
+            go to the user or an agent: see :attr:`mcp_requests`.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class Fleet:
         mcp_servers: Iterable[Any] = (),
         planner: Planner | None = None,
         memory: MemoryStore | str | Path | bool | None = None,
+        sampling_model: LLMClient | Mapping[str, LLMClient] | None = None,
     ) -> None:
         self._directory = AgentDirectory()
         self.store: Store = open_store(store)
@@ -198,6 +203,13 @@ class Fleet:
         )
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._opened = asyncio.Event()
+        self.mcp_requests = MCPRequests(
+            lambda: self.agents,
+            self.run,
+            models=sampling_model or (planner.model if planner is not None else None),
+        )
+        """How the fleet answers its MCP servers' sampling requests and questions."""
+        self.mcp_requests.bind_all(self.tools)
         for server in mcp_servers:
             self.add_mcp_server(server)
         self.router: Router = as_router(router) if router is not None else SemanticRouter()
@@ -290,6 +302,7 @@ class Fleet:
 
         source = MCPToolSource(MCPServerConfig.parse(server), prefix=prefix)
         self.tools.add_source(source)
+        self.mcp_requests.bind(source)
         self.on_close(source.aclose)
 
     def _agents_changed(

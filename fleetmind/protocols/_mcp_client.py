@@ -37,6 +37,12 @@ from fleetmind.protocols._mcp_auth import (
     oauth_provider,
     take_auth_failure,
 )
+from fleetmind.protocols._mcp_requests import (
+    ElicitationHandler,
+    SamplingHandler,
+    client_callbacks,
+    listen_for_tool_changes,
+)
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -298,14 +304,33 @@ class MCPConnection:
         ```
     """
 
-    def __init__(self, config: MCPServerConfig, *, auth: MCPAuth | None = None) -> None:
+    def __init__(
+        self,
+        config: MCPServerConfig,
+        *,
+        sampling: SamplingHandler | None = None,
+        elicitation: ElicitationHandler | None = None,
+        on_tools_changed: Callable[[], None] | None = None,
+        auth: MCPAuth | None = None,
+    ) -> None:
         """Prepare a connection to ``config``'s server; nothing starts until it is used.
 
+        The callbacks answer what the server asks while it serves a call, and are read when a
+        session starts (so a change reaches the server at its next start):
+
         Args:
+            sampling: Answers ``sampling/createMessage``; without it, the sampling capability
+                is not declared.
+            elicitation: Answers ``elicitation/create`` (forms and links); without it, the
+                elicitation capability is not declared.
+            on_tools_changed: Called (not awaited) when the server says its tools changed.
             auth: Where OAuth tokens are kept and whether the user may be asked, for an HTTP
                 server that requires authorization (without it, such a server cannot be used).
         """
         self.config = config
+        self.sampling = sampling
+        self.elicitation = elicitation
+        self.on_tools_changed = on_tools_changed
         self.auth = auth
         self._oauth: Any = None  # the OAuth provider of the current session, if any
         self._state: Literal["new", "open", "closed"] = "new"
@@ -641,8 +666,17 @@ class MCPConnection:
             transport = streamable_http_client(config.url, http_client=http)
         # No response cache: tools are listed once per load, and a stale listing after a
         # restart would be worse than the saved round trip.
-        client = Client(transport, read_timeout_seconds=config.timeout_s, cache=None)
-        return await stack.enter_async_context(client)
+        callbacks = client_callbacks(
+            self.name,
+            sampling=self.sampling,
+            elicitation=self.elicitation,
+            on_tools_changed=self.on_tools_changed,
+        )
+        client = Client(transport, read_timeout_seconds=config.timeout_s, cache=None, **callbacks)
+        client = await stack.enter_async_context(client)
+        if self.on_tools_changed is not None:
+            await listen_for_tool_changes(client, stack, self.name)
+        return client
 
 
 class _Broken(Exception):

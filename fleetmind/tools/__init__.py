@@ -1,8 +1,10 @@
 """Tools that agents call: the registry, the ``@tool`` decorator, MCP servers' tools and
 built-in repository tools.
 
-``MCPToolSource`` and ``MCPServerConfig`` are imported on first access, so that importing
-fleetmind (on a small device, say) loads neither the MCP bridge nor the protocols package.
+``MCPToolSource``, ``MCPServerConfig`` and the types of what an MCP server may ask while it
+serves a call (``SamplingRequest``, ``ElicitationRequest``, their replies and handlers) are
+imported on first access, so that importing fleetmind (on a small device, say) loads neither
+the MCP bridge nor the protocols package.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -19,19 +21,58 @@ from fleetmind.tools._registry import (
 from fleetmind.tools._repo import count_lines, declared_dependencies, find_todos, largest_files
 
 if TYPE_CHECKING:
-    from fleetmind.protocols import MCPServerConfig
+    from fleetmind.protocols import (
+        ElicitationHandler,
+        ElicitationReply,
+        ElicitationRequest,
+        FormField,
+        MCPServerConfig,
+        SamplingHandler,
+        SamplingMessage,
+        SamplingReply,
+        SamplingRequest,
+        check_form_answer,
+        form_fields,
+    )
     from fleetmind.tools._mcp import MCPToolSource
 
+# Names that live in the protocols package, loaded on first use.
+_FROM_PROTOCOLS = frozenset(
+    {
+        "ElicitationHandler",
+        "ElicitationReply",
+        "ElicitationRequest",
+        "FormField",
+        "MCPServerConfig",
+        "SamplingHandler",
+        "SamplingMessage",
+        "SamplingReply",
+        "SamplingRequest",
+        "check_form_answer",
+        "form_fields",
+    }
+)
+
 __all__ = [
+    "ElicitationHandler",
+    "ElicitationReply",
+    "ElicitationRequest",
+    "FormField",
     "MCPServerConfig",
     "MCPToolSource",
+    "SamplingHandler",
+    "SamplingMessage",
+    "SamplingReply",
+    "SamplingRequest",
     "ToolRegistry",
     "ToolResult",
     "ToolSource",
     "ToolSpec",
+    "check_form_answer",
     "count_lines",
     "declared_dependencies",
     "find_todos",
+    "form_fields",
     "largest_files",
     "tool",
     "tool_spec",
@@ -44,8 +85,8 @@ def __getattr__(name: str) -> Any:
         from fleetmind.tools._mcp import MCPToolSource
 
         return MCPToolSource
-    if name == "MCPServerConfig":
-        from fleetmind.protocols import MCPServerConfig
+    if name in _FROM_PROTOCOLS:
+        import fleetmind.protocols
 
-        return MCPServerConfig
+        return getattr(fleetmind.protocols, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

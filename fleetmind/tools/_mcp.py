@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fleetmind.errors import AgentError, FleetmindError
-from fleetmind.protocols import MCPConnection, MCPServerConfig, MCPTool
+from fleetmind.protocols import (
+    ElicitationHandler,
+    MCPConnection,
+    MCPServerConfig,
+    MCPTool,
+    SamplingHandler,
+)
 from fleetmind.tools._registry import ToolResult, ToolSpec, _one_line
 
 __all__ = ["MCPToolSource"]
@@ -39,17 +45,57 @@ class MCPToolSource:
         await source.aclose()
         ```
 
+    When the server says its tools changed (``notifications/tools/list_changed``), every
+    registry holding this source lists them again: added tools become callable, removed ones
+    go, changed schemas are used; the session stays as it is.
+
     Args:
         config: How to reach the server.
         prefix: Put in front of every tool name (``prefix="fs_"`` gives ``fs_read_file``), so
             that two servers offering a tool of the same name can share a registry.
+        sampling: Answers the server's requests for a model's answer (see
+            :meth:`serve_requests`).
+        elicitation: Answers the server's questions for the user.
     """
 
-    def __init__(self, config: MCPServerConfig, *, prefix: str = "") -> None:
+    def __init__(
+        self,
+        config: MCPServerConfig,
+        *,
+        prefix: str = "",
+        sampling: SamplingHandler | None = None,
+        elicitation: ElicitationHandler | None = None,
+    ) -> None:
         self.config = config
         self.prefix = prefix
-        self.connection = MCPConnection(config)
+        self._watchers: list[Callable[[], None]] = []
+        self.connection = MCPConnection(
+            config,
+            sampling=sampling,
+            elicitation=elicitation,
+            on_tools_changed=self._tools_changed,
+        )
         """The session to the server, shared by every tool of this source."""
+
+    def serve_requests(
+        self, *, sampling: SamplingHandler | None, elicitation: ElicitationHandler | None
+    ) -> None:
+        """Say who answers the server's sampling requests and questions (None: nobody).
+
+        A fleet calls this for the MCP servers of its tools. The capabilities are declared
+        when the session starts, so a change reaches a running server at its next start.
+        """
+        self.connection.sampling = sampling
+        self.connection.elicitation = elicitation
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (not awaited) whenever the server says its tools changed."""
+        self._watchers.append(callback)
+
+    def _tools_changed(self) -> None:
+        logger.info("MCP server %r: its tools changed", self.name)
+        for watcher in list(self._watchers):
+            watcher()
 
     @property
     def name(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,8 @@ from fleetmind._validation import describe_validation_error
 from fleetmind.errors import AgentError, FleetmindError
 
 __all__ = ["ToolRegistry", "ToolResult", "ToolSource", "ToolSpec", "tool", "tool_spec"]
+
+_log = logging.getLogger(__name__)
 
 _TOOL_ATTR = "__fleetmind_tool__"
 
@@ -142,6 +145,10 @@ class ToolSource(Protocol):
 
     :meth:`specs` may be slow (it may start a server), so the registry calls it only when the
     tools are first needed; :meth:`aclose` releases whatever :meth:`specs` started.
+
+    A source whose tools can change while it runs may also offer ``on_change(callback)``: the
+    registry gives it a callback, and reloads the source's tools (:meth:`ToolRegistry.reload`)
+    each time it is called.
     """
 
     @property
@@ -230,6 +237,9 @@ class ToolRegistry:
         self._pending: list[ToolSource] = []
         self._loaded: list[ToolSource] = []
         self._load_lock: asyncio.Lock | None = None
+        self._names_of: dict[int, list[str]] = {}
+        """The tool names each loaded source registered, by ``id(source)``."""
+        self._refreshes: set[asyncio.Task[None]] = set()
         for item in tools:
             self.register(item)
 
@@ -269,6 +279,10 @@ class ToolRegistry:
         if any(s is source for s in (*self._pending, *self._loaded)):
             return
         self._pending.append(source)
+        # A source that can say its tools changed (an MCP server's list_changed) is followed.
+        watch = getattr(source, "on_change", None)
+        if callable(watch):
+            watch(lambda: self._source_changed(source))
 
     @property
     def sources(self) -> list[ToolSource]:
@@ -331,6 +345,8 @@ class ToolRegistry:
 
         Every source is closed even when one fails; the first failure is raised at the end.
         """
+        for refresh in list(self._refreshes):
+            refresh.cancel()
         errors: list[Exception] = []
         for source in reversed(self.sources):
             try:
@@ -341,18 +357,65 @@ class ToolRegistry:
             raise errors[0]
 
     def _register_all(self, source: ToolSource, specs: list[ToolSpec]) -> None:
-        """Register a source's tools all at once, or none of them if one name is taken."""
+        """Register a source's tools all at once, or none of them if one name is taken.
+
+        The tools the source registered before (when it is loaded again) are replaced.
+        """
+        previous = set(self._names_of.get(id(source), ()))
         seen: set[str] = set()
         for spec in specs:
             existing = self._specs.get(spec.name)
-            if spec.name in seen or (existing is not None and existing != spec):
+            taken = existing is not None and existing != spec and spec.name not in previous
+            if spec.name in seen or taken:
                 raise AgentError(
                     f"tool source {source.name!r} offers a tool named {spec.name!r}, which "
                     "another tool already has; give the source a prefix"
                 )
             seen.add(spec.name)
+        for name in previous - seen:
+            del self._specs[name]
         for spec in specs:
             self._specs[spec.name] = spec
+        self._names_of[id(source)] = [spec.name for spec in specs]
+
+    async def reload(self, source: ToolSource) -> list[ToolSpec]:
+        """List a loaded source's tools again, so that the registry matches what it offers now.
+
+        Tools it added become callable, tools it removed are gone, and changed descriptions
+        and schemas replace the old ones. A source not loaded yet is left to :meth:`load`.
+
+        Raises:
+            AgentError: The source now offers a tool whose name another tool has (its old
+                tools then stay).
+            FleetmindError: The source could not be listed.
+        """
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+        async with self._load_lock:
+            if not any(s is source for s in self._loaded):
+                return []
+            specs = list(await source.specs())
+            self._register_all(source, specs)
+            return specs
+
+    def _source_changed(self, source: ToolSource) -> None:
+        """Reload ``source`` in the background (it said its tools changed)."""
+
+        async def reload() -> None:
+            try:
+                specs = await self.reload(source)
+            except Exception as exc:  # the old tools stay; the next change tries again
+                _log.warning(
+                    "tool source %r changed, but its tools could not be listed again: %s",
+                    source.name,
+                    _describe_exception(exc),
+                )
+                return
+            _log.info("tool source %r: %d tools after a change", source.name, len(specs))
+
+        task = asyncio.get_running_loop().create_task(reload(), name=f"reload {source.name}")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     def get(self, name: str) -> ToolSpec | None:
         """The spec of the tool called ``name``, or ``None`` if there is none (loaded yet)."""
@@ -395,6 +458,10 @@ class ToolRegistry:
         """
         spec = self._specs.get(name)
         load_error = ""
+        if spec is None and self._refreshes:
+            # A source is listing its changed tools: the name may be among them.
+            await asyncio.wait([asyncio.shield(t) for t in list(self._refreshes)])
+            spec = self._specs.get(name)
         if spec is None and self._pending:
             try:
                 await self.load()

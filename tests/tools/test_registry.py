@@ -59,6 +59,16 @@ def test_public_names() -> None:
             "MCPServerConfig",
             "MCPToolSource",
             "ToolSource",
+            "ElicitationHandler",
+            "ElicitationReply",
+            "ElicitationRequest",
+            "FormField",
+            "SamplingHandler",
+            "SamplingMessage",
+            "SamplingReply",
+            "SamplingRequest",
+            "check_form_answer",
+            "form_fields",
         ]
     )
 
