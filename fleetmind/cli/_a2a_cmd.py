@@ -34,13 +34,21 @@ a2a_app = command_group("Serve A2A agents, and use remote ones.")
     epilog=examples(
         "fleetmind a2a serve --fleet examples/repo_audit.py --port 8790",
         "fleetmind a2a serve --fleet my_fleet.py --agent translator --port 8791",
+        "fleetmind a2a serve --fleet my_fleet.py --port 8790 --grpc-port 8791",
+        "fleetmind a2a serve --fleet my_fleet.py --port 8790 --grpc-port off",
     ),
 )
 def serve(
     fleet: FleetRef,
     port: Annotated[
         int,
-        typer.Option("--port", min=0, max=65535, metavar="PORT", help="The port to listen on."),
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            metavar="PORT",
+            help="The port of the JSON-RPC and HTTP+JSON bindings.",
+        ),
     ],
     agent: Annotated[
         str | None,
@@ -63,22 +71,33 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    grpc_port: Annotated[
+        str,
+        typer.Option(
+            "--grpc-port",
+            metavar="PORT|off",
+            help="The port of the gRPC binding (0: any free port; off: no gRPC).",
+        ),
+    ] = "0",
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the fleet, or one agent, over A2A.
 
-    Any A2A 1.0 client can then send it messages. It serves until Ctrl-C or SIGTERM. Messages in
-    plain words to the whole fleet are planned into task graphs when a model is configured (see
-    `fleetmind llm check`); otherwise each becomes one routed subtask.
+    Any A2A 1.0 client can then send it messages, over any of the three bindings the card
+    declares: JSON-RPC at http://HOST:PORT/, HTTP+JSON at http://HOST:PORT/rest and gRPC at
+    HOST:GRPC_PORT. It serves until Ctrl-C or SIGTERM. Messages in plain words to the whole
+    fleet are planned into task graphs when a model is configured (see `fleetmind llm check`);
+    otherwise each becomes one routed subtask.
     """
     from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner
     from fleetmind.cli._target import load_fleet
     from fleetmind.cli._tokens import read_token_file
-    from fleetmind.serve import serve_a2a
+    from fleetmind.serve import A2AEndpoints, serve_a2a
 
+    grpc = _grpc_port(grpc_port)
     loaded = load_fleet(fleet)
     members, router, tools = loaded.agents, loaded.router, loaded.tools
     if agent is not None:
@@ -95,17 +114,31 @@ def serve(
     log = Console(stderr=True, soft_wrap=True)
     what = f"agent {agent}" if agent is not None else f"{len(members)} agent(s)"
 
-    def ready(url: str) -> None:
+    def ready(endpoints: A2AEndpoints) -> None:
         auth = " (bearer token required)" if token is not None else ""
         plans = f"; plain words planned by {planner.model.name}" if planner is not None else ""
-        log.print(f"serving {what} over A2A at {url}{auth}{plans}", highlight=False)
+        log.print(f"serving {what} over A2A at {endpoints.jsonrpc}{auth}{plans}", highlight=False)
+        for line in endpoints.lines():
+            log.print(f"  {line}", highlight=False)
 
     try:
-        asyncio.run(serve_a2a(the_fleet, host, port, token, ready=ready))
+        asyncio.run(serve_a2a(the_fleet, host, port, token, grpc_port=grpc, ready=ready))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         raise typer.Exit(130) from None
     save_router(the_fleet)
     log.print("stopped", style="dim")
+
+
+def _grpc_port(given: str) -> int | None:
+    """``--grpc-port``: a port number, or ``off``."""
+    text = given.strip().lower()
+    if text in ("off", "no", "none"):
+        return None
+    if text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise typer.BadParameter(
+        f"{given!r} is not a port (0-65535, 0: any free port) or 'off'", param_hint="--grpc-port"
+    )
 
 
 # Remote A2A agents the command line remembers (added to the fleet of `fleetmind run`) -----------

@@ -1,10 +1,12 @@
 """The wire half of an A2A client: one agent's card, its transport, and the parts it answers with.
 
 :meth:`A2ATransport.connect` reads an agent's card from ``/.well-known/agent-card.json`` and
-builds the a2a-sdk client for a transport both sides speak (JSON-RPC or HTTP+JSON); the
-transport then sends messages, follows or polls remote tasks and cancels them. What a remote
-task's end means for a fleet — an output, a failure, a question — is the agent's business:
-see :class:`fleetmind.agents.remote.A2AAgent`.
+builds the a2a-sdk client for a transport both sides speak (JSON-RPC, HTTP+JSON or gRPC, in the
+order the card lists them); the transport then sends messages, follows or polls remote tasks and
+cancels them. A bearer token travels on every binding: as an ``Authorization`` header over HTTP,
+as ``authorization`` metadata over gRPC. What a remote task's end means for a fleet — an
+output, a failure, a question — is the agent's business: see
+:class:`fleetmind.agents.remote.A2AAgent`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any, cast
+from urllib.parse import urlsplit
 
+import grpc
+import grpc.aio
 import httpx
 from a2a.client import (
     A2ACardResolver,
@@ -56,6 +61,8 @@ TERMINAL = frozenset(
 """Remote task states after which nothing more happens."""
 INTERRUPTED = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED})
 """Remote task states that wait for something only the caller can give."""
+BINDINGS = (TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON, TransportProtocol.GRPC)
+"""The A2A bindings this client speaks."""
 
 
 class A2ATransport:
@@ -76,12 +83,29 @@ class A2ATransport:
     INTERRUPTED = INTERRUPTED
 
     def __init__(
-        self, card: AgentCard, client: Client, *, url: str, http: httpx.AsyncClient | None = None
+        self,
+        card: AgentCard,
+        client: Client,
+        *,
+        url: str,
+        http: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
         self.card = card
         self.url = url
+        self.binding = next(
+            (
+                i.protocol_binding
+                for i in card.supported_interfaces
+                if i.protocol_binding in BINDINGS
+            ),
+            TransportProtocol.JSONRPC,
+        )
+        """The binding spoken to the agent: the first of the card's that this client has."""
         self._client = client
         self._http = http
+        # Sent with every call, whatever the binding (the HTTP client also has it as a header).
+        self._parameters = {"Authorization": f"Bearer {token}"} if token else None
 
     @classmethod
     async def connect(
@@ -106,10 +130,8 @@ class A2ATransport:
                 streaming=streaming,
                 polling=not streaming,
                 httpx_client=http,
-                supported_protocol_bindings=[
-                    TransportProtocol.JSONRPC,
-                    TransportProtocol.HTTP_JSON,
-                ],
+                grpc_channel_factory=grpc_channel,
+                supported_protocol_bindings=list(BINDINGS),
             )
             try:
                 client = ClientFactory(config).create(card)
@@ -117,12 +139,12 @@ class A2ATransport:
                 offered = ", ".join(i.protocol_binding for i in card.supported_interfaces)
                 raise ConfigError(
                     f"A2A agent {card.name!r} at {base} offers no transport fleetmind speaks "
-                    f"(it offers {offered or 'none'}; fleetmind speaks JSONRPC and HTTP+JSON)"
+                    f"(it offers {offered or 'none'}; fleetmind speaks {', '.join(BINDINGS)})"
                 ) from exc
         except BaseException:
             await http.aclose()
             raise
-        return cls(card, client, url=base, http=http)
+        return cls(card, client, url=base, http=http, token=token)
 
     @property
     def streaming(self) -> bool:
@@ -134,7 +156,7 @@ class A2ATransport:
     ) -> AsyncGenerator[StreamResponse, None]:
         """Send a message; the events that follow (one, without streaming). Close the
         generator to end the HTTP stream."""
-        context = None if timeout_s is None else call_context(timeout_s)
+        context = call_context(timeout_s, self._parameters)
         return cast(
             AsyncGenerator[StreamResponse, None],
             self._client.send_message(request, context=context),
@@ -143,13 +165,13 @@ class A2ATransport:
     async def get_task(self, task_id: str, *, timeout_s: float) -> Task:
         """The remote task as it stands now."""
         return await self._client.get_task(
-            GetTaskRequest(id=task_id), context=call_context(timeout_s)
+            GetTaskRequest(id=task_id), context=call_context(timeout_s, self._parameters)
         )
 
     async def cancel_task(self, task_id: str, *, timeout_s: float) -> None:
         """Ask the agent to cancel a remote task."""
         await self._client.cancel_task(
-            CancelTaskRequest(id=task_id), context=call_context(timeout_s)
+            CancelTaskRequest(id=task_id), context=call_context(timeout_s, self._parameters)
         )
 
     async def aclose(self) -> None:
@@ -182,10 +204,44 @@ class A2ATransport:
         """See :func:`one_line`."""
         return one_line(text, limit)
 
+    @staticmethod
+    def grpc_status(exc: BaseException) -> str | None:
+        """See :func:`grpc_status`."""
+        return grpc_status(exc)
 
-def call_context(timeout_s: float) -> ClientCallContext:
-    """The per-call settings of one request that may take at most ``timeout_s``."""
-    return ClientCallContext(timeout=timeout_s)
+
+def call_context(
+    timeout_s: float | None, parameters: Mapping[str, str] | None = None
+) -> ClientCallContext:
+    """The per-call settings of one request that may take at most ``timeout_s`` (None: no
+    limit), with ``parameters`` sent as headers (HTTP) or metadata (gRPC)."""
+    return ClientCallContext(
+        timeout=timeout_s, service_parameters=dict(parameters) if parameters else None
+    )
+
+
+def grpc_channel(url: str) -> grpc.aio.Channel:
+    """A gRPC channel to an A2A agent's gRPC interface: ``host:port`` (as servers commonly
+    declare it) or ``http://host:port`` without TLS, ``https://host[:port]`` with TLS."""
+    parsed = urlsplit(url if "://" in url else f"//{url}")
+    if not parsed.hostname:
+        raise ConfigError(f"{url!r} is not a gRPC address (host:port)")
+    secure = parsed.scheme == "https"
+    port = parsed.port or (443 if secure else 80)
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    target = f"{host}:{port}"
+    if secure:
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
+    return grpc.aio.insecure_channel(target)
+
+
+def grpc_status(exc: BaseException) -> str | None:
+    """The gRPC status name (``UNAUTHENTICATED``, ``UNAVAILABLE``, ...) of a failed gRPC call
+    behind ``exc``, or None when ``exc`` did not come from one."""
+    cause = exc.__cause__
+    if isinstance(cause, grpc.aio.AioRpcError):
+        return str(cause.code().name)
+    return None
 
 
 def base_url(url: str) -> str:

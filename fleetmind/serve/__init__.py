@@ -15,7 +15,7 @@ from fleetmind import _lazy
 from fleetmind._extras import require
 
 if TYPE_CHECKING:
-    from fleetmind.serve._a2a_server import build_a2a_app, serve_a2a
+    from fleetmind.serve._a2a_server import A2AEndpoints, build_a2a_app, serve_a2a
     from fleetmind.serve._device_memory_service import (
         DeviceMemoryService,
         MemoryAccessDenied,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from fleetmind.serve._submit import SubmittedTaskResult, submit_via_broker
 
 _EXPORTS = {
+    "A2AEndpoints": "fleetmind.serve._a2a_server",
     "build_a2a_app": "fleetmind.serve._a2a_server",
     "serve_a2a": "fleetmind.serve._a2a_server",
     "DeviceMemoryService": "fleetmind.serve._device_memory_service",
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "A2AEndpoints",
     "DeviceMemoryService",
     "FleetIntake",
     "MemoryAccessDenied",

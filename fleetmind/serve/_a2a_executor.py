@@ -308,7 +308,7 @@ class FleetExecutor(AgentExecutor):
                 [_part(_final_output(result))],
                 artifact_id=RESULT_ARTIFACT,
                 name=RESULT_ARTIFACT,
-                metadata={"fleetmind_task_id": result.task_id},
+                metadata={"fleetmindTaskId": result.task_id},
             )
             await updater.complete(_agent_message(updater, "done"))
         elif result.status == "cancelled":
@@ -416,17 +416,17 @@ async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
                 [_part(event.output)],
                 artifact_id=f"subtask-{event.subtask_id}",
                 name=event.subtask_id,
-                metadata={"subtask_id": event.subtask_id, "agent": event.agent},
+                metadata={"subtaskId": event.subtask_id, "agent": event.agent},
             )
             return
         case SubtaskFailedEvent() if event.error.get("type") == "InputRequired":
             return  # reported as input-required when the task ends
         case SubtaskProgressEvent():
-            details.update(subtask_id=event.subtask_id, fraction=event.fraction)
+            details.update(subtaskId=event.subtask_id, fraction=event.fraction)
         case SubtaskStartedEvent():
-            details["subtask_id"] = event.subtask_id
+            details["subtaskId"] = event.subtask_id
         case SubtaskRetriedEvent() | SubtaskReassignedEvent() | SubtaskFailedEvent():
-            details.update(subtask_id=event.subtask_id, error=event.error)
+            details.update(subtaskId=event.subtask_id, error=event.error)
         case _:
             return
     text = describe_event(event, style="notice") or event.kind

@@ -186,9 +186,15 @@ def test_the_fleets_card_lists_every_agents_skills(fleet_server: Server) -> None
     }
     assert skills["asker/greet"]["tags"] == ["greet"]  # a skill without tags is its own tag
     assert card["capabilities"]["streaming"] is True
-    assert card["supportedInterfaces"] == [
-        {"url": fleet_server.url + "/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+    interfaces = card["supportedInterfaces"]
+    assert [(i["protocolBinding"], i["protocolVersion"]) for i in interfaces] == [
+        ("JSONRPC", "1.0"),
+        ("HTTP+JSON", "1.0"),
+        ("GRPC", "1.0"),
     ]
+    assert interfaces[0]["url"] == fleet_server.url + "/"
+    assert interfaces[1]["url"] == fleet_server.url + "/rest"
+    assert interfaces[2]["url"].startswith("127.0.0.1:")  # a port of its own
     assert card["defaultInputModes"] == ["text/plain", "application/json"]
     assert "securitySchemes" not in card and "securityRequirements" not in card
 
@@ -255,7 +261,7 @@ async def test_streaming_reports_progress_then_artifacts_then_completed(
         "request: step 3 of 3 (100%)",
     ]
     progress = [MessageToDict(u.status.message.metadata) for u in working]
-    assert {"event": "subtask_progress", "subtask_id": "request", "fraction": 1.0} in progress
+    assert {"event": "subtask_progress", "subtaskId": "request", "fraction": 1.0} in progress
 
     artifacts = [e.artifact_update.artifact for e in events if e.HasField("artifact_update")]
     assert [a.artifact_id for a in artifacts] == ["subtask-request", "result"]

@@ -49,7 +49,7 @@ from a2a.types import (
     TaskState,
     TaskStatus,
 )
-from a2a.utils.errors import A2AError, InternalError
+from a2a.utils.errors import A2AError, ContentTypeNotSupportedError, InternalError
 from google.protobuf import json_format, struct_pb2
 
 from fleetmind._task_model import Subtask
@@ -67,6 +67,7 @@ _merge_artifact = A2ATransport.merge_artifact
 _message_text = A2ATransport.message_text
 _parts_value = A2ATransport.parts_value
 _one_line = A2ATransport.one_line
+_grpc_status = A2ATransport.grpc_status
 
 
 # Connecting -----------------------------------------------------------------------------------
@@ -252,8 +253,8 @@ class A2AAgent(RemoteAgent):
         message.metadata.update(
             {
                 "fleetmind": {
-                    "task_id": ctx.task_id,
-                    "subtask_id": subtask.id,
+                    "taskId": ctx.task_id,
+                    "subtaskId": subtask.id,
                     "attempt": ctx.attempt,
                 }
             }
@@ -406,6 +407,23 @@ class A2AAgent(RemoteAgent):
         if isinstance(cause, httpx.RequestError):
             reason = _one_line(str(cause)) or type(cause).__name__
             return SubtaskFailed(f"{who} is unreachable: {reason}", details=details)
+        status = _grpc_status(exc)
+        if status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            return SubtaskFailed(
+                f"{who} refused our credentials (gRPC {status}); check its token",
+                retryable=False,
+                details=details,
+            )
+        if status == "UNAVAILABLE":
+            return SubtaskFailed(f"{who} is unreachable over gRPC", details=details)
+        if isinstance(exc, ContentTypeNotSupportedError):
+            accepted = ", ".join(self.card.default_input_modes) or "none listed"
+            return SubtaskFailed(
+                f"{who} does not accept the media type of a part we sent "
+                f"(it accepts {accepted}): {_one_line(str(exc))}",
+                retryable=False,
+                details=details,
+            )
         if isinstance(exc, A2AClientError):
             return SubtaskFailed(f"{who}: {_one_line(str(exc))}", details=details)
         # An error the remote agent answered with (task not found, invalid params, ...).

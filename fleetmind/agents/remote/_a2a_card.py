@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from a2a.types import (
     AgentCapabilities,
@@ -34,14 +34,18 @@ from fleetmind.agents import AgentProfile, Skill, Tier
 from fleetmind.errors import ConfigError
 
 A2A_PROTOCOL_VERSION = "1.0"
-"""The A2A protocol version the card declares for its JSON-RPC interface."""
+"""The A2A protocol version the card declares for each of its interfaces."""
 
 JSONRPC_BINDING = "JSONRPC"
+HTTP_JSON_BINDING = "HTTP+JSON"
+GRPC_BINDING = "GRPC"
 BEARER_SCHEME = "bearer"
 """The name of the bearer security scheme on the card, when a token guards the server."""
 
 INPUT_MODES = ("text/plain", "application/json")
-"""Text becomes a one-subtask task; JSON (a data part) may carry a whole task graph."""
+"""Text becomes a one-subtask task; JSON (a data part) may carry a whole task graph. A part of
+any other media type is refused (``ContentTypeNotSupportedError``); a part that states none is
+taken as what it holds."""
 OUTPUT_MODES = ("text/plain", "application/json")
 """Text outputs travel as text parts, every other output as a data part."""
 
@@ -51,46 +55,65 @@ def agent_card(
     *,
     name: str | None = None,
     description: str | None = None,
-    url: str,
+    url: str | None,
+    rest_url: str | None = None,
+    grpc_url: str | None = None,
     streaming: bool = True,
     bearer_auth: bool = False,
     version: str | None = None,
+    push_notifications: bool = False,
+    input_modes: Sequence[str] | None = None,
 ) -> AgentCard:
     """The Agent Card for one agent (one profile) or for a fleet (several profiles).
+
+    Each endpoint given becomes one of the card's interfaces, in the order JSON-RPC, HTTP+JSON,
+    gRPC (a client that speaks several takes the first).
 
     Args:
         profiles: The profiles of the agents behind the endpoint.
         name: The card's name (default: the agent's name, or "fleetmind fleet").
         description: What the agent does (default: the agent's description, or a summary of
             the fleet's agents).
-        url: Where the JSON-RPC endpoint is, as clients should reach it.
+        url: Where the JSON-RPC endpoint is, as clients should reach it (None: not served).
+        rest_url: Where the HTTP+JSON (REST) endpoints are rooted (None: not served).
+        grpc_url: Where the gRPC service is, as ``host:port`` (None: not served).
         streaming: Whether ``SendStreamingMessage`` is offered.
         bearer_auth: Declare a bearer-token security scheme and require it.
         version: The card's version (default: the profile's version for one agent, the
             fleetmind version for a fleet).
+        push_notifications: Whether task updates can be pushed to a client's webhook.
+        input_modes: The media types a message's parts may have (default: ``INPUT_MODES``).
 
     Raises:
-        ConfigError: No profile was given, or the URL is not an http(s) URL.
+        ConfigError: No profile or no endpoint was given, or an HTTP endpoint's URL is not an
+            http(s) URL.
     """
     members = sorted(profiles, key=lambda p: p.id)
     if not members:
         raise ConfigError("an A2A agent card needs at least one agent")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"the A2A endpoint URL must be http(s)://..., got {url!r}")
+    endpoints = [(url, JSONRPC_BINDING), (rest_url, HTTP_JSON_BINDING), (grpc_url, GRPC_BINDING)]
+    interfaces = [
+        AgentInterface(url=where, protocol_binding=binding, protocol_version=A2A_PROTOCOL_VERSION)
+        for where, binding in endpoints
+        if where is not None
+    ]
+    if not interfaces:
+        raise ConfigError("an A2A agent card needs at least one endpoint")
+    for where in (url, rest_url):
+        if where is not None and not where.startswith(("http://", "https://")):
+            raise ConfigError(f"the A2A endpoint URL must be http(s)://..., got {where!r}")
     single = len(members) == 1
     card = AgentCard(
         name=name or (members[0].display_name if single else "fleetmind fleet"),
         description=description or _describe(members),
         version=version or _version(members),
-        supported_interfaces=[
-            AgentInterface(
-                url=url, protocol_binding=JSONRPC_BINDING, protocol_version=A2A_PROTOCOL_VERSION
-            )
-        ],
+        supported_interfaces=interfaces,
         capabilities=AgentCapabilities(
-            streaming=streaming, push_notifications=False, extended_agent_card=False
+            streaming=streaming,
+            push_notifications=push_notifications,
+            extended_agent_card=False,
         ),
-        default_input_modes=list(INPUT_MODES),
+        default_input_modes=list(INPUT_MODES if input_modes is None else input_modes),
         default_output_modes=list(OUTPUT_MODES),
         skills=[skill for p in members for skill in _skills(p, prefixed=not single)],
     )

@@ -1,0 +1,387 @@
+"""`fleetmind a2a serve` speaks all three A2A 1.0 bindings (JSON-RPC, HTTP+JSON, gRPC) by the same
+rules: a round trip, the bearer token, the size limit and the media types, each checked with the
+a2a-sdk's own client restricted to one binding, and plain HTTP where the rule is HTTP's (the card's
+caching headers, the JSON-RPC error code)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, create_client
+from a2a.helpers import new_data_part
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from a2a.utils.constants import TransportProtocol
+from a2a.utils.errors import ContentTypeNotSupportedError
+from google.protobuf.json_format import MessageToDict
+from repo_paths import FIXTURES
+
+from fleetmind.testing import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
+FLEET = str(FIXTURES / "a2a_fleet.py")
+CARD = "/.well-known/agent-card.json"
+TOKEN = "binding-token"
+BINDINGS = [TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON, TransportProtocol.GRPC]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def card(self) -> dict[str, Any]:
+        answer = httpx.get(self.url + CARD, timeout=30)
+        answer.raise_for_status()
+        card: dict[str, Any] = answer.json()
+        return card
+
+    def interface(self, binding: str) -> str:
+        found = [i["url"] for i in self.card()["supportedInterfaces"]]
+        bindings = [i["protocolBinding"] for i in self.card()["supportedInterfaces"]]
+        return found[bindings.index(binding)]
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (a clean stop exits 0)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def _serving(home: Path, *args: str) -> Iterator[Server]:
+    """`fleetmind a2a serve` of the fixture fleet on a free port, stopped at the end."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = home / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", str(port)),
+                *("--data-dir", str(home / "data"), *args),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited ({process.returncode}): {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not serve its card: {log.read_text()}")
+            try:
+                if httpx.get(server.url + CARD).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)  # not listening yet
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The fixture fleet behind a bearer token, on all three bindings."""
+    home = tmp_path_factory.mktemp("guarded")
+    (home / "token").write_text(TOKEN + "\n")
+    (home / "token").chmod(0o600)
+    with _serving(home, "--token-file", str(home / "token")) as server:
+        yield server
+
+
+@asynccontextmanager
+async def _client(url: str, binding: str, *, streaming: bool = True) -> AsyncIterator[Client]:
+    """The a2a-sdk's client for the agent at ``url``, allowed to speak ``binding`` only."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        config = ClientConfig(
+            streaming=streaming,
+            httpx_client=http,
+            supported_protocol_bindings=[binding],
+            grpc_channel_factory=grpc.aio.insecure_channel,
+        )
+        client = await create_client(url, client_config=config)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+def _auth(token: str | None) -> ClientCallContext:
+    """The token as the SDK sends it on any binding: a header, or gRPC metadata."""
+    parameters = {"authorization": f"Bearer {token}"} if token is not None else None
+    return ClientCallContext(timeout=60, service_parameters=parameters)
+
+
+def _request(*parts: Part, metadata: dict[str, Any] | None = None) -> SendMessageRequest:
+    message = Message(
+        role=Role.ROLE_USER,
+        message_id=str(uuid.uuid4()),
+        parts=list(parts),
+        metadata=metadata or {},
+    )
+    return SendMessageRequest(message=message)
+
+
+async def _stream(client: Client, request: SendMessageRequest, token: str | None) -> list[Any]:
+    events: list[StreamResponse] = []
+    async for event in client.send_message(request, context=_auth(token)):
+        events.append(event)
+    return [MessageToDict(e) for e in events]
+
+
+# A round trip on each binding -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_each_binding_carries_a_task_from_message_to_result(
+    guarded: Server, binding: str
+) -> None:
+    async with _client(guarded.url, binding) as client:
+        request = _request(Part(text="over the wire"), metadata={"agent": "echo"})
+        events = await _stream(client, request, TOKEN)
+    kinds = [next(iter(e)) for e in events]
+    assert kinds[0] == "task" and kinds[-1] == "statusUpdate"
+    assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    artifacts = [e["artifactUpdate"]["artifact"] for e in events if "artifactUpdate" in e]
+    assert [a["artifactId"] for a in artifacts] == ["subtask-request", "result"]
+    assert artifacts[-1]["parts"] == [{"text": "over the wire"}]
+    # A2A JSON is camelCase, fleetmind's metadata keys too.
+    assert artifacts[0]["metadata"] == {"subtaskId": "request", "agent": "echo"}
+    assert set(artifacts[1]["metadata"]) == {"fleetmindTaskId"}
+    assert artifacts[1]["metadata"]["fleetmindTaskId"].startswith("t")
+    statuses = [e["statusUpdate"]["status"] for e in events if "statusUpdate" in e]
+    details = [s["message"].get("metadata", {}) for s in statuses if "message" in s]
+    assert any(d.get("subtaskId") == "request" for d in details), details
+    assert not any("subtask_id" in d for d in details)
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_each_binding_cancels_and_gets_tasks(guarded: Server, binding: str) -> None:
+    request = _request(
+        Part(text="count"), new_data_part({"hold": True}), metadata={"agent": "slow"}
+    )
+    task_id = ""
+    cancelled: Task | None = None
+    async with _client(guarded.url, binding) as client:
+        async for event in client.send_message(request, context=_auth(TOKEN)):
+            task_id = task_id or event.task.id
+            holding = event.HasField("status_update") and "holding" in str(event.status_update)
+            if holding and cancelled is None:  # the slow agent holds until cancelled
+                cancel = CancelTaskRequest(id=task_id)
+                cancelled = await client.cancel_task(cancel, context=_auth(TOKEN))
+        fetched = await client.get_task(GetTaskRequest(id=task_id), context=_auth(TOKEN))
+    assert cancelled is not None
+    assert fetched.status.state == TaskState.TASK_STATE_CANCELED
+
+
+# The token, on every binding ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+@pytest.mark.parametrize("token", [None, "not-the-token"], ids=["missing", "wrong"])
+async def test_each_binding_refuses_a_missing_or_wrong_token(
+    guarded: Server, binding: str, token: str | None
+) -> None:
+    async with _client(guarded.url, binding) as client:
+        with pytest.raises(A2AClientError) as refused:
+            await _stream(client, _request(Part(text="let me in")), token)
+    cause = refused.value.__cause__
+    if binding == TransportProtocol.GRPC:
+        assert isinstance(cause, grpc.aio.AioRpcError)
+        assert cause.code() == grpc.StatusCode.UNAUTHENTICATED
+        reason = "missing" if token is None else "wrong"
+        assert cause.details() == f"Unauthorized: {reason} bearer token"
+    else:
+        assert isinstance(cause, httpx.HTTPStatusError)
+        assert cause.response.status_code == 401
+        assert cause.response.headers["www-authenticate"].startswith('Bearer realm="a2a"')
+
+
+async def test_the_grpc_binding_refuses_a_message_over_the_size_limit(guarded: Server) -> None:
+    async with _client(guarded.url, TransportProtocol.GRPC) as client:
+        huge = _request(Part(text="x" * (5 * 1024 * 1024)), metadata={"agent": "echo"})
+        with pytest.raises(A2AClientError) as refused:
+            await _stream(client, huge, TOKEN)
+        cause = refused.value.__cause__
+        assert isinstance(cause, grpc.aio.AioRpcError)
+        assert cause.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The server goes on.
+        events = await _stream(
+            client, _request(Part(text="small"), metadata={"agent": "echo"}), TOKEN
+        )
+    assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+# Media types ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_each_binding_refuses_a_part_of_a_media_type_the_card_does_not_list(
+    guarded: Server, binding: str
+) -> None:
+    card = guarded.card()
+    assert card["defaultInputModes"] == ["text/plain", "application/json"]
+    png = Part(raw=b"\x89PNG\r\n\x1a\n", media_type="image/png", filename="dot.png")
+    async with _client(guarded.url, binding) as client:
+        with pytest.raises(ContentTypeNotSupportedError, match="image/png"):
+            await _stream(client, _request(Part(text="look"), png), TOKEN)
+        # Declared types pass: JSON data, and text that states its type.
+        typed = Part(text="typed", media_type="text/plain")
+        events = await _stream(client, _request(typed, metadata={"agent": "echo"}), TOKEN)
+    assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_an_unsupported_media_type_is_error_32005_over_json_rpc(guarded: Server) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": "m-png",
+                "role": "ROLE_USER",
+                "parts": [{"raw": "iVBORw0KGgo=", "mediaType": "image/png"}],
+            }
+        },
+    }
+    headers = {"Authorization": f"Bearer {TOKEN}", "A2A-Version": "1.0"}
+    async with httpx.AsyncClient(timeout=60) as http:
+        answer = await http.post(guarded.url + "/", json=body, headers=headers)
+        rest = await http.post(
+            guarded.url + "/rest/message:send", json=body["params"], headers=headers
+        )
+    assert answer.status_code == 200
+    error = answer.json()["error"]
+    assert error["code"] == -32005
+    assert "image/png" in error["message"]
+    # HTTP+JSON maps it to 400 with the A2A reason.
+    assert rest.status_code == 400
+    assert "CONTENT_TYPE_NOT_SUPPORTED" in rest.text
+
+
+# The card -------------------------------------------------------------------------------------
+
+
+async def test_the_card_is_cacheable_and_revalidates_with_304(guarded: Server) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.get(guarded.url + CARD)
+        etag = first.headers["etag"]
+        modified = first.headers["last-modified"]
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "public, max-age=300"
+        built = parsedate_to_datetime(modified)
+        assert built.tzinfo is not None
+        by_etag = await http.get(guarded.url + CARD, headers={"If-None-Match": etag})
+        weak = await http.get(guarded.url + CARD, headers={"If-None-Match": f'"x", W/{etag}'})
+        by_date = await http.get(guarded.url + CARD, headers={"If-Modified-Since": modified})
+        older = format_datetime(built.replace(year=built.year - 1), usegmt=True)
+        stale = await http.get(guarded.url + CARD, headers={"If-Modified-Since": older})
+        # If-None-Match decides when given, even with a current If-Modified-Since.
+        other = await http.get(
+            guarded.url + CARD, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}
+        )
+        garbled = await http.get(guarded.url + CARD, headers={"If-Modified-Since": "yesterday"})
+    for not_modified in (by_etag, weak, by_date):
+        assert not_modified.status_code == 304
+        assert not_modified.content == b""
+        assert not_modified.headers["etag"] == etag
+        assert not_modified.headers["last-modified"] == modified
+        assert not_modified.headers["cache-control"] == "public, max-age=300"
+    for full in (stale, other, garbled):
+        assert full.status_code == 200
+        assert full.json() == first.json()
+
+
+# Options and the server's lifetime ------------------------------------------------------------
+
+
+def test_grpc_port_chooses_the_port_or_turns_grpc_off(tmp_path: Path) -> None:
+    port = free_port()
+    with _serving(tmp_path / "on", "--grpc-port", str(port)) as server:
+        assert server.interface("GRPC") == f"127.0.0.1:{port}"
+        lines = server.log.read_text()
+    assert f"gRPC 127.0.0.1:{port}" in lines and "HTTP+JSON " + server.url + "/rest" in lines
+    with _serving(tmp_path / "off", "--grpc-port", "off") as server:
+        bindings = [i["protocolBinding"] for i in server.card()["supportedInterfaces"]]
+    assert bindings == ["JSONRPC", "HTTP+JSON"]
+    wrong = subprocess.run(
+        [FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", "0", "--grpc-port", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2
+    assert "'nope' is not a port" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_grpc_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with _serving(tmp_path / "first") as first:
+        taken = first.interface("GRPC").rsplit(":", 1)[1]
+        port = free_port()
+        clash = subprocess.run(
+            [
+                *(FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", str(port)),
+                *("--grpc-port", taken, "--data-dir", str(tmp_path / "second")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert clash.returncode != 0
+    assert f"cannot listen for gRPC on 127.0.0.1:{taken}" in clash.stderr
+    assert "Traceback" not in clash.stderr
+
+
+async def test_sigterm_ends_an_open_grpc_stream_and_the_server_cleanly(tmp_path: Path) -> None:
+    request = _request(
+        Part(text="count"), new_data_part({"hold": True}), metadata={"agent": "slow"}
+    )
+    states: list[int] = []
+    with _serving(tmp_path / "stop") as server:
+        async with _client(server.url, TransportProtocol.GRPC) as client:
+            try:
+                async for event in client.send_message(request):
+                    if not event.HasField("status_update"):
+                        continue
+                    states.append(event.status_update.status.state)
+                    if "holding" in str(event.status_update) and server.process.poll() is None:
+                        server.process.send_signal(signal.SIGTERM)  # while the stream is open
+            except A2AClientError:
+                pass  # the stream may be cut rather than ended
+        assert server.process.wait(timeout=30) == 0, server.log.read_text()
+        log = server.log.read_text()
+    assert TaskState.TASK_STATE_WORKING in states
+    assert "stopped" in log and "Traceback" not in log
