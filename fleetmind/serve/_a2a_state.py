@@ -11,7 +11,7 @@ as long as the fleet's tasks: a restarted ``fleetmind a2a serve`` on the same st
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from a2a.auth.user import User
@@ -68,6 +68,9 @@ class DurableTaskStore(TaskStore):
     def __init__(self, store: Store, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
         self.store = store
         self._owner = owner_resolver
+        self.on_cancelled: Callable[[str], None] | None = None
+        """Told the id of each task saved as canceled: the SDK cancels a task it does not run
+        itself (one taken up after a restart) by writing it so, and its runner must stop."""
         self._parsed: OrderedDict[str, tuple[dict[str, Any], Task]] = OrderedDict()
         """The last JSON form of recent tasks with its protobuf: parsing JSON into a task costs
         far more than reading the record, so a task read as it was last seen is not parsed."""
@@ -106,6 +109,8 @@ class DurableTaskStore(TaskStore):
         kept = Task()
         kept.CopyFrom(task)
         self._remember(task.id, (form, kept))
+        if task.status.state == TaskState.TASK_STATE_CANCELED and self.on_cancelled is not None:
+            self.on_cancelled(task.id)
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         document = self.store.get_record(TASKS, task_id)

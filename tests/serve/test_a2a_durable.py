@@ -23,6 +23,7 @@ import pytest
 from a2a.client import Client, ClientConfig, create_client
 from a2a.helpers import new_data_part
 from a2a.types import (
+    CancelTaskRequest,
     GetTaskRequest,
     ListTasksRequest,
     Message,
@@ -36,6 +37,8 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError
 from repo_paths import FIXTURES
 
+from fleetmind._task_log import TaskCancelledEntry
+from fleetmind.orchestrator import SQLiteStore
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -276,3 +279,39 @@ async def test_a_question_outlives_the_server_that_asked_it(
     assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
     assert text_of(done.artifacts[-1].parts) == "finished: prepared, go"
     assert home.runs() == {"prepare": 1, "confirm": 2, "finish": 1}
+
+
+def cancel_reason(home: Home, a2a_task_id: str) -> str | None:
+    """Why the fleetmind task behind an A2A task was cancelled (None: it was not), read from
+    the store while the server runs."""
+    store = SQLiteStore(home.path / "data" / "fleetmind.db")
+    try:
+        for record in store.tasks():
+            if record.metadata.get("a2a_task_id") == a2a_task_id:
+                entries = store.load(record.id)[1]
+                return next((e.reason for e in entries if isinstance(e, TaskCancelledEntry)), None)
+    finally:
+        store.close()
+    return None
+
+
+async def test_a_task_taken_up_after_a_restart_is_cancelled_for_real(
+    home: Home, servers: Callable[[], Server]
+) -> None:
+    first = servers()
+    async with a2a_client(first.url) as client:
+        held = await send(client, request(data=HOLDING_GRAPH, at_once=True))
+    until(lambda: home.runs()["hold"] == 1, "hold runs")
+    first.stop(signal.SIGKILL)
+
+    second = servers()
+    until(lambda: home.runs()["hold"] == 2, "hold runs again after the restart")
+    async with a2a_client(second.url) as client:
+        cancelled = await client.cancel_task(CancelTaskRequest(id=held.id))
+        assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+        until(lambda: cancel_reason(home, held.id) is not None, "the fleetmind task is cancelled")
+        ended = await client.get_task(GetTaskRequest(id=held.id))
+
+    assert cancel_reason(home, held.id) == "cancelled by the A2A client"
+    assert ended.status.state == TaskState.TASK_STATE_CANCELED
+    assert home.runs() == {"prepare": 1, "hold": 2}
