@@ -52,11 +52,18 @@ from a2a.server.events import EventConsumer, EventQueue, EventQueueLegacy
 from a2a.server.tasks import (
     PushNotificationEvent,
     PushNotificationSender,
-    ResultAggregator,
     TaskManager,
     TaskUpdater,
 )
-from a2a.types import Message, Part, SendMessageRequest, Task, TaskState, TaskStatus
+from a2a.types import (
+    Message,
+    Part,
+    SendMessageRequest,
+    Task,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -109,7 +116,9 @@ class FleetExecutor(AgentExecutor):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._runs: dict[str, _Run] = {}
-        self._recovering: set[asyncio.Task[None]] = set()
+        self._recovering: set[asyncio.Task[Any]] = set()
+        self._taken_up: dict[str, bool] = {}
+        """A2A tasks taken up after a restart, and whether a client cancelled one meanwhile."""
         self._preparing: dict[str, bool] = {}
         """A2A tasks whose graph is being prepared, and whether a cancel came meanwhile."""
 
@@ -189,6 +198,7 @@ class FleetExecutor(AgentExecutor):
         until it ends or :meth:`aclose`. (Clients follow such a task with ``GetTask`` or
         webhooks; a stream to subscribe to exists only for tasks a request started.)
         """
+        tasks.on_cancelled = self._cancelled_in_store
         for owner, task in list(tasks.unfinished()):
             work = asyncio.create_task(self._recover(owner, task, tasks, push))
             self._recovering.add(work)
@@ -207,10 +217,14 @@ class FleetExecutor(AgentExecutor):
         )
 
         async def save() -> None:
-            async for event in ResultAggregator(manager).consume_and_emit(EventConsumer(queue)):
+            async for event in EventConsumer(queue).consume_all():
+                if self._taken_up.get(task.id) and not _cancels(event):
+                    continue  # cancelled by a client: what the run still says is not kept
+                await manager.process(event)
                 if push is not None and isinstance(event, PushNotificationEvent):
                     await push.send_notification(task.id, event)
 
+        self._taken_up[task.id] = False
         saving = asyncio.create_task(save())
         updater = TaskUpdater(queue, task.id, task.context_id)
         try:
@@ -218,6 +232,20 @@ class FleetExecutor(AgentExecutor):
         finally:
             await queue.close()
             await saving
+            del self._taken_up[task.id]
+
+    def _cancelled_in_store(self, task_id: str) -> None:
+        """The SDK wrote a task canceled; one taken up after a restart is not the SDK's to
+        stop (it never calls :meth:`cancel` for it), so its fleetmind task is cancelled here."""
+        run = self._runs.get(task_id)
+        if task_id not in self._taken_up or run is None or self._taken_up[task_id]:
+            return
+        self._taken_up[task_id] = True
+        stopping = asyncio.get_running_loop().create_task(
+            run.handle.cancel("cancelled by the A2A client")
+        )
+        self._recovering.add(stopping)
+        stopping.add_done_callback(self._recovering.discard)
 
     async def _take_up(self, updater: TaskUpdater) -> None:
         running = linked_run(self._fleet.store, updater.task_id)
@@ -454,6 +482,12 @@ def _final_output(result: TaskResult) -> Any:
     if len(sinks) == 1:
         return result.outputs.get(sinks[0])
     return {sid: result.outputs.get(sid) for sid in sinks}
+
+
+def _cancels(event: Any) -> bool:
+    """Whether an event reports its task canceled."""
+    is_task = isinstance(event, Task | TaskStatusUpdateEvent)
+    return is_task and bool(event.status.state == TaskState.TASK_STATE_CANCELED)
 
 
 def _reply_of(message: Message) -> Any:
