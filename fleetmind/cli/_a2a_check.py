@@ -358,6 +358,11 @@ async def _round_trip(
     name = f"{label} {'stream' if streaming else 'send'}"
     where = f"the {label} binding at {interface.url}"
     details = {"binding": interface.protocol_binding, "url": interface.url}
+    if not interface.url:
+        report.failed(
+            name, "no URL", f"the card declares the {label} binding without a URL", **details
+        )
+        return False
     try:
         client = _client_for(card, interface, http, streaming=streaming)
     except (ValueError, ImportError) as exc:

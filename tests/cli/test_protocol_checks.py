@@ -379,3 +379,37 @@ def test_mcp_check_user_mistakes_are_one_line_and_exit_2(args: list[str], line: 
     assert done.stdout == ""
     assert done.stderr.startswith("fleetmind: error: ") and line in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[str]:
+    """An MCP server behind OAuth 2.1 (it prints ``READY URL`` once it listens)."""
+    process = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "mcp_oauth_server.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # an empty line: it died before it listened
+        assert line.startswith("READY "), line
+        yield line.split()[1]
+    finally:
+        stop(process)
+
+
+def test_mcp_check_of_an_oauth_server_names_the_login_command(oauth_server: str) -> None:
+    code, report = checked("mcp", "check", oauth_server)
+    assert code == 1
+    auth = report["auth"]
+    assert auth["status"] == 401
+    assert auth["oauth"]["authorization_servers"]
+    (problem,) = report["problems"]
+    assert "needs OAuth authorization" in problem
+    assert f"`fleetmind mcp login {oauth_server}`" in problem
+    assert [c["name"] for c in report["checks"]] == ["auth"]  # nothing else was tried
+
+    code, report = checked("mcp", "check", oauth_server, "--token", "not-a-real-token")
+    assert code == 1
+    assert "refused the token" in report["problems"][0]
