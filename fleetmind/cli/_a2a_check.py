@@ -357,7 +357,7 @@ async def _round_trip(
     label = _binding(interface)
     name = f"{label} {'stream' if streaming else 'send'}"
     where = f"the {label} binding at {interface.url}"
-    details = {"binding": interface.protocol_binding, "url": interface.url}
+    details: dict[str, Any] = {"binding": interface.protocol_binding, "url": interface.url}
     if not interface.url:
         report.failed(
             name, "no URL", f"the card declares the {label} binding without a URL", **details
