@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fleetmind.cli._elicit import paused_while_asking
 from fleetmind.cli._wait import status_line
 from fleetmind.orchestrator import (
     SubtaskStatus,
@@ -202,7 +203,7 @@ class TaskView:
             self._wait = text
 
         live = Live(get_renderable=render, console=self._console, refresh_per_second=8)
-        with live, status_line.shown_by(show_wait):
+        with live, status_line.shown_by(show_wait), paused_while_asking(live):
             async for event in handle.events():
                 if isinstance(event, TaskResumedEvent):
                     title = f"{graph.name} · task {handle.task_id} · resumed"

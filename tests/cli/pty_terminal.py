@@ -68,6 +68,10 @@ class Terminal:
     def press_ctrl_c(self) -> None:
         os.write(self._master, b"\x03")
 
+    def type(self, text: str) -> None:
+        """Type ``text`` at the keyboard (end it with a newline to press Enter)."""
+        os.write(self._master, text.encode())
+
     def wait(self, timeout: float) -> int:
         code = self.process.wait(timeout=timeout)
         self._reader.join(timeout=10)
