@@ -4,7 +4,9 @@ An A2A message becomes a fleetmind task: its text becomes a one-subtask graph wh
 ``text`` is the text (routed by the fleet's router, or to the ``agent`` or ``skill`` named in the
 message's metadata; serving one agent, sent to that agent), data parts holding JSON objects add
 inputs, and a data part holding a task-graph definition (``{"subtasks": [...], ...}``, as
-:meth:`TaskGraph.from_definition` reads it) runs that graph. The engine's event stream is what the
+:meth:`TaskGraph.from_definition` reads it) runs that graph; file parts become the input
+``files`` (``fleetmind.agents.part_to_json``'s form). Every agent of the task sees the whole
+message as ``ctx.message`` (its ids, metadata and parts). The engine's event stream is what the
 A2A client sees:
 
 ====================================  ==========================================================
@@ -13,8 +15,14 @@ fleetmind                             A2A
 task submitted                        ``Task`` in ``submitted``, then ``working``
 subtask started / progress / retried  ``working`` status update with a text message
 subtask done                          artifact update ``subtask-<id>`` with the subtask's output
+``ctx.stream_artifact``               artifact update ``subtask-<id>-<artifact>``, chunk by
+                                      chunk (``append``, ``lastChunk``)
 task done                             artifact update ``result`` (the final output), then
-                                      ``completed``
+                                      ``completed``; a ``Reply`` gives the parts (any kind),
+                                      the artifact's name and the status text
+a ``Reply.message`` answer            a ``Message`` and no ``Task`` (see
+                                      :mod:`fleetmind.serve._a2a_answers`), or, once the task
+                                      was reported, ``completed`` with the reply as its message
 task failed                           ``failed``, the errors in the status message
 an agent raised ``InputRequired``     ``input-required``, the question as the status message; a
                                       follow-up message on the task continues the same
@@ -65,14 +73,16 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
-from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
 from fleetmind._validation import describe_validation_error
+from fleetmind.agents import FilePart, IncomingMessage, as_reply, part_to_json
+from fleetmind.agents.remote import message_from_a2a, parts_from_a2a
 from fleetmind.errors import FleetmindError
 from fleetmind.orchestrator import (
     Fleet,
+    SubtaskArtifactEvent,
     SubtaskDoneEvent,
     SubtaskFailedEvent,
     SubtaskProgressEvent,
@@ -86,6 +96,16 @@ from fleetmind.orchestrator import (
     describe_event,
 )
 from fleetmind.protocols import data_values, plain_json
+from fleetmind.serve._a2a_answers import (
+    HeldEvents,
+    answer_directly,
+    chunk_parts,
+    is_direct,
+    output_parts,
+    release,
+    status_parts,
+    wants_a_task,
+)
 from fleetmind.serve._a2a_state import DurableTaskStore, link_run, linked_run, owner_context
 
 REQUEST_SUBTASK = "request"
@@ -137,11 +157,13 @@ class FleetExecutor(AgentExecutor):
             # A follow-up that names no context gets a new one from the request's builder; its
             # context is its task's (the SDK refuses a follow-up naming another context).
             context_id = context.current_task.context_id
-        updater = TaskUpdater(event_queue, task_id, context_id)
+        # A new task's first events wait until it is clear whether a direct message answers.
+        hold = context.current_task is None and not wants_a_task(context)
+        updater = TaskUpdater(HeldEvents(event_queue, hold=hold), task_id, context_id)
         planned: TaskGraph | None = None
         if context.current_task is None:
             definition = self.definition(message)
-            await event_queue.enqueue_event(
+            await updater.event_queue.enqueue_event(
                 Task(
                     id=task_id,
                     context_id=context_id,
@@ -161,7 +183,7 @@ class FleetExecutor(AgentExecutor):
         else:
             await self._answer(message, updater)
             return
-        await self._run(definition, updater, planned)
+        await self._run(definition, updater, planned, message_from_a2a(message))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the fleetmind task; the run reports ``canceled`` itself when it has stopped."""
@@ -270,7 +292,11 @@ class FleetExecutor(AgentExecutor):
     # One run -------------------------------------------------------------------------------
 
     async def _run(
-        self, definition: dict[str, Any], updater: TaskUpdater, planned: TaskGraph | None = None
+        self,
+        definition: dict[str, Any],
+        updater: TaskUpdater,
+        planned: TaskGraph | None = None,
+        message: IncomingMessage | None = None,
     ) -> None:
         graph = planned if planned is not None else TaskGraph.from_definition(definition)
         # Embedding words (a model call) happens off the loop's thread, as in a task.
@@ -291,6 +317,7 @@ class FleetExecutor(AgentExecutor):
             graph,
             source="a2a",
             metadata={"a2a_task_id": updater.task_id, "a2a_context_id": updater.context_id},
+            message=message,
         )
         link_run(self._fleet.store, updater.task_id, handle.task_id)
         note = f"running {len(graph)} subtask(s) as {handle.task_id}"
@@ -332,13 +359,25 @@ class FleetExecutor(AgentExecutor):
 
     async def _report_end(self, result: TaskResult, updater: TaskUpdater) -> None:
         if result.status == "done":
+            output = _final_output(result)
+            reply = as_reply(output)
+            if reply is not None and reply.as_message:
+                if await answer_directly(updater, reply):
+                    return  # a Message, and no task at all
+                # The task was reported already: the reply is its final status message.
+                await updater.complete(updater.new_agent_message(status_parts(reply)))
+                return
             await updater.add_artifact(
-                [_part(_final_output(result))],
+                output_parts(output),
                 artifact_id=RESULT_ARTIFACT,
-                name=RESULT_ARTIFACT,
-                metadata={"fleetmindTaskId": result.task_id},
+                name=reply.name if reply is not None and reply.name else RESULT_ARTIFACT,
+                metadata={
+                    **(dict(reply.metadata) if reply is not None else {}),
+                    "fleetmindTaskId": result.task_id,
+                },
             )
-            await updater.complete(_agent_message(updater, "done"))
+            status = reply.status if reply is not None and reply.status else "done"
+            await updater.complete(_agent_message(updater, status))
         elif result.status == "cancelled":
             await updater.cancel(_agent_message(updater, "cancelled"))
         else:
@@ -361,6 +400,19 @@ class FleetExecutor(AgentExecutor):
                 )
                 await updater.requires_input(
                     _agent_message(updater, text, {"questions": questions})
+                )
+                return
+            rejected = {
+                sid: err for sid, err in result.errors.items() if err.get("type") == "TaskRejected"
+            }
+            if rejected and all(
+                err.get("type") in ("TaskRejected", "UpstreamFailed")
+                for err in result.errors.values()
+            ):
+                # The agents refused the work themselves.
+                text = "; ".join(f"{sid}: {e.get('message', '')}" for sid, e in rejected.items())
+                await updater.reject(
+                    _agent_message(updater, f"rejected: {text}", {"errors": result.errors})
                 )
                 return
             text = "; ".join(
@@ -390,10 +442,15 @@ class FleetExecutor(AgentExecutor):
                     )
                 inputs.update(value)
             text = "\n".join(texts)
-            if not text and not inputs:
-                raise InvalidParamsError(message="the message has no text and no data")
+            files = [
+                part_to_json(p) for p in parts_from_a2a(message.parts) if isinstance(p, FilePart)
+            ]
+            if not text and not inputs and not files:
+                raise InvalidParamsError(message="the message has no text, no data and no file")
             if text:
                 inputs.setdefault("text", text)
+            if files:  # as part_to_json writes them: kind, name, media_type, base64 or url
+                inputs.setdefault("files", files)
             subtask: dict[str, Any] = {"id": REQUEST_SUBTASK, "description": text, "inputs": inputs}
             routing = plain_json(MessageToDict(message.metadata))
             for key in ("agent", "skill"):
@@ -412,8 +469,8 @@ class FleetExecutor(AgentExecutor):
         several agents that has a planner."""
         if self._fleet.planner is None or self._only_agent is not None:
             return None
-        if data_values(message.parts):
-            return None
+        if any(p.WhichOneof("content") not in ("text", None) for p in message.parts):
+            return None  # data or files: routed with them as inputs, not planned from words
         routing = plain_json(MessageToDict(message.metadata))
         if any(isinstance(routing.get(k), str) for k in ("agent", "skill")):
             return None
@@ -439,17 +496,30 @@ async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
     """Report one engine event to the A2A client (events it has no use for are dropped)."""
     details: dict[str, Any] = {"event": event.kind}
     match event:
+        case SubtaskDoneEvent() if is_direct(event.output):
+            return  # a direct message: the answer itself, sent when the task ends
         case SubtaskDoneEvent():
             await updater.add_artifact(
-                [_part(event.output)],
+                output_parts(event.output),
                 artifact_id=f"subtask-{event.subtask_id}",
                 name=event.subtask_id,
                 metadata={"subtaskId": event.subtask_id, "agent": event.agent},
             )
             return
+        case SubtaskArtifactEvent():
+            await updater.add_artifact(
+                chunk_parts(event.parts),
+                artifact_id=f"subtask-{event.subtask_id}-{event.artifact_id}",
+                name=event.name or event.artifact_id,
+                metadata={"subtaskId": event.subtask_id},
+                append=event.append,
+                last_chunk=event.last,
+            )
+            return
         case SubtaskFailedEvent() if event.error.get("type") == "InputRequired":
             return  # reported as input-required when the task ends
         case SubtaskProgressEvent():
+            await release(updater)  # the agent speaks: the task is a task
             details.update(subtaskId=event.subtask_id, fraction=event.fraction)
         case SubtaskStartedEvent():
             details["subtaskId"] = event.subtask_id
@@ -467,13 +537,6 @@ def _agent_message(
     updater: TaskUpdater, text: str, metadata: dict[str, Any] | None = None
 ) -> Message:
     return updater.new_agent_message([Part(text=text)], metadata=_jsonable(metadata))
-
-
-def _part(value: Any) -> Part:
-    """Text travels as a text part; any other output as JSON in a data part."""
-    if isinstance(value, str):
-        return Part(text=value)
-    return Part(data=ParseDict(_jsonable(value), struct_pb2.Value()), media_type="application/json")
 
 
 def _final_output(result: TaskResult) -> Any:
