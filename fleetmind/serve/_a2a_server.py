@@ -42,7 +42,8 @@ from fleetmind.orchestrator import Fleet
 from fleetmind.serve._a2a_card_route import CARD_MAX_AGE_S, card_route
 from fleetmind.serve._a2a_executor import CheckedRequests, FleetExecutor
 from fleetmind.serve._a2a_grpc import GrpcBinding
-from fleetmind.serve._a2a_state import DurableTaskStore
+from fleetmind.serve._a2a_push import CheckedPushConfigStore, WebhookSender
+from fleetmind.serve._a2a_state import DurablePushConfigStore, DurableTaskStore
 from fleetmind.serve._http_gate import HttpGate, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -128,14 +129,19 @@ def build_a2a_app(
         input_modes=input_modes,
         streaming=streaming,
         bearer_auth=token is not None,
+        push_notifications=True,
     )
     executor = FleetExecutor(fleet)
     tasks = DurableTaskStore(fleet.store)
+    push_configs = CheckedPushConfigStore(DurablePushConfigStore(fleet.store))
+    push_sender = WebhookSender(push_configs)
     handler = DefaultRequestHandler(
         agent_executor=executor,
         task_store=tasks,
         agent_card=card,
         request_context_builder=CheckedRequests(executor.definition),
+        push_config_store=push_configs,
+        push_sender=push_sender,
         validate_input_modes=True,  # a part of a media type the card does not list: -32005
     )
     rpc_path = urlsplit(url).path or "/"
@@ -147,10 +153,10 @@ def build_a2a_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with fleet:
+        async with fleet, push_sender:  # the sender closes first, after the last updates
             if grpc is not None:
                 await grpc.serve(handler)
-            await executor.recover(tasks)  # tasks a previous run left working
+            await executor.recover(tasks, push_sender)  # tasks a previous run left working
             try:
                 yield
             finally:
