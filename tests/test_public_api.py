@@ -124,6 +124,7 @@ EXPECTED = {
         "part_to_json",
     ],
     "fleetmind.agents.remote": [
+        "INPUT_MODES",
         "A2AAgent",
         "AgentDict",
         "AgentPool",

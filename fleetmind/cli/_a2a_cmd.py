@@ -8,6 +8,7 @@ libraries (and the SDK) load only when a command runs, so ``fleetmind --help`` s
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,6 +37,7 @@ a2a_app = command_group("Serve A2A agents, and use remote ones.")
         "fleetmind a2a serve --fleet my_fleet.py --agent translator --port 8791",
         "fleetmind a2a serve --fleet my_fleet.py --port 8790 --grpc-port 8791",
         "fleetmind a2a serve --fleet my_fleet.py --port 8790 --grpc-port off",
+        "fleetmind a2a serve --fleet vision_fleet.py --port 8790 --accept image/png",
     ),
 )
 def serve(
@@ -79,6 +81,18 @@ def serve(
             help="The port of the gRPC binding (0: any free port; off: no gRPC).",
         ),
     ] = "0",
+    accept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept",
+            metavar="MEDIA_TYPE",
+            help=(
+                "Also accept message parts of this media type, e.g. image/png (repeatable; "
+                "text/plain and application/json always are). Parts of other types are refused."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -90,6 +104,7 @@ def serve(
     fleet are planned into task graphs when a model is configured (see `fleetmind llm check`);
     otherwise each becomes one routed subtask.
     """
+    from fleetmind.agents.remote import INPUT_MODES
     from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner
@@ -98,6 +113,7 @@ def serve(
     from fleetmind.serve import A2AEndpoints, serve_a2a
 
     grpc = _grpc_port(grpc_port)
+    input_modes = list(dict.fromkeys([*INPUT_MODES, *(_media_type(m) for m in accept or ())]))
     loaded = load_fleet(fleet)
     members, router, tools = loaded.agents, loaded.router, loaded.tools
     if agent is not None:
@@ -122,11 +138,31 @@ def serve(
             log.print(f"  {line}", highlight=False)
 
     try:
-        asyncio.run(serve_a2a(the_fleet, host, port, token, grpc_port=grpc, ready=ready))
+        asyncio.run(
+            serve_a2a(
+                the_fleet,
+                host,
+                port,
+                token,
+                grpc_port=grpc,
+                input_modes=input_modes,
+                ready=ready,
+            )
+        )
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         raise typer.Exit(130) from None
     save_router(the_fleet)
     log.print("stopped", style="dim")
+
+
+def _media_type(given: str) -> str:
+    """``--accept``: a media type, ``type/subtype``."""
+    text = given.strip().lower()
+    if not re.fullmatch(r"[a-z0-9][\w.+-]*/[a-z0-9*][\w.+-]*", text):
+        raise typer.BadParameter(
+            f"{given!r} is not a media type (type/subtype, e.g. image/png)", param_hint="--accept"
+        )
+    return text
 
 
 def _grpc_port(given: str) -> int | None:

@@ -337,14 +337,33 @@ def test_grpc_port_chooses_the_port_or_turns_grpc_off(tmp_path: Path) -> None:
     with _serving(tmp_path / "off", "--grpc-port", "off") as server:
         bindings = [i["protocolBinding"] for i in server.card()["supportedInterfaces"]]
     assert bindings == ["JSONRPC", "HTTP+JSON"]
-    wrong = subprocess.run(
-        [FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", "0", "--grpc-port", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert wrong.returncode == 2
-    assert "'nope' is not a port" in wrong.stderr and "Traceback" not in wrong.stderr
+    for option, value, says in [
+        ("--grpc-port", "nope", "'nope' is not a port"),
+        ("--accept", "png", "'png' is not a media type"),
+    ]:
+        wrong = subprocess.run(
+            [FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", "0", option, value],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrong.returncode == 2
+        assert says in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+async def test_accept_widens_the_media_types_a_message_may_carry(tmp_path: Path) -> None:
+    with _serving(tmp_path / "png", "--accept", "image/png", "--grpc-port", "off") as server:
+        modes = server.card()["defaultInputModes"]
+        png = Part(raw=b"\x89PNG\r\n\x1a\n", media_type="image/png", filename="dot.png")
+        pdf = Part(raw=b"%PDF-1.7", media_type="application/pdf", filename="doc.pdf")
+        async with _client(server.url, TransportProtocol.JSONRPC) as client:
+            events = await _stream(
+                client, _request(Part(text="see"), png, metadata={"agent": "echo"}), None
+            )
+            with pytest.raises(ContentTypeNotSupportedError, match="application/pdf"):
+                await _stream(client, _request(Part(text="read"), pdf), None)
+    assert modes == ["text/plain", "application/json", "image/png"]
+    assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
 def test_a_grpc_port_in_use_is_one_clear_line(tmp_path: Path) -> None:

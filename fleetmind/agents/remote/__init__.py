@@ -20,7 +20,12 @@ from fleetmind._extras import require
 
 if TYPE_CHECKING:
     from fleetmind.agents.remote._a2a_agent import A2AAgent, connect_a2a_agent
-    from fleetmind.agents.remote._a2a_card import agent_card, profile_from_card, slug
+    from fleetmind.agents.remote._a2a_card import (
+        INPUT_MODES,
+        agent_card,
+        profile_from_card,
+        slug,
+    )
     from fleetmind.agents.remote._a2a_parts import (
         message_from_a2a,
         parts_from_a2a,
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "A2AAgent": "fleetmind.agents.remote._a2a_agent",
     "connect_a2a_agent": "fleetmind.agents.remote._a2a_agent",
+    "INPUT_MODES": "fleetmind.agents.remote._a2a_card",
     "agent_card": "fleetmind.agents.remote._a2a_card",
     "profile_from_card": "fleetmind.agents.remote._a2a_card",
     "slug": "fleetmind.agents.remote._a2a_card",
@@ -90,6 +96,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "INPUT_MODES",
     "A2AAgent",
     "AgentDict",
     "AgentPool",
