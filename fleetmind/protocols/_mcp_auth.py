@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 from collections.abc import AsyncGenerator, Callable
@@ -526,7 +527,7 @@ def _provider_class() -> Callable[[str, str, MCPAuth, MCPOAuthClient], OAuthClie
             """Check that someone can authorize, and listen for the redirect before the SDK
             registers the client (the registration names the redirect URI)."""
             if not self.auth.is_interactive():
-                command = self.auth.login_command.format(url=self.url)
+                command = self.auth.login_command.format(url=shlex.quote(self.url))
                 raise MCPAuthorizationRequired(
                     f"MCP server {self.name!r} requires authorization and no terminal is here "
                     f"to give it: run `{command}` first",
