@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -277,3 +278,72 @@ async def test_cancelling_a_call_cancels_the_tool() -> None:
     with pytest.raises(asyncio.CancelledError):
         await call
     assert cancelled.is_set()
+
+
+class ChangingSource:
+    """A tool source whose tools change while it runs, and that says so."""
+
+    def __init__(self, name: str, tools: list[ToolSpec]) -> None:
+        self.name = name
+        self.tools = tools
+        self.listings = 0
+        self._callbacks: list[Callable[[], None]] = []
+
+    async def specs(self) -> list[ToolSpec]:
+        self.listings += 1
+        return list(self.tools)
+
+    async def aclose(self) -> None:
+        pass
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def change(self, tools: list[ToolSpec]) -> None:
+        self.tools = tools
+        for callback in self._callbacks:
+            callback()
+
+
+def spec_of(name: str, value: str) -> ToolSpec:
+    async def run(arguments: Mapping[str, Any]) -> str:
+        return value
+
+    return ToolSpec(name, "", {"type": "object"}, run, arguments_as_object=True)
+
+
+async def test_a_source_that_changes_is_reloaded_and_an_unknown_name_waits_for_it() -> None:
+    source = ChangingSource("remote", [spec_of("a", "first a"), spec_of("b", "b")])
+    registry = ToolRegistry([shout_async])
+    registry.add_source(source)
+    await registry.load()
+    assert registry.names() == ["shout", "a", "b"]
+
+    source.change([spec_of("a", "second a"), spec_of("c", "c")])
+    # No await in between: the call finds the reload under way and waits for it.
+    result = await registry.call("c", {})
+    assert result.value == "c"
+    assert registry.names() == ["shout", "a", "c"]
+    assert (await registry.call("a", {})).value == "second a"
+    assert not (await registry.call("b", {})).ok
+    assert source.listings == 2
+
+
+async def test_a_change_that_takes_a_name_of_another_tool_keeps_the_old_tools() -> None:
+    source = ChangingSource("remote", [spec_of("a", "a")])
+    registry = ToolRegistry([shout_async])
+    registry.add_source(source)
+    await registry.load()
+    with pytest.raises(AgentError, match="offers a tool named 'shout'"):
+        source.tools = [spec_of("shout", "clash")]
+        await registry.reload(source)
+    assert registry.names() == ["shout", "a"]
+    assert (await registry.call("shout", {"text": "hi"})).value == "HI "
+
+
+async def test_a_source_not_loaded_yet_is_left_to_load() -> None:
+    source = ChangingSource("remote", [spec_of("a", "a")])
+    registry = ToolRegistry()
+    registry.add_source(source)
+    assert await registry.reload(source) == []
+    assert source.listings == 0
