@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import Scope
 
 from fleetmind.agents.remote import agent_card
 from fleetmind.errors import ConfigError
@@ -44,7 +46,7 @@ from fleetmind.serve._a2a_executor import CheckedRequests, FleetExecutor
 from fleetmind.serve._a2a_grpc import GrpcBinding
 from fleetmind.serve._a2a_push import CheckedPushConfigStore, WebhookSender
 from fleetmind.serve._a2a_state import DurablePushConfigStore, DurableTaskStore
-from fleetmind.serve._http_gate import HttpGate, exact_bearer
+from fleetmind.serve._http_gate import ErrorBody, HttpGate, Refusal, exact_bearer
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Request bodies above this size are refused with HTTP 413 (a task graph is far smaller)."""
@@ -178,6 +180,7 @@ def build_a2a_app(
                 unauthorized_code=_UNAUTHORIZED,
                 max_body_bytes=max_body_bytes,
                 public_paths=frozenset({AGENT_CARD_WELL_KNOWN_PATH}),
+                error_body=_rest_refusal(rpc_path if jsonrpc else None),
             )
         ],
         lifespan=lifespan,
@@ -308,6 +311,24 @@ def _endpoints(
         rest=base + REST_PATH if rest else None,
         grpc=grpc.url if grpc is not None else None,
     )
+
+
+_REST_STATUS = {401: "UNAUTHENTICATED", 413: "RESOURCE_EXHAUSTED"}
+"""The google.rpc status name of each HTTP status the gate answers with."""
+
+
+def _rest_refusal(rpc_path: str | None) -> ErrorBody:
+    """Refusals on every path but the JSON-RPC endpoint's are HTTP+JSON errors: a
+    ``google.rpc.Status`` under ``error``, as that binding's clients read them."""
+
+    def body(scope: Scope, refusal: Refusal) -> bytes | None:
+        if rpc_path is not None and scope["path"].rstrip("/") == rpc_path.rstrip("/"):
+            return None
+        status = _REST_STATUS.get(refusal.status, "INVALID_ARGUMENT")
+        error = {"code": refusal.status, "status": status, "message": refusal.text}
+        return json.dumps({"error": error}).encode()
+
+    return body
 
 
 def _rest_path(rpc_path: str) -> str:

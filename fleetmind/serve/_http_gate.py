@@ -3,8 +3,9 @@
 It checks the bearer token, then the body size, and hands the body on; a refusal is a JSON-RPC
 error object in the body with an HTTP status that says the same, which is what JSON-RPC
 clients surface as the error. What differs between the servers is a parameter: how a token is
-compared, the realm and error code of a 401, paths that stay public, and a last look at the body
-(MCP's check that it is a JSON-RPC message).
+compared, the realm and error code of a 401, paths that stay public, a last look at the body
+(MCP's check that it is a JSON-RPC message), and the body of a refusal on a path that does not
+speak JSON-RPC (A2A's HTTP+JSON binding).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ TokenCheck = Callable[[bytes], bool]
 
 BodyCheck = Callable[[Scope, bytes], Refusal | None]
 """A last look at a whole body within the limit: a refusal, or None to hand it on."""
+
+ErrorBody = Callable[[Scope, Refusal], bytes | None]
+"""The body of a refusal for a request whose protocol is not JSON-RPC (None: a JSON-RPC error)."""
 
 
 def exact_bearer(token: str) -> TokenCheck:
@@ -84,8 +88,10 @@ class HttpGate:
         max_body_bytes: int,
         public_paths: frozenset[str] = frozenset(),
         check_body: BodyCheck | None = None,
+        error_body: ErrorBody | None = None,
     ) -> None:
         self.app = app
+        self._error_body = error_body
         self._accepts = token_check
         self._realm = realm.encode()
         self._unauthorized = unauthorized_code
@@ -108,11 +114,13 @@ class HttpGate:
                 reason = "missing bearer token" if given is None else "wrong bearer token"
                 drained = await _drain(receive, declared, 0)
                 refusal = Refusal(401, self._unauthorized, f"Unauthorized: {reason}")
-                await _refuse(send, refusal, challenge=challenge, keep_alive=drained)
+                refused = self._body(scope, refusal)
+                await _refuse(send, refusal, challenge=challenge, keep_alive=drained, body=refused)
                 return
         if declared is not None and declared > self._max:
             drained = await _drain(receive, declared, 0)
-            await _refuse(send, self._too_large(), keep_alive=drained)
+            too_large = self._too_large()
+            await _refuse(send, too_large, keep_alive=drained, body=self._body(scope, too_large))
             return
         body = bytearray()
         more = True
@@ -124,7 +132,9 @@ class HttpGate:
             more = message.get("more_body", False)
             if len(body) > self._max:
                 drained = not more or await _drain(receive, declared, len(body))
-                await _refuse(send, self._too_large(), keep_alive=drained)
+                too_large = self._too_large()
+                refused = self._body(scope, too_large)
+                await _refuse(send, too_large, keep_alive=drained, body=refused)
                 return
         if self._check_body is not None:
             late = self._check_body(scope, bytes(body))
@@ -132,6 +142,9 @@ class HttpGate:
                 await _refuse(send, late)
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _body(self, scope: Scope, refusal: Refusal) -> bytes | None:
+        return self._error_body(scope, refusal) if self._error_body is not None else None
 
     def _too_large(self) -> Refusal:
         text = f"Invalid Request: payload too large (the limit is {self._max} bytes)"
@@ -181,10 +194,13 @@ async def _refuse(
     *,
     challenge: bytes | None = None,
     keep_alive: bool = True,
+    body: bytes | None = None,
 ) -> None:
-    """A JSON-RPC error response with an HTTP status that says the same."""
-    error = {"code": refusal.code, "message": refusal.text}
-    body = json.dumps({"jsonrpc": "2.0", "id": refusal.request_id, "error": error}).encode()
+    """An error response (a JSON-RPC error unless ``body`` is given) with an HTTP status that
+    says the same."""
+    if body is None:
+        error = {"code": refusal.code, "message": refusal.text}
+        body = json.dumps({"jsonrpc": "2.0", "id": refusal.request_id, "error": error}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -228,6 +228,24 @@ async def test_each_binding_refuses_a_missing_or_wrong_token(
         assert isinstance(cause, httpx.HTTPStatusError)
         assert cause.response.status_code == 401
         assert cause.response.headers["www-authenticate"].startswith('Bearer realm="a2a"')
+        body = cause.response.json()
+        if binding == TransportProtocol.HTTP_JSON:  # the binding's own error shape
+            assert body["error"]["code"] == 401
+            assert body["error"]["status"] == "UNAUTHENTICATED"
+        else:
+            assert body["error"]["code"] == -32000
+
+
+async def test_the_http_bindings_refuse_a_body_over_the_size_limit(guarded: Server) -> None:
+    huge = b"{" + b" " * (5 * 1024 * 1024) + b"}"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(timeout=60) as http:
+        rpc = await http.post(guarded.url + "/", content=huge, headers=headers)
+        rest = await http.post(guarded.url + "/rest/message:send", content=huge, headers=headers)
+    assert rpc.status_code == rest.status_code == 413
+    assert rpc.json()["error"]["code"] == -32600
+    assert rest.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert "the limit is 4194304 bytes" in rest.json()["error"]["message"]
 
 
 async def test_the_grpc_binding_refuses_a_message_over_the_size_limit(guarded: Server) -> None:
