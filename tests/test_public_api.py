@@ -315,6 +315,8 @@ EXPECTED = {
         "SamplingMessage",
         "SamplingReply",
         "SamplingRequest",
+        "SamplingTool",
+        "SamplingToolCall",
         "check_form_answer",
         "form_fields",
         "ResultPayload",

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fleetmind.agents import Agent, ChatMessage, LLMClient, extract_json
+from fleetmind.agents import Agent, ChatMessage, LLMClient, ToolCall, extract_json
 from fleetmind.errors import FleetmindError, ModelNotConfigured
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._task_result import TaskResult
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         ElicitationHandler,
         ElicitationReply,
         ElicitationRequest,
+        SamplingMessage,
         SamplingReply,
         SamplingRequest,
     )
@@ -116,32 +117,58 @@ class MCPRequests:
     async def sample(self, request: SamplingRequest) -> SamplingReply:
         """Answer a sampling request with the model that fits the server's preferences.
 
+        Tools the server offers go to the model as tools it may call; the calls it makes go
+        back to the server, which runs them and samples again with their results.
+
         Raises:
             ModelNotConfigured: The fleet has no model.
             ModelError: The model could not answer.
         """
-        from fleetmind.tools import SamplingReply
+        from fleetmind.tools import SamplingReply, SamplingToolCall
 
         model = self.pick_model(request)
         messages: list[ChatMessage] = []
         if request.system_prompt:
             messages.append(ChatMessage.system(request.system_prompt))
         for turn in request.messages:
-            messages.append(
-                ChatMessage.user(turn.text)
-                if turn.role == "user"
-                else ChatMessage.assistant(turn.text)
-            )
+            messages.extend(_chat_messages(turn))
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.input_schema or {"type": "object"},
+                },
+            }
+            for t in request.tools
+        ]
         completion = await model.complete(
             messages,
+            tools=tools,
+            tool_choice=request.tool_choice if tools else None,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             stop=request.stop_sequences,
         )
+        calls = []
+        for call in completion.tool_calls:
+            try:
+                arguments = call.parsed_arguments()
+            except ValueError:
+                arguments = {}  # the server checks the arguments against its tool's schema
+            calls.append(SamplingToolCall(call.id, call.name, arguments))
+        if calls:
+            stop_reason = "toolUse"
+        elif completion.finish_reason == "length":
+            stop_reason = "maxTokens"
+        else:
+            stop_reason = "endTurn"
         return SamplingReply(
             text=completion.content,
             model=completion.model or model.model_name or model.name,
-            stop_reason="maxTokens" if completion.finish_reason == "length" else "endTurn",
+            stop_reason=stop_reason,
+            tool_calls=tuple(calls),
         )
 
     def pick_model(self, request: SamplingRequest) -> LLMClient:
@@ -234,6 +261,17 @@ class MCPRequests:
             )
             return ElicitationReply.decline()
         return ElicitationReply("accept", dict(answer))
+
+
+def _chat_messages(turn: SamplingMessage) -> list[ChatMessage]:
+    """One turn of a sampling conversation as chat messages (tool results are their own)."""
+    if turn.role == "assistant":
+        calls = [ToolCall(c.id, c.name, json.dumps(c.arguments)) for c in turn.tool_calls]
+        return [ChatMessage.assistant(turn.text, calls)]
+    out = [ChatMessage.tool(call_id, text) for call_id, text in turn.tool_results]
+    if turn.text or not out:
+        out.append(ChatMessage.user(turn.text))
+    return out
 
 
 def _describe_question(request: ElicitationRequest) -> str:

@@ -75,6 +75,8 @@ if TYPE_CHECKING:
         SamplingMessage,
         SamplingReply,
         SamplingRequest,
+        SamplingTool,
+        SamplingToolCall,
         check_form_answer,
         form_fields,
     )
@@ -100,6 +102,8 @@ _LAZY = {
     "SamplingMessage": "fleetmind.protocols._mcp_requests",
     "SamplingReply": "fleetmind.protocols._mcp_requests",
     "SamplingRequest": "fleetmind.protocols._mcp_requests",
+    "SamplingTool": "fleetmind.protocols._mcp_requests",
+    "SamplingToolCall": "fleetmind.protocols._mcp_requests",
     "check_form_answer": "fleetmind.protocols._mcp_requests",
     "form_fields": "fleetmind.protocols._mcp_requests",
 }
@@ -164,6 +168,8 @@ __all__ = [
     "SamplingMessage",
     "SamplingReply",
     "SamplingRequest",
+    "SamplingTool",
+    "SamplingToolCall",
     "SubmitPayload",
     "SyncPayload",
     "TaskEventPayload",

@@ -13,6 +13,7 @@ list changes only that way.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ __all__ = [
     "SamplingMessage",
     "SamplingReply",
     "SamplingRequest",
+    "SamplingTool",
+    "SamplingToolCall",
     "check_form_answer",
     "form_fields",
 ]
@@ -44,11 +47,38 @@ _TOOLS_CHANGED = "notifications/tools/list_changed"
 
 
 @dataclass(frozen=True, slots=True)
+class SamplingToolCall:
+    """A tool call in a sampling conversation: the model's, which the server carries out."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingTool:
+    """A tool the server offers the model during sampling (the server runs it, not fleetmind)."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingMessage:
-    """One turn of the conversation a server wants a model to continue."""
+    """One turn of the conversation a server wants a model to continue.
+
+    Attributes:
+        role: Who speaks.
+        text: What they say (may be empty beside tool calls or results).
+        tool_calls: The calls an assistant turn made.
+        tool_results: ``(call id, result text)`` pairs a user turn gives back.
+    """
 
     role: Literal["user", "assistant"]
     text: str
+    tool_calls: tuple[SamplingToolCall, ...] = ()
+    tool_results: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +95,8 @@ class SamplingRequest:
         model_hints: Model names (or parts of names) the server prefers, best first.
         cost_priority, speed_priority, intelligence_priority: How much the server cares
             about each, from 0 to 1, when no hint decides.
+        tools: Tools the model may call (the server runs the calls and samples again).
+        tool_choice: ``auto``, ``required`` or ``none`` (``auto`` when None).
     """
 
     server: str
@@ -77,6 +109,8 @@ class SamplingRequest:
     cost_priority: float | None = None
     speed_priority: float | None = None
     intelligence_priority: float | None = None
+    tools: tuple[SamplingTool, ...] = ()
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +120,14 @@ class SamplingReply:
     Attributes:
         text: The answer.
         model: The name of the model that gave it.
-        stop_reason: ``endTurn``, ``stopSequence`` or ``maxTokens``, when known.
+        stop_reason: ``endTurn``, ``stopSequence``, ``maxTokens`` or ``toolUse``, when known.
+        tool_calls: The tools the model asks the server to call.
     """
 
     text: str
     model: str
     stop_reason: str | None = None
+    tool_calls: tuple[SamplingToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +343,12 @@ def client_callbacks(
     """
     callbacks: dict[str, Any] = {}
     if sampling is not None:
+        from mcp import types
+
         callbacks["sampling_callback"] = _sampling_callback(server, sampling)
+        callbacks["sampling_capabilities"] = types.SamplingCapability(
+            tools=types.SamplingToolsCapability()
+        )
     if elicitation is not None:
         callbacks["elicitation_callback"] = _elicitation_callback(server, elicitation)
     if on_tools_changed is not None:
@@ -325,7 +366,6 @@ async def listen_for_tool_changes(
     session's message handler either way. A server that refuses the stream is logged and
     otherwise left alone: its tools are then read once per session.
     """
-    from mcp import MCPError
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
     if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -335,31 +375,20 @@ async def listen_for_tool_changes(
         return
     try:
         await stack.enter_async_context(client.listen(tools_list_changed=True))
-    except (MCPError, RuntimeError, TimeoutError) as exc:
-        logger.info("MCP server %r: not following its tool list: %s", server, exc)
+    except Exception as exc:  # the tools stay usable; only their changes go unnoticed
+        logger.info("MCP server %r: not following its tool list: %s", server, _one_line(exc))
 
 
 def _sampling_callback(server: str, handler: SamplingHandler) -> Any:
     from mcp import types
 
     async def callback(context: Any, params: types.CreateMessageRequestParams) -> Any:
-        if params.tools or params.tool_choice is not None:
-            return types.ErrorData(
-                code=_INVALID_PARAMS,
-                message="tools in sampling requests are not supported by this client",
-            )
         messages: list[SamplingMessage] = []
         for message in params.messages:
-            blocks = message.content if isinstance(message.content, list) else [message.content]
-            texts: list[str] = []
-            for block in blocks:
-                if not isinstance(block, types.TextContent):
-                    return types.ErrorData(
-                        code=_INVALID_PARAMS,
-                        message=f"this client samples text only, not {block.type} content",
-                    )
-                texts.append(block.text)
-            messages.append(SamplingMessage(role=message.role, text="\n".join(texts)))
+            try:
+                messages.append(_sampling_message(message))
+            except ValueError as exc:
+                return types.ErrorData(code=_INVALID_PARAMS, message=str(exc))
         preferences = params.model_preferences
         hints = (preferences.hints if preferences else None) or []
         request = SamplingRequest(
@@ -373,6 +402,11 @@ def _sampling_callback(server: str, handler: SamplingHandler) -> Any:
             cost_priority=preferences.cost_priority if preferences else None,
             speed_priority=preferences.speed_priority if preferences else None,
             intelligence_priority=preferences.intelligence_priority if preferences else None,
+            tools=tuple(
+                SamplingTool(t.name, t.description or "", dict(t.input_schema or {}))
+                for t in params.tools or ()
+            ),
+            tool_choice=params.tool_choice.mode if params.tool_choice is not None else None,
         )
         try:
             reply = await handler(request)
@@ -380,14 +414,56 @@ def _sampling_callback(server: str, handler: SamplingHandler) -> Any:
             message_text = _one_line(exc)
             logger.warning("MCP server %r: sampling failed: %s", server, message_text)
             return types.ErrorData(code=_INTERNAL_ERROR, message=f"sampling failed: {message_text}")
-        return types.CreateMessageResult(
+        text = types.TextContent(type="text", text=reply.text)
+        if not (params.tools or params.tool_choice is not None):
+            return types.CreateMessageResult(
+                role="assistant", content=text, model=reply.model, stop_reason=reply.stop_reason
+            )
+        blocks: list[Any] = [text] if reply.text or not reply.tool_calls else []
+        blocks.extend(
+            types.ToolUseContent(type="tool_use", id=c.id, name=c.name, input=dict(c.arguments))
+            for c in reply.tool_calls
+        )
+        return types.CreateMessageResultWithTools(
             role="assistant",
-            content=types.TextContent(type="text", text=reply.text),
+            content=blocks,
             model=reply.model,
-            stop_reason=reply.stop_reason,
+            stop_reason="toolUse" if reply.tool_calls else reply.stop_reason,
         )
 
     return callback
+
+
+def _sampling_message(message: Any) -> SamplingMessage:
+    """A sampling message in fleetmind's terms: text, tool calls and tool results only.
+
+    Raises:
+        ValueError: It holds an image, audio or another kind of content.
+    """
+    from mcp import types
+
+    blocks = message.content if isinstance(message.content, list) else [message.content]
+    texts: list[str] = []
+    calls: list[SamplingToolCall] = []
+    results: list[tuple[str, str]] = []
+    for block in blocks:
+        if isinstance(block, types.TextContent):
+            texts.append(block.text)
+        elif isinstance(block, types.ToolUseContent):
+            calls.append(SamplingToolCall(block.id, block.name, dict(block.input)))
+        elif isinstance(block, types.ToolResultContent):
+            parts = [b.text for b in block.content if isinstance(b, types.TextContent)]
+            if block.structured_content is not None and not parts:
+                parts.append(json.dumps(block.structured_content))
+            results.append((block.tool_use_id, "\n".join(parts)))
+        else:
+            raise ValueError(f"this client samples text and tool calls only, not {block.type}")
+    return SamplingMessage(
+        role=message.role,
+        text="\n".join(texts),
+        tool_calls=tuple(calls),
+        tool_results=tuple(results),
+    )
 
 
 def _elicitation_callback(server: str, handler: ElicitationHandler) -> Any:

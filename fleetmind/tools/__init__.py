@@ -31,6 +31,8 @@ if TYPE_CHECKING:
         SamplingMessage,
         SamplingReply,
         SamplingRequest,
+        SamplingTool,
+        SamplingToolCall,
         check_form_answer,
         form_fields,
     )
@@ -48,6 +50,8 @@ _FROM_PROTOCOLS = frozenset(
         "SamplingMessage",
         "SamplingReply",
         "SamplingRequest",
+        "SamplingTool",
+        "SamplingToolCall",
         "check_form_answer",
         "form_fields",
     }
@@ -64,6 +68,8 @@ __all__ = [
     "SamplingMessage",
     "SamplingReply",
     "SamplingRequest",
+    "SamplingTool",
+    "SamplingToolCall",
     "ToolRegistry",
     "ToolResult",
     "ToolSource",

@@ -105,6 +105,29 @@ async def test_the_servers_hints_pick_among_the_configured_models(
     assert [r["model"] for r in llm.requests] == ["poet-large"]
 
 
+async def test_a_server_may_offer_the_model_tools_and_send_back_their_results(
+    llm: ScriptedLLMServer, model: OpenAICompatibleClient
+) -> None:
+    llm.push(Reply.tool("lookup", {"word": "pup"}), Reply.text("A pup is a young dog."))
+    fleet = Fleet(mcp_servers=[asking_server()], sampling_model=model)
+    try:
+        result = await fleet.tools.call("define", {"word": "pup"})
+    finally:
+        await fleet.aclose()
+    assert result.ok, result.error
+    assert result.value == {"result": "toolUse lookup(pup); then endTurn: A pup is a young dog."}
+    first, second = llm.requests
+    assert [t["function"]["name"] for t in first["tools"]] == ["lookup"]
+    assert first["tool_choice"] == "auto"
+    call = second["messages"][1]["tool_calls"][0]
+    assert call["function"]["name"] == "lookup"
+    assert second["messages"][2] == {
+        "role": "tool",
+        "content": "pup: a young dog",
+        "tool_call_id": call["id"],
+    }
+
+
 async def test_without_a_model_the_server_hears_that_sampling_is_not_offered() -> None:
     fleet = Fleet(mcp_servers=[asking_server()])
     try:

@@ -68,6 +68,8 @@ def test_public_names() -> None:
             "SamplingMessage",
             "SamplingReply",
             "SamplingRequest",
+            "SamplingTool",
+            "SamplingToolCall",
             "check_form_answer",
             "form_fields",
         ]
