@@ -38,25 +38,6 @@ if TYPE_CHECKING:
     )
     from fleetmind.tools._mcp import MCPToolSource
 
-# Names that live in the protocols package, loaded on first use.
-_FROM_PROTOCOLS = frozenset(
-    {
-        "ElicitationHandler",
-        "ElicitationReply",
-        "ElicitationRequest",
-        "FormField",
-        "MCPServerConfig",
-        "SamplingHandler",
-        "SamplingMessage",
-        "SamplingReply",
-        "SamplingRequest",
-        "SamplingTool",
-        "SamplingToolCall",
-        "check_form_answer",
-        "form_fields",
-    }
-)
-
 __all__ = [
     "ElicitationHandler",
     "ElicitationReply",
@@ -91,7 +72,7 @@ def __getattr__(name: str) -> Any:
         from fleetmind.tools._mcp import MCPToolSource
 
         return MCPToolSource
-    if name in _FROM_PROTOCOLS:
+    if name in __all__:  # not defined here: one of the protocols package's names
         import fleetmind.protocols
 
         return getattr(fleetmind.protocols, name)
