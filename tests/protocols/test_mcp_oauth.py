@@ -126,12 +126,25 @@ def auth_for(data: Path, browser: Browser | None) -> MCPAuth:
     )
 
 
+def connect(server: OAuthServer, data: Path, browser: Browser | None) -> MCPConnection:
+    """A connection to the protected server, its tokens kept under ``data``."""
+    config = MCPServerConfig.parse(server.url, name="protected")
+    return MCPConnection(config, auth=auth_for(data, browser))
+
+
+async def sign_in(server: OAuthServer, data: Path) -> None:
+    """A first connection, which the user authorizes in the browser: tokens are kept after."""
+    browser = Browser()
+    async with connect(server, data, browser) as connection:
+        await connection.list_tools()
+    await browser.finish()
+
+
 async def test_the_client_authorizes_then_lists_and_calls_a_tool(
     server: OAuthServer, tmp_path: Path
 ) -> None:
     browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+    async with connect(server, tmp_path, browser) as connection:
         tools = await connection.list_tools()
         result = await connection.call_tool("add", {"a": 2, "b": 3})
     assert [t.name for t in tools] == ["add"]
@@ -150,11 +163,7 @@ async def test_the_client_authorizes_then_lists_and_calls_a_tool(
 async def test_tokens_are_kept_private_and_reused_without_a_new_authorization(
     server: OAuthServer, tmp_path: Path
 ) -> None:
-    browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
-        await connection.list_tools()
-    await browser.finish()
+    await sign_in(server, tmp_path)
 
     saved = mcp_token_file(tmp_path / "mcp_auth", server.url)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
@@ -162,7 +171,7 @@ async def test_tokens_are_kept_private_and_reused_without_a_new_authorization(
     assert json.loads(saved.read_text())["tokens"]["access_token"]
 
     # A second connection, with nobody at a terminal: the kept token is enough.
-    async with MCPConnection(config, auth=auth_for(tmp_path, None)) as connection:
+    async with connect(server, tmp_path, None) as connection:
         result = await connection.call_tool("add", {"a": 1, "b": 1})
     assert result.structured == {"result": 2}
     stats = server.stats()
@@ -174,8 +183,7 @@ async def test_a_token_the_server_expired_is_refreshed_without_the_user(
     server: OAuthServer, tmp_path: Path
 ) -> None:
     browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+    async with connect(server, tmp_path, browser) as connection:
         await connection.list_tools()
         server.control("expire")
         result = await connection.call_tool("add", {"a": 4, "b": 4})
@@ -189,17 +197,13 @@ async def test_a_token_the_server_expired_is_refreshed_without_the_user(
 async def test_a_kept_token_past_its_expiry_is_refreshed_before_it_is_sent(
     server: OAuthServer, tmp_path: Path
 ) -> None:
-    browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
-        await connection.list_tools()
-    await browser.finish()
+    await sign_in(server, tmp_path)
     saved = mcp_token_file(tmp_path / "mcp_auth", server.url)
     data = json.loads(saved.read_text())
     data["expires_at"] = time.time() - 60
     saved.write_text(json.dumps(data))
 
-    async with MCPConnection(config, auth=auth_for(tmp_path, None)) as connection:
+    async with connect(server, tmp_path, None) as connection:
         result = await connection.call_tool("add", {"a": 5, "b": 5})
     assert result.structured == {"result": 10}
     assert server.stats()["grant:refresh_token"] == 1
@@ -209,8 +213,7 @@ async def test_a_kept_token_past_its_expiry_is_refreshed_before_it_is_sent(
 async def test_without_a_terminal_the_error_names_the_login_command(
     server: OAuthServer, tmp_path: Path
 ) -> None:
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, None)) as connection:
+    async with connect(server, tmp_path, None) as connection:
         with pytest.raises(MCPAuthorizationRequired) as caught:
             await connection.list_tools()
     assert caught.value.message == (
@@ -225,8 +228,7 @@ async def test_a_refusal_at_the_authorization_server_is_a_clear_error(
 ) -> None:
     server.control("deny", on="1")
     browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+    async with connect(server, tmp_path, browser) as connection:
         with pytest.raises(MCPAuthorizationDenied) as caught:
             await connection.list_tools()
     assert await browser.finish() == [200]
@@ -248,8 +250,7 @@ async def test_malformed_metadata_is_named_in_the_error(
 ) -> None:
     server.control("malformed", what=document)
     browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+    async with connect(server, tmp_path, browser) as connection:
         with pytest.raises(MCPAuthError) as caught:
             await connection.list_tools()
     message = caught.value.message
@@ -354,6 +355,22 @@ def _login(server: OAuthServer, data: Path) -> subprocess.Popen[str]:
     )
 
 
+async def _login_in_browser(
+    server: OAuthServer, data: Path
+) -> tuple[subprocess.Popen[str], str, str]:
+    """`fleetmind mcp login`, its authorization address opened as the user would: the ended
+    process, its output and its errors."""
+    process = _login(server, data)
+    try:
+        await asyncio.to_thread(_browse_from, process)
+        out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process, out, err
+
+
 def _browse_from(process: subprocess.Popen[str]) -> list[str]:
     """Read stderr up to the authorization address, open it and follow the redirect."""
     assert process.stderr is not None
@@ -371,14 +388,7 @@ def _browse_from(process: subprocess.Popen[str]) -> list[str]:
 async def test_mcp_login_authorizes_ahead_of_a_run_with_no_terminal(
     server: OAuthServer, tmp_path: Path
 ) -> None:
-    process = _login(server, tmp_path)
-    try:
-        await asyncio.to_thread(_browse_from, process)
-        out, err = await asyncio.to_thread(process.communicate, timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, out, err = await _login_in_browser(server, tmp_path)
     saved = mcp_token_file(tmp_path / "mcp_auth", server.url)
     assert process.returncode == 0, err
     assert out == f"Authorized with {server.url} (1 tool); its tokens are kept in {saved}\n"
@@ -411,14 +421,7 @@ async def test_mcp_login_authorizes_ahead_of_a_run_with_no_terminal(
 
 async def test_mcp_login_reports_a_refusal_on_one_line(server: OAuthServer, tmp_path: Path) -> None:
     server.control("deny", on="1")
-    process = _login(server, tmp_path)
-    try:
-        await asyncio.to_thread(_browse_from, process)
-        out, err = await asyncio.to_thread(process.communicate, timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, out, err = await _login_in_browser(server, tmp_path)
     assert process.returncode == 2
     assert out == ""
     port = urlsplit(server.url).port
@@ -448,13 +451,9 @@ async def test_a_fleet_with_no_terminal_is_told_which_command_to_run(
 async def test_tokens_that_can_no_longer_be_refreshed_mid_session_are_a_clear_error(
     server: OAuthServer, tmp_path: Path
 ) -> None:
-    browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
-        await connection.list_tools()
-    await browser.finish()
+    await sign_in(server, tmp_path)
 
-    async with MCPConnection(config, auth=auth_for(tmp_path, None)) as connection:
+    async with connect(server, tmp_path, None) as connection:
         await connection.list_tools()
         server.control("expire", refresh="0")
         with pytest.raises(MCPAuthorizationRequired) as caught:
@@ -473,8 +472,7 @@ async def test_a_request_for_more_scope_is_authorized_again_with_both_scopes(
     server: OAuthServer, tmp_path: Path
 ) -> None:
     browser = Browser()
-    config = MCPServerConfig.parse(server.url, name="protected")
-    async with MCPConnection(config, auth=auth_for(tmp_path, browser)) as connection:
+    async with connect(server, tmp_path, browser) as connection:
         await connection.list_tools()
         server.control("step-up", on="1")
         result = await connection.call_tool("add", {"a": 3, "b": 4})
