@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
-from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, create_client
+from a2a.client import A2AClientError, Client, ClientCallContext
 from a2a.helpers import new_data_part
 from a2a.types import (
     CancelTaskRequest,
@@ -36,6 +32,7 @@ from a2a.types import (
 )
 from a2a.utils.constants import TransportProtocol
 from a2a.utils.errors import ContentTypeNotSupportedError
+from a2a_harness import CARD, FLEETMIND, A2AServer, sdk_client, serving
 from google.protobuf.json_format import MessageToDict
 from repo_paths import FIXTURES
 
@@ -43,100 +40,19 @@ from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 FLEET = str(FIXTURES / "a2a_fleet.py")
-CARD = "/.well-known/agent-card.json"
 TOKEN = "binding-token"
 BINDINGS = [TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON, TransportProtocol.GRPC]
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def card(self) -> dict[str, Any]:
-        answer = httpx.get(self.url + CARD, timeout=30)
-        answer.raise_for_status()
-        card: dict[str, Any] = answer.json()
-        return card
-
-    def interface(self, binding: str) -> str:
-        found = [i["url"] for i in self.card()["supportedInterfaces"]]
-        bindings = [i["protocolBinding"] for i in self.card()["supportedInterfaces"]]
-        return found[bindings.index(binding)]
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (a clean stop exits 0)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-
-@contextmanager
-def _serving(home: Path, *args: str) -> Iterator[Server]:
-    """`fleetmind a2a serve` of the fixture fleet on a free port, stopped at the end."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", str(port)),
-                *("--data-dir", str(home / "data"), *args),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited ({process.returncode}): {log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not serve its card: {log.read_text()}")
-            try:
-                if httpx.get(server.url + CARD).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)  # not listening yet
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A2AServer]:
     """The fixture fleet behind a bearer token, on all three bindings."""
     home = tmp_path_factory.mktemp("guarded")
     (home / "token").write_text(TOKEN + "\n")
     (home / "token").chmod(0o600)
-    with _serving(home, "--token-file", str(home / "token")) as server:
+    with serving(FLEET, home, "--token-file", str(home / "token")) as server:
         yield server
-
-
-@asynccontextmanager
-async def _client(url: str, binding: str, *, streaming: bool = True) -> AsyncIterator[Client]:
-    """The a2a-sdk's client for the agent at ``url``, allowed to speak ``binding`` only."""
-    async with httpx.AsyncClient(timeout=60) as http:
-        config = ClientConfig(
-            streaming=streaming,
-            httpx_client=http,
-            supported_protocol_bindings=[binding],
-            grpc_channel_factory=grpc.aio.insecure_channel,
-        )
-        client = await create_client(url, client_config=config)
-        try:
-            yield client
-        finally:
-            await client.close()
 
 
 def _auth(token: str | None) -> ClientCallContext:
@@ -167,9 +83,9 @@ async def _stream(client: Client, request: SendMessageRequest, token: str | None
 
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_each_binding_carries_a_task_from_message_to_result(
-    guarded: Server, binding: str
+    guarded: A2AServer, binding: str
 ) -> None:
-    async with _client(guarded.url, binding) as client:
+    async with sdk_client(guarded.url, binding, streaming=True) as client:
         request = _request(Part(text="over the wire"), metadata={"agent": "echo"})
         events = await _stream(client, request, TOKEN)
     kinds = [next(iter(e)) for e in events]
@@ -189,13 +105,13 @@ async def test_each_binding_carries_a_task_from_message_to_result(
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-async def test_each_binding_cancels_and_gets_tasks(guarded: Server, binding: str) -> None:
+async def test_each_binding_cancels_and_gets_tasks(guarded: A2AServer, binding: str) -> None:
     request = _request(
         Part(text="count"), new_data_part({"hold": True}), metadata={"agent": "slow"}
     )
     task_id = ""
     cancelled: Task | None = None
-    async with _client(guarded.url, binding) as client:
+    async with sdk_client(guarded.url, binding, streaming=True) as client:
         async for event in client.send_message(request, context=_auth(TOKEN)):
             task_id = task_id or event.task.id
             holding = event.HasField("status_update") and "holding" in str(event.status_update)
@@ -213,9 +129,9 @@ async def test_each_binding_cancels_and_gets_tasks(guarded: Server, binding: str
 @pytest.mark.parametrize("binding", BINDINGS)
 @pytest.mark.parametrize("token", [None, "not-the-token"], ids=["missing", "wrong"])
 async def test_each_binding_refuses_a_missing_or_wrong_token(
-    guarded: Server, binding: str, token: str | None
+    guarded: A2AServer, binding: str, token: str | None
 ) -> None:
-    async with _client(guarded.url, binding) as client:
+    async with sdk_client(guarded.url, binding, streaming=True) as client:
         with pytest.raises(A2AClientError) as refused:
             await _stream(client, _request(Part(text="let me in")), token)
     cause = refused.value.__cause__
@@ -236,7 +152,7 @@ async def test_each_binding_refuses_a_missing_or_wrong_token(
             assert body["error"]["code"] == -32000
 
 
-async def test_the_http_bindings_refuse_a_body_over_the_size_limit(guarded: Server) -> None:
+async def test_the_http_bindings_refuse_a_body_over_the_size_limit(guarded: A2AServer) -> None:
     huge = b"{" + b" " * (5 * 1024 * 1024) + b"}"
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(timeout=60) as http:
@@ -248,8 +164,8 @@ async def test_the_http_bindings_refuse_a_body_over_the_size_limit(guarded: Serv
     assert "the limit is 4194304 bytes" in rest.json()["error"]["message"]
 
 
-async def test_the_grpc_binding_refuses_a_message_over_the_size_limit(guarded: Server) -> None:
-    async with _client(guarded.url, TransportProtocol.GRPC) as client:
+async def test_the_grpc_binding_refuses_a_message_over_the_size_limit(guarded: A2AServer) -> None:
+    async with sdk_client(guarded.url, TransportProtocol.GRPC, streaming=True) as client:
         huge = _request(Part(text="x" * (5 * 1024 * 1024)), metadata={"agent": "echo"})
         with pytest.raises(A2AClientError) as refused:
             await _stream(client, huge, TOKEN)
@@ -268,12 +184,12 @@ async def test_the_grpc_binding_refuses_a_message_over_the_size_limit(guarded: S
 
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_each_binding_refuses_a_part_of_a_media_type_the_card_does_not_list(
-    guarded: Server, binding: str
+    guarded: A2AServer, binding: str
 ) -> None:
     card = guarded.card()
     assert card["defaultInputModes"] == ["text/plain", "application/json"]
     png = Part(raw=b"\x89PNG\r\n\x1a\n", media_type="image/png", filename="dot.png")
-    async with _client(guarded.url, binding) as client:
+    async with sdk_client(guarded.url, binding, streaming=True) as client:
         with pytest.raises(ContentTypeNotSupportedError, match="image/png"):
             await _stream(client, _request(Part(text="look"), png), TOKEN)
         # Declared types pass: JSON data, and text that states its type.
@@ -282,7 +198,7 @@ async def test_each_binding_refuses_a_part_of_a_media_type_the_card_does_not_lis
     assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
-async def test_an_unsupported_media_type_is_error_32005_over_json_rpc(guarded: Server) -> None:
+async def test_an_unsupported_media_type_is_error_32005_over_json_rpc(guarded: A2AServer) -> None:
     body = {
         "jsonrpc": "2.0",
         "id": 7,
@@ -313,7 +229,7 @@ async def test_an_unsupported_media_type_is_error_32005_over_json_rpc(guarded: S
 # The card -------------------------------------------------------------------------------------
 
 
-async def test_the_card_is_cacheable_and_revalidates_with_304(guarded: Server) -> None:
+async def test_the_card_is_cacheable_and_revalidates_with_304(guarded: A2AServer) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         first = await http.get(guarded.url + CARD)
         etag = first.headers["etag"]
@@ -348,11 +264,11 @@ async def test_the_card_is_cacheable_and_revalidates_with_304(guarded: Server) -
 
 def test_grpc_port_chooses_the_port_or_turns_grpc_off(tmp_path: Path) -> None:
     port = free_port()
-    with _serving(tmp_path / "on", "--grpc-port", str(port)) as server:
+    with serving(FLEET, tmp_path / "on", "--grpc-port", str(port)) as server:
         assert server.interface("GRPC") == f"127.0.0.1:{port}"
         lines = server.log.read_text()
     assert f"gRPC 127.0.0.1:{port}" in lines and "HTTP+JSON " + server.url + "/rest" in lines
-    with _serving(tmp_path / "off", "--grpc-port", "off") as server:
+    with serving(FLEET, tmp_path / "off", "--grpc-port", "off") as server:
         bindings = [i["protocolBinding"] for i in server.card()["supportedInterfaces"]]
     assert bindings == ["JSONRPC", "HTTP+JSON"]
     for option, value, says in [
@@ -370,11 +286,11 @@ def test_grpc_port_chooses_the_port_or_turns_grpc_off(tmp_path: Path) -> None:
 
 
 async def test_accept_widens_the_media_types_a_message_may_carry(tmp_path: Path) -> None:
-    with _serving(tmp_path / "png", "--accept", "image/png", "--grpc-port", "off") as server:
+    with serving(FLEET, tmp_path / "png", "--accept", "image/png", "--grpc-port", "off") as server:
         modes = server.card()["defaultInputModes"]
         png = Part(raw=b"\x89PNG\r\n\x1a\n", media_type="image/png", filename="dot.png")
         pdf = Part(raw=b"%PDF-1.7", media_type="application/pdf", filename="doc.pdf")
-        async with _client(server.url, TransportProtocol.JSONRPC) as client:
+        async with sdk_client(server.url, TransportProtocol.JSONRPC, streaming=True) as client:
             events = await _stream(
                 client, _request(Part(text="see"), png, metadata={"agent": "echo"}), None
             )
@@ -385,7 +301,7 @@ async def test_accept_widens_the_media_types_a_message_may_carry(tmp_path: Path)
 
 
 def test_a_grpc_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
-    with _serving(tmp_path / "first") as first:
+    with serving(FLEET, tmp_path / "first") as first:
         taken = first.interface("GRPC").rsplit(":", 1)[1]
         port = free_port()
         clash = subprocess.run(
@@ -407,8 +323,8 @@ async def test_sigterm_ends_an_open_grpc_stream_and_the_server_cleanly(tmp_path:
         Part(text="count"), new_data_part({"hold": True}), metadata={"agent": "slow"}
     )
     states: list[int] = []
-    with _serving(tmp_path / "stop") as server:
-        async with _client(server.url, TransportProtocol.GRPC) as client:
+    with serving(FLEET, tmp_path / "stop") as server:
+        async with sdk_client(server.url, TransportProtocol.GRPC, streaming=True) as client:
             try:
                 async for event in client.send_message(request):
                     if not event.HasField("status_update"):
