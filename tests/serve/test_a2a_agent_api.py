@@ -9,19 +9,13 @@ a status text, or a rejection.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from a2a.client import Client, ClientConfig, create_client
+from a2a.client import Client
 from a2a.types import (
     GetTaskRequest,
     ListTasksRequest,
@@ -33,80 +27,30 @@ from a2a.types import (
     Task,
     TaskState,
 )
+from a2a_harness import sdk_client, serving
 from google.protobuf.json_format import MessageToDict
 from repo_paths import FIXTURES
 
 from fleetmind import Fleet, TaskGraph
 from fleetmind.agents import DataPart, FilePart, TextPart, as_reply
-from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(180)
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 FLEET = str(FIXTURES / "a2a_agent_api_fleet.py")
-CARD = "/.well-known/agent-card.json"
-
-
-@contextmanager
-def _serving(home: Path, *args: str) -> Iterator[str]:
-    """`fleetmind a2a serve` of the fixture fleet on a free port, stopped at the end."""
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", str(port)),
-                *("--data-dir", str(home / "data"), *args),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {log.read_text()}")
-            try:
-                if httpx.get(url + CARD).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)  # not listening yet
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The whole fixture fleet; a message names its agent in its metadata."""
-    with _serving(tmp_path_factory.mktemp("api")) as url:
-        yield url
+    with serving(FLEET, tmp_path_factory.mktemp("api"), start_s=90) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
 def mirror_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Only the mirror agent: every message goes to it."""
-    with _serving(tmp_path_factory.mktemp("mirror"), "--agent", "mirror") as url:
-        yield url
-
-
-@asynccontextmanager
-async def _client(
-    url: str, *, streaming: bool = False, polling: bool = False
-) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient(timeout=60) as http:
-        config = ClientConfig(streaming=streaming, polling=polling, httpx_client=http)
-        client = await create_client(url, client_config=config)
-        try:
-            yield client
-        finally:
-            await client.close()
+    home = tmp_path_factory.mktemp("mirror")
+    with serving(FLEET, home, "--agent", "mirror", start_s=90) as running:
+        yield running.url
 
 
 def _request(agent: str, *parts: Part, **metadata: Any) -> SendMessageRequest:
@@ -144,7 +88,7 @@ async def test_the_agent_sees_the_message_and_answers_with_data_a_file_and_a_sta
         trace="t-42",
     )
     request.message.reference_task_ids.append("an-earlier-task")
-    async with _client(server) as client:
+    async with sdk_client(server) as client:
         task = await _task(client, request)
 
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
@@ -175,7 +119,7 @@ async def test_the_agent_sees_the_message_and_answers_with_data_a_file_and_a_sta
 @pytest.mark.parametrize("streaming", [False, True])
 async def test_a_direct_reply_is_a_message_and_no_task(server: str, streaming: bool) -> None:
     request = _request("greeter", Part(text="world"))
-    async with _client(server, streaming=streaming) as client:
+    async with sdk_client(server, streaming=streaming) as client:
         responses = await _responses(client, request)
         assert [r.WhichOneof("payload") for r in responses] == ["message"]
         message = responses[0].message
@@ -189,7 +133,7 @@ async def test_a_direct_reply_is_a_message_and_no_task(server: str, streaming: b
 
 
 async def test_a_direct_reply_after_progress_ends_the_task_with_it(server: str) -> None:
-    async with _client(server, streaming=True) as client:
+    async with sdk_client(server, streaming=True) as client:
         responses = await _responses(client, _request("chatty", Part(text="shall we?")))
     kinds = [r.WhichOneof("payload") for r in responses]
     assert kinds[0] == "task" and "message" not in kinds
@@ -199,7 +143,7 @@ async def test_a_direct_reply_after_progress_ends_the_task_with_it(server: str) 
 
 
 async def test_a_client_that_wants_the_task_at_once_gets_it(server: str) -> None:
-    async with _client(server, polling=True) as client:
+    async with sdk_client(server, polling=True) as client:
         first = await _task(client, _request("greeter", Part(text="there")))
         deadline = time.monotonic() + 60
         task = first
@@ -211,7 +155,7 @@ async def test_a_client_that_wants_the_task_at_once_gets_it(server: str) -> None
 
 
 async def test_a_streamed_artifact_arrives_in_chunks(server: str) -> None:
-    async with _client(server, streaming=True) as client:
+    async with sdk_client(server, streaming=True) as client:
         responses = await _responses(client, _request("streamer", Part(text="a story")))
     chunks = [
         r.artifact_update
@@ -227,14 +171,14 @@ async def test_a_streamed_artifact_arrives_in_chunks(server: str) -> None:
     assert chunks[0].artifact.parts[0].text == "once upon a time"
     assert _data(chunks[1].artifact.parts[0]) == {"chapter": 2}
     assert responses[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
-    async with _client(server) as client:  # the stored task holds the whole artifact
+    async with sdk_client(server) as client:  # the stored task holds the whole artifact
         task = await client.get_task(GetTaskRequest(id=chunks[0].task_id))
     story = next(a for a in task.artifacts if a.name == "story")
     assert [p.WhichOneof("content") for p in story.parts] == ["text", "data", "text"]
 
 
 async def test_an_agent_rejects_the_task(server: str) -> None:
-    async with _client(server) as client:
+    async with sdk_client(server) as client:
         task = await _task(client, _request("refuser", Part(text="do the dishes")))
     assert task.status.state == TaskState.TASK_STATE_REJECTED
     text = "".join(p.text for p in task.status.message.parts)

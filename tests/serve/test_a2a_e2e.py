@@ -7,58 +7,26 @@ Fleet B is `fleetmind a2a serve` in its own process on a free loopback port; fle
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from a2a_harness import FLEETMIND, serving
 from repo_paths import FIXTURES
 
 from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
-from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(120)
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 
 
 @pytest.fixture
 def fleet_b(tmp_path: Path) -> Iterator[str]:
     """`fleetmind a2a serve` of the fixture fleet, stopped (SIGINT) at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(FLEETMIND, "a2a", "serve", "--fleet", str(FIXTURES / "a2a_fleet.py")),
-            *("--port", str(port), "--data-dir", str(tmp_path / "b")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                card = httpx.get(f"{url}/.well-known/agent-card.json", timeout=1)
-                if card.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fleet B did not start: {process.communicate()[1]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(2)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+    home = tmp_path / "b"
+    with serving(FIXTURES / "a2a_fleet.py", home, stop_signal=signal.SIGINT) as server:
+        yield server.url
 
 
 @agent(id="planner")

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-from a2a.client import Client, ClientConfig, create_client
+from a2a.client import Client
 from a2a.helpers import new_data_part
 from a2a.types import (
     AuthenticationInfo,
@@ -41,6 +34,7 @@ from a2a.types import (
 )
 from a2a.utils.constants import TransportProtocol
 from a2a.utils.errors import A2AError, InvalidParamsError
+from a2a_harness import CARD, A2AServer, sdk_client, serving
 from google.protobuf.json_format import ParseDict
 from repo_paths import FIXTURES
 from webhook_receiver import DEADLINE_S, Call, Receiver
@@ -48,8 +42,6 @@ from webhook_receiver import DEADLINE_S, Call, Receiver
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(120)
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-CARD = "/.well-known/agent-card.json"
 
 # The gate the agent waits on --------------------------------------------------------------
 
@@ -126,65 +118,12 @@ def _status_texts(calls: list[Call]) -> list[str]:
 # The server and its client ----------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A2AServer]:
     """`fleetmind a2a serve` of the gated agent, stopped (SIGTERM) at the end."""
     home = tmp_path_factory.mktemp("push")
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(FLEETMIND, "a2a", "serve", "--fleet", str(FIXTURES / "a2a_push_fleet.py")),
-                *("--port", str(port), "--data-dir", str(home / "data")),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    running = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {log.read_text()}")
-            try:
-                if httpx.get(running.url + CARD).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)  # not listening yet
+    with serving(FIXTURES / "a2a_push_fleet.py", home, start_s=DEADLINE_S) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@asynccontextmanager
-async def _client(url: str, binding: str = TransportProtocol.JSONRPC) -> AsyncIterator[Client]:
-    """The a2a-sdk's client, allowed to speak ``binding`` only."""
-    async with httpx.AsyncClient(timeout=60) as http:
-        config = ClientConfig(
-            streaming=False,
-            httpx_client=http,
-            supported_protocol_bindings=[binding],
-            grpc_channel_factory=grpc.aio.insecure_channel,
-        )
-        client = await create_client(url, client_config=config)
-        try:
-            yield client
-        finally:
-            await client.close()
 
 
 def _webhook(url: str, *, token: str, scheme: str, credentials: str, id: str = "") -> Any:
@@ -234,14 +173,16 @@ def _waiting(task: Task) -> bool:
 # Tests ------------------------------------------------------------------------------------
 
 
-def test_the_card_declares_push_notifications(server: Server) -> None:
+def test_the_card_declares_push_notifications(server: A2AServer) -> None:
     card = httpx.get(server.url + CARD).json()
     assert card["capabilities"]["pushNotifications"] is True
 
 
-async def test_every_update_reaches_the_webhook_in_order_and_authenticated(server: Server) -> None:
+async def test_every_update_reaches_the_webhook_in_order_and_authenticated(
+    server: A2AServer,
+) -> None:
     with Gate() as gate, Receiver() as receiver:
-        async with _client(server.url) as client:
+        async with sdk_client(server.url) as client:
             push = _webhook(
                 receiver.url + "/hook", token="tok-1", scheme="Bearer", credentials="hook-secret"
             )
@@ -277,10 +218,10 @@ async def test_every_update_reaches_the_webhook_in_order_and_authenticated(serve
     "binding", [TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON, TransportProtocol.GRPC]
 )
 async def test_configs_of_a_running_task_can_be_created_read_listed_and_deleted(
-    server: Server, binding: str
+    server: A2AServer, binding: str
 ) -> None:
     with Gate() as gate, Receiver() as receiver:
-        async with _client(server.url, binding) as client:
+        async with sdk_client(server.url, binding) as client:
             task = await _start_task(client, gate)
             await _wait_task(client, task.id, _waiting)
             kept = _webhook(
@@ -331,10 +272,10 @@ async def test_configs_of_a_running_task_can_be_created_read_listed_and_deleted(
     assert _state(calls[-1]) == TaskState.TASK_STATE_COMPLETED
 
 
-async def test_a_webhook_that_fails_at_first_still_gets_every_update(server: Server) -> None:
+async def test_a_webhook_that_fails_at_first_still_gets_every_update(server: A2AServer) -> None:
     with Gate() as gate, Receiver(refuse_first=2) as receiver:
         gate.open()  # no waiting: the task runs while the webhook refuses
-        async with _client(server.url) as client:
+        async with sdk_client(server.url) as client:
             push = _webhook(receiver.url + "/flaky", token="t", scheme="Bearer", credentials="c")
             task = await _start_task(client, gate, push)
             calls = await receiver.wait_for(_completed)
@@ -347,10 +288,12 @@ async def test_a_webhook_that_fails_at_first_still_gets_every_update(server: Ser
     assert states[-1] == TaskState.TASK_STATE_COMPLETED
 
 
-async def test_a_dead_webhook_neither_holds_the_task_nor_the_other_webhooks(server: Server) -> None:
+async def test_a_dead_webhook_neither_holds_the_task_nor_the_other_webhooks(
+    server: A2AServer,
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}/gone"  # nothing listens there
     with Gate() as gate, Receiver() as receiver:
-        async with _client(server.url) as client:
+        async with sdk_client(server.url) as client:
             task = await _start_task(
                 client,
                 gate,
@@ -397,11 +340,11 @@ async def test_a_dead_webhook_neither_holds_the_task_nor_the_other_webhooks(serv
     ],
 )
 async def test_an_undeliverable_webhook_is_refused_when_given(
-    server: Server, config: dict[str, Any], problem: str
+    server: A2AServer, config: dict[str, Any], problem: str
 ) -> None:
     push = ParseDict(config, TaskPushNotificationConfig())
     with Gate() as gate:
-        async with _client(server.url) as client:
+        async with sdk_client(server.url) as client:
             # Inline in SendMessage: refused before any task starts.
             with pytest.raises(InvalidParamsError, match=problem):
                 await _start_task(client, gate, push)
