@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plain_store import Plain
 from pydantic import BaseModel
 
 from fleetmind._task_log import (
@@ -414,28 +415,6 @@ def test_open_store_picks_the_store(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # The Store base class: defaults, and stores that do not subclass it
 # --------------------------------------------------------------------------------------------
-
-
-class Plain:
-    """A store from before Store was a base class: the five methods, nothing more."""
-
-    def __init__(self) -> None:
-        self.inner = InMemoryStore()
-
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
-        self.inner.create_task(record, entries)
-
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        self.inner.append(task_id, first_version, entries)
-
-    def set_status(self, task_id: str, status: str) -> None:
-        self.inner.set_status(task_id, status)
-
-    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
-        return self.inner.load(task_id)
-
-    def tasks(self, limit: int = 50) -> list[TaskRecord]:
-        return self.inner.tasks(limit)
 
 
 def test_a_store_that_does_not_subclass_store_is_used_with_a_warning() -> None:

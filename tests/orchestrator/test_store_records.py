@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plain_store import Plain
 
-from fleetmind._task_log import LogEntry
 from fleetmind.errors import StoreError
 from fleetmind.orchestrator._store import InMemoryStore, SQLiteStore, Store, TaskRecord
 
@@ -127,26 +127,8 @@ def test_a_corrupt_record_is_reported_with_its_key(tmp_path: Path) -> None:
         store.close()
 
 
-class _Minimal(Store):
+class _Minimal(Plain, Store):
     """A store that writes only the five required methods."""
-
-    def __init__(self) -> None:
-        self.inner = InMemoryStore()
-
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
-        self.inner.create_task(record, entries)
-
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        self.inner.append(task_id, first_version, entries)
-
-    def set_status(self, task_id: str, status: str) -> None:
-        self.inner.set_status(task_id, status)
-
-    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
-        return self.inner.load(task_id)
-
-    def tasks(self, limit: int = 50) -> list[TaskRecord]:
-        return self.inner.tasks(limit)
 
 
 def test_a_store_without_its_own_records_keeps_them_in_memory() -> None:
