@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,84 +25,31 @@ from a2a.types import (
     Task,
     TaskState,
 )
+from a2a_harness import CARD, FLEETMIND, A2AServer, serving
 from google.protobuf.json_format import MessageToDict
 from repo_paths import FIXTURES
 
 from fleetmind.testing import free_port
 
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 FLEET = str(FIXTURES / "a2a_fleet.py")
-CARD = "/.well-known/agent-card.json"
 TOKEN = "s3cret-token"
 V1 = {"A2A-Version": "1.0"}
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (a clean stop exits 0)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-
-def _start(home: Path, *args: str) -> Server:
-    """Start the console script on a free port and wait until it serves its card."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(FLEETMIND, "a2a", "serve", "--fleet", FLEET, "--port", str(port)),
-                *("--data-dir", str(home / "data"), *args),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}): {log.read_text()}")
-        try:
-            if httpx.get(server.url + CARD).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.05)  # not listening yet
-
-
-@contextmanager
-def _serving(home: Path, *args: str) -> Iterator[Server]:
-    server = _start(home, *args)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
-def fleet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def fleet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A2AServer]:
     """The whole fixture fleet, no token."""
-    with _serving(tmp_path_factory.mktemp("fleet")) as server:
+    with serving(FLEET, tmp_path_factory.mktemp("fleet")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A2AServer]:
     """Only the echo agent, behind a bearer token."""
     home = tmp_path_factory.mktemp("echo")
     (home / "token").write_text(TOKEN + "\n")
     (home / "token").chmod(0o600)
-    with _serving(home, "--agent", "echo", "--token-file", str(home / "token")) as server:
+    with serving(FLEET, home, "--agent", "echo", "--token-file", str(home / "token")) as server:
         yield server
 
 
@@ -173,7 +116,7 @@ async def _still_serves(url: str) -> None:
 # The card ---------------------------------------------------------------------------------
 
 
-def test_the_fleets_card_lists_every_agents_skills(fleet_server: Server) -> None:
+def test_the_fleets_card_lists_every_agents_skills(fleet_server: A2AServer) -> None:
     card = httpx.get(fleet_server.url + CARD).json()
     skills = {s["id"]: s for s in card["skills"]}
     assert set(skills) == {"asker/greet", "broken/break", "echo/echo", "slow/count"}
@@ -199,7 +142,7 @@ def test_the_fleets_card_lists_every_agents_skills(fleet_server: Server) -> None
     assert "securitySchemes" not in card and "securityRequirements" not in card
 
 
-def test_one_agents_card_is_its_profile_and_declares_the_token(echo_server: Server) -> None:
+def test_one_agents_card_is_its_profile_and_declares_the_token(echo_server: A2AServer) -> None:
     response = httpx.get(echo_server.url + CARD)  # public, though the endpoint needs a token
     assert response.status_code == 200
     card = response.json()
@@ -222,7 +165,7 @@ def test_one_agents_card_is_its_profile_and_declares_the_token(echo_server: Serv
 
 
 async def test_send_message_completes_with_the_output_as_the_last_artifact(
-    echo_server: Server,
+    echo_server: A2AServer,
 ) -> None:
     async with _client(echo_server.url, token=TOKEN) as client:
         task = await _send(client, _request("hello over A2A"))
@@ -232,7 +175,7 @@ async def test_send_message_completes_with_the_output_as_the_last_artifact(
     assert task.history[0].role == Role.ROLE_USER
 
 
-async def test_get_task_returns_the_finished_task(fleet_server: Server) -> None:
+async def test_get_task_returns_the_finished_task(fleet_server: A2AServer) -> None:
     async with _client(fleet_server.url) as client:
         sent = await _send(client, _request("keep me", metadata={"agent": "echo"}))
         got = await client.get_task(GetTaskRequest(id=sent.id))
@@ -243,7 +186,7 @@ async def test_get_task_returns_the_finished_task(fleet_server: Server) -> None:
 
 
 async def test_streaming_reports_progress_then_artifacts_then_completed(
-    fleet_server: Server,
+    fleet_server: A2AServer,
 ) -> None:
     async with _client(fleet_server.url, streaming=True) as client:
         request = _request("count for me", data={"steps": 3}, metadata={"agent": "slow"})
@@ -274,7 +217,7 @@ async def test_streaming_reports_progress_then_artifacts_then_completed(
     assert last_step < first_artifact
 
 
-async def test_cancel_task_cancels_the_running_subtask(fleet_server: Server) -> None:
+async def test_cancel_task_cancels_the_running_subtask(fleet_server: A2AServer) -> None:
     request = _request("hold on", data={"hold": True}, metadata={"agent": "slow"})
     async with _client(fleet_server.url, streaming=True) as client:
         states: list[int] = []
@@ -295,7 +238,7 @@ async def test_cancel_task_cancels_the_running_subtask(fleet_server: Server) -> 
 
 
 async def test_input_required_then_a_reply_on_the_same_task_completes(
-    fleet_server: Server,
+    fleet_server: A2AServer,
 ) -> None:
     async with _client(fleet_server.url) as client:
         asked = await _send(client, _request("greet me", metadata={"agent": "asker"}))
@@ -312,7 +255,7 @@ async def test_input_required_then_a_reply_on_the_same_task_completes(
     assert user_texts == ["greet me", "Ada"]
 
 
-async def test_cancel_task_while_waiting_for_input(fleet_server: Server) -> None:
+async def test_cancel_task_while_waiting_for_input(fleet_server: A2AServer) -> None:
     async with _client(fleet_server.url) as client:
         asked = await _send(client, _request("greet me", metadata={"agent": "asker"}))
         assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
@@ -320,7 +263,7 @@ async def test_cancel_task_while_waiting_for_input(fleet_server: Server) -> None
     assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
 
 
-async def test_a_data_part_with_a_graph_definition_runs_that_graph(fleet_server: Server) -> None:
+async def test_a_data_part_with_a_graph_definition_runs_that_graph(fleet_server: A2AServer) -> None:
     graph = {
         "name": "two echoes",
         "subtasks": [
@@ -336,7 +279,7 @@ async def test_a_data_part_with_a_graph_definition_runs_that_graph(fleet_server:
     assert _text(task.artifacts[-1].parts) == "relayed"
 
 
-async def test_structured_outputs_travel_as_data_parts(fleet_server: Server) -> None:
+async def test_structured_outputs_travel_as_data_parts(fleet_server: A2AServer) -> None:
     graph = {
         "subtasks": [
             {"id": "a", "agent": "echo", "inputs": {"text": "one"}},
@@ -351,7 +294,7 @@ async def test_structured_outputs_travel_as_data_parts(fleet_server: Server) -> 
     assert MessageToDict(final.data) == {"a": "one", "b": "two"}
 
 
-async def test_plain_text_is_routed_by_the_fleets_router(fleet_server: Server) -> None:
+async def test_plain_text_is_routed_by_the_fleets_router(fleet_server: A2AServer) -> None:
     async with _client(fleet_server.url) as client:
         task = await _send(client, _request("please echo this sentence back to me"))
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
@@ -359,7 +302,7 @@ async def test_plain_text_is_routed_by_the_fleets_router(fleet_server: Server) -
     assert _text(task.artifacts[-1].parts) == "please echo this sentence back to me"
 
 
-async def test_a_failed_subtask_fails_the_task(fleet_server: Server) -> None:
+async def test_a_failed_subtask_fails_the_task(fleet_server: A2AServer) -> None:
     async with _client(fleet_server.url) as client:
         task = await _send(client, _request("this", metadata={"skill": "break"}))
     assert task.status.state == TaskState.TASK_STATE_FAILED
@@ -369,7 +312,7 @@ async def test_a_failed_subtask_fails_the_task(fleet_server: Server) -> None:
     assert [a.artifact_id for a in task.artifacts] == []
 
 
-async def test_a_subtask_no_agent_can_take_is_rejected(fleet_server: Server) -> None:
+async def test_a_subtask_no_agent_can_take_is_rejected(fleet_server: A2AServer) -> None:
     async with _client(fleet_server.url) as client:
         task = await _send(client, _request("anyone?", metadata={"agent": "nobody"}))
     assert task.status.state == TaskState.TASK_STATE_REJECTED
@@ -380,7 +323,9 @@ async def test_a_subtask_no_agent_can_take_is_rejected(fleet_server: Server) -> 
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", TOKEN])
-async def test_a_missing_or_wrong_token_gets_401(echo_server: Server, header: str | None) -> None:
+async def test_a_missing_or_wrong_token_gets_401(
+    echo_server: A2AServer, header: str | None
+) -> None:
     body = {"jsonrpc": "2.0", "id": 7, "method": "GetTask", "params": {"id": "x"}}
     headers = {"Authorization": header} if header else {}
     response = await _rpc(echo_server.url, body, headers=headers)
@@ -392,13 +337,13 @@ async def test_a_missing_or_wrong_token_gets_401(echo_server: Server, header: st
     assert "Unauthorized" in error["error"]["message"]
 
 
-async def test_the_client_without_the_token_is_refused(echo_server: Server) -> None:
+async def test_the_client_without_the_token_is_refused(echo_server: A2AServer) -> None:
     async with _client(echo_server.url) as client:
         with pytest.raises(A2AClientError, match="401"):
             await _send(client, _request("let me in"))
 
 
-async def test_the_right_token_is_let_through(echo_server: Server) -> None:
+async def test_the_right_token_is_let_through(echo_server: A2AServer) -> None:
     body = {"jsonrpc": "2.0", "id": 8, "method": "GetTask", "params": {"id": "no-such-task"}}
     response = await _rpc(echo_server.url, body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
@@ -432,7 +377,7 @@ async def test_the_right_token_is_let_through(echo_server: Server) -> None:
     ],
 )
 async def test_malformed_requests_get_json_rpc_errors(
-    fleet_server: Server, body: Any, code: int
+    fleet_server: A2AServer, body: Any, code: int
 ) -> None:
     response = await _rpc(fleet_server.url, body)
     assert response.status_code == 200
@@ -444,7 +389,7 @@ async def test_malformed_requests_get_json_rpc_errors(
     await _still_serves(fleet_server.url)
 
 
-async def test_a_message_with_nothing_to_do_is_invalid_params(fleet_server: Server) -> None:
+async def test_a_message_with_nothing_to_do_is_invalid_params(fleet_server: A2AServer) -> None:
     message = {"role": "ROLE_USER", "messageId": "m1", "parts": [{"data": [1, 2]}]}
     body = {"jsonrpc": "2.0", "id": 9, "method": "SendMessage", "params": {"message": message}}
     response = await _rpc(fleet_server.url, body)
@@ -453,7 +398,7 @@ async def test_a_message_with_nothing_to_do_is_invalid_params(fleet_server: Serv
     await _still_serves(fleet_server.url)
 
 
-async def test_an_invalid_graph_definition_is_invalid_params(fleet_server: Server) -> None:
+async def test_an_invalid_graph_definition_is_invalid_params(fleet_server: A2AServer) -> None:
     graph = {"subtasks": [{"id": "a", "agent": "echo"}], "dependencies": [{"source": "a"}]}
     message = {"role": "ROLE_USER", "messageId": "m2", "parts": [{"data": graph}]}
     body = {"jsonrpc": "2.0", "id": 11, "method": "SendMessage", "params": {"message": message}}
@@ -465,7 +410,7 @@ async def test_an_invalid_graph_definition_is_invalid_params(fleet_server: Serve
 
 
 async def test_an_oversized_body_gets_413_and_the_server_keeps_serving(
-    fleet_server: Server,
+    fleet_server: A2AServer,
 ) -> None:
     text = "x" * (5 * 1024 * 1024)
     message = {"role": "ROLE_USER", "messageId": "big", "parts": [{"text": text}]}
@@ -483,14 +428,12 @@ async def test_an_oversized_body_gets_413_and_the_server_keeps_serving(
 
 
 async def test_sigterm_stops_the_server_cleanly_while_a_task_runs(tmp_path: Path) -> None:
-    server = _start(tmp_path)
-    try:
+    with serving(FLEET, tmp_path) as server:
         request = _request("hold on", data={"hold": True}, metadata={"agent": "slow"})
         async with _client(server.url, streaming=True) as client:
             async for event in client.send_message(request):
                 if event.HasField("status_update") and "holding" in str(event):
                     break
-    finally:
         code = server.stop()
     assert code == 0, server.log.read_text()
     assert "stopped" in server.log.read_text()
