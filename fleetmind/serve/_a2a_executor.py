@@ -61,6 +61,7 @@ from a2a.server.tasks import (
     PushNotificationEvent,
     PushNotificationSender,
     TaskManager,
+    TaskStore,
     TaskUpdater,
 )
 from a2a.types import (
@@ -112,6 +113,14 @@ REQUEST_SUBTASK = "request"
 """The id of the one subtask a text message becomes."""
 RESULT_ARTIFACT = "result"
 """The id of the last artifact of a completed task: the task's final output."""
+_ENDED = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
 
 # ------------------------------------------------------------------------------------------
 # The executor: A2A requests in, fleetmind tasks out
@@ -154,8 +163,8 @@ class FleetExecutor(AgentExecutor):
             raise InvalidParamsError(message="SendMessage needs a message")
         task_id, context_id = context.task_id, context.context_id
         if context.current_task is not None:
-            # A follow-up that names no context gets a new one from the request's builder; its
-            # context is its task's (the SDK refuses a follow-up naming another context).
+            # A follow-up's context is its task's (CheckedRequests gives it to one that names
+            # none; the SDK refuses one naming another).
             context_id = context.current_task.context_id
         # A new task's first events wait until it is clear whether a direct message answers.
         hold = context.current_task is None and not wants_a_task(context)
@@ -323,19 +332,38 @@ class FleetExecutor(AgentExecutor):
         note = f"running {len(graph)} subtask(s) as {handle.task_id}"
         await self._follow(handle, updater, note)
 
+    def check_follow_up(self, task: Task) -> None:
+        """Refuse a message on a stored task that cannot answer it (``UnsupportedOperationError``).
+
+        Called before the SDK runs anything for the message: refused from :meth:`execute`, the
+        refusal would be logged as a crash and the task written failed, though it goes on.
+        """
+        if task.status.state in _ENDED:
+            return  # the SDK refuses a message on an ended task itself
+        if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED or not self._waiting(task.id):
+            raise UnsupportedOperationError(message=f"task {task.id} is not waiting for input")
+
+    def _waiting(self, task_id: str) -> tuple[str, dict[str, str]] | None:
+        """The fleetmind task behind an A2A task and its questions, while it waits for answers
+        (read from the store, so this works after a restart too)."""
+        running = linked_run(self._fleet.store, task_id)
+        if running is None or task_id in self._runs:
+            return None
+        try:
+            questions = self._fleet.questions(running)
+        except FleetmindError:  # its fleetmind task is gone
+            return None
+        return (running, questions) if questions else None
+
     async def _answer(self, message: Message, updater: TaskUpdater) -> None:
         """A follow-up to a task in ``input-required``: the same fleetmind task goes on, the
-        asking subtasks with the reply as their input ``reply`` (read from the store, so this
-        works after a restart too)."""
+        asking subtasks with the reply as their input ``reply``."""
         task_id = updater.task_id
-        running = linked_run(self._fleet.store, task_id)
-        questions: dict[str, str] = {}
-        if running is not None and task_id not in self._runs:
-            with contextlib.suppress(FleetmindError):  # its fleetmind task is gone
-                questions = self._fleet.questions(running)
-        if running is None or not questions:
-            # A message for a task that runs (or has ended) is refused; the task goes on.
+        waiting = self._waiting(task_id)
+        if waiting is None:
+            # Only when a second answer raced the first past check_follow_up.
             raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
+        running, questions = waiting
         handle = self._fleet.answer(running, dict.fromkeys(questions, _reply_of(message)))
         await self._follow(handle, updater, f"answered: {handle.task_id} goes on")
 
@@ -576,15 +604,25 @@ def _first_line(exc: Exception) -> str:
 
 
 class CheckedRequests(SimpleRequestContextBuilder):
-    """Refuses a new task's malformed message before a task exists for it.
+    """Refuses a malformed message, or a follow-up its task cannot take, before the SDK runs
+    anything for it, and gives a follow-up that names no context its task's context.
 
-    Raised here, ``InvalidParamsError`` becomes the JSON-RPC error answer and nothing else;
-    raised from the executor, it would also leave a failed task behind.
+    Raised here, an error becomes the error answer and nothing else; raised from the executor,
+    it would also leave a failed task behind. The context is looked up in the store: after a
+    restart the SDK holds no task in memory to take it from, and would start the follow-up in
+    a context of its own, which the task's events then contradict.
     """
 
-    def __init__(self, check: Callable[[Message], object]) -> None:
+    def __init__(
+        self,
+        check: Callable[[Message], object],
+        tasks: TaskStore,
+        check_follow_up: Callable[[Task], object],
+    ) -> None:
         super().__init__()
         self._check = check
+        self._tasks = tasks
+        self._check_follow_up = check_follow_up
 
     async def build(
         self,
@@ -596,4 +634,9 @@ class CheckedRequests(SimpleRequestContextBuilder):
     ) -> RequestContext:
         if params is not None and not task_id:
             self._check(params.message)
+        elif params is not None and task_id:
+            stored = task or await self._tasks.get(task_id, context)
+            if stored is not None:  # else the SDK answers that it has no such task
+                self._check_follow_up(stored)
+                context_id = context_id or stored.context_id
         return await super().build(context, params, task_id, context_id, task)

@@ -141,7 +141,9 @@ def build_a2a_app(
         agent_executor=executor,
         task_store=tasks,
         agent_card=card,
-        request_context_builder=CheckedRequests(executor.definition),
+        request_context_builder=CheckedRequests(
+            executor.definition, tasks, executor.check_follow_up
+        ),
         push_config_store=push_configs,
         push_sender=push_sender,
         validate_input_modes=True,  # a part of a media type the card does not list: -32005

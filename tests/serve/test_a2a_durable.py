@@ -34,7 +34,7 @@ from a2a.types import (
     Task,
     TaskState,
 )
-from a2a.utils.errors import InvalidParamsError
+from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
 from repo_paths import FIXTURES
 
 from fleetmind._task_log import TaskCancelledEntry
@@ -279,6 +279,58 @@ async def test_a_question_outlives_the_server_that_asked_it(
     assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
     assert text_of(done.artifacts[-1].parts) == "finished: prepared, go"
     assert home.runs() == {"prepare": 1, "confirm": 2, "finish": 1}
+
+
+async def test_a_task_id_alone_answers_a_question_the_previous_server_asked(
+    home: Home, servers: Callable[[], Server]
+) -> None:
+    first = servers()
+    async with a2a_client(first.url) as client:
+        asked = await send(client, request(data=ASKING_GRAPH))
+    assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    first.stop(signal.SIGKILL)
+
+    second = servers()
+    async with a2a_client(second.url) as client:
+        done = await send(client, request("go", task_id=asked.id))  # no context id
+        kept = await client.get_task(GetTaskRequest(id=asked.id))
+
+    assert (done.id, done.context_id) == (asked.id, asked.context_id)
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+    assert kept.status.state == TaskState.TASK_STATE_COMPLETED, kept.status
+    said = [done.status.message, *done.history]
+    assert {m.context_id for m in said} == {asked.context_id}
+    assert text_of(done.artifacts[-1].parts) == "finished: prepared, go"  # confirm got "go"
+    assert home.runs() == {"prepare": 1, "confirm": 2, "finish": 1}
+    assert "Traceback" not in second.log.read_text()
+
+
+async def test_a_message_on_a_working_task_is_refused_and_the_task_goes_on(
+    home: Home, servers: Callable[[], Server]
+) -> None:
+    first = servers()
+    async with a2a_client(first.url) as client:
+        held = await send(client, request(data=HOLDING_GRAPH, at_once=True))
+        until(lambda: home.runs()["hold"] == 1, "hold runs")
+        with pytest.raises(UnsupportedOperationError, match="is not waiting for input"):
+            await send(client, request("hello", task_id=held.id))
+        working = await client.get_task(GetTaskRequest(id=held.id))
+    assert working.status.state == TaskState.TASK_STATE_WORKING
+    first.stop(signal.SIGKILL)
+
+    second = servers()  # takes the task up again: still no place for a message
+    until(lambda: home.runs()["hold"] == 2, "hold runs again after the restart")
+    async with a2a_client(second.url) as client:
+        with pytest.raises(UnsupportedOperationError, match="is not waiting for input"):
+            await send(client, request("hello", task_id=held.id))
+        (home.path / "release").touch()
+        ended = await get_until_ended(client, held.id)
+
+    assert ended.status.state == TaskState.TASK_STATE_COMPLETED, ended.status
+    assert text_of(ended.artifacts[-1].parts) == "held prepared"
+    assert home.runs() == {"prepare": 1, "hold": 2}
+    for server in (first, second):
+        assert "Traceback" not in server.log.read_text()
 
 
 def cancel_reason(home: Home, a2a_task_id: str) -> str | None:
