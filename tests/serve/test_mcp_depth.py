@@ -12,15 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +23,14 @@ from mcp import Client
 from mcp.server.streamable_http import EventMessage
 from mcp.shared.exceptions import MCPError
 from mcp.types import JSONRPCNotification, JSONRPCResponse
-from repo_paths import FIXTURES
+from mcp_harness import JSON_RPC, THREE, MCPServer, serving
 
 from fleetmind.serve._mcp_events import StreamEvents
-from fleetmind.testing import free_port
 
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-SERVE = [FLEETMIND, "mcp", "serve", "--fleet", str(FIXTURES / "mcp_fleet.py")]
 HANDSHAKE = "2025-11-25"
-JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 AGENTS = ("greeter", "shouter", "sleeper", "slow-counter")
 TOKEN = "depth-token"
 
-# Three subtasks: `greet` and `count` side by side, then `loud` shouts what `greet` wrote.
-THREE = {
-    "name": "three",
-    "subtasks": [
-        {"id": "greet", "skill": "greeting", "inputs": {"name": "ada"}},
-        {"id": "count", "skill": "counting", "inputs": {"n": 3}},
-        {"id": "loud", "skill": "shout"},
-    ],
-    "dependencies": [
-        {"source": "greet", "target": "loud", "kind": "data", "input": "text"},
-        {"source": "count", "target": "loud"},
-    ],
-}
 STEPS = 60
 """The long task counts this far, reporting progress at every step (at least 20 ms each)."""
 LONG = {"name": "long", "subtasks": [{"id": "count", "skill": "counting", "inputs": {"n": STEPS}}]}
@@ -64,70 +40,17 @@ WINDOW_S = "0.3"
 pytestmark = pytest.mark.timeout(180)
 
 
-# The server in its own process -----------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> str:
-        """Stop the server (SIGTERM) and give what it wrote to stderr."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return self.log.read_text()
-
-
-@contextmanager
-def _serving(data_dir: Path, *args: str) -> Iterator[Served]:
-    """`fleetmind mcp serve --http` on a free port until the block ends; stderr to a file."""
-    port = free_port()
-    log = data_dir / "server.log"
-    env = {**os.environ, "HOME": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [*SERVE, "--http", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *args],
-            env=env,
-            cwd=data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    served = Served(f"http://127.0.0.1:{port}/mcp", process, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited early: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the server never accepted connections")
-                time.sleep(0.05)
-        yield served
-    finally:
-        served.stop()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with _serving(tmp_path_factory.mktemp("depth")) as served:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MCPServer]:
+    with serving(tmp_path_factory.mktemp("depth")) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-def windowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def windowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MCPServer]:
     """A server that closes a call's stream after WINDOW_S seconds."""
     home = tmp_path_factory.mktemp("windowed")
-    with _serving(home, "--stream-window", WINDOW_S) as served:
+    with serving(home, "--stream-window", WINDOW_S) as served:
         yield served
 
 
@@ -135,7 +58,7 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.mark.parametrize("mode", ["modern", "legacy"])
-async def test_progress_goes_up_with_every_notification(server: Served, mode: str) -> None:
+async def test_progress_goes_up_with_every_notification(server: MCPServer, mode: str) -> None:
     seen: list[tuple[float, float | None, str | None]] = []
     ended = asyncio.Event()
 
@@ -171,7 +94,7 @@ async def test_progress_goes_up_with_every_notification(server: Served, mode: st
 
 
 async def test_unknown_names_get_invalid_params_without_a_traceback(tmp_path: Path) -> None:
-    with _serving(tmp_path) as served:
+    with serving(tmp_path) as served:
         for options in ({}, {"mode": "legacy"}):
             async with Client(served.url, **options) as client:
                 mistakes: list[tuple[Callable[[], Any], str]] = [
@@ -200,7 +123,7 @@ async def test_unknown_names_get_invalid_params_without_a_traceback(tmp_path: Pa
     assert "Traceback" not in log, log
 
 
-async def test_the_plan_task_prompt_describes_the_fleet(server: Served) -> None:
+async def test_the_plan_task_prompt_describes_the_fleet(server: MCPServer) -> None:
     async with Client(server.url) as client:
         listed = (await client.list_prompts()).prompts
         assert [p.name for p in listed] == ["plan_task"]
@@ -296,7 +219,7 @@ def _counted(events: list[dict[str, str]]) -> list[str]:
     ]
 
 
-async def test_a_post_stream_is_primed_and_every_event_has_an_id(server: Served) -> None:
+async def test_a_post_stream_is_primed_and_every_event_has_an_id(server: MCPServer) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         session = await _session(http, server.url, {})
         response = await http.post(server.url, json=_call(7, "list_agents", {}), headers=session)
@@ -310,7 +233,7 @@ async def test_a_post_stream_is_primed_and_every_event_has_an_id(server: Served)
     assert answer is not None and len(answer["result"]["structuredContent"]["agents"]) == 4
 
 
-async def test_a_dropped_stream_resumes_with_last_event_id(server: Served) -> None:
+async def test_a_dropped_stream_resumes_with_last_event_id(server: MCPServer) -> None:
     """A client that lost its POST stream gets what it missed, then the rest, on a GET."""
     async with httpx.AsyncClient(timeout=60) as http:
         session = await _session(http, server.url, {})
@@ -337,7 +260,7 @@ async def test_a_dropped_stream_resumes_with_last_event_id(server: Served) -> No
     ]
 
 
-async def test_the_server_closes_a_long_stream_and_the_client_resumes(windowed: Served) -> None:
+async def test_the_server_closes_a_long_stream_and_the_client_resumes(windowed: MCPServer) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         session = await _session(http, windowed.url, {})
         posted = await http.post(
@@ -367,7 +290,7 @@ async def test_the_server_closes_a_long_stream_and_the_client_resumes(windowed: 
     ]
 
 
-async def test_the_sdk_client_follows_a_stream_the_server_closes(windowed: Served) -> None:
+async def test_the_sdk_client_follows_a_stream_the_server_closes(windowed: MCPServer) -> None:
     seen: list[tuple[float, str | None]] = []
     ended = asyncio.Event()
 
@@ -388,7 +311,7 @@ async def test_the_sdk_client_follows_a_stream_the_server_closes(windowed: Serve
     assert len(steps) == STEPS
 
 
-async def test_an_event_id_of_another_session_or_none_gets_400(server: Served) -> None:
+async def test_an_event_id_of_another_session_or_none_gets_400(server: MCPServer) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         mine = await _session(http, server.url, {})
         theirs = await _session(http, server.url, {})
@@ -409,7 +332,7 @@ async def test_a_resumption_passes_the_gate_with_the_token(tmp_path: Path) -> No
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
-    with _serving(tmp_path, "--token-file", str(token)) as served:
+    with serving(tmp_path, "--token-file", str(token)) as served:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(timeout=60) as http:
             session = await _session(http, served.url, auth)

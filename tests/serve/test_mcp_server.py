@@ -11,14 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from repo_paths import FIXTURES
+from mcp_harness import FIXTURE, FLEETMIND, JSON_RPC, SERVE, THREE, MCPServer, server_env, serving
 
 from fleetmind import Fleet
 from fleetmind.cli._target import load_fleet
@@ -37,36 +33,15 @@ from fleetmind.orchestrator import SkillRouter, SQLiteStore
 from fleetmind.serve import build_mcp_server
 from fleetmind.testing import free_port
 
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FIXTURE = str(FIXTURES / "mcp_fleet.py")
-SERVE = [FLEETMIND, "mcp", "serve", "--fleet", FIXTURE]
 TOOLS = {"submit_task", "get_task", "get_result", "list_agents", "cancel_task"}
 TOKEN = "s3cret-token"
-# What a streamable-HTTP client must accept and send; the handshake-era revision is the one
-# whose sessions are opened with `initialize` and named by the Mcp-Session-Id header.
-JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+# The handshake-era revision is the one whose sessions are opened with `initialize` and named
+# by the Mcp-Session-Id header.
 HANDSHAKE_VERSION = "2025-11-25"
 
-# Three subtasks: `greet` and `count` run side by side, `loud` shouts what `greet` wrote.
-THREE = {
-    "name": "three",
-    "subtasks": [
-        {"id": "greet", "skill": "greeting", "inputs": {"name": "ada"}},
-        {"id": "count", "skill": "counting", "inputs": {"n": 3}},
-        {"id": "loud", "skill": "shout"},
-    ],
-    "dependencies": [
-        {"source": "greet", "target": "loud", "kind": "data", "input": "text"},
-        {"source": "count", "target": "loud"},
-    ],
-}
 WAITING = {"name": "waiting", "subtasks": [{"id": "nap", "skill": "wait"}]}
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
@@ -140,7 +115,7 @@ async def test_over_stdio_a_graph_runs_to_its_result_with_progress(tmp_path: Pat
     params = StdioServerParameters(
         command=FLEETMIND,
         args=["mcp", "serve", "--stdio", "--fleet", FIXTURE, "--data-dir", str(tmp_path)],
-        env=_env(tmp_path),
+        env=server_env(tmp_path),
         cwd=str(tmp_path),
     )
     async with Client(params) as client:
@@ -198,82 +173,32 @@ async def test_over_stdio_a_graph_runs_to_its_result_with_progress(tmp_path: Pat
 # streamable HTTP -------------------------------------------------------------------------------
 
 
-@dataclass
-class HttpServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    log: Path
-
-
-@contextmanager
-def _serving(data_dir: Path, *args: str) -> Iterator[HttpServer]:
-    """`fleetmind mcp serve --http` in its own process until the block ends (then SIGTERM).
-
-    Its stderr goes to a file: a pipe nobody reads could fill up and stall a long-lived server.
-    """
-    port = free_port()
-    log = data_dir / "server.log"
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [*SERVE, "--http", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *args],
-            env=_env(data_dir),
-            cwd=data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        _wait_until_listening(process, port, log)
-        yield HttpServer(f"http://127.0.0.1:{port}/mcp", process, data_dir, log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+def http_server(tmp_path: Path) -> Iterator[MCPServer]:
     """A server of its own for one test, which may stop it (SIGTERM) itself."""
-    with _serving(tmp_path) as server:
+    with serving(tmp_path) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MCPServer]:
     """A server without a token, shared by the tests that send it bad requests."""
-    with _serving(tmp_path_factory.mktemp("open")) as server:
+    with serving(tmp_path_factory.mktemp("open")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MCPServer]:
     """A server that wants `Authorization: Bearer s3cret-token`."""
     home = tmp_path_factory.mktemp("token")
     token = home / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
-    with _serving(home, "--token-file", str(token)) as server:
+    with serving(home, "--token-file", str(token)) as server:
         yield server
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited early: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("the server never accepted connections")
-
-
-async def test_over_http_tools_and_graph_resource(http_server: HttpServer) -> None:
+async def test_over_http_tools_and_graph_resource(http_server: MCPServer) -> None:
     async with Client(http_server.url) as client:
         listed = await client.list_tools()
         assert {t.name for t in listed.tools} == TOOLS
@@ -338,7 +263,7 @@ async def test_over_http_tools_and_graph_resource(http_server: HttpServer) -> No
 
 
 async def test_over_http_stopping_the_server_cancels_its_running_tasks(
-    http_server: HttpServer,
+    http_server: MCPServer,
 ) -> None:
     async with Client(http_server.url) as client:
         started = await client.call_tool("submit_task", {"graph": WAITING})
@@ -350,7 +275,7 @@ async def test_over_http_stopping_the_server_cancels_its_running_tasks(
 
 
 async def test_over_http_text_becomes_one_subtask_routed_by_meaning(
-    http_server: HttpServer,
+    http_server: MCPServer,
 ) -> None:
     async with Client(http_server.url) as client:
         done = await client.call_tool(
@@ -459,7 +384,7 @@ async def _still_serves(url: str, token: str | None = None) -> None:
     ],
 )
 async def test_malformed_json_rpc_gets_its_error_code(
-    open_server: HttpServer, body: Any, code: int, message: str
+    open_server: MCPServer, body: Any, code: int, message: str
 ) -> None:
     response = await _post(open_server.url, body)
     assert response.status_code == 400
@@ -498,7 +423,7 @@ async def test_malformed_json_rpc_gets_its_error_code(
     ],
 )
 async def test_in_a_session_a_bad_request_gets_a_json_rpc_error(
-    open_server: HttpServer, method: str, params: dict[str, Any], code: int, message: str
+    open_server: MCPServer, method: str, params: dict[str, Any], code: int, message: str
 ) -> None:
     session = await _session(open_server.url)
     request = {"jsonrpc": "2.0", "id": 11, "method": method, "params": params}
@@ -543,7 +468,7 @@ async def test_in_a_session_a_bad_request_gets_a_json_rpc_error(
     ],
 )
 async def test_in_a_session_bad_tool_arguments_are_one_line_tool_errors(
-    open_server: HttpServer, arguments: dict[str, Any], line: str
+    open_server: MCPServer, arguments: dict[str, Any], line: str
 ) -> None:
     session = await _session(open_server.url)
     request = {"jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": arguments}
@@ -560,7 +485,7 @@ async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
-async def test_an_oversized_body_gets_413(open_server: HttpServer, declared: bool) -> None:
+async def test_an_oversized_body_gets_413(open_server: MCPServer, declared: bool) -> None:
     session = await _session(open_server.url)
     arguments = {"text": "x" * (5 * 1024 * 1024)}
     request = {
@@ -596,7 +521,7 @@ async def test_an_oversized_body_gets_413(open_server: HttpServer, declared: boo
     ids=["missing", "wrong", "other-scheme", "no-scheme", "no-token"],
 )
 async def test_a_missing_or_wrong_token_gets_401(
-    token_server: HttpServer, header: str | None
+    token_server: MCPServer, header: str | None
 ) -> None:
     headers = {"Authorization": header} if header is not None else None
     response = await _post(token_server.url, _ping(41), headers=headers)
@@ -612,7 +537,7 @@ async def test_a_missing_or_wrong_token_gets_401(
     await _still_serves(token_server.url, TOKEN)
 
 
-async def test_the_token_is_checked_before_the_body_is_read(token_server: HttpServer) -> None:
+async def test_the_token_is_checked_before_the_body_is_read(token_server: MCPServer) -> None:
     # An oversized body without the token is refused as unauthorized: nothing about the
     # endpoint is told to a caller who may not use it.
     response = await _post(token_server.url, b"x" * (5 * 1024 * 1024))
@@ -620,14 +545,14 @@ async def test_the_token_is_checked_before_the_body_is_read(token_server: HttpSe
     await _still_serves(token_server.url, TOKEN)
 
 
-async def test_the_sdk_client_without_the_token_is_refused(token_server: HttpServer) -> None:
+async def test_the_sdk_client_without_the_token_is_refused(token_server: MCPServer) -> None:
     with pytest.raises(ExceptionGroup) as caught:
         async with Client(token_server.url) as client:
             await client.list_tools()
     assert caught.group_contains(MCPError, match="^Unauthorized: missing bearer token$")
 
 
-async def test_the_right_token_works_through_the_sdk_client(token_server: HttpServer) -> None:
+async def test_the_right_token_works_through_the_sdk_client(token_server: MCPServer) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         create_mcp_http_client(headers=headers) as http,
@@ -676,7 +601,7 @@ async def test_the_right_token_works_through_the_sdk_client(token_server: HttpSe
 def test_bad_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     done = subprocess.run(
         [FLEETMIND, "mcp", "serve", *args, "--data-dir", str(tmp_path)],
-        env=_env(tmp_path),
+        env=server_env(tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -696,7 +621,7 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         done = subprocess.run(
             [*SERVE, "--http", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)],
-            env=_env(tmp_path),
+            env=server_env(tmp_path),
             capture_output=True,
             text=True,
             timeout=60,
@@ -722,7 +647,7 @@ def test_a_bad_token_file_is_one_line(tmp_path: Path, content: str | None, messa
         token.chmod(0o600)
     done = subprocess.run(
         [*SERVE, "--http", f"127.0.0.1:{free_port()}", "--token-file", str(token)],
-        env=_env(tmp_path),
+        env=server_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -742,7 +667,7 @@ def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         done = subprocess.run(
             [*SERVE, "--http", f"127.0.0.1:{port}", "--token-file", str(token)],
-            env=_env(tmp_path),
+            env=server_env(tmp_path),
             capture_output=True,
             text=True,
             timeout=60,
