@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from repo_paths import FIXTURES
 
-from fleetmind import Fleet, SubtaskContext, TaskGraph, agent
+from fleetmind import Agent, Fleet, SubtaskContext, TaskGraph, agent
 from fleetmind.agents import ModelEndpoint, OpenAICompatibleClient
 from fleetmind.orchestrator import ANSWER_SKILL
 from fleetmind.protocols import ElicitationReply, ElicitationRequest
 from fleetmind.testing import Reply, ScriptedLLMServer
-from fleetmind.tools import MCPServerConfig, MCPToolSource, ToolRegistry
+from fleetmind.tools import MCPServerConfig, MCPToolSource, ToolRegistry, ToolResult
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +30,18 @@ SERVER = FIXTURES / "mcp_asking_server.py"
 
 def asking_server() -> MCPServerConfig:
     return MCPServerConfig(name="asking", command=sys.executable, args=[str(SERVER)])
+
+
+async def call_asking(
+    tool: str, arguments: dict[str, Any], agents: Sequence[Agent] = (), **options: Any
+) -> ToolResult:
+    """One call of the asking server's ``tool`` from a fleet of ``agents`` (built with
+    ``options``), closed after the call."""
+    fleet = Fleet(list(agents), mcp_servers=[asking_server()], **options)
+    try:
+        return await fleet.tools.call(tool, arguments)
+    finally:
+        await fleet.aclose()
 
 
 @pytest.fixture
@@ -64,11 +76,7 @@ async def test_a_sampling_request_is_answered_by_the_fleets_model(
     llm: ScriptedLLMServer, model: OpenAICompatibleClient
 ) -> None:
     llm.push(Reply.text("The sea is wide,\nthe sea is deep."))
-    fleet = Fleet(mcp_servers=[asking_server()], sampling_model=model)
-    try:
-        result = await fleet.tools.call("write_poem", {"topic": "the sea"})
-    finally:
-        await fleet.aclose()
+    result = await call_asking("write_poem", {"topic": "the sea"}, sampling_model=model)
     assert result.ok, result.error
     assert result.value == {"result": "scripted-model wrote: The sea is wide,\nthe sea is deep."}
     (request,) = llm.requests
@@ -93,11 +101,9 @@ async def test_the_servers_hints_pick_among_the_configured_models(
             ModelEndpoint(name="cloud", base_url=llm.url, model="poet-large")
         ),
     }
-    fleet = Fleet(mcp_servers=[asking_server()], sampling_model=models)
     try:
-        result = await fleet.tools.call("write_poem", {"topic": "rain"})
+        result = await call_asking("write_poem", {"topic": "rain"}, sampling_model=models)
     finally:
-        await fleet.aclose()
         for client in models.values():
             await client.aclose()
     assert result.ok, result.error
@@ -109,11 +115,7 @@ async def test_a_server_may_offer_the_model_tools_and_send_back_their_results(
     llm: ScriptedLLMServer, model: OpenAICompatibleClient
 ) -> None:
     llm.push(Reply.tool("lookup", {"word": "pup"}), Reply.text("A pup is a young dog."))
-    fleet = Fleet(mcp_servers=[asking_server()], sampling_model=model)
-    try:
-        result = await fleet.tools.call("define", {"word": "pup"})
-    finally:
-        await fleet.aclose()
+    result = await call_asking("define", {"word": "pup"}, sampling_model=model)
     assert result.ok, result.error
     assert result.value == {"result": "toolUse lookup(pup); then endTurn: A pup is a young dog."}
     first, second = llm.requests
@@ -129,11 +131,7 @@ async def test_a_server_may_offer_the_model_tools_and_send_back_their_results(
 
 
 async def test_without_a_model_the_server_hears_that_sampling_is_not_offered() -> None:
-    fleet = Fleet(mcp_servers=[asking_server()])
-    try:
-        result = await fleet.tools.call("write_poem", {"topic": "the sea"})
-    finally:
-        await fleet.aclose()
+    result = await call_asking("write_poem", {"topic": "the sea"})
     assert not result.ok
     assert "sampling" in (result.error or "").lower()
 
@@ -145,11 +143,9 @@ async def test_a_model_that_fails_gives_the_server_an_error_not_a_hang(
     client = OpenAICompatibleClient(
         ModelEndpoint(name="cloud", base_url=llm.url, model="poet-large", max_retries=0)
     )
-    fleet = Fleet(mcp_servers=[asking_server()], sampling_model=client)
     try:
-        result = await fleet.tools.call("write_poem", {"topic": "the sea"})
+        result = await call_asking("write_poem", {"topic": "the sea"}, sampling_model=client)
     finally:
-        await fleet.aclose()
         await client.aclose()
     assert not result.ok
     assert "sampling failed" in (result.error or "")
@@ -191,11 +187,7 @@ async def test_an_agents_answer_that_breaks_the_schema_is_declined() -> None:
     async def answerer(message: str, schema: dict[str, Any], server: str) -> dict[str, Any]:
         return {"name": "Ada", "age": "thirty-six", "colour": "green"}
 
-    fleet = Fleet([answerer], mcp_servers=[asking_server()])
-    try:
-        result = await fleet.tools.call("ask_profile", {"reason": "checking"})
-    finally:
-        await fleet.aclose()
+    result = await call_asking("ask_profile", {"reason": "checking"}, [answerer])
     assert result.ok, result.error
     assert result.value == {"result": "decline"}
 
@@ -210,11 +202,7 @@ async def test_an_agent_may_refuse_and_one_that_fails_declines_too() -> None:
         raise RuntimeError("cannot think today")
 
     for answerer in (refuser, breaker):
-        fleet = Fleet([answerer], mcp_servers=[asking_server()])
-        try:
-            result = await fleet.tools.call("ask_profile", {"reason": "once"})
-        finally:
-            await fleet.aclose()
+        result = await call_asking("ask_profile", {"reason": "once"}, [answerer])
         assert result.ok, result.error
         assert result.value == {"result": "decline"}, answerer.id
 
@@ -224,11 +212,7 @@ async def test_with_nobody_to_answer_the_question_is_declined_not_an_error() -> 
     async def bystander(ctx: SubtaskContext) -> str:
         return "not an answerer"
 
-    fleet = Fleet([bystander], mcp_servers=[asking_server()])
-    try:
-        result = await fleet.tools.call("ask_profile", {"reason": "nobody here"})
-    finally:
-        await fleet.aclose()
+    result = await call_asking("ask_profile", {"reason": "nobody here"}, [bystander])
     assert result.ok, result.error
     assert result.value == {"result": "decline"}
 
