@@ -5,15 +5,12 @@ rejection on a device is neither retried nor given to the other device."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fleet_harness import FLEETMIND, MOSQUITTO, Mosquitto
 
 from fleetmind import Fleet, TaskGraph
 from fleetmind.agents import DataPart, FilePart, IncomingMessage, TextPart, as_reply
@@ -22,10 +19,6 @@ from fleetmind.serve import MqttFleetLink
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(90)
-FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
-)
 
 AGENTS = """
 import os
@@ -62,32 +55,17 @@ MESSAGE = IncomingMessage(
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerAddress]:
     """Mosquitto on a free port (the embedded development broker where it is not installed)."""
-    port = free_port()
     if MOSQUITTO is None:
         from fleetmind.protocols._broker import serve_embedded
 
-        with serve_embedded([port], log_file=tmp_path / "embedded.log") as embedded:
+        with serve_embedded([free_port()], log_file=tmp_path / "embedded.log") as embedded:
             yield BrokerAddress("127.0.0.1", embedded.listeners[0].port)
         return
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    process = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    mosquitto = Mosquitto(tmp_path, persistent=False)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.02)
-        yield BrokerAddress("127.0.0.1", port)
+        yield BrokerAddress("127.0.0.1", mosquitto.port)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        mosquitto.close()
 
 
 @pytest.fixture
