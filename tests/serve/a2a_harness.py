@@ -42,8 +42,8 @@ class A2AServer:
 
     def interface(self, binding: str) -> str:
         """The address the card gives for ``binding``."""
-        interfaces = self.card()["supportedInterfaces"]
-        return next(i["url"] for i in interfaces if i["protocolBinding"] == binding)
+        urls = {i["protocolBinding"]: i["url"] for i in self.card()["supportedInterfaces"]}
+        return str(urls[binding])
 
     def stop(self) -> int:
         """The stop signal, then the exit code (a clean stop exits 0); killed if it hangs."""
