@@ -43,7 +43,10 @@ FleetmindError
     ├── MalformedMessage     not JSON, or not a valid envelope or payload
     ├── MessageTooLarge      over the size limit
     ├── UnsupportedVersion   an envelope version this process does not speak
-    └── UnknownKind          a message kind this process does not know
+    ├── UnknownKind          a message kind this process does not know
+    └── MCPAuthError         authorizing with an MCP server failed (OAuth)
+        ├── MCPAuthorizationRequired  authorization is needed and nobody is at a terminal
+        └── MCPAuthorizationDenied    the authorization server refused
 ```
 
 User mistakes (``ConfigError``, ``GraphError``, ``AgentError``, ``TaskNotFound``) and services
@@ -350,6 +353,18 @@ class UnsupportedVersion(ProtocolError):
 
 class UnknownKind(ProtocolError):
     """A message's kind is one this process does not know."""
+
+
+class MCPAuthError(ProtocolError):
+    """Authorizing fleetmind with an MCP server failed; the message says why and what to do."""
+
+
+class MCPAuthorizationRequired(MCPAuthError):
+    """The server needs authorization and nobody is at a terminal to give it."""
+
+
+class MCPAuthorizationDenied(MCPAuthError):
+    """The authorization server refused: the user said no, or the request was not allowed."""
 
 
 _DETERMINISTIC = (

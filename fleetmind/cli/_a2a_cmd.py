@@ -104,13 +104,14 @@ def serve(
     fleet are planned into task graphs when a model is configured (see `fleetmind llm check`);
     otherwise each becomes one routed subtask.
     """
+    # The server first: without the a2a extra, its import says what serving needs.
+    from fleetmind.serve import A2AEndpoints, serve_a2a  # isort: skip
     from fleetmind.agents.remote import INPUT_MODES
     from fleetmind.cli._build import build_fleet, open_store, save_router
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._plan_cmd import optional_planner
     from fleetmind.cli._target import load_fleet
     from fleetmind.cli._tokens import read_token_file
-    from fleetmind.serve import A2AEndpoints, serve_a2a
 
     grpc = _grpc_port(grpc_port)
     input_modes = list(dict.fromkeys([*INPUT_MODES, *(_media_type(m) for m in accept or ())]))

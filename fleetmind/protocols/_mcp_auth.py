@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from fleetmind._validation import describe_validation_error
-from fleetmind.errors import ProtocolError
+from fleetmind.errors import MCPAuthError, MCPAuthorizationDenied, MCPAuthorizationRequired
 
 if TYPE_CHECKING:
     import httpx2
@@ -65,18 +65,6 @@ MCP_TOKEN_DIR = "mcp_auth"
 
 _CALLBACK_PATH = "/callback"
 _PLACEHOLDER_REDIRECT = "http://127.0.0.1/callback"  # replaced by the listener's before use
-
-
-class MCPAuthError(ProtocolError):
-    """Authorizing fleetmind with an MCP server failed; the message says why and what to do."""
-
-
-class MCPAuthorizationRequired(MCPAuthError):
-    """The server needs authorization and nobody is at a terminal to give it."""
-
-
-class MCPAuthorizationDenied(MCPAuthError):
-    """The authorization server refused: the user said no, or the request was not allowed."""
 
 
 class MCPOAuthClient(BaseModel):

@@ -91,7 +91,7 @@ _EXPORTS = {
 
 def __getattr__(name: str) -> object:
     if _EXPORTS.get(name, "").startswith("fleetmind.agents.remote._a2a"):
-        require("a2a", "a2a", "A2A agents")
+        require("a2a", "a2a", "talking to A2A agents")
     return _lazy.load(__name__, _EXPORTS, name)
 
 
