@@ -72,5 +72,10 @@ class ProgressMeter:
             value = last + max(total - last, 0.0) * NUDGE
             if value <= last:  # so close to the total that the nudge vanished in rounding
                 value = math.nextafter(last, math.inf)
+        # Four decimals read better (0.18, not 0.18000000000000002) wherever that keeps the
+        # value rising and, before the end, below the total.
+        rounded = round(value, 4)
+        if (last is None or rounded > last) and (ended or rounded < total):
+            value = rounded
         self._last = value
         return value, max(total, value)
