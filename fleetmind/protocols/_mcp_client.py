@@ -604,8 +604,9 @@ class MCPConnection:
             if auth_error is not None:
                 raise auth_error from exc
             what = "start" if self.config.transport == "stdio" else "connect to"
+            at = f" at {self.config.url}" if self.config.url is not None else ""
             raise ProtocolError(
-                f"cannot {what} MCP server {self.name!r}: {_describe(exc)}",
+                f"cannot {what} MCP server {self.name!r}{at}: {_describe(exc)}",
                 details={"server": self.name},
             ) from exc
         return _Session(client=client, owner=owner, stop=stop, generation=self._generation)
