@@ -8,6 +8,7 @@ request message over the size limit ends ``RESOURCE_EXHAUSTED`` before it is par
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -59,6 +60,8 @@ class GrpcBinding:
             ],
         )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if port != 0:
+            _check_free(host, port, address)
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -128,3 +131,18 @@ def _refusal(handler: _Handler, text: str) -> _Handler:
 
 def _as_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _check_free(host: str, port: int, address: str) -> None:
+    """Refuse a taken port in plain words before gRPC tries it (gRPC's core would also print
+    its own error line on stderr, beside fleetmind's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gRPC does: a port left in TIME_WAIT is free, one that something listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for gRPC on {address}: {exc.strerror or exc}"
+            ) from exc

@@ -313,9 +313,11 @@ def test_a_grpc_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
             text=True,
             timeout=60,
         )
-    assert clash.returncode != 0
-    assert f"cannot listen for gRPC on 127.0.0.1:{taken}" in clash.stderr
-    assert "Traceback" not in clash.stderr
+    assert clash.returncode == 2
+    # One line, fleetmind's: not gRPC's own log line beside it, and no traceback.
+    assert clash.stderr.strip().splitlines() == [
+        f"fleetmind: error: cannot listen for gRPC on 127.0.0.1:{taken}: Address already in use"
+    ]
 
 
 async def test_sigterm_ends_an_open_grpc_stream_and_the_server_cleanly(tmp_path: Path) -> None:
