@@ -333,6 +333,7 @@ EXPECTED = {
         "new_envelope",
         "parse_envelope",
         "plain_json",
+        "saved_mcp_token",
         "serve_broker",
         "serve_embedded",
         "write_broker_config",

@@ -1,7 +1,9 @@
 """`fleetmind mcp check URL|COMMAND`: a user's first look at any MCP server, on one screen.
 
 A URL is first asked, with a plain HTTP request, whether it needs authorization: a 401 names
-what to do (an OAuth login, or a bearer token). Then the server is connected to (a command
+what to do (an OAuth login, or a bearer token). Without ``--token``, the token that
+``fleetmind mcp login`` kept in the data directory is sent (refreshed first if it expired);
+a check never starts a browser flow itself. Then the server is connected to (a command
 line is started over stdio), and what the handshake gave is shown: the protocol version, the
 server's name and capabilities; its tools, resources and prompts are listed, a ping is timed,
 and one tool may be called (``--call``). Nothing else is called: a check must not change
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shlex
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,12 +33,13 @@ from fleetmind.cli._a2a_check import (
 )
 from fleetmind.cli._check_report import CheckReport, timed
 from fleetmind.cli._help import examples
+from fleetmind.cli._options import DataDir
 from fleetmind.errors import ConfigError
 
 if TYPE_CHECKING:
     from mcp import Client
 
-    from fleetmind.protocols import MCPServerConfig
+    from fleetmind.protocols import MCPAuth, MCPServerConfig
 
 EXAMPLES = examples(
     "fleetmind mcp check http://127.0.0.1:8765/mcp",
@@ -79,13 +83,15 @@ def check(
     ] = None,
     timeout: TimeoutOption = 60.0,
     as_json: CheckJson = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Check an MCP server's handshake and lists.
 
     Connects (a URL over streamable HTTP, a command line over stdio), shows the protocol
     version, the server's name and capabilities, lists its tools, resources and prompts, times
-    a ping and says whether it needs authorization. No tool is called unless --call names one.
-    Exit 0 when every check passed, 1 when one failed.
+    a ping and says whether it needs authorization. Without --token, a token kept by
+    `fleetmind mcp login` in the data directory is used. No tool is called unless --call names
+    one. Exit 0 when every check passed, 1 when one failed.
     """
     config = server_config(target)
     secret = bearer_token(token, token_file)
@@ -94,7 +100,12 @@ def check(
     if arg and call is None:
         raise ConfigError("--arg gives arguments to --call's tool: name the tool with --call")
     arguments = tool_arguments(arg or [])
-    report = asyncio.run(probe_mcp(config, secret, call, arguments, timeout))
+    auth = None
+    if config.url is not None:
+        from fleetmind.cli._mcp_login import mcp_auth
+
+        auth = mcp_auth(data_dir, interactive=False)
+    report = asyncio.run(probe_mcp(config, secret, call, arguments, timeout, auth=auth))
     raise typer.Exit(report.print(as_json=as_json))
 
 
@@ -148,16 +159,39 @@ async def probe_mcp(
     call: str | None,
     arguments: dict[str, Any],
     wait_s: float,
+    *,
+    auth: MCPAuth | None = None,
 ) -> CheckReport:
-    """Check the server's authorization, handshake and lists; call ``call`` when given."""
+    """Check the server's authorization, handshake and lists; call ``call`` when given.
+
+    ``auth`` is where saved OAuth tokens are looked for when no ``token`` is given (never
+    interactively), and names the login command a server that needs authorization asks for.
+    """
     from fleetmind.cli._wait import waiting
 
     where = config.url or " ".join([config.command or "", *config.args])
     report = CheckReport("MCP server", where)
     report.fact("transport", "streamable HTTP" if config.url else "stdio")
     if config.url is not None:
+        login = (auth.login_command if auth else "fleetmind mcp login {url}").format(
+            url=shlex.quote(config.url)
+        )
+        saved = False
+        if token is None and auth is not None:
+            from fleetmind.protocols import MCPAuthError, saved_mcp_token
+
+            failure: MCPAuthError | None = None
+            with waiting(f"looking for a saved token for {config.url}"), timed() as took:
+                try:
+                    token = await saved_mcp_token(auth, config.url, timeout_s=wait_s)
+                except MCPAuthError as exc:
+                    failure = exc
+            if failure is not None:
+                report.failed("auth", "saved token not usable", failure.message, took.ms)
+                return report
+            saved = token is not None
         with waiting(f"asking {config.url} whether it needs authorization"):
-            if not await _authorization(config.url, token, wait_s, report):
+            if not await _authorization(config.url, token, wait_s, report, login, saved=saved):
                 return report
     # The server's stderr is kept, so that a server that fails to start can be quoted.
     with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
@@ -176,8 +210,20 @@ async def probe_mcp(
     return report
 
 
-async def _authorization(url: str, token: str | None, wait_s: float, report: CheckReport) -> bool:
-    """Whether the server may be connected to; a 401 is explained (OAuth, or a token)."""
+async def _authorization(
+    url: str,
+    token: str | None,
+    wait_s: float,
+    report: CheckReport,
+    login: str,
+    *,
+    saved: bool = False,
+) -> bool:
+    """Whether the server may be connected to; a 401 is explained (OAuth, or a token).
+
+    ``login`` is the command that authorizes with an OAuth server; ``saved`` says the token
+    is the one that command kept.
+    """
     import httpx
 
     headers = {
@@ -203,7 +249,11 @@ async def _authorization(url: str, token: str | None, wait_s: float, report: Che
                 return False
         status = response.status_code
         challenge = response.headers.get("www-authenticate", "")
-        report.data["auth"] = {"status": status, "www_authenticate": challenge or None}
+        report.data["auth"] = {
+            "status": status,
+            "www_authenticate": challenge or None,
+            "token": "saved" if saved else "given" if token else None,
+        }
         if status in (404, 405):
             report.failed(
                 "auth",
@@ -217,13 +267,25 @@ async def _authorization(url: str, token: str | None, wait_s: float, report: Che
             report.failed("auth", "HTTP 403", f"{url} refuses access (HTTP 403)", took.ms)
             return False
         if status != 401:
-            line = "token accepted" if token else "no authorization needed"
+            if saved:
+                line = "authorized with a saved token (from mcp login)"
+            else:
+                line = "token accepted" if token else "no authorization needed"
             report.ok("auth", line, took.ms, status=status)
             return True
         metadata = await _protected_resource(http, url, challenge)
     report.data["auth"]["oauth"] = metadata
     error = _AUTH_ERROR.search(challenge)
-    if token is not None:
+    if saved:
+        why = f" ({error.group(1)})" if error else ""
+        report.failed(
+            "auth",
+            f"HTTP 401: saved token refused{why}; needs authorization: run {login}",
+            f"{url} refused the token saved by `fleetmind mcp login`{why}: run `{login}` "
+            "to authorize again",
+            took.ms,
+        )
+    elif token is not None:
         why = f" ({error.group(1)})" if error else ""
         report.failed(
             "auth", f"HTTP 401: token refused{why}", f"{url} refused the token{why}", took.ms
@@ -232,9 +294,9 @@ async def _authorization(url: str, token: str | None, wait_s: float, report: Che
         servers = ", ".join(metadata.get("authorization_servers") or []) or "unnamed"
         report.failed(
             "auth",
-            "HTTP 401: OAuth authorization needed",
+            f"HTTP 401: needs authorization: run {login}",
             f"the server needs OAuth authorization (authorization server: {servers}): run "
-            f"`fleetmind mcp login {url}`, or give a token with --token",
+            f"`{login}`, or give a token with --token",
             took.ms,
         )
     else:

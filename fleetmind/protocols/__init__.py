@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         MCPAuthorizationRequired,
         MCPOAuthClient,
         mcp_token_file,
+        saved_mcp_token,
     )
     from fleetmind.protocols._mcp_client import (
         MCPCallResult,
@@ -90,6 +91,7 @@ _LAZY = {
     "MCPAuthorizationRequired": "fleetmind.protocols._mcp_auth",
     "MCPOAuthClient": "fleetmind.protocols._mcp_auth",
     "mcp_token_file": "fleetmind.protocols._mcp_auth",
+    "saved_mcp_token": "fleetmind.protocols._mcp_auth",
     "MCPCallResult": "fleetmind.protocols._mcp_client",
     "MCPConnection": "fleetmind.protocols._mcp_client",
     "MCPServerConfig": "fleetmind.protocols._mcp_client",
@@ -185,6 +187,7 @@ __all__ = [
     "new_envelope",
     "parse_envelope",
     "plain_json",
+    "saved_mcp_token",
     "serve_broker",
     "serve_embedded",
     "write_broker_config",

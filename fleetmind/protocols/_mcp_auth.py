@@ -31,7 +31,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -54,6 +54,7 @@ __all__ = [
     "MCPAuthorizationRequired",
     "MCPOAuthClient",
     "mcp_token_file",
+    "saved_mcp_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,45 @@ def _canonical_url(url: str) -> str:
     return urlunsplit(
         parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower(), fragment="")
     )
+
+
+async def saved_mcp_token(auth: MCPAuth, url: str, *, timeout_s: float = 30.0) -> str | None:
+    """The access token kept in ``auth.token_dir`` for the MCP server at ``url`` (by
+    ``fleetmind mcp login`` or an earlier run), refreshed first when it has expired.
+
+    Nobody is asked, whatever ``auth.interactive`` says: this is for a look at a server (a
+    check) that must never start a browser flow. None when no token is kept, or when the kept
+    one has expired and cannot be refreshed (the authorization server refused the refresh).
+
+    Raises:
+        MCPAuthError: The token file cannot be read, or the authorization server cannot be
+            reached to refresh the token.
+    """
+    if not mcp_token_file(auth.token_dir, url).exists():
+        return None
+    import httpx2
+
+    provider = _provider_class()(url, url, replace(auth, interactive=False), MCPOAuthClient())
+    await provider._initialize()
+    context = provider.context
+    if context.current_tokens is None:
+        return None
+    if not context.is_token_valid():
+        if not context.can_refresh_token():
+            return None
+        try:
+            async with httpx2.AsyncClient(timeout=httpx2.Timeout(timeout_s)) as http:
+                response = await http.send(await provider._refresh_token())
+        except httpx2.HTTPError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise MCPAuthError(
+                f"cannot refresh the saved token for MCP server {url}: {reason}",
+                details={"url": url},
+            ) from exc
+        if not await provider._handle_refresh_response(response):
+            return None
+    tokens = context.current_tokens
+    return tokens.access_token if tokens is not None else None
 
 
 # Token storage -----------------------------------------------------------------------------

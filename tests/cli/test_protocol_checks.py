@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from repo_paths import FIXTURES
 
+from fleetmind.protocols import mcp_token_file
 from fleetmind.testing import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,9 +37,17 @@ def fleetmind(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     )
 
 
-def checked(*args: str) -> tuple[int, dict[str, Any]]:
-    """Run a check with --json: its exit code and its report."""
-    done = fleetmind(*args, "--json", "--timeout", "100")
+def checked(*args: str, home: Path | None = None) -> tuple[int, dict[str, Any]]:
+    """Run a check with --json (``home``: its FLEETMIND_HOME): its exit code and its report."""
+    env = None if home is None else {**os.environ, "FLEETMIND_HOME": str(home)}
+    done = subprocess.run(
+        [FLEETMIND, *args, "--json", "--timeout", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -413,3 +423,84 @@ def test_mcp_check_of_an_oauth_server_names_the_login_command(oauth_server: str)
     code, report = checked("mcp", "check", oauth_server, "--token", "not-a-real-token")
     assert code == 1
     assert "refused the token" in report["problems"][0]
+
+
+def login_in_browser(url: str, data: Path) -> str:
+    """`fleetmind mcp login URL` (the console script), its address opened as a user would
+    (the authorization server's redirect followed to its listener): what it printed."""
+    process = subprocess.Popen(
+        [FLEETMIND, "mcp", "login", url, "--data-dir", str(data), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("  http"):
+                answer = httpx.get(line.strip(), timeout=60)
+                assert answer.status_code == 302, answer.text
+                httpx.get(answer.headers["location"], timeout=60).raise_for_status()
+                break
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    return out
+
+
+def oauth_stats(url: str) -> dict[str, int]:
+    return dict(httpx.get(url.removesuffix("/mcp") + "/test/stats", timeout=60).json())
+
+
+def test_mcp_check_uses_the_token_mcp_login_saved(oauth_server: str, tmp_path: Path) -> None:
+    code, report = checked("mcp", "check", oauth_server, home=tmp_path)
+    assert code == 1
+    assert by_name(report)["auth"]["line"] == (
+        f"HTTP 401: needs authorization: run fleetmind mcp login {oauth_server} "
+        f"--data-dir {tmp_path}"
+    )
+
+    assert login_in_browser(oauth_server, tmp_path).startswith(f"Authorized with {oauth_server}")
+    code, report = checked("mcp", "check", oauth_server, home=tmp_path)
+    assert code == 0, report["problems"]
+    assert by_name(report)["auth"]["line"] == "authorized with a saved token (from mcp login)"
+    assert report["auth"]["token"] == "saved"
+    assert report["lists"]["tools"] == ["add"]
+
+    # A saved token past its expiry is refreshed first, with no browser.
+    saved = mcp_token_file(tmp_path / "mcp_auth", oauth_server)
+    kept = json.loads(saved.read_text())
+    kept["expires_at"] = time.time() - 60
+    saved.write_text(json.dumps(kept))
+    code, report = checked("mcp", "check", oauth_server, "--data-dir", str(tmp_path))
+    assert code == 0, report["problems"]
+    assert json.loads(saved.read_text())["expires_at"] > time.time()
+    stats = oauth_stats(oauth_server)
+    assert stats["grant:refresh_token"] == 1
+    assert stats["authorizations"] == 1
+
+    # --token wins over the saved token.
+    code, report = checked("mcp", "check", oauth_server, "--token", "wrong", home=tmp_path)
+    assert code == 1
+    assert report["auth"]["token"] == "given"
+    assert "refused the token" in report["problems"][0]
+
+
+def test_mcp_check_of_a_saved_token_the_server_refuses_names_the_login_command(
+    oauth_server: str, tmp_path: Path
+) -> None:
+    login_in_browser(oauth_server, tmp_path)
+    httpx.post(
+        oauth_server.removesuffix("/mcp") + "/test/expire", params={"refresh": "0"}, timeout=60
+    ).raise_for_status()
+    code, report = checked("mcp", "check", oauth_server, home=tmp_path)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert problem.startswith(f"{oauth_server} refused the token saved by `fleetmind mcp login`")
+    assert problem.endswith(
+        f"run `fleetmind mcp login {oauth_server} --data-dir {tmp_path}` to authorize again"
+    )
+    assert [c["name"] for c in report["checks"]] == ["auth"]
