@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetmind._ids import new_task_id
 from fleetmind._task_log import (
@@ -61,6 +61,9 @@ from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import Store, TaskRecord, open_store
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from fleetmind.protocols import MCPAuth
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +288,7 @@ class Fleet:
         self.on_close(remote.aclose)
         return remote
 
-    def add_mcp_server(self, server: Any, *, prefix: str = "") -> None:
+    def add_mcp_server(self, server: Any, *, prefix: str = "", auth: MCPAuth | None = None) -> None:
         """Give the fleet's agents the tools of an MCP server (``ctx.tools``).
 
         Args:
@@ -294,13 +297,16 @@ class Fleet:
                 "headers"}``), or an ``MCPServerConfig``. The server starts on first use, is
                 reused by every task, restarted once if it dies, and stopped with the fleet.
             prefix: Put before each of its tool names, so two servers' tools cannot clash.
+            auth: For a URL that requires OAuth: where its tokens are kept (those of
+                ``fleetmind mcp login`` are in ``<data dir>/mcp_auth``) and whether the user
+                may be asked in a browser (see :class:`~fleetmind.protocols.MCPAuth`).
 
         Raises:
             ConfigError: The server description is invalid.
         """
         from fleetmind.tools import MCPServerConfig, MCPToolSource
 
-        source = MCPToolSource(MCPServerConfig.parse(server), prefix=prefix)
+        source = MCPToolSource(MCPServerConfig.parse(server), prefix=prefix, auth=auth)
         self.tools.add_source(source)
         self.mcp_requests.bind(source)
         self.on_close(source.aclose)

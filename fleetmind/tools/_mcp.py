@@ -15,6 +15,7 @@ from typing import Any
 from fleetmind.errors import AgentError, FleetmindError
 from fleetmind.protocols import (
     ElicitationHandler,
+    MCPAuth,
     MCPConnection,
     MCPServerConfig,
     MCPTool,
@@ -56,6 +57,11 @@ class MCPToolSource:
         sampling: Answers the server's requests for a model's answer (see
             :meth:`serve_requests`).
         elicitation: Answers the server's questions for the user.
+        auth: For an HTTP server that requires OAuth: where its tokens are kept and whether
+            the user may be asked to authorize (see :class:`~fleetmind.protocols.MCPAuth`);
+            ``MCPAuth(Path.home() / ".fleetmind" / "mcp_auth")`` uses those of
+            ``fleetmind mcp login``. Without it, such a server cannot be used (the fleets the
+            command line builds are given their data directory's).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class MCPToolSource:
         prefix: str = "",
         sampling: SamplingHandler | None = None,
         elicitation: ElicitationHandler | None = None,
+        auth: MCPAuth | None = None,
     ) -> None:
         self.config = config
         self.prefix = prefix
@@ -74,6 +81,7 @@ class MCPToolSource:
             sampling=sampling,
             elicitation=elicitation,
             on_tools_changed=self._tools_changed,
+            auth=auth,
         )
         """The session to the server, shared by every tool of this source."""
 

@@ -28,6 +28,8 @@ import httpx
 import pytest
 from repo_paths import FIXTURES
 
+from fleetmind import Fleet, SubtaskFailed, TaskGraph, agent
+from fleetmind.agents import SubtaskContext
 from fleetmind.cli._mcp_login import share_mcp_auth
 from fleetmind.errors import ProtocolError
 from fleetmind.protocols import MCPAuth, MCPConnection, MCPServerConfig
@@ -339,6 +341,31 @@ def test_the_fixture_refuses_a_token_request_for_another_resource(server: OAuthS
     )
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_target"
+
+
+async def test_a_fleet_built_in_python_uses_tokens_obtained_before(
+    server: OAuthServer, tmp_path: Path
+) -> None:
+    await sign_in(server, tmp_path)
+
+    @agent(id="adder")
+    async def add(ctx: SubtaskContext) -> Any:
+        result = await ctx.tools.call("add", {"a": 40, "b": 2})
+        if not result.ok:
+            raise SubtaskFailed(result.error or "add failed", retryable=False)
+        return result.value
+
+    fleet = Fleet([add])
+    fleet.add_mcp_server(server.url, auth=MCPAuth(tmp_path / "mcp_auth", interactive=False))
+    graph = TaskGraph("protected-tool")
+    graph.add_subtask("add", agent="adder")
+    try:
+        result = await fleet.run(graph)
+    finally:
+        await fleet.aclose()
+    assert result.ok, result.errors
+    assert result.output == {"result": 42}
+    assert server.stats()["authorizations"] == 1  # the token kept before: nobody was asked
 
 
 # The command line: `fleetmind mcp login`, and the fleets it builds ---------------------------
