@@ -187,12 +187,16 @@ class SubtaskAnswered(_Entry):
     It goes back to pending with the answer as its input ``input``, and so do the subtasks its
     failure had failed or skipped without running; subtasks that finished stay finished. The
     one entry that a finished graph takes: it reopens the task.
+
+    ``message`` is the protocol message that answered (``IncomingMessage.to_json()``), when one
+    did: the subtask's ``ctx.message`` from then on, its file parts its input ``<input>_files``.
     """
 
     kind: Literal["subtask_answered"] = "subtask_answered"
     subtask_id: SubtaskId
     answer: Any = None
     input: str = "reply"
+    message: dict[str, Any] | None = None
 
 
 class TaskPlanned(_Entry):

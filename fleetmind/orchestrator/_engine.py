@@ -96,8 +96,8 @@ class Engine:
             (the fleet link keeps the answers devices sent while the orchestrator was down).
         stopped_at: For a resumed task, when its process stopped: the downtime is logged
             (``TaskResumed``) and counts in no subtask's duration.
-        message: The protocol message the task was started from (every agent's
-            ``ctx.message``), or None.
+        message: The protocol message the task was started from (``ctx.message``, but for
+            a subtask whose question a message answered: that one), or None.
     """
 
     def __init__(
@@ -763,7 +763,7 @@ class Engine:
                 agent_id=agent.id,
                 _progress=report,
                 _artifacts=stream,
-                message=self.message,
+                message=self.graph.answered_by(subtask_id) or self.message,
                 tools=self._tools,
                 checkpoints=self._checkpoints,
                 memory=None

@@ -628,7 +628,12 @@ class Fleet:
         return waiting_questions(snapshot.graph)
 
     def answer(
-        self, task_id: str, replies: Mapping[str, Any], *, input: str = "reply"
+        self,
+        task_id: str,
+        replies: Mapping[str, Any],
+        *,
+        input: str = "reply",
+        message: IncomingMessage | None = None,
     ) -> TaskHandle:
         """Continue a task that stopped for questions, in the background of the fleet.
 
@@ -636,6 +641,11 @@ class Fleet:
         so do the subtasks that its question had held back (failed or skipped without running);
         subtasks that finished, and those that agents added while the task ran, stay as they
         are. The answers are logged, so a process that dies meanwhile resumes with them.
+
+        ``message`` is the protocol message that answered (an A2A follow-up): the subtasks named
+        in ``replies`` see it as their ``ctx.message`` from then on (the others keep the task's
+        first message), and its file parts as their input ``<input>_files`` (``reply_files``),
+        as :func:`~fleetmind.agents.part_to_json` writes them. It is logged with the answers.
 
         Raises:
             FleetStateError: the fleet is not started.
@@ -661,8 +671,9 @@ class Fleet:
         record, entries = self.store.load(task_id)
         graph = TaskGraph.from_log(entries, record.name)
         now = time.time()
+        kept = None if message is None else message.to_json()
         answers = [
-            SubtaskAnswered(subtask_id=sid, answer=reply, input=input, at=now)
+            SubtaskAnswered(subtask_id=sid, answer=reply, input=input, message=kept, at=now)
             for sid, reply in replies.items()
         ]
         for entry in answers:

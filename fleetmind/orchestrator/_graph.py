@@ -53,7 +53,8 @@ from fleetmind._task_model import (
     SubtaskStatus,
 )
 from fleetmind._validation import describe_validation_error
-from fleetmind.errors import CycleError, GraphError
+from fleetmind.agents import IncomingMessage, part_to_json
+from fleetmind.errors import CycleError, GraphError, MalformedMessage
 from fleetmind.orchestrator._subtask_state import SubtaskState
 
 _S = SubtaskStatus
@@ -91,6 +92,7 @@ class TaskGraph:
         self._open = 0
         self._cancelled = False
         self._newly_ready: list[str] = []
+        self._answered_by: dict[str, IncomingMessage] = {}
         self.request: str | None = None
         """The request in plain words this graph was planned from, if it was."""
 
@@ -267,6 +269,7 @@ class TaskGraph:
         for dep in list(self._deps_out[subtask_id].values()):
             self._unlink(dep)
         del self._specs[subtask_id], self._state[subtask_id], self._waiting_on[subtask_id]
+        self._answered_by.pop(subtask_id, None)
         del self._deps_in[subtask_id], self._deps_out[subtask_id]
         if self._dag is not None:
             self._dag.remove_node(subtask_id)
@@ -380,6 +383,16 @@ class TaskGraph:
             raise GraphError(f"subtask {entry.subtask_id!r} is not waiting for input")
         spec = self._specs[entry.subtask_id]
         inputs = {**spec.inputs, entry.input: entry.answer}
+        if self._answered_by.pop(entry.subtask_id, None) is not None:
+            inputs.pop(f"{entry.input}_files", None)  # an earlier answer's files
+        if entry.message is not None:
+            try:
+                message = IncomingMessage.from_json(entry.message)
+            except MalformedMessage as exc:
+                raise GraphError(f"the answer to {entry.subtask_id!r}: {exc.message}") from None
+            self._answered_by[entry.subtask_id] = message
+            if message.files:  # as the first message's file parts arrive as input "files"
+                inputs[f"{entry.input}_files"] = [part_to_json(p) for p in message.files]
         self._specs[entry.subtask_id] = spec.model_copy(update={"inputs": inputs})
         reopened, frontier = {entry.subtask_id}, [entry.subtask_id]
         while frontier:
@@ -463,6 +476,11 @@ class TaskGraph:
 
     def __iter__(self) -> Iterator[Subtask]:
         return iter(self._specs.values())
+
+    def answered_by(self, subtask_id: str) -> IncomingMessage | None:
+        """The message that answered the subtask's latest question, if a message did (the
+        subtask's ``ctx.message`` from then on)."""
+        return self._answered_by.get(subtask_id)
 
     def subtask(self, subtask_id: str) -> Subtask:
         """The definition of one subtask."""
@@ -615,6 +633,7 @@ class TaskGraph:
         other._open = self._open
         other._cancelled = self._cancelled
         other._newly_ready = list(self._newly_ready)
+        other._answered_by = dict(self._answered_by)
         other.request = self.request
         return other
 

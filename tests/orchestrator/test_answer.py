@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fleetmind import Fleet, InputRequired, TaskGraph, agent
 from fleetmind._task_log import SubtaskAnswered, SubtaskFinished, SubtaskStarted
-from fleetmind.agents import Agent
+from fleetmind.agents import (
+    Agent,
+    FilePart,
+    IncomingMessage,
+    SubtaskContext,
+    TextPart,
+    part_to_json,
+)
 from fleetmind.errors import (
     FleetStateError,
     GraphError,
@@ -267,3 +275,113 @@ def test_only_a_subtask_that_asked_can_be_answered() -> None:
     other.apply(SubtaskFinished(subtask_id="s", status="failed", error=error))
     with pytest.raises(GraphError, match="'s' is not waiting for input"):
         other.apply(SubtaskAnswered(subtask_id="s", answer="x"))
+
+
+# The answering message: the asker's ctx.message and files ----------------------------------
+
+FIRST = IncomingMessage(parts=(TextPart("paint the canvas"),), message_id="m-first", task_id="t1")
+PHOTO = FilePart(content=b"\x89PNG colour", name="colour.png", media_type="image/png")
+FOLLOW_UP = IncomingMessage(
+    parts=(TextPart("blue, as in the photo"), PHOTO),
+    message_id="m-follow-up",
+    task_id="t1",
+    metadata={"from": "client"},
+)
+
+
+def seeing_agents(seen: list[tuple[str, Any]], held: asyncio.Event | None = None) -> list[Agent]:
+    """Agents that record what they see: the asker its message, reply and files; a noter its
+    message. With ``held``, the answered asker sets it and runs on forever (a process that
+    stops meanwhile)."""
+
+    @agent(id="asker", skills=["ask"])
+    async def asker(
+        ctx: SubtaskContext, reply: str | None = None, reply_files: list[Any] | None = None
+    ) -> str:
+        seen.append(("ask", (ctx.message, reply, reply_files)))
+        if reply is None:
+            raise InputRequired("which colour?")
+        if held is not None:
+            held.set()
+            await asyncio.Event().wait()
+        return reply
+
+    @agent(id="noter", skills=["note"])
+    async def noter(ctx: SubtaskContext) -> str:
+        seen.append((ctx.subtask.id, ctx.message))
+        return "noted"
+
+    return [asker, noter]
+
+
+def asking_graph() -> TaskGraph:
+    """side; ask -> after (held back by the question)."""
+    graph = TaskGraph("asking")
+    graph.add_subtask("side", skill="note")
+    graph.add_subtask("ask", skill="ask")
+    graph.add_subtask("after", skill="note", depends_on=["ask"])
+    return graph
+
+
+async def test_the_answering_message_reaches_the_asker_only(tmp_path: Path) -> None:
+    seen: list[tuple[str, Any]] = []
+    async with Fleet(seeing_agents(seen), store=tmp_path / "f.db") as fleet:
+        first = await fleet.submit(asking_graph(), message=FIRST).result()
+        assert fleet.questions(first.task_id) == {"ask": "which colour?"}
+        result = await fleet.answer(first.task_id, {"ask": "blue"}, message=FOLLOW_UP).result()
+
+    assert result.status == "done"
+    asked = [value for sid, value in seen if sid == "ask"]
+    assert asked == [(FIRST, None, None), (FOLLOW_UP, "blue", [part_to_json(PHOTO)])]
+    assert dict((sid, v) for sid, v in seen if sid != "ask") == {"side": FIRST, "after": FIRST}
+    _, entries = fleet.store.load(first.task_id)
+    (answered,) = [e for e in entries if isinstance(e, SubtaskAnswered)]
+    assert answered.message == FOLLOW_UP.to_json()  # plain JSON in the log
+
+
+async def test_the_answering_message_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    seen: list[tuple[str, Any]] = []
+    held = asyncio.Event()
+
+    async def first_process() -> None:
+        async with Fleet(seeing_agents(seen, held), store=path) as fleet:
+            first = await fleet.submit(asking_graph(), task_id="job", message=FIRST).result()
+            assert first.status == "failed"
+            await fleet.answer("job", {"ask": "blue"}, message=FOLLOW_UP).result()
+
+    process = asyncio.ensure_future(first_process())
+    await held.wait()  # the answered asker is running
+    process.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await process
+
+    seen.clear()
+    async with Fleet(seeing_agents(seen), store=path) as fleet:
+        result = await fleet.submit_resume("job").result()
+
+    assert result.status == "done"
+    assert seen == [("ask", (FOLLOW_UP, "blue", [part_to_json(PHOTO)])), ("after", FIRST)]
+
+
+def test_the_latest_answer_decides_the_message_and_files() -> None:
+    graph = asked_graph()
+    graph.apply(SubtaskAnswered(subtask_id="asker", answer="x", message=FOLLOW_UP.to_json()))
+    assert graph.answered_by("asker") == FOLLOW_UP
+    assert graph.answered_by("b") is None
+    assert graph.subtask("asker").inputs == {"reply": "x", "reply_files": [part_to_json(PHOTO)]}
+    assert TaskGraph.from_log(graph.log, "g").answered_by("asker") == FOLLOW_UP
+    assert graph.copy().answered_by("asker") == FOLLOW_UP
+
+    graph.apply(SubtaskStarted(subtask_id="asker", agent="x"))
+    graph.apply(SubtaskFinished(subtask_id="asker", status="failed", error=QUESTION))
+    graph.apply(SubtaskAnswered(subtask_id="asker", answer="y"))  # no message this time
+    assert graph.answered_by("asker") is None
+    assert graph.subtask("asker").inputs == {"reply": "y"}
+
+
+def test_an_answer_whose_message_is_not_one_is_refused() -> None:
+    graph = asked_graph()
+    with pytest.raises(GraphError, match=r"the answer to 'asker': not a fleetmind\.message"):
+        graph.apply(SubtaskAnswered(subtask_id="asker", answer="x", message={"parts": []}))
+    assert graph.is_finished  # nothing changed
