@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,8 @@ REQUEST_SUBTASK = "request"
 """The id of the one subtask a text message becomes."""
 RESULT_ARTIFACT = "result"
 """The id of the last artifact of a completed task: the task's final output."""
+_CHECKED_KEPT = 256
+"""How many checked messages' graphs wait to be run (a refused message's is dropped later)."""
 _ENDED = frozenset(
     {
         TaskState.TASK_STATE_COMPLETED,
@@ -150,6 +153,8 @@ class FleetExecutor(AgentExecutor):
         """A2A tasks taken up after a restart, and whether a client cancelled one meanwhile."""
         self._preparing: dict[str, bool] = {}
         """A2A tasks whose graph is being prepared, and whether a cancel came meanwhile."""
+        self._checked: OrderedDict[str, tuple[Message, TaskGraph]] = OrderedDict()
+        """The graphs of messages checked and not run yet, by message id."""
 
     @property
     def _only_agent(self) -> str | None:
@@ -169,9 +174,8 @@ class FleetExecutor(AgentExecutor):
         # A new task's first events wait until it is clear whether a direct message answers.
         hold = context.current_task is None and not wants_a_task(context)
         updater = TaskUpdater(HeldEvents(event_queue, hold=hold), task_id, context_id)
-        planned: TaskGraph | None = None
         if context.current_task is None:
-            definition = self.definition(message)
+            graph = self._graph(message)
             await updater.event_queue.enqueue_event(
                 Task(
                     id=task_id,
@@ -184,15 +188,14 @@ class FleetExecutor(AgentExecutor):
             if request is not None:
                 await updater.start_work(_agent_message(updater, "planning the request"))
                 try:
-                    planned = (await self._fleet.plan(request)).graph
+                    graph = (await self._fleet.plan(request)).graph
                 except FleetmindError as exc:  # no valid plan, or the model is unreachable
                     await updater.failed(_agent_message(updater, f"cannot plan: {exc.message}"))
                     return
-                definition = planned.to_definition()
         else:
             await self._answer(message, updater)
             return
-        await self._run(definition, updater, planned, message_from_a2a(message))
+        await self._run(graph, updater, message_from_a2a(message))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the fleetmind task; the run reports ``canceled`` itself when it has stopped."""
@@ -301,13 +304,8 @@ class FleetExecutor(AgentExecutor):
     # One run -------------------------------------------------------------------------------
 
     async def _run(
-        self,
-        definition: dict[str, Any],
-        updater: TaskUpdater,
-        planned: TaskGraph | None = None,
-        message: IncomingMessage | None = None,
+        self, graph: TaskGraph, updater: TaskUpdater, message: IncomingMessage | None = None
     ) -> None:
-        graph = planned if planned is not None else TaskGraph.from_definition(definition)
         # Embedding words (a model call) happens off the loop's thread, as in a task.
         self._preparing[updater.task_id] = False
         problem: FleetmindError | None = None
@@ -357,14 +355,17 @@ class FleetExecutor(AgentExecutor):
 
     async def _answer(self, message: Message, updater: TaskUpdater) -> None:
         """A follow-up to a task in ``input-required``: the same fleetmind task goes on, the
-        asking subtasks with the reply as their input ``reply``."""
+        asking subtasks with the reply as their input ``reply``, the follow-up as their
+        ``ctx.message`` and its file parts as their input ``reply_files``."""
         task_id = updater.task_id
         waiting = self._waiting(task_id)
         if waiting is None:
             # Only when a second answer raced the first past check_follow_up.
             raise UnsupportedOperationError(message=f"task {task_id} is not waiting for input")
         running, questions = waiting
-        handle = self._fleet.answer(running, dict.fromkeys(questions, _reply_of(message)))
+        handle = self._fleet.answer(
+            running, dict.fromkeys(questions, _reply_of(message)), message=message_from_a2a(message)
+        )
         await self._follow(handle, updater, f"answered: {handle.task_id} goes on")
 
     async def _follow(self, handle: TaskHandle, updater: TaskUpdater, note: str) -> None:
@@ -453,7 +454,11 @@ class FleetExecutor(AgentExecutor):
     # Messages -> task graph definitions --------------------------------------------------------
 
     def definition(self, message: Message) -> dict[str, Any]:
-        """The task graph a message asks for (``InvalidParamsError`` when it asks for nothing)."""
+        """The task graph a message asks for (``InvalidParamsError`` when it asks for nothing).
+
+        The graph read from it is kept for :meth:`execute` (``CheckedRequests`` calls this
+        first), which then builds nothing again.
+        """
         texts = [p.text for p in message.parts if p.HasField("text") and p.text]
         data = data_values(message.parts)
         graphs = [d for d in data if isinstance(d, dict) and "subtasks" in d]
@@ -486,10 +491,23 @@ class FleetExecutor(AgentExecutor):
                     subtask[key] = routing[key]
             definition = self._pinned({"name": "a2a request", "subtasks": [subtask]})
         try:
-            TaskGraph.from_definition(definition)
+            graph = TaskGraph.from_definition(definition)
         except (ValidationError, FleetmindError, TypeError, ValueError) as exc:
             raise InvalidParamsError(message=f"invalid task graph: {_first_line(exc)}") from exc
+        self._checked[message.message_id] = (message, graph)
+        self._checked.move_to_end(message.message_id)
+        if len(self._checked) > _CHECKED_KEPT:
+            self._checked.popitem(last=False)
         return definition
+
+    def _graph(self, message: Message) -> TaskGraph:
+        """The graph of a new message: the one :meth:`definition` read from this very message
+        (each is used once, as the engine edits its graph), else read now."""
+        kept = self._checked.pop(message.message_id, None)
+        if kept is not None and kept[0] == message:
+            return kept[1]
+        self.definition(message)
+        return self._checked.pop(message.message_id)[1]
 
     def _plannable(self, message: Message) -> str | None:
         """The request in plain words, when the fleet's planner should turn it into a graph:
@@ -564,7 +582,9 @@ async def _forward(event: TaskEvent, updater: TaskUpdater) -> None:
 def _agent_message(
     updater: TaskUpdater, text: str, metadata: dict[str, Any] | None = None
 ) -> Message:
-    return updater.new_agent_message([Part(text=text)], metadata=_jsonable(metadata))
+    return updater.new_agent_message(
+        [Part(text=text)], metadata=None if metadata is None else _jsonable(metadata)
+    )
 
 
 def _final_output(result: TaskResult) -> Any:

@@ -5,6 +5,7 @@ answers to those that were waiting for input; an answer continues the same task.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from a2a.types import (
     TaskState,
 )
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
+from google.protobuf.json_format import MessageToDict
 from repo_paths import FIXTURES
 
 from fleetmind._task_log import TaskCancelledEntry
@@ -303,6 +305,46 @@ async def test_a_task_id_alone_answers_a_question_the_previous_server_asked(
     assert text_of(done.artifacts[-1].parts) == "finished: prepared, go"  # confirm got "go"
     assert home.runs() == {"prepare": 1, "confirm": 2, "finish": 1}
     assert "Traceback" not in second.log.read_text()
+
+
+async def test_the_asking_agent_sees_the_follow_up_with_its_file(
+    servers: Callable[[], Server],
+) -> None:
+    server = servers()
+    async with a2a_client(server.url) as client:
+        graph = {"name": "ask for a file", "subtasks": [{"id": "ask", "agent": "ask-file"}]}
+        asked = await send(client, request(data=graph))
+        assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        follow_up = Message(
+            role=Role.ROLE_USER,
+            message_id=str(uuid.uuid4()),
+            task_id=asked.id,
+            parts=[
+                Part(text="this one"),
+                Part(raw=b"a note", filename="notes.txt", media_type="text/plain"),
+            ],
+            metadata={"trace": "t-7"},
+        )
+        done = await send(client, SendMessageRequest(message=follow_up))
+
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+    seen = MessageToDict(done.artifacts[-1].parts[0].data)
+    assert seen == {
+        "message_id": follow_up.message_id,  # the follow-up, not the message that asked
+        "task_id": asked.id,
+        "metadata": {"trace": "t-7"},
+        "text": "this one",
+        "files": [["notes.txt", "text/plain", "a note"]],
+        "reply": "this one",
+        "reply_files": [
+            {
+                "kind": "file",
+                "base64": base64.b64encode(b"a note").decode(),
+                "name": "notes.txt",
+                "media_type": "text/plain",
+            }
+        ],
+    }
 
 
 async def test_a_message_on_a_working_task_is_refused_and_the_task_goes_on(
