@@ -279,6 +279,7 @@ EXPECTED = {
         "PROTOCOL_VERSION",
         "A2ATransport",
         "Account",
+        "ArtifactPayload",
         "BrokerAddress",
         "BrokerConfig",
         "BrokerProcess",

@@ -130,18 +130,21 @@ class SubtaskContext:
         artifact_id: str = "stream",
         name: str | None = None,
         last: bool = False,
+        append: bool | None = None,
     ) -> None:
         """Send one chunk of an artifact while the agent works (A2A: an artifact update).
 
         The first chunk of ``artifact_id`` starts the artifact; later ones append to it until a
         chunk marked ``last``. Strings become text parts. Where nobody follows the task's
         events (a plain ``fleet.run``), chunks are dropped; the subtask's output is what stays.
+        ``append`` overrides that reckoning, for agents that pass on chunks another one marked
+        (a remote agent's: a chunk that does not append starts the artifact again).
         """
         chunk = ArtifactChunk(
             artifact_id=artifact_id,
             parts=parts_of(parts),
             name=name,
-            append=artifact_id in self._streaming,
+            append=artifact_id in self._streaming if append is None else append,
             last=last,
         )
         if last:

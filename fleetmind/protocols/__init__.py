@@ -26,6 +26,7 @@ from fleetmind.protocols._broker import (
 from fleetmind.protocols._envelope import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    ArtifactPayload,
     CancelPayload,
     CardPayload,
     ClaimPayload,
@@ -134,6 +135,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "A2ATransport",
     "Account",
+    "ArtifactPayload",
     "BrokerAddress",
     "BrokerConfig",
     "BrokerProcess",

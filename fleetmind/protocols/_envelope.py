@@ -142,6 +142,21 @@ class ProgressPayload(_Payload):
     """An LLM agent's step record (tier, model, tokens, cost, latency, tool calls, outcome)."""
 
 
+class ArtifactPayload(_Payload):
+    """One chunk of an artifact a dispatched subtask streams (``ctx.stream_artifact``;
+    correlation id: the dispatch). ``append``: the parts extend the artifact's earlier chunks;
+    ``last``: no more chunks of it follow."""
+
+    task_id: TaskId
+    subtask_id: SubtaskId
+    artifact_id: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(max_length=200)] | None = None
+    parts: tuple[dict[str, Any], ...] = Field(default=(), max_length=1000)
+    """The chunk's parts, as ``fleetmind.agents.part_to_json`` writes them."""
+    append: bool = False
+    last: bool = False
+
+
 class ResultPayload(_Payload):
     """How a dispatched subtask ended (correlation id: the dispatch)."""
 
@@ -221,6 +236,7 @@ _PAYLOADS: dict[str, type[_Payload]] = {
     "proceed": ProceedPayload,
     "sync": SyncPayload,
     "progress": ProgressPayload,
+    "artifact": ArtifactPayload,
     "result": ResultPayload,
     "error": ErrorPayload,
     "submit": SubmitPayload,
@@ -238,6 +254,7 @@ MessageKind = Literal[
     "proceed",
     "sync",
     "progress",
+    "artifact",
     "result",
     "error",
     "submit",

@@ -18,6 +18,7 @@ from fleetmind.errors import (
     error_from_dict,
 )
 from fleetmind.protocols._envelope import (
+    ArtifactPayload,
     DispatchPayload,
     ResultPayload,
     new_envelope,
@@ -48,6 +49,24 @@ def test_round_trip_keeps_every_field() -> None:
     assert isinstance(payload, ResultPayload)
     assert payload.output == {"ok": True}
     assert received.correlation_id == "abc"
+
+
+def test_an_artifact_chunk_round_trips_and_needs_its_artifact_id() -> None:
+    chunk = ArtifactPayload(
+        task_id="t1",
+        subtask_id="snap",
+        artifact_id="photos",
+        parts=({"kind": "text", "text": "first"},),
+        append=True,
+    )
+    sent = new_envelope("artifact", "pi-7", chunk, correlation_id="d1")
+    received, payload = parse_envelope(sent.to_bytes())
+    assert payload == chunk and received.kind == "artifact"
+    data = json.loads(sent.to_bytes())
+    data["payload"]["artifact_id"] = ""
+    with pytest.raises(MalformedMessage) as caught:
+        parse_envelope(json.dumps(data).encode())
+    assert "artifact_id" in caught.value.message
 
 
 @pytest.mark.parametrize(

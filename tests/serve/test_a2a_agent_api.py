@@ -3,7 +3,8 @@ a fixture fleet in its own process, driven by the a2a-sdk client.
 
 Agents see the message's id, metadata, the A2A task and context ids, and its file parts; they
 answer with files and data parts, a direct message (no task), an artifact streamed in chunks,
-a status text, or a rejection.
+a status text, or a rejection. A fleet that calls such a server through ``A2AAgent`` streams the
+chunks on as its own events.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from repo_paths import FIXTURES
 
 from fleetmind import Fleet, TaskGraph
 from fleetmind.agents import DataPart, FilePart, TextPart, as_reply
+from fleetmind.orchestrator import SubtaskArtifactEvent
 
 pytestmark = pytest.mark.timeout(180)
 FLEET = str(FIXTURES / "a2a_agent_api_fleet.py")
@@ -50,6 +52,14 @@ def mirror_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Only the mirror agent: every message goes to it."""
     home = tmp_path_factory.mktemp("mirror")
     with serving(FLEET, home, "--agent", "mirror", start_s=90) as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def streamer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Only the streamer agent: every message goes to it."""
+    home = tmp_path_factory.mktemp("streamer")
+    with serving(FLEET, home, "--agent", "streamer", start_s=90) as running:
         yield running.url
 
 
@@ -204,3 +214,32 @@ async def test_a_fleet_calling_an_agent_over_a2a_sees_what_it_sent(mirror_server
     assert chat is not None and chat.as_message
     assert chat.parts == (TextPart("you said: a message please"),)
     assert chat.metadata == {"mood": "cheerful"}
+
+
+async def test_a_fleet_calling_a_streaming_fleet_over_a2a_streams_its_chunks_on(
+    streamer_server: str,
+) -> None:
+    fleet = Fleet()
+    await fleet.add_a2a_agent(streamer_server, agent_id="remote")
+    graph = TaskGraph("relay")
+    graph.add_subtask("tell", agent="remote", inputs={"text": "a story"})
+    async with fleet:
+        handle = fleet.submit(graph)
+        events = [e async for e in handle.events()]
+        result = await handle.result()
+    assert result.status == "done", result.errors
+    assert result.outputs["tell"] == "told"  # the whole answer, as without streaming
+    chunks = [e for e in events if isinstance(e, SubtaskArtifactEvent) and e.name == "story"]
+    assert [(c.subtask_id, c.append, c.last) for c in chunks] == [
+        ("tell", False, False),
+        ("tell", True, False),
+        ("tell", True, True),
+    ]
+    assert len({c.artifact_id for c in chunks}) == 1
+    assert [c.parts for c in chunks] == [
+        ({"kind": "text", "text": "once upon a time"},),
+        ({"kind": "data", "data": {"chapter": 2}},),
+        ({"kind": "text", "text": "the end"},),
+    ]
+    done = next(i for i, e in enumerate(events) if e.kind == "subtask_done")
+    assert all(events.index(c) < done for c in chunks)

@@ -10,8 +10,10 @@ fleet.on_close(agent.aclose)
 an :class:`A2AAgent`, which the router and the engine treat like any local agent. Each subtask is
 sent as one A2A message (a text part with the description, a data part with the inputs). When
 the card says the agent streams, ``SendStreamingMessage`` carries its status updates to
-``ctx.progress`` as they happen; otherwise ``SendMessage`` returns at once and ``GetTask`` polls
-until the remote task ends. Cancelling the subtask cancels the remote task too.
+``ctx.progress`` as they happen, and each artifact update (a whole artifact, or a chunk of one
+streamed with ``append`` and ``lastChunk``) to ``ctx.stream_artifact``, so a fleet that serves
+over A2A in front of it streams them on; otherwise ``SendMessage`` returns at once and
+``GetTask`` polls until the remote task ends. Cancelling the subtask cancels the remote task too.
 
 An answer is the subtask's output: a plain value (the text, or the data) when that is all the
 remote agent sent, else a :class:`~fleetmind.agents.Reply` with its parts as they came (files,
@@ -55,7 +57,7 @@ from google.protobuf import json_format, struct_pb2
 from fleetmind._task_model import Subtask
 from fleetmind.agents import AgentProfile, SubtaskContext, Tier
 from fleetmind.agents.remote._a2a_card import profile_from_card
-from fleetmind.agents.remote._a2a_parts import reply_from_a2a
+from fleetmind.agents.remote._a2a_parts import parts_from_a2a, reply_from_a2a
 from fleetmind.agents.remote._base import RemoteAgent
 from fleetmind.errors import InputRequired, SubtaskFailed
 from fleetmind.protocols import A2ATransport, plain_json
@@ -306,8 +308,17 @@ class A2AAgent(RemoteAgent):
                 run.task_id = run.task_id or update.task_id
                 self._apply_status(update.status, run, ctx)
             case "artifact_update":
-                run.task_id = run.task_id or event.artifact_update.task_id
-                _merge_artifact(run.artifacts, event.artifact_update)
+                chunk = event.artifact_update
+                run.task_id = run.task_id or chunk.task_id
+                _merge_artifact(run.artifacts, chunk)
+                # Each update is a chunk: a fleet in front of this agent streams it on.
+                ctx.stream_artifact(
+                    parts_from_a2a(chunk.artifact.parts),
+                    artifact_id=chunk.artifact.artifact_id or "artifact",
+                    name=chunk.artifact.name or None,
+                    last=chunk.last_chunk,
+                    append=chunk.append,
+                )
             case "message":
                 run.reply = event.message
             case _:

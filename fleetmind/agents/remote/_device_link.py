@@ -37,6 +37,7 @@ from fleetmind.agents.remote._device_agent import DeviceAgent
 from fleetmind.agents.remote._dispatches import Dispatches, DispatchLimits
 from fleetmind.errors import FleetStateError, ProtocolError
 from fleetmind.protocols import (
+    ArtifactPayload,
     BrokerAddress,
     CardPayload,
     ClaimPayload,
@@ -347,7 +348,13 @@ class DeviceLink:
                     return True
                 self.spawn(self._serve_memory(self.memory, owner, envelope.id, payload, message))
                 return False  # acknowledged once answered: a write is saved first
-            case ResultPayload() | ProgressPayload() | ErrorPayload() | ClaimPayload():
+            case (
+                ResultPayload()
+                | ProgressPayload()
+                | ArtifactPayload()
+                | ErrorPayload()
+                | ClaimPayload()
+            ):
                 if owner != envelope.sender:
                     self._ignore(f"message on {owner}'s output sent by {envelope.sender}")
                     return True

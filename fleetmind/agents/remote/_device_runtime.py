@@ -2,8 +2,9 @@
 
 ``fleetmind agent serve`` runs one of these. It announces each agent's card (retained) and the
 device's presence (retained, with a last will that says offline), takes dispatched subtasks
-from its inbox, runs them within each agent's concurrency limit, and streams progress and
-results back. Its promises, which the orchestrator relies on:
+from its inbox, runs them within each agent's concurrency limit, and streams progress, the
+chunks of the artifacts its agents stream, and results back. Its promises, which the
+orchestrator relies on:
 
 - **Each dispatch runs at most once here.** A dispatch id seen again (the broker's redelivery,
   the orchestrator's resend) is answered from the cached result when it has finished, and
@@ -38,10 +39,25 @@ from pydantic import ValidationError
 
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
-from fleetmind.agents import Agent, IncomingMessage, SubtaskContext, SubtaskResult
+from fleetmind.agents import (
+    Agent,
+    ArtifactChunk,
+    IncomingMessage,
+    SubtaskContext,
+    SubtaskResult,
+    part_to_json,
+)
 from fleetmind.agents.remote._device_memory import DeviceMemoryChannel, MemoryUnavailable
-from fleetmind.errors import FleetmindError, MalformedMessage, ProtocolError, error_outcome
+from fleetmind.errors import (
+    FleetmindError,
+    MalformedMessage,
+    MessageTooLarge,
+    ProtocolError,
+    error_outcome,
+)
 from fleetmind.protocols import (
+    MAX_MESSAGE_BYTES,
+    ArtifactPayload,
     BrokerAddress,
     CancelPayload,
     CardPayload,
@@ -411,6 +427,13 @@ class DeviceRuntime:
                 qos=1 if step else 0,
             )
 
+        def stream(chunk: ArtifactChunk) -> None:
+            # QoS 1, like the result after it on the same topic: the broker keeps their order,
+            # so every chunk reaches the orchestrator before the attempt's end.
+            self._publish_out(
+                job.reply_to, _artifact_message(self.device_id, dispatch_id, held, chunk)
+            )
+
         ctx = SubtaskContext(
             task_id=job.task_id,
             subtask=subtask,
@@ -418,6 +441,7 @@ class DeviceRuntime:
             attempt=job.attempt,
             agent_id=held.agent.id,
             _progress=progress,
+            _artifacts=stream,
             memory=self.memory.for_agent(held.agent.id, job.task_id, job.reply_to),
             message=_incoming(job.message, dispatch_id),
         )
@@ -510,3 +534,29 @@ def _incoming(value: dict[str, Any] | None, dispatch_id: str) -> IncomingMessage
     except MalformedMessage as exc:
         log.warning("dispatch %s: its message cannot be read: %s", dispatch_id, exc)
         return None
+
+
+def _artifact_message(device_id: str, dispatch_id: str, held: _Job, chunk: ArtifactChunk) -> bytes:
+    """The ``artifact`` message for one streamed chunk; what the wire cannot carry is said to
+    the agent that streamed it, in one line (its subtask fails with it unless it catches it)."""
+    try:
+        body = ArtifactPayload(
+            task_id=held.job.task_id,
+            subtask_id=held.subtask.id,
+            artifact_id=chunk.artifact_id,
+            name=None if chunk.name is None else chunk.name[:200],
+            parts=tuple(part_to_json(p) for p in chunk.parts),
+            append=chunk.append,
+            last=chunk.last,
+        )
+    except ValidationError as exc:
+        raise MalformedMessage(
+            f"artifact chunk cannot be sent: {describe_validation_error(exc, show_input=False)}"
+        ) from None
+    data = encode("artifact", device_id, body, correlation_id=dispatch_id)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"artifact chunk of {len(data)} bytes is over the message limit of "
+            f"{MAX_MESSAGE_BYTES}; stream it in smaller chunks"
+        )
+    return data

@@ -16,6 +16,9 @@ exactly once.
 - **Flow control**: at most ``max_in_flight`` dispatches are out at once, and at most
   ``max_per_device`` on one device, well below what a broker queues for one client (Mosquitto
   keeps 1,000 by default and drops the rest).
+- **Streamed chunks pass through.** A device's ``artifact`` messages go to the attempt's
+  ``ctx.stream_artifact`` while the dispatch is out, so the engine reports them as it does a
+  local agent's; chunks of a dispatch that is not out are dropped.
 - **Answers are acknowledged once saved.** The broker keeps a device's answer in the
   orchestrator's session until the engine has written its outcome to the store; answers to
   dispatches of a previous life of this orchestrator are kept (bounded) until the resumed
@@ -40,17 +43,19 @@ from fleetmind._ids import agent_name
 from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
-from fleetmind.agents import SubtaskContext, SubtaskResult
+from fleetmind.agents import SubtaskContext, SubtaskResult, part_from_json
 from fleetmind.agents.remote._base import Recovered
 from fleetmind.errors import (
     AgentLost,
     FleetmindError,
     FleetStateError,
+    MalformedMessage,
     ProtocolError,
     SubtaskFailed,
     error_from_dict,
 )
 from fleetmind.protocols import (
+    ArtifactPayload,
     CancelPayload,
     ClaimPayload,
     ErrorPayload,
@@ -266,6 +271,9 @@ class Dispatches:
             case ProgressPayload():
                 out.ctx.progress(payload.message, payload.fraction, step=payload.step)
                 return True
+            case ArtifactPayload():
+                _stream(out.ctx, device, payload)
+                return True
             case ClaimPayload():
                 self._proceed(out)
                 return True
@@ -403,3 +411,16 @@ def _outcome(payload: ResultPayload | ErrorPayload) -> SubtaskResult | Fleetmind
     except ValidationError as exc:
         return SubtaskFailed(f"device sent an invalid graph edit: {describe_validation_error(exc)}")
     return SubtaskResult(payload.output, edits)
+
+
+def _stream(ctx: SubtaskContext, device: str, chunk: ArtifactPayload) -> None:
+    """Pass a device's chunk on to the attempt's context (one with a malformed part is
+    dropped with a log line: the device's result still settles the attempt)."""
+    try:
+        parts = [part_from_json(p) for p in chunk.parts]
+    except MalformedMessage as exc:
+        log.warning("dropped a chunk of artifact %r from %s: %s", chunk.artifact_id, device, exc)
+        return
+    ctx.stream_artifact(
+        parts, artifact_id=chunk.artifact_id, name=chunk.name, last=chunk.last, append=chunk.append
+    )

@@ -1,6 +1,7 @@
 """The agent-facing message API across the MQTT wire: a device agent (`fleetmind agent serve`,
 its own process) sees the task's incoming message, answers with a reply of its choosing, and a
-rejection on a device is neither retried nor given to the other device."""
+rejection on a device is neither retried nor given to the other device; the chunks a device agent
+streams reach the orchestrator's task events in order, as a local agent's do."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fleet_harness import FLEETMIND, MOSQUITTO, Mosquitto
 
 from fleetmind import Fleet, TaskGraph
 from fleetmind.agents import DataPart, FilePart, IncomingMessage, TextPart, as_reply
+from fleetmind.orchestrator import SubtaskArtifactEvent
 from fleetmind.protocols._mqtt import BrokerAddress
 from fleetmind.serve import MqttFleetLink
 from fleetmind.testing import free_port
@@ -41,6 +43,23 @@ async def refuser() -> str:
     with open(os.environ["FM_LOG"], "a") as log:
         log.write(DEVICE + "\\n")
     raise TaskRejected(f"{DEVICE} will not")
+
+@agent(id=f"streamer-{DEVICE}", skills=["stream"])
+async def streamer(ctx) -> str:
+    ctx.stream_artifact(["one"], artifact_id="story", name="Story")
+    ctx.stream_artifact([DataPart({"n": 2})], artifact_id="story", name="Story")
+    ctx.stream_artifact(
+        [FilePart(content=b"three", name="3.txt", media_type="text/plain")],
+        artifact_id="story",
+        name="Story",
+        last=True,
+    )
+    return "told"
+
+@agent(id=f"flood-{DEVICE}", skills=["flood"])
+async def flood(ctx) -> str:
+    ctx.stream_artifact(["x" * (2 << 20)], artifact_id="huge")
+    return "unreachable"
 """
 
 MESSAGE = IncomingMessage(
@@ -133,3 +152,51 @@ async def test_a_rejection_on_a_device_goes_to_no_other_device(
     assert result.errors["r"]["type"] == "TaskRejected"
     refusals = (tmp_path / "refusals.log").read_text().split()
     assert len(refusals) == 1, refusals
+
+
+async def test_chunks_a_device_agent_streams_reach_the_task_events_in_order(
+    broker: BrokerAddress, device: Callable[[str], None]
+) -> None:
+    device("pi")
+    fleet = Fleet()
+    graph = TaskGraph("stream")
+    graph.add_subtask("s", agent="streamer-pi")
+    async with MqttFleetLink(fleet, broker, dead_after_s=5) as link:
+        await link.wait_for_agents("streamer-pi")
+        async with fleet:
+            handle = fleet.submit(graph)
+            events = [e async for e in handle.events()]
+            result = await handle.result()
+    assert result.status == "done", result.errors
+    assert result.outputs["s"] == "told"
+    chunks = [e for e in events if isinstance(e, SubtaskArtifactEvent)]
+    assert [(c.subtask_id, c.artifact_id, c.name, c.append, c.last) for c in chunks] == [
+        ("s", "story", "Story", False, False),
+        ("s", "story", "Story", True, False),
+        ("s", "story", "Story", True, True),
+    ]
+    assert [c.parts for c in chunks] == [
+        ({"kind": "text", "text": "one"},),
+        ({"kind": "data", "data": {"n": 2}},),
+        ({"kind": "file", "base64": "dGhyZWU=", "name": "3.txt", "media_type": "text/plain"},),
+    ]
+    # Every chunk arrives before the subtask ends.
+    kinds = [e.kind for e in events]
+    assert kinds.index("subtask_done") > max(i for i, e in enumerate(events) if e in chunks)
+
+
+async def test_a_chunk_over_the_message_limit_fails_the_subtask_in_one_line(
+    broker: BrokerAddress, device: Callable[[str], None]
+) -> None:
+    device("pi")
+    fleet = Fleet()
+    graph = TaskGraph("flood")
+    graph.add_subtask("f", agent="flood-pi", retry={"max_attempts": 1})
+    async with MqttFleetLink(fleet, broker, dead_after_s=5) as link:
+        await link.wait_for_agents("flood-pi")
+        result = await fleet.run(graph)
+    assert result.status == "failed"
+    error = result.errors["f"]
+    assert error["type"] == "MessageTooLarge", error
+    assert "over the message limit" in error["message"]
+    assert "\n" not in error["message"]
