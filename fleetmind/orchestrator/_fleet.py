@@ -15,6 +15,7 @@ async with fleet:                               # or run several tasks side by s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -381,7 +382,10 @@ class Fleet:
         """Like :meth:`check`, with the router's preparation (embedding the words of the
         subtasks, a model call) in a worker thread, so the event loop keeps running."""
         pending = [s for s in graph if not graph.state(s.id).status.has_started]
-        await asyncio.to_thread(self.router.prepare, pending)
+        if any(s.agent is None for s in pending):
+            # A subtask that names its agent is not routed: for a graph of only such
+            # subtasks (a served agent's), the thread hop would be pure cost.
+            await asyncio.to_thread(self.router.prepare, pending)
         check_runnable(graph, self._directory, self.router)
 
     def task(self, task_id: str) -> TaskSnapshot:
@@ -711,9 +715,11 @@ class Fleet:
         self._running.discard(task_id)
         if task_id in self._handles:
             self._handles.move_to_end(task_id)
-        finished = [tid for tid in self._handles if tid not in self._running]
-        for old in finished[: max(0, len(finished) - _KEPT_FINISHED)]:
-            del self._handles[old]
+        excess = len(self._handles) - len(self._running) - _KEPT_FINISHED
+        if excess > 0:  # the oldest finished come first: stop once they are found
+            finished = (tid for tid in self._handles if tid not in self._running)
+            for old in list(itertools.islice(finished, excess)):
+                del self._handles[old]
 
     def handle(self, task_id: str) -> TaskHandle:
         """The handle of a task submitted to this fleet."""

@@ -285,17 +285,6 @@ class SQLiteStore(Store):
         """Close the database file."""
         self._db.close()
 
-    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-
     def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
         task_row = (
             record.id,
@@ -334,14 +323,13 @@ class SQLiteStore(Store):
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                (exists,) = self._db.execute(
-                    "SELECT COUNT(*) FROM tasks WHERE id = ?", (task_id,)
+                exists, last = self._db.execute(
+                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?), "
+                    "(SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = ?)",
+                    (task_id, task_id),
                 ).fetchone()
                 if not exists:
                     raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-                (last,) = self._db.execute(
-                    "SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = ?", (task_id,)
-                ).fetchone()
                 if first_version != last + 1:
                     raise StoreError(
                         f"task {task_id!r}: log is at version {last}, "
@@ -360,13 +348,15 @@ class SQLiteStore(Store):
 
     def set_status(self, task_id: str, status: str) -> None:
         with self._lock:
-            known = self._db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if known is None:
+            try:  # one statement: a transaction of its own
+                cursor = self._db.execute(
+                    "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
+                    (status, time.time(), task_id),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        if cursor.rowcount == 0:
             raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-        self._write(
-            "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
-            [(status, time.time(), task_id)],
-        )
 
     def interrupt(self, task_id: str) -> str | None:
         with self._lock:
@@ -441,12 +431,17 @@ class SQLiteStore(Store):
         return [self._record(row) for row in rows]
 
     def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
-        self._write(
-            "INSERT INTO records (namespace, key, body, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET body = excluded.body, "
-            "updated_at = excluded.updated_at",
-            [(namespace, key, record_text(document), time.time())],
-        )
+        row = (namespace, key, record_text(document), time.time())
+        with self._lock:
+            try:  # one statement outside a transaction is a transaction of its own
+                self._db.execute(
+                    "INSERT INTO records (namespace, key, body, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (namespace, key) DO UPDATE SET body = excluded.body, "
+                    "updated_at = excluded.updated_at",
+                    row,
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
         with self._lock:

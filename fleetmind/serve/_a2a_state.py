@@ -2,14 +2,21 @@
 task runs each A2A task.
 
 The SDK keeps A2A tasks in memory by default, so a restarted server would forget every task
-while the fleetmind tasks behind them live on. Here each A2A task is a store record (the
-protobuf as JSON), as is each task's list of push-notification configurations, so they last
-as long as the fleet's tasks: a restarted ``fleetmind a2a serve`` on the same store answers
-``GetTask`` for the tasks of its previous run, and finds the fleetmind task to resume or answer.
+while the fleetmind tasks behind them live on. Here each A2A task is a store record, as is each
+task's list of push-notification configurations, so they last as long as the fleet's tasks: a
+restarted ``fleetmind a2a serve`` on the same store answers ``GetTask`` for the tasks of its
+previous run, and finds the fleetmind task to resume or answer.
+
+The SDK saves a task after every event it reports, several times per message, so a task record
+holds the protobuf's binary form (base64 text in ``proto``): written and read in microseconds,
+where its JSON form costs tens of them each way. Records of the older JSON form (``task``)
+are still read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +42,7 @@ from a2a.utils.task import (
     encode_list_tasks_cursor,
 )
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.message import DecodeError
 
 from fleetmind.errors import StoreError
 from fleetmind.orchestrator import Store
@@ -46,8 +54,9 @@ PUSH_CONFIGS = "a2a.push"
 RUNS = "a2a.run"
 """The record namespace that maps an A2A task id to the fleetmind task that runs it."""
 
-_PARSED_KEPT = 1024
-"""How many tasks' last JSON form a task store remembers with its protobuf."""
+_CONFIGS_KEPT = 1024
+"""How many tasks' push-notification configurations a configuration store remembers."""
+
 _WAITING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 
 
@@ -71,29 +80,9 @@ class DurableTaskStore(TaskStore):
         self.on_cancelled: Callable[[str], None] | None = None
         """Told the id of each task saved as canceled: the SDK cancels a task it does not run
         itself (one taken up after a restart) by writing it so, and its runner must stop."""
-        self._parsed: OrderedDict[str, tuple[dict[str, Any], Task]] = OrderedDict()
-        """The last JSON form of recent tasks with its protobuf: parsing JSON into a task costs
-        far more than reading the record, so a task read as it was last seen is not parsed."""
-
-    def _task(self, document: dict[str, Any]) -> Task:
-        task_id = str(document.get("task_id"))
-        seen = self._parsed.get(task_id)
-        if seen is None or seen[0] != document.get("task"):
-            seen = (document.get("task") or {}, _task(document))
-            self._remember(task_id, seen)
-        copy = Task()
-        copy.CopyFrom(seen[1])  # the SDK edits the tasks it gets
-        return copy
-
-    def _remember(self, task_id: str, seen: tuple[dict[str, Any], Task]) -> None:
-        self._parsed[task_id] = seen
-        self._parsed.move_to_end(task_id)
-        if len(self._parsed) > _PARSED_KEPT:
-            self._parsed.popitem(last=False)
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         stamp = task.status.timestamp.ToNanoseconds() if task.status.HasField("timestamp") else None
-        form = MessageToDict(task)
         self.store.put_record(
             TASKS,
             task.id,
@@ -103,12 +92,9 @@ class DurableTaskStore(TaskStore):
                 "context_id": task.context_id,
                 "state": int(task.status.state),
                 "stamp_ns": stamp,
-                "task": form,
+                "proto": base64.b64encode(task.SerializeToString()).decode("ascii"),
             },
         )
-        kept = Task()
-        kept.CopyFrom(task)
-        self._remember(task.id, (form, kept))
         if task.status.state == TaskState.TASK_STATE_CANCELED and self.on_cancelled is not None:
             self.on_cancelled(task.id)
 
@@ -116,7 +102,7 @@ class DurableTaskStore(TaskStore):
         document = self.store.get_record(TASKS, task_id)
         if document is None or document.get("owner") != self._owner(context):
             return None
-        return self._task(document)
+        return _task(document)
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         owner = self._owner(context)
@@ -136,7 +122,7 @@ class DurableTaskStore(TaskStore):
         page = found[start : start + size]
         more = start + size < len(found)
         return ListTasksResponse(
-            tasks=[self._task(d) for d in page],
+            tasks=[_task(d) for d in page],
             next_page_token=encode_list_tasks_cursor(_cursor(page[-1])) if more else None,
             total_size=len(found),
             page_size=size,
@@ -152,13 +138,19 @@ class DurableTaskStore(TaskStore):
         stopped, for a store read at start-up)."""
         for _, document in self.store.records(TASKS):
             if document.get("state") in _WAITING_STATES:
-                yield str(document.get("owner") or ""), self._task(document)
+                yield str(document.get("owner") or ""), _task(document)
 
 
 def _task(document: dict[str, Any]) -> Task:
+    """The task a record holds: its binary form, or the JSON form of older records."""
     try:
+        proto = document.get("proto")
+        if isinstance(proto, str):
+            task = Task()
+            task.ParseFromString(base64.b64decode(proto, validate=True))
+            return task
         return ParseDict(document["task"], Task())
-    except (KeyError, ParseError) as exc:
+    except (KeyError, ParseError, DecodeError, binascii.Error) as exc:
         raise StoreError(f"A2A task {document.get('task_id')!r} is corrupt in the store") from exc
 
 
@@ -185,23 +177,40 @@ class DurablePushConfigStore(PushNotificationConfigStore):
 
     One record per task holds its configurations, each with the user who set it: a user reads
     and deletes only their own, and dispatch sees all of them. A configuration's credentials
-    are kept as given, in the store's file (keep that file private).
+    are kept as given, in the store's file (keep that file private). The server that owns the
+    store writes them through this object alone, so what it last read or wrote is what the
+    store holds.
     """
 
     def __init__(self, store: Store, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
         self.store = store
         self._owner = owner_resolver
+        self._known: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        """The configurations of recent tasks as last read or written: dispatch asks after
+        every event of a task, and most tasks have none, so the store is read once per task."""
 
     def _entries(self, task_id: str) -> list[dict[str, Any]]:
-        document = self.store.get_record(PUSH_CONFIGS, task_id)
-        entries = (document or {}).get("configs")
-        return list(entries) if isinstance(entries, list) else []
+        known = self._known.get(task_id)
+        if known is None:
+            document = self.store.get_record(PUSH_CONFIGS, task_id)
+            found = (document or {}).get("configs")
+            known = list(found) if isinstance(found, list) else []
+        self._keep(task_id, known)
+        return list(known)
+
+    def _keep(self, task_id: str, entries: list[dict[str, Any]]) -> None:
+        self._known[task_id] = entries
+        self._known.move_to_end(task_id)
+        if len(self._known) > _CONFIGS_KEPT:
+            self._known.popitem(last=False)
 
     def _write(self, task_id: str, entries: list[dict[str, Any]]) -> None:
+        self._known.pop(task_id, None)  # a failed write leaves the store to be read again
         if entries:
             self.store.put_record(PUSH_CONFIGS, task_id, {"configs": entries})
         else:
             self.store.delete_record(PUSH_CONFIGS, task_id)
+        self._keep(task_id, list(entries))
 
     async def set_info(
         self,

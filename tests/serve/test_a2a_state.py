@@ -26,6 +26,7 @@ from a2a.types import (
     TaskStatus,
 )
 from a2a.utils.errors import InvalidParamsError
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fleetmind.errors import StoreError
@@ -177,8 +178,27 @@ async def test_unfinished_tasks_are_found_with_their_owners(store: Store) -> Non
     assert owner_context("bob").user.user_name == "bob"
 
 
-async def test_a_corrupt_task_is_a_store_error(store: Store) -> None:
-    store.put_record(TASKS, "t01", {"owner": "ann", "task_id": "t01", "task": {"id": 5}})
+async def test_a_task_record_of_the_json_form_is_still_read(store: Store) -> None:
+    older = {
+        "owner": "ann",
+        "task_id": "t01",
+        "state": int(WORKING),
+        "task": MessageToDict(task(1)),
+    }
+    store.put_record(TASKS, "t01", older)
+    tasks = DurableTaskStore(store)
+
+    assert await tasks.get("t01", ANN) == task(1)
+    assert [t for _, t in tasks.unfinished()] == [task(1)]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"task": {"id": 5}}, {"proto": "not base64!"}, {"proto": "AAAA"}],
+    ids=["json", "base64", "protobuf"],
+)
+async def test_a_corrupt_task_is_a_store_error(store: Store, document: dict[str, object]) -> None:
+    store.put_record(TASKS, "t01", {"owner": "ann", "task_id": "t01", **document})
     with pytest.raises(StoreError, match="A2A task 't01' is corrupt"):
         await DurableTaskStore(store).get("t01", ANN)
 
