@@ -99,7 +99,9 @@ def check(
         raise ConfigError("--token and --token-file go with a URL; a stdio server takes none")
     if arg and call is None:
         raise ConfigError("--arg gives arguments to --call's tool: name the tool with --call")
-    arguments = tool_arguments(arg or [])
+    from fleetmind.cli._target import parse_params
+
+    arguments = parse_params(arg or [], option="--arg")
     auth = None
     if config.url is not None:
         from fleetmind.cli._mcp_login import mcp_auth
@@ -132,22 +134,6 @@ def server_config(target: str) -> MCPServerConfig:
             "MCP server; give a URL or a command line"
         )
     return config
-
-
-def tool_arguments(items: list[str]) -> dict[str, Any]:
-    """``--arg KEY=VALUE`` pairs; values are read as YAML (``1`` is a number, ``[a]`` a list)."""
-    import yaml
-
-    arguments: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--arg expects KEY=VALUE, got {item!r}")
-        try:
-            arguments[key.strip()] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            arguments[key.strip()] = value
-    return arguments
 
 
 # The probe ----------------------------------------------------------------------------------

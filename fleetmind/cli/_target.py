@@ -33,13 +33,14 @@ class RunTarget:
     tools: ToolRegistry | None = None
 
 
-def parse_params(items: Iterable[str]) -> dict[str, Any]:
-    """``key=value`` pairs from the command line; values are read as YAML scalars."""
+def parse_params(items: Iterable[str], option: str = "--param") -> dict[str, Any]:
+    """``key=value`` pairs from the command line (``option`` names them in an error); values
+    are read as YAML (``1`` is a number, ``[a]`` a list)."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--param expects key=value, got {item!r}")
+            raise ConfigError(f"{option} expects key=value, got {item!r}")
         try:
             params[key.strip()] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:

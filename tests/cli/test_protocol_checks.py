@@ -380,7 +380,7 @@ def test_mcp_check_of_a_wrong_path_or_a_dead_port(mcp_http: str) -> None:
         (["http://"], "is not an http:// or https:// URL"),
         ([f"{sys.executable} x.py", "--token", "t"], "go with a URL"),
         (["http://h/mcp", "--arg", "a=1"], "name the tool with --call"),
-        (["http://h/mcp", "--call", "t", "--arg", "oops"], "--arg expects KEY=VALUE"),
+        (["http://h/mcp", "--call", "t", "--arg", "oops"], "--arg expects key=value"),
     ],
 )
 def test_mcp_check_user_mistakes_are_one_line_and_exit_2(args: list[str], line: str) -> None:
