@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -80,6 +81,29 @@ class A2AEndpoints:
 # ------------------------------------------------------------------------------------------
 
 
+_CLIENT_MISTAKES = ("Failed to validate base JSON-RPC request", "Failed to parse request params")
+"""What the SDK's JSON-RPC dispatcher logs, with a traceback, when a client sends a malformed
+request (it answers -32600 / -32602 as it should)."""
+
+
+class _ClientMistakeLines(logging.Filter):
+    """Keeps a client's malformed request to the SDK's one error line, without the traceback:
+    the mistake is the client's, the answer says it, and the server is fine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() in _CLIENT_MISTAKES:
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_client_mistakes() -> None:
+    dispatcher = logging.getLogger("a2a.server.routes.jsonrpc_dispatcher")
+    if not any(isinstance(f, _ClientMistakeLines) for f in dispatcher.filters):
+        dispatcher.addFilter(_ClientMistakeLines())
+
+
 def build_a2a_app(
     fleet: Fleet,
     *,
@@ -121,6 +145,7 @@ def build_a2a_app(
     if token is not None and not token.strip():
         raise ConfigError("the A2A bearer token is empty")
     endpoints = _endpoints(url, jsonrpc=jsonrpc, rest=rest, grpc=grpc)
+    _quiet_client_mistakes()
     card = agent_card(
         fleet.profiles,
         name=name,

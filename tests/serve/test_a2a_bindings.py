@@ -340,3 +340,21 @@ async def test_sigterm_ends_an_open_grpc_stream_and_the_server_cleanly(tmp_path:
         log = server.log.read_text()
     assert TaskState.TASK_STATE_WORKING in states
     assert "stopped" in log and "Traceback" not in log
+
+
+def test_a_malformed_request_is_answered_and_logged_in_one_line(tmp_path: Path) -> None:
+    with serving(FLEET, tmp_path / "bad", "--grpc-port", "off") as server:
+        headers = {"A2A-Version": "1.0"}
+        wrong_type = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": 5}}
+        answers = [
+            httpx.post(server.url + "/", json=body, headers=headers).json()
+            for body in (wrong_type, [])
+        ]
+        still_serving = httpx.get(server.url + CARD).status_code
+        server.stop()
+        log = server.log.read_text()
+    assert [a["error"]["code"] for a in answers] == [-32602, -32600]
+    assert still_serving == 200
+    assert "Failed to parse request params" in log
+    assert "Failed to validate base JSON-RPC request" in log
+    assert "Traceback" not in log
