@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import shlex
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -45,6 +47,8 @@ EXAMPLES = examples(
     "fleetmind mcp check http://127.0.0.1:8765/mcp",
     'fleetmind mcp check "python server.py" --call add --arg a=1 --arg b=2',
 )
+
+_T = TypeVar("_T")
 
 _NAMES_SHOWN = 8
 _RESOURCE_METADATA = re.compile(r'resource_metadata\s*=\s*"([^"]+)"')
@@ -423,22 +427,30 @@ async def _lists(client: Client, wait_s: float, report: CheckReport) -> None:
         if not offered:
             report.skipped(kind, "not offered by the server")
             continue
-        with timed() as took:
-            try:
-                async with asyncio.timeout(wait_s):
-                    names = await _all_names(client, kind)
-            except Exception as exc:  # every failure is reported, none is raised
-                failure: BaseException | None = exc
-            else:
-                failure = None
-        if failure is not None:
-            reason = _describe(failure)
-            report.failed(kind, _cut(reason, 100), f"listing {kind} failed: {reason}", took.ms)
+        names, ms = await _within(wait_s, functools.partial(_all_names, client, kind))
+        if isinstance(names, BaseException):
+            reason = _describe(names)
+            report.failed(kind, _cut(reason, 100), f"listing {kind} failed: {reason}", ms)
             continue
         listings[kind] = names
         shown = ", ".join(names[:_NAMES_SHOWN]) + (", ..." if len(names) > _NAMES_SHOWN else "")
-        report.ok(kind, f"{len(names)}: {shown}" if names else "none", took.ms, count=len(names))
+        report.ok(kind, f"{len(names)}: {shown}" if names else "none", ms, count=len(names))
     report.data["lists"] = listings
+
+
+async def _within(
+    wait_s: float, call: Callable[[], Awaitable[_T]]
+) -> tuple[_T | BaseException, float]:
+    """``call``'s value within ``wait_s``, or the exception it failed with (every failure is
+    reported, none is raised), and how long it took in milliseconds."""
+    outcome: _T | BaseException
+    with timed() as took:
+        try:
+            async with asyncio.timeout(wait_s):
+                outcome = await call()
+        except Exception as exc:
+            outcome = exc
+    return outcome, took.ms
 
 
 async def _all_names(client: Client, kind: str) -> list[str]:
@@ -503,17 +515,10 @@ async def _call(
     import json
 
     name = f"call {tool}"
-    with timed() as took:
-        try:
-            async with asyncio.timeout(wait_s):
-                result = await client.call_tool(tool, arguments)
-        except Exception as exc:  # every failure is reported, none is raised
-            failure: BaseException | None = exc
-        else:
-            failure = None
-    if failure is not None:
-        reason = _describe(failure)
-        report.failed(name, _cut(reason, 100), f"calling {tool} failed: {reason}", took.ms)
+    result, ms = await _within(wait_s, lambda: client.call_tool(tool, arguments))
+    if isinstance(result, BaseException):
+        reason = _describe(result)
+        report.failed(name, _cut(reason, 100), f"calling {tool} failed: {reason}", ms)
         return
     texts = [getattr(block, "text", "") for block in result.content]
     text = " ".join(" ".join(t for t in texts if t).split())
@@ -526,10 +531,10 @@ async def _call(
             name,
             f"the tool reported an error: {_cut(text, 80)}",
             f"the tool {tool} reported an error: {_cut(text, 300)}",
-            took.ms,
+            ms,
         )
         return
-    report.ok(name, f"returned {_cut(value, 80)}", took.ms, value=result.structured_content)
+    report.ok(name, f"returned {_cut(value, 80)}", ms, value=result.structured_content)
 
 
 def _describe(exc: BaseException) -> str:
