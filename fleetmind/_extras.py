@@ -10,6 +10,7 @@ needs a missing one says, in one line, which extra to install.
 - ``a2a``: A2A agents in and the fleet served over A2A;
 - ``broker``: the zero-install development broker (amqtt), when Mosquitto is absent;
 - ``plot``: routing curves as images (matplotlib);
+- ``postgres``: a task store orchestrator replicas share (psycopg 3 and its pool);
 - ``all``: every one of them.
 """
 
@@ -21,7 +22,7 @@ from typing import Literal
 
 from fleetmind.errors import MissingExtra
 
-Extra = Literal["orchestrator", "llm", "mcp", "a2a", "broker", "plot"]
+Extra = Literal["orchestrator", "llm", "mcp", "a2a", "broker", "plot", "postgres"]
 """The extras a feature can need (each is in ``[project.optional-dependencies]``)."""
 
 

@@ -14,7 +14,8 @@ FleetmindError
 │   └── CycleError
 ├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
 ├── StoreError               the durable store cannot be read or written
-│   └── TaskNotFound
+│   ├── TaskNotFound
+│   └── LeaseLost            another replica took the task over: this one may not write it
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
 │   └── NotWaitingForInput   a task was answered that asks no question
 ├── MemoryUnavailable        a device cannot reach the fleet's memory now (offline, no answer)
@@ -118,6 +119,11 @@ class StoreError(FleetmindError):
 
 class TaskNotFound(StoreError):
     """No task with the given id is in the store."""
+
+
+class LeaseLost(StoreError):
+    """This replica no longer owns the task: another claimed it (a later lease epoch), so its
+    writes are refused and it must stop driving the task."""
 
 
 class FleetStateError(FleetmindError):

@@ -44,4 +44,16 @@ elif ! command -v mosquitto >/dev/null 2>&1; then
         echo "      macOS: brew install mosquitto" >&2
     fi
 fi
+# PostgreSQL stores the tasks of orchestrator replicas (and the tests start their own cluster).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing PostgreSQL (apt-get install postgresql)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "note: PostgreSQL is not installed; replicas sharing a store need it." >&2
+        echo "      Debian/Ubuntu: sudo apt-get install postgresql" >&2
+        echo "      macOS: brew install postgresql" >&2
+    fi
+fi
 echo "fleetmind installed in .venv — try: .venv/bin/fleetmind --help"

@@ -355,12 +355,15 @@ EXPECTED = {
     ],
     "fleetmind.testing": [
         "LocalBroker",
+        "LocalPostgres",
         "Reply",
         "Rule",
         "ScriptedLLMServer",
         "free_port",
+        "postgres_missing",
         "request_text",
         "start_test_broker",
+        "start_test_postgres",
     ],
 }
 

@@ -84,7 +84,9 @@ if TYPE_CHECKING:
         recorded_step_rows,
         train_step_router,
     )
-    from fleetmind.orchestrator._store import InMemoryStore, SQLiteStore, Store, TaskRecord
+    from fleetmind.orchestrator._store import Store, TaskRecord
+    from fleetmind.orchestrator._store_memory import InMemoryStore
+    from fleetmind.orchestrator._store_sqlite import SQLiteStore
     from fleetmind.orchestrator._subtask_state import SubtaskState
     from fleetmind.orchestrator._task_result import TaskResult
     from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
@@ -179,7 +181,9 @@ _EXPORTS: dict[str, str] = {
             "recorded_step_rows",
             "train_step_router",
         ),
-        "fleetmind.orchestrator._store": ("InMemoryStore", "SQLiteStore", "Store", "TaskRecord"),
+        "fleetmind.orchestrator._store": ("Store", "TaskRecord"),
+        "fleetmind.orchestrator._store_memory": ("InMemoryStore",),
+        "fleetmind.orchestrator._store_sqlite": ("SQLiteStore",),
         "fleetmind.orchestrator._subtask_state": ("SubtaskState",),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
         "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),

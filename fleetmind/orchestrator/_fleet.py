@@ -59,7 +59,8 @@ from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision, as_router
 from fleetmind.orchestrator._semantic import SemanticRouter
-from fleetmind.orchestrator._store import Store, TaskRecord, open_store
+from fleetmind.orchestrator._store import Store, TaskRecord
+from fleetmind.orchestrator._store_open import open_store
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
 

@@ -2,8 +2,15 @@
 
 A task is a row of metadata plus its append-only log of entries; the graph is rebuilt by
 replaying that log (see :meth:`TaskGraph.from_log`). :class:`SQLiteStore` is the embedded
-default (one file, WAL); :class:`InMemoryStore` keeps nothing across processes. Any subclass of
-:class:`Store` can back a fleet (a PostgreSQL store for several replicas, later).
+default (one file, WAL); :class:`InMemoryStore` keeps nothing across processes;
+:class:`PostgresStore` is shared by orchestrator replicas. Any subclass of :class:`Store` can
+back a fleet.
+
+Replicas sharing a store drive each running task through a *lease* (:meth:`Store.claim`): one
+owner at a time, renewed by heartbeats, taken over by another replica once it lapses. Every
+claim starts a new *epoch*, and the owner's writes carry theirs (``epoch=``): a write of an
+earlier epoch is refused with :class:`~fleetmind.errors.LeaseLost`, so an owner that was
+presumed dead and comes back can never drive a task another replica took over (fencing).
 
 Beside the tasks, a store keeps *records*: JSON documents by ``(namespace, key)``, which the
 protocol servers use for their own state (an A2A task, a webhook's address), so that it lasts
@@ -14,18 +21,16 @@ from __future__ import annotations
 
 import abc
 import json
-import sqlite3
-import threading
+import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from fleetmind._task_log import LogEntry, log_entry_adapter
-from fleetmind.errors import ConfigError, StoreError, TaskNotFound
+from fleetmind._task_log import LogEntry
+from fleetmind.errors import StoreError, TaskNotFound
 
 
 class TaskRecord(BaseModel):
@@ -42,6 +47,11 @@ class TaskRecord(BaseModel):
     source: str | None = None
     """Where the task came from (a task file or Python module), so it can be resumed."""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = None
+    """The replica whose lease drives the task; None for a task that was never leased (one
+    process runs it, as with the embedded store)."""
+    lease_epoch: int = 0
+    """How many times the task has been claimed: the epoch its owner's writes must carry."""
 
 
 class Store(abc.ABC):
@@ -51,21 +61,72 @@ class Store(abc.ABC):
     the record methods (:meth:`put_record`, :meth:`get_record`, :meth:`records`,
     :meth:`delete_record`) have defaults that suit a store that keeps no files and matches ids
     exactly. A durable store overrides the record methods too, writing records as durably as
-    its tasks.
+    its tasks. A store that replicas may share overrides the lease methods (:meth:`claim`,
+    :meth:`renew`, :meth:`orphans`, :meth:`release`; :attr:`shared` true) and honours
+    ``lease_s`` and ``epoch`` in its writes; the others never receive them.
     """
 
+    shared: bool = False
+    """Whether several processes (orchestrator replicas) may share this store: it keeps
+    leases and fences writes by epoch."""
+
     @abc.abstractmethod
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
+    def create_task(
+        self, record: TaskRecord, entries: Sequence[LogEntry] = (), *, lease_s: float | None = None
+    ) -> None:
         """Register a new task with the first entries of its log, in one transaction (a task
-        is never stored without its graph)."""
+        is never stored without its graph). With ``lease_s`` (a shared store only), the task
+        starts leased to ``record.owner`` at epoch 1 for that many seconds of the store's
+        clock."""
 
     @abc.abstractmethod
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        """Append entries to a task's log; ``first_version`` is the first entry's version."""
+    def append(
+        self,
+        task_id: str,
+        first_version: int,
+        entries: Sequence[LogEntry],
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        """Append entries to a task's log; ``first_version`` is the first entry's version.
+
+        Raises:
+            LeaseLost: ``epoch`` is given and the task's lease is at another epoch now.
+        """
 
     @abc.abstractmethod
-    def set_status(self, task_id: str, status: str) -> None:
-        """Record the task's status (running, interrupted, done, failed, cancelled)."""
+    def set_status(self, task_id: str, status: str, *, epoch: int | None = None) -> None:
+        """Record the task's status (running, interrupted, done, failed, cancelled).
+
+        Raises:
+            LeaseLost: ``epoch`` is given and the task's lease is at another epoch now.
+        """
+
+    async def append_async(
+        self,
+        task_id: str,
+        first_version: int,
+        entries: Sequence[LogEntry],
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        """:meth:`append`, for the engine's event loop. A store whose writes leave the process
+        overrides it (to wait without blocking the loop, and to commit the writes of many
+        tasks together); this default writes at once, as a local file is written faster than
+        a thread could be handed the work."""
+        if epoch is None:
+            self.append(task_id, first_version, entries)
+        else:
+            self.append(task_id, first_version, entries, epoch=epoch)
+
+    async def set_status_async(
+        self, task_id: str, status: str, *, epoch: int | None = None
+    ) -> None:
+        """:meth:`set_status`, for the engine's event loop (see :meth:`append_async`)."""
+        if epoch is None:
+            self.set_status(task_id, status)
+        else:
+            self.set_status(task_id, status, epoch=epoch)
 
     @abc.abstractmethod
     def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
@@ -108,6 +169,41 @@ class Store(abc.ABC):
         for a store that keeps no files, whose companions stay in memory too."""
         return None
 
+    # Leases: which replica drives a running task -------------------------------------------
+
+    def claim(self, task_id: str, owner: str, lease_s: float) -> int | None:
+        """Lease a running task to ``owner`` for ``lease_s`` seconds of the store's clock.
+
+        The lease is taken when it is free, lapsed, or already ``owner``'s (a restarted
+        replica claiming its own tasks back), and every claim starts a new epoch, so that the
+        writes of whoever drove the task before are refused from now on.
+
+        Returns:
+            The new epoch, or None: the task is not running, or another owner's lease on it
+            has not lapsed.
+        """
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas: it keeps no leases")
+
+    def renew(self, owner: str, lease_s: float) -> dict[str, int]:
+        """Extend every lease ``owner`` holds on a running task to ``lease_s`` from now.
+
+        Returns:
+            The tasks ``owner`` still holds, with their epochs; one it thought it held and is
+            missing here was taken over (or ended).
+        """
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas: it keeps no leases")
+
+    def orphans(self, owner: str | None = None, limit: int = 100) -> list[str]:
+        """Running tasks whose lease has lapsed (and, with ``owner``, those leased to it: a
+        restarted replica's own), the longest lapsed first. A task that was never leased is
+        no one's orphan."""
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas: it keeps no leases")
+
+    def release(self, task_id: str, owner: str, epoch: int) -> bool:
+        """End ``owner``'s lease at ``epoch`` now (a replica stopping cleanly), so that
+        another replica takes the task over at once; whether it was held so."""
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas: it keeps no leases")
+
     # Records: JSON documents by (namespace, key) ------------------------------------------
 
     def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
@@ -123,13 +219,13 @@ class Store(abc.ABC):
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
         """The document kept under ``(namespace, key)`` (a fresh copy), or None."""
         text = self._memory_records().get((namespace, key))
-        return None if text is None else _parse_record(namespace, key, text)
+        return None if text is None else parse_record(namespace, key, text)
 
     def records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         """Every ``(key, document)`` of a namespace whose key starts with ``prefix``, by key."""
         kept = self._memory_records()
         return [
-            (key, _parse_record(namespace, key, kept[(space, key)]))
+            (key, parse_record(namespace, key, kept[(space, key)]))
             for space, key in sorted(kept)
             if space == namespace and key.startswith(prefix)
         ]
@@ -155,7 +251,7 @@ def record_text(document: Mapping[str, Any]) -> str:
         raise StoreError(f"a record must hold JSON only: {exc}") from exc
 
 
-def _parse_record(namespace: str, key: str, text: str) -> dict[str, Any]:
+def parse_record(namespace: str, key: str, text: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except ValueError:
@@ -165,7 +261,14 @@ def _parse_record(namespace: str, key: str, text: str) -> dict[str, Any]:
     return document
 
 
-def _json_fallback(value: Any) -> Any:
+def lease_seconds(lease_s: float) -> float:
+    """``lease_s`` checked: a lease lasts a positive, finite number of seconds."""
+    if not (isinstance(lease_s, int | float) and math.isfinite(lease_s) and lease_s > 0):
+        raise StoreError(f"a lease lasts a positive number of seconds, not {lease_s!r}")
+    return float(lease_s)
+
+
+def json_fallback(value: Any) -> Any:
     """How outputs that JSON does not know are stored: their dict form, else their text."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -176,358 +279,4 @@ def _json_fallback(value: Any) -> Any:
 
 def dump_entry(entry: LogEntry) -> str:
     """One log entry as JSON text."""
-    return entry.model_dump_json(fallback=_json_fallback)
-
-
-class InMemoryStore(Store):
-    """A store that lives in this process only (the SDK's default when no path is given)."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, TaskRecord] = {}
-        self._logs: dict[str, list[LogEntry]] = {}
-
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
-        if record.id in self._records:
-            raise StoreError(f"task {record.id!r} already exists")
-        self._records[record.id] = record
-        self._logs[record.id] = list(entries)
-
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        log = self._logs.get(task_id)
-        if log is None:
-            raise TaskNotFound(f"no task {task_id!r} in the store")
-        if first_version != len(log) + 1:
-            raise StoreError(
-                f"task {task_id!r}: log is at version {len(log)}, got entries from {first_version}"
-            )
-        log.extend(entries)
-
-    def set_status(self, task_id: str, status: str) -> None:
-        record = self._records.get(task_id)
-        if record is None:
-            raise TaskNotFound(f"no task {task_id!r} in the store")
-        self._records[task_id] = record.model_copy(
-            update={"status": status, "updated_at": time.time()}
-        )
-
-    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
-        if task_id not in self._records:
-            raise TaskNotFound(f"no task {task_id!r} in the store")
-        return self._records[task_id], list(self._logs[task_id])
-
-    def tasks(self, limit: int = 50) -> list[TaskRecord]:
-        records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
-        return records[:limit]
-
-    def resolve_id(self, prefix: str) -> str:
-        if prefix in self._records:
-            return prefix
-        found = [task_id for task_id in self._records if task_id.startswith(prefix)]
-        if not found:
-            raise TaskNotFound(f"no task {prefix!r} in the store")
-        if len(found) > 1:
-            raise TaskNotFound(f"task id {prefix!r} is ambiguous; give more characters")
-        return found[0]
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    source TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS log (
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    version INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (task_id, version)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks(created_at);
-CREATE TABLE IF NOT EXISTS records (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    body TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
-"""
-
-
-class SQLiteStore(Store):
-    """The embedded store: one SQLite file in WAL mode.
-
-    ``synchronous=NORMAL`` keeps every committed entry across a killed process (``kill -9``);
-    only a power cut may lose the last commits. Each :meth:`append` is one transaction, so the
-    engine writes all entries of one scheduling step together.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            reason = _plain_reason(exc)
-            raise StoreError(f"cannot open the store at {self.path}: {reason}") from exc
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        """Close the database file."""
-        self._db.close()
-
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
-        task_row = (
-            record.id,
-            record.name,
-            record.status,
-            record.created_at,
-            record.updated_at,
-            record.source,
-            json.dumps(record.metadata, default=_json_fallback),
-        )
-        rows = [(record.id, n, e.kind, dump_entry(e)) for n, e in enumerate(entries, start=1)]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO tasks (id, name, status, created_at, updated_at, source, "
-                    "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    task_row,
-                )
-                self._db.executemany(
-                    "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        if not entries:
-            return
-        rows = [
-            (task_id, first_version + i, entry.kind, dump_entry(entry))
-            for i, entry in enumerate(entries)
-        ]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                exists, last = self._db.execute(
-                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?), "
-                    "(SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = ?)",
-                    (task_id, task_id),
-                ).fetchone()
-                if not exists:
-                    raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-                if first_version != last + 1:
-                    raise StoreError(
-                        f"task {task_id!r}: log is at version {last}, "
-                        f"got entries from {first_version}"
-                    )
-                self._db.executemany(
-                    "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
-                )
-                self._db.execute("COMMIT")
-            except (sqlite3.Error, StoreError) as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(exc, StoreError):
-                    raise
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-
-    def set_status(self, task_id: str, status: str) -> None:
-        with self._lock:
-            try:  # one statement: a transaction of its own
-                cursor = self._db.execute(
-                    "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
-                    (status, time.time(), task_id),
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-        if cursor.rowcount == 0:
-            raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-
-    def interrupt(self, task_id: str) -> str | None:
-        with self._lock:
-            try:
-                self._db.execute(
-                    "UPDATE tasks SET status = 'interrupted', updated_at = ? "
-                    "WHERE id = ? AND status = 'running'",
-                    (time.time(), task_id),
-                )
-                row = self._db.execute(
-                    "SELECT status FROM tasks WHERE id = ?", (task_id,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-        return None if row is None else str(row[0])
-
-    def _record(self, row: tuple[Any, ...]) -> TaskRecord:
-        return TaskRecord(
-            id=row[0],
-            name=row[1],
-            status=row[2],
-            created_at=row[3],
-            updated_at=row[4],
-            source=row[5],
-            metadata=json.loads(row[6] or "{}"),
-        )
-
-    def sibling(self, suffix: str) -> Path:
-        return self.path.with_name(self.path.stem + suffix)
-
-    def resolve_id(self, prefix: str) -> str:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                (prefix, prefix + "\U0010ffff"),
-            ).fetchall()
-        if not rows:
-            raise TaskNotFound(f"no task {prefix!r} in the store at {self.path}")
-        if len(rows) > 1 and rows[0][0] != prefix:
-            raise TaskNotFound(f"task id {prefix!r} is ambiguous; give more characters")
-        return str(rows[0][0])
-
-    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, status, created_at, updated_at, source, metadata "
-                "FROM tasks WHERE id = ?",
-                (task_id,),
-            ).fetchone()
-            if row is None:
-                raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-            bodies = self._db.execute(
-                "SELECT version, body FROM log WHERE task_id = ? ORDER BY version", (task_id,)
-            ).fetchall()
-        entries: list[LogEntry] = []
-        for expected, (version, body) in enumerate(bodies, start=1):
-            if version != expected:
-                raise StoreError(f"task {task_id!r}: log entry {expected} is missing")
-            try:
-                entries.append(log_entry_adapter.validate_json(body))
-            except ValidationError as exc:
-                raise StoreError(f"task {task_id!r}: log entry {version} is corrupt") from exc
-        return self._record(row), entries
-
-    def tasks(self, limit: int = 50) -> list[TaskRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, status, created_at, updated_at, source, metadata "
-                "FROM tasks ORDER BY created_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [self._record(row) for row in rows]
-
-    def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
-        row = (namespace, key, record_text(document), time.time())
-        with self._lock:
-            try:  # one statement outside a transaction is a transaction of its own
-                self._db.execute(
-                    "INSERT INTO records (namespace, key, body, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (namespace, key) DO UPDATE SET body = excluded.body, "
-                    "updated_at = excluded.updated_at",
-                    row,
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-
-    def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body FROM records WHERE namespace = ? AND key = ?", (namespace, key)
-            ).fetchone()
-        return None if row is None else _parse_record(namespace, key, row[0])
-
-    def records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, body FROM records WHERE namespace = ? AND key >= ? AND key < ? "
-                "ORDER BY key",
-                (namespace, prefix, prefix + "\U0010ffff"),
-            ).fetchall()
-        return [(key, _parse_record(namespace, key, body)) for key, body in rows]
-
-    def delete_record(self, namespace: str, key: str) -> bool:
-        with self._lock:
-            try:
-                cursor = self._db.execute(
-                    "DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key)
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-        return cursor.rowcount > 0
-
-
-_STORE_METHODS = ("create_task", "append", "set_status", "load", "tasks")
-
-
-class _Delegating(Store):
-    """A store written before :class:`Store` was a base class: its five methods are used, and
-    the defaults of the rest."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def create_task(self, record: TaskRecord, entries: Sequence[LogEntry] = ()) -> None:
-        self._inner.create_task(record, entries)
-
-    def append(self, task_id: str, first_version: int, entries: Sequence[LogEntry]) -> None:
-        self._inner.append(task_id, first_version, entries)
-
-    def set_status(self, task_id: str, status: str) -> None:
-        self._inner.set_status(task_id, status)
-
-    def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
-        found: tuple[TaskRecord, list[LogEntry]] = self._inner.load(task_id)
-        return found
-
-    def tasks(self, limit: int = 50) -> list[TaskRecord]:
-        records: list[TaskRecord] = self._inner.tasks(limit)
-        return records
-
-
-def _plain_reason(exc: Exception) -> str:
-    """Why a file could not be opened, in words (no "[Errno 20]"), naming the path at fault."""
-    if not isinstance(exc, OSError) or not exc.strerror:
-        return str(exc)
-    if isinstance(exc, FileExistsError) and exc.filename:
-        return f"{exc.filename} is a file, not a directory"
-    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-
-
-def open_store(target: object) -> Store:
-    """A store from what a user passed: a Store, a path to a SQLite file, or None (memory).
-
-    Raises:
-        ConfigError: ``target`` is none of these.
-    """
-    if target is None:
-        return InMemoryStore()
-    if isinstance(target, str | Path):
-        return SQLiteStore(target)
-    if isinstance(target, Store):
-        return target
-    if not all(callable(getattr(target, name, None)) for name in _STORE_METHODS):
-        raise ConfigError(
-            f"{type(target).__name__} is not a store: give a path, or subclass "
-            "fleetmind.orchestrator.Store"
-        )
-    warnings.warn(
-        f"{type(target).__name__} does not subclass fleetmind.orchestrator.Store; subclass it "
-        "so that the fleet sees every method it may call",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return _Delegating(target)
+    return entry.model_dump_json(fallback=json_fallback)

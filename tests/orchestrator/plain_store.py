@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleetmind._task_log import LogEntry
-from fleetmind.orchestrator._store import InMemoryStore, TaskRecord
+from fleetmind.orchestrator._store import TaskRecord
+from fleetmind.orchestrator._store_memory import InMemoryStore
 
 
 class Plain:

@@ -23,14 +23,10 @@ from fleetmind._task_log import (
 from fleetmind._task_model import Dependency, Subtask
 from fleetmind.errors import ConfigError, StoreError, TaskNotFound
 from fleetmind.orchestrator._graph import TaskGraph
-from fleetmind.orchestrator._store import (
-    InMemoryStore,
-    SQLiteStore,
-    Store,
-    TaskRecord,
-    dump_entry,
-    open_store,
-)
+from fleetmind.orchestrator._store import Store, TaskRecord, dump_entry
+from fleetmind.orchestrator._store_memory import InMemoryStore
+from fleetmind.orchestrator._store_open import open_store
+from fleetmind.orchestrator._store_sqlite import SQLiteStore
 
 ERROR = {"type": "SubtaskTimeout", "message": "slow", "retryable": True, "details": {}}
 

@@ -10,7 +10,9 @@ import pytest
 from plain_store import Plain
 
 from fleetmind.errors import StoreError
-from fleetmind.orchestrator._store import InMemoryStore, SQLiteStore, Store, TaskRecord
+from fleetmind.orchestrator._store import Store, TaskRecord
+from fleetmind.orchestrator._store_memory import InMemoryStore
+from fleetmind.orchestrator._store_sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["memory", "sqlite"])
