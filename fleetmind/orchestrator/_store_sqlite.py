@@ -1,4 +1,8 @@
-"""The embedded store: every task and record in one SQLite file (WAL)."""
+"""The embedded store: every task and record in one SQLite file (WAL).
+
+Several processes may share the file (orchestrator replicas on one machine): it keeps leases,
+their expiry read from the machine's clock (``time.time()``), which every process there shares.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +10,29 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from fleetmind._task_log import LogEntry, log_entry_adapter
-from fleetmind.errors import StoreError, TaskNotFound
+from fleetmind.errors import LeaseLost, StoreError, TaskNotFound
 from fleetmind.orchestrator._store import (
     Store,
     TaskRecord,
     dump_entry,
     json_fallback,
+    lease_seconds,
     parse_record,
     record_text,
 )
+from fleetmind.orchestrator._store_sqlite_schema import migrate
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    source TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS log (
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    version INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (task_id, version)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks(created_at);
-CREATE TABLE IF NOT EXISTS records (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    body TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
-"""
+_TASK_COLUMNS = "id, name, status, created_at, updated_at, source, metadata, owner, lease_epoch"
+_LEASED = "status = 'running' AND lease_expires_at IS NOT NULL"
+"""A running task under a lease (live or lapsed): what the lease methods look at."""
 
 
 class SQLiteStore(Store):
@@ -56,31 +40,67 @@ class SQLiteStore(Store):
 
     ``synchronous=NORMAL`` keeps every committed entry across a killed process (``kill -9``);
     only a power cut may lose the last commits. Each :meth:`append` is one transaction, so the
-    engine writes all entries of one scheduling step together.
+    engine writes all entries of one scheduling step together. Writes that check something
+    first (a version, a lease's epoch) take the file's write lock before they read, so that
+    what they checked holds until they commit, whichever process shares the file.
     """
+
+    shared = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
+            db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            migrate(db, self.path)
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
             reason = _plain_reason(exc)
             raise StoreError(f"cannot open the store at {self.path}: {reason}") from exc
+        self._db = db
         self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the database file."""
         self._db.close()
 
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the file's write lock from its start; rolled back
+        if anything inside raises."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+                raise
+
+    def _missing(self, task_id: str) -> TaskNotFound:
+        return TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
+
     def create_task(
         self, record: TaskRecord, entries: Sequence[LogEntry] = (), *, lease_s: float | None = None
     ) -> None:
+        expires_at: float | None = None
+        epoch = record.lease_epoch
+        if lease_s is not None:
+            if record.owner is None:
+                raise StoreError(f"task {record.id!r}: a lease needs the record's owner")
+            lease_s = lease_seconds(lease_s)
+            epoch = 1
         task_row = (
             record.id,
             record.name,
@@ -89,24 +109,21 @@ class SQLiteStore(Store):
             record.updated_at,
             record.source,
             json.dumps(record.metadata, default=json_fallback),
+            record.owner,
+            epoch,
         )
         rows = [(record.id, n, e.kind, dump_entry(e)) for n, e in enumerate(entries, start=1)]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO tasks (id, name, status, created_at, updated_at, source, "
-                    "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    task_row,
-                )
-                self._db.executemany(
-                    "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        with self._writing() as db:
+            if lease_s is not None:
+                expires_at = time.time() + lease_s
+            db.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}, lease_expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*task_row, expires_at),
+            )
+            db.executemany(
+                "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
+            )
 
     def append(
         self,
@@ -116,63 +133,51 @@ class SQLiteStore(Store):
         *,
         epoch: int | None = None,
     ) -> None:
-        if not entries:
-            return
         rows = [
             (task_id, first_version + i, entry.kind, dump_entry(entry))
             for i, entry in enumerate(entries)
         ]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                exists, last = self._db.execute(
-                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?), "
-                    "(SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = ?)",
-                    (task_id, task_id),
-                ).fetchone()
-                if not exists:
-                    raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-                if first_version != last + 1:
-                    raise StoreError(
-                        f"task {task_id!r}: log is at version {last}, "
-                        f"got entries from {first_version}"
-                    )
-                self._db.executemany(
+        with self._writing() as db:
+            row = db.execute(
+                "SELECT owner, lease_epoch, lease_expires_at, "
+                "(SELECT COALESCE(MAX(version), 0) FROM log WHERE task_id = tasks.id) "
+                "FROM tasks WHERE id = ?",
+                (task_id,),
+            ).fetchone()
+            if row is None:
+                raise self._missing(task_id)
+            _check_epoch(task_id, epoch, *row[:3])
+            last = row[3]
+            if first_version != last + 1:
+                raise StoreError(
+                    f"task {task_id!r}: log is at version {last}, got entries from {first_version}"
+                )
+            if rows:
+                db.executemany(
                     "INSERT INTO log (task_id, version, kind, body) VALUES (?, ?, ?, ?)", rows
                 )
-                self._db.execute("COMMIT")
-            except (sqlite3.Error, StoreError) as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(exc, StoreError):
-                    raise
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
     def set_status(self, task_id: str, status: str, *, epoch: int | None = None) -> None:
-        with self._lock:
-            try:  # one statement: a transaction of its own
-                cursor = self._db.execute(
-                    "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
-                    (status, time.time(), task_id),
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-        if cursor.rowcount == 0:
-            raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
+        with self._writing() as db:
+            row = db.execute(
+                "SELECT owner, lease_epoch, lease_expires_at FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise self._missing(task_id)
+            _check_epoch(task_id, epoch, *row)
+            db.execute(
+                "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
+                (status, time.time(), task_id),
+            )
 
     def interrupt(self, task_id: str) -> str | None:
-        with self._lock:
-            try:
-                self._db.execute(
-                    "UPDATE tasks SET status = 'interrupted', updated_at = ? "
-                    "WHERE id = ? AND status = 'running'",
-                    (time.time(), task_id),
-                )
-                row = self._db.execute(
-                    "SELECT status FROM tasks WHERE id = ?", (task_id,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        with self._writing() as db:
+            db.execute(
+                "UPDATE tasks SET status = 'interrupted', updated_at = ? "
+                "WHERE id = ? AND status = 'running'",
+                (time.time(), task_id),
+            )
+            row = db.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def _record(self, row: tuple[Any, ...]) -> TaskRecord:
@@ -184,6 +189,8 @@ class SQLiteStore(Store):
             updated_at=row[4],
             source=row[5],
             metadata=json.loads(row[6] or "{}"),
+            owner=row[7],
+            lease_epoch=row[8],
         )
 
     def sibling(self, suffix: str) -> Path:
@@ -196,23 +203,25 @@ class SQLiteStore(Store):
                 (prefix, prefix + "\U0010ffff"),
             ).fetchall()
         if not rows:
-            raise TaskNotFound(f"no task {prefix!r} in the store at {self.path}")
+            raise self._missing(prefix)
         if len(rows) > 1 and rows[0][0] != prefix:
             raise TaskNotFound(f"task id {prefix!r} is ambiguous; give more characters")
         return str(rows[0][0])
 
     def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
         with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, status, created_at, updated_at, source, metadata "
-                "FROM tasks WHERE id = ?",
-                (task_id,),
-            ).fetchone()
-            if row is None:
-                raise TaskNotFound(f"no task {task_id!r} in the store at {self.path}")
-            bodies = self._db.execute(
-                "SELECT version, body FROM log WHERE task_id = ? ORDER BY version", (task_id,)
-            ).fetchall()
+            self._db.execute("BEGIN")  # one snapshot: the record and its log as they stood
+            try:
+                row = self._db.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+                ).fetchone()
+                bodies = self._db.execute(
+                    "SELECT version, body FROM log WHERE task_id = ? ORDER BY version", (task_id,)
+                ).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        if row is None:
+            raise self._missing(task_id)
         entries: list[LogEntry] = []
         for expected, (version, body) in enumerate(bodies, start=1):
             if version != expected:
@@ -226,11 +235,58 @@ class SQLiteStore(Store):
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, status, created_at, updated_at, source, metadata "
-                "FROM tasks ORDER BY created_at DESC LIMIT ?",
-                (limit,),
+                f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
             ).fetchall()
         return [self._record(row) for row in rows]
+
+    # Leases ---------------------------------------------------------------------------------
+
+    def claim(self, task_id: str, owner: str, lease_s: float) -> int | None:
+        lease_s = lease_seconds(lease_s)
+        with self._writing() as db:
+            now = time.time()
+            claimed = db.execute(
+                "UPDATE tasks SET owner = ?, lease_epoch = lease_epoch + 1, lease_expires_at = ? "
+                "WHERE id = ? AND status = 'running' AND (lease_expires_at IS NULL "
+                "OR owner = ? OR lease_expires_at <= ?)",
+                (owner, now + lease_s, task_id, owner, now),
+            ).rowcount
+            if not claimed:
+                return None
+            epoch = db.execute("SELECT lease_epoch FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return int(epoch[0])
+
+    def renew(self, owner: str, lease_s: float) -> dict[str, int]:
+        lease_s = lease_seconds(lease_s)
+        with self._writing() as db:
+            db.execute(
+                f"UPDATE tasks SET lease_expires_at = ? WHERE owner = ? AND {_LEASED}",
+                (time.time() + lease_s, owner),
+            )
+            rows = db.execute(
+                f"SELECT id, lease_epoch FROM tasks WHERE owner = ? AND {_LEASED}", (owner,)
+            ).fetchall()
+        return {str(task_id): int(epoch) for task_id, epoch in rows}
+
+    def orphans(self, owner: str | None = None, limit: int = 100) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id FROM tasks WHERE {_LEASED} AND (lease_expires_at <= ? OR owner = ?) "
+                "ORDER BY lease_expires_at, id LIMIT ?",
+                (time.time(), owner, limit),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def release(self, task_id: str, owner: str, epoch: int) -> bool:
+        with self._writing() as db:
+            released = db.execute(
+                "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND owner = ? "
+                "AND lease_epoch = ? AND lease_expires_at IS NOT NULL",
+                (float("-inf"), task_id, owner, epoch),
+            ).rowcount
+        return released > 0
+
+    # Records --------------------------------------------------------------------------------
 
     def put_record(self, namespace: str, key: str, document: Mapping[str, Any]) -> None:
         row = (namespace, key, record_text(document), time.time())
@@ -270,6 +326,18 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
         return cursor.rowcount > 0
+
+
+def _check_epoch(
+    task_id: str, epoch: int | None, owner: str | None, current: int, expires_at: float | None
+) -> None:
+    """Refuse a write of ``epoch`` unless the task is leased at exactly that epoch (a lapsed
+    lease no one claimed still lets its epoch write)."""
+    if epoch is None:
+        return
+    if expires_at is None or current != epoch:
+        now = "no lease" if expires_at is None else f"epoch {current} ({owner})"
+        raise LeaseLost(f"task {task_id!r} is at {now}: epoch {epoch} may not write it")
 
 
 def _plain_reason(exc: Exception) -> str:

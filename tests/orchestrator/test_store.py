@@ -1,61 +1,28 @@
-"""Tests for fleetmind/orchestrator/_store.py: SQLiteStore, InMemoryStore and open_store."""
+"""SQLiteStore's own tests (its file, schema versions, processes sharing it), open_store and
+the Store base class's defaults; what every store does is in test_store_contract.py."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from plain_store import Plain
 from pydantic import BaseModel
+from store_samples import record, sample_log
 
-from fleetmind._task_log import (
-    AddSubtask,
-    LogEntry,
-    SubtaskFinished,
-    SubtaskProgressed,
-    SubtaskReassigned,
-    SubtaskStarted,
-    TaskCancelledEntry,
-)
-from fleetmind._task_model import Dependency, Subtask
-from fleetmind.errors import ConfigError, StoreError, TaskNotFound
-from fleetmind.orchestrator._graph import TaskGraph
-from fleetmind.orchestrator._store import Store, TaskRecord, dump_entry
+from fleetmind._task_log import AddSubtask, SubtaskFinished, TaskCancelledEntry
+from fleetmind._task_model import Subtask
+from fleetmind.errors import ConfigError, LeaseLost, StoreError, TaskNotFound
+from fleetmind.orchestrator._store import Store, dump_entry
 from fleetmind.orchestrator._store_memory import InMemoryStore
 from fleetmind.orchestrator._store_open import open_store
 from fleetmind.orchestrator._store_sqlite import SQLiteStore
-
-ERROR = {"type": "SubtaskTimeout", "message": "slow", "retryable": True, "details": {}}
-
-
-def sample_log() -> list[LogEntry]:
-    """The log of a small task that edits, runs, fails over and is cancelled."""
-    graph = TaskGraph("sample")
-    graph.add_subtask("fetch", skill="web", inputs={"url": "https://example.org"})
-    graph.add_subtask(
-        "summarise",
-        depends_on=[Dependency(source="fetch", target="summarise", kind="data", input="text")],
-    )
-    graph.add_subtask("notify", depends_on=["summarise"])
-    graph.apply(SubtaskStarted(subtask_id="fetch", agent="w1", at=10.0))
-    graph.apply(SubtaskReassigned(subtask_id="fetch", agent="w1", error=ERROR, at=11.0))
-    graph.apply(SubtaskStarted(subtask_id="fetch", agent="w2", at=12.0))
-    graph.apply(SubtaskProgressed(subtask_id="fetch", message="half", fraction=0.5, at=12.5))
-    graph.apply(
-        SubtaskFinished(
-            subtask_id="fetch", status="done", output={"body": "héllo", "n": [1, 2.5]}, at=13.0
-        )
-    )
-    graph.apply(SubtaskStarted(subtask_id="summarise", agent="w3", at=14.0))
-    graph.apply(TaskCancelledEntry(reason="user asked", at=15.0))
-    return list(graph.log)
-
-
-def record(task_id: str = "t0123456789", **fields: object) -> TaskRecord:
-    return TaskRecord(id=task_id, name=fields.pop("name", "demo"), **fields)
+from fleetmind.orchestrator._store_sqlite_schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -70,150 +37,14 @@ def sqlite_store(db_path: Path) -> Iterator[SQLiteStore]:
     store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
-    if request.param == "memory":
-        yield InMemoryStore()
-        return
-    sqlite = SQLiteStore(db_path)
-    yield sqlite
-    sqlite.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Behaviour both stores share
-# --------------------------------------------------------------------------------------------
-
-
-def test_create_append_load_round_trip(store: Store) -> None:
-    rec = record(
-        source="tasks/report.yaml",
-        metadata={"owner": "ana", "tags": ["a", "b"]},
-        created_at=1000.5,
-        updated_at=1000.5,
-    )
-    entries = sample_log()
-    store.create_task(rec)
-    store.append(rec.id, 1, entries[:3])
-    store.append(rec.id, 4, entries[3:])
-    store.append(rec.id, len(entries) + 1, [])  # nothing to write is fine
-
-    loaded_record, loaded = store.load(rec.id)
-
-    assert loaded_record == rec
-    assert loaded == entries
-    assert [e.kind for e in loaded] == [
-        "add_subtask",
-        "add_subtask",
-        "add_subtask",
-        "subtask_started",
-        "subtask_reassigned",
-        "subtask_started",
-        "subtask_progress",
-        "subtask_finished",
-        "subtask_started",
-        "task_cancelled",
-    ]
-    rebuilt = TaskGraph.from_log(loaded, name="sample")
-    assert rebuilt.to_dict() == TaskGraph.from_log(entries, name="sample").to_dict()
-    assert rebuilt.status == "cancelled"
-    assert rebuilt.state("fetch").output == {"body": "héllo", "n": [1, 2.5]}
-
-
-def test_new_task_has_an_empty_log(store: Store) -> None:
-    store.create_task(record("t1"))
-    rec, entries = store.load("t1")
-    assert rec.status == "running"
-    assert rec.source is None
-    assert rec.metadata == {}
-    assert entries == []
-
-
-def test_load_of_unknown_task_raises_task_not_found(store: Store) -> None:
-    store.create_task(record("t1"))
-    with pytest.raises(TaskNotFound, match="no task 'nope' in the store"):
-        store.load("nope")
-    assert issubclass(TaskNotFound, StoreError)
-
-
-def test_duplicate_task_is_refused(store: Store) -> None:
-    store.create_task(record("t1", name="first"))
-    with pytest.raises(StoreError):
-        store.create_task(record("t1", name="second"))
-    assert store.load("t1")[0].name == "first"
-
-
-def test_tasks_are_listed_newest_first(store: Store) -> None:
-    store.create_task(record("old", created_at=100.0))
-    store.create_task(record("new", created_at=300.0))
-    store.create_task(record("mid", created_at=200.0))
-
-    assert [r.id for r in store.tasks()] == ["new", "mid", "old"]
-    assert [r.id for r in store.tasks(limit=2)] == ["new", "mid"]
-    assert store.tasks(limit=0) == []
-
-
-def test_set_status_updates_status_and_time(store: Store) -> None:
-    store.create_task(record("t1", created_at=100.0, updated_at=100.0))
-
-    store.set_status("t1", "failed")
-
-    rec, _ = store.load("t1")
-    assert rec.status == "failed"
-    assert rec.created_at == 100.0
-    assert rec.updated_at > 100.0
-    assert [r.status for r in store.tasks()] == ["failed"]
-
-
-def test_writes_to_an_unknown_task_raise_task_not_found(store: Store) -> None:
-    entry = TaskCancelledEntry()
-    with pytest.raises(TaskNotFound):
-        store.append("nope", 1, [entry])
-    with pytest.raises(TaskNotFound):
-        store.set_status("nope", "done")
-
-
 def test_both_stores_are_stores() -> None:
     assert isinstance(InMemoryStore(), Store)
     assert issubclass(SQLiteStore, Store)
 
 
 # --------------------------------------------------------------------------------------------
-# Versions
+# What the file holds
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("first_version", [0, 1, 3, 5])
-def test_memory_store_refuses_non_contiguous_versions(first_version: int) -> None:
-    store = InMemoryStore()
-    store.create_task(record("t1"))
-    entries = sample_log()
-    store.append("t1", 1, entries[:3])
-
-    with pytest.raises(
-        StoreError, match=f"task 't1': log is at version 3, got entries from {first_version}"
-    ):
-        store.append("t1", first_version, entries[3:])
-
-    assert store.load("t1")[1] == entries[:3]
-    store.append("t1", 4, entries[3:])
-    assert store.load("t1")[1] == entries
-
-
-def test_sqlite_store_refuses_a_duplicate_version_atomically(
-    sqlite_store: SQLiteStore, db_path: Path
-) -> None:
-    entries = sample_log()
-    sqlite_store.create_task(record("t1"))
-    sqlite_store.append("t1", 1, entries[:3])
-
-    # Versions 3 (taken) and 4 (free): the whole batch is refused.
-    with pytest.raises(StoreError, match="log is at version 3, got entries from 3"):
-        sqlite_store.append("t1", 3, entries[3:5])
-
-    assert sqlite_store.load("t1")[1] == entries[:3]
-    sqlite_store.append("t1", 4, entries[3:])
-    assert sqlite_store.load("t1")[1] == entries
 
 
 def test_sqlite_store_load_detects_a_gap(sqlite_store: SQLiteStore) -> None:
@@ -230,16 +61,6 @@ def test_sqlite_store_load_detects_a_gap(sqlite_store: SQLiteStore) -> None:
         sqlite_store.load("t1")
 
 
-def test_sqlite_store_refuses_a_gap(sqlite_store: SQLiteStore) -> None:
-    entries = sample_log()
-    sqlite_store.create_task(record("t1"))
-    sqlite_store.append("t1", 1, entries[:2])
-
-    with pytest.raises(StoreError):
-        sqlite_store.append("t1", 4, entries[3:4])
-    assert sqlite_store.load("t1")[1] == entries[:2]
-
-
 def test_sqlite_store_reports_a_corrupt_entry(sqlite_store: SQLiteStore) -> None:
     sqlite_store.create_task(record("t1"))
     sqlite_store._db.execute(
@@ -247,30 +68,6 @@ def test_sqlite_store_reports_a_corrupt_entry(sqlite_store: SQLiteStore) -> None
     )
     with pytest.raises(StoreError, match="task 't1': log entry 1 is corrupt"):
         sqlite_store.load("t1")
-
-
-# --------------------------------------------------------------------------------------------
-# SQLite specifics
-# --------------------------------------------------------------------------------------------
-
-
-def test_resolve_id_matches_a_unique_prefix(store: Store) -> None:
-    for task_id in ("t1abc", "t1abd", "t2xyz", "run", "run-2"):
-        store.create_task(record(task_id))
-
-    assert store.resolve_id("t2") == "t2xyz"
-    assert store.resolve_id("t1abc") == "t1abc"
-    assert store.resolve_id("t1abd") == "t1abd"
-    assert store.resolve_id("run") == "run"  # an exact id wins over longer ones
-    assert store.resolve_id("run-") == "run-2"
-    with pytest.raises(TaskNotFound, match="task id 't1ab' is ambiguous"):
-        store.resolve_id("t1ab")
-    with pytest.raises(TaskNotFound, match="task id 't' is ambiguous"):
-        store.resolve_id("t")
-    with pytest.raises(TaskNotFound, match="no task 't3' in the store"):
-        store.resolve_id("t3")
-    with pytest.raises(TaskNotFound, match="no task 'T1'"):
-        store.resolve_id("T1")  # ids are case-sensitive
 
 
 def test_reopened_store_sees_the_data(db_path: Path) -> None:
@@ -406,6 +203,212 @@ def test_open_store_picks_the_store(tmp_path: Path) -> None:
         assert opened.path == Path(target)
         assert isinstance(opened, Store)
         opened.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Schema versions
+# --------------------------------------------------------------------------------------------
+
+UNVERSIONED_SCHEMA = """
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    source TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE log (
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (task_id, version)
+) WITHOUT ROWID;
+CREATE INDEX tasks_by_created ON tasks(created_at);
+"""
+"""The tables a release before schema versions wrote (``user_version`` 0), records aside."""
+
+RECORDS_TABLE = """
+CREATE TABLE records (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+"""
+
+
+def unversioned_file(path: Path, *, records: bool = True) -> None:
+    """A store file as a release before schema versions left it: a running task with its log
+    (and a record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.executescript(UNVERSIONED_SCHEMA + (RECORDS_TABLE if records else ""))
+    db.execute(
+        "INSERT INTO tasks VALUES ('t1', 'demo', 'running', 5.0, 6.0, 'task.yaml', '{\"k\": 1}')"
+    )
+    db.executemany(
+        "INSERT INTO log VALUES ('t1', ?, ?, ?)",
+        [(n, e.kind, dump_entry(e)) for n, e in enumerate(sample_log(), start=1)],
+    )
+    if records:
+        db.execute("INSERT INTO records VALUES ('ns', 'k', '{\"v\": 1}', 7.0)")
+    db.commit()
+    assert db.execute("PRAGMA user_version").fetchone() == (0,)
+    db.close()
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_new_file_has_the_newest_schema(db_path: Path) -> None:
+    SQLiteStore(db_path).close()
+    assert user_version(db_path) == SCHEMA_VERSION == 2
+
+
+def test_a_file_from_before_schema_versions_keeps_its_tasks_and_gains_leases(
+    db_path: Path,
+) -> None:
+    unversioned_file(db_path)
+
+    store = SQLiteStore(db_path)
+    try:
+        rec, entries = store.load("t1")
+        assert rec == record(
+            "t1", source="task.yaml", metadata={"k": 1}, created_at=5.0, updated_at=6.0
+        )
+        assert entries == sample_log()
+        assert store.get_record("ns", "k") == {"v": 1}
+        assert user_version(db_path) == SCHEMA_VERSION
+
+        assert store.orphans() == []  # never leased
+        assert store.claim("t1", "a", 60.0) == 1
+        assert store.renew("a", 60.0) == {"t1": 1}
+        store.append("t1", len(entries) + 1, [TaskCancelledEntry()], epoch=1)
+        assert (store.load("t1")[0].owner, len(store.load("t1")[1])) == ("a", len(entries) + 1)
+    finally:
+        store.close()
+
+    again = SQLiteStore(db_path)  # a migrated file opens as it is
+    try:
+        assert again.load("t1")[0].lease_epoch == 1
+    finally:
+        again.close()
+
+
+def test_a_file_from_before_records_gets_the_table(db_path: Path) -> None:
+    unversioned_file(db_path, records=False)
+
+    store = SQLiteStore(db_path)
+    try:
+        store.put_record("ns", "k", {"v": 2})
+        assert store.get_record("ns", "k") == {"v": 2}
+        assert store.load("t1")[1] == sample_log()
+    finally:
+        store.close()
+
+
+def test_a_file_of_a_newer_release_is_refused_in_one_line(db_path: Path) -> None:
+    SQLiteStore(db_path).close()
+    db = sqlite3.connect(db_path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db_path)
+
+    assert str(info.value) == (
+        f"the store at {db_path} has schema version {SCHEMA_VERSION + 1}; this fleetmind "
+        f"knows up to {SCHEMA_VERSION}: upgrade fleetmind"
+    )
+    assert user_version(db_path) == SCHEMA_VERSION + 1
+
+
+def test_a_migration_that_fails_changes_nothing(db_path: Path) -> None:
+    unversioned_file(db_path)
+    db = sqlite3.connect(db_path)
+    db.execute("ALTER TABLE tasks ADD COLUMN lease_expires_at REAL")  # in the way of version 2
+    db.close()
+
+    with pytest.raises(StoreError, match=r"cannot open the store at .*lease_expires_at"):
+        SQLiteStore(db_path)
+
+    db = sqlite3.connect(db_path)
+    try:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
+    finally:
+        db.close()
+    assert "owner" not in columns  # added before the failing statement, and rolled back
+    assert user_version(db_path) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Processes sharing the file
+# --------------------------------------------------------------------------------------------
+
+REPLICA = """
+import sys
+from fleetmind._task_log import SubtaskProgressed
+from fleetmind.orchestrator import SQLiteStore, TaskRecord
+
+path, me = sys.argv[1], sys.argv[2]
+store = SQLiteStore(path)
+store.create_task(TaskRecord(id=me, name="own", owner=me), lease_s=60.0)
+for n in range(1, 31):
+    entry = SubtaskProgressed(subtask_id="s", message=str(n), fraction=0.5)
+    store.append(me, n, [entry], epoch=1)
+print(store.claim("shared", me, 60.0))
+store.close()
+"""
+
+
+def test_processes_sharing_the_file_write_together_and_one_takes_an_orphan(
+    db_path: Path,
+) -> None:
+    store = SQLiteStore(db_path)
+    try:
+        store.create_task(record("shared", owner="gone"), sample_log()[:2], lease_s=60.0)
+        assert store.release("shared", "gone", 1)
+        names = [f"p{n}" for n in range(4)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", REPLICA, str(db_path), name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in names
+        ]
+        try:
+            outputs = [process.communicate(timeout=120) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        assert [process.returncode for process in processes] == [0] * 4, outputs
+
+        claims = {name: out.strip() for name, (out, _) in zip(names, outputs, strict=True)}
+        winners = [name for name, epoch in claims.items() if epoch == "2"]
+        assert len(winners) == 1, claims
+        assert sorted(claims.values()) == ["2", "None", "None", "None"]
+        rec, _ = store.load("shared")
+        assert (rec.owner, rec.lease_epoch) == (winners[0], 2)
+        for name in names:
+            messages = [entry.model_dump()["message"] for entry in store.load(name)[1]]
+            assert messages == [str(n) for n in range(1, 31)]
+        with pytest.raises(LeaseLost):
+            store.append("shared", 3, sample_log()[2:3], epoch=1)  # the old owner's epoch
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------------------------
