@@ -4,9 +4,11 @@ the Store base class's defaults; what every store does is in test_store_contract
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -407,6 +409,61 @@ def test_processes_sharing_the_file_write_together_and_one_takes_an_orphan(
             assert messages == [str(n) for n in range(1, 31)]
         with pytest.raises(LeaseLost):
             store.append("shared", 3, sample_log()[2:3], epoch=1)  # the old owner's epoch
+    finally:
+        store.close()
+
+
+DOOMED = """
+import sys
+from fleetmind._task_log import SubtaskProgressed
+from fleetmind.orchestrator import SQLiteStore, TaskRecord
+
+store = SQLiteStore(sys.argv[1])
+store.create_task(TaskRecord(id="t1", name="doomed", owner="doomed"), lease_s=0.2)
+version = 0
+while True:
+    version += 1
+    entry = SubtaskProgressed(subtask_id="s", message=str(version), fraction=0.5)
+    store.append("t1", version, [entry], epoch=1)
+    store.renew("doomed", 0.2)
+    print(version, flush=True)
+"""
+
+
+def test_a_killed_owners_entries_survive_and_its_task_is_taken_over(db_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", DOOMED, str(db_path)], stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if int(line) >= 20:
+                    break
+            acknowledged = int(line)
+            process.send_signal(signal.SIGKILL)  # mid-loop: no close, no clean exit
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    store = SQLiteStore(db_path)
+    try:
+        rec, entries = store.load("t1")  # a gap or a torn entry would raise here
+        assert len(entries) >= acknowledged
+        assert [entry.model_dump()["message"] for entry in entries] == [
+            str(n) for n in range(1, len(entries) + 1)
+        ]
+        assert (rec.status, rec.owner, rec.lease_epoch) == ("running", "doomed", 1)
+
+        deadline = time.monotonic() + 60
+        while "t1" not in store.orphans():
+            assert time.monotonic() < deadline, "the killed owner's lease never lapsed"
+            time.sleep(0.01)
+        assert store.claim("t1", "heir", 60.0) == 2
+        with pytest.raises(LeaseLost):
+            store.append("t1", len(entries) + 1, [TaskCancelledEntry()], epoch=1)
+        store.append("t1", len(entries) + 1, [TaskCancelledEntry()], epoch=2)
     finally:
         store.close()
 
