@@ -59,7 +59,7 @@ if TYPE_CHECKING:
         describe_event,
     )
     from fleetmind.orchestrator._export import to_dot, to_mermaid
-    from fleetmind.orchestrator._fleet import Fleet, TaskHandle, TaskSnapshot
+    from fleetmind.orchestrator._fleet import Fleet
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import TaskGraph
     from fleetmind.orchestrator._mcp_requests import ANSWER_SKILL, MCPRequests
@@ -86,8 +86,10 @@ if TYPE_CHECKING:
     )
     from fleetmind.orchestrator._store import Store, TaskRecord
     from fleetmind.orchestrator._store_memory import InMemoryStore
+    from fleetmind.orchestrator._store_postgres import PostgresStore
     from fleetmind.orchestrator._store_sqlite import SQLiteStore
     from fleetmind.orchestrator._subtask_state import SubtaskState
+    from fleetmind.orchestrator._task_handle import TaskHandle, TaskSnapshot
     from fleetmind.orchestrator._task_result import TaskResult
     from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
 
@@ -151,7 +153,7 @@ _EXPORTS: dict[str, str] = {
             "describe_event",
         ),
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
-        "fleetmind.orchestrator._fleet": ("Fleet", "TaskHandle", "TaskSnapshot"),
+        "fleetmind.orchestrator._fleet": ("Fleet",),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("TaskGraph",),
         "fleetmind.orchestrator._mcp_requests": ("ANSWER_SKILL", "MCPRequests"),
@@ -183,8 +185,10 @@ _EXPORTS: dict[str, str] = {
         ),
         "fleetmind.orchestrator._store": ("Store", "TaskRecord"),
         "fleetmind.orchestrator._store_memory": ("InMemoryStore",),
+        "fleetmind.orchestrator._store_postgres": ("PostgresStore",),
         "fleetmind.orchestrator._store_sqlite": ("SQLiteStore",),
         "fleetmind.orchestrator._subtask_state": ("SubtaskState",),
+        "fleetmind.orchestrator._task_handle": ("TaskHandle", "TaskSnapshot"),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
         "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),
     }.items()
@@ -264,6 +268,7 @@ __all__ = [
     "OutcomeHistory",
     "Plan",
     "Planner",
+    "PostgresStore",
     "RemoveDependency",
     "RemoveSubtask",
     "ReplanDecision",

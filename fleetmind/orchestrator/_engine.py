@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, assert_never
 
 from fleetmind._task_log import (
@@ -35,7 +35,7 @@ from fleetmind._task_log import (
     UpdateSubtask,
 )
 from fleetmind._task_model import Subtask, SubtaskStatus
-from fleetmind.agents import Agent, ArtifactChunk, IncomingMessage, SubtaskContext, SubtaskResult
+from fleetmind.agents import Agent, IncomingMessage
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     FleetmindError,
@@ -45,9 +45,9 @@ from fleetmind.errors import (
     blames_agent,
     replan_may_help,
 )
-from fleetmind.memory import AgentMemory, MemoryStore
+from fleetmind.memory import MemoryStore
 from fleetmind.orchestrator import _events as ev
-from fleetmind.orchestrator._attempt import Fail, Reassign, Requeue, Retry, next_step, run_attempts
+from fleetmind.orchestrator._attempt import Fail, Reassign, Requeue
 from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine_events import artifact_event, events_for
@@ -65,6 +65,7 @@ from fleetmind.orchestrator._engine_messages import (
     RunSucceeded,
     SlotOffered,
 )
+from fleetmind.orchestrator._engine_runner import recovered, run_subtask
 from fleetmind.orchestrator._engine_waits import AgentWaits
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._replan import Replanner, ReplanRequest
@@ -454,40 +455,23 @@ class Engine:
 
     def _recover(self, subtask_id: str) -> bool:
         """Take the answer an attempt got while this process was down, if one is kept."""
-        state = self.graph.state(subtask_id)
-        if not self._result_sources or state.agent is None:
+        if not self._result_sources:
             return False
-        # Only the attempt the log shows was made: an answer to any other is not taken (a
-        # retry whose entry a crash beat is answered by its device from the saved result).
-        epochs = range(state.total_attempts, state.total_attempts + 1)
-        for source in self._result_sources:
-            found = source.recovered(self.task_id, subtask_id, state.agent, epochs)
-            if found is None:
-                continue
-            outcome, saved = found
-            self._next_token += 1
-            self._tokens[subtask_id] = self._next_token
-            if isinstance(outcome, SubtaskResult):
-                self._post(
-                    RunSucceeded(subtask_id, state.agent, self._next_token, outcome, (saved,))
-                )
-            else:
-                error = outcome.to_dict()
-                # The answer kept from before the crash is that attempt's last word: no retry.
-                policy = self.graph.subtask(subtask_id).retry
-                step = next_step(
-                    error,
-                    attempt=policy.max_attempts,
-                    policy=policy,
-                    others=self._others_left(subtask_id, state.agent),
-                    can_wait=self._agent_wait_s > 0,
-                )
-                assert not isinstance(step, Retry)
-                self._post(
-                    RunGaveUp(subtask_id, state.agent, self._next_token, error, step, (saved,))
-                )
-            return True
-        return False
+        message = recovered(
+            self.task_id,
+            self.graph,
+            subtask_id,
+            self._result_sources,
+            token=self._next_token + 1,
+            others=lambda agent_id: self._others_left(subtask_id, agent_id),
+            can_wait=self._agent_wait_s > 0,
+        )
+        if message is None:
+            return False
+        self._next_token += 1
+        self._tokens[subtask_id] = self._next_token
+        self._post(message)
+        return True
 
     def _run_hooks(self) -> None:
         hooks, self._after_flush = self._after_flush, []
@@ -735,55 +719,22 @@ class Engine:
             )
         )
 
-    # ---------------------------------------------------------------------------------------
-    # One subtask on one agent
-    # ---------------------------------------------------------------------------------------
-
     async def _run_subtask(self, subtask_id: str, agent: Agent, token: int) -> None:
-        """Attempts on one agent, with retries; the outcome goes back as a message."""
-        subtask = self.graph.subtask(subtask_id)
-        first_epoch = self.graph.state(subtask_id).total_attempts  # this run's first attempt
-
-        def report(
-            message: str, fraction: float | None, step: Mapping[str, Any] | None = None
-        ) -> None:
-            self._post(
-                ProgressReported(subtask_id, token, message, fraction, dict(step) if step else None)
-            )
-
-        def stream(chunk: ArtifactChunk) -> None:
-            self._post(ArtifactStreamed(subtask_id, token, chunk))
-
-        def context(attempt: int) -> SubtaskContext:
-            return SubtaskContext(
+        """Attempts on one agent; the agent's slot is freed however they end."""
+        try:
+            await run_subtask(
+                agent,
+                subtask_id,
+                token,
                 task_id=self.task_id,
-                subtask=subtask,
-                inputs=self.graph.resolve_inputs(subtask_id),
-                attempt=attempt,
-                agent_id=agent.id,
-                _progress=report,
-                _artifacts=stream,
-                message=self.graph.answered_by(subtask_id) or self.message,
+                graph=self.graph,
+                post=self._post,
                 tools=self._tools,
                 checkpoints=self._checkpoints,
-                memory=None
-                if self._memory is None
-                else AgentMemory(self._memory, agent.id, task_id=self.task_id),
-                epoch=first_epoch + attempt - 1,
-                dependents=tuple(
-                    dict.fromkeys(d.target for d in self.graph.dependents_of(subtask_id))
-                ),
-            )
-
-        try:
-            await run_attempts(
-                agent,
-                subtask,
-                token=token,
-                context=context,
+                memory=self._memory,
+                message=self.message,
                 others=lambda: self._others_left(subtask_id, agent.id),
                 can_wait=self._agent_wait_s > 0,
-                post=self._post,
             )
         finally:
             self._runners.pop(subtask_id, None)

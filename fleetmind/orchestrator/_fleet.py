@@ -19,21 +19,13 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetmind._ids import new_task_id
-from fleetmind._task_log import (
-    GraphEdit,
-    RemoveSubtask,
-    SubtaskAnswered,
-    add_dependency_edit,
-    add_subtask_edit,
-    update_subtask_edit,
-)
-from fleetmind._task_model import Condition, Dependency, DependencyKind, Subtask, SubtaskStatus
+from fleetmind._task_log import SubtaskAnswered
+from fleetmind._task_model import Subtask
 from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage, LLMClient
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
@@ -51,7 +43,6 @@ from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._episodes import remember_task
-from fleetmind.orchestrator._events import TaskEvent
 from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._mcp_requests import MCPRequests
@@ -61,6 +52,7 @@ from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecisio
 from fleetmind.orchestrator._semantic import SemanticRouter
 from fleetmind.orchestrator._store import Store, TaskRecord
 from fleetmind.orchestrator._store_open import open_store
+from fleetmind.orchestrator._task_handle import TaskHandle, TaskSnapshot, waiting_questions
 from fleetmind.orchestrator._task_result import TaskResult
 from fleetmind.tools import ToolRegistry
 
@@ -68,97 +60,6 @@ if TYPE_CHECKING:
     from fleetmind.protocols import MCPAuth
 
 log = logging.getLogger(__name__)
-
-
-class TaskHandle:
-    """A submitted task: follow its events, edit it live, cancel it, await its result."""
-
-    def __init__(self, engine: Engine, done: asyncio.Future[TaskResult]) -> None:
-        self._engine = engine
-        self._done = done
-
-    @property
-    def task_id(self) -> str:
-        """The task's id in the store."""
-        return self._engine.task_id
-
-    @property
-    def graph(self) -> TaskGraph:
-        """The live graph (read it; edit it through the handle)."""
-        return self._engine.graph
-
-    def done(self) -> bool:
-        """Whether the task has ended."""
-        return self._done.done()
-
-    def events(self) -> AsyncGenerator[TaskEvent]:
-        """Every event of the task from its start, until it finishes; any number may follow."""
-        return self._engine.events.subscribe()
-
-    async def result(self) -> TaskResult:
-        """Wait for the task to end and return how it ended."""
-        return await asyncio.shield(self._done)
-
-    async def cancel(self, reason: str = "cancelled by user") -> TaskResult:
-        """Cancel the task and wait until its running subtasks have stopped."""
-        self._engine.cancel(reason)
-        return await self.result()
-
-    async def edit(self, edit: GraphEdit) -> None:
-        """Apply a structural edit while the task runs (``GraphError`` if it is invalid)."""
-        await self._engine.edit(edit)
-
-    async def add_subtask(
-        self,
-        subtask: Subtask | str,
-        *,
-        depends_on: Iterable[str | Dependency] = (),
-        **fields: Any,
-    ) -> Subtask:
-        """Add a subtask to the running task."""
-        edit = add_subtask_edit(subtask, depends_on, **fields)
-        await self.edit(edit)
-        return edit.subtask
-
-    async def add_dependency(
-        self,
-        source: str,
-        target: str,
-        *,
-        kind: DependencyKind | str = DependencyKind.CONTROL,
-        condition: Condition | str = Condition.SUCCESS,
-        output: str | None = None,
-        input: str | None = None,
-    ) -> Dependency:
-        """Add a dependency whose target has not started."""
-        edit = add_dependency_edit(
-            source, target, kind=kind, condition=condition, output=output, input=input
-        )
-        await self.edit(edit)
-        return edit.dependency
-
-    async def remove_subtask(self, subtask_id: str) -> None:
-        """Remove a subtask that has not started."""
-        await self.edit(RemoveSubtask(subtask_id=subtask_id))
-
-    async def update_subtask(self, subtask_id: str, **changes: Any) -> Subtask:
-        """Change fields of a subtask that has not started."""
-        edit = update_subtask_edit(self.graph.subtask(subtask_id), **changes)
-        await self.edit(edit)
-        return edit.subtask
-
-
-@dataclass(frozen=True)
-class TaskSnapshot:
-    """A task of the fleet as it stands: running here, or kept in the fleet's store."""
-
-    task_id: str
-    status: str
-    """running, done, failed or cancelled."""
-    graph: TaskGraph
-    """The live graph of a task running here (read it), else the graph rebuilt from its log."""
-    handle: TaskHandle | None
-    """The task's handle, when this fleet runs it."""
 
 
 class Fleet:
@@ -748,26 +649,6 @@ def _stored_message(metadata: dict[str, Any]) -> IncomingMessage | None:
     except MalformedMessage as exc:
         log.warning("the message kept with a task cannot be read: %s", exc)
         return None
-
-
-def waiting_questions(graph: TaskGraph) -> dict[str, str]:
-    """The questions of a graph that failed only because agents asked for input (else none):
-    each asking subtask's question, by id. Subtasks failed by a question upstream count as
-    waiting with it."""
-    if graph.status != "failed":
-        return {}
-    questions: dict[str, str] = {}
-    for subtask in graph:
-        state = graph.state(subtask.id)
-        error = state.error or {}
-        if state.status is not SubtaskStatus.FAILED or state.replanned == "edited":
-            continue
-        if error.get("type") == "InputRequired":
-            details = error.get("details") or {}
-            questions[subtask.id] = str(details.get("question") or error.get("message") or "")
-        elif error.get("type") != "UpstreamFailed":
-            return {}
-    return questions
 
 
 def _open_memory(
