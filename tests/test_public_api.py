@@ -213,6 +213,7 @@ EXPECTED = {
         "OutcomeHistory",
         "Plan",
         "Planner",
+        "PostgresStore",
         "RemoveDependency",
         "RemoveSubtask",
         "ReplanDecision",

@@ -14,6 +14,8 @@ from fleetmind.orchestrator._store_memory import InMemoryStore
 from fleetmind.orchestrator._store_sqlite import SQLiteStore
 
 _STORE_METHODS = ("create_task", "append", "set_status", "load", "tasks")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How a PostgreSQL store's URL starts (anything else is a SQLite path)."""
 
 
 class _Delegating(Store):
@@ -51,13 +53,19 @@ class _Delegating(Store):
 
 
 def open_store(target: object) -> Store:
-    """A store from what a user passed: a Store, a path to a SQLite file, or None (memory).
+    """A store from what a user passed: a Store, a ``postgresql://`` (or ``postgres://``) URL,
+    a path to a SQLite file, or None (memory).
 
     Raises:
         ConfigError: ``target`` is none of these.
+        StoreError: the store cannot be opened.
     """
     if target is None:
         return InMemoryStore()
+    if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
+        from fleetmind.orchestrator._store_postgres import PostgresStore
+
+        return PostgresStore(target)
     if isinstance(target, str | Path):
         return SQLiteStore(target)
     if isinstance(target, Store):

@@ -1,0 +1,240 @@
+"""The PostgreSQL store's connections: a pool driven by an event loop on a thread of its own.
+
+The store's methods are synchronous (the engine creates tasks from inside its event loop, the
+CLI has no loop at all) and its writes are awaited by the engine; both hand their work to this
+loop, so that neither blocks on the other and a sync call made inside a running loop waits on
+another thread rather than on the loop it is blocking. Every operation is retried while the
+server is out of reach (restarted, a connection dropped), for up to ``reconnect_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from fleetmind.errors import StoreError
+from fleetmind.orchestrator._store_postgres_schema import migrate
+from fleetmind.orchestrator._store_postgres_target import (
+    Target,
+    connect_error,
+    failure,
+    lost,
+)
+
+T = TypeVar("T")
+Connection = psycopg.AsyncConnection[TupleRow]
+_FIRST_DELAY_S = 0.05
+_MAX_DELAY_S = 1.0
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""A server that vanished without closing its connections is noticed within half a minute."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether trying again may help: the connection or server failed, not the statement."""
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, PoolClosed)
+
+
+def is_lost(exc: StoreError) -> bool:
+    """Whether ``exc`` says the server stayed out of reach (rather than refusing a statement)."""
+    return is_retryable(exc.__cause__) if exc.__cause__ is not None else False
+
+
+class Link:
+    """A connection pool to one database, on an event loop that a daemon thread runs.
+
+    Opening makes the first connection directly, with a short timeout, so that a wrong URL
+    or a server that is down is told at once and in words; then it migrates the schema.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        pool_size: int,
+        reconnect_s: float,
+        connect_timeout: float,
+    ) -> None:
+        self.target = target
+        self.reconnect_s = reconnect_s
+        self._connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._pool: AsyncConnectionPool[Connection] | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name=f"fleetmind-postgres {target.where}", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._wait(self._open(pool_size))
+        except BaseException:
+            self._closed = True
+            self._stop_loop()
+            raise
+
+    # Opening and closing ---------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, **_KEEPALIVES}
+        if not self.target.has_connect_timeout:
+            kwargs["connect_timeout"] = max(1, math.ceil(self._connect_timeout))
+        return kwargs
+
+    async def _open(self, pool_size: int) -> None:
+        kwargs = self._connect_kwargs()
+        try:
+            first = await psycopg.AsyncConnection.connect(self.target.url, **kwargs)
+        except psycopg.Error as exc:
+            raise connect_error(self.target, exc, self._connect_timeout) from exc
+        try:
+            await migrate(first, self.target)
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.target, exc, self._connect_timeout) from exc
+        finally:
+            await first.close()
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self.target.url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=kwargs,
+            open=False,
+            name="fleetmind-store",
+            timeout=self._connect_timeout,
+            reconnect_timeout=max(self.reconnect_s, self._connect_timeout),
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise connect_error(self.target, exc, self._connect_timeout) from exc
+        self._pool = pool
+
+    def close(self, drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run ``drain`` (the pending writes), close the pool and stop the thread; twice is
+        harmless."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            calls = list(self._calls)
+        concurrent.futures.wait(calls)  # the calls already made end first, as writes do
+        try:
+            self._wait(self._shutdown(drain))
+        finally:
+            self._stop_loop()
+
+    async def _shutdown(self, drain: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            if drain is not None:
+                await drain()
+        finally:
+            if self._pool is not None:
+                await self._pool.close(timeout=self._connect_timeout)
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+    # Handing work to the loop ----------------------------------------------------------------
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"the store at {self.target.where} is closed")
+
+    def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise StoreError("the PostgreSQL store cannot wait on itself from its own thread")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for its result (from any other thread)."""
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise StoreError("the PostgreSQL store cannot wait on itself from its own thread")
+        with self._lock:
+            if self._closed:
+                coroutine.close()
+                raise self._closed_error()
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            self._calls.add(future)
+        future.add_done_callback(self._calls.discard)
+        return future.result()
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop, in the order of the calls."""
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def run(self, what: str, operation: Callable[[Connection], Awaitable[T]]) -> T:
+        """:meth:`using`, waited for."""
+        return self.call(self.using(what, operation))
+
+    async def using(
+        self,
+        what: str,
+        operation: Callable[[Connection], Awaitable[T]],
+        *,
+        on_retry: Callable[[], object] | None = None,
+    ) -> T:
+        """Run ``operation`` with a pooled connection (on the loop), again while the server is
+        out of reach, for up to ``reconnect_s`` seconds.
+
+        Args:
+            what: The operation in words, for messages ("read", "write").
+            operation: Runs on a connection; it may run more than once, so it is one
+                transaction, or a statement that is harmless to repeat.
+            on_retry: Called before each repeat (the first try's commit may have landed).
+
+        Raises:
+            StoreError: the server refused the statement, or stayed out of reach.
+        """
+        assert self._pool is not None
+        deadline: float | None = None
+        delay = _FIRST_DELAY_S
+        while True:
+            started = time.monotonic()
+            wait_s = max(self.reconnect_s if deadline is None else deadline - started, 1.0)
+            try:
+                async with self._pool.connection(timeout=wait_s) as conn:
+                    return await operation(conn)
+            except psycopg.Error as exc:
+                if not is_retryable(exc):
+                    raise failure(self.target, exc, what) from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = started + self.reconnect_s
+                if now >= deadline:
+                    raise lost(self.target, exc, self.reconnect_s, what) from exc
+                await asyncio.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, _MAX_DELAY_S)
+                if on_retry is not None:
+                    on_retry()
+
+
+def settle(future: concurrent.futures.Future[None], error: BaseException | None) -> None:
+    """Give a waiting caller its outcome (unless it stopped waiting)."""
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass
