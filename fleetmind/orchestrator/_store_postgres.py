@@ -75,11 +75,17 @@ WHERE id = %(id)s AND status = 'running'
 RETURNING lease_epoch
 """
 _RENEW = """
-UPDATE fleetmind_tasks
+UPDATE fleetmind_tasks AS t
 SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s::float8)
-WHERE owner = %(owner)s AND status = 'running' AND lease_expires_at IS NOT NULL
-RETURNING id, lease_epoch
+FROM (
+    SELECT id FROM fleetmind_tasks
+    WHERE owner = %(owner)s AND status = 'running' AND lease_expires_at IS NOT NULL
+    ORDER BY id FOR NO KEY UPDATE
+) AS held
+WHERE t.id = held.id
+RETURNING t.id, t.lease_epoch
 """
+"""Rows are locked in the order of their ids, as the writer locks them: no deadlock."""
 _ORPHANS = """
 SELECT id FROM fleetmind_tasks
 WHERE status = 'running' AND lease_expires_at IS NOT NULL
@@ -150,8 +156,13 @@ class PostgresStore(Store):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Group commit so far: ``transactions`` committed and the ``writes`` in them."""
-        return {"transactions": self._writer.transactions, "writes": self._writer.writes}
+        """Counts so far: the write ``transactions`` committed and the ``writes`` in them
+        (group commit), and the operations ``retried`` for a connection lost."""
+        return {
+            "transactions": self._writer.transactions,
+            "writes": self._writer.writes,
+            "retried": self._link.retried,
+        }
 
     def close(self) -> None:
         """Commit the writes queued, close the connections and stop the store's thread."""

@@ -72,6 +72,8 @@ class Link:
         self.reconnect_s = reconnect_s
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
+        self.retried = 0
+        """Operations tried again after the connection or server failed."""
         self._closed = False
         self._calls: set[concurrent.futures.Future[Any]] = set()
         self._pool: AsyncConnectionPool[Connection] | None = None
@@ -223,6 +225,7 @@ class Link:
                     deadline = started + self.reconnect_s
                 if now >= deadline:
                     raise lost(self.target, exc, self.reconnect_s, what) from exc
+                self.retried += 1
                 await asyncio.sleep(min(delay, deadline - now))
                 delay = min(delay * 2, _MAX_DELAY_S)
                 if on_retry is not None:

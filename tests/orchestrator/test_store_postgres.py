@@ -244,6 +244,33 @@ def test_replicas_opening_a_fresh_database_together_both_work(postgres_url: str)
 
 
 # --------------------------------------------------------------------------------------------
+# Replicas: two stores on one database
+# --------------------------------------------------------------------------------------------
+
+
+def test_replicas_see_one_another_and_a_takeover_fences_the_old_owner(
+    postgres_url: str,
+) -> None:
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    try:
+        first.create_task(record("t1", owner="r1"), [progress(0)], lease_s=60)
+        assert [(t.id, t.owner, t.lease_epoch) for t in second.tasks()] == [("t1", "r1", 1)]
+        assert second.claim("t1", "r2", 60) is None  # r1's lease is live
+        assert first.release("t1", "r1", 1)
+        assert second.orphans() == ["t1"]
+        assert second.claim("t1", "r2", 60) == 2
+        with pytest.raises(LeaseLost, match="is at epoch 2 \\(r2\\): epoch 1 may not write it"):
+            first.append("t1", 2, [progress(1)], epoch=1)
+        second.append("t1", 2, [progress(1)], epoch=2)
+        assert first.renew("r1", 60) == {}
+        assert second.renew("r2", 60) == {"t1": 2}
+        assert first.load("t1")[1] == [progress(0), progress(1)]
+    finally:
+        first.close()
+        second.close()
+
+
+# --------------------------------------------------------------------------------------------
 # Group commit
 # --------------------------------------------------------------------------------------------
 
@@ -392,7 +419,9 @@ async def test_a_write_made_while_the_server_restarts_lands(own_cluster: LocalPo
         await asyncio.to_thread(own_cluster.stop)
         write = asyncio.ensure_future(store.append_async("t1", 2, [progress(1)]))
         status = asyncio.ensure_future(store.set_status_async("t1", "done"))
-        await asyncio.sleep(0.2)
+        await asyncio.to_thread(
+            wait_until, lambda: store.stats["retried"] > 0, "the writer to find the server gone"
+        )
         assert not write.done()  # waiting for the server, not failed
         await asyncio.to_thread(own_cluster.start)
         await write
