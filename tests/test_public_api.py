@@ -219,6 +219,7 @@ EXPECTED = {
         "ReplanDecision",
         "ReplanRequest",
         "Replanner",
+        "Replica",
         "RouteReviewer",
         "RouteVerdict",
         "RetryPolicy",

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import TaskGraph
     from fleetmind.orchestrator._mcp_requests import ANSWER_SKILL, MCPRequests
+    from fleetmind.orchestrator._ownership import Replica
     from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
     from fleetmind.orchestrator._replan import ReplanDecision, Replanner, ReplanRequest
     from fleetmind.orchestrator._route_review import RouteReviewer, RouteVerdict
@@ -157,6 +158,7 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("TaskGraph",),
         "fleetmind.orchestrator._mcp_requests": ("ANSWER_SKILL", "MCPRequests"),
+        "fleetmind.orchestrator._ownership": ("Replica",),
         "fleetmind.orchestrator._planner": ("BoundReplanner", "Plan", "Planner"),
         "fleetmind.orchestrator._replan": ("ReplanDecision", "Replanner", "ReplanRequest"),
         "fleetmind.orchestrator._route_review": ("RouteReviewer", "RouteVerdict"),
@@ -274,6 +276,7 @@ __all__ = [
     "ReplanDecision",
     "ReplanRequest",
     "Replanner",
+    "Replica",
     "RetryPolicy",
     "RouteReviewer",
     "RouteVerdict",

@@ -41,6 +41,7 @@ from fleetmind.errors import (
     FleetmindError,
     FleetStateError,
     GraphError,
+    LeaseLost,
     NoCapableAgent,
     blames_agent,
     replan_may_help,
@@ -57,6 +58,7 @@ from fleetmind.orchestrator._engine_messages import (
     ArtifactStreamed,
     CancelRequested,
     EditRequested,
+    LeaseEnded,
     Message,
     ProgressReported,
     Replanned,
@@ -64,6 +66,7 @@ from fleetmind.orchestrator._engine_messages import (
     RunRetrying,
     RunSucceeded,
     SlotOffered,
+    settle_leftovers,
 )
 from fleetmind.orchestrator._engine_runner import recovered, run_subtask
 from fleetmind.orchestrator._engine_waits import AgentWaits
@@ -99,6 +102,9 @@ class Engine:
             (``TaskResumed``) and counts in no subtask's duration.
         message: The protocol message the task was started from (``ctx.message``, but for
             a subtask whose question a message answered: that one), or None.
+        epoch: The lease epoch of a replica's task, carried by every write so that the store
+            refuses them once another replica has claimed the task; None for a task that is
+            not leased.
     """
 
     def __init__(
@@ -119,8 +125,12 @@ class Engine:
         memory: MemoryStore | None = None,
         stopped_at: float | None = None,
         message: IncomingMessage | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.task_id = task_id
+        self.epoch = epoch
+        self._fence: dict[str, int] = {} if epoch is None else {"epoch": epoch}
+        """What every write passes: a store that keeps no leases is called as it always was."""
         self.message = message
         self._stopped_at = stopped_at
         self._memory = memory
@@ -170,6 +180,12 @@ class Engine:
         """Whether the engine has stopped."""
         return self._state == "finished"
 
+    def lose_lease(self) -> None:
+        """Stop driving the task: its lease is gone (another replica claimed it). The run
+        ends with :class:`LeaseLost` without writing anything more."""
+        if self._state == "running":
+            self._post(LeaseEnded())
+
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the task: running subtasks are cancelled, the rest never start."""
         if self._state == "finished":
@@ -188,7 +204,11 @@ class Engine:
         await done
 
     async def run(self) -> TaskResult:
-        """Run the task to its end and return how it ended."""
+        """Run the task to its end and return how it ended.
+
+        Raises:
+            LeaseLost: another replica took the task over; this engine stopped driving it.
+        """
         if self._state != "new":
             raise FleetStateError(f"task {self.task_id} has already been run by this engine")
         if len(self.graph) == 0:
@@ -197,34 +217,16 @@ class Engine:
             raise GraphError(f"task {self.task_id} has no subtasks")
         self._state = "running"
         self._inbox = asyncio.Queue()
+        lost: LeaseLost | None = None
         try:
             self._directory.on_join(self._agent_waits.joined)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                if self._stopped_at is not None:
-                    self._record(TaskResumed(at=self._clock(), stopped_at=self._stopped_at))
-                for subtask_id in self.graph.running_ids():
-                    # A resumed task: an answer that arrived while the process was down stands,
-                    # whichever agent the router would choose now; the rest runs again.
-                    if not self._recover(subtask_id):
-                        self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
-                self._to_prepare.extend(self.graph)
-                if self._cancel_requested is not None:
-                    self._on_cancel(self._cancel_requested)
-                await self._prepare_routing()
-                self._schedule_ready()
-                self._flush()
-                while not self.graph.is_finished:
-                    self._handle(await self._inbox.get())
-                    while not self._inbox.empty():
-                        self._handle(self._inbox.get_nowait())
-                    await self._prepare_routing()
-                    self._schedule_ready()
-                    self._flush()
-                self._state = "finishing"
-                self._agent_waits.stop()
-                self._refuse_late_edits()
-                self._finish()
+                try:
+                    await self._drive()
+                except LeaseLost as exc:
+                    lost = exc
+                    self._taken_over()
         finally:
             self._state = "finished"
             self._tg = None
@@ -232,7 +234,58 @@ class Engine:
             self._run_hooks()  # nothing more will be saved: acknowledge what was
             await self._close_checkpoints()
             self.events.close()
+        if lost is not None:
+            raise lost
         return TaskResult.of(self.task_id, self.graph)
+
+    async def _drive(self) -> None:
+        """The loop: handle what arrived, save what it decided, act on it; until the end."""
+        assert self._inbox is not None
+        if self._stopped_at is not None:
+            self._record(TaskResumed(at=self._clock(), stopped_at=self._stopped_at))
+        for subtask_id in self.graph.running_ids():
+            # A resumed task: an answer that arrived while the process was down stands,
+            # whichever agent the router would choose now; the rest runs again.
+            if not self._recover(subtask_id):
+                self._record(SubtaskRequeued(subtask_id=subtask_id, reason="resumed"))
+        self._to_prepare.extend(self.graph)
+        if self._cancel_requested is not None:
+            self._on_cancel(self._cancel_requested)
+        await self._prepare_routing()
+        self._schedule_ready()
+        await self._flush()
+        while not self.graph.is_finished:
+            # Messages that arrive while a write is awaited wait here: the next turn handles
+            # them together, and saves what they decided in one write.
+            self._handle(await self._inbox.get())
+            while not self._inbox.empty():
+                self._handle(self._inbox.get_nowait())
+            await self._prepare_routing()
+            self._schedule_ready()
+            await self._flush()
+        self._state = "finishing"
+        self._agent_waits.stop()
+        settle_leftovers(self._inbox, self._directory, self.task_id)
+        await self._finish()
+
+    def _taken_over(self) -> None:
+        """Another replica drives the task now: stop at once, and leave the store alone.
+
+        Nothing decided since the last write was saved, so none of it is acted on: its events
+        are not published, its agents are handed back, and its results are not acknowledged
+        (their devices keep them for the new owner)."""
+        log.info("task %s was taken over by another replica", self.task_id)
+        self._state = "finishing"
+        self._agent_waits.stop()
+        assert self._inbox is not None
+        settle_leftovers(self._inbox, self._directory, self.task_id)
+        self._unsaved, self._pending_events, self._after_flush = [], [], []
+        to_start, self._to_start = self._to_start, []
+        for _, agent_id, _ in to_start:
+            self._directory.release(agent_id)
+        self._waiting.clear()
+        for runner in (*self._runners.values(), *self._replanning.values()):
+            runner.cancel()
 
     async def _close_checkpoints(self) -> None:
         """Close the checkpoint store; a task that ended needs its checkpoints no more."""
@@ -352,6 +405,8 @@ class Engine:
                 self._on_edit(message)
             case CancelRequested():
                 self._on_cancel(message.reason)
+            case LeaseEnded():
+                raise LeaseLost(f"task {self.task_id} is no longer leased to this replica")
             case Replanned():
                 self._on_replanned(message)
             case AgentsChanged():
@@ -666,12 +721,12 @@ class Engine:
         self._record(SubtaskStarted(subtask_id=subtask_id, agent=agent_id, at=self._clock()))
         self._to_start.append((subtask_id, agent_id, self._candidates.get(subtask_id, ())))
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         """Persist what was decided, then act on it: publish events, start subtasks."""
         if self._unsaved:
-            self._store.append(self.task_id, self._saved_version + 1, self._unsaved)
-            self._saved_version += len(self._unsaved)
-            self._unsaved = []
+            entries, self._unsaved = self._unsaved, []
+            first, self._saved_version = self._saved_version + 1, self._saved_version + len(entries)
+            await self._store.append_async(self.task_id, first, entries, **self._fence)
         if self._after_flush:
             # Saved now; acknowledged once this turn's work is done (acks are no one's wait).
             hooks, self._after_flush = self._after_flush, []
@@ -693,22 +748,9 @@ class Engine:
                 self._run_subtask(subtask_id, agent, token), name=f"{self.task_id}/{subtask_id}"
             )
 
-    def _refuse_late_edits(self) -> None:
-        """Settle messages left when the task ended: refuse edits, hand back offered slots."""
-        assert self._inbox is not None
-        while not self._inbox.empty():
-            message = self._inbox.get_nowait()
-            if isinstance(message, EditRequested) and not message.done.done():
-                message.done.set_exception(
-                    FleetStateError(f"task {self.task_id} has finished; it cannot be edited")
-                )
-            elif isinstance(message, SlotOffered):
-                self._directory.release(message.agent_id)
-            # A late Replanned (the task was cancelled meanwhile) needs nothing.
-
-    def _finish(self) -> None:
+    async def _finish(self) -> None:
         status = self.graph.status
-        self._store.set_status(self.task_id, status)
+        await self._store.set_status_async(self.task_id, status, **self._fence)
         self.events.publish(
             ev.TaskFinishedEvent(
                 task_id=self.task_id,

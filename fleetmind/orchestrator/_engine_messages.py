@@ -2,7 +2,8 @@
 
 Runners (one per running subtask), the agent directory, the replanner, timers and the task's
 handle post these; the engine's loop applies them one by one. A runner's message carries its
-run token, so that a message from a run that was superseded changes nothing.
+run token, so that a message from a run that was superseded changes nothing. What is left in
+the inbox when the engine stops is settled by :func:`settle_leftovers`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from fleetmind._task_log import GraphEdit
 from fleetmind.agents import ArtifactChunk, SubtaskResult
+from fleetmind.errors import FleetStateError
 from fleetmind.orchestrator._replan import ReplanDecision
 
 if TYPE_CHECKING:
     from fleetmind.orchestrator._attempt import GaveUp
+    from fleetmind.orchestrator._directory import AgentDirectory
 
 Hooks = tuple[Callable[[], None], ...]
 """What to call once an attempt's outcome is in the store (``SubtaskContext.after_saved``)."""
@@ -107,6 +110,11 @@ class CancelRequested:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseEnded:
+    """The replica's lease on the task is gone (another replica claimed it): stop driving it."""
+
+
 Message = (
     RunSucceeded
     | RunRetrying
@@ -117,6 +125,22 @@ Message = (
     | AgentGone
     | EditRequested
     | CancelRequested
+    | LeaseEnded
     | Replanned
     | AgentsChanged
 )
+
+
+def settle_leftovers(
+    inbox: asyncio.Queue[Message], directory: AgentDirectory, task_id: str
+) -> None:
+    """Settle the messages left when a task's engine stops: refuse the edits, hand back the
+    slots offered. (A late Replanned, of a task cancelled meanwhile, needs nothing.)"""
+    while not inbox.empty():
+        message = inbox.get_nowait()
+        if isinstance(message, EditRequested) and not message.done.done():
+            message.done.set_exception(
+                FleetStateError(f"task {task_id} has finished; it cannot be edited")
+            )
+        elif isinstance(message, SlotOffered):
+            directory.release(message.agent_id)

@@ -24,18 +24,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetmind._ids import new_task_id
-from fleetmind._task_log import SubtaskAnswered
+from fleetmind._task_log import LogEntry, SubtaskAnswered
 from fleetmind._task_model import Subtask
 from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage, LLMClient
 from fleetmind.agents.remote import ResultSource
 from fleetmind.errors import (
     AgentError,
+    ConfigError,
     FleetmindError,
     FleetStateError,
     GraphError,
+    LeaseLost,
     MalformedMessage,
     ModelNotConfigured,
     NotWaitingForInput,
+    StoreError,
     TaskNotFound,
 )
 from fleetmind.memory import MemoryStore
@@ -46,6 +49,7 @@ from fleetmind.orchestrator._episodes import remember_task
 from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._mcp_requests import MCPRequests
+from fleetmind.orchestrator._ownership import Ownership, Replica
 from fleetmind.orchestrator._planner import BoundReplanner, Plan, Planner
 from fleetmind.orchestrator._preflight import check_runnable
 from fleetmind.orchestrator._router import Router, RouterContext, RoutingDecision, as_router
@@ -80,6 +84,12 @@ class Fleet:
         sampling_model: The model that answers the MCP servers' sampling requests: one
             client, or one per tier (default: the planner's model). The servers' questions
             go to the user or an agent: see :attr:`mcp_requests`.
+        replica: This fleet is one of several orchestrator replicas sharing ``store``: it
+            drives its tasks under leases, and takes over the tasks of a replica that stops
+            renewing its own (see :class:`Replica` and :meth:`on_takeover`).
+
+    Raises:
+        ConfigError: ``replica`` is given but the store cannot be shared.
     """
 
     def __init__(
@@ -93,9 +103,25 @@ class Fleet:
         planner: Planner | None = None,
         memory: MemoryStore | str | Path | bool | None = None,
         sampling_model: LLMClient | Mapping[str, LLMClient] | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self._directory = AgentDirectory()
         self.store: Store = open_store(store)
+        if replica is not None and not self.store.shared:
+            raise ConfigError(
+                f"replica {replica.id!r} needs a store that replicas can share (PostgreSQL, "
+                f"SQLite); {type(self.store).__name__} keeps no leases"
+            )
+        self.replica = replica
+        """This fleet as one of several replicas sharing its store, or None."""
+        self._owned: dict[str, Engine] = {}
+        """Engines driving a task under this replica's lease, by task id."""
+        self._ownership = (
+            None
+            if replica is None
+            else Ownership(replica, self.store, lambda: self._owned, self._adopt)
+        )
+        self._takeover_callbacks: list[Callable[[TaskHandle], None]] = []
         self.memory: MemoryStore | None = _open_memory(memory, self.store)
         """The fleet's episodic and semantic memory (None: it keeps none)."""
         self.planner = planner
@@ -349,11 +375,17 @@ class Fleet:
         await self._tg.__aenter__()
         self._state = "open"
         self._opened.set()
+        if self._ownership is not None:  # its first beat claims what waits for this replica
+            self._tg.create_task(
+                self._ownership.run(), name=f"replica {self._ownership.replica.id}"
+            )
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """Wait for submitted tasks; if the body raised, cancel them and re-raise as it was."""
         assert self._tg is not None
+        if self._ownership is not None:
+            self._ownership.close()
         try:
             if exc is None or isinstance(exc, asyncio.CancelledError):
                 await self._tg.__aexit__(exc_type, exc, tb)
@@ -367,6 +399,9 @@ class Fleet:
             self._state = "closed"
             self._opened.clear()
             self._tg = None
+            for engine in list(self._owned.values()):  # tasks that never started to run
+                await self._release(engine)
+            self._owned.clear()
             await self.aclose()
 
     # Tasks --------------------------------------------------------------------------------
@@ -388,46 +423,75 @@ class Fleet:
         live = graph.copy()  # the caller's graph stays as it was; the engine owns the copy
         if message is not None:  # kept with the task, so that a resumed task has it too
             metadata = {**(metadata or {}), MESSAGE_KEY: message.to_json()}
-        self.store.create_task(
-            TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {}),
-            live.log,
-        )
-        return Engine(
-            task_id,
-            live,
-            directory=self._directory,
-            router=self.router,
-            store=self.store,
-            tools=self.tools,
-            checkpoints=self._checkpoints(),
-            agent_wait_s=self.agent_wait_s,
-            result_sources=self.result_sources,
-            memory=self.memory,
-            message=message,
-            **self._replanning(live, replan),
-        )
+        record = TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
+        if self.replica is None:
+            self.store.create_task(record, live.log)
+            return self._new_engine(task_id, live, message, replan)
+        # Leased to this replica from the start, at epoch 1 (the store's first claim).
+        record.owner = self.replica.id
+        self.store.create_task(record, live.log, lease_s=self.replica.lease_s)
+        return self._new_engine(task_id, live, message, replan, epoch=1)
 
     def resume_engine(self, task_id: str) -> Engine:
         """An engine that continues a stored task where its log ends (one that was interrupted,
-        or whose process died while it ran)."""
+        or whose process died while it ran).
+
+        A replica claims the task first (see :class:`Replica`).
+
+        Raises:
+            FleetStateError: the task has ended, or another replica drives it.
+        """
         record, entries = self.store.load(task_id)
+        return self._resumed(record, entries, claim=self.replica is not None)
+
+    def _resumed(
+        self,
+        record: TaskRecord,
+        entries: list[LogEntry],
+        *,
+        epoch: int | None = None,
+        claim: bool = False,
+    ) -> Engine:
+        """An engine for a stored task: at ``epoch`` (a replica's claim), or after claiming it."""
+        task_id = record.id
+        fence = {} if epoch is None else {"epoch": epoch}
         if record.status not in ("running", "interrupted"):
             raise FleetStateError(f"task {task_id} has already ended ({record.status})")
         if not entries:
             # Stored by an older version without its graph: there is nothing to run.
-            self.store.set_status(task_id, "failed")
+            self.store.set_status(task_id, "failed", **fence)
             raise FleetStateError(f"task {task_id} has no log entries: nothing to resume")
         graph = TaskGraph.from_log(entries, name=record.name)
         if graph.is_finished:
             # The process died between the last entry and the status update.
-            self.store.set_status(task_id, graph.status)
+            self.store.set_status(task_id, graph.status, **fence)
             raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
         # It stopped when interrupted, or else (a crash) after the last thing it logged.
         stopped_at = max(e.at for e in entries)
         if record.status == "interrupted":
             stopped_at = max(stopped_at, record.updated_at)
-            self.store.set_status(task_id, "running")
-        return Engine(
+            self.store.set_status(task_id, "running", **fence)
+        if claim:
+            assert self.replica is not None
+            epoch = self.store.claim(task_id, self.replica.id, self.replica.lease_s)
+            if epoch is None:
+                raise FleetStateError(
+                    f"task {task_id} is driven by another replica; it continues there"
+                )
+        message = _stored_message(record.metadata)
+        return self._new_engine(task_id, graph, message, None, stopped_at=stopped_at, epoch=epoch)
+
+    def _new_engine(
+        self,
+        task_id: str,
+        graph: TaskGraph,
+        message: IncomingMessage | None,
+        replan: bool | None,
+        *,
+        stopped_at: float | None = None,
+        epoch: int | None = None,
+    ) -> Engine:
+        engine = Engine(
             task_id,
             graph,
             directory=self._directory,
@@ -439,9 +503,13 @@ class Fleet:
             result_sources=self.result_sources,
             memory=self.memory,
             stopped_at=stopped_at,
-            message=_stored_message(record.metadata),
-            **self._replanning(graph, None),
+            message=message,
+            epoch=epoch,
+            **self._replanning(graph, replan),
         )
+        if epoch is not None:
+            self._owned[task_id] = engine  # leased from now: see _run_engine
+        return engine
 
     def _replanning(self, graph: TaskGraph, replan: bool | None) -> dict[str, Any]:
         """The engine's replanner: the fleet's planner, for planned tasks unless told."""
@@ -487,7 +555,15 @@ class Fleet:
 
     async def _run_engine(self, engine: Engine) -> TaskResult:
         """Run a task's engine to its end, and record the task in the fleet's memory."""
-        result = await engine.run()
+        try:
+            result = await engine.run()
+        except LeaseLost:
+            self._disown(engine)  # another replica's now: its lease is not this one's to end
+            raise
+        finally:
+            # Ended, or stopped with the fleet (still running in the store): the lease ends
+            # now, so that the task can be answered, or taken over, at once.
+            await self._release(engine)
         if self.memory is not None and result.status != "cancelled":
             try:
                 await remember_task(self.memory, result)
@@ -515,6 +591,48 @@ class Fleet:
         if self._state != "open" or self._tg is None:
             raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
         return self._start(self._engine(graph, task_id, source, metadata, replan, message))
+
+    def _disown(self, engine: Engine) -> bool:
+        """Forget a leased engine; whether it was this fleet's."""
+        if self._owned.get(engine.task_id) is not engine:
+            return False
+        del self._owned[engine.task_id]
+        if self._ownership is not None:
+            self._ownership.task_ended()
+        return True
+
+    async def _release(self, engine: Engine) -> None:
+        """End this replica's lease on an engine's task (which stays as it is in the store)."""
+        if self.replica is None or engine.epoch is None or not self._disown(engine):
+            return
+        try:
+            await asyncio.to_thread(
+                self.store.release, engine.task_id, self.replica.id, engine.epoch
+            )
+        except StoreError as exc:  # it lapses by itself within a lease
+            log.warning("the lease of task %s was not released: %s", engine.task_id, exc)
+
+    def _adopt(self, record: TaskRecord, entries: list[LogEntry], epoch: int) -> None:
+        """Run a task this replica has just claimed (see :class:`Ownership`)."""
+        try:
+            engine = self._resumed(record, entries, epoch=epoch)
+        except FleetStateError as exc:
+            log.info("task %s was not taken over: %s", record.id, exc)
+            return
+        handle = self._start(engine)
+        assert self.replica is not None
+        log.info("replica %s took task %s over (lease epoch %d)", self.replica.id, record.id, epoch)
+        for callback in list(self._takeover_callbacks):
+            try:
+                callback(handle)
+            except Exception:  # one follower's bug must not stop the task or the others
+                log.warning("a takeover callback failed for task %s", record.id, exc_info=True)
+
+    def on_takeover(self, callback: Callable[[TaskHandle], None]) -> None:
+        """Call ``callback`` with the handle of every task this replica claims and resumes:
+        another replica's, whose lease lapsed, or its own from before a restart. It is called
+        once the task's engine has started."""
+        self._takeover_callbacks.append(callback)
 
     def submit_resume(self, task_id: str) -> TaskHandle:
         """Continue a stored task in the background of the fleet."""
@@ -585,7 +703,7 @@ class Fleet:
         for entry in answers:
             graph.apply(entry)  # checked before anything is written
         self.store.append(task_id, len(entries) + 1, answers)
-        self.store.set_status(task_id, "running")
+        self.store.set_status(task_id, "running")  # a replica claims it then: see _resumed
         return self._start(self.resume_engine(task_id))
 
     def _start(self, engine: Engine) -> TaskHandle:
