@@ -46,6 +46,7 @@ from fleetmind.cli._options import (
     Params,
     PasswordFile,
     StepRouterOption,
+    StoreUrl,
     TaskIdArg,
     Username,
 )
@@ -498,7 +499,13 @@ def _replanner(metadata: dict[str, object], data_dir: Path | None) -> Planner | 
         return None
 
 
-@app.command(epilog=examples("fleetmind tasks", "fleetmind tasks -n 5 --json"))
+@app.command(
+    epilog=examples(
+        "fleetmind tasks",
+        "fleetmind tasks -n 5 --json",
+        "fleetmind tasks --store postgresql://fleet@db/fleet",
+    )
+)
 def tasks(
     limit: Annotated[
         int,
@@ -508,27 +515,40 @@ def tasks(
         bool,
         typer.Option(
             "--json",
-            help="Print a JSON list of {id, name, status, started_at, updated_at, source}.",
+            help="Print a JSON list of {id, name, status, started_at, updated_at, source, owner}.",
         ),
     ] = False,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
-    """List the recent tasks, newest first."""
-    from fleetmind.cli._build import open_store
+    """List the recent tasks, newest first.
 
-    records = open_store(data_dir).tasks(limit)
+    On a store that orchestrator replicas share (--store), every replica's tasks are listed,
+    with the replica that owns each running one.
+    """
+    from fleetmind.cli._build import close_store, open_store
+
+    store = open_store(data_dir, store_url)
+    try:
+        records = store.tasks(limit)
+    finally:
+        close_store(store)
     if as_json:
         print_json([_task_json(r) for r in records])
         return
     if not records:
         Console().print("no tasks yet — start one with: fleetmind run TASK_FILE")
         return
-    table = plain_table("id", "name", "status", "started", "updated", "source")
+    owned = any(r.owner for r in records)  # replicas' tasks: say whose each one is
+    columns = ["id", "name", "status", "started", "updated", "source"]
+    table = plain_table(*columns[:3], *(["owner"] if owned else []), *columns[3:])
     for r in records:
+        owner = [escape(r.owner or "")] if owned else []
         table.add_row(
             r.id,
             escape(r.name),
             r.status,
+            *owner,
             datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
             datetime.fromtimestamp(r.updated_at).strftime("%H:%M:%S"),
             escape(r.source or ""),
@@ -544,6 +564,7 @@ def _task_json(record: TaskRecord) -> dict[str, object]:
         "started_at": _iso(record.created_at),
         "updated_at": _iso(record.updated_at),
         "source": record.source,
+        "owner": record.owner,
     }
 
 
@@ -567,20 +588,24 @@ def show(
         ),
     ] = "table",
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Show a stored task and its subtasks.
 
     A table shows each subtask's state, agent, tries and time by default; --format mermaid or
     dot draws the graph, and json gives the task and its graph for scripts.
     """
-    from fleetmind.cli._build import open_store
+    from fleetmind.cli._build import close_store, open_store
     from fleetmind.cli._view import graph_table, llm_line, routing_table, steps_table
     from fleetmind.orchestrator import TaskGraph, to_dot, to_mermaid
 
     if format not in ("table", "mermaid", "dot", "json"):
         raise ConfigError(f"unknown format {format!r}; use table, mermaid, dot or json")
-    store = open_store(data_dir)
-    record, entries = store.load(store.resolve_id(task_id))
+    store = open_store(data_dir, store_url)
+    try:
+        record, entries = store.load(store.resolve_id(task_id))
+    finally:
+        close_store(store)
     graph = TaskGraph.from_log(entries, name=record.name)
     if format == "mermaid":
         sys.stdout.write(to_mermaid(graph))
@@ -594,6 +619,8 @@ def show(
         if graph.request:
             console.print(f"planned from: {graph.request}", highlight=False, soft_wrap=True)
         title = f"{record.name} · task {record.id} · {record.status}"
+        if record.owner and record.status == "running":
+            title += f" on replica {record.owner}"
         # An interrupted task's clock stopped with it.
         stopped = record.updated_at if record.status == "interrupted" else None
         console.print(fit_table(graph_table(graph, title, stopped_at=stopped), console))

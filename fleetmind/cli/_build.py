@@ -1,41 +1,118 @@
-"""How every command builds what it runs on: the store in the data directory, a fleet whose
-semantic router caches embeddings there, and a planner from the model configuration."""
+"""How every command builds what it runs on: the task store (the data directory's, or the one
+``--store`` names), a fleet whose semantic router caches embeddings in the data directory, and
+a planner from the model configuration."""
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetmind.agents import Agent, LLMClient
 from fleetmind.cli._options import home
-from fleetmind.errors import FleetmindError
-from fleetmind.orchestrator import Fleet, Planner, Router, SemanticRouter, SQLiteStore
+from fleetmind.errors import ConfigError, FleetmindError, MissingExtra
+from fleetmind.orchestrator import Fleet, Planner, Router, SemanticRouter, SQLiteStore, Store
 from fleetmind.tools import ToolRegistry
 
+if TYPE_CHECKING:
+    from fleetmind.orchestrator import Replica
 
-def open_store(data_dir: Path | None) -> SQLiteStore:
-    """The task store of the data directory."""
-    return SQLiteStore(home(data_dir) / "fleetmind.db")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(data_dir: Path | None, store_url: str | None = None) -> Store:
+    """The task store: ``--store`` (a PostgreSQL URL, or a SQLite file), else the data
+    directory's SQLite file.
+
+    A PostgreSQL store is reached at once, so that a wrong URL or a server that cannot be
+    reached is one line before anything starts, not a failure in the middle of a task. The
+    caller closes the store (:func:`close_store`).
+
+    Raises:
+        ConfigError: ``store_url`` is neither, or its store cannot be opened (the message
+            names the store without its password).
+    """
+    if store_url is None:
+        return SQLiteStore(home(data_dir) / "fleetmind.db")
+    url = store_url.strip()
+    if not url:
+        raise ConfigError("--store is empty: give a postgresql:// URL or a SQLite file")
+    shown = redact_url(url)
+    if url.lower().startswith(_POSTGRES_SCHEMES):
+        return _open_postgres(url, shown)
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(
+            f"--store {shown}: unknown scheme {scheme!r}; give a postgresql:// URL or a SQLite file"
+        )
+    path = Path(url).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--store {shown} is a directory; give a SQLite file (or --data-dir)")
+    try:
+        return SQLiteStore(path)  # its errors name the file
+    except OSError as exc:
+        raise ConfigError(f"--store {shown}: {exc.strerror or exc}") from None
+
+
+def _open_postgres(url: str, shown: str) -> Store:
+    from fleetmind.orchestrator import PostgresStore
+
+    try:
+        return PostgresStore(url)  # connects (and migrates) now: a problem is said at once
+    except MissingExtra:
+        raise  # its own line says which extra to install
+    except FleetmindError as exc:
+        raise ConfigError(f"--store {shown}: {_without(exc.message, url, shown)}") from None
+
+
+def close_store(store: Store) -> None:
+    """Close a store that holds connections (a PostgreSQL pool, a SQLite file)."""
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@``, or a ``password=`` parameter) shown as
+    ``***``, so that error lines and logs do not give it away."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def _without(message: str, url: str, shown: str) -> str:
+    """A store's message, with the URL it may quote stripped of its password."""
+    return message.replace(url, shown)
 
 
 def build_fleet(
     agents: list[Agent],
     router: Router | None,
     data_dir: Path | None,
-    store: SQLiteStore | None,
+    store: Store | None,
     tools: ToolRegistry | None = None,
     planner: Planner | None = None,
     memory: Path | None = None,
+    replica: Replica | None = None,
 ) -> Fleet:
     """A fleet for the command line: semantic routing caches embeddings in the data dir.
 
     ``tools`` are those of the user's own Fleet (with its MCP servers), if it defined one;
-    ``memory`` is the memory file agents share (None: no memory).
+    ``memory`` is the memory file agents share (None: no memory); ``replica`` makes the
+    fleet an orchestrator replica that owns its tasks under leases in ``store``.
     """
     if router is None or (isinstance(router, SemanticRouter) and router.data_dir is None):
         base = router if isinstance(router, SemanticRouter) else SemanticRouter()
         router = base.with_data_dir(home(data_dir))
-    fleet = Fleet(agents, router=router, store=store, tools=tools, planner=planner, memory=memory)
+    fleet = Fleet(
+        agents,
+        router=router,
+        store=store,
+        tools=tools,
+        planner=planner,
+        memory=memory,
+        replica=replica,
+    )
     if tools is not None:
         from fleetmind.cli._mcp_login import share_mcp_auth
 

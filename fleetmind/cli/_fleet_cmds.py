@@ -27,6 +27,7 @@ from fleetmind.cli._options import (
     OptionalFleetRef,
     Params,
     PasswordFile,
+    StoreUrl,
     Username,
 )
 from fleetmind.cli._tables import fit_table, plain_table, table_console
@@ -292,6 +293,7 @@ orchestrator_app = command_group("Run orchestrators that take submitted tasks.")
     epilog=examples(
         "fleetmind orchestrator serve --broker mqtt://hub:1883 --username ops",
         "fleetmind orchestrator serve --broker mqtt://hub:1883 --replica-id hub-2",
+        "fleetmind orchestrator serve --broker mqtt://hub --store postgresql://db/f",
     ),
 )
 def orchestrator_serve(
@@ -318,17 +320,31 @@ def orchestrator_serve(
         ),
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=1.0,
+            metavar="SECONDS",
+            help="On a shared store, how long a replica may be silent before another takes "
+            "its running tasks over (it renews its leases every third of this).",
+        ),
+    ] = 15.0,
     memory: MemoryOption = False,
 ) -> None:
     """Run submitted tasks until Ctrl-C.
 
     It takes the tasks that `fleetmind submit` hands to the fleet over the broker. They run on
     the devices of the fleet (and on --fleet's local agents). Replicas of one --group share the
-    tasks; each keeps its own in the data directory, so a restarted replica resumes them.
+    tasks. Each replica owns the tasks it runs under a lease in the store; a restarted replica
+    resumes its own, and replicas that share one --store (PostgreSQL) take over the running
+    tasks of a replica that stopped renewing its leases.
     """
     from fleetmind._ids import is_valid_id
-    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._build import build_fleet, close_store, open_store
     from fleetmind.cli._target import LoadedFleet, load_fleet
+    from fleetmind.orchestrator import Replica
     from fleetmind.serve import MqttFleetLink
 
     address = broker_address(broker, username, password_file)
@@ -340,14 +356,22 @@ def orchestrator_serve(
             raise ConfigError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
     loaded = load_fleet(fleet_ref) if fleet_ref else LoadedFleet([])
     agents, router, tools = loaded.agents, loaded.router, loaded.tools
-    fleet = build_fleet(
-        agents,
-        router,
-        data_dir,
-        open_store(data_dir),
-        tools,
-        memory=memory_path(data_dir) if memory else None,
-    )
+    store = open_store(data_dir, store_url)
+    try:
+        fleet = build_fleet(
+            agents,
+            router,
+            data_dir,
+            store,
+            tools,
+            memory=memory_path(data_dir) if memory else None,
+            # On a store with leases each running task has one owner, and a stopped replica's
+            # tasks are taken over by another (or by itself once it is back).
+            replica=Replica(replica, lease) if store.shared else None,
+        )
+    except BaseException:
+        close_store(store)
+        raise
     console = Console(stderr=True)
 
     async def main() -> None:
@@ -366,7 +390,7 @@ def orchestrator_serve(
         ):
             console.print(
                 f"orchestrator {link.replica_id} taking tasks of fleet {fleet_name!r} "
-                f"(group {group!r}) on {address.host}:{address.port}"
+                f"(group {group!r}) on {address.host}:{address.port}, {_store_words(store_url)}"
             )
             await asyncio.Event().wait()  # until interrupted
 
@@ -374,6 +398,8 @@ def orchestrator_serve(
         asyncio.run(main())
     except KeyboardInterrupt:
         console.print(f"orchestrator {replica} stopped")
+    finally:
+        close_store(store)
 
 
 SUBMIT_EXAMPLES = examples(
@@ -500,6 +526,15 @@ def submit(
         for subtask_id, output in result.outputs.items():
             print(f"{subtask_id}: {json.dumps(output, default=str)}")
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _store_words(store_url: str | None) -> str:
+    """Where the replica keeps its tasks, for its first line (a URL without its password)."""
+    from fleetmind.cli._build import redact_url
+
+    if store_url is None:
+        return "tasks in the data directory"
+    return f"tasks in {redact_url(store_url)}"
 
 
 def _safe_name(name: str) -> str:

@@ -27,6 +27,18 @@ DataDir = Annotated[
     ),
 ]
 
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="FLEETMIND_STORE",
+        metavar="URL",
+        help="Where tasks are kept: postgresql://USER@HOST/DB (one store that orchestrator "
+        "replicas share), or a SQLite file (default: fleetmind.db in the data directory).",
+        show_default=False,
+    ),
+]
+
 _FLEET_HELP = "Where the agents are: FILE.py, or module[:attr] (a Fleet or a list of agents)."
 
 FleetRef = Annotated[str, typer.Option("--fleet", metavar="FLEET", help=_FLEET_HELP)]

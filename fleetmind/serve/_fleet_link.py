@@ -3,9 +3,14 @@
 :class:`MqttFleetLink` is a :class:`~fleetmind.agents.remote.DeviceLink` whose agent pool is a
 :class:`~fleetmind.orchestrator.Fleet`, plus what the fleet serves on the link's session: the
 fleet's memory to device agents (:class:`DeviceMemoryService`) and, for orchestrator replicas,
-tasks submitted over the broker (:class:`FleetIntake`). While the link is open the fleet waits
-for devices to come back (``agent_wait_s``) and a resumed engine finds the answers devices sent
-while it was down (the link's dispatches are one of the fleet's ``result_sources``).
+tasks submitted over the broker (:class:`FleetIntake`), which also reports the tasks a replica
+fleet takes over from another replica. While the link is open the fleet waits for devices to
+come back (``agent_wait_s``) and a resumed engine finds the answers devices sent while it was
+down (the link's dispatches are one of the fleet's ``result_sources``).
+
+A task taken over is dispatched again under the new owner's name: its dispatches carry a new
+attempt epoch and ``reply_to`` this replica, and a device still running the old owner's
+attempt answers both (it runs the subtask once), or sends the new one its saved result.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ class MqttFleetLink:
         dead_after_s: Declare a device dead when no heartbeat came for this long, or when it
             said offline and did not return within it (default: three of its heartbeats).
         accept_tasks: Take tasks submitted over the broker (``fleetmind submit``) and run them
-            on ``fleet``, which must be open (``async with fleet``) while the link is.
+            on ``fleet``, which must be open (``async with fleet``) while the link is; the
+            tasks a replica fleet takes over are reported on their topics as these are.
         replica_id: This orchestrator's name in dispatches, so devices answer it alone.
         session_expiry_s: How long the broker keeps this link's session while it is away; 0
             for a short-lived look at the fleet.
@@ -97,9 +103,13 @@ class MqttFleetLink:
         await self.device_link.__aenter__()
         self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
         self.fleet.result_sources.append(self.dispatches)
+        if self.intake is not None:
+            self.intake.attach(self.device_link)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self.intake is not None:
+            self.intake.detach()
         with contextlib.suppress(ValueError):
             self.fleet.result_sources.remove(self.dispatches)
         await self.device_link.__aexit__(*exc_info)

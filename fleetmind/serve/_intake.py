@@ -4,18 +4,32 @@ A client publishes a task's graph on the fleet's submit topic (:func:`submit_via
 orchestrator replicas that accept tasks subscribe to it — as one MQTT shared-subscription group
 when they have one, so each task goes to one replica — and the replica that takes it runs it on
 its fleet and publishes the task's events and result on the task's own topic.
+
+Replicas that share one store (each a :class:`~fleetmind.orchestrator.Replica` fleet) own their
+tasks under leases. A task whose replica stopped is taken over by another, which follows it
+from then on exactly as it follows the tasks submitted to it: the client that submitted it
+keeps waiting on the task's topic and gets the result from the new owner. A replica that loses
+a task that way stops following it and says nothing more about it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
 from typing import Any
 
 from fleetmind.agents.remote import DeviceLink
-from fleetmind.errors import FleetStateError, ProtocolError, error_outcome
-from fleetmind.orchestrator import Fleet, TaskGraph
+from fleetmind.errors import (
+    FleetStateError,
+    LeaseLost,
+    ProtocolError,
+    StoreError,
+    TaskNotFound,
+    error_outcome,
+)
+from fleetmind.orchestrator import Fleet, TaskGraph, TaskHandle, TaskResult
 from fleetmind.protocols import SubmitPayload, TaskEventPayload, Topics, encode
 
 log = logging.getLogger("fleetmind.fleet_link")
@@ -23,9 +37,12 @@ log = logging.getLogger("fleetmind.fleet_link")
 _REMEMBERED = 10_000
 """Ids of accepted tasks kept to recognise a redelivered submit."""
 
+_ENDED = ("done", "failed", "cancelled")
+
 
 class FleetIntake:
-    """Runs tasks submitted over the broker on ``fleet`` (a :class:`TaskIntake` of a link).
+    """Runs tasks submitted over the broker on ``fleet`` (a :class:`TaskIntake` of a link), and
+    follows the tasks the fleet takes over from other replicas.
 
     Args:
         fleet: Where the tasks run; it must be open (``async with fleet``) while the link is.
@@ -37,6 +54,24 @@ class FleetIntake:
         self.fleet = fleet
         self.share_group = share_group
         self._accepted: dict[str, None] = {}
+        self._following: set[str] = set()
+        self._link: DeviceLink | None = None
+        self._taken: list[TaskHandle] = []
+        """Tasks taken over before the link opened: followed once it is."""
+        fleet.on_takeover(self._taken_over)
+
+    # The link's side ------------------------------------------------------------------------
+
+    def attach(self, link: DeviceLink) -> None:
+        """Publish on ``link`` (open) from now on, starting with the tasks taken over so far."""
+        self._link = link
+        taken, self._taken = self._taken, []
+        for handle in taken:
+            self._taken_over(handle)
+
+    def detach(self) -> None:
+        """The link is closing: nothing more is published on it."""
+        self._link = None
 
     def topic_filter(self, topics: Topics, protocol: str) -> str:
         if self.share_group and protocol == "3.1.1":
@@ -51,23 +86,41 @@ class FleetIntake:
 
     def submitted(self, link: DeviceLink, sender: str, task: SubmitPayload) -> None:
         if task.task_id in self._accepted:
-            return  # a redelivered submit: the task already runs here
+            # Delivered again: the task runs here (its end is reported), or has ended (its
+            # result is sent again).
+            link.spawn(self._again(link, task.task_id))
+            return
         self._accepted[task.task_id] = None
         while len(self._accepted) > _REMEMBERED:
             self._accepted.pop(next(iter(self._accepted)))
         link.spawn(self._run(link, sender, task))
+
+    def _taken_over(self, handle: TaskHandle) -> None:
+        link = self._link
+        if link is None or link.state != "open":
+            self._taken.append(handle)  # the link is not open yet: followed once it is
+            return
+        log.info("task %s taken over by replica %s", handle.task_id, link.replica_id)
+        with contextlib.suppress(FleetStateError):  # closing: the next owner reports it
+            link.spawn(self.follow(link, handle))
+
+    # Running and following ------------------------------------------------------------------
 
     async def _run(self, link: DeviceLink, sender: str, submitted: SubmitPayload) -> None:
         """Run a submitted task and stream its events to its topic; never raises."""
         task_id = submitted.task_id
         # A task can arrive (from this replica's session) before the fleet is entered.
         await self.fleet.wait_open()
+        if await self._known(link, task_id):
+            return
         try:
             graph = TaskGraph.from_definition(submitted.graph)
             handle = self.fleet.submit(
                 graph, task_id=task_id, source=submitted.source or f"mqtt:{sender}"
             )
         except Exception as exc:  # a bad submission must not take the link down
+            if isinstance(exc, StoreError) and await self._known(link, task_id):
+                return  # another replica created it meanwhile (the same submit, redelivered)
             error = error_outcome(exc)
             log.warning("refused task %s from %s: %s", task_id, sender, error["message"])
             with contextlib.suppress(ProtocolError, FleetStateError):
@@ -78,19 +131,77 @@ class FleetIntake:
                     {"status": "failed", "outputs": {}, "errors": {"": error}},
                 )
             return
-        replica = link.replica_id
-        log.info("running task %s from %s on replica %s", task_id, sender, replica)
+        log.info("running task %s from %s on replica %s", task_id, sender, link.replica_id)
+        await self.follow(link, handle)
+
+    async def _again(self, link: DeviceLink, task_id: str) -> None:
+        await self.fleet.wait_open()
+        await self._known(link, task_id)
+
+    async def _known(self, link: DeviceLink, task_id: str) -> bool:
+        """Whether the store has this task already (a submit delivered again, perhaps after
+        its first replica stopped): one that ended has its stored result published again; one
+        that runs is left to its owner, which reports its end. Never raises."""
+        try:
+            record, entries = self.fleet.store.load(task_id)
+        except TaskNotFound:
+            return False
+        except StoreError as exc:
+            log.warning("task %s submitted again, and unreadable: %s", task_id, exc.message)
+            return True
+        if record.status not in _ENDED:
+            where = f"replica {record.owner}" if record.owner else "its replica"
+            log.info("task %s is in the store already: %s on %s", task_id, record.status, where)
+            return True
+        result = TaskResult.of(task_id, TaskGraph.from_log(entries, name=record.name))
+        log.info(
+            "task %s is in the store already: it ended (%s); its result is sent again",
+            task_id,
+            result.status,
+        )
+        with contextlib.suppress(ProtocolError, FleetStateError):
+            await _send_result(link, result, record.status)
+        return True
+
+    async def follow(self, link: DeviceLink, handle: TaskHandle) -> None:
+        """Publish a task's events and its result on the task's topic until it ends here: a
+        task submitted to this replica, or one it took over. Never raises (but cancellation).
+
+        A task another replica takes over (:class:`LeaseLost`) is that one's to report.
+        """
+        task_id = handle.task_id
+        if task_id in self._following:
+            return
+        self._following.add(task_id)
         try:
             async for event in handle.events():
                 await _send_event(link, task_id, {**dataclasses.asdict(event)}, None)
             result = await handle.result()
-            summary = {"status": result.status, "outputs": result.outputs, "errors": result.errors}
-            finished = {"kind": "task_result", "task_id": task_id, "replica": replica}
-            await _send_event(link, task_id, finished, summary)
+            await _send_result(link, result, result.status)
+        except LeaseLost:
+            log.warning(
+                "task %s: replica %s lost its lease; the replica that took it over reports it",
+                task_id,
+                link.replica_id,
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the link is closing
+            # The task's driver was cancelled (the fleet is closing): it stays resumable.
+            log.info("task %s stopped on replica %s; it resumes later", task_id, link.replica_id)
         except (ProtocolError, FleetStateError) as exc:
             log.warning("could not report task %s: %s", task_id, exc)
         except Exception:
-            log.exception("task %s from %s failed inside the fleet link", task_id, sender)
+            log.exception("task %s failed inside the fleet link", task_id)
+        finally:
+            self._following.discard(task_id)
+
+
+async def _send_result(link: DeviceLink, result: TaskResult, status: str) -> None:
+    summary = {"status": status, "outputs": result.outputs, "errors": result.errors}
+    finished = {"kind": "task_result", "task_id": result.task_id, "replica": link.replica_id}
+    await _send_event(link, result.task_id, finished, summary)
 
 
 async def _send_event(

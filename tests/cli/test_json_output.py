@@ -80,9 +80,10 @@ def test_tasks_json_lists_every_task_newest_first(workdir: Path) -> None:
     rows = json_list(fleetmind(workdir, "tasks", "--json"))
     assert [r["id"] for r in rows[:2]] == [failed["task_id"], done["task_id"]]
     newest = rows[0]
-    assert set(newest) == {"id", "name", "status", "started_at", "updated_at", "source"}
+    assert set(newest) == {"id", "name", "status", "started_at", "updated_at", "source", "owner"}
     assert newest["status"] == "failed" and rows[1]["status"] == "done"
     assert newest["source"] == str(workdir / "failing.yaml")
+    assert newest["owner"] is None  # a task of `fleetmind run` is no replica's
     started = datetime.fromisoformat(newest["started_at"])
     assert started.tzinfo is not None
     assert datetime.fromisoformat(newest["updated_at"]) >= started
