@@ -218,6 +218,55 @@ async def test_a_taken_over_tasks_result_reaches_the_submitter_from_the_new_owne
     assert any(f"taken over by replica {survivor}" in r.getMessage() for r in caplog.records)
 
 
+async def test_an_owner_whose_lease_was_taken_stops_reporting_and_the_new_owner_reports(
+    broker: tuple[int, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetmind.fleet_link")
+    port, credentials = broker
+    orchestrator = login(port, credentials, "orchestrator")
+    device = DeviceRuntime("pi-1", [gated], login(port, credentials, "pi-1"), fleet=FLEET)
+    store = InMemoryStore()
+    fleets = {name: Fleet(store=store, replica=Replica(name, lease_s=1.0)) for name in "ab"}
+    task_id = "t-fenced-1"
+
+    def said(words: str) -> bool:
+        return any(words in r.getMessage() for r in caplog.records)
+
+    async with asyncio.TaskGroup() as background:
+        serving = background.create_task(device.run())
+        async with (
+            replica_link(fleets["a"], orchestrator, "a", "crew") as link_a,
+            replica_link(fleets["b"], orchestrator, "b", "crew") as link_b,
+            fleets["a"],
+            fleets["b"],
+        ):
+            await link_a.wait_for_agents("gated")
+            await link_b.wait_for_agents("gated")
+            client = asyncio.create_task(
+                submit_via_broker(
+                    orchestrator, square(8), fleet_name=FLEET, task_id=task_id, timeout_s=60
+                )
+            )
+            await GATE.started.wait()
+            record = store.load(task_id)[0]
+            first = record.owner
+            assert first in ("a", "b")
+            survivor = "b" if first == "a" else "a"
+            # The owner is cut off long enough for another replica to claim the task (a
+            # paused machine, a partition); it is still running when it hears of it.
+            assert store.release(task_id, first, record.lease_epoch)
+            assert store.claim(task_id, survivor, 1.0) is not None
+            await until(lambda: said(f"replica {first} lost its lease"), "the old owner stopped")
+            await until(lambda: said(f"taken over by replica {survivor}"), "the new owner follows")
+            GATE.open.set()
+            result = await client
+        serving.cancel()
+
+    assert (result.status, result.outputs) == ("done", {"sq": 64})
+    assert result.replica == survivor
+    assert store.load(task_id)[0].owner == survivor
+
+
 async def test_a_device_answers_the_new_owners_dispatch_of_a_subtask_it_runs_for_the_old(
     broker: tuple[int, dict[str, str]],
 ) -> None:
