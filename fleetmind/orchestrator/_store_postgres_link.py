@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,11 +29,14 @@ from fleetmind.orchestrator._store_postgres_target import (
     Target,
     connect_error,
     failure,
+    libpq_reason,
     lost,
 )
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
+log = logging.getLogger("fleetmind.store")
+_POOL_NAME = "fleetmind-store"
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 1.0
 _KEEPALIVES: dict[str, Any] = {
@@ -41,6 +46,36 @@ _KEEPALIVES: dict[str, Any] = {
     "keepalives_count": 3,
 }
 """A server that vanished without closing its connections is noticed within half a minute."""
+
+
+_pooled: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""The connections of the stores' pools, whose reports psycopg_pool's log leaves out."""
+
+
+class _QuietPool(logging.Filter):
+    """Leaves psycopg_pool's reports about the stores' own pools out of its log: libpq's
+    messages span lines, and come once per attempt while a server restarts; the store says
+    an outage and its end in one line each instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(arg == _POOL_NAME or _is_pooled(arg) for arg in args)
+
+
+def _is_pooled(value: object) -> bool:
+    try:
+        return value in _pooled
+    except TypeError:  # not hashable, so not a connection
+        return False
+
+
+async def _remember(conn: Connection) -> None:
+    _pooled.add(conn)
+
+
+_pool_log = logging.getLogger("psycopg.pool")
+if not any(isinstance(kept, _QuietPool) for kept in _pool_log.filters):
+    _pool_log.addFilter(_QuietPool())
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -72,6 +107,7 @@ class Link:
         self.reconnect_s = reconnect_s
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
+        self._out_of_reach = False
         self.retried = 0
         """Operations tried again after the connection or server failed."""
         self._closed = False
@@ -115,7 +151,8 @@ class Link:
             max_size=pool_size,
             kwargs=kwargs,
             open=False,
-            name="fleetmind-store",
+            name=_POOL_NAME,
+            configure=_remember,
             timeout=self._connect_timeout,
             reconnect_timeout=max(self.reconnect_s, self._connect_timeout),
         )
@@ -216,13 +253,21 @@ class Link:
             wait_s = max(self.reconnect_s if deadline is None else deadline - started, 1.0)
             try:
                 async with self._pool.connection(timeout=wait_s) as conn:
-                    return await operation(conn)
+                    result = await operation(conn)
             except psycopg.Error as exc:
                 if not is_retryable(exc):
                     raise failure(self.target, exc, what) from exc
                 now = time.monotonic()
                 if deadline is None:
                     deadline = started + self.reconnect_s
+                if not self._out_of_reach:
+                    self._out_of_reach = True
+                    log.warning(
+                        "lost PostgreSQL at %s (%s); trying again for up to %g s",
+                        self.target.where,
+                        libpq_reason(exc),
+                        self.reconnect_s,
+                    )
                 if now >= deadline:
                     raise lost(self.target, exc, self.reconnect_s, what) from exc
                 self.retried += 1
@@ -230,6 +275,11 @@ class Link:
                 delay = min(delay * 2, _MAX_DELAY_S)
                 if on_retry is not None:
                     on_retry()
+            else:
+                if self._out_of_reach:
+                    self._out_of_reach = False
+                    log.warning("reached PostgreSQL at %s again", self.target.where)
+                return result
 
 
 def settle(future: concurrent.futures.Future[None], error: BaseException | None) -> None:

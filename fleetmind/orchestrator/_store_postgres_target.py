@@ -87,7 +87,7 @@ def parse_target(url: str) -> Target:
 
 def connect_error(target: Target, exc: Exception, timeout: float) -> StoreError:
     """Why the first connection to ``target`` failed, and what to do about it."""
-    reason = _libpq_reason(exc)
+    reason = libpq_reason(exc)
     low = reason.lower()
     at = f"PostgreSQL at {target.server}"
     user = target.user
@@ -167,7 +167,7 @@ def lost(target: Target, exc: psycopg.Error, seconds: float, what: str) -> Store
     """The server stayed out of reach for as long as the store waits for it."""
     return StoreError(
         f"cannot {what} the store: PostgreSQL at {target.where} out of reach for "
-        f"{seconds:g} s ({_libpq_reason(exc)})"
+        f"{seconds:g} s ({libpq_reason(exc)})"
     )
 
 
@@ -181,7 +181,7 @@ def _primary(exc: psycopg.Error) -> str:
     return primary or _first_line(exc)
 
 
-def _libpq_reason(exc: Exception) -> str:
+def libpq_reason(exc: Exception) -> str:
     """The cause in libpq's message, without its prefixes."""
     reason = _first_line(exc)
     reason = re.sub(r"^connection failed:\s*", "", reason)

@@ -8,6 +8,7 @@ PostgreSQL clusters (the session's, or one of the test's own where the server is
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -411,7 +412,10 @@ def test_an_append_retried_after_its_commit_landed_counts_as_done(
 # --------------------------------------------------------------------------------------------
 
 
-async def test_a_write_made_while_the_server_restarts_lands(own_cluster: LocalPostgres) -> None:
+async def test_a_write_made_while_the_server_restarts_lands(
+    own_cluster: LocalPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     url = own_cluster.create_database("fleet")
     store = PostgresStore(url, reconnect_s=60)
     try:
@@ -431,6 +435,12 @@ async def test_a_write_made_while_the_server_restarts_lands(own_cluster: LocalPo
         assert record_now.status == "done"
     finally:
         store.close()
+    where = f"127.0.0.1:{own_cluster.port}/fleet"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    lost = [m for m in said if m.startswith(f"lost PostgreSQL at {where} (")]
+    assert lost and all(m.endswith("); trying again for up to 60 s") for m in lost)
+    assert said[0] == lost[0] and said[-1] == f"reached PostgreSQL at {where} again"
+    assert set(said) - set(lost) == {said[-1]}  # one line each: none of the pool's own reports
 
 
 def test_a_server_gone_longer_than_reconnect_s_fails_in_one_line(
