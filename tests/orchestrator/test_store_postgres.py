@@ -443,6 +443,30 @@ async def test_a_write_made_while_the_server_restarts_lands(
     assert set(said) - set(lost) == {said[-1]}  # one line each: none of the pool's own reports
 
 
+async def test_a_write_whose_connection_is_killed_is_made_once_on_another(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    store.create_task(record("t1"), [progress(0)])
+    lock = RowLock(postgres_url, "t1")
+    try:
+        write = asyncio.ensure_future(store.append_async("t1", 2, [progress(1)]))
+        await asyncio.to_thread(wait_until, lock.writer_waits, "the writer to wait")
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        await asyncio.to_thread(
+            wait_until, lambda: store.stats["retried"] > 0, "the writer to try again"
+        )
+        await asyncio.to_thread(wait_until, lock.writer_waits, "the writer to wait again")
+    finally:
+        await asyncio.to_thread(lock.release)
+    await write
+    assert store.load("t1")[1] == [progress(0), progress(1)]
+    assert store.stats["writes"] == 1
+
+
 def test_a_server_gone_longer_than_reconnect_s_fails_in_one_line(
     own_cluster: LocalPostgres,
 ) -> None:
