@@ -22,6 +22,7 @@ from typing import Any
 
 from fleetmind.agents.remote import DeviceLink
 from fleetmind.errors import (
+    FleetmindError,
     FleetStateError,
     LeaseLost,
     ProtocolError,
@@ -141,19 +142,25 @@ class FleetIntake:
     async def _known(self, link: DeviceLink, task_id: str) -> bool:
         """Whether the store has this task already (a submit delivered again, perhaps after
         its first replica stopped): one that ended has its stored result published again; one
-        that runs is left to its owner, which reports its end. Never raises."""
+        that runs is left to its owner, which reports its end. False too when the store cannot
+        be read. Never raises."""
         try:
-            record, entries = self.fleet.store.load(task_id)
+            # Read off the event loop: a store across the network must not hold the link up.
+            record, entries = await asyncio.to_thread(self.fleet.store.load, task_id)
         except TaskNotFound:
             return False
-        except StoreError as exc:
-            log.warning("task %s submitted again, and unreadable: %s", task_id, exc.message)
-            return True
+        except StoreError as exc:  # the submit goes on, and is refused with the store's error
+            log.warning("task %s: cannot read it in the store: %s", task_id, exc.message)
+            return False
         if record.status not in _ENDED:
             where = f"replica {record.owner}" if record.owner else "its replica"
             log.info("task %s is in the store already: %s on %s", task_id, record.status, where)
             return True
-        result = TaskResult.of(task_id, TaskGraph.from_log(entries, name=record.name))
+        try:
+            result = TaskResult.of(task_id, TaskGraph.from_log(entries, name=record.name))
+        except FleetmindError as exc:
+            log.warning("task %s ended, but its log cannot be read: %s", task_id, exc.message)
+            return True
         log.info(
             "task %s is in the store already: it ended (%s); its result is sent again",
             task_id,
