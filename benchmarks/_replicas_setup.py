@@ -152,15 +152,20 @@ class Replica:
 
 
 def start_replicas(
-    setup: Rig, store_url: str, ids: list[str], lease_s: float | None = None
+    setup: Rig, store_url: str, ids: list[str], group: str, lease_s: float | None = None
 ) -> list[Replica]:
-    """Start one replica per id (all at once), then wait until each takes tasks."""
+    """Start one replica per id (all at once), then wait until each takes tasks.
+
+    Each measurement's replicas form a ``--group`` of their own: the broker keeps a SIGKILLed
+    replica's session (and its share of the group's submits, queued until it comes back), so
+    a group that had a replica killed would hold back some of the next measurement's tasks.
+    """
     replicas = []
     for replica_id in ids:
         log = setup.work / f"replica-{replica_id}.log"
         command = [FLEETMIND_CLI, "orchestrator", "serve", "--broker", setup.broker_url]
         command += ["--fleet-name", FLEET, *setup.login("orchestrator")]
-        command += ["--store", store_url, "--replica-id", replica_id]
+        command += ["--store", store_url, "--replica-id", replica_id, "--group", group]
         command += ["--data-dir", str(setup.work / f"data-{replica_id}")]
         if lease_s is not None:
             command += ["--lease", f"{lease_s:g}"]

@@ -8,8 +8,8 @@ import signal
 import time
 from typing import Any
 
-from _harness import _progress, _stop
-from _replicas_setup import FLEET, Rig, marked, marks_of, start_replicas, stop_replicas
+from _harness import _progress, _stop, _tail
+from _replicas_setup import FLEET, Replica, Rig, marked, marks_of, start_replicas, stop_replicas
 
 from fleetmind import TaskGraph
 from fleetmind._ids import new_task_id
@@ -60,7 +60,7 @@ async def trial(
     """One takeover: fresh replicas ``t<n>-a`` and ``t<n>-b``, the task submitted, its owner
     killed once the device runs the slow subtask; always stops both replicas."""
     key = f"t{n}"
-    replicas = start_replicas(setup, store_url, [f"{key}-a", f"{key}-b"], lease_s)
+    replicas = start_replicas(setup, store_url, [f"{key}-a", f"{key}-b"], key, lease_s)
     store = PostgresStore(store_url)
     events: list[tuple[float, dict[str, Any]]] = []
     submitted: list[float] = []
@@ -78,9 +78,15 @@ async def trial(
                 timeout_s=TRIAL_LIMIT_S,
             )
         )
-        started = await marked(setup, key, "start", TRIAL_LIMIT_S)
+        waiting = asyncio.create_task(marked(setup, key, "start", TRIAL_LIMIT_S))
+        await asyncio.wait({job, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        started = await waiting if waiting.done() else None
         if started is None:
-            raise RuntimeError(f"trial {key}: the slow subtask never started")
+            waiting.cancel()
+            raise RuntimeError(
+                f"trial {key}: the slow subtask never started ({_outcome(job)}); events: "
+                f"{[e.get('kind') for _, e in events]}\n" + _logs(replicas)
+            )
         owner, epoch = await _owner(store, task_id, 30)
         victim = next(r for r in replicas if r.id == owner)
         killed_at = time.time()
@@ -114,11 +120,24 @@ async def trial(
             "hold_started_on_device": len(marks_of(setup, key, "start")),
         }
     finally:
-        if job is not None and not job.done():
+        if job is not None:
             job.cancel()
             await asyncio.gather(job, return_exceptions=True)
         store.close()
         stop_replicas(replicas)
+
+
+def _outcome(job: asyncio.Task[SubmittedTaskResult]) -> str:
+    if not job.done():
+        return "no result yet"
+    if job.exception() is not None:
+        return f"submit failed: {job.exception()!r}"
+    result = job.result()
+    return f"task ended {result.status}: {result.errors}"
+
+
+def _logs(replicas: list[Replica]) -> str:
+    return "\n".join(f"--- replica {r.id}:\n{_tail(r.log, 30)}" for r in replicas)
 
 
 async def measure(setup: Rig, trials: int, lease_s: float, hold_s: float) -> dict[str, Any]:

@@ -75,7 +75,7 @@ async def measure(
     store_url = setup.new_database(f"x{replicas}")
     ids = [f"x{replicas}-r{i + 1}" for i in range(replicas)]
     _progress(f"throughput: {replicas} replica(s), {tasks} tasks x {subtasks} subtasks")
-    started = start_replicas(setup, store_url, ids)
+    started = start_replicas(setup, store_url, ids, f"x{replicas}")
     try:
         warmed = await warm_up(setup, replicas)
         runs = []
