@@ -7,6 +7,8 @@ from typing import Any
 
 from _harness import _table, _version, machine_base, mosquitto_version
 
+CPU_PARTS = ("replicas", "postgres", "mosquitto", "devices", "submitters")
+
 
 def machine_info(postgres_version: str) -> dict[str, Any]:
     """Where the figures were taken."""
@@ -37,30 +39,38 @@ def _throughput(section: dict[str, Any]) -> list[str]:
             "replicas",
             "subtasks/s",
             "wall s",
-            "replicas CPU s",
-            "CPU ms/subtask",
-            "PostgreSQL CPU s",
+            "CPU s: replicas",
+            "PostgreSQL",
+            "Mosquitto",
+            "devices",
+            "submitters",
+            "CPU ms/subtask: replicas",
+            "all",
+            "cores busy",
             "tasks by replica",
         )
     ]
     for row in rows:
+        cpu = row["cpu_s"]
         table.append(
             (
                 str(row["replicas"]),
                 f"{row['subtasks_per_s']:,.0f}",
                 _s(row["wall_s"]),
-                _s(row["replicas_cpu_s"]),
+                *(_s(cpu[part]) for part in CPU_PARTS),
                 _s(row["replicas_cpu_ms_per_subtask"]),
-                _s(row["postgres_cpu_s"]),
+                _s(row["all_cpu_ms_per_subtask"]),
+                f"{row['cpu_busy']:.0%}",
                 " ".join(f"{k}:{v}" for k, v in row["tasks_by_replica"].items()),
             )
         )
     lines += _table(table, indent="  ")
     lines.append(
-        f"  on this {section['cpu_count']}-CPU machine every replica, both devices, Mosquitto and "
-        "PostgreSQL share the same cores: the curve shows what more replicas cost (processes, "
-        "connections, leases), not a speed-up; replicas add throughput when they have cores "
-        "(or machines) of their own"
+        f"  on this {section['cpu_count']}-CPU machine the replicas, both devices, Mosquitto, "
+        "PostgreSQL and the submitting clients share the same cores: past the cores, more "
+        "replicas show what they cost (processes, connections, leases), not a speed-up; "
+        "replicas add throughput where they have cores (or machines) of their own. cores busy: "
+        "all the CPU seconds over wall seconds x CPUs; submitters: this process's clients"
     )
     return lines
 

@@ -63,6 +63,7 @@ class Rig:
     work: Path
     postgres: LocalPostgres
     broker_port: int
+    broker_pid: int
     passwords: dict[str, Path]
     devices: list[subprocess.Popen[bytes]] = field(default_factory=list)
     databases: int = 0
@@ -104,7 +105,7 @@ def rig() -> Iterator[Rig]:
         for user, password in broker.credentials.items():
             passwords[user] = work / f"{user}.pw"
             passwords[user].write_text(password)
-        setup = Rig(work, postgres, broker.port, passwords)
+        setup = Rig(work, postgres, broker.port, broker.handle.pid, passwords)
         (work / "agents.py").write_text(AGENTS_FILE)
         env = {
             **os.environ,

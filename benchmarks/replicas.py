@@ -17,14 +17,16 @@ What is measured
     1. Throughput with 1, 2 and 4 replicas (``--replicas``). For each count: a fresh
        database, the replicas started, then warm-up tasks until every replica has run one
        (each has met the devices and the store). A round is ``--tasks`` tasks (default 40;
-       quick 6) of ``--subtasks`` independent ``quick`` subtasks each (default 10; quick 4),
+       quick 6) of ``--subtasks`` independent ``quick`` subtasks each (default 25; quick 4),
        handed to the fleet over the broker at once (``submit_via_broker`` for each, all
        awaited together; the broker's shared subscription spreads them over the replicas),
        timed from the first submit to the last result. Reported for the best of three rounds
-       (quick: one): subtasks/s, wall time, the replicas' CPU seconds (``/proc``), the
-       PostgreSQL server's and its backends' CPU seconds, and how many tasks each replica ran.
-       On a machine with 2 cores every process shares them: the curve shows the overhead of
-       more replicas, not a speed-up.
+       (quick: one): subtasks/s, wall time, the CPU seconds of each part over the round
+       (``/proc``: the replicas, PostgreSQL's server and backends, Mosquitto, the devices;
+       ``getrusage``: this process, whose clients submit), the CPU cost per subtask, how busy
+       the cores were, and how many tasks each replica ran. On a machine with 2 cores every
+       process shares them: one replica (one Python process) can leave a core idle, but past
+       the cores the curve shows the overhead of more replicas, not a speed-up.
     2. Store cost per subtask, in this process: one ``Fleet`` with a fast local agent runs the
        same tasks on a SQLite file (the baseline), on PostgreSQL (``PostgresStore``), and on
        PostgreSQL as a leased replica (``Fleet(replica=Replica("bench", lease_s=15))``: every
@@ -42,7 +44,7 @@ What is measured
        result. ``--trials`` takeovers (default 3; quick 1), each with fresh replicas.
 
 How to run
-    .venv/bin/python benchmarks/replicas.py                  # about 2-3 min
+    .venv/bin/python benchmarks/replicas.py                  # about 1 min
     .venv/bin/python benchmarks/replicas.py --quick          # fewer tasks, one round each
     .venv/bin/python benchmarks/replicas.py --json out.json --only throughput,takeover
 
@@ -76,7 +78,7 @@ def _postgres_version(setup: Rig) -> str:
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement asked for; returns the JSON document."""
     tasks = args.tasks or (6 if args.quick else 40)
-    subtasks = args.subtasks or (4 if args.quick else 10)
+    subtasks = args.subtasks or (4 if args.quick else 25)
     repeats = 1 if args.quick else 3
     trials = args.trials or (1 if args.quick else 3)
     document: dict[str, Any] = {}
