@@ -187,7 +187,10 @@ def stop_replicas(replicas: list[Replica]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(replica.process.pid, signal.SIGINT)
     for replica in replicas:
-        _stop(replica.process, signal.SIGINT)
+        try:
+            replica.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            _stop(replica.process, signal.SIGKILL)
 
 
 def cpu_s(pid: int) -> float:
