@@ -127,10 +127,13 @@ class Rig:
         self.logs[name] = log
         return log
 
+    def output(self, name: str) -> str:
+        """What the latest start of ``name`` has printed so far."""
+        return self.logs[name].read_text(errors="replace")
+
     def _ready(self, name: str, marker: str) -> None:
-        log = self.logs[name]
         self.until(
-            lambda: marker in log.read_text(errors="replace"),
+            lambda: marker in self.output(name),
             f"{name} says {marker!r}",
             alive=(name,),
         )
@@ -190,7 +193,7 @@ class Rig:
         """The submitter's JSON answer once it exits 0 (its exit and output otherwise)."""
         process = self.processes["submit"]
         self.until(lambda: process.poll() is not None, "the submitter gets the result")
-        text = self.logs["submit"].read_text(errors="replace")
+        text = self.output("submit")
         assert process.returncode == 0, text
         start = text.find("{")
         assert start >= 0, text
