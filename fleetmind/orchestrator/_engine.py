@@ -180,6 +180,11 @@ class Engine:
         """Whether the engine has stopped."""
         return self._state == "finished"
 
+    @property
+    def running(self) -> bool:
+        """Whether the engine has started and not yet stopped."""
+        return self._state in ("running", "finishing")
+
     def lose_lease(self) -> None:
         """Stop driving the task: its lease is gone (another replica claimed it). The run
         ends with :class:`LeaseLost` without writing anything more."""

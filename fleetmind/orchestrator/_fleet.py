@@ -38,7 +38,6 @@ from fleetmind.errors import (
     MalformedMessage,
     ModelNotConfigured,
     NotWaitingForInput,
-    StoreError,
     TaskNotFound,
 )
 from fleetmind.memory import MemoryStore
@@ -114,12 +113,10 @@ class Fleet:
             )
         self.replica = replica
         """This fleet as one of several replicas sharing its store, or None."""
-        self._owned: dict[str, Engine] = {}
-        """Engines driving a task under this replica's lease, by task id."""
         self._ownership = (
             None
             if replica is None
-            else Ownership(replica, self.store, lambda: self._owned, self._adopt)
+            else Ownership(replica, self.store, self._adopt, lambda: bool(self._drivers))
         )
         self._takeover_callbacks: list[Callable[[TaskHandle], None]] = []
         self.memory: MemoryStore | None = _open_memory(memory, self.store)
@@ -399,9 +396,8 @@ class Fleet:
             self._state = "closed"
             self._opened.clear()
             self._tg = None
-            for engine in list(self._owned.values()):  # tasks that never started to run
-                await self._release(engine)
-            self._owned.clear()
+            if self._ownership is not None:  # the leases of tasks that never started to run
+                await self._ownership.release_all()
             await self.aclose()
 
     # Tasks --------------------------------------------------------------------------------
@@ -508,7 +504,8 @@ class Fleet:
             **self._replanning(graph, replan),
         )
         if epoch is not None:
-            self._owned[task_id] = engine  # leased from now: see _run_engine
+            assert self._ownership is not None
+            self._ownership.own(engine)  # leased from now: see _run_engine
         return engine
 
     def _replanning(self, graph: TaskGraph, replan: bool | None) -> dict[str, Any]:
@@ -558,12 +555,14 @@ class Fleet:
         try:
             result = await engine.run()
         except LeaseLost:
-            self._disown(engine)  # another replica's now: its lease is not this one's to end
+            if self._ownership is not None:  # another replica's now: not this one's to end
+                self._ownership.disown(engine)
             raise
         finally:
             # Ended, or stopped with the fleet (still running in the store): the lease ends
             # now, so that the task can be answered, or taken over, at once.
-            await self._release(engine)
+            if self._ownership is not None:
+                await self._ownership.release(engine)
         if self.memory is not None and result.status != "cancelled":
             try:
                 await remember_task(self.memory, result)
@@ -591,26 +590,6 @@ class Fleet:
         if self._state != "open" or self._tg is None:
             raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
         return self._start(self._engine(graph, task_id, source, metadata, replan, message))
-
-    def _disown(self, engine: Engine) -> bool:
-        """Forget a leased engine; whether it was this fleet's."""
-        if self._owned.get(engine.task_id) is not engine:
-            return False
-        del self._owned[engine.task_id]
-        if self._ownership is not None:
-            self._ownership.task_ended()
-        return True
-
-    async def _release(self, engine: Engine) -> None:
-        """End this replica's lease on an engine's task (which stays as it is in the store)."""
-        if self.replica is None or engine.epoch is None or not self._disown(engine):
-            return
-        try:
-            await asyncio.to_thread(
-                self.store.release, engine.task_id, self.replica.id, engine.epoch
-            )
-        except StoreError as exc:  # it lapses by itself within a lease
-            log.warning("the lease of task %s was not released: %s", engine.task_id, exc)
 
     def _adopt(self, record: TaskRecord, entries: list[LogEntry], epoch: int) -> None:
         """Run a task this replica has just claimed (see :class:`Ownership`)."""
@@ -733,6 +712,8 @@ class Fleet:
         """Forget a finished task's driver; keep its handle among the latest finished."""
         self._drivers.discard(driver)
         self._running.discard(task_id)
+        if self._ownership is not None:
+            self._ownership.task_ended()
         if task_id in self._handles:
             self._handles.move_to_end(task_id)
         excess = len(self._handles) - len(self._running) - _KEPT_FINISHED

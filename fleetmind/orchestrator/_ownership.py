@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fleetmind._ids import is_valid_id
 from fleetmind._task_log import LogEntry
@@ -26,6 +27,8 @@ from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._store import Store, TaskRecord
 
 log = logging.getLogger("fleetmind.replica")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -67,28 +70,28 @@ class Ownership:
     Args:
         replica: Whose leases.
         store: The store the replicas share.
-        owned: The engines this fleet runs under a lease now, by task id.
         adopt: Resumes a claimed task (see :data:`Adopt`); a task that has ended meanwhile it
             skips.
+        driving: Whether the fleet's task group still drives tasks: a closing fleet renews
+            its leases until it does not.
     """
 
     def __init__(
-        self,
-        replica: Replica,
-        store: Store,
-        owned: Callable[[], Mapping[str, Engine]],
-        adopt: Adopt,
+        self, replica: Replica, store: Store, adopt: Adopt, driving: Callable[[], bool]
     ) -> None:
         self.replica = replica
         self._store = store
-        self._owned = owned
         self._adopt = adopt
+        self._driving = driving
+        self.owned: dict[str, Engine] = {}
+        """The engines that drive a task under this replica's lease, by task id."""
         self._closing = False
         self._wake = asyncio.Event()
+        self._calls: set[asyncio.Future[Any]] = set()
         self._failing = False
 
     def close(self) -> None:
-        """The fleet is closing: claim nothing more, and stop once no task is owned (renewing
+        """The fleet is closing: claim nothing more, and stop once it runs no task (renewing
         the leases of those that still run until then)."""
         self._closing = True
         self._wake.set()
@@ -99,9 +102,60 @@ class Ownership:
         return self._closing
 
     def task_ended(self) -> None:
-        """An owned task's engine stopped: a closing fleet may be done."""
+        """One of the fleet's tasks stopped: a closing fleet may be done."""
         if self._closing:
             self._wake.set()
+
+    def own(self, engine: Engine) -> None:
+        """``engine`` drives its task under this replica's lease (at ``engine.epoch``)."""
+        self.owned[engine.task_id] = engine
+
+    def disown(self, engine: Engine) -> bool:
+        """Forget an engine whose run is over; whether it was owned."""
+        if self.owned.get(engine.task_id) is not engine:
+            return False
+        del self.owned[engine.task_id]
+        self.task_ended()
+        return True
+
+    async def release(self, engine: Engine) -> None:
+        """End the lease of an engine that stopped (its task stays as it is in the store), so
+        that another replica can take the task over at once."""
+        if not self.disown(engine) or engine.epoch is None:
+            return
+        try:
+            await self._call(self._store.release, engine.task_id, self.replica.id, engine.epoch)
+        except StoreError as exc:  # it lapses by itself within a lease
+            log.warning("the lease of task %s was not released: %s", engine.task_id, exc)
+
+    async def release_all(self) -> None:
+        """End every lease this replica holds: the fleet has closed, nothing runs here now.
+
+        The store calls of the heartbeats still under way finish first (a thread cannot be
+        cancelled, and a renewal landing after the release would take the lease back); then
+        every task the store says this replica holds is released — those whose engines were
+        stopped, and one claimed by a beat that the closing cut short."""
+        self.owned.clear()
+        if self._calls:
+            await asyncio.wait(set(self._calls))
+        replica, store = self.replica, self._store
+        try:
+            held = await asyncio.to_thread(store.renew, replica.id, replica.lease_s)
+            for task_id, epoch in held.items():
+                await asyncio.to_thread(store.release, task_id, replica.id, epoch)
+        except StoreError as exc:  # they lapse by themselves within a lease
+            log.warning("replica %s could not release its leases: %s", replica.id, exc)
+
+    async def _call(self, function: Callable[..., _T], *args: object) -> _T:
+        """``function(*args)`` in a worker thread, awaited; if the caller is cancelled, the call
+        still runs to its end, and :meth:`release_all` waits for it."""
+        call = asyncio.ensure_future(asyncio.to_thread(function, *args))
+        self._calls.add(call)
+        call.add_done_callback(self._calls.discard)
+        return await asyncio.shield(call)
+
+    def _busy(self) -> bool:
+        return self._driving() or any(engine.running for engine in self.owned.values())
 
     async def run(self) -> None:
         """Beat until the fleet closes; a failed beat is logged and the next one tries again."""
@@ -116,7 +170,7 @@ class Ownership:
                 if self._failing:
                     log.info("replica %s reaches the store again", self.replica.id)
                 self._failing = False
-            if self._closing and not self._owned():
+            if self._closing and not self._busy():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), period)
@@ -131,23 +185,23 @@ class Ownership:
     async def beat(self) -> None:
         """Renew, stop what is no longer held, then claim and resume orphans."""
         replica, store = self.replica, self._store
-        before = dict(self._owned())
-        held = await asyncio.to_thread(store.renew, replica.id, replica.lease_s)
+        before = dict(self.owned)
+        held = await self._call(store.renew, replica.id, replica.lease_s)
         for task_id, engine in before.items():
-            if held.get(task_id) != engine.epoch and self._owned().get(task_id) is engine:
+            if held.get(task_id) != engine.epoch and self.owned.get(task_id) is engine:
                 engine.lose_lease()  # claimed by another replica (or ended meanwhile)
         if self._closing:
             return
-        for task_id in await asyncio.to_thread(store.orphans, replica.id):
+        for task_id in await self._call(store.orphans, replica.id):
             if self.closing:
                 return
-            if task_id in self._owned():
+            if task_id in self.owned:
                 continue  # running here: its lease is this replica's own
-            epoch = await asyncio.to_thread(store.claim, task_id, replica.id, replica.lease_s)
+            epoch = await self._call(store.claim, task_id, replica.id, replica.lease_s)
             if epoch is None:
                 continue  # another replica was quicker, or the task ended
             try:
-                record, entries = await asyncio.to_thread(store.load, task_id)
+                record, entries = await self._call(store.load, task_id)
                 if not self.closing:
                     self._adopt(record, entries, epoch)
                     continue
@@ -158,4 +212,4 @@ class Ownership:
                 log.warning(
                     "replica %s could not take task %s over: %s", replica.id, task_id, problem
                 )
-            await asyncio.to_thread(store.release, task_id, replica.id, epoch)
+            await self._call(store.release, task_id, replica.id, epoch)

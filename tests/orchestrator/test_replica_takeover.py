@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from plain_store import Plain
 
-from fleetmind import Fleet, TaskGraph, agent
+from fleetmind import Fleet, InputRequired, TaskGraph, agent
 from fleetmind._task_log import LogEntry
 from fleetmind.agents import FunctionAgent, SubtaskContext
 from fleetmind.errors import ConfigError, FleetStateError, LeaseLost, StoreError
@@ -292,13 +292,13 @@ async def test_a_replica_closing_cleanly_hands_its_task_over_at_once(
         async with b:
             with pytest.raises(FleetStateError, match="driven by another replica"):
                 b.submit_resume(task_id)  # a holds it: b may not drive it too
-            await a.cancel()  # a server's shutdown: a's task stops where it is
-            record = b.store.load(task_id)[0]
-            assert (record.status, record.owner, record.lease_epoch) == ("running", "a", 1)
-            taken = await takeovers.first()
+            await a.cancel()  # a server's shutdown: a's task stops where it is, still running
+            taken = await takeovers.first()  # long before a's lease of a minute would lapse
             async with asyncio.timeout(DEADLINE_S):
                 result = await taken.result()
         assert taken.task_id == task_id
+        record = b.store.load(task_id)[0]
+        assert (record.status, record.owner, record.lease_epoch) == ("done", "b", 2)
         assert result.outputs == {"first": "first by a", "slow": "slow by b"}
     finally:
         await a.stop()
@@ -352,6 +352,52 @@ async def test_a_replica_leases_the_tasks_it_creates_and_ends_the_lease_with_the
     assert result.status == "done"
     assert fleet.store.load(handle.task_id)[0].status == "done"
     assert fleet.store.renew("a", 60) == {}
+
+
+async def test_a_replica_whose_body_raises_releases_the_task_it_stops(
+    shared_store: Opener,
+) -> None:
+    worker = Worker()
+    store = shared_store()
+    a = Fleet([worker.on("a", gated=True)], store=store, replica=Replica("a", 60))
+    with pytest.raises(ValueError, match="the user's own error"):
+        async with a:
+            task_id = a.submit(two_steps()).task_id
+            await started_on(worker, "a")
+            raise ValueError("the user's own error")
+    record = store.load(task_id)[0]
+    assert (record.status, record.owner, record.lease_epoch) == ("running", "a", 1)
+    assert store.orphans() == [task_id]  # released: any replica may take it now
+
+
+def asker() -> FunctionAgent:
+    """An agent that asks a question until it has a reply."""
+
+    @agent(id="asker")
+    async def ask(reply: str | None = None) -> str:
+        if reply is None:
+            raise InputRequired("which colour?")
+        return f"painted {reply}"
+
+    return ask
+
+
+async def test_a_task_that_asked_on_one_replica_is_answered_on_another(
+    shared_store: Opener,
+) -> None:
+    graph = TaskGraph("asks")
+    graph.add_subtask("ask", agent="asker")
+    a = Fleet([asker()], store=shared_store(), replica=Replica("a", 60))
+    b = Fleet([asker()], store=shared_store(), replica=Replica("b", 60))
+    async with a:
+        asked = await a.submit(graph).result()
+    assert asked.status == "failed"
+    async with b:
+        assert b.questions(asked.task_id) == {"ask": "which colour?"}
+        answered = await b.answer(asked.task_id, {"ask": "blue"}).result()
+    assert answered.outputs == {"ask": "painted blue"}
+    record = b.store.load(asked.task_id)[0]
+    assert (record.status, record.owner, record.lease_epoch) == ("done", "b", 2)
 
 
 # ---------------------------------------------------------------------------------------------
