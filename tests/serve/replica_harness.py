@@ -213,9 +213,9 @@ class Rig:
     def runs(self, what: str = "start") -> Counter[str]:
         """How often each key's run started (``start``) or ended (``end``) on the device."""
         text = self.runs_file.read_text() if self.runs_file.exists() else ""
-        return Counter(
-            key for kind, key in (line.split() for line in text.splitlines()) if kind == what
-        )
+        # Only whole lines count: the device may be writing the last one right now.
+        lines = text.split("\n")[:-1]
+        return Counter(line.split()[1] for line in lines if line.split()[0] == what)
 
     def open_gate(self) -> None:
         self.gate.touch()
