@@ -1,11 +1,11 @@
 """Fleets as replicas sharing one store: tasks leased to the replica that runs them, taken
 over when that replica stops renewing, fenced so that the old owner writes nothing after.
 
-Two fleets in one process share an in-memory store (one object) or a SQLite file (a store
-each, as two processes would open it). A replica "dies" in two honest ways: its heartbeats
-stop reaching the store (a store wrapper that fails its lease calls, as a lost connection
-would) while its engine lives on, or its fleet is cancelled with the store unreachable, so
-that nothing is released.
+Two fleets in one process share an in-memory store (one object), a SQLite file or a
+PostgreSQL database (a store each, as two processes would open them). A replica "dies" in two
+honest ways: its heartbeats stop reaching the store (a store wrapper that fails its lease
+calls, as a lost connection would) while its engine lives on, or its fleet is cancelled with
+the store unreachable, so that nothing is released.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fleetmind.agents import FunctionAgent, SubtaskContext
 from fleetmind.errors import ConfigError, FleetStateError, LeaseLost, StoreError
 from fleetmind.orchestrator import (
     InMemoryStore,
+    PostgresStore,
     Replica,
     SQLiteStore,
     Store,
@@ -100,15 +101,16 @@ Opener = Callable[[], Store]
 """Opens the shared store as one more replica would: the same object, or the same file."""
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    opened: list[SQLiteStore] = []
+    opened: list[SQLiteStore | PostgresStore] = []
     memory = InMemoryStore()
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
 
     def open_one() -> Store:
         if request.param == "memory":
             return memory
-        store = SQLiteStore(tmp_path / "fleet.db")
+        store = PostgresStore(url) if url else SQLiteStore(tmp_path / "fleet.db")
         opened.append(store)
         return store
 
