@@ -126,8 +126,13 @@ def test_postgresql_restarted_mid_task_the_replicas_reconnect_and_finish(tmp_pat
         rig.until(lambda: time.monotonic() > down_since + 2 * LEASE_S, "the leases lapse")
         rig.postgres.start()  # the same port, the same data
         answer = rig.submitted()
+        rig.until(
+            lambda: all("reached PostgreSQL" in rig.output(r) for r in ("r1", "r2")),
+            "each replica reaches the store again",
+            alive=("r1", "r2"),
+        )
         record = rig.record(task_id)
-        assert rig.alive("r1") and rig.alive("r2"), rig.trace()
+        assert rig.alive("r1") and rig.alive("r2"), rig.trace()  # no replica died of it
 
     assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
     assert record.status == "done" and record.owner == answer["replica"]
