@@ -173,6 +173,13 @@ class Rig:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
+    def stop(self, name: str) -> int:
+        """Ctrl-C, as its user stops it; its exit code once it has exited."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGINT)
+        self.until(lambda: process.poll() is not None, f"{name} stops")
+        return process.wait()
+
     def alive(self, name: str) -> bool:
         return self.processes[name].poll() is None
 

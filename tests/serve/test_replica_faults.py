@@ -1,8 +1,8 @@
 """Orchestrator replicas on one PostgreSQL under real faults, every part its own process: a
 replica SIGKILLed mid-task (another takes the task over; or it comes back at once and resumes
-it), the old owner back after a takeover (it cannot write), PostgreSQL restarted mid-task, and
-a device's answer held by the broker for a replica that was down. Nothing may be lost and
-nothing finished may run again."""
+it) or stopped cleanly (another takes it over), the old owner back after a takeover (it cannot
+write), PostgreSQL restarted mid-task, and a device's answer held by the broker for a replica
+that was down. Nothing may be lost and nothing finished may run again."""
 
 from __future__ import annotations
 
@@ -58,6 +58,24 @@ def test_a_replica_killed_mid_task_is_taken_over_and_nothing_is_lost(tmp_path: P
     assert answer["replica"] == record.owner  # the new owner reported the result
     assert record.lease_epoch >= 2
     assert rig.runs() == {"a": 1, "b": 1, "c": 1}  # a was not run again; b's run was joined
+    assert rig.runs("end") == {"a": 1, "b": 1, "c": 1}
+
+
+def test_a_replica_stopped_cleanly_hands_its_task_to_another(tmp_path: Path) -> None:
+    with replica_rig(tmp_path) as rig:
+        rig.start_replicas("r1", "r2")
+        task_id, owner = held_at_b(rig, "r1", "r2")
+        other = "r2" if owner == "r1" else "r1"
+        assert rig.stop(owner) == 0, rig.trace()  # its leases are released as it goes
+        rig.until(lambda: rig.record(task_id).owner == other, "the other replica takes over")
+        rig.open_gate()
+        answer = rig.submitted()
+        record = rig.record(task_id)
+
+    assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
+    assert answer["replica"] == other
+    assert (record.status, record.owner, record.lease_epoch) == ("done", other, 2)
+    assert rig.runs()["a"] == rig.runs()["c"] == 1
     assert rig.runs("end") == {"a": 1, "b": 1, "c": 1}
 
 
