@@ -84,8 +84,9 @@ class Fleet:
             client, or one per tier (default: the planner's model). The servers' questions
             go to the user or an agent: see :attr:`mcp_requests`.
         replica: This fleet is one of several orchestrator replicas sharing ``store``: it
-            drives its tasks under leases, and takes over the tasks of a replica that stops
-            renewing its own (see :class:`Replica` and :meth:`on_takeover`).
+            drives its tasks under leases, renewed while it is open (``async with fleet``),
+            and takes over the tasks of a replica that stops renewing its own (see
+            :class:`Replica` and :meth:`on_takeover`).
 
     Raises:
         ConfigError: ``replica`` is given but the store cannot be shared.
@@ -451,6 +452,8 @@ class Fleet:
         """An engine for a stored task: at ``epoch`` (a replica's claim), or after claiming it."""
         task_id = record.id
         fence = {} if epoch is None else {"epoch": epoch}
+        if claim and self._ownership is not None and task_id in self._ownership.owned:
+            raise FleetStateError(f"task {task_id} is running here already")
         if record.status not in ("running", "interrupted"):
             raise FleetStateError(f"task {task_id} has already ended ({record.status})")
         if not entries:

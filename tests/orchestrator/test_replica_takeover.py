@@ -349,6 +349,8 @@ async def test_a_replica_leases_the_tasks_it_creates_and_ends_the_lease_with_the
         assert (record.status, record.owner, record.lease_epoch) == ("running", "a", 1)
         assert fleet.store.renew("a", 60) == {handle.task_id: 1}
         assert fleet.store.orphans() == []  # a live lease: no one's orphan
+        with pytest.raises(FleetStateError, match="running here already"):
+            fleet.submit_resume(handle.task_id)  # a second engine of its own would be fenced
         worker.gates["a"].set()
         result = await handle.result()
     assert result.status == "done"
