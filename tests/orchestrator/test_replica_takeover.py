@@ -233,7 +233,7 @@ async def test_a_replica_that_stops_renewing_loses_its_task_and_writes_nothing_a
     worker = Worker()
     to_a = Reachable(shared_store())
     a = Running(Fleet([worker.on("a", gated=True)], store=to_a, replica=Replica("a", 0.6)))
-    b = Fleet([worker.on("b", gated=False)], store=shared_store(), replica=Replica("b", 1.5))
+    b = Fleet([worker.on("b", gated=False)], store=shared_store(), replica=Replica("b", 3.0))
     takeovers = Takeovers(b)
     try:
         fleet_a = await a.open()
@@ -285,7 +285,7 @@ async def test_a_replica_closing_cleanly_hands_its_task_over_at_once(
     worker = Worker()
     # a's lease would last a minute: only its release lets b take the task over sooner.
     a = Running(Fleet([worker.on("a", gated=True)], store=shared_store(), replica=Replica("a", 60)))
-    b = Fleet([worker.on("b", gated=False)], store=shared_store(), replica=Replica("b", 1.5))
+    b = Fleet([worker.on("b", gated=False)], store=shared_store(), replica=Replica("b", 3.0))
     takeovers = Takeovers(b)
     try:
         handle_a = (await a.open()).submit(two_steps())
