@@ -26,6 +26,7 @@ from fleetmind.agents.remote import (
     DispatchLimits,
     LinkState,
 )
+from fleetmind.errors import FleetStateError, ProtocolError
 from fleetmind.orchestrator import Fleet
 from fleetmind.protocols import BrokerAddress, MqttConnection, Topics
 from fleetmind.serve._device_memory_service import DeviceMemoryService, SharedAccess
@@ -92,27 +93,45 @@ class MqttFleetLink:
             dead_after_s=dead_after_s,
             session_expiry_s=session_expiry_s,
             limits=limits,
-            intake=self.intake,
             memory=self.memory_service,
         )
+        self._stack: contextlib.AsyncExitStack | None = None
 
     def _hosts(self, device: str, agent: str) -> bool:
         return self.device_link.hosts(device, agent)
 
     async def __aenter__(self) -> MqttFleetLink:
-        await self.device_link.__aenter__()
-        self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
-        self.fleet.result_sources.append(self.dispatches)
-        if self.intake is not None:
-            self.intake.attach(self.device_link)
+        async with contextlib.AsyncExitStack() as stack:  # undone in reverse order on exit
+            await stack.enter_async_context(self.device_link)
+            self.fleet.agent_wait_s = max(self.fleet.agent_wait_s, self.agent_wait_s)
+            self.fleet.result_sources.append(self.dispatches)
+            stack.callback(self._forget_dispatches)
+            if self.intake is not None:
+                await self._leave_session_intake(self.intake)
+                self.intake.attach(self.device_link)
+                stack.callback(self.intake.detach)
+                # Submitted tasks come on a connection of their own: nothing from then on
+                # waits in this link's session for a replica that died.
+                await stack.enter_async_context(self.intake.listening(self.device_link))
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self.intake is not None:
-            self.intake.detach()
+        stack, self._stack = self._stack, None
+        if stack is None:
+            await self.device_link.__aexit__(*exc_info)  # says the link is not open
+            return
+        await stack.__aexit__(*exc_info)
+
+    def _forget_dispatches(self) -> None:
         with contextlib.suppress(ValueError):
             self.fleet.result_sources.remove(self.dispatches)
-        await self.device_link.__aexit__(*exc_info)
+
+    async def _leave_session_intake(self, intake: FleetIntake) -> None:
+        """A session kept from a version that took submitted tasks on it stops doing so."""
+        connection = self.device_link.connection
+        with contextlib.suppress(ProtocolError, FleetStateError, TimeoutError):
+            await connection.unsubscribe(intake.topic_filter(self.topics, connection.protocol))
 
     # The device link's face, for callers of the whole link ----------------------------------
 

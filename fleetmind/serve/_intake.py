@@ -3,7 +3,9 @@
 A client publishes a task's graph on the fleet's submit topic (:func:`submit_via_broker`); the
 orchestrator replicas that accept tasks subscribe to it — as one MQTT shared-subscription group
 when they have one, so each task goes to one replica — and the replica that takes it runs it on
-its fleet and publishes the task's events and result on the task's own topic.
+its fleet and publishes the task's events and result on the task's own topic. They subscribe on
+a connection that keeps no session, so that a replica that dies takes no share of the tasks
+submitted after it.
 
 Replicas that share one store (each a :class:`~fleetmind.orchestrator.Replica` fleet) own their
 tasks under leases. A task whose replica stopped is taken over by another, which follows it
@@ -18,6 +20,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from fleetmind.agents.remote import DeviceLink
@@ -31,7 +35,15 @@ from fleetmind.errors import (
     error_outcome,
 )
 from fleetmind.orchestrator import Fleet, TaskGraph, TaskHandle, TaskResult
-from fleetmind.protocols import SubmitPayload, TaskEventPayload, Topics, encode
+from fleetmind.protocols import (
+    Message,
+    MqttConnection,
+    SubmitPayload,
+    TaskEventPayload,
+    Topics,
+    encode,
+    parse_envelope,
+)
 
 log = logging.getLogger("fleetmind.fleet_link")
 
@@ -73,6 +85,33 @@ class FleetIntake:
     def detach(self) -> None:
         """The link is closing: nothing more is published on it."""
         self._link = None
+
+    @contextlib.asynccontextmanager
+    async def listening(self, link: DeviceLink) -> AsyncIterator[None]:
+        """Take submitted tasks while in the block, on a connection of the link's login that
+        keeps no session.
+
+        A replica that dies must leave no session in the replicas' shared subscription: the
+        broker would queue there its share of the tasks submitted from then on, to wait for
+        that replica instead of going to the replicas that are up.
+        """
+        client_id = link.broker.client_id("intake", link.replica_id)
+        async with MqttConnection(link.broker, client_id, session_expiry_s=0) as mqtt:
+            mqtt.handle_messages(partial(self._received, link))
+            await mqtt.subscribe(self.topic_filter(link.topics, mqtt.protocol))
+            yield
+
+    def _received(self, link: DeviceLink, message: Message) -> None:
+        try:
+            envelope, payload = parse_envelope(message.payload)
+        except ProtocolError as exc:
+            log.warning("ignored a malformed message on %s: %s", message.topic, exc.message)
+            return
+        if not isinstance(payload, SubmitPayload) or message.topic != link.topics.submit:
+            log.warning("ignored a %s message on %s", envelope.kind, message.topic)
+            return
+        with contextlib.suppress(FleetStateError):  # the link is closing: taken by no one
+            self.submitted(link, envelope.sender, payload)
 
     def topic_filter(self, topics: Topics, protocol: str) -> str:
         if self.share_group and protocol == "3.1.1":

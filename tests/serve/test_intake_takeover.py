@@ -1,10 +1,12 @@
 """Replicas on one shared store, as the client and the devices see them: a submit delivered to
 a replica whose store has the task already is never refused, a taken-over task's result reaches
-the task's topic from its new owner, and a device answers the new owner's dispatch of a subtask
-it still runs for the old owner (running it once).
+the task's topic from its new owner, a device answers the new owner's dispatch of a subtask it
+still runs for the old owner (running it once), and a killed replica leaves nothing in the
+replicas' shared subscription that would keep the tasks submitted after it for itself.
 
-Real Mosquitto (shared subscriptions, kept sessions), a real device runtime and replicas in this
-process; the tests that SIGKILL replica processes are in test_replica_faults.py.
+Real Mosquitto (shared subscriptions, kept sessions), a real device runtime, and replicas in
+this process (in the last test, `fleetmind orchestrator serve` processes); the fault tests of a
+task's owner SIGKILLed are in test_replica_faults.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +50,7 @@ if not mosquitto_installed():
     )
 
 pytestmark = pytest.mark.timeout(120)
+FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 FLEET = "farm"
 DEADLINE_S = 60.0
 
@@ -179,12 +185,14 @@ async def test_a_taken_over_tasks_result_reaches_the_submitter_from_the_new_owne
     store = InMemoryStore()  # shared by the two replicas, as a PostgreSQL database would be
     fleets = {name: Fleet(store=store, replica=Replica(name, lease_s=1.0)) for name in "ab"}
     task_id = "t-moved-1"
-    stopped: dict[str, asyncio.Event] = {name: asyncio.Event() for name in "ab"}
+    stopped = {name: asyncio.Event() for name in "ab"}
+    ready = {name: asyncio.Event() for name in "ab"}
 
     async def serve(name: str) -> None:
         """One replica, until told to stop: the link outlives the fleet, as in the CLI."""
         async with replica_link(fleets[name], orchestrator, name, "crew") as link, fleets[name]:
             await link.wait_for_agents("gated")
+            ready[name].set()
             await stopped[name].wait()
 
     def owner() -> str | None:
@@ -196,6 +204,7 @@ async def test_a_taken_over_tasks_result_reaches_the_submitter_from_the_new_owne
     async with asyncio.TaskGroup() as background:
         serving = background.create_task(device.run())
         replicas = {name: background.create_task(serve(name)) for name in "ab"}
+        await asyncio.gather(*(event.wait() for event in ready.values()))
         client = background.create_task(
             submit_via_broker(
                 orchestrator, square(7), fleet_name=FLEET, task_id=task_id, timeout_s=DEADLINE_S
@@ -330,3 +339,76 @@ async def test_a_device_answers_the_new_owners_dispatch_of_a_subtask_it_runs_for
     assert answer.output == 25
     assert GATE.runs == [5, 6]  # the moved subtask ran once
     assert later.output == 36
+
+
+def test_tasks_submitted_after_a_replica_is_killed_go_to_the_replicas_that_are_up(
+    tmp_path: Path, broker: tuple[int, dict[str, str]]
+) -> None:
+    port, credentials = broker
+    (tmp_path / "orchestrator.pw").write_text(credentials["orchestrator"])
+    login_args = [
+        "--username",
+        "orchestrator",
+        "--password-file",
+        str(tmp_path / "orchestrator.pw"),
+    ]
+    logs = {name: tmp_path / f"{name}.log" for name in ("r1", "r2")}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, log in logs.items():
+            with log.open("wb") as out:
+                processes[name] = subprocess.Popen(
+                    [
+                        *(
+                            FLEETMIND,
+                            "orchestrator",
+                            "serve",
+                            "--broker",
+                            f"mqtt://127.0.0.1:{port}",
+                        ),
+                        *("--fleet-name", FLEET, "--group", "crew", "--replica-id", name),
+                        *("--data-dir", str(tmp_path / name), *login_args),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=out,
+                )
+        deadline = time.monotonic() + DEADLINE_S
+        while not all("taking tasks" in log.read_text() for log in logs.values()):
+            assert time.monotonic() < deadline, {n: p.read_text() for n, p in logs.items()}
+            assert all(p.poll() is None for p in processes.values()), logs
+            time.sleep(0.1)
+        processes["r1"].send_signal(signal.SIGKILL)
+        processes["r1"].wait(timeout=30)
+        results = asyncio.run(_square_on_the_fleet(port, credentials, range(2, 8)))
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    assert [(r.status, r.outputs, r.replica) for r in results] == [
+        ("done", {"sq": n * n}, "r2") for n in range(2, 8)
+    ]
+
+
+async def _square_on_the_fleet(
+    port: int, credentials: dict[str, str], numbers: range
+) -> list[SubmittedTaskResult]:
+    """Submit one task per number, with a device that serves the agent, and wait for all."""
+    GATE.open.set()
+    device = DeviceRuntime("pi-1", [gated], login(port, credentials, "pi-1"), fleet=FLEET)
+    orchestrator = login(port, credentials, "orchestrator")
+    async with asyncio.TaskGroup() as background:
+        serving = background.create_task(device.run())
+        results = await asyncio.gather(
+            *(
+                submit_via_broker(orchestrator, square(n), fleet_name=FLEET, timeout_s=DEADLINE_S)
+                for n in numbers
+            )
+        )
+        serving.cancel()
+    return results
