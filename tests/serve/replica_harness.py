@@ -180,6 +180,10 @@ class Rig:
         self.until(lambda: process.poll() is not None, f"{name} stops")
         return process.wait()
 
+    def freeze(self, name: str, frozen: bool = True) -> None:
+        """SIGSTOP the process (a hung machine: it neither works nor lets go), or SIGCONT."""
+        os.killpg(self.processes[name].pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def alive(self, name: str) -> bool:
         return self.processes[name].poll() is None
 

@@ -61,6 +61,23 @@ def test_a_replica_killed_mid_task_is_taken_over_and_nothing_is_lost(tmp_path: P
     assert rig.runs("end") == {"a": 1, "b": 1, "c": 1}
 
 
+def test_an_answer_sent_to_a_dead_owner_before_any_takeover_is_not_lost(tmp_path: Path) -> None:
+    with replica_rig(tmp_path) as rig:
+        rig.start_replicas("r1", "r2")
+        task_id, owner = held_at_b(rig, "r1", "r2")
+        other = "r2" if owner == "r1" else "r1"
+        rig.freeze(other)  # no one can take the task over yet
+        rig.kill(owner)
+        rig.wait_for_answer(owner)  # b's answer goes to the dead owner's session
+        rig.freeze(other, frozen=False)
+        answer = rig.submitted()
+        record = rig.record(task_id)
+
+    assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
+    assert answer["replica"] == other == record.owner
+    assert rig.runs() == {"a": 1, "b": 1, "c": 1}  # the device's saved answer stood
+
+
 def test_a_replica_stopped_cleanly_hands_its_task_to_another(tmp_path: Path) -> None:
     with replica_rig(tmp_path) as rig:
         rig.start_replicas("r1", "r2")
