@@ -7,10 +7,13 @@ disagree still agree on when a lease lapses. Log entries are the same JSON text 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import json
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +39,18 @@ from fleetmind.orchestrator._store import (  # noqa: E402
 from fleetmind.orchestrator._store_postgres_link import Connection, Link  # noqa: E402
 from fleetmind.orchestrator._store_postgres_target import parse_target  # noqa: E402
 from fleetmind.orchestrator._store_postgres_writer import GroupWriter, Write  # noqa: E402
+
+_open_stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+"""Stores not closed yet: closed at exit, so their queued writes are committed and their thread
+does not die with a pending task (Python would report it)."""
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for store in list(_open_stores):
+        with contextlib.suppress(StoreError):
+            store.close()
+
 
 _COLUMNS = "id, name, status, created_at, updated_at, source, metadata, owner, lease_epoch"
 _CREATE = """
@@ -145,6 +160,7 @@ class PostgresStore(Store):
         )
         self._writer = GroupWriter(self._link)
         self._link.call(self._start_writer())
+        _open_stores.add(self)
 
     async def _start_writer(self) -> None:
         self._writer.start()
@@ -166,6 +182,7 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         """Commit the writes queued, close the connections and stop the store's thread."""
+        _open_stores.discard(self)
         self._link.close(self._writer.stop)
 
     def __repr__(self) -> str:

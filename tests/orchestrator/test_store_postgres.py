@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -522,3 +526,30 @@ def test_a_closed_store_says_so_and_closes_twice(postgres_url: str) -> None:
         opened.load("t1")
     with pytest.raises(StoreError, match="is closed"):
         opened.append("t1", 1, [progress(1)])
+
+
+def test_a_store_left_open_is_closed_at_exit_with_its_writes(postgres_url: str) -> None:
+    """A script that never calls close() exits quietly, its last write committed."""
+    script = (
+        "import asyncio\n"
+        "from fleetmind.orchestrator import PostgresStore\n"
+        "from store_samples import record\n"
+        f"store = PostgresStore({postgres_url!r})\n"
+        "store.create_task(record('left-open'))\n"
+        "asyncio.run(store.set_status_async('left-open', 'done'))\n"
+    )
+    here = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([here, *sys.path])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.load("left-open")[0].status == "done"
+    finally:
+        store.close()
