@@ -30,6 +30,10 @@ Send = Callable[[str, MemoryRequestPayload, str | None], None]
 """Publish a request under a message id to the orchestrator replica named (None: any), with
 QoS 1 (the client keeps it while offline)."""
 
+Route = str | None | Callable[[], str | None]
+"""The replica that answers a run's memory requests, or how to find it at each request (the
+replica driving the task may change while the run goes on)."""
+
 
 class DeviceMemoryChannel:
     """Memory requests in flight from one device, and their answers."""
@@ -81,10 +85,8 @@ class DeviceMemoryChannel:
             raise MemoryRefused(str(error.get("message") or "the memory request was refused"))
         return response
 
-    def for_agent(
-        self, agent_id: str, task_id: str | None, replica: str | None = None
-    ) -> DeviceMemory:
-        """``ctx.memory`` for one agent's run (answered by the replica that dispatched it)."""
+    def for_agent(self, agent_id: str, task_id: str | None, replica: Route = None) -> DeviceMemory:
+        """``ctx.memory`` for one agent's run (answered by the replica that drives its task)."""
         return DeviceMemory(self, agent_id.split("@", 1)[0], task_id, replica)
 
 
@@ -96,12 +98,17 @@ class DeviceMemory:
         channel: DeviceMemoryChannel,
         agent: str,
         task_id: str | None,
-        replica: str | None = None,
+        replica: Route = None,
     ) -> None:
         self.channel = channel
         self.agent = agent
         self.task_id = task_id
-        self.replica = replica
+        self._replica = replica
+
+    @property
+    def replica(self) -> str | None:
+        """Where the next request goes (None: any replica)."""
+        return self._replica() if callable(self._replica) else self._replica
 
     async def remember(
         self,

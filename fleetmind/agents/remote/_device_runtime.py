@@ -18,6 +18,10 @@ orchestrator relies on:
 - **Work in progress is visible.** Every heartbeat lists the dispatches the device holds
   (``running``) and the process's ``boot`` id, so the orchestrator resends a dispatch the
   device does not have (lost, or lost in a crash) and cancels one it no longer wants.
+- **A run speaks to whoever drives its task now.** A later dispatch of a subtask already running
+  here (a replica that took the task over) joins that run: its progress, streamed chunks and
+  memory requests go to the newest such dispatch from then on (back to the one before if that
+  one is cancelled), and its result to every one.
 - A malformed message gets an error reply (or a log line), and the runtime keeps running.
 
 It imports no embedding or ANN library: routing happens where the orchestrator runs.
@@ -107,6 +111,14 @@ class _Job:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.job.task_id, self.subtask.id, self.job.agent)
+
+    def asker(self) -> tuple[str, str | None]:
+        """The dispatch (id, reply_to) that hears this run's progress, chunks and memory
+        requests: the newest one attached, whose replica drives the task now (the first
+        one's may be gone), else the one it runs for."""
+        if self.also:
+            return next(reversed(self.also.items()))
+        return self.dispatch_id, self.job.reply_to
 
 
 class DeviceRuntime:
@@ -407,11 +419,12 @@ class DeviceRuntime:
                 self._mqtt.ack(job.message)  # done with it: the broker may forget it
 
     async def _execute(self, held: _Job) -> None:
-        job, subtask, dispatch_id = held.job, held.subtask, held.dispatch_id
+        job, subtask = held.job, held.subtask
 
         def progress(
             message: str, fraction: float | None, step: Mapping[str, Any] | None = None
         ) -> None:
+            dispatch_id, reply_to = held.asker()
             body = ProgressPayload(
                 task_id=job.task_id,
                 subtask_id=subtask.id,
@@ -422,7 +435,7 @@ class DeviceRuntime:
             # A progress line may be lost (QoS 0: it never fills the broker's queues); a step's
             # record is kept in the task's log, so it goes with QoS 1.
             self._publish_out(
-                job.reply_to,
+                reply_to,
                 encode("progress", self.device_id, body, correlation_id=dispatch_id),
                 qos=1 if step else 0,
             )
@@ -430,9 +443,8 @@ class DeviceRuntime:
         def stream(chunk: ArtifactChunk) -> None:
             # QoS 1, like the result after it on the same topic: the broker keeps their order,
             # so every chunk reaches the orchestrator before the attempt's end.
-            self._publish_out(
-                job.reply_to, _artifact_message(self.device_id, dispatch_id, held, chunk)
-            )
+            dispatch_id, reply_to = held.asker()
+            self._publish_out(reply_to, _artifact_message(self.device_id, dispatch_id, held, chunk))
 
         ctx = SubtaskContext(
             task_id=job.task_id,
@@ -442,8 +454,8 @@ class DeviceRuntime:
             agent_id=held.agent.id,
             _progress=progress,
             _artifacts=stream,
-            memory=self.memory.for_agent(held.agent.id, job.task_id, job.reply_to),
-            message=_incoming(job.message, dispatch_id),
+            memory=self.memory.for_agent(held.agent.id, job.task_id, lambda: held.asker()[1]),
+            message=_incoming(job.message, held.dispatch_id),
         )
         try:
             async with self._slots[held.agent.id]:
