@@ -23,13 +23,13 @@ import abc
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleetmind._task_log import LogEntry
+from fleetmind._task_log import LogEntry, log_entry_adapter
 from fleetmind.errors import StoreError, TaskNotFound
 
 
@@ -266,6 +266,39 @@ def lease_seconds(lease_s: float) -> float:
     if not (isinstance(lease_s, int | float) and math.isfinite(lease_s) and lease_s > 0):
         raise StoreError(f"a lease lasts a positive number of seconds, not {lease_s!r}")
     return float(lease_s)
+
+
+TASK_COLUMNS = "id, name, status, created_at, updated_at, source, metadata, owner, lease_epoch"
+"""The columns of a task's row in a SQL store, in the order :func:`record_from_row` reads."""
+
+
+def record_from_row(row: Sequence[Any]) -> TaskRecord:
+    """A task record from a SQL row of :data:`TASK_COLUMNS` (metadata as JSON text)."""
+    return TaskRecord(
+        id=row[0],
+        name=row[1],
+        status=row[2],
+        created_at=row[3],
+        updated_at=row[4],
+        source=row[5],
+        metadata=json.loads(row[6] or "{}"),
+        owner=row[7],
+        lease_epoch=row[8],
+    )
+
+
+def entries_from_rows(task_id: str, rows: Iterable[tuple[int, str]]) -> list[LogEntry]:
+    """A task's log from its stored ``(version, JSON text)`` rows in version order; a gap or an
+    entry that does not parse is a ``StoreError``."""
+    entries: list[LogEntry] = []
+    for expected, (version, body) in enumerate(rows, start=1):
+        if version != expected:
+            raise StoreError(f"task {task_id!r}: log entry {expected} is missing")
+        try:
+            entries.append(log_entry_adapter.validate_json(body))
+        except ValidationError as exc:
+            raise StoreError(f"task {task_id!r}: log entry {version} is corrupt") from exc
+    return entries
 
 
 def json_fallback(value: Any) -> Any:

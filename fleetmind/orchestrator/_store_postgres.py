@@ -23,17 +23,19 @@ require("psycopg", "postgres", "a PostgreSQL store")
 require("psycopg_pool", "postgres", "a PostgreSQL store")
 
 from psycopg import errors  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
 
-from fleetmind._task_log import LogEntry, log_entry_adapter  # noqa: E402
+from fleetmind._task_log import LogEntry  # noqa: E402
 from fleetmind.errors import StoreError, TaskNotFound  # noqa: E402
 from fleetmind.orchestrator._store import (  # noqa: E402
+    TASK_COLUMNS,
     Store,
     TaskRecord,
     dump_entry,
+    entries_from_rows,
     json_fallback,
     lease_seconds,
     parse_record,
+    record_from_row,
     record_text,
 )
 from fleetmind.orchestrator._store_postgres_link import Connection, Link  # noqa: E402
@@ -52,7 +54,6 @@ def _close_open_stores() -> None:
             store.close()
 
 
-_COLUMNS = "id, name, status, created_at, updated_at, source, metadata, owner, lease_epoch"
 _CREATE = """
 WITH task AS (
     INSERT INTO fleetmind_tasks (id, name, status, created_at, updated_at, source, metadata,
@@ -68,7 +69,7 @@ FROM task, unnest(%(versions)s::integer[], %(kinds)s::text[], %(bodies)s::text[]
     AS v(version, kind, body)
 """
 _LOAD = f"""
-SELECT {_COLUMNS},
+SELECT {TASK_COLUMNS},
     ARRAY(SELECT version FROM fleetmind_log WHERE task_id = t.id ORDER BY version),
     ARRAY(SELECT body FROM fleetmind_log WHERE task_id = t.id ORDER BY version)
 FROM fleetmind_tasks AS t WHERE id = %s
@@ -285,23 +286,15 @@ class PostgresStore(Store):
         row = None if "\x00" in task_id else self._link.run("read", load)
         if row is None:
             raise TaskNotFound(f"no task {task_id!r} in the store at {self.where}")
-        versions, bodies = row[-2], row[-1]
-        entries: list[LogEntry] = []
-        for expected, (version, body) in enumerate(zip(versions, bodies, strict=True), start=1):
-            if version != expected:
-                raise StoreError(f"task {task_id!r}: log entry {expected} is missing")
-            try:
-                entries.append(log_entry_adapter.validate_json(body))
-            except ValidationError as exc:
-                raise StoreError(f"task {task_id!r}: log entry {version} is corrupt") from exc
-        return _record(row), entries
+        entries = entries_from_rows(task_id, zip(row[-2], row[-1], strict=True))
+        return record_from_row(row), entries
 
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         async def tasks(conn: Connection) -> list[tuple[Any, ...]]:
-            query = f"SELECT {_COLUMNS} FROM fleetmind_tasks ORDER BY created_at DESC LIMIT %s"
+            query = f"SELECT {TASK_COLUMNS} FROM fleetmind_tasks ORDER BY created_at DESC LIMIT %s"
             return await (await conn.execute(query, (max(limit, 0),))).fetchall()
 
-        return [_record(row) for row in self._link.run("read", tasks)]
+        return [record_from_row(row) for row in self._link.run("read", tasks)]
 
     def resolve_id(self, prefix: str) -> str:
         async def matching(conn: Connection) -> list[str]:
@@ -403,20 +396,6 @@ class PostgresStore(Store):
         if "\x00" in namespace + key:
             return False
         return self._link.run("write", delete)
-
-
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    return TaskRecord(
-        id=row[0],
-        name=row[1],
-        status=row[2],
-        created_at=row[3],
-        updated_at=row[4],
-        source=row[5],
-        metadata=json.loads(row[6] or "{}"),
-        owner=row[7],
-        lease_epoch=row[8],
-    )
 
 
 def _like_prefix(prefix: str) -> str:

@@ -15,22 +15,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from fleetmind._task_log import LogEntry, log_entry_adapter
+from fleetmind._task_log import LogEntry
 from fleetmind.errors import LeaseLost, StoreError, TaskNotFound
 from fleetmind.orchestrator._store import (
+    TASK_COLUMNS,
     Store,
     TaskRecord,
     dump_entry,
+    entries_from_rows,
     json_fallback,
     lease_seconds,
     parse_record,
+    record_from_row,
     record_text,
 )
 from fleetmind.orchestrator._store_sqlite_schema import migrate
 
-_TASK_COLUMNS = "id, name, status, created_at, updated_at, source, metadata, owner, lease_epoch"
 _LEASED = "status = 'running' AND lease_expires_at IS NOT NULL"
 """A running task under a lease (live or lapsed): what the lease methods look at."""
 
@@ -117,7 +117,7 @@ class SQLiteStore(Store):
             if lease_s is not None:
                 expires_at = time.time() + lease_s
             db.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}, lease_expires_at) "
+                f"INSERT INTO tasks ({TASK_COLUMNS}, lease_expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*task_row, expires_at),
             )
@@ -180,19 +180,6 @@ class SQLiteStore(Store):
             row = db.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def _record(self, row: tuple[Any, ...]) -> TaskRecord:
-        return TaskRecord(
-            id=row[0],
-            name=row[1],
-            status=row[2],
-            created_at=row[3],
-            updated_at=row[4],
-            source=row[5],
-            metadata=json.loads(row[6] or "{}"),
-            owner=row[7],
-            lease_epoch=row[8],
-        )
-
     def sibling(self, suffix: str) -> Path:
         return self.path.with_name(self.path.stem + suffix)
 
@@ -213,7 +200,7 @@ class SQLiteStore(Store):
             self._db.execute("BEGIN")  # one snapshot: the record and its log as they stood
             try:
                 row = self._db.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
                 ).fetchone()
                 bodies = self._db.execute(
                     "SELECT version, body FROM log WHERE task_id = ? ORDER BY version", (task_id,)
@@ -222,22 +209,14 @@ class SQLiteStore(Store):
                 self._db.execute("COMMIT")
         if row is None:
             raise self._missing(task_id)
-        entries: list[LogEntry] = []
-        for expected, (version, body) in enumerate(bodies, start=1):
-            if version != expected:
-                raise StoreError(f"task {task_id!r}: log entry {expected} is missing")
-            try:
-                entries.append(log_entry_adapter.validate_json(body))
-            except ValidationError as exc:
-                raise StoreError(f"task {task_id!r}: log entry {version} is corrupt") from exc
-        return self._record(row), entries
+        return record_from_row(row), entries_from_rows(task_id, bodies)
 
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
+                f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [self._record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     # Leases ---------------------------------------------------------------------------------
 
