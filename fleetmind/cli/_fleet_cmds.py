@@ -462,7 +462,6 @@ def submit(
     taken = asyncio.Event()
 
     def show(event: dict[str, Any]) -> None:
-        taken.set()  # an orchestrator sends events once it has taken the task
         if not as_json:
             line = _event_line(event)
             if line is not None:  # ready and routed events are not worth a line, as in `run`
@@ -478,6 +477,7 @@ def submit(
                     task_id=task_id,
                     source=str(task.path),
                     on_event=show,
+                    on_accepted=lambda replica: taken.set(),
                     timeout_s=timeout,
                     on_submitted=lambda: wait.update(
                         f"waiting for an orchestrator of fleet {fleet_name!r} to take task "

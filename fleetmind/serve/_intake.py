@@ -5,7 +5,9 @@ orchestrator replicas that accept tasks subscribe to it — as one MQTT shared-s
 when they have one, so each task goes to one replica — and the replica that takes it runs it on
 its fleet and publishes the task's events and result on the task's own topic. They subscribe on
 a connection that keeps no session, so that a replica that dies takes no share of the tasks
-submitted after it.
+submitted after it. A replica says at once that it has a task (a ``task_accepted`` event, sent
+as soon as the task is in its store, before it starts to run), since the client sends the
+submit again until one does: a submit handed to a replica that hung and then died is not lost.
 
 Replicas that share one store (each a :class:`~fleetmind.orchestrator.Replica` fleet) own their
 tasks under leases. A task whose replica stopped is taken over by another, which follows it
@@ -44,6 +46,7 @@ from fleetmind.protocols import (
     encode,
     parse_envelope,
 )
+from fleetmind.serve._submit import ACCEPTED
 
 log = logging.getLogger("fleetmind.fleet_link")
 
@@ -171,6 +174,10 @@ class FleetIntake:
                     {"status": "failed", "outputs": {}, "errors": {"": error}},
                 )
             return
+        # Stored: from now on the task survives this replica (another takes it over), so the
+        # client may stop sending it. Said before anything else, to leave it little time to
+        # send it to another replica meanwhile.
+        await _accept(link, task_id, link.replica_id)
         log.info("running task %s from %s on replica %s", task_id, sender, link.replica_id)
         await self.follow(link, handle)
 
@@ -194,6 +201,9 @@ class FleetIntake:
         if record.status not in _ENDED:
             where = f"replica {record.owner}" if record.owner else "its replica"
             log.info("task %s is in the store already: %s on %s", task_id, record.status, where)
+            # Its owner (or whichever replica takes it over) reports it: the client may stop
+            # sending the submit.
+            await _accept(link, task_id, record.owner or link.replica_id)
             return True
         try:
             result = TaskResult.of(task_id, TaskGraph.from_log(entries, name=record.name))
@@ -242,6 +252,13 @@ class FleetIntake:
             log.exception("task %s failed inside the fleet link", task_id)
         finally:
             self._following.discard(task_id)
+
+
+async def _accept(link: DeviceLink, task_id: str, replica: str) -> None:
+    """Tell the task's submitter that ``replica`` has the task; never raises."""
+    accepted = {"kind": ACCEPTED, "task_id": task_id, "replica": replica}
+    with contextlib.suppress(ProtocolError, FleetStateError):
+        await _send_event(link, task_id, accepted, None)
 
 
 async def _send_result(link: DeviceLink, result: TaskResult, status: str) -> None:
