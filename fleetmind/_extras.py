@@ -8,6 +8,7 @@ needs a missing one says, in one line, which extra to install.
 - ``llm``: LLM agents' step loops and their checkpoints (LangGraph and its SQLite saver);
 - ``mcp``: MCP tools in and the fleet served over MCP;
 - ``a2a``: A2A agents in and the fleet served over A2A;
+- ``console``: the fleet console, a live web page (Starlette and uvicorn);
 - ``broker``: the zero-install development broker (amqtt), when Mosquitto is absent;
 - ``plot``: routing curves as images (matplotlib);
 - ``postgres``: a task store orchestrator replicas share (psycopg 3 and its pool);
@@ -22,7 +23,7 @@ from typing import Literal
 
 from fleetmind.errors import MissingExtra
 
-Extra = Literal["orchestrator", "llm", "mcp", "a2a", "broker", "plot", "postgres"]
+Extra = Literal["orchestrator", "llm", "mcp", "a2a", "console", "broker", "plot", "postgres"]
 """The extras a feature can need (each is in ``[project.optional-dependencies]``)."""
 
 

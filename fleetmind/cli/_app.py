@@ -19,6 +19,7 @@ from rich.markup import escape
 # `fleetmind --help` and every `fleetmind COMMAND --help` answer at once.
 from fleetmind.cli._a2a_cmd import a2a_app
 from fleetmind.cli._broker_cmd import broker_app
+from fleetmind.cli._console_cmd import CONSOLE_EXAMPLES, console
 from fleetmind.cli._drive import run_interruptible
 from fleetmind.cli._fleet_cmds import (
     DEVICES_EXAMPLES,
@@ -719,6 +720,7 @@ app.command("route", epilog=ROUTE_EXAMPLES)(route)
 app.add_typer(llm_app, name="llm")
 app.add_typer(router_app, name="router")
 app.add_typer(memory_app, name="memory")
+app.command("console", epilog=CONSOLE_EXAMPLES)(console)
 
 
 @app.callback()

@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from fleetmind.orchestrator._subtask_state import SubtaskState
     from fleetmind.orchestrator._task_handle import TaskHandle, TaskSnapshot
     from fleetmind.orchestrator._task_result import TaskResult
-    from fleetmind.orchestrator._taskfile import TaskFile, read_task_file
+    from fleetmind.orchestrator._taskfile import TaskFile, parse_task_text, read_task_file
 
 _EXPORTS: dict[str, str] = {
     name: module
@@ -192,7 +192,7 @@ _EXPORTS: dict[str, str] = {
         "fleetmind.orchestrator._subtask_state": ("SubtaskState",),
         "fleetmind.orchestrator._task_handle": ("TaskHandle", "TaskSnapshot"),
         "fleetmind.orchestrator._task_result": ("TaskResult",),
-        "fleetmind.orchestrator._taskfile": ("TaskFile", "read_task_file"),
+        "fleetmind.orchestrator._taskfile": ("TaskFile", "parse_task_text", "read_task_file"),
     }.items()
     for name in names
 }
@@ -324,6 +324,7 @@ __all__ = [
     "labeled_rows_from",
     "load_step_router",
     "outcome_rows",
+    "parse_task_text",
     "read_task_file",
     "recorded_step_rows",
     "to_dot",

@@ -122,6 +122,24 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read task file {path}: {exc}") from exc
+    parsed = parse_task_text(text, path, params)
+    return TaskFile(
+        path=path.resolve(), graph=parsed.graph, fleet_ref=parsed.fleet_ref, params=parsed.params
+    )
+
+
+def parse_task_text(
+    text: str, path: str | Path, params: Mapping[str, Any] | None = None
+) -> TaskFile:
+    """Read a task file's content, given as text, into a graph, as :func:`read_task_file` does.
+
+    ``path`` is the file's name (``.json`` is read as JSON, anything else as YAML); messages
+    name it as they would name the file. The returned ``path`` is that name as given.
+
+    Raises:
+        ConfigError: the content is malformed or describes an invalid graph.
+    """
+    path = Path(path)
     raw = _parse(path, text)
     spec = _validate(raw, prefix=f"{path}: ")
     merged = {**spec.params, **(params or {})}
@@ -138,7 +156,7 @@ def read_task_file(path: str | Path, params: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: {exc.message}") from exc
     except ValidationError as exc:  # a dependency the graph refuses (on itself, say)
         raise ConfigError(f"{path}: {describe_validation_error(exc, plain=True)}") from exc
-    return TaskFile(path=path.resolve(), graph=graph, fleet_ref=spec.fleet, params=merged)
+    return TaskFile(path=path, graph=graph, fleet_ref=spec.fleet, params=merged)
 
 
 def graph_from_entries(
