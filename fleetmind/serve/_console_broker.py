@@ -137,8 +137,12 @@ class BrokerSource(ConsoleSource):
         return counts
 
     async def task(self, task_id: str) -> dict[str, Any]:
-        if self.has_store and task_id not in self._graphs:
-            return await super().task(task_id)
+        if self.has_store:
+            try:
+                return await super().task(task_id)
+            except ApiError as exc:  # submitted here, and no replica has stored it yet
+                if exc.status != 404 or task_id not in self._graphs:
+                    raise
         graph = self._graphs.get(task_id)
         if graph is None:
             known = task_id in self._seen
