@@ -10,12 +10,16 @@ down (the link's dispatches are one of the fleet's ``result_sources``).
 
 A task taken over is dispatched again under the new owner's name: its dispatches carry a new
 attempt epoch and ``reply_to`` this replica, and a device still running the old owner's
-attempt answers both (it runs the subtask once), or sends the new one its saved result.
+attempt answers both (it runs the subtask once), or sends the new one its saved result. An
+answer kept from a replica's previous life for a task another replica drives now (or one that
+ended) is acknowledged and dropped, instead of waiting in the replica's session for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from fleetmind.agents import AgentProfile
@@ -26,11 +30,13 @@ from fleetmind.agents.remote import (
     DispatchLimits,
     LinkState,
 )
-from fleetmind.errors import FleetStateError, ProtocolError
+from fleetmind.errors import FleetStateError, ProtocolError, StoreError
 from fleetmind.orchestrator import Fleet
 from fleetmind.protocols import BrokerAddress, MqttConnection, Topics
 from fleetmind.serve._device_memory_service import DeviceMemoryService, SharedAccess
 from fleetmind.serve._intake import FleetIntake
+
+log = logging.getLogger("fleetmind.fleet_link")
 
 
 class MqttFleetLink:
@@ -96,6 +102,38 @@ class MqttFleetLink:
             memory=self.memory_service,
         )
         self._stack: contextlib.AsyncExitStack | None = None
+        self._checking: set[str] = set()
+        if fleet.replica is not None:
+            self.dispatches.on_kept = self._check_kept
+
+    def _check_kept(self, task_id: str) -> None:
+        """An answer was kept for ``task_id``: find out, off the event loop, who drives it."""
+        if task_id in self._checking:
+            return
+        self._checking.add(task_id)
+        try:
+            self.device_link.spawn(self._drop_unless_driven_here(task_id))
+        except FleetStateError:
+            self._checking.discard(task_id)
+
+    async def _drop_unless_driven_here(self, task_id: str) -> None:
+        """Drop the answers kept for a task that another replica drives or that has ended: no
+        engine here will ask for them (should this replica take the task over later, its
+        devices give it their saved results)."""
+        replica = self.fleet.replica
+        assert replica is not None
+        try:
+            record, _ = await asyncio.to_thread(self.fleet.store.load, task_id)
+        except StoreError:
+            return  # unknown or unreadable: kept, as on a store of its own
+        finally:
+            self._checking.discard(task_id)
+        if record.status in ("running", "interrupted") and record.owner in (None, replica.id):
+            return
+        dropped = self.dispatches.drop_task(task_id)
+        ended = record.status in ("done", "failed", "cancelled")
+        where = "it ended" if ended else f"replica {record.owner} drives it"
+        log.info("task %s: %d answer(s) kept for it dropped; %s", task_id, dropped, where)
 
     def _hosts(self, device: str, agent: str) -> bool:
         return self.device_link.hosts(device, agent)

@@ -22,7 +22,8 @@ exactly once.
 - **Answers are acknowledged once saved.** The broker keeps a device's answer in the
   orchestrator's session until the engine has written its outcome to the store; answers to
   dispatches of a previous life of this orchestrator are kept (bounded) until the resumed
-  engine asks for them.
+  engine asks for them, or until the orchestrator learns that another replica drives their
+  task (:meth:`Dispatches.drop_task`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -109,6 +111,11 @@ class _Kept:
     message: Message
     size: int
 
+    @property
+    def task_id(self) -> str | None:
+        """The task it is about (an error reply does not say)."""
+        return self.payload.task_id if isinstance(self.payload, ResultPayload) else None
+
 
 @dataclass
 class DispatchLimits:
@@ -149,6 +156,11 @@ class Dispatches:
         self._ended: OrderedDict[str, str] = OrderedDict()
         """Dispatches of this life that are no longer out (id -> device), to cancel if a device
         still holds one."""
+        self._elsewhere: OrderedDict[str, None] = OrderedDict()
+        """Tasks another replica drives: answers about them are not kept."""
+        self.on_kept: Callable[[str], None] | None = None
+        """Told the task of each answer kept for a resumed engine, so that the orchestrator can
+        check whether it still drives that task (see :meth:`drop_task`)."""
         self._mqtt: MqttConnection | None = None
 
     def attach(self, mqtt: MqttConnection) -> None:
@@ -180,6 +192,7 @@ class Dispatches:
         if self._mqtt is None or self._windows is None:
             raise FleetStateError("the fleet link is not connected")
         did = dispatch_id(ctx.task_id, subtask.id, ctx.epoch)
+        self._elsewhere.pop(ctx.task_id, None)  # driven here (again)
         kept = self._kept.pop(did, None)
         if kept is not None:
             # An "answer" to a dispatch that had not been made: never taken for one (a device
@@ -297,17 +310,39 @@ class Dispatches:
         if isinstance(payload, ResultPayload | ErrorPayload) and correlation_id:
             if correlation_id in self._ended:
                 return True  # a late or repeated answer to an attempt already settled
-            size = len(message.payload)
-            self._kept[correlation_id] = _Kept(device, payload, message, size)
-            self._kept_bytes += size
+            kept = _Kept(device, payload, message, len(message.payload))
+            if kept.task_id in self._elsewhere:
+                return True  # another replica's task: its owner has the device's answer
+            self._kept[correlation_id] = kept
+            self._kept_bytes += kept.size
             while self._kept and (
                 len(self._kept) > _KEPT_ANSWERS or self._kept_bytes > _KEPT_BYTES
             ):
                 _, dropped = self._kept.popitem(last=False)
                 self._kept_bytes -= dropped.size
                 self.ack(dropped.message)
+            if kept.task_id is not None and self.on_kept is not None:
+                self.on_kept(kept.task_id)
             return False
         return True
+
+    def drop_task(self, task_id: str) -> int:
+        """Another replica drives ``task_id`` now (or it has ended): the answers kept for it
+        are acknowledged and dropped, and those that come later are not kept, until this
+        orchestrator dispatches for the task again. Returns how many were dropped.
+
+        Nothing is lost: a device that answered keeps its result, and gives it to whichever
+        replica dispatches the subtask again."""
+        self._elsewhere[task_id] = None
+        self._elsewhere.move_to_end(task_id)
+        while len(self._elsewhere) > _REMEMBERED:
+            self._elsewhere.popitem(last=False)
+        dropped = [did for did, kept in self._kept.items() if kept.task_id == task_id]
+        for did in dropped:
+            kept = self._kept.pop(did)
+            self._kept_bytes -= kept.size
+            self.ack(kept.message)
+        return len(dropped)
 
     def recovered(
         self, task_id: str, subtask_id: str, agent_id: str, epochs: range
@@ -316,6 +351,7 @@ class Dispatches:
         device = agent_id.partition("@")[2]
         if not device:
             return None
+        self._elsewhere.pop(task_id, None)  # a resumed engine here drives it
         for epoch in reversed(epochs):
             did = dispatch_id(task_id, subtask_id, epoch)
             kept = self._kept.get(did)

@@ -62,7 +62,9 @@ def broker(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def embed() -> Any:
-    return SentenceEmbedder("light").embed
+    embedder = SentenceEmbedder("light")
+    embedder.load()  # before any test's clock runs: the model loads once, slowly
+    return embedder.embed
 
 
 def login(port: int, credentials: dict[str, str], user: str) -> BrokerAddress:
@@ -174,6 +176,7 @@ async def test_a_run_taken_over_reports_to_the_new_owner_and_answers_both(
     device = DeviceRuntime(
         "pi-1", [counter], login(port, credentials, "pi-1"), fleet=FLEET, heartbeat_s=0.2
     )
+    device.memory.timeout_s = DEADLINE_S  # a loaded machine answers slowly, not never
     memory = MemoryStore(None, embed)
     watch, new = Watch(), Attempt()
     async with asyncio.TaskGroup() as background:
@@ -235,6 +238,7 @@ async def test_when_the_newest_asker_cancels_the_run_reports_to_the_one_before(
     device = DeviceRuntime(
         "pi-1", [counter], login(port, credentials, "pi-1"), fleet=FLEET, heartbeat_s=0.2
     )
+    device.memory.timeout_s = DEADLINE_S  # a loaded machine answers slowly, not never
     memory = MemoryStore(None, embed)
     watch, old = Watch(), Attempt()
     async with asyncio.TaskGroup() as background:
