@@ -8,57 +8,12 @@ import cytoscape from "cytoscape";
 import { collapseView } from "./collapse.js";
 import { tooltipHtml } from "./tooltip.js";
 import { formatDuration } from "./format.js";
+import { BIG_GRAPH, lookOf, NODE_H, NODE_W, STYLE } from "./graph_style.js";
 
-const NODE_W = 150;
-const NODE_H = 46;
 const FIT_PADDING = 30;
 const MIN_FIT_ZOOM = 0.35;
 const MAX_FIT_ZOOM = 1.2;
-
-const STYLE = [
-  {
-    selector: "node",
-    style: {
-      shape: "round-rectangle",
-      width: NODE_W,
-      height: NODE_H,
-      label: "data(label)",
-      "text-wrap": "wrap",
-      "text-max-width": NODE_W - 12,
-      "text-valign": "center",
-      "font-size": 11,
-      "min-zoomed-font-size": 7,
-      "font-family": "system-ui, sans-serif",
-      color: "#fff",
-      "background-color": "#8a9099",
-      "border-width": 0,
-    },
-  },
-  { selector: 'node[status = "running"]', style: { "background-color": "#1a73e8" } },
-  { selector: 'node[status = "done"]', style: { "background-color": "#188038" } },
-  { selector: 'node[status = "failed"]', style: { "background-color": "#d93025" } },
-  {
-    selector: 'node[status = "skipped"], node[status = "cancelled"]',
-    style: { "background-color": "#eceff1", color: "#6b7178", "border-width": 1, "border-color": "#c4c8cc" },
-  },
-  {
-    selector: 'node[kind = "more"]',
-    style: { "border-width": 2, "border-style": "dashed", "border-color": "#3c4043" },
-  },
-  { selector: "node.folded, node.unplaced", style: { display: "none" } },
-  { selector: "node:selected", style: { "overlay-opacity": 0.15 } },
-  {
-    selector: "edge",
-    style: {
-      width: 1.5,
-      "curve-style": "straight",
-      "line-color": "#b0b6bd",
-      "target-arrow-color": "#b0b6bd",
-      "target-arrow-shape": "triangle",
-      "arrow-scale": 0.8,
-    },
-  },
-];
+const ADD_PER_FRAME = 150;
 
 export class GraphView {
   /**
@@ -72,7 +27,6 @@ export class GraphView {
     this.cy = cytoscape({
       container,
       style: STYLE,
-      wheelSensitivity: 0.3,
       minZoom: 0.05,
       maxZoom: 3,
       textureOnViewport: true,
@@ -83,6 +37,8 @@ export class GraphView {
     this.expanded = new Set();
     this.structure = "";
     this.view = null;
+    this.pending = { nodes: [], edges: [], reveal: [] };
+    this.placedAt = {};
     this.hovered = null;
     this.fitPending = false;
     this.layoutSeq = 0;
@@ -102,6 +58,8 @@ export class GraphView {
     this.task = null;
     this.expanded.clear();
     this.structure = "";
+    this.pending = { nodes: [], edges: [], reveal: [] };
+    this.layoutSeq += 1;
     this.cy.elements().remove();
     this.hideTooltip();
   }
@@ -123,12 +81,14 @@ export class GraphView {
 
   /** Every subtask in the model, folded or not: for tests and for the page's own counts. */
   graphNodes() {
-    return this.cy.nodes('[kind = "subtask"]').map((node) => ({
+    const drawn = this.cy.nodes('[kind = "subtask"]').map((node) => ({
       id: node.id(),
       status: node.data("status"),
       agent: node.data("agent"),
       visible: !node.hasClass("folded"),
     }));
+    const waiting = this.pending.nodes.filter((spec) => spec.data.kind === "subtask");
+    return drawn.concat(waiting.map(({ data }) => ({ id: data.id, status: data.status, agent: data.agent, visible: true })));
   }
 
   /** Where each drawn node is, in model coordinates: `{id: {x, y}}`. */
@@ -139,58 +99,46 @@ export class GraphView {
   }
 
   render() {
+    const started = performance.now();
     const { subtasks, edges } = this.task;
     const view = collapseView(subtasks, edges, this.expanded);
     this.view = view;
-    const wanted = new Map();
-    for (const subtask of subtasks) {
-      wanted.set(subtask.id, {
-        data: { id: subtask.id, kind: "subtask", status: subtask.status, agent: subtask.agent ?? null, label: nodeLabel(subtask) },
-        folded: view.hiddenBy.has(subtask.id),
-      });
-    }
-    const byId = new Map(subtasks.map((s) => [s.id, s]));
-    for (const [id, group] of view.groups) {
-      const statuses = group.members.map((m) => byId.get(m).status);
-      wanted.set(id, {
-        data: { id, kind: "more", foldedUnder: group.parent, status: groupStatus(statuses), label: groupLabel(statuses) },
-        folded: false,
-      });
-    }
-    const wantedEdges = new Map(view.edges.map((e) => [edgeId(e), e]));
-    const started = performance.now();
+    const wanted = wantedNodes(subtasks, view);
+    const fast = [...wanted.values()].filter((want) => !want.folded).length > BIG_GRAPH;
+    const wantedEdges = new Map(view.edges.map((e) => [edgeId(e), { id: edgeId(e), ...e, fast }]));
     const cy = this.cy;
-    const added = [];
+    const pending = { nodes: [], edges: [], reveal: [] };
     cy.batch(() => {
       cy.edges().forEach((edge) => {
-        if (!wantedEdges.has(edge.id())) edge.remove();
+        const want = wantedEdges.get(edge.id());
+        if (!want) edge.remove();
+        else if (edge.data("fast") !== fast) edge.data("fast", fast);
       });
       cy.nodes().forEach((node) => {
         if (!wanted.has(node.id())) node.remove();
       });
+      const folded = [];
       for (const [id, want] of wanted) {
         const node = cy.getElementById(id);
         if (node.empty()) {
-          // Drawn only once the layout has placed it (see applyLayout).
-          added.push({ group: "nodes", data: want.data, classes: want.folded ? "folded" : "unplaced" });
+          // A new node is drawn once the layout has placed it (applyLayout); a folded one now.
+          if (want.folded) folded.push({ group: "nodes", data: want.data, classes: "folded" });
+          else pending.nodes.push({ group: "nodes", data: want.data });
           continue;
         }
-        const data = node.data();
-        if (data.status !== want.data.status || data.label !== want.data.label || data.agent !== want.data.agent) {
-          node.data(want.data);
-        }
-        node.toggleClass("folded", want.folded);
+        if (node.data("label") !== want.data.label || node.data("fill") !== want.data.fill) node.data(want.data);
+        if (want.folded && !node.hasClass("folded")) node.addClass("folded");
+        if (!want.folded && node.hasClass("folded")) pending.reveal.push(id);
       }
-      cy.add(added);
-      const edges = [];
-      for (const [id, edge] of wantedEdges) {
-        if (cy.getElementById(id).empty()) edges.push({ group: "edges", data: { id, ...edge } });
-      }
-      cy.add(edges);
+      cy.add(folded);
     });
+    for (const [id, edge] of wantedEdges) {
+      if (cy.getElementById(id).empty()) pending.edges.push({ group: "edges", data: edge });
+    }
+    this.pending = pending;
     this.stats.lastRenderMs = performance.now() - started;
     const visible = [...wanted].filter(([, want]) => !want.folded).map(([id]) => id);
-    const structure = visible.sort().join("\n") + "\u0001" + [...wantedEdges.keys()].sort().join("\n");
+    const structure = [...visible].sort().join("\n") + "\u0001" + [...wantedEdges.keys()].sort().join("\n");
     if (structure !== this.structure) {
       this.fitPending ||= this.structure === "";
       this.structure = structure;
@@ -205,23 +153,47 @@ export class GraphView {
     this.worker.postMessage({ seq: this.layoutSeq, nodes, edges });
   }
 
+  /** Place every drawn node, then add the nodes and edges that waited for their places. */
   applyLayout({ seq, positions, ms }) {
     if (seq !== this.layoutSeq) return;
     const started = performance.now();
     const cy = this.cy;
+    this.placedAt = positions;
+    const reveal = this.pending.reveal;
+    this.pending.reveal = [];
     cy.batch(() => {
       const placed = cy.nodes().filter((node) => positions[node.id()] !== undefined);
       placed.positions((node) => positions[node.id()]);
-      placed.removeClass("unplaced");
+      for (const id of reveal) cy.getElementById(id).removeClass("folded");
     });
     if (this.fitPending) {
       this.fit(Object.values(positions));
       this.fitPending = false;
     }
-    this.stats.layouts += 1;
     this.stats.lastWorkerMs = ms;
-    this.stats.lastApplyMs = performance.now() - started;
     this.stats.lastNodes = Object.keys(positions).length;
+    this.addPending(seq, started);
+  }
+
+  /** Add the waiting nodes a chunk per frame: a thousand at once would hold the page for
+   * as long as cytoscape takes to style and draw them all. */
+  addPending(seq, started) {
+    if (seq !== this.layoutSeq) return;
+    const cy = this.cy;
+    const nodes = this.pending.nodes.splice(0, ADD_PER_FRAME);
+    const last = this.pending.nodes.length === 0;
+    cy.batch(() => {
+      cy.add(nodes.map((spec) => ({ ...spec, position: this.placedAt[spec.data.id] ?? { x: 0, y: 0 } })));
+      const ready = (spec) => cy.getElementById(spec.data.source).nonempty() && cy.getElementById(spec.data.target).nonempty();
+      cy.add(this.pending.edges.filter(ready));
+      this.pending.edges = last ? [] : this.pending.edges.filter((spec) => !ready(spec));
+    });
+    if (!last) {
+      requestAnimationFrame(() => this.addPending(seq, started));
+      return;
+    }
+    this.stats.layouts += 1;
+    this.stats.lastApplyMs = performance.now() - started;
     this.container.dataset.layouts = String(this.stats.layouts);
   }
 
@@ -268,6 +240,23 @@ export class GraphView {
     this.hovered = null;
     this.tooltip.hidden = true;
   }
+}
+
+/** The nodes to draw: every subtask (folded ones hidden) and one node per folded fan-out. */
+function wantedNodes(subtasks, view) {
+  const wanted = new Map();
+  for (const subtask of subtasks) {
+    const data = { id: subtask.id, kind: "subtask", status: subtask.status, agent: subtask.agent ?? null, label: nodeLabel(subtask) };
+    wanted.set(subtask.id, { data: { ...data, ...lookOf(subtask.status) }, folded: view.hiddenBy.has(subtask.id) });
+  }
+  const byId = new Map(subtasks.map((s) => [s.id, s]));
+  for (const [id, group] of view.groups) {
+    const statuses = group.members.map((m) => byId.get(m).status);
+    const status = groupStatus(statuses);
+    const data = { id, kind: "more", foldedUnder: group.parent, status, label: groupLabel(statuses) };
+    wanted.set(id, { data: { ...data, ...lookOf(status) }, folded: false });
+  }
+  return wanted;
 }
 
 function edgeId(edge) {

@@ -8,8 +8,8 @@ import { describeMessage } from "./events.js";
 import { GraphView } from "./graph.js";
 import { EventLog, renderDevices, renderTasks } from "./panels.js";
 
-const GRAPH_DEBOUNCE_MS = 200;
-const TASKS_DEBOUNCE_MS = 500;
+const GRAPH_DELAY_MS = 200;
+const TASKS_DELAY_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
 const CANCELLABLE = new Set(["running", "pending"]);
 const RESUMABLE = new Set(["interrupted"]);
@@ -46,19 +46,28 @@ async function act(call) {
   }
 }
 
-function debounce(fn, ms) {
+/** Run `fn` once, `ms` after the first of a burst of calls. Unlike a debounce, a steady
+ * stream of events (a busy task) cannot postpone it forever. */
+function coalesce(fn, ms) {
   let timer = null;
   return () => {
-    clearTimeout(timer);
-    timer = setTimeout(fn, ms);
+    if (timer !== null) return;
+    timer = setTimeout(() => {
+      timer = null;
+      fn();
+    }, ms);
   };
 }
 
 // ---- tasks and the open graph ----
 
+let tasksAsked = 0;
+
 async function refreshTasks() {
+  const asked = ++tasksAsked;
   try {
     const { tasks } = await api("api/tasks?limit=100");
+    if (asked !== tasksAsked) return; // a later answer is on its way
     state.tasks = tasks;
     renderTasks($("task-list"), tasks, state.openId);
     const open = tasks.find((t) => t.id === state.openId);
@@ -96,8 +105,8 @@ async function refreshGraph() {
   }
 }
 
-const refreshGraphSoon = debounce(refreshGraph, GRAPH_DEBOUNCE_MS);
-const refreshTasksSoon = debounce(refreshTasks, TASKS_DEBOUNCE_MS);
+const refreshGraphSoon = coalesce(refreshGraph, GRAPH_DELAY_MS);
+const refreshTasksSoon = coalesce(refreshTasks, TASKS_DELAY_MS);
 
 function openTask(id) {
   if (id === state.openId) return;
@@ -125,9 +134,13 @@ function updateButtons() {
 
 // ---- devices ----
 
+let devicesAsked = 0;
+
 async function refreshDevices() {
+  const asked = ++devicesAsked;
   try {
     const { devices } = await api("api/devices");
+    if (asked !== devicesAsked) return;
     state.devices = devices;
     renderDevices($("devices"), devices);
   } catch (error) {

@@ -6,7 +6,7 @@ const MAX_CANDIDATES = 4;
 
 function row(label, value) {
   if (value == null || value === "") return "";
-  return `<div class="tip-row"><span class="tip-label">${escapeHtml(label)}</span>${value}</div>`;
+  return `<div class="tip-row"><span class="tip-label">${escapeHtml(label)}</span><div>${value}</div></div>`;
 }
 
 /** The routing explanation: the ranked candidates and the excluded agents with the reasons. */
