@@ -98,6 +98,15 @@ export class GraphView {
     return out;
   }
 
+  /** Where a drawn node's centre is on the page (for pointing at it), or null. */
+  screenPosition(id) {
+    const node = this.cy.getElementById(id);
+    if (node.empty() || !node.visible()) return null;
+    const box = this.container.getBoundingClientRect();
+    const at = node.renderedPosition();
+    return { x: box.left + at.x, y: box.top + at.y };
+  }
+
   render() {
     const started = performance.now();
     const { subtasks, edges } = this.task;
@@ -265,7 +274,8 @@ function edgeId(edge) {
 
 function nodeLabel(subtask) {
   const parts = [subtask.agent ?? "—"];
-  if (subtask.duration_s != null) parts.push(formatDuration(subtask.duration_s));
+  if (subtask.status === "running" && subtask.fraction != null) parts.push(`${Math.round(subtask.fraction * 100)}%`);
+  else if (subtask.duration_s != null) parts.push(formatDuration(subtask.duration_s));
   return `${subtask.id}\n${parts.join(" · ")}`;
 }
 

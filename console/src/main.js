@@ -292,6 +292,7 @@ window.fleetmindConsole = {
   graphNodes: () => graph.graphNodes(),
   graphEdges: () => graph.cy.edges().map((e) => ({ source: e.data("source"), target: e.data("target") })),
   graphPositions: () => graph.positions(),
+  nodeScreenPosition: (id) => graph.screenPosition(id),
   openTask: (id) => openTask(id),
   openTaskId: () => state.openId,
   expand: (parentId) => graph.expand(parentId),

@@ -47,13 +47,22 @@ function stepsHtml(steps) {
     .join("");
 }
 
+/** The last progress a running subtask reported ("fetching page 3 (40%)"). */
+function progressText(subtask) {
+  if (!subtask.progress && subtask.fraction == null) return "";
+  const share = subtask.fraction != null ? ` (${Math.round(subtask.fraction * 100)}%)` : "";
+  return escapeHtml(`${subtask.progress ?? ""}${share}`.trim());
+}
+
 export const tooltipHtml = {
   subtask(subtask) {
     const tries = `${subtask.attempts ?? 0} attempt(s), ${subtask.retries ?? 0} retr${subtask.retries === 1 ? "y" : "ies"}`;
     return [
       `<div class="tip-title">${escapeHtml(subtask.id)} <span class="badge status-${escapeHtml(subtask.status)}">${escapeHtml(subtask.status)}</span></div>`,
       subtask.description ? `<div class="tip-desc">${escapeHtml(subtask.description)}</div>` : "",
-      row("agent", escapeHtml(subtask.agent ?? "—")),
+      row("agent", escapeHtml(subtask.agent ?? "—") + (subtask.skill ? ` <span class="tip-label">for skill</span> ${escapeHtml(subtask.skill)}` : "")),
+      row("progress", progressText(subtask)),
+      row("why", subtask.reason ? escapeHtml(subtask.reason) : ""),
       row("tries", tries),
       row("duration", escapeHtml(formatDuration(subtask.duration_s))),
       row("error", subtask.error ? escapeHtml(subtask.error) : ""),
