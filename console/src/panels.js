@@ -54,23 +54,44 @@ export function renderDevices(panel, devices) {
     .join("");
 }
 
-/** The live event stream: the newest line at the bottom, at most EVENT_LINES kept. */
+/** The live event stream: the newest line at the bottom, at most EVENT_LINES kept. Lines are
+ * written once per frame: a busy task sends thousands of events a second, and laying the
+ * panel out after each one would hold the page. */
 export class EventLog {
   constructor(panel) {
     this.panel = panel;
+    this.waiting = [];
+    this.scheduled = false;
   }
 
   add(kind, text) {
-    const atBottom = this.panel.scrollHeight - this.panel.scrollTop - this.panel.clientHeight < 30;
-    const line = document.createElement("div");
-    line.className = `event event-${kind}`;
-    line.dataset.kind = kind;
-    const clock = document.createElement("span");
-    clock.className = "clock";
-    clock.textContent = formatClock(Date.now() / 1000);
-    line.append(clock, document.createTextNode(` ${text}`));
-    this.panel.append(line);
-    while (this.panel.childElementCount > EVENT_LINES) this.panel.firstElementChild.remove();
-    if (atBottom) this.panel.scrollTop = this.panel.scrollHeight;
+    this.waiting.push({ kind, text, at: Date.now() / 1000 });
+    if (this.waiting.length > EVENT_LINES) this.waiting.splice(0, this.waiting.length - EVENT_LINES);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      requestAnimationFrame(() => this.flush());
+    }
+  }
+
+  flush() {
+    this.scheduled = false;
+    const panel = this.panel;
+    const atBottom = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 30;
+    const lines = document.createDocumentFragment();
+    for (const { kind, text, at } of this.waiting) {
+      const line = document.createElement("div");
+      line.className = `event event-${kind}`;
+      line.dataset.kind = kind;
+      const clock = document.createElement("span");
+      clock.className = "clock";
+      clock.textContent = formatClock(at);
+      line.append(clock, document.createTextNode(` ${text}`));
+      lines.append(line);
+    }
+    this.waiting = [];
+    panel.append(lines);
+    let extra = panel.childElementCount - EVENT_LINES;
+    while (extra-- > 0) panel.firstElementChild.remove();
+    if (atBottom) panel.scrollTop = panel.scrollHeight;
   }
 }
