@@ -46,6 +46,7 @@ export class GraphView {
     this.worker = new Worker(workerUrl);
     this.worker.onmessage = (message) => this.applyLayout(message.data);
     this.cy.on("tap", `node[kind = "more"]`, (event) => this.expand(event.target.data("foldedUnder")));
+    this.cy.on("tap", `node[kind = "subtask"]`, (event) => this.fold(event.target.id()));
     this.cy.on("mouseover", "node", (event) => this.showTooltip(event.target));
     this.cy.on("mouseout", "node", () => this.hideTooltip());
     this.cy.on("viewport", () => this.hideTooltip());
@@ -75,7 +76,17 @@ export class GraphView {
   /** Open a folded fan-out (the "+N more" node's parent). */
   expand(parentId) {
     this.expanded.add(parentId);
+    this.refit();
+  }
+
+  /** Fold an opened fan-out again (a click on its parent); other nodes ignore the click. */
+  fold(parentId) {
+    if (this.expanded.delete(parentId)) this.refit();
+  }
+
+  refit() {
     this.hideTooltip();
+    this.fitPending = true;
     if (this.task) this.render();
   }
 
@@ -230,11 +241,12 @@ export class GraphView {
     let html;
     if (data.kind === "more") {
       const group = this.view?.groups.get(data.id);
-      html = tooltipHtml.folded(group ? group.members.length : 0, data.label);
+      const byId = new Map(this.task.subtasks.map((s) => [s.id, s.status]));
+      html = tooltipHtml.folded(group ? group.members.map((id) => byId.get(id)) : []);
     } else {
       const subtask = this.task?.subtasks.find((s) => s.id === data.id);
       if (!subtask) return;
-      html = tooltipHtml.subtask(subtask);
+      html = tooltipHtml.subtask(subtask, this.expanded.has(subtask.id));
     }
     this.tooltip.innerHTML = html;
     const at = node.renderedPosition();

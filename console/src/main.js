@@ -165,6 +165,9 @@ let retryMs = 1000;
 
 function setConnected(connected) {
   const badge = $("connection-status");
+  const was = badge.dataset.state;
+  if (connected && was !== "live") eventLog.add("connection", "following the fleet's events");
+  if (!connected && was === "live") eventLog.add("connection", "event stream lost: reconnecting");
   badge.dataset.state = connected ? "live" : "reconnecting";
   badge.textContent = connected ? "live" : "reconnecting…";
 }
@@ -282,6 +285,7 @@ async function loadInfo() {
   $("mode").textContent = info.read_only ? `${info.mode} · read-only` : info.mode;
   $("version").textContent = info.version ? `v${info.version}` : "";
   $("submit-file").disabled = info.read_only;
+  if (info.read_only) $("submit-file").parentElement.title = "this console only reads the store";
   $("submit-text-form").hidden = !info.can_plan || info.read_only;
   document.title = `${info.fleet} · fleetmind console`;
   updateButtons();

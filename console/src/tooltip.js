@@ -55,7 +55,7 @@ function progressText(subtask) {
 }
 
 export const tooltipHtml = {
-  subtask(subtask) {
+  subtask(subtask, unfolded = false) {
     const tries = `${subtask.attempts ?? 0} attempt(s), ${subtask.retries ?? 0} retr${subtask.retries === 1 ? "y" : "ies"}`;
     return [
       `<div class="tip-title">${escapeHtml(subtask.id)} <span class="badge status-${escapeHtml(subtask.status)}">${escapeHtml(subtask.status)}</span></div>`,
@@ -68,9 +68,14 @@ export const tooltipHtml = {
       row("error", subtask.error ? escapeHtml(subtask.error) : ""),
       row("routing", routingHtml(subtask.routing)),
       row("steps", stepsHtml(subtask.steps)),
+      unfolded ? `<div class="tip-label">click to fold its children again</div>` : "",
     ].join("");
   },
-  folded(count, label) {
-    return `<div class="tip-title">${count} subtasks folded</div><div>${escapeHtml(label.split("\n")[1] ?? "")}</div><div>click to show them</div>`;
+  /** A "+N more" node: how many subtasks it stands for, by status. */
+  folded(statuses) {
+    const counts = {};
+    for (const status of statuses) counts[status] = (counts[status] ?? 0) + 1;
+    const parts = Object.entries(counts).map(([status, n]) => `${n} ${escapeHtml(status)}`);
+    return `<div class="tip-title">${statuses.length} subtasks folded</div><div>${parts.join(" · ")}</div><div class="tip-label">click to show them</div>`;
   },
 };
