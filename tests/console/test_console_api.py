@@ -161,6 +161,7 @@ def test_a_task_runs_and_every_endpoint_shows_it(console_factory: Console) -> No
     assert a["routing"]["excluded"] == {
         "slow": "does not offer skill 'echo'",
         "flaky": "does not offer skill 'echo'",
+        "expander": "does not offer skill 'echo'",
     }
     assert (b["attempts"], b["retries"], b["error"]) == (2, 1, None)
     assert (c["attempts"], c["retries"]) == (1, 0)
@@ -183,6 +184,7 @@ def test_a_task_runs_and_every_endpoint_shows_it(console_factory: Console) -> No
     devices = client.get("/api/devices").json()["devices"]
     assert [(d["id"], d["online"]) for d in devices] == [("local", True)]
     assert devices[0]["agents"] == [
+        {"id": "expander", "skills": ["expand"]},
         {"id": "flaky", "skills": ["flaky"]},
         {"id": "quick", "skills": ["echo"]},
         {"id": "slow", "skills": ["hold"]},

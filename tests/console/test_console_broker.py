@@ -35,7 +35,9 @@ TASK = (
 def broker(tmp_path: Path) -> Iterator[LocalBroker]:
     if not mosquitto_installed():
         pytest.skip("needs Mosquitto")
-    started = start_test_broker(tmp_path, {DEVICE: ["quick", "slow", "flaky"]}, fleet=FLEET)
+    started = start_test_broker(
+        tmp_path, {DEVICE: ["quick", "slow", "flaky", "expander"]}, fleet=FLEET
+    )
     try:
         yield started
     finally:
@@ -91,11 +93,12 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
                 assert isinstance(online.data["last_seen_at"], float)
                 devices = wait_until(
                     lambda: client.get("/api/devices").json()["devices"],
-                    lambda d: d and len(d[0]["agents"]) == 3,
+                    lambda d: d and len(d[0]["agents"]) == 4,
                     "the device's agents showing",
                 )
                 assert [(d["id"], d["online"]) for d in devices] == [(DEVICE, True)]
                 assert devices[0]["agents"] == [
+                    {"id": "expander@pi-1", "skills": ["expand"]},
                     {"id": "flaky@pi-1", "skills": ["flaky"]},
                     {"id": "quick@pi-1", "skills": ["echo"]},
                     {"id": "slow@pi-1", "skills": ["hold"]},
@@ -124,6 +127,26 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
                 assert client.post(f"/api/tasks/{task_id}/resume", headers=POST).status_code == 501
                 words = client.post("/api/tasks", json={"text": "say hi"}, headers=POST)
                 assert words.status_code == 400
+
+                # Without the store, a console knows what it saw on the broker.
+                bare = console_factory(
+                    *("--broker", url, "--fleet-name", FLEET),
+                    *login(tmp_path, broker, "orchestrator"),
+                ).client()
+                other = _submit(bare, TASK.replace("key: b", "key: b2"))
+                seen_bare = wait_until(
+                    lambda: bare.get(f"/api/tasks/{other}").json(),
+                    lambda v: v.get("status") == "done",
+                    "the task submitted without a store ending",
+                )
+                states = {s["id"]: (s["status"], s["retries"]) for s in seen_bare["subtasks"]}
+                assert states == {"a": ("done", 0), "b": ("done", 1)}
+                assert seen_bare["edges"] == [
+                    {"source": "a", "target": "b", "kind": "data", "condition": "success"}
+                ]
+                rows = bare.get("/api/tasks").json()["tasks"]
+                assert [(r["id"], r["status"], r["owner"]) for r in rows] == [(other, "done", "r1")]
+                assert {k: v for k, v in rows[0]["counts"].items() if v} == {"done": 2}
                 served.terminate()  # the device says goodbye: offline
                 served.wait(DEADLINE_S)
             offline = reader.wait_for(
