@@ -6,6 +6,7 @@
 
 import cytoscape from "cytoscape";
 import { collapseView } from "./collapse.js";
+import { layeredLayout } from "./layered.js";
 import { tooltipHtml } from "./tooltip.js";
 import { formatDuration } from "./format.js";
 import { BIG_GRAPH, lookOf, NODE_H, NODE_W, STYLE } from "./graph_style.js";
@@ -43,8 +44,15 @@ export class GraphView {
     this.fitPending = false;
     this.layoutSeq = 0;
     this.stats = { layouts: 0, lastRenderMs: null, lastWorkerMs: null, lastApplyMs: null, lastNodes: 0 };
-    this.worker = new Worker(workerUrl);
-    this.worker.onmessage = (message) => this.applyLayout(message.data);
+    this.worker = startWorker(workerUrl, (message) => this.applyLayout(message.data));
+    this.lastRequest = null;
+    if (this.worker) {
+      this.worker.onerror = () => {
+        // The worker's script did not load: lay out on the page from now on.
+        this.worker = null;
+        if (this.lastRequest) this.layoutHere(this.lastRequest);
+      };
+    }
     this.cy.on("tap", `node[kind = "more"]`, (event) => this.expand(event.target.data("foldedUnder")));
     this.cy.on("tap", `node[kind = "subtask"]`, (event) => this.fold(event.target.id()));
     this.cy.on("mouseover", "node", (event) => this.showTooltip(event.target));
@@ -170,7 +178,19 @@ export class GraphView {
   requestLayout(visible, edges) {
     this.layoutSeq += 1;
     const nodes = visible.map((id) => ({ id, w: NODE_W, h: NODE_H }));
-    this.worker.postMessage({ seq: this.layoutSeq, nodes, edges });
+    const request = { seq: this.layoutSeq, nodes, edges };
+    this.lastRequest = request;
+    if (this.worker) this.worker.postMessage(request);
+    else this.layoutHere(request);
+  }
+
+  /** Without a worker (blocked by the browser): lay out on the page, after the current event. */
+  layoutHere(request) {
+    setTimeout(() => {
+      const started = performance.now();
+      const positions = layeredLayout(request.nodes, request.edges);
+      this.applyLayout({ seq: request.seq, positions, ms: performance.now() - started });
+    }, 0);
   }
 
   /** Place every drawn node, then add the nodes and edges that waited for their places. */
@@ -260,6 +280,17 @@ export class GraphView {
   hideTooltip() {
     this.hovered = null;
     this.tooltip.hidden = true;
+  }
+}
+
+/** The layout worker, or null where the browser will not start one. */
+function startWorker(url, onAnswer) {
+  try {
+    const worker = new Worker(url);
+    worker.onmessage = onAnswer;
+    return worker;
+  } catch {
+    return null;
   }
 }
 
