@@ -13,6 +13,9 @@ import { BIG_GRAPH, lookOf, NODE_H, NODE_W, STYLE } from "./graph_style.js";
 
 const FIT_PADDING = 30;
 const MIN_FIT_ZOOM = 0.35;
+/** Below this many drawn nodes the first view keeps labels readable rather than fit all. */
+const READABLE_BELOW = 100;
+const READABLE_ZOOM = 0.65;
 const MAX_FIT_ZOOM = 1.2;
 const ADD_PER_FRAME = 150;
 
@@ -250,8 +253,9 @@ export class GraphView {
     const width = this.cy.width();
     const height = this.cy.height();
     const fitted = Math.min((width - 2 * FIT_PADDING) / (x2 - x1), (height - 2 * FIT_PADDING) / (y2 - y1));
-    const zoom = Math.max(MIN_FIT_ZOOM, Math.min(MAX_FIT_ZOOM, fitted));
-    const left = zoom === fitted || zoom === MAX_FIT_ZOOM ? (width - (x2 - x1) * zoom) / 2 : FIT_PADDING;
+    const least = points.length < READABLE_BELOW ? READABLE_ZOOM : MIN_FIT_ZOOM;
+    const zoom = Math.max(least, Math.min(MAX_FIT_ZOOM, fitted));
+    const left = zoom === least && fitted < least ? FIT_PADDING : (width - (x2 - x1) * zoom) / 2;
     this.cy.viewport({ zoom, pan: { x: left - x1 * zoom, y: height / 2 - ((y1 + y2) / 2) * zoom } });
   }
 

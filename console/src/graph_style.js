@@ -36,7 +36,7 @@ export const STYLE = [
       "text-max-width": NODE_W - 12,
       "text-valign": "center",
       "font-size": 11,
-      "min-zoomed-font-size": 7,
+      "min-zoomed-font-size": 6,
       "font-family": "system-ui, sans-serif",
       color: "data(ink)",
       "background-color": "data(fill)",

@@ -114,6 +114,7 @@ function openTask(id) {
   state.openStatus = state.tasks.find((t) => t.id === id)?.status ?? null;
   history.replaceState(null, "", id ? `#task=${encodeURIComponent(id)}` : location.pathname);
   $("open-task").textContent = id ?? "";
+  $("graph-empty").hidden = Boolean(id);
   graph.open(id);
   renderTasks($("task-list"), state.tasks, id);
   updateButtons();
