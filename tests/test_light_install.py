@@ -335,6 +335,12 @@ def hint(feature: str, extra: str, module: str) -> str:
             id="a2a",
         ),
         pytest.param(
+            "starlette",
+            "console --fleet {fleet} --port {port} --data-dir {data}",
+            hint("the fleet console", "console", "starlette"),
+            id="console",
+        ),
+        pytest.param(
             "amqtt",
             "broker serve --embedded --port {port}",
             hint("the embedded development broker", "broker", "amqtt"),

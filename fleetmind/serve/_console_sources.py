@@ -50,6 +50,9 @@ POLL_S = 1.0
 WATCHED_TASKS = 50
 """The newest tasks the store watch looks at on each poll."""
 
+KEPT_FINISHED = 100
+"""Finished tasks a fleet console keeps the live graphs of (older ones are read from the store)."""
+
 MAX_LIMIT = 1000
 """The most tasks one list request returns."""
 
@@ -104,43 +107,54 @@ class ConsoleSource:
         }
 
     async def tasks(self, limit: int) -> list[dict[str, Any]]:
-        """The newest tasks first, each with its subtasks counted by status."""
+        """The newest tasks first, each with its subtasks counted by status.
+
+        A live graph is read on the event loop, where its engine changes it; the store in a
+        worker thread.
+        """
         limit = max(1, min(limit, MAX_LIMIT))
-        return await asyncio.to_thread(self._task_rows, limit)
+        records = await asyncio.to_thread(self._guarded, lambda: self.store.tasks(limit))
+        counts: dict[str, dict[str, int]] = {}
+        for record in records:
+            live = self.live_graph(record.id)
+            if live is not None:
+                counts[record.id] = live.counts()
+        stored = [r for r in records if r.id not in counts]
+        counts.update(await asyncio.to_thread(self._stored_counts, stored))
+        return [task_summary(r, counts.get(r.id, {})) for r in records]
 
-    def _task_rows(self, limit: int) -> list[dict[str, Any]]:
-        records = self._guarded(lambda: self.store.tasks(limit))
-        return [task_summary(r, self._task_counts(r)) for r in records]
-
-    def _task_counts(self, record: TaskRecord) -> dict[str, int]:
-        live = self.live_graph(record.id)
-        if live is not None:
-            return live.counts()
-        key = (record.id, record.status, record.updated_at)
-        counts = self._counts.get(key)
-        if counts is None:
-            try:
-                _, entries = self.store.load(record.id)
-                counts = TaskGraph.from_log(entries, record.name).counts()
-            except FleetmindError as exc:  # one unreadable task must not hide the others
-                log.warning("task %s cannot be read: %s", record.id, exc)
-                return {}
-            if record.status in _ENDED:  # a running task's counts move without its record
-                self._counts[key] = counts
-        return counts
+    def _stored_counts(self, records: list[TaskRecord]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for record in records:
+            key = (record.id, record.status, record.updated_at)
+            counts = self._counts.get(key)
+            if counts is None:
+                try:
+                    _, entries = self.store.load(record.id)
+                    counts = TaskGraph.from_log(entries, record.name).counts()
+                except FleetmindError as exc:  # one unreadable task must not hide the others
+                    log.warning("task %s cannot be read: %s", record.id, exc)
+                    continue
+                if record.status in _ENDED:  # a running task's counts move without its record
+                    self._counts[key] = counts
+            found[record.id] = counts
+        return found
 
     async def task(self, task_id: str) -> dict[str, Any]:
-        """One task's graph: live when it runs here, else rebuilt from the store's log."""
-        return await asyncio.to_thread(self._task_view, task_id)
-
-    def _task_view(self, task_id: str) -> dict[str, Any]:
-        full_id = self._resolve(task_id)
+        """One task's graph: live when it runs here (read on the event loop, where its engine
+        changes it), else rebuilt from the store's log in a worker thread."""
+        full_id = task_id
+        if self.live_graph(task_id) is None:
+            full_id = await asyncio.to_thread(self._resolve, task_id)
         live = self.live_graph(full_id)
         if live is not None:
             status = live.status if live.is_finished else "running"
             return graph_view(full_id, status, live, live.log)
-        record, entries = self._guarded(lambda: self.store.load(full_id))
-        return graph_view(full_id, record.status, TaskGraph.from_log(entries, record.name), entries)
+        return await asyncio.to_thread(self._stored_view, full_id)
+
+    def _stored_view(self, task_id: str) -> dict[str, Any]:
+        record, entries = self._guarded(lambda: self.store.load(task_id))
+        return graph_view(task_id, record.status, TaskGraph.from_log(entries, record.name), entries)
 
     def _resolve(self, task_id: str) -> str:
         if not task_id:
@@ -377,6 +391,9 @@ class FleetSource(ConsoleSource):
         except FleetmindError as exc:
             raise ApiError(409 if isinstance(exc, FleetStateError) else 400, exc.message) from None
         self._followed[handle.task_id] = handle
+        ended = [tid for tid, h in self._followed.items() if h.done()]
+        for old in ended[: max(0, len(ended) - KEPT_FINISHED)]:  # the oldest first
+            del self._followed[old]  # read from the store from now on
         follower = asyncio.create_task(self._follow(handle, self._hub))
         self._followers.add(follower)
         follower.add_done_callback(self._followers.discard)

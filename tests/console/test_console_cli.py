@@ -1,0 +1,90 @@
+"""`fleetmind console` on the command line: what it says for each mistake (one line, exit 2),
+the warning when it listens beyond this machine, and what it shows when given no source."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import CONSOLE_FLEET, FLEETMIND, RunningConsole
+
+Console = Callable[..., RunningConsole]
+
+
+def console_fails(tmp_path: Path, *args: str) -> str:
+    done = subprocess.run(
+        [FLEETMIND, "console", *args, "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ("--fleet", "f.py", "--broker", "mqtt://127.0.0.1:1"),
+            "fleetmind: error: give --fleet (run tasks here) or --broker (the fleet's devices "
+            "and replicas), not both",
+            id="fleet-and-broker",
+        ),
+        pytest.param(
+            ("--fleet", "missing.py"),
+            "fleetmind: error: fleet file not found: missing.py",
+            id="no-fleet-file",
+        ),
+        pytest.param(
+            ("--store", "ftp://somewhere/db"),
+            "fleetmind: error: --store ftp://somewhere/db: unknown scheme 'ftp'; give a "
+            "postgresql:// URL or a SQLite file",
+            id="bad-store",
+        ),
+    ],
+)
+def test_a_mistake_is_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    assert console_fails(tmp_path, *args) == expected
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        line = console_fails(tmp_path, "--fleet", str(CONSOLE_FLEET), "--port", str(port))
+    assert line == f"fleetmind: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_listening_beyond_this_machine_is_said_in_one_warning(console_factory: Console) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET), "--host", "0.0.0.0")
+    warnings = [line for line in running.log_text().splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: the console listens on 0.0.0.0, not only on this machine: whoever reaches it "
+        "with the token can see and run the fleet's tasks (plain HTTP)"
+    ]
+    assert running.output.read_text().count("?token=") == 1
+
+
+def test_on_loopback_there_is_no_warning(console_factory: Console) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET))
+    assert "warning" not in running.log_text()
+    assert running.base_url.startswith("http://127.0.0.1:")
+
+
+def test_without_a_source_the_data_directory_store_is_read(console_factory: Console) -> None:
+    running = console_factory()
+    client = running.client()
+    info = client.get("/api/info").json()
+    assert (info["mode"], info["read_only"]) == ("store", True)
+    assert client.get("/api/tasks").json() == {"tasks": []}
+    assert (running.data_dir / "fleetmind.db").exists()
+    assert "(read-only)" in running.log_text()
