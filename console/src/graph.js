@@ -18,6 +18,7 @@ const READABLE_BELOW = 100;
 const READABLE_ZOOM = 0.65;
 const MAX_FIT_ZOOM = 1.2;
 const ADD_PER_FRAME = 150;
+const ANIMATE_BELOW = 200;
 
 export class GraphView {
   /**
@@ -204,9 +205,14 @@ export class GraphView {
     this.placedAt = positions;
     const reveal = this.pending.reveal;
     this.pending.reveal = [];
+    const placed = cy.nodes().filter((node) => positions[node.id()] !== undefined);
+    if (!this.fitPending && placed.length > 0 && placed.length < ANIMATE_BELOW) {
+      // An edit to a small graph: its nodes glide to their new places, so the eye can follow.
+      placed.layout({ name: "preset", positions: (node) => positions[node.id()], fit: false, animate: true, animationDuration: 250 }).run();
+    } else {
+      cy.batch(() => placed.positions((node) => positions[node.id()]));
+    }
     cy.batch(() => {
-      const placed = cy.nodes().filter((node) => positions[node.id()] !== undefined);
-      placed.positions((node) => positions[node.id()]);
       for (const id of reveal) cy.getElementById(id).removeClass("folded");
     });
     if (this.fitPending) {
