@@ -22,7 +22,7 @@ import time
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("fleetmind.console")
 
@@ -149,6 +149,7 @@ class ConsoleGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _guarded_headers(send)
         path: str = scope["path"]
         if path == "/" or path.startswith("/static/"):
             await self.app(scope, receive, send)
@@ -168,6 +169,25 @@ class ConsoleGate:
                 await refuse(send, path, 413, line, close=True)
                 return
         await self.app(scope, receive, send)
+
+
+SAFETY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""On every answer: no framing of the console by another site (its buttons cancel tasks),
+no guessing of content types, and no token leaking in a Referer."""
+
+
+def _guarded_headers(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SAFETY_HEADERS]}
+        await send(message)
+
+    return sending
 
 
 async def refuse(send: Send, path: str, status: int, line: str, *, close: bool = False) -> None:

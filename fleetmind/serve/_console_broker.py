@@ -64,6 +64,7 @@ class BrokerSource(ConsoleSource):
     """
 
     mode = "broker"
+    watch_logs = False  # the tasks' events come from the broker
 
     def __init__(
         self,

@@ -80,6 +80,9 @@ class ConsoleSource:
     """
 
     mode = "store"
+    watch_logs = True
+    """Whether the store watch streams the log entries of running tasks (a source that hears
+    the tasks' own events says no)."""
 
     def __init__(self, store: Store, *, fleet_name: str = "default", poll_s: float = POLL_S):
         self.store = store
@@ -203,7 +206,9 @@ class ConsoleSource:
     @contextlib.asynccontextmanager
     async def running(self, hub: EventHub) -> AsyncIterator[None]:
         """Feed ``hub`` while the console serves."""
-        watch = StoreWatch(self.store, hub, self.live_graph, every_s=self.poll_s)
+        watch = StoreWatch(
+            self.store, hub, self.live_graph, every_s=self.poll_s, logs=self.watch_logs
+        )
         async with _background(watch.run(), "store watch"):
             yield
 
@@ -224,8 +229,10 @@ class StoreWatch:
         *,
         every_s: float = POLL_S,
         watched: int = WATCHED_TASKS,
+        logs: bool = True,
     ) -> None:
         self.store = store
+        self.logs = logs
         self.hub = hub
         self.live = live
         self.every_s = every_s
@@ -255,7 +262,7 @@ class StoreWatch:
             changed = states.get(record.id) != state
             if changed and not first:
                 found.append(("task", {"task_id": record.id, "status": record.status}))
-            if self.live(record.id) is not None:
+            if not self.logs or self.live(record.id) is not None:
                 continue
             if record.status == "running" or (changed and not first):
                 found += self._new_entries(record.id, baseline=first)

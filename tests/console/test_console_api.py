@@ -100,6 +100,11 @@ def test_the_token_is_traded_for_a_strict_http_only_cookie(console_factory: Cons
     page = anonymous.get("/")  # the client now holds the cookie
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    for answer in (page, traded, wrong, refused):  # no framing by other sites, no Referer
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
     assert anonymous.get("/api/info").status_code == 200
     bearer = httpx.get(f"{running.base_url}/api/info", headers=running.bearer)
     assert bearer.status_code == 200
