@@ -6,13 +6,30 @@ database (the engine's ownership rules are tested on it without a server).
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from fleetmind._task_log import LogEntry
 from fleetmind.errors import LeaseLost, StoreError, TaskNotFound
 from fleetmind.orchestrator._store import Store, TaskRecord, lease_seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """One call at a time: replicas' heartbeats call the store from worker threads, and a
+    claim must be one step (two threads must never both win a task)."""
+
+    @functools.wraps(method)
+    def run(self: InMemoryStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
 
 
 @dataclass
@@ -36,7 +53,9 @@ class InMemoryStore(Store):
         self._logs: dict[str, list[LogEntry]] = {}
         self._leases: dict[str, _Lease] = {}
         self._clock = clock
+        self._lock = threading.RLock()
 
+    @_locked
     def create_task(
         self, record: TaskRecord, entries: Sequence[LogEntry] = (), *, lease_s: float | None = None
     ) -> None:
@@ -61,6 +80,7 @@ class InMemoryStore(Store):
             now = "no lease" if lease is None else f"epoch {lease.epoch} ({lease.owner})"
             raise LeaseLost(f"task {task_id!r} is at {now}: epoch {epoch} may not write it")
 
+    @_locked
     def append(
         self,
         task_id: str,
@@ -77,6 +97,7 @@ class InMemoryStore(Store):
             )
         log.extend(entries)
 
+    @_locked
     def set_status(self, task_id: str, status: str, *, epoch: int | None = None) -> None:
         self._fence(task_id, epoch)
         record = self._records[task_id]
@@ -84,11 +105,13 @@ class InMemoryStore(Store):
             update={"status": status, "updated_at": time.time()}
         )
 
+    @_locked
     def load(self, task_id: str) -> tuple[TaskRecord, list[LogEntry]]:
         if task_id not in self._records:
             raise TaskNotFound(f"no task {task_id!r} in the store")
         return self._current(task_id), list(self._logs[task_id])
 
+    @_locked
     def tasks(self, limit: int = 50) -> list[TaskRecord]:
         ids = sorted(self._records, key=lambda i: self._records[i].created_at, reverse=True)
         return [self._current(task_id) for task_id in ids[:limit]]
@@ -101,6 +124,7 @@ class InMemoryStore(Store):
             return record
         return record.model_copy(update={"owner": lease.owner, "lease_epoch": lease.epoch})
 
+    @_locked
     def resolve_id(self, prefix: str) -> str:
         if prefix in self._records:
             return prefix
@@ -113,6 +137,7 @@ class InMemoryStore(Store):
 
     # Leases ---------------------------------------------------------------------------------
 
+    @_locked
     def claim(self, task_id: str, owner: str, lease_s: float) -> int | None:
         lease_s = lease_seconds(lease_s)
         record = self._records.get(task_id)
@@ -126,6 +151,7 @@ class InMemoryStore(Store):
         self._leases[task_id] = _Lease(owner, epoch, now + lease_s)
         return epoch
 
+    @_locked
     def renew(self, owner: str, lease_s: float) -> dict[str, int]:
         expires_at = self._clock() + lease_seconds(lease_s)
         held: dict[str, int] = {}
@@ -135,6 +161,7 @@ class InMemoryStore(Store):
                 held[task_id] = lease.epoch
         return held
 
+    @_locked
     def orphans(self, owner: str | None = None, limit: int = 100) -> list[str]:
         now = self._clock()
         found = [
@@ -145,6 +172,7 @@ class InMemoryStore(Store):
         ]
         return [task_id for _, task_id in sorted(found)[:limit]]
 
+    @_locked
     def release(self, task_id: str, owner: str, epoch: int) -> bool:
         lease = self._leases.get(task_id)
         if lease is None or lease.owner != owner or lease.epoch != epoch:

@@ -4,6 +4,7 @@ SQLite and PostgreSQL (skipped with the reason where PostgreSQL is missing)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -522,3 +523,31 @@ async def test_many_tasks_writing_at_once_each_get_their_log_in_order(store: Sto
         rec, loaded = store.load(f"t{n:02}")
         assert rec.status == "done"
         assert loaded == [progress(step) for step in range(steps)]
+
+
+def _race_to_claim(store: Store, task_id: str) -> list[int | None]:
+    """Two threads claim ``task_id`` at the same moment; what each got."""
+    barrier = threading.Barrier(2)
+    won: list[int | None] = []
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        won.append(store.claim(task_id, owner, 30))
+
+    threads = [threading.Thread(target=claim, args=(owner,)) for owner in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
+def test_one_claim_wins_when_two_threads_race(store: Store) -> None:
+    """Replicas' heartbeats call the store from worker threads: a lapsed task is claimed by
+    exactly one of two racing claimants, round after round."""
+    for round_no in range(40):
+        task_id = f"race{round_no:03d}"
+        store.create_task(record(task_id, owner="gone"), lease_s=0.01)
+        wait_lapsed(store, task_id)
+        won = _race_to_claim(store, task_id)
+        assert sorted(won, key=lambda epoch: epoch is None) == [2, None]
