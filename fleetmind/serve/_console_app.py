@@ -25,7 +25,7 @@ import json
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,6 @@ def build_console_app(
         task_id = await source.resume(request.path_params["task_id"])
         return _json({"id": task_id})
 
-    async def api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return _json({"error": exc.message}, status=exc.status)
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         line = exc.detail if isinstance(exc.detail, str) else str(exc.status_code)
@@ -170,18 +166,6 @@ def build_console_app(
             return _json({"error": line}, status=exc.status_code)
         return PlainTextResponse(line, status_code=exc.status_code)
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.error(
-            "console: %s %s failed: %s: %s",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-            exc,
-        )
-        return _json(
-            {"error": f"internal error ({type(exc).__name__}); see the console's log"}, status=500
-        )
-
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
@@ -191,27 +175,45 @@ def build_console_app(
             hub.close()
 
     routes = [
-        Route("/", page, methods=["GET"]),
-        Route("/api/info", info, methods=["GET"]),
-        Route("/api/tasks", tasks, methods=["GET"]),
-        Route("/api/tasks", submit, methods=["POST"]),
-        Route("/api/tasks/{task_id}", task, methods=["GET"]),
-        Route("/api/tasks/{task_id}/cancel", cancel, methods=["POST"]),
-        Route("/api/tasks/{task_id}/resume", resume, methods=["POST"]),
-        Route("/api/devices", devices, methods=["GET"]),
-        Route("/api/events", events, methods=["GET"]),
+        Route("/", _answering(page), methods=["GET"]),
+        Route("/api/info", _answering(info), methods=["GET"]),
+        Route("/api/tasks", _answering(tasks), methods=["GET"]),
+        Route("/api/tasks", _answering(submit), methods=["POST"]),
+        Route("/api/tasks/{task_id}", _answering(task), methods=["GET"]),
+        Route("/api/tasks/{task_id}/cancel", _answering(cancel), methods=["POST"]),
+        Route("/api/tasks/{task_id}/resume", _answering(resume), methods=["POST"]),
+        Route("/api/devices", _answering(devices), methods=["GET"]),
+        Route("/api/events", _answering(events), methods=["GET"]),
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(ConsoleGate, auth=auth, max_body_bytes=max_body_bytes)],
-        exception_handlers={
-            ApiError: api_error,
-            HTTPException: http_error,
-            Exception: server_error,
-        },
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answering(handler: Handler) -> Handler:
+    """``handler``, answering a refusal (:class:`ApiError`) with its status and line, and a
+    failure of its own with a one-line 500 (and one line in the console's log), so that no
+    request ever gets, or leaves, a traceback."""
+
+    async def answer(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _json({"error": exc.message}, status=exc.status)
+        except Exception as exc:
+            where = f"{request.method} {request.url.path}"
+            log.error("console: %s failed: %s: %s", where, type(exc).__name__, exc)
+            line = f"internal error ({type(exc).__name__}); see the console's log"
+            return _json({"error": line}, status=500)
+
+    return answer
 
 
 def _json(data: Any, *, status: int = 200) -> Response:

@@ -108,6 +108,16 @@ def test_the_token_is_traded_for_a_strict_http_only_cookie(console_factory: Cons
     assert anonymous.get("/api/info").status_code == 200
     bearer = httpx.get(f"{running.base_url}/api/info", headers=running.bearer)
     assert bearer.status_code == 200
+    unknown = anonymous.get("/api/nothing")
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "no such endpoint: GET /api/nothing"},
+    )
+    limit = anonymous.get("/api/tasks", params={"limit": "many"})
+    assert (limit.status_code, limit.json()) == (
+        400,
+        {"error": "limit must be a positive whole number, not 'many'"},
+    )
 
 
 def test_a_post_without_the_console_header_is_refused(console_factory: Console) -> None:
