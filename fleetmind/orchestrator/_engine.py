@@ -36,7 +36,7 @@ from fleetmind._task_log import (
 )
 from fleetmind._task_model import Subtask, SubtaskStatus
 from fleetmind.agents import Agent, IncomingMessage
-from fleetmind.agents.remote import ResultSource
+from fleetmind.agents.remote import HANDED_OVER, ResultSource
 from fleetmind.errors import (
     FleetmindError,
     FleetStateError,
@@ -68,7 +68,7 @@ from fleetmind.orchestrator._engine_messages import (
     SlotOffered,
     settle_leftovers,
 )
-from fleetmind.orchestrator._engine_runner import recovered, run_subtask
+from fleetmind.orchestrator._engine_runner import recovered, run_hooks, run_subtask
 from fleetmind.orchestrator._engine_waits import AgentWaits
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._replan import Replanner, ReplanRequest
@@ -156,6 +156,8 @@ class Engine:
         self._cancel_requested: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._state = "new"
+        self.handed_over = False
+        """Whether :meth:`hand_over` stopped the engine: the task goes on elsewhere."""
         # Work gathered while handling messages, carried out by _flush():
         self._unsaved: list[LogEntry] = []
         self._saved_version = graph.version
@@ -189,6 +191,16 @@ class Engine:
         """Stop driving the task: its lease is gone (another replica claimed it). The run
         ends with :class:`LeaseLost` without writing anything more."""
         if self._state == "running":
+            self._post(LeaseEnded())
+
+    def hand_over(self) -> None:
+        """Stop driving the task, as :meth:`lose_lease` does, and leave it to the replica that
+        takes it over next (this one closes): local agents' runs are cancelled, remote attempts
+        go on where they run, for the next owner's dispatches to join."""
+        if self._state == "running":
+            self.handed_over = True
+            for runner in self._runners.values():  # now: agents see the first cancel's reason
+                runner.cancel(HANDED_OVER)
             self._post(LeaseEnded())
 
     def cancel(self, reason: str = "cancelled by user") -> None:
@@ -274,12 +286,12 @@ class Engine:
         await self._finish()
 
     def _taken_over(self) -> None:
-        """Another replica drives the task now: stop at once, and leave the store alone.
-
+        """Another replica drives the task now (or will): stop at once, leave the store alone.
         Nothing decided since the last write was saved, so none of it is acted on: its events
         are not published, its agents are handed back, and its results are not acknowledged
         (their devices keep them for the new owner)."""
-        log.info("task %s was taken over by another replica", self.task_id)
+        how = "handed over" if self.handed_over else "taken over by another replica"
+        log.info("task %s was %s", self.task_id, how)
         self._state = "finishing"
         self._agent_waits.stop()
         assert self._inbox is not None
@@ -289,8 +301,10 @@ class Engine:
         for _, agent_id, _ in to_start:
             self._directory.release(agent_id)
         self._waiting.clear()
-        for runner in (*self._runners.values(), *self._replanning.values()):
-            runner.cancel()
+        for runner in self._runners.values():
+            runner.cancel(HANDED_OVER)  # its remote attempts go on, for the new owner to join
+        for call in self._replanning.values():
+            call.cancel()
 
     async def _close_checkpoints(self) -> None:
         """Close the checkpoint store; a task that ended needs its checkpoints no more."""
@@ -515,8 +529,6 @@ class Engine:
 
     def _recover(self, subtask_id: str) -> bool:
         """Take the answer an attempt got while this process was down, if one is kept."""
-        if not self._result_sources:
-            return False
         message = recovered(
             self.task_id,
             self.graph,
@@ -535,7 +547,7 @@ class Engine:
 
     def _run_hooks(self) -> None:
         hooks, self._after_flush = self._after_flush, []
-        _run_all(hooks, self.task_id)
+        run_hooks(hooks, self.task_id)
 
     def _agents_may_have_joined(self) -> None:
         if self._state == "running":
@@ -735,7 +747,7 @@ class Engine:
         if self._after_flush:
             # Saved now; acknowledged once this turn's work is done (acks are no one's wait).
             hooks, self._after_flush = self._after_flush, []
-            asyncio.get_running_loop().call_soon(_run_all, hooks, self.task_id)
+            asyncio.get_running_loop().call_soon(run_hooks, hooks, self.task_id)
         events, self._pending_events = self._pending_events, []
         for event in events:
             self.events.publish(event)
@@ -786,11 +798,3 @@ class Engine:
         finally:
             self._runners.pop(subtask_id, None)
             self._directory.release(agent.id)
-
-
-def _run_all(hooks: list[Callable[[], None]], task_id: str) -> None:
-    for hook in hooks:
-        try:
-            hook()
-        except Exception:  # an acknowledgement that cannot be sent is the broker's loss
-            log.warning("a hook after saving task %s failed", task_id, exc_info=True)

@@ -7,6 +7,7 @@ engine's loop stays the one place where the graph changes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from fleetmind.orchestrator._engine_messages import (
 )
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.tools import ToolRegistry
+
+log = logging.getLogger("fleetmind.engine")
 
 
 async def run_subtask(
@@ -119,3 +122,13 @@ def recovered(
         assert not isinstance(step, Retry)
         return RunGaveUp(subtask_id, state.agent, token, error, step, (saved,))
     return None
+
+
+def run_hooks(hooks: Sequence[Callable[[], None]], task_id: str) -> None:
+    """Call what waited for attempts' outcomes to be saved (acknowledgements to the broker);
+    one that fails is logged, and the others are still called."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # an acknowledgement that cannot be sent is the broker's loss
+            log.warning("a hook after saving task %s failed", task_id, exc_info=True)

@@ -380,10 +380,18 @@ class Fleet:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Wait for submitted tasks; if the body raised, cancel them and re-raise as it was."""
+        """Wait for submitted tasks; if the body raised, cancel them and re-raise as it was.
+
+        A replica's tasks are not cancelled but handed over: its engines stop without writing,
+        remote attempts keep running on their devices for the next owner to join, and the
+        leases are released. The other replicas take the tasks over at their next heartbeat
+        (within a third of their lease)."""
         assert self._tg is not None
         if self._ownership is not None:
             self._ownership.close()
+            if exc is not None:
+                for engine in list(self._ownership.owned.values()):
+                    engine.hand_over()  # before their drivers are cancelled below
         try:
             if exc is None or isinstance(exc, asyncio.CancelledError):
                 await self._tg.__aexit__(exc_type, exc, tb)
@@ -558,8 +566,8 @@ class Fleet:
         try:
             result = await engine.run()
         except LeaseLost:
-            if self._ownership is not None:  # another replica's now: not this one's to end
-                self._ownership.disown(engine)
+            if self._ownership is not None and not engine.handed_over:
+                self._ownership.disown(engine)  # another replica's now: not this one's to end
             raise
         finally:
             # Ended, or stopped with the fleet (still running in the store): the lease ends

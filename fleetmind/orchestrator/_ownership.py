@@ -8,6 +8,11 @@ holds (another replica claimed them: their writes would be refused anyway), and 
 tasks whose owner stopped renewing — or its own, left by this replica before a restart — so
 that the fleet resumes them. The store's epochs make this safe: whoever claims a task last
 is the only one that can write it.
+
+A fleet that closes before its tasks end hands them over: its engines stop without writing,
+their attempts on devices go on (the next owner's dispatches join them), and the leases are
+released at once. No message tells the other replicas: each claims such a task at its next
+beat, within a third of its lease.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def test_a_replica_stopped_cleanly_hands_its_task_to_another(tmp_path: Path) -> 
     assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
     assert answer["replica"] == other
     assert (record.status, record.owner, record.lease_epoch) == ("done", other, 2)
-    assert rig.runs()["a"] == rig.runs()["c"] == 1
+    # The stopped owner left b running on the device: the other replica joined that run.
+    assert rig.runs() == {"a": 1, "b": 1, "c": 1}
     assert rig.runs("end") == {"a": 1, "b": 1, "c": 1}
 
 

@@ -33,11 +33,13 @@ if TYPE_CHECKING:
         reply_from_a2a,
     )
     from fleetmind.agents.remote._base import (
+        HANDED_OVER,
         AgentDict,
         AgentPool,
         Recovered,
         RemoteAgent,
         ResultSource,
+        handed_over,
     )
     from fleetmind.agents.remote._device_agent import DeviceAgent
     from fleetmind.agents.remote._device_link import (
@@ -67,6 +69,8 @@ _EXPORTS = {
     "parts_from_a2a": "fleetmind.agents.remote._a2a_parts",
     "parts_to_a2a": "fleetmind.agents.remote._a2a_parts",
     "reply_from_a2a": "fleetmind.agents.remote._a2a_parts",
+    "HANDED_OVER": "fleetmind.agents.remote._base",
+    "handed_over": "fleetmind.agents.remote._base",
     "AgentDict": "fleetmind.agents.remote._base",
     "AgentPool": "fleetmind.agents.remote._base",
     "Recovered": "fleetmind.agents.remote._base",
@@ -96,6 +100,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "HANDED_OVER",
     "INPUT_MODES",
     "A2AAgent",
     "AgentDict",
@@ -119,6 +124,7 @@ __all__ = [
     "agent_card",
     "connect_a2a_agent",
     "dispatch_id",
+    "handed_over",
     "message_from_a2a",
     "parts_from_a2a",
     "parts_to_a2a",

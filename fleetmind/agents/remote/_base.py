@@ -11,11 +11,16 @@ keeps the answer in the orchestrator's session and hands it over when the orches
 back. A :class:`ResultSource` holds such answers (for dispatches the task's log shows were
 made: same subtask, same agent, an attempt the log allows) and gives them to the engine, which
 uses them instead of running the subtask again — whichever agent the router would choose now.
+
+An orchestrator replica that stops driving a task which goes on at another replica cancels its
+runners with :data:`HANDED_OVER`: a remote attempt cancelled so is left running where it runs
+(nobody is told to stop it), for the next owner's dispatch to join.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -81,3 +86,15 @@ class ResultSource(Protocol):
     ) -> Recovered | None:
         """The outcome of one of these attempts of the subtask on that agent, if one came."""
         ...
+
+
+HANDED_OVER = "handed over to another replica"
+"""The message an attempt is cancelled with when its task goes on at another orchestrator
+replica (this one closes, or lost its lease): a remote agent forgets the attempt without
+cancelling it, so that the device's run goes on for the next owner instead of running twice."""
+
+
+def handed_over(exc: BaseException) -> bool:
+    """Whether ``exc`` cancels an attempt because its task was handed over (see
+    :data:`HANDED_OVER`), not because the attempt is no longer wanted."""
+    return isinstance(exc, asyncio.CancelledError) and HANDED_OVER in exc.args

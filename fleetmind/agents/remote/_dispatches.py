@@ -12,7 +12,9 @@ exactly once.
   the broker with it.
 - **Nothing superseded runs.** When an attempt is given up (its device dead, its timeout
   passed, the task cancelled) the device is told to cancel it; a device that may have missed
-  that asks first (``claim``) and is answered ``cancel`` for anything no longer out.
+  that asks first (``claim``) and is answered ``cancel`` for anything no longer out. An
+  attempt whose task was handed over to another replica (see
+  :data:`~fleetmind.agents.remote.HANDED_OVER`) is not given up: the device's run goes on.
 - **Flow control**: at most ``max_in_flight`` dispatches are out at once, and at most
   ``max_per_device`` on one device, well below what a broker queues for one client (Mosquitto
   keeps 1,000 by default and drops the rest).
@@ -46,7 +48,7 @@ from fleetmind._task_log import graph_edit_adapter
 from fleetmind._task_model import Subtask
 from fleetmind._validation import describe_validation_error
 from fleetmind.agents import SubtaskContext, SubtaskResult, part_from_json
-from fleetmind.agents.remote._base import Recovered
+from fleetmind.agents.remote._base import Recovered, handed_over
 from fleetmind.errors import (
     AgentLost,
     FleetmindError,
@@ -236,9 +238,14 @@ class Dispatches:
             try:
                 self._send(out)
                 return await future
-            except asyncio.CancelledError:
-                # The engine gave up on this attempt (cancelled, timed out): tell the device.
-                self._cancel_on_device(out, "cancelled by the orchestrator")
+            except asyncio.CancelledError as exc:
+                if handed_over(exc):
+                    # Its task goes on at another replica, whose dispatch of the subtask joins
+                    # the device's run: forgotten here, and the device is told nothing (not
+                    # even when it lists the dispatch in a heartbeat).
+                    self._forget(did, ended=False)
+                else:  # the engine gave up on this attempt (cancelled, timed out)
+                    self._cancel_on_device(out, "cancelled by the orchestrator")
                 raise
             finally:
                 self._forget(did)
@@ -249,13 +256,15 @@ class Dispatches:
         with contextlib.suppress(ProtocolError, FleetStateError):  # resent when it is back
             self._mqtt.publish_nowait(out.inbox, out.message, expiry_s=expiry)
 
-    def _forget(self, did: str) -> None:
+    def _forget(self, did: str, *, ended: bool = True) -> None:
         out = self.out.pop(did, None)
         if out is None:
             return
         held = self._by_device.get(out.device)
         if held is not None:
             held.discard(did)
+        if not ended:
+            return
         self._ended[did] = out.device
         while len(self._ended) > _REMEMBERED:
             self._ended.popitem(last=False)
