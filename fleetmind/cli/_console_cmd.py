@@ -75,7 +75,7 @@ def console(
     """
     # The server first: without its extra, the import says what serving the console needs.
     from fleetmind.serve import ConsoleAuth, serve_console  # isort: skip
-    from fleetmind.cli._build import close_store, open_store
+    from fleetmind.cli._build import open_store
     from fleetmind.cli._options import home
 
     if fleet is not None and broker is not None:
@@ -114,7 +114,7 @@ def console(
             save_router(source.fleet)
     finally:
         if store is not None:
-            close_store(store)
+            store.close()
     log.print("stopped", style="dim")
 
 

@@ -88,7 +88,9 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
         try:
             with process(device, tmp_path / "device.log") as served:
                 online = reader.wait_for(
-                    lambda e: e.event == "device" and e.data["id"] == DEVICE and e.data["online"]
+                    lambda e: (
+                        e.event == "device" and e.data["id"] == DEVICE and bool(e.data["online"])
+                    )
                 )[-1]
                 assert isinstance(online.data["last_seen_at"], float)
                 devices = wait_until(
