@@ -375,8 +375,9 @@ def orchestrator_serve(
     console = Console(stderr=True)
 
     async def main() -> None:
-        # The link outlives the fleet: on Ctrl-C the fleet's tasks are cancelled first (kept
-        # resumable, their devices told to stop) while the link can still say so.
+        # The link outlives the fleet: on Ctrl-C the fleet hands its tasks over first (their
+        # runs on devices go on for the replica that takes them over), before the link's
+        # closing could fail their attempts.
         async with (
             MqttFleetLink(
                 fleet,
