@@ -139,6 +139,8 @@ class ConsoleSource:
                     log.warning("task %s cannot be read: %s", record.id, exc)
                     continue
                 if record.status in _ENDED:  # a running task's counts move without its record
+                    if len(self._counts) >= MAX_LIMIT * 10:
+                        self._counts.clear()  # rebuilt for the tasks still asked for
                     self._counts[key] = counts
             found[record.id] = counts
         return found
