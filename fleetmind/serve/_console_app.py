@@ -82,8 +82,14 @@ def build_console_app(
     hub: EventHub | None = None,
     static_dir: Path = STATIC_DIR,
     max_body_bytes: int = MAX_BODY_BYTES,
+    run_source: bool = True,
 ) -> Starlette:
-    """The console as an ASGI app: ``source`` feeds it while the app runs (its lifespan)."""
+    """The console as an ASGI app.
+
+    With ``run_source``, ``source`` feeds the hub while the app runs (its lifespan); without,
+    the caller runs it (:func:`serve_console` does, so that a source that cannot start, a
+    broker that cannot be reached, is one error before the server starts).
+    """
     hub = hub or EventHub()
 
     async def page(request: Request) -> Response:
@@ -169,7 +175,10 @@ def build_console_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
-            async with source.running(hub):
+            if run_source:
+                async with source.running(hub):
+                    yield
+            else:
                 yield
         finally:
             hub.close()
@@ -279,33 +288,46 @@ async def serve_console(
     sock = listen(host, port)
     with contextlib.closing(sock):
         url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/?token={auth.token}"
-        app = build_console_app(source, auth, hub=hub, static_dir=static_dir)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        server = _Server(config)
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            hub.close()  # open streams end now, so that the server need not wait for them
-            server.should_exit = True
-
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for sig in signals:
-            loop.add_signal_handler(sig, stop)
-        try:
-            started = asyncio.create_task(_announce(server, url, ready))
-            await server.serve(sockets=[sock])
-            started.cancel()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        app = build_console_app(source, auth, hub=hub, static_dir=static_dir, run_source=False)
+        async with source.running(hub):  # its errors (a broker not there) come out here
+            server = await _serve(app, sock, hub, url, ready)
     if not server.started:
         raise ConfigError(f"the console on {host}:{port} did not start (see its log)")
+
+
+async def _serve(
+    app: Starlette,
+    sock: socket.socket,
+    hub: EventHub,
+    url: str,
+    ready: Callable[[str], None] | None,
+) -> uvicorn.Server:
+    """Run uvicorn on ``sock`` until SIGINT or SIGTERM; the server, to see if it started."""
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        hub.close()  # open streams end now, so that the server need not wait for them
+        server.should_exit = True
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop)
+    try:
+        started = asyncio.create_task(_announce(server, url, ready))
+        await server.serve(sockets=[sock])
+        started.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return server
 
 
 async def _announce(server: uvicorn.Server, url: str, ready: Callable[[str], None] | None) -> None:

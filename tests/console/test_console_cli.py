@@ -55,6 +55,16 @@ def test_a_store_it_cannot_open_is_one_line(tmp_path: Path) -> None:
     assert "'ftp'" in line
 
 
+def test_a_broker_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    line = console_fails(tmp_path, "--broker", f"mqtt://127.0.0.1:{port}")
+    assert line.startswith(
+        f"fleetmind: error: cannot reach the MQTT broker at mqtt://127.0.0.1:{port}"
+    )
+
+
 def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
