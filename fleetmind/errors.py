@@ -15,7 +15,8 @@ FleetmindError
 ├── AgentError               an agent or profile is defined wrongly (duplicate id, bad signature)
 ├── StoreError               the durable store cannot be read or written
 │   ├── TaskNotFound
-│   └── LeaseLost            another replica took the task over: this one may not write it
+│   ├── LeaseLost            another replica took the task over: this one may not write it
+│   └── StoreUnavailable     the store's server stayed out of reach (a write's outcome unknown)
 ├── FleetStateError          a Fleet or handle is used in the wrong state (not started, closed)
 │   └── NotWaitingForInput   a task was answered that asks no question
 ├── MemoryUnavailable        a device cannot reach the fleet's memory now (offline, no answer)
@@ -124,6 +125,15 @@ class TaskNotFound(StoreError):
 class LeaseLost(StoreError):
     """This replica no longer owns the task: another claimed it (a later lease epoch), so its
     writes are refused and it must stop driving the task."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server stayed out of reach for longer than the store waits for it.
+
+    The outcome of the operation is unknown: a write may have been committed just before the
+    connection was lost. Epoch fencing and version checks keep a write that landed harmless
+    (trying it again finds it stored, another replica's later epoch refuses a stale one).
+    """
 
 
 class FleetStateError(FleetmindError):

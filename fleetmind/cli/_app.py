@@ -527,13 +527,13 @@ def tasks(
     On a store that orchestrator replicas share (--store), every replica's tasks are listed,
     with the replica that owns each running one.
     """
-    from fleetmind.cli._build import close_store, open_store
+    from fleetmind.cli._build import open_store
 
-    store = open_store(data_dir, store_url)
+    store = open_store(data_dir, store_url, read_only=True)
     try:
         records = store.tasks(limit)
     finally:
-        close_store(store)
+        store.close()
     if as_json:
         print_json([_task_json(r) for r in records])
         return
@@ -596,17 +596,17 @@ def show(
     A table shows each subtask's state, agent, tries and time by default; --format mermaid or
     dot draws the graph, and json gives the task and its graph for scripts.
     """
-    from fleetmind.cli._build import close_store, open_store
+    from fleetmind.cli._build import open_store
     from fleetmind.cli._view import graph_table, llm_line, routing_table, steps_table
     from fleetmind.orchestrator import TaskGraph, to_dot, to_mermaid
 
     if format not in ("table", "mermaid", "dot", "json"):
         raise ConfigError(f"unknown format {format!r}; use table, mermaid, dot or json")
-    store = open_store(data_dir, store_url)
+    store = open_store(data_dir, store_url, read_only=True)
     try:
         record, entries = store.load(store.resolve_id(task_id))
     finally:
-        close_store(store)
+        store.close()
     graph = TaskGraph.from_log(entries, name=record.name)
     if format == "mermaid":
         sys.stdout.write(to_mermaid(graph))

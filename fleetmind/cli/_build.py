@@ -5,29 +5,38 @@ a planner from the model configuration."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetmind.agents import Agent, LLMClient
 from fleetmind.cli._options import home
 from fleetmind.errors import ConfigError, FleetmindError, MissingExtra
-from fleetmind.orchestrator import Fleet, Planner, Router, SemanticRouter, SQLiteStore, Store
+from fleetmind.orchestrator import (
+    Fleet,
+    Planner,
+    Router,
+    SemanticRouter,
+    SQLiteStore,
+    Store,
+    redact_url,
+)
+from fleetmind.orchestrator import open_store as orchestrator_open_store
 from fleetmind.tools import ToolRegistry
 
 if TYPE_CHECKING:
     from fleetmind.orchestrator import Replica
 
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-
-def open_store(data_dir: Path | None, store_url: str | None = None) -> Store:
+def open_store(
+    data_dir: Path | None, store_url: str | None = None, *, read_only: bool = False
+) -> Store:
     """The task store: ``--store`` (a PostgreSQL URL, or a SQLite file), else the data
     directory's SQLite file.
 
     A PostgreSQL store is reached at once, so that a wrong URL or a server that cannot be
-    reached is one line before anything starts, not a failure in the middle of a task. The
-    caller closes the store (:func:`close_store`).
+    reached is one line before anything starts, not a failure in the middle of a task.
+    ``read_only`` (the commands that only list or show tasks) lets a role that may only read
+    the tables open it. The caller closes the store.
 
     Raises:
         ConfigError: ``store_url`` is neither, or its store cannot be opened (the message
@@ -39,50 +48,17 @@ def open_store(data_dir: Path | None, store_url: str | None = None) -> Store:
     if not url:
         raise ConfigError("--store is empty: give a postgresql:// URL or a SQLite file")
     shown = redact_url(url)
-    if url.lower().startswith(_POSTGRES_SCHEMES):
-        return _open_postgres(url, shown)
-    if "://" in url:
-        scheme = url.split("://", 1)[0]
-        raise ConfigError(
-            f"--store {shown}: unknown scheme {scheme!r}; give a postgresql:// URL or a SQLite file"
-        )
-    path = Path(url).expanduser()
-    if path.is_dir():
+    target: str | Path = url if "://" in url else Path(url).expanduser()
+    if isinstance(target, Path) and target.is_dir():
         raise ConfigError(f"--store {shown} is a directory; give a SQLite file (or --data-dir)")
     try:
-        return SQLiteStore(path)  # its errors name the file
-    except OSError as exc:
-        raise ConfigError(f"--store {shown}: {exc.strerror or exc}") from None
-
-
-def _open_postgres(url: str, shown: str) -> Store:
-    from fleetmind.orchestrator import PostgresStore
-
-    try:
-        return PostgresStore(url)  # connects (and migrates) now: a problem is said at once
+        return orchestrator_open_store(target, read_only=read_only)  # the scheme in any case
     except MissingExtra:
         raise  # its own line says which extra to install
     except FleetmindError as exc:
-        raise ConfigError(f"--store {shown}: {_without(exc.message, url, shown)}") from None
-
-
-def close_store(store: Store) -> None:
-    """Close a store that holds connections (a PostgreSQL pool, a SQLite file)."""
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (``user:PASSWORD@``, or a ``password=`` parameter) shown as
-    ``***``, so that error lines and logs do not give it away."""
-    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
-
-
-def _without(message: str, url: str, shown: str) -> str:
-    """A store's message, with the URL it may quote stripped of its password."""
-    return message.replace(url, shown)
+        raise ConfigError(f"--store {shown}: {exc.message.replace(url, shown)}") from None
+    except OSError as exc:
+        raise ConfigError(f"--store {shown}: {exc.strerror or exc}") from None
 
 
 def build_fleet(

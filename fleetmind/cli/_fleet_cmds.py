@@ -342,7 +342,7 @@ def orchestrator_serve(
     tasks of a replica that stopped renewing its leases.
     """
     from fleetmind._ids import is_valid_id
-    from fleetmind.cli._build import build_fleet, close_store, open_store
+    from fleetmind.cli._build import build_fleet, open_store
     from fleetmind.cli._target import LoadedFleet, load_fleet
     from fleetmind.orchestrator import Replica
     from fleetmind.serve import MqttFleetLink
@@ -370,7 +370,7 @@ def orchestrator_serve(
             replica=Replica(replica, lease) if store.shared else None,
         )
     except BaseException:
-        close_store(store)
+        store.close()
         raise
     console = Console(stderr=True)
 
@@ -400,7 +400,7 @@ def orchestrator_serve(
     except KeyboardInterrupt:
         console.print(f"orchestrator {replica} stopped")
     finally:
-        close_store(store)
+        store.close()
 
 
 SUBMIT_EXAMPLES = examples(
@@ -531,7 +531,7 @@ def submit(
 
 def _store_words(store_url: str | None) -> str:
     """Where the replica keeps its tasks, for its first line (a URL without its password)."""
-    from fleetmind.cli._build import redact_url
+    from fleetmind.orchestrator import redact_url
 
     if store_url is None:
         return "tasks in the data directory"

@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     )
     from fleetmind.orchestrator._store import Store, TaskRecord
     from fleetmind.orchestrator._store_memory import InMemoryStore
+    from fleetmind.orchestrator._store_open import open_store, redact_url
     from fleetmind.orchestrator._store_postgres import PostgresStore
     from fleetmind.orchestrator._store_sqlite import SQLiteStore
     from fleetmind.orchestrator._subtask_state import SubtaskState
@@ -187,6 +188,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "fleetmind.orchestrator._store": ("Store", "TaskRecord"),
         "fleetmind.orchestrator._store_memory": ("InMemoryStore",),
+        "fleetmind.orchestrator._store_open": ("open_store", "redact_url"),
         "fleetmind.orchestrator._store_postgres": ("PostgresStore",),
         "fleetmind.orchestrator._store_sqlite": ("SQLiteStore",),
         "fleetmind.orchestrator._subtask_state": ("SubtaskState",),
@@ -323,10 +325,12 @@ __all__ = [
     "held_out_scores",
     "labeled_rows_from",
     "load_step_router",
+    "open_store",
     "outcome_rows",
     "parse_task_text",
     "read_task_file",
     "recorded_step_rows",
+    "redact_url",
     "to_dot",
     "to_mermaid",
     "train_step_router",

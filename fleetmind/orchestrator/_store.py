@@ -113,7 +113,12 @@ class Store(abc.ABC):
         """:meth:`append`, for the engine's event loop. A store whose writes leave the process
         overrides it (to wait without blocking the loop, and to commit the writes of many
         tasks together); this default writes at once, as a local file is written faster than
-        a thread could be handed the work."""
+        a thread could be handed the work.
+
+        A write whose caller was cancelled after the store sent it, or that ended in
+        :class:`~fleetmind.errors.StoreUnavailable` (the server went out of reach), may still
+        have landed. That is safe: the task's versions refuse a second copy of the entries,
+        and a later lease epoch refuses the writes of a replica that lost the task."""
         if epoch is None:
             self.append(task_id, first_version, entries)
         else:
@@ -167,6 +172,11 @@ class Store(abc.ABC):
         """Where a file that belongs with the store goes (an agent memory, LLM checkpoints):
         beside it, its name ending in ``suffix`` (``fleet.db`` -> ``fleet.memory.db``); None
         for a store that keeps no files, whose companions stay in memory too."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the store holds (a file, a server's connections), once its writes
+        are done; closing twice is harmless. This default holds nothing."""
         return None
 
     # Leases: which replica drives a running task -------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,19 @@ from fleetmind.orchestrator._store_sqlite import SQLiteStore
 
 _STORE_METHODS = ("create_task", "append", "set_status", "load", "tasks")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-"""How a PostgreSQL store's URL starts (anything else is a SQLite path)."""
+"""How a PostgreSQL store's URL starts, in any case (a path without a scheme is SQLite's)."""
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL store (its scheme read in any case)."""
+    return text.strip().lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@``, or a ``password=`` parameter) shown as
+    ``***``, so that error lines and logs do not give it away."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
 class _Delegating(Store):
@@ -52,20 +65,29 @@ class _Delegating(Store):
         return records
 
 
-def open_store(target: object) -> Store:
-    """A store from what a user passed: a Store, a ``postgresql://`` (or ``postgres://``) URL,
-    a path to a SQLite file, or None (memory).
+def open_store(target: object, *, read_only: bool = False) -> Store:
+    """A store from what a user passed: a Store, a ``postgresql://`` (or ``postgres://``, in
+    any case) URL, a path to a SQLite file, or None (memory).
+
+    Args:
+        target: What names the store.
+        read_only: Only to be read (listing tasks): a PostgreSQL store then needs no more
+            than SELECT on its tables, and refuses writes.
 
     Raises:
-        ConfigError: ``target`` is none of these.
-        StoreError: the store cannot be opened.
+        ConfigError: ``target`` is none of these (a URL of another scheme, say).
+        StoreError: the store cannot be opened (the message names it without its password).
+        MissingExtra: a PostgreSQL URL without the ``postgres`` extra installed.
     """
     if target is None:
         return InMemoryStore()
-    if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
+    if isinstance(target, str) and is_postgres_url(target):
         from fleetmind.orchestrator._store_postgres import PostgresStore
 
-        return PostgresStore(target)
+        return PostgresStore(target.strip(), read_only=read_only)
+    if isinstance(target, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target.strip()):
+        scheme = target.strip().split("://", 1)[0]
+        raise ConfigError(f"unknown scheme {scheme!r} (give a postgresql:// URL or a SQLite file)")
     if isinstance(target, str | Path):
         return SQLiteStore(target)
     if isinstance(target, Store):

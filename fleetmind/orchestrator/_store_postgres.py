@@ -123,13 +123,17 @@ class PostgresStore(Store):
 
     The tables are made (and later migrated) when the store opens. Writes from every task are
     committed together in batches (group commit); while the server is out of reach (restarted,
-    a connection dropped) reads and writes wait and try again, for up to ``reconnect_s``.
+    a connection dropped) reads and writes wait and try again, until ``reconnect_s`` after
+    the server went out of reach; then they raise :class:`~fleetmind.errors.StoreUnavailable`.
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``).
         pool_size: The most connections kept open to the server.
-        reconnect_s: How long an operation waits for a server out of reach before it fails.
+        reconnect_s: How long operations wait for a server out of reach before they fail
+            (one window per outage, shared by every operation waiting through it).
         connect_timeout: How long the first connection may take before opening fails.
+        read_only: Only to be read (listing tasks): a role with no more than SELECT on the
+            tables opens it, and every write raises StoreError.
 
     Raises:
         StoreError: the URL is malformed, the server cannot be reached or refuses the user,
@@ -146,6 +150,7 @@ class PostgresStore(Store):
         pool_size: int = 4,
         reconnect_s: float = 60.0,
         connect_timeout: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self._target = parse_target(url)
         if not isinstance(pool_size, int) or pool_size < 1:
@@ -158,6 +163,7 @@ class PostgresStore(Store):
             pool_size=pool_size,
             reconnect_s=float(reconnect_s),
             connect_timeout=float(connect_timeout),
+            read_only=read_only,
         )
         self._writer = GroupWriter(self._link)
         self._link.call(self._start_writer())
@@ -266,6 +272,8 @@ class PostgresStore(Store):
         return Write(task_id, epoch, first_version=first_version, entries=rows)
 
     def _submit(self, write: Write) -> concurrent.futures.Future[None]:
+        if self._link.read_only:
+            raise self._link.read_only_error()
         self._writer.submit(write)
         return write.done
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolClosed
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from fleetmind.errors import StoreError
 from fleetmind.orchestrator._store_postgres_schema import migrate
@@ -78,14 +78,28 @@ if not any(isinstance(kept, _QuietPool) for kept in _pool_log.filters):
     _pool_log.addFilter(_QuietPool())
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether trying again may help: the connection or server failed, not the statement."""
-    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, PoolClosed)
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
+"""The server shut down (by an administrator, or crashing) or is starting: it comes back."""
+_CONFLICTS = frozenset({"40P01", "40001"})
+"""A deadlock or a serialization failure: the transaction lost a race, and another try wins."""
 
 
-def is_lost(exc: StoreError) -> bool:
-    """Whether ``exc`` says the server stayed out of reach (rather than refusing a statement)."""
-    return is_retryable(exc.__cause__) if exc.__cause__ is not None else False
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether the connection or the server failed (not the statement): trying again once the
+    server is back helps. A statement refused for what it is (a disk full, a query cancelled)
+    fails the same way every time."""
+    if isinstance(exc, PoolClosed) or not isinstance(exc, psycopg.OperationalError):
+        return False
+    if isinstance(exc, PoolTimeout | TooManyRequests):  # no connection free, or to be had
+        return True
+    code = exc.sqlstate
+    return code is None or code.startswith("08") or code in _SERVER_GONE
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether the transaction lost a race with another (a deadlock, a serialization
+    failure): trying it again succeeds, the server is fine."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS
 
 
 class Link:
@@ -102,12 +116,15 @@ class Link:
         pool_size: int,
         reconnect_s: float,
         connect_timeout: float,
+        read_only: bool = False,
     ) -> None:
         self.target = target
         self.reconnect_s = reconnect_s
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._out_of_reach = False
+        self.read_only = read_only
+        self._outage_deadline: float | None = None
+        """When the server went out of reach plus ``reconnect_s`` (None: it is reachable)."""
         self.retried = 0
         """Operations tried again after the connection or server failed."""
         self._closed = False
@@ -140,7 +157,7 @@ class Link:
         except psycopg.Error as exc:
             raise connect_error(self.target, exc, self._connect_timeout) from exc
         try:
-            await migrate(first, self.target)
+            await migrate(first, self.target, read_only=self.read_only)
         except psycopg.OperationalError as exc:
             raise connect_error(self.target, exc, self._connect_timeout) from exc
         finally:
@@ -234,7 +251,10 @@ class Link:
         on_retry: Callable[[], object] | None = None,
     ) -> T:
         """Run ``operation`` with a pooled connection (on the loop), again while the server is
-        out of reach, for up to ``reconnect_s`` seconds.
+        out of reach, until ``reconnect_s`` seconds from the start of the outage: every
+        operation waiting through one outage shares its deadline, so that one queued behind
+        another does not wait a second window. A deadlock or serialization failure is tried
+        again at once (for as long); any other refusal fails at once.
 
         Args:
             what: The operation in words, for messages ("read", "write").
@@ -243,43 +263,64 @@ class Link:
             on_retry: Called before each repeat (the first try's commit may have landed).
 
         Raises:
-            StoreError: the server refused the statement, or stayed out of reach.
+            StoreUnavailable: the server stayed out of reach until the deadline.
+            StoreError: the server refused the statement.
         """
         assert self._pool is not None
-        deadline: float | None = None
+        if what == "write" and self.read_only:
+            raise self.read_only_error()
+        conflicts_until: float | None = None
         delay = _FIRST_DELAY_S
         while True:
             started = time.monotonic()
-            wait_s = max(self.reconnect_s if deadline is None else deadline - started, 1.0)
+            outage = self._outage_deadline
+            left = self.reconnect_s if outage is None else outage - started
+            # Past the outage's deadline an operation still gets one try, as long as a
+            # connection may take: the server may be back, the pool reconnecting.
+            wait_s = max(left, self._connect_timeout, 1.0)
             try:
                 async with self._pool.connection(timeout=wait_s) as conn:
                     result = await operation(conn)
             except psycopg.Error as exc:
-                if not is_retryable(exc):
-                    raise failure(self.target, exc, what) from exc
                 now = time.monotonic()
-                if deadline is None:
-                    deadline = started + self.reconnect_s
-                if not self._out_of_reach:
-                    self._out_of_reach = True
-                    log.warning(
-                        "lost PostgreSQL at %s (%s); trying again for up to %g s",
-                        self.target.where,
-                        libpq_reason(exc),
-                        self.reconnect_s,
-                    )
-                if now >= deadline:
-                    raise lost(self.target, exc, self.reconnect_s, what) from exc
+                if is_conflict(exc):
+                    if conflicts_until is None:
+                        conflicts_until = started + self.reconnect_s
+                    if now >= conflicts_until:
+                        raise failure(self.target, exc, what) from exc
+                    deadline = conflicts_until
+                elif is_connection_lost(exc):
+                    deadline = self._lost(exc, started)
+                    if now >= deadline:
+                        raise lost(self.target, exc, self.reconnect_s, what) from exc
+                else:
+                    raise failure(self.target, exc, what) from exc
                 self.retried += 1
-                await asyncio.sleep(min(delay, deadline - now))
+                await asyncio.sleep(min(delay, max(deadline - now, 0.0)))
                 delay = min(delay * 2, _MAX_DELAY_S)
                 if on_retry is not None:
                     on_retry()
             else:
-                if self._out_of_reach:
-                    self._out_of_reach = False
+                if self._outage_deadline is not None:
+                    self._outage_deadline = None
                     log.warning("reached PostgreSQL at %s again", self.target.where)
                 return result
+
+    def _lost(self, exc: psycopg.Error, started: float) -> float:
+        """Note that the server is out of reach (said once an outage); its deadline."""
+        if self._outage_deadline is None:
+            self._outage_deadline = started + self.reconnect_s
+            log.warning(
+                "lost PostgreSQL at %s (%s); trying again for up to %g s",
+                self.target.where,
+                libpq_reason(exc),
+                self.reconnect_s,
+            )
+        return self._outage_deadline
+
+    def read_only_error(self) -> StoreError:
+        """A write to a store opened only to be read."""
+        return StoreError(f"the store at {self.target.where} was opened read-only: it cannot write")
 
 
 def settle(future: concurrent.futures.Future[None], error: BaseException | None) -> None:

@@ -71,8 +71,13 @@ LATEST = len(MIGRATIONS)
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any], target: Target) -> int:
+async def migrate(
+    conn: psycopg.AsyncConnection[Any], target: Target, *, read_only: bool = False
+) -> int:
     """Bring the database to :data:`LATEST` and check that its user may use the tables.
+
+    With ``read_only`` a database already at :data:`LATEST` is only checked for SELECT on
+    its tables (a role that may only read can list tasks); an older one is migrated as usual.
 
     Returns:
         The version the database was at.
@@ -89,10 +94,12 @@ async def migrate(conn: psycopg.AsyncConnection[Any], target: Target) -> int:
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            missing = await _missing_privileges(conn)
+            missing = await _missing_privileges(conn, ("SELECT",) if read_only else _PRIVILEGES)
             if missing:
-                raise use_denied(user, missing)
+                raise use_denied(user, missing, read_only=read_only)
             found = await schema_version(conn)
+            if read_only and found < LATEST and (missing := await _missing_privileges(conn)):
+                raise use_denied(user, missing)  # it is migrated, as for writing
             if found > LATEST:
                 raise StoreError(
                     f"the store at {target.where} has schema version {found}; this fleetmind "
@@ -131,10 +138,12 @@ async def schema_version(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row is not None else 0
 
 
-async def _missing_privileges(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """The privileges the current user lacks on the tables there are, as ``table PRIVILEGE``
-    (the version table is only read)."""
-    wanted = [(table, privilege) for table in TABLES for privilege in _PRIVILEGES]
+async def _missing_privileges(
+    conn: psycopg.AsyncConnection[Any], privileges: tuple[str, ...] = _PRIVILEGES
+) -> list[str]:
+    """The ``privileges`` the current user lacks on the tables there are, as ``table
+    PRIVILEGE`` (the version table is only read)."""
+    wanted = [(table, privilege) for table in TABLES for privilege in privileges]
     wanted.append((SCHEMA_TABLE, "SELECT"))
     cursor = await conn.execute(
         "SELECT t, p FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS w(t, p, n) "

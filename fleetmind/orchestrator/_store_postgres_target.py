@@ -16,19 +16,13 @@ import psycopg
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 
-from fleetmind.errors import StoreError
-from fleetmind.orchestrator._store_open import POSTGRES_SCHEMES
+from fleetmind.errors import StoreError, StoreUnavailable
+from fleetmind.orchestrator._store_open import is_postgres_url, redact_url
 
 TABLES = ("fleetmind_tasks", "fleetmind_log", "fleetmind_records")
 """The store's tables (prefixed: the database may well hold a ``tasks`` table of its own)."""
 SCHEMA_TABLE = "fleetmind_schema"
 """The schema versions applied to the database."""
-
-
-def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    url = re.sub(r"^([a-z]+://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
 @dataclass(frozen=True)
@@ -53,14 +47,16 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    """Read a ``postgresql://`` (or ``postgres://``) URL.
+    """Read a ``postgresql://`` (or ``postgres://``, in any case) URL.
 
     Raises:
         StoreError: it is not such a URL, or libpq cannot read it.
     """
-    shown = redact(url) if isinstance(url, str) else repr(url)
-    if not (isinstance(url, str) and url.startswith(POSTGRES_SCHEMES)):
+    shown = redact_url(url) if isinstance(url, str) else repr(url)
+    if not (isinstance(url, str) and is_postgres_url(url)):
         raise StoreError(f"not a PostgreSQL URL: {shown!r} (one starts with postgresql://)")
+    scheme, rest = url.strip().split("://", 1)
+    url = f"{scheme.lower()}://{rest}"  # libpq knows the schemes in lower case only
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
@@ -132,14 +128,16 @@ def create_denied(user: str, schema: str | None, database: str) -> StoreError:
     )
 
 
-def use_denied(user: str, missing: list[str]) -> StoreError:
-    """A role that may not read or write the store's tables (``missing``: ``table PRIVILEGE``)."""
+def use_denied(user: str, missing: list[str], *, read_only: bool = False) -> StoreError:
+    """A role that may not read or write the store's tables (``missing``: ``table PRIVILEGE``;
+    ``read_only``: reading is all it needs)."""
     tables = list(dict.fromkeys(item.split()[0] for item in missing))
     grants = []
     if SCHEMA_TABLE in tables:
         grants.append(f'GRANT SELECT ON {SCHEMA_TABLE} TO "{user}"')
     if used := [table for table in tables if table in TABLES]:
-        grants.append(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {", ".join(used)} TO "{user}"')
+        needed = "SELECT" if read_only else "SELECT, INSERT, UPDATE, DELETE"
+        grants.append(f'GRANT {needed} ON {", ".join(used)} TO "{user}"')
     return StoreError(
         f"PostgreSQL user {user!r} lacks {', '.join(missing)}: as the tables' owner, run "
         + "; ".join(grants)
@@ -163,11 +161,13 @@ def failure(target: Target, exc: psycopg.Error, what: str) -> StoreError:
     return StoreError(f"cannot {what} the store at {target.where}: {reason}")
 
 
-def lost(target: Target, exc: psycopg.Error, seconds: float, what: str) -> StoreError:
-    """The server stayed out of reach for as long as the store waits for it."""
-    return StoreError(
+def lost(target: Target, exc: psycopg.Error, seconds: float, what: str) -> StoreUnavailable:
+    """The server stayed out of reach for as long as the store waits for it (a write's
+    outcome is then unknown: its commit may have landed before the connection went)."""
+    unknown = "; whether the last write landed is unknown" if what == "write" else ""
+    return StoreUnavailable(
         f"cannot {what} the store: PostgreSQL at {target.where} out of reach for "
-        f"{seconds:g} s ({libpq_reason(exc)})"
+        f"{seconds:g} s ({libpq_reason(exc)}){unknown}"
     )
 
 

@@ -13,8 +13,8 @@ import asyncio
 import concurrent.futures
 from dataclasses import dataclass, field
 
-from fleetmind.errors import LeaseLost, StoreError, TaskNotFound
-from fleetmind.orchestrator._store_postgres_link import Connection, Link, is_lost, settle
+from fleetmind.errors import LeaseLost, StoreError, StoreUnavailable, TaskNotFound
+from fleetmind.orchestrator._store_postgres_link import Connection, Link, settle
 
 _MAX_BATCH = 1000
 
@@ -52,6 +52,12 @@ class Write:
     retried: bool = False
     """Whether a try of this write ended with the connection lost: its commit may have
     landed, so entries found stored as they are here count as written."""
+
+
+def _take(write: Write) -> bool:
+    """Take ``write`` into a batch, unless its caller cancelled it while it was queued (then
+    it is dropped, never sent); from now on cancelling it no longer stops it."""
+    return write.done.set_running_or_notify_cancel()
 
 
 @dataclass
@@ -106,14 +112,19 @@ class GroupWriter:
             first = await self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = [first] if _take(first) else []
             stopping = False
             while len(batch) < _MAX_BATCH and not self._queue.empty():
                 write = self._queue.get_nowait()
                 if write is None:
                     stopping = True
                     break
-                batch.append(write)
+                if _take(write):
+                    batch.append(write)
+            if not batch:
+                if stopping:
+                    return
+                continue
             try:
                 await self._commit(batch)
             except Exception as exc:  # never lose the writer: its callers wait on it
@@ -136,7 +147,7 @@ class GroupWriter:
         try:
             failures = await self._link.using("write", transact, on_retry=mark_retried)
         except StoreError as exc:
-            if len(batch) == 1 or is_lost(exc):
+            if len(batch) == 1 or isinstance(exc, StoreUnavailable):
                 for write in batch:
                     settle(write.done, exc)
                 return

@@ -12,13 +12,15 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fleetmind import Fleet, TaskGraph, agent
 from fleetmind.orchestrator import PostgresStore, Replica
-from fleetmind.testing import free_port
+from fleetmind.testing import LocalPostgres, free_port
 
 pytestmark = pytest.mark.timeout(180)
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
@@ -101,6 +103,38 @@ async def test_tasks_lists_every_replicas_tasks_of_a_postgresql_store(
     assert ["t-running", "running", "running", "r2"] in [row[:4] for row in rows_shown]
     # `show` reads the same store.
     shown = fleetmind("show", "t-finished", "--store", postgres_url, "-f", "json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["task"]["status"] == "done"
+
+
+def test_a_role_that_may_only_read_lists_and_shows_tasks(
+    pg_cluster: LocalPostgres, postgres_url: str, tmp_path: Path
+) -> None:
+    """Reading needs SELECT alone, and the URL's scheme may be written in any case."""
+    owners = PostgresStore(postgres_url)  # the tables' owner makes them, and a task
+
+    async def one_task() -> None:
+        async with Fleet([echo], store=owners) as fleet:
+            await fleet.run(task("kept", "echo"), task_id="t-kept")
+
+    try:
+        asyncio.run(one_task())
+    finally:
+        owners.close()
+    role = f"reader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(
+            "GRANT SELECT ON fleetmind_schema, fleetmind_tasks, fleetmind_log, "
+            f'fleetmind_records TO "{role}"'
+        )
+    database = postgres_url.rsplit("/", 1)[1]
+    reader = f"POSTGRESQL://{role}@127.0.0.1:{pg_cluster.port}/{database}"
+
+    listed = fleetmind("tasks", "--store", reader, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == ["t-kept"]
+    shown = fleetmind("show", "t-kept", "--store", reader, "-f", "json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["task"]["status"] == "done"
 

@@ -39,9 +39,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     try:
         yield opened
     finally:
-        close = getattr(opened, "close", None)
-        if callable(close):
-            close()
+        opened.close()
 
 
 def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:

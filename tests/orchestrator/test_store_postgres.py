@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -24,9 +24,10 @@ import pytest
 from store_samples import record
 
 from fleetmind._task_log import LogEntry, SubtaskProgressed
-from fleetmind.errors import LeaseLost, StoreError
+from fleetmind.errors import LeaseLost, StoreError, StoreUnavailable
 from fleetmind.orchestrator import PostgresStore
 from fleetmind.orchestrator._store_open import open_store
+from fleetmind.orchestrator._store_postgres_link import Connection
 from fleetmind.orchestrator._store_postgres_schema import LATEST
 from fleetmind.orchestrator._store_postgres_writer import Write
 from fleetmind.testing import LocalPostgres, free_port, start_test_postgres
@@ -96,7 +97,8 @@ def own_cluster(pg_cluster: LocalPostgres) -> Iterator[LocalPostgres]:
 
 
 def test_open_store_takes_both_url_schemes(pg_cluster: LocalPostgres, postgres_url: str) -> None:
-    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
+    schemes = ("postgresql://", "postgres://", "POSTGRESQL://", "Postgres://")
+    for url in (postgres_url.replace("postgresql://", scheme, 1) for scheme in schemes):
         opened = open_store(url)
         try:
             assert isinstance(opened, PostgresStore)
@@ -183,6 +185,46 @@ def test_a_user_who_may_not_use_the_tables_is_told_the_grant(
         assert granted.load("t1")[1] == [progress(1)]
     finally:
         granted.close()
+
+
+def test_a_role_that_may_only_read_opens_the_store_read_only(
+    pg_cluster: LocalPostgres, postgres_url: str
+) -> None:
+    role = new_role(pg_cluster)
+    url = as_role(pg_cluster, role, database_of(postgres_url))
+    fresh = one_line_error(lambda: PostgresStore(url, read_only=True))
+    assert "may not create the store's tables" in fresh  # an empty database is migrated first
+    owner = PostgresStore(postgres_url)
+    try:
+        owner.create_task(record("t1", owner="r1"), [progress(0)], lease_s=60)
+    finally:
+        owner.close()
+    message = one_line_error(lambda: PostgresStore(url, read_only=True))
+    assert message.endswith(
+        f'run GRANT SELECT ON fleetmind_schema TO "{role}"; GRANT SELECT ON fleetmind_tasks, '
+        f'fleetmind_log, fleetmind_records TO "{role}"'
+    )
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "GRANT SELECT ON fleetmind_schema, fleetmind_tasks, fleetmind_log, "
+            f'fleetmind_records TO "{role}"'
+        )
+    assert "lacks fleetmind_tasks INSERT" in one_line_error(lambda: PostgresStore(url))
+    reader = PostgresStore(url, read_only=True)
+    try:
+        assert [(t.id, t.owner) for t in reader.tasks()] == [("t1", "r1")]
+        assert reader.load(reader.resolve_id("t"))[1] == [progress(0)]
+        writes: list[Callable[[], object]] = [
+            lambda: reader.append("t1", 2, [progress(1)]),
+            lambda: reader.set_status("t1", "done"),
+            lambda: reader.create_task(record("t2")),
+            lambda: reader.claim("t1", "r2", 60),
+            lambda: reader.put_record("notes", "k", {"a": 1}),
+        ]
+        for write in writes:
+            assert one_line_error(write).endswith("was opened read-only: it cannot write")
+    finally:
+        reader.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,6 +453,74 @@ def test_an_append_retried_after_its_commit_landed_counts_as_done(
     assert store.load("t1")[1] == [progress(0), progress(1), progress(2)]
 
 
+async def test_a_write_cancelled_while_queued_is_never_sent(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    for task_id in ("blocker", "a"):
+        store.create_task(record(task_id), [progress(0)])
+    lock = RowLock(postgres_url, "blocker")
+    try:
+        first = asyncio.ensure_future(store.set_status_async("blocker", "done"))
+        await asyncio.to_thread(wait_until, lock.writer_waits, "the writer to wait")
+        queued = asyncio.ensure_future(store.append_async("a", 2, [progress(1)]))
+        await asyncio.sleep(0)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+    finally:
+        await asyncio.to_thread(lock.release)
+    await first
+    await store.append_async("a", 2, [progress(2)])  # queued after it: version 2 is free
+    assert store.load("a")[1] == [progress(0), progress(2)]
+
+
+def raising(sqlstate: str, times: int) -> Callable[[Connection], Awaitable[str]]:
+    """An operation whose first ``times`` tries fail with ``sqlstate`` (then it answers)."""
+    tries = 0
+
+    async def operation(conn: Connection) -> str:
+        nonlocal tries
+        tries += 1
+        if tries <= times:
+            await conn.execute(
+                f"DO $$ BEGIN RAISE EXCEPTION 'made to fail' USING ERRCODE = '{sqlstate}'; END $$"
+            )
+        return f"answered after {tries} tries"
+
+    return operation
+
+
+@pytest.mark.parametrize("sqlstate", ["53100", "57014", "53200", "XX000"])
+def test_a_statement_refused_for_what_it_is_fails_at_once(
+    store: PostgresStore, sqlstate: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk full, a query cancelled, out of memory: trying again would not help."""
+    caplog.set_level(logging.WARNING)
+    message = one_line_error(lambda: store._link.run("read", raising(sqlstate, 1)))
+    assert message.endswith(": made to fail")
+    assert store.stats["retried"] == 0
+    assert not [r for r in caplog.records if "PostgreSQL" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "lost"), [("40P01", False), ("40001", False), ("57P01", True)]
+)
+def test_a_lost_race_or_a_server_going_away_is_tried_again(
+    store: PostgresStore, sqlstate: str, lost: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deadlock or serialization failure is tried again quietly; a server shutting down is
+    an outage, said in one line when it starts and one when it ends."""
+    caplog.set_level(logging.WARNING)
+    assert store._link.run("read", raising(sqlstate, 2)) == "answered after 3 tries"
+    assert store.stats["retried"] == 2
+    said = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
+    assert [m.split(" (")[0] for m in said] == (
+        [f"lost PostgreSQL at {store.where}", f"reached PostgreSQL at {store.where} again"]
+        if lost
+        else []
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # A server restarted, a server gone
 # --------------------------------------------------------------------------------------------
@@ -475,15 +585,24 @@ def test_a_server_gone_longer_than_reconnect_s_fails_in_one_line(
     own_cluster: LocalPostgres,
 ) -> None:
     url = own_cluster.create_database("fleet")
-    store = PostgresStore(url, reconnect_s=0.5)
+    store = PostgresStore(url, reconnect_s=0.5, connect_timeout=2)
     try:
         store.create_task(record("t1"), [progress(0)])
         own_cluster.stop()
         for attempt in (lambda: store.load("t1"), lambda: store.append("t1", 2, [progress(1)])):
-            message = one_line_error(attempt)
+            with pytest.raises(StoreUnavailable) as caught:
+                attempt()
+            message = str(caught.value)
+            assert "\n" not in message
             assert f"PostgreSQL at 127.0.0.1:{own_cluster.port}/fleet out of reach for 0.5 s" in (
                 message
             )
+        assert message.endswith("; whether the last write landed is unknown")
+        # The outage's window is spent: what comes next tries once, not for another window.
+        retried = store.stats["retried"]
+        with pytest.raises(StoreUnavailable):
+            store.set_status("t1", "done")
+        assert store.stats["retried"] == retried
         own_cluster.start()
         assert store.load("t1")[1] == [progress(0)]  # and it comes back by itself
     finally:
