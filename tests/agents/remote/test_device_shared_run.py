@@ -150,9 +150,30 @@ async def until(condition: Callable[[], object], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+def shared_device(port: int, credentials: dict[str, str]) -> DeviceRuntime:
+    """The device: its presence (what it holds) refreshed every second; nothing it waits
+    for, nor its replicas' patience with it, is measured in heartbeats, so that a loaded
+    machine makes it slow, never dead."""
+    device = DeviceRuntime(
+        "pi-1",
+        [counter],
+        login(port, credentials, "pi-1"),
+        fleet=FLEET,
+        heartbeat_s=1.0,
+        claim_timeout_s=DEADLINE_S,
+    )
+    device.memory.timeout_s = DEADLINE_S  # a loaded machine answers slowly, not never
+    return device
+
+
 def replica_link(fleet: Fleet, address: BrokerAddress, name: str) -> MqttFleetLink:
     return MqttFleetLink(
-        fleet, address, fleet_name=FLEET, client_id=f"fm-orch-{name}", replica_id=name
+        fleet,
+        address,
+        fleet_name=FLEET,
+        client_id=f"fm-orch-{name}",
+        replica_id=name,
+        dead_after_s=DEADLINE_S,
     )
 
 
@@ -173,10 +194,7 @@ async def test_a_run_taken_over_reports_to_the_new_owner_and_answers_both(
 ) -> None:
     port, credentials = broker
     orchestrator = login(port, credentials, "orchestrator")
-    device = DeviceRuntime(
-        "pi-1", [counter], login(port, credentials, "pi-1"), fleet=FLEET, heartbeat_s=0.2
-    )
-    device.memory.timeout_s = DEADLINE_S  # a loaded machine answers slowly, not never
+    device = shared_device(port, credentials)
     memory = MemoryStore(None, embed)
     watch, new = Watch(), Attempt()
     async with asyncio.TaskGroup() as background:
@@ -235,10 +253,7 @@ async def test_when_the_newest_asker_cancels_the_run_reports_to_the_one_before(
 ) -> None:
     port, credentials = broker
     orchestrator = login(port, credentials, "orchestrator")
-    device = DeviceRuntime(
-        "pi-1", [counter], login(port, credentials, "pi-1"), fleet=FLEET, heartbeat_s=0.2
-    )
-    device.memory.timeout_s = DEADLINE_S  # a loaded machine answers slowly, not never
+    device = shared_device(port, credentials)
     memory = MemoryStore(None, embed)
     watch, old = Watch(), Attempt()
     async with asyncio.TaskGroup() as background:
