@@ -39,6 +39,10 @@ CONSOLE_EXAMPLES = examples(
 SESSIONS_FILE = "console-sessions.json"
 """Where the console keeps its sessions (hashed) in the data directory."""
 
+TASK_FILES = "console-tasks"
+"""Where the task files submitted from the page are kept in the data directory, as the
+sources of their tasks (so that `fleetmind resume` finds them)."""
+
 
 def console(
     fleet: OptionalFleetRef = None,
@@ -150,6 +154,7 @@ def _fleet_source(
 ) -> ConsoleSource:
     from fleetmind.cli._build import build_fleet
     from fleetmind.cli._llm_cmd import share_model_settings
+    from fleetmind.cli._options import home
     from fleetmind.cli._plan_cmd import fleet_source, planner_for
     from fleetmind.cli._target import load_fleet
     from fleetmind.serve import FleetSource
@@ -162,12 +167,15 @@ def _fleet_source(
     except ModelNotConfigured as exc:
         planner, no_planner = None, exc.message
     the_fleet = build_fleet(loaded.agents, loaded.router, data_dir, store, loaded.tools, planner)
-    source = fleet_source(fleet)
+    metadata: dict[str, object] = {"fleet": fleet_source(fleet), "submitted_from": "console"}
+    if models_file is not None:
+        metadata["models"] = str(models_file.resolve())  # a planned task replans on resume
     return FleetSource(
         the_fleet,
         fleet_name=Path(fleet.rpartition(":")[0] or fleet).stem,
         no_planner=no_planner,
-        metadata={"fleet": source, "submitted_from": "console"},
+        metadata=metadata,
+        task_files=home(data_dir) / TASK_FILES,
     )
 
 

@@ -13,8 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+from fleetmind._ids import new_task_id
 from fleetmind._version import __version__
 from fleetmind.errors import (
     ConfigError,
@@ -311,7 +313,10 @@ class FleetSource(ConsoleSource):
         fleet_name: The name the page shows.
         no_planner: Why plain words cannot be planned (the line the page shows); None when
             the fleet has a planner.
-        metadata: Kept with every task submitted here (how its fleet was found).
+        metadata: Kept with every task submitted here: ``fleet``, where its fleet is (as
+            ``fleetmind run`` keeps it), so that ``fleetmind resume`` finds the agents again.
+        task_files: Where the task files submitted here are kept (None: not kept; such tasks
+            resume from the console only).
     """
 
     mode = "fleet"
@@ -323,10 +328,12 @@ class FleetSource(ConsoleSource):
         fleet_name: str = "local",
         no_planner: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        task_files: Path | None = None,
         poll_s: float = POLL_S,
     ) -> None:
         super().__init__(fleet.store, fleet_name=fleet_name, poll_s=poll_s)
         self.fleet = fleet
+        self.task_files = task_files
         self.no_planner = no_planner
         self.metadata = dict(metadata or {})
         self._followed: dict[str, TaskHandle] = {}
@@ -355,7 +362,26 @@ class FleetSource(ConsoleSource):
         except FleetmindError as exc:
             raise ApiError(400, exc.message) from None
         metadata = {**self.metadata, "params": dict(parsed.params), "file_name": file_name}
-        return self._start(lambda: self.fleet.submit(parsed.graph, metadata=metadata))
+        task_id = new_task_id()
+        source = await asyncio.to_thread(self._keep, task_id, file_name, content)
+        return self._start(
+            lambda: self.fleet.submit(
+                parsed.graph, task_id=task_id, source=source, metadata=metadata
+            )
+        )
+
+    def _keep(self, task_id: str, file_name: str, content: str) -> str | None:
+        """Keep a submitted task file where ``fleetmind resume`` finds it (its source)."""
+        if self.task_files is None:
+            return None
+        path = self.task_files / f"{task_id}{Path(file_name).suffix.lower()}"
+        try:
+            self.task_files.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+        except OSError as exc:
+            log.warning("task file of %s not kept in %s: %s", task_id, self.task_files, exc)
+            return None
+        return str(path)
 
     async def submit_text(self, text: str) -> str:
         if self.fleet.planner is None:
@@ -369,7 +395,9 @@ class FleetSource(ConsoleSource):
         except FleetmindError as exc:  # the model could not be reached, or found no plan
             raise ApiError(502, exc.message) from None
         metadata = {**self.metadata, "request": text, "params": {}}
-        return self._start(lambda: self.fleet.submit(plan.graph, metadata=metadata))
+        fleet = self.metadata.get("fleet")  # as `fleetmind run` keeps a planned task's source
+        source = fleet if isinstance(fleet, str) else None
+        return self._start(lambda: self.fleet.submit(plan.graph, source=source, metadata=metadata))
 
     async def cancel(self, task_id: str) -> str:
         full_id = await asyncio.to_thread(self._resolve, task_id)

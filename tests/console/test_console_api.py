@@ -5,6 +5,7 @@ submitting good and bad task files, cancel, resume after a restart, and the read
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -333,6 +334,29 @@ def test_a_task_interrupted_by_a_restart_is_resumed(console_factory: Console) ->
     again = page.post(f"/api/tasks/{task_id}/resume", headers=POST)
     assert again.status_code == 409
     assert again.json() == {"error": f"task {task_id} has already ended (done); nothing to resume"}
+
+
+@pytest.mark.timeout(300)
+def test_a_task_from_the_page_also_resumes_from_the_command_line(
+    console_factory: Console,
+) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET))
+    client = running.client()
+    task_id = submit(client, HELD, name="held.yaml")
+    wait_task(client, task_id, lambda v: subtask(v, "wait")["status"] == "running")
+    assert running.stop() == 0
+    running.gate.touch()
+    resumed = subprocess.run(
+        [FLEETMIND, "resume", task_id, "--no-live", "--json", "--data-dir", str(running.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env={**os.environ, "FM_CONSOLE_GATE": str(running.gate)},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert (result["task_id"], result["status"]) == (task_id, "done")
+    assert result["outputs"]["wait"] == "w released"
 
 
 # The store, read-only ------------------------------------------------------------------------
