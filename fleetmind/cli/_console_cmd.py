@@ -18,7 +18,6 @@ from fleetmind.cli._options import (
     DataDir,
     FleetName,
     ModelsFile,
-    OptionalBrokerUrl,
     OptionalFleetRef,
     PasswordFile,
     StoreUrl,
@@ -36,6 +35,17 @@ CONSOLE_EXAMPLES = examples(
     "fleetmind console --store postgresql://fleet@db/fleet --port 8700",
 )
 
+ConsoleBroker = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        metavar="URL",
+        help="The fleet's MQTT broker: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS. The "
+        "page shows its devices and hands tasks to its orchestrator replicas.",
+        show_default=False,
+    ),
+]
+
 SESSIONS_FILE = "console-sessions.json"
 """Where the console keeps its sessions (hashed) in the data directory."""
 
@@ -46,7 +56,7 @@ sources of their tasks (so that `fleetmind resume` finds them)."""
 
 def console(
     fleet: OptionalFleetRef = None,
-    broker: OptionalBrokerUrl = None,
+    broker: ConsoleBroker = None,
     username: Username = None,
     password_file: PasswordFile = None,
     fleet_name: FleetName = "default",
