@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -36,7 +37,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         # reached or refused: one line, exit 2. Exit 1 is kept for tasks that failed.
         print(f"fleetmind: error: {exc.message}", file=sys.stderr)
         code = 2
+    except BaseExceptionGroup as group:
+        # A long-running command's task group ended on such an error: the same one line.
+        cause = _first_fleetmind_error(group)
+        if cause is None:
+            raise
+        print(f"fleetmind: error: {cause.message}", file=sys.stderr)
+        code = 2
     return _exit(code if isinstance(code, int) else 0, argv)
+
+
+def _first_fleetmind_error(group: BaseExceptionGroup[BaseException]) -> FleetmindError | None:
+    """The error to report when every error of ``group`` (nested groups included) is one of
+    fleetmind's own (cancellations alongside do not count); None when anything else is there."""
+    found: list[FleetmindError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_fleetmind_error(exc)
+            if inner is None:
+                return None
+            found.append(inner)
+        elif isinstance(exc, FleetmindError):
+            found.append(exc)
+        elif not isinstance(exc, asyncio.CancelledError):
+            return None
+    return found[0] if found else None
 
 
 def _usage_error(exc: TyperException) -> str:

@@ -214,11 +214,18 @@ class DeviceRuntime:
                 card = CardPayload(
                     device=self.device_id, profile=agent.profile.model_dump(mode="json")
                 )
-                await mqtt.publish(
-                    self.topics.card(self.device_id, agent.id),
-                    encode("card", self.device_id, card),
-                    retain=True,
-                )
+                try:
+                    await mqtt.publish(
+                        self.topics.card(self.device_id, agent.id),
+                        encode("card", self.device_id, card),
+                        retain=True,
+                    )
+                except ProtocolError as exc:
+                    raise ProtocolError(
+                        f"the broker refused the card of agent {agent.id!r} of device "
+                        f"{self.device_id!r} ({exc}): is the agent listed for this device in "
+                        "the broker's devices file?"
+                    ) from exc
             await mqtt.publish(
                 self.topics.presence(self.device_id), self._presence("online"), retain=True
             )
