@@ -56,4 +56,15 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
         echo "      macOS: brew install postgresql" >&2
     fi
 fi
+# Chromium runs the console's browser tests (Playwright drives it; no browser is downloaded).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Chromium (apt-get install chromium)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: Chromium is not installed; the console's browser tests need it." >&2
+        echo "      Debian/Ubuntu: sudo apt-get install chromium" >&2
+    fi
+fi
 echo "fleetmind installed in .venv — try: .venv/bin/fleetmind --help"

@@ -91,16 +91,18 @@ def start_console(
     data_dir: Path | None = None,
     env: dict[str, str] | None = None,
     name: str = "console",
+    port: int = 0,
 ) -> RunningConsole:
-    """Start ``fleetmind console ARGS --port 0 --data-dir DATA`` and wait for its URL.
+    """Start ``fleetmind console ARGS --port PORT --data-dir DATA`` and wait for its URL.
 
-    ``args`` choose the source (``--fleet F``, ``--broker URL ...``, ``--store URL``).
+    ``args`` choose the source (``--fleet F``, ``--broker URL ...``, ``--store URL``);
+    ``port`` 0 is any free one (a restart passes the port it had before).
     """
     data = data_dir or workdir / "data"
     gate = workdir / "gate"
     runs = len(list(workdir.glob(f"{name}.*.out")))
     output, log = workdir / f"{name}.{runs}.out", workdir / f"{name}.{runs}.err"
-    argv = [FLEETMIND, "console", *args, "--port", "0", "--data-dir", str(data)]
+    argv = [FLEETMIND, "console", *args, "--port", str(port), "--data-dir", str(data)]
     environment = {**os.environ, "FM_CONSOLE_GATE": str(gate), **(env or {})}
     with output.open("wb") as out, log.open("wb") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, env=environment, cwd=workdir)
