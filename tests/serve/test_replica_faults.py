@@ -1,8 +1,9 @@
 """Orchestrator replicas on one PostgreSQL under real faults, every part its own process: a
 replica SIGKILLed mid-task (another takes the task over; or it comes back at once and resumes
 it) or stopped cleanly (another takes it over), the old owner back after a takeover (it cannot
-write), PostgreSQL restarted mid-task, and a device's answer held by the broker for a replica
-that was down. Nothing may be lost and nothing finished may run again."""
+write), an owner paused (SIGSTOP) past its lease and woken after the takeover (it lets go),
+PostgreSQL restarted mid-task, and a device's answer held by the broker for a replica that was
+down. Nothing may be lost and nothing finished may run again."""
 
 from __future__ import annotations
 
@@ -139,6 +140,41 @@ def test_the_old_owner_restarted_after_a_takeover_cannot_write(tmp_path: Path) -
     assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
     assert answer["replica"] == new
     # The old owner never took the task back: no claim after the takeover, one resume per claim.
+    assert (record.status, record.owner, record.lease_epoch) == ("done", new, epoch)
+    assert len(kinds(entries, "task_resumed")) == epoch - 1
+    assert [e.subtask_id for e in kinds(entries, "subtask_finished")] == ["a", "b", "c"]
+    assert rig.runs() == {"a": 1, "b": 1, "c": 1}
+
+
+def test_a_paused_owner_taken_over_lets_go_when_it_wakes(tmp_path: Path) -> None:
+    with replica_rig(tmp_path) as rig:
+        # The lease the new owner holds must not lapse on a busy machine (see above).
+        rig.start_replicas("r1", "r2", lease_s=5)
+        task_id, old = held_at_b(rig, "r1", "r2")
+        new = "r2" if old == "r1" else "r1"
+        rig.freeze(old)  # a hung machine: it neither renews nor lets go
+        rig.until(
+            lambda: rig.record(task_id).owner == new and rig.record(task_id).lease_epoch >= 2,
+            "the other replica takes over",
+            alive=(new,),
+        )
+        epoch = rig.record(task_id).lease_epoch
+        rig.freeze(old, frozen=False)
+        rig.until(
+            lambda: f"task {task_id}: replica {old} lost its lease" in rig.output(old),
+            "the old owner finds it lost the task",
+            alive=(old, new),
+        )
+        rig.open_gate()
+        answer = rig.submitted()
+        record = rig.record(task_id)
+        entries = rig.entries(task_id)
+        assert rig.alive(old) and rig.alive(new), rig.trace()
+
+    assert answer["status"] == "done" and answer["outputs"] == RELAY_OUTPUTS, answer
+    assert answer["replica"] == new
+    # The woken owner wrote nothing: no claim after the takeover, one resume per claim, each
+    # subtask finished once.
     assert (record.status, record.owner, record.lease_epoch) == ("done", new, epoch)
     assert len(kinds(entries, "task_resumed")) == epoch - 1
     assert [e.subtask_id for e in kinds(entries, "subtask_finished")] == ["a", "b", "c"]

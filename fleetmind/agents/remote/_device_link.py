@@ -58,6 +58,8 @@ from fleetmind.protocols import (
 log = logging.getLogger("fleetmind.fleet_link")
 _CARD_WAIT_S = 5.0
 """How long a memory request waits for the card that names its agent (after a restart)."""
+_WATCH_S = 0.5
+"""How often devices' silence is checked."""
 
 LinkState = Literal["new", "open", "closed"]
 
@@ -472,14 +474,20 @@ class DeviceLink:
 
     async def _watch_heartbeats(self) -> None:
         mqtt = self.connection
+        checked = awake_since = time.monotonic()
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(_WATCH_S)
+            now = time.monotonic()
+            if now - checked > _WATCH_S + 1.0:
+                # This process was paused (SIGSTOP, a suspended machine) or starved: the
+                # heartbeats that came meanwhile wait unread, so silence counts from now.
+                awake_since = now
+            checked = now
             if not mqtt.is_connected:
                 continue  # cut off ourselves: nobody's silence means anything meanwhile
-            now = time.monotonic()
             # Silence counts only from our latest (re)connection: while we were cut off from
             # the broker nobody's heartbeats could reach us.
-            since = mqtt.connected_at
+            since = max(mqtt.connected_at, awake_since)
             for device in list(self.devices.values()):
                 grace = self.dead_after_s or 3 * (device.heartbeat_s or 5.0)
                 if device.offline_since is not None:
