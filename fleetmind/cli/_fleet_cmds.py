@@ -35,6 +35,7 @@ from fleetmind.errors import ConfigError
 
 if TYPE_CHECKING:
     from fleetmind.agents import Agent
+    from fleetmind.orchestrator import TaskHandle
     from fleetmind.protocols import BrokerAddress
 
 agent_app = command_group("Serve agents from this device to a fleet.")
@@ -373,6 +374,13 @@ def orchestrator_serve(
         store.close()
         raise
     console = Console(stderr=True)
+
+    def took_over(handle: TaskHandle) -> None:
+        was = handle.taken_over_from
+        whose = "its own before a restart" if was == replica else f"{was}'s"
+        console.print(f"took over task {handle.task_id} (was {whose})", highlight=False)
+
+    fleet.on_takeover(took_over)
 
     async def main() -> None:
         # The link outlives the fleet: on Ctrl-C the fleet hands its tasks over first (their

@@ -43,6 +43,7 @@ from fleetmind.errors import (
     GraphError,
     LeaseLost,
     NoCapableAgent,
+    StoreError,
     blames_agent,
     replan_may_help,
 )
@@ -69,6 +70,7 @@ from fleetmind.orchestrator._engine_messages import (
     settle_leftovers,
 )
 from fleetmind.orchestrator._engine_runner import recovered, run_hooks, run_subtask
+from fleetmind.orchestrator._engine_stop import close_checkpoints, report_stop
 from fleetmind.orchestrator._engine_waits import AgentWaits
 from fleetmind.orchestrator._graph import DerivedChange, TaskGraph
 from fleetmind.orchestrator._replan import Replanner, ReplanRequest
@@ -225,6 +227,8 @@ class Engine:
 
         Raises:
             LeaseLost: another replica took the task over; this engine stopped driving it.
+            StoreError: a write failed (the store out of reach past its retries): the engine
+                stopped driving the task, which stays running in the store, to be resumed.
         """
         if self._state != "new":
             raise FleetStateError(f"task {self.task_id} has already been run by this engine")
@@ -234,22 +238,25 @@ class Engine:
             raise GraphError(f"task {self.task_id} has no subtasks")
         self._state = "running"
         self._inbox = asyncio.Queue()
-        lost: LeaseLost | None = None
+        lost: StoreError | None = None
         try:
             self._directory.on_join(self._agent_waits.joined)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
                     await self._drive()
-                except LeaseLost as exc:
+                except StoreError as exc:  # raised as it is, not in an ExceptionGroup
                     lost = exc
+                    report_stop(self.task_id, exc, handed_over=self.handed_over)
                     self._taken_over()
         finally:
             self._state = "finished"
             self._tg = None
             self._directory.off_join(self._agent_waits.joined)
             self._run_hooks()  # nothing more will be saved: acknowledge what was
-            await self._close_checkpoints()
+            await close_checkpoints(
+                self._checkpoints, self.task_id, ended=self.graph.is_finished and lost is None
+            )
             self.events.close()
         if lost is not None:
             raise lost
@@ -286,12 +293,10 @@ class Engine:
         await self._finish()
 
     def _taken_over(self) -> None:
-        """Another replica drives the task now (or will): stop at once, leave the store alone.
-        Nothing decided since the last write was saved, so none of it is acted on: its events
-        are not published, its agents are handed back, and its results are not acknowledged
-        (their devices keep them for the new owner)."""
-        how = "handed over" if self.handed_over else "taken over by another replica"
-        log.info("task %s was %s", self.task_id, how)
+        """Another replica drives the task now (or will), or the store failed: stop at once,
+        leave the store alone. Nothing decided since the last write was saved, so none of it
+        is acted on: its events are not published, its agents are handed back, and its results
+        are not acknowledged (their devices keep them for whoever resumes the task)."""
         self._state = "finishing"
         self._agent_waits.stop()
         assert self._inbox is not None
@@ -305,18 +310,6 @@ class Engine:
             runner.cancel(HANDED_OVER)  # its remote attempts go on, for the new owner to join
         for call in self._replanning.values():
             call.cancel()
-
-    async def _close_checkpoints(self) -> None:
-        """Close the checkpoint store; a task that ended needs its checkpoints no more."""
-        if not self._checkpoints.opened:
-            return  # no LLM agent ran: nothing to close (and no loop turn spent on it)
-        try:
-            if self.graph.is_finished:
-                await self._checkpoints.forget(self.task_id)
-        except Exception:  # stale checkpoints cost disk space only; the task's outcome stands
-            pass
-        finally:
-            await asyncio.shield(self._checkpoints.aclose())
 
     # ---------------------------------------------------------------------------------------
     # Slot waiting (called by the AgentDirectory)

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetmind._ids import new_task_id
 from fleetmind._task_log import LogEntry, SubtaskAnswered
 from fleetmind._task_model import Subtask
 from fleetmind.agents import CONFIGURE_HINT, Agent, AgentProfile, IncomingMessage, LLMClient
@@ -33,11 +32,10 @@ from fleetmind.errors import (
     ConfigError,
     FleetmindError,
     FleetStateError,
-    GraphError,
     LeaseLost,
-    MalformedMessage,
     ModelNotConfigured,
     NotWaitingForInput,
+    StoreError,
     TaskNotFound,
 )
 from fleetmind.memory import MemoryStore
@@ -45,6 +43,13 @@ from fleetmind.orchestrator._checkpoints import Checkpoints
 from fleetmind.orchestrator._directory import AgentDirectory
 from fleetmind.orchestrator._engine import Engine
 from fleetmind.orchestrator._episodes import remember_task
+from fleetmind.orchestrator._fleet_stored import (
+    claim_resumable,
+    new_task,
+    open_memory,
+    prepare_resume,
+    stored_message,
+)
 from fleetmind.orchestrator._fleet_view import FleetView
 from fleetmind.orchestrator._graph import TaskGraph
 from fleetmind.orchestrator._mcp_requests import MCPRequests
@@ -107,6 +112,9 @@ class Fleet:
     ) -> None:
         self._directory = AgentDirectory()
         self.store: Store = open_store(store)
+        keeps_files = self.store.sibling(".checkpoints.db") is not None
+        self._closes_store = not isinstance(store, Store) and not keeps_files
+        """Opened here from a URL: closed with the fleet (a file's store stays readable)."""
         if replica is not None and not self.store.shared:
             raise ConfigError(
                 f"replica {replica.id!r} needs a store that replicas can share (PostgreSQL, "
@@ -120,7 +128,7 @@ class Fleet:
             else Ownership(replica, self.store, self._adopt, lambda: bool(self._drivers))
         )
         self._takeover_callbacks: list[Callable[[TaskHandle], None]] = []
-        self.memory: MemoryStore | None = _open_memory(memory, self.store)
+        self.memory: MemoryStore | None = open_memory(memory, self.store)
         """The fleet's episodic and semantic memory (None: it keeps none)."""
         self.planner = planner
         self.agent_wait_s = 0.0
@@ -407,7 +415,11 @@ class Fleet:
             self._tg = None
             if self._ownership is not None:  # the leases of tasks that never started to run
                 await self._ownership.release_all()
-            await self.aclose()
+            try:
+                await self.aclose()
+            finally:
+                if self._closes_store:
+                    await asyncio.to_thread(self.store.close)
 
     # Tasks --------------------------------------------------------------------------------
 
@@ -420,73 +432,64 @@ class Fleet:
         replan: bool | None = None,
         message: IncomingMessage | None = None,
     ) -> Engine:
-        if len(graph) == 0:
-            raise GraphError(f"task graph {graph.name!r} has no subtasks")
-        if graph.is_finished or graph.running_ids():
-            raise GraphError(f"task graph {graph.name!r} has already run; build a new one")
-        task_id = task_id or new_task_id()
-        live = graph.copy()  # the caller's graph stays as it was; the engine owns the copy
-        if message is not None:  # kept with the task, so that a resumed task has it too
-            metadata = {**(metadata or {}), MESSAGE_KEY: message.to_json()}
-        record = TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
-        if self.replica is None:
+        record, live = new_task(graph, task_id, source, metadata, message, self.replica)
+        if self.replica is None:  # called as it always was: older stores know no leases
             self.store.create_task(record, live.log)
-            return self._new_engine(task_id, live, message, replan)
-        # Leased to this replica from the start, at epoch 1 (the store's first claim).
-        record.owner = self.replica.id
-        self.store.create_task(record, live.log, lease_s=self.replica.lease_s)
-        return self._new_engine(task_id, live, message, replan, epoch=1)
+        else:
+            self.store.create_task(record, live.log, lease_s=self.replica.lease_s)
+        return self._created(record, live, message, replan)
+
+    def _created(
+        self,
+        record: TaskRecord,
+        live: TaskGraph,
+        message: IncomingMessage | None,
+        replan: bool | None,
+    ) -> Engine:
+        # A replica's task is leased to it from the start, at epoch 1 (the store's first claim).
+        epoch = None if self.replica is None else 1
+        return self._new_engine(record.id, live, message, replan, epoch=epoch)
 
     def resume_engine(self, task_id: str) -> Engine:
         """An engine that continues a stored task where its log ends (one that was interrupted,
         or whose process died while it ran).
 
-        A replica claims the task first (see :class:`Replica`).
+        A replica claims the task first (see :class:`Replica`); :meth:`resume` does the
+        store's work in a worker thread.
 
         Raises:
-            FleetStateError: the task has ended, or another replica drives it.
+            FleetStateError: the task has ended, runs here already, or another replica drives it.
         """
+        self._not_running_here(task_id)
         record, entries = self.store.load(task_id)
-        return self._resumed(record, entries, claim=self.replica is not None)
+        epoch = claim_resumable(self.store, self.replica, record)
+        graph, stopped_at = prepare_resume(self.store, record, entries, epoch)
+        return self._resumed(record, graph, stopped_at, epoch)
+
+    async def _aresume_engine(self, task_id: str) -> Engine:
+        """:meth:`resume_engine`, with a replica's store work off the event loop."""
+        if self.replica is None:  # a local store: no thread (nor its thread-safety) needed
+            return self.resume_engine(task_id)
+        self._not_running_here(task_id)
+        record, entries = await asyncio.to_thread(self.store.load, task_id)
+
+        def prepare() -> tuple[int | None, TaskGraph, float]:
+            epoch = claim_resumable(self.store, self.replica, record)
+            return (epoch, *prepare_resume(self.store, record, entries, epoch))
+
+        epoch, graph, stopped_at = await asyncio.to_thread(prepare)
+        return self._resumed(record, graph, stopped_at, epoch)
+
+    def _not_running_here(self, task_id: str) -> None:
+        if self._ownership is not None and self._ownership.running_here(task_id):
+            raise FleetStateError(f"task {task_id} is running here already")
 
     def _resumed(
-        self,
-        record: TaskRecord,
-        entries: list[LogEntry],
-        *,
-        epoch: int | None = None,
-        claim: bool = False,
+        self, record: TaskRecord, graph: TaskGraph, stopped_at: float, epoch: int | None
     ) -> Engine:
-        """An engine for a stored task: at ``epoch`` (a replica's claim), or after claiming it."""
-        task_id = record.id
-        fence = {} if epoch is None else {"epoch": epoch}
-        if claim and self._ownership is not None and task_id in self._ownership.owned:
-            raise FleetStateError(f"task {task_id} is running here already")
-        if record.status not in ("running", "interrupted"):
-            raise FleetStateError(f"task {task_id} has already ended ({record.status})")
-        if not entries:
-            # Stored by an older version without its graph: there is nothing to run.
-            self.store.set_status(task_id, "failed", **fence)
-            raise FleetStateError(f"task {task_id} has no log entries: nothing to resume")
-        graph = TaskGraph.from_log(entries, name=record.name)
-        if graph.is_finished:
-            # The process died between the last entry and the status update.
-            self.store.set_status(task_id, graph.status, **fence)
-            raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
-        # It stopped when interrupted, or else (a crash) after the last thing it logged.
-        stopped_at = max(e.at for e in entries)
-        if record.status == "interrupted":
-            stopped_at = max(stopped_at, record.updated_at)
-            self.store.set_status(task_id, "running", **fence)
-        if claim:
-            assert self.replica is not None
-            epoch = self.store.claim(task_id, self.replica.id, self.replica.lease_s)
-            if epoch is None:
-                raise FleetStateError(
-                    f"task {task_id} is driven by another replica; it continues there"
-                )
-        message = _stored_message(record.metadata)
-        return self._new_engine(task_id, graph, message, None, stopped_at=stopped_at, epoch=epoch)
+        """An engine for a stored task, made ready by :func:`prepare_resume`."""
+        message = stored_message(record.metadata)
+        return self._new_engine(record.id, graph, message, None, stopped_at=stopped_at, epoch=epoch)
 
     def _new_engine(
         self,
@@ -559,7 +562,7 @@ class Fleet:
 
     async def resume(self, task_id: str) -> TaskResult:
         """Finish a stored task whose process stopped: done subtasks are not run again."""
-        return await self._run_engine(self.resume_engine(task_id))
+        return await self._run_engine(await self._aresume_engine(task_id))
 
     async def _run_engine(self, engine: Engine) -> TaskResult:
         """Run a task's engine to its end, and record the task in the fleet's memory."""
@@ -568,6 +571,10 @@ class Fleet:
         except LeaseLost:
             if self._ownership is not None and not engine.handed_over:
                 self._ownership.disown(engine)  # another replica's now: not this one's to end
+            raise
+        except StoreError:  # the store failed a write: resumed once it answers again
+            if self._ownership is not None and not engine.handed_over:
+                self._ownership.stalled(engine)
             raise
         finally:
             # Ended, or stopped with the fleet (still running in the store): the lease ends
@@ -602,21 +609,55 @@ class Fleet:
             raise FleetStateError("submit() needs a started fleet: use `async with fleet:`")
         return self._start(self._engine(graph, task_id, source, metadata, replan, message))
 
-    def _adopt(self, record: TaskRecord, entries: list[LogEntry], epoch: int) -> None:
-        """Run a task this replica has just claimed (see :class:`Ownership`)."""
+    async def asubmit(
+        self,
+        graph: TaskGraph,
+        *,
+        task_id: str | None = None,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        replan: bool | None = None,
+        message: IncomingMessage | None = None,
+    ) -> TaskHandle:
+        """Like :meth:`submit`, for a server's event loop: a replica creates the task in its
+        store (across the network) from a worker thread, so that the loop runs on meanwhile."""
+        if self._state != "open" or self._tg is None:
+            raise FleetStateError("asubmit() needs a started fleet: use `async with fleet:`")
+        record, live = new_task(graph, task_id, source, metadata, message, self.replica)
+        if self.replica is None:  # a local store: written sooner than a thread gets the work
+            self.store.create_task(record, live.log)
+        else:
+            lease_s = self.replica.lease_s
+            await asyncio.to_thread(self.store.create_task, record, live.log, lease_s=lease_s)
+        if self._state != "open":  # closed meanwhile: the task is left to the next replica
+            raise FleetStateError(f"the fleet closed before task {record.id} could start here")
+        return self._start(self._created(record, live, message, replan))
+
+    async def _adopt(
+        self, record: TaskRecord, entries: list[LogEntry], epoch: int, was: str | None
+    ) -> bool:
+        """Run a task this replica has just claimed (see :class:`Ownership`); whether it runs."""
         try:
-            engine = self._resumed(record, entries, epoch=epoch)
+            graph, stopped_at = await asyncio.to_thread(
+                prepare_resume, self.store, record, entries, epoch
+            )
+            if self._state != "open":
+                return False  # closing: the task is left to the next replica
+            engine = self._resumed(record, graph, stopped_at, epoch)
         except FleetStateError as exc:
             log.info("task %s was not taken over: %s", record.id, exc)
-            return
+            return False
         handle = self._start(engine)
-        assert self.replica is not None
-        log.info("replica %s took task %s over (lease epoch %d)", self.replica.id, record.id, epoch)
+        handle.taken_over_from = was
+        me = None if self.replica is None else self.replica.id
+        whose = "its own, from before" if was == me else f"replica {was}'s"
+        log.info("replica %s took task %s over (%s; epoch %d)", me, record.id, whose, epoch)
         for callback in list(self._takeover_callbacks):
             try:
                 callback(handle)
             except Exception:  # one follower's bug must not stop the task or the others
                 log.warning("a takeover callback failed for task %s", record.id, exc_info=True)
+        return True
 
     def on_takeover(self, callback: Callable[[TaskHandle], None]) -> None:
         """Call ``callback`` with the handle of every task this replica claims and resumes:
@@ -692,9 +733,21 @@ class Fleet:
         ]
         for entry in answers:
             graph.apply(entry)  # checked before anything is written
-        self.store.append(task_id, len(entries) + 1, answers)
-        self.store.set_status(task_id, "running")  # a replica claims it then: see _resumed
-        return self._start(self.resume_engine(task_id))
+        self._not_running_here(task_id)
+        epoch = None
+        if self.replica is not None:
+            # Claimed before the answers are written, so that they carry its epoch: only a
+            # running task can be claimed, and no one drives one that has ended.
+            self.store.set_status(task_id, "running")
+            record.status = "running"
+            epoch = claim_resumable(self.store, self.replica, record)
+        fence = {} if epoch is None else {"epoch": epoch}
+        self.store.append(task_id, len(entries) + 1, answers, **fence)
+        if epoch is None:
+            self.store.set_status(task_id, "running")
+            record.status = "running"
+        graph, stopped_at = prepare_resume(self.store, record, [*entries, *answers], epoch)
+        return self._start(self._resumed(record, graph, stopped_at, epoch))
 
     def _start(self, engine: Engine) -> TaskHandle:
         assert self._tg is not None
@@ -743,35 +796,3 @@ class Fleet:
 
 _KEPT_FINISHED = 256
 """Finished tasks whose handles a fleet keeps (older ones: read the store)."""
-
-MESSAGE_KEY = "message"
-"""The task metadata key that keeps the protocol message a task was started from."""
-
-
-def _stored_message(metadata: dict[str, Any]) -> IncomingMessage | None:
-    """The message kept with a task, or None (none kept, or kept by a version that wrote it
-    otherwise: the task runs on without it)."""
-    value = metadata.get(MESSAGE_KEY)
-    if value is None:
-        return None
-    try:
-        return IncomingMessage.from_json(value)
-    except MalformedMessage as exc:
-        log.warning("the message kept with a task cannot be read: %s", exc)
-        return None
-
-
-def _open_memory(
-    memory: MemoryStore | str | Path | bool | None, store: Store
-) -> MemoryStore | None:
-    """The fleet's memory store from what a user passed (True: beside the task store)."""
-    if memory is None or memory is False:
-        return None
-    if isinstance(memory, MemoryStore):
-        return memory
-    from fleetmind.orchestrator._embedding import SentenceEmbedder
-
-    embed = SentenceEmbedder().embed
-    if memory is True:
-        return MemoryStore(store.sibling(".memory.db"), embed)
-    return MemoryStore(memory, embed)

@@ -28,6 +28,9 @@ class TaskHandle:
     def __init__(self, engine: Engine, done: asyncio.Future[TaskResult]) -> None:
         self._engine = engine
         self._done = done
+        self.taken_over_from: str | None = None
+        """For a task this replica took over: the replica that drove it before (its own id
+        for one it held before a restart); None for the others."""
 
     @property
     def task_id(self) -> str:

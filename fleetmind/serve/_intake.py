@@ -158,7 +158,8 @@ class FleetIntake:
             return
         try:
             graph = TaskGraph.from_definition(submitted.graph)
-            handle = self.fleet.submit(
+            # Created off the event loop: a store across the network must not hold it up.
+            handle = await self.fleet.asubmit(
                 graph, task_id=task_id, source=submitted.source or f"mqtt:{sender}"
             )
         except Exception as exc:  # a bad submission must not take the link down
@@ -240,6 +241,8 @@ class FleetIntake:
                 task_id,
                 link.replica_id,
             )
+        except StoreError as exc:  # out of reach: the fleet resumes it once it answers again
+            log.warning("task %s: stopped on replica %s: %s", task_id, link.replica_id, exc)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

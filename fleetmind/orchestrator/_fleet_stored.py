@@ -1,0 +1,135 @@
+"""A fleet's tasks in its store: the record of a new one, what a fleet checks and writes
+before an engine resumes a stored one, and the memory it keeps beside the store.
+
+These run in a worker thread where the store is across a network (a replica's takeover, its
+``resume``): they only read and write the store and rebuild the graph, and touch nothing of
+the event loop's. A replica claims the task first, so that every write after carries the
+epoch of its claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fleetmind._ids import new_task_id
+from fleetmind._task_log import LogEntry
+from fleetmind.agents import IncomingMessage
+from fleetmind.errors import FleetStateError, GraphError, MalformedMessage
+from fleetmind.memory import MemoryStore
+from fleetmind.orchestrator._graph import TaskGraph
+from fleetmind.orchestrator._ownership import Replica
+from fleetmind.orchestrator._store import Store, TaskRecord
+
+log = logging.getLogger("fleetmind.orchestrator._fleet")
+
+MESSAGE_KEY = "message"
+"""The task metadata key that keeps the protocol message a task was started from."""
+
+
+def new_task(
+    graph: TaskGraph,
+    task_id: str | None,
+    source: str | None,
+    metadata: dict[str, Any] | None,
+    message: IncomingMessage | None,
+    replica: Replica | None,
+) -> tuple[TaskRecord, TaskGraph]:
+    """The record of a new task (a replica's owned by it) and the copy of ``graph`` it runs
+    (the caller's graph stays as it was).
+
+    Raises:
+        GraphError: the graph is empty, or has run already.
+    """
+    if len(graph) == 0:
+        raise GraphError(f"task graph {graph.name!r} has no subtasks")
+    if graph.is_finished or graph.running_ids():
+        raise GraphError(f"task graph {graph.name!r} has already run; build a new one")
+    task_id = task_id or new_task_id()
+    if message is not None:  # kept with the task, so that a resumed task has it too
+        metadata = {**(metadata or {}), MESSAGE_KEY: message.to_json()}
+    record = TaskRecord(id=task_id, name=graph.name, source=source, metadata=metadata or {})
+    if replica is not None:
+        record.owner = replica.id
+    return record, graph.copy()
+
+
+def check_not_ended(record: TaskRecord) -> None:
+    """Raise FleetStateError for a task that has ended (nothing to resume)."""
+    if record.status not in ("running", "interrupted"):
+        raise FleetStateError(f"task {record.id} has already ended ({record.status})")
+
+
+def claim_resumable(store: Store, replica: Replica | None, record: TaskRecord) -> int | None:
+    """A replica's claim on a stored task it is to resume (an interrupted one is set running
+    first: only a running task can be claimed); None without a replica.
+
+    Raises:
+        FleetStateError: the task has ended, or another replica drives it.
+    """
+    check_not_ended(record)
+    if replica is None:
+        return None
+    if record.status == "interrupted":  # no one drives it: there is no lease to respect
+        store.set_status(record.id, "running")
+    epoch = store.claim(record.id, replica.id, replica.lease_s)
+    if epoch is None:
+        raise FleetStateError(f"task {record.id} is driven by another replica; it continues there")
+    return epoch
+
+
+def prepare_resume(
+    store: Store, record: TaskRecord, entries: list[LogEntry], epoch: int | None
+) -> tuple[TaskGraph, float]:
+    """The graph a stored task resumes with, and when its process stopped; what the store
+    says of the task is set right first (with the epoch of a replica's claim).
+
+    Raises:
+        FleetStateError: the task has ended (or has no graph to run).
+    """
+    task_id = record.id
+    fence = {} if epoch is None else {"epoch": epoch}
+    check_not_ended(record)
+    if not entries:
+        # Stored by an older version without its graph: there is nothing to run.
+        store.set_status(task_id, "failed", **fence)
+        raise FleetStateError(f"task {task_id} has no log entries: nothing to resume")
+    graph = TaskGraph.from_log(entries, name=record.name)
+    if graph.is_finished:
+        # The process died between the last entry and the status update.
+        store.set_status(task_id, graph.status, **fence)
+        raise FleetStateError(f"task {task_id} has already ended ({graph.status})")
+    # It stopped when interrupted, or else (a crash) after the last thing it logged.
+    stopped_at = max(e.at for e in entries)
+    if record.status == "interrupted":
+        stopped_at = max(stopped_at, record.updated_at)
+        store.set_status(task_id, "running", **fence)
+    return graph, stopped_at
+
+
+def stored_message(metadata: dict[str, Any]) -> IncomingMessage | None:
+    """The message kept with a task, or None (none kept, or kept by a version that wrote it
+    otherwise: the task runs on without it)."""
+    value = metadata.get(MESSAGE_KEY)
+    if value is None:
+        return None
+    try:
+        return IncomingMessage.from_json(value)
+    except MalformedMessage as exc:
+        log.warning("the message kept with a task cannot be read: %s", exc)
+        return None
+
+
+def open_memory(memory: MemoryStore | str | Path | bool | None, store: Store) -> MemoryStore | None:
+    """The fleet's memory store from what a user passed (True: beside the task store)."""
+    if memory is None or memory is False:
+        return None
+    if isinstance(memory, MemoryStore):
+        return memory
+    from fleetmind.orchestrator._embedding import SentenceEmbedder
+
+    embed = SentenceEmbedder().embed
+    if memory is True:
+        return MemoryStore(store.sibling(".memory.db"), embed)
+    return MemoryStore(memory, embed)
