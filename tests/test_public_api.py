@@ -124,6 +124,7 @@ EXPECTED = {
         "part_to_json",
     ],
     "fleetmind.agents.remote": [
+        "HANDED_OVER",
         "INPUT_MODES",
         "A2AAgent",
         "AgentDict",
@@ -147,6 +148,7 @@ EXPECTED = {
         "agent_card",
         "connect_a2a_agent",
         "dispatch_id",
+        "handed_over",
         "message_from_a2a",
         "parts_from_a2a",
         "parts_to_a2a",
