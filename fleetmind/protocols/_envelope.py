@@ -186,6 +186,14 @@ class TaskEventPayload(_Payload):
     """On ``task_finished``: ``{status, outputs, errors}``."""
 
 
+class TaskCancelPayload(_Payload):
+    """Cancel a submitted task (on its control topic): the replica that drives it cancels it,
+    and its end goes out on the task's events topic as usual; the other replicas ignore it."""
+
+    task_id: TaskId
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "cancelled by user"
+
+
 class ErrorPayload(_Payload):
     """A message was rejected (correlation id: the rejected message, when it had one)."""
 
@@ -241,6 +249,7 @@ _PAYLOADS: dict[str, type[_Payload]] = {
     "error": ErrorPayload,
     "submit": SubmitPayload,
     "task_event": TaskEventPayload,
+    "task_cancel": TaskCancelPayload,
     "memory_request": MemoryRequestPayload,
     "memory_response": MemoryResponsePayload,
 }
@@ -259,6 +268,7 @@ MessageKind = Literal[
     "error",
     "submit",
     "task_event",
+    "task_cancel",
     "memory_request",
     "memory_response",
 ]

@@ -12,6 +12,7 @@ only under ``devices/<itself>`` and reads only its own inbox.
 <prefix>/devices/<device>/out/<replica>                  device -> orch  the same, for one replica
 <prefix>/orchestrators/submit                            client -> orch  tasks for the fleet
 <prefix>/tasks/<task>/events                             orch -> anyone  the task's event stream
+<prefix>/tasks/<task>/control                            client -> orch  cancel the task
 ```
 
 An agent offered by two devices is two agents of the fleet (``resizer@pi-1``,
@@ -67,6 +68,10 @@ class Topics:
     def task_events(self, task_id: str) -> str:
         return f"{self.prefix}/tasks/{_checked(task_id)}/events"
 
+    def task_control(self, task_id: str) -> str:
+        """Where clients ask the replica that drives a task to cancel it."""
+        return f"{self.prefix}/tasks/{_checked(task_id)}/control"
+
     @property
     def submit(self) -> str:
         """Where clients submit tasks to the fleet's orchestrators."""
@@ -90,6 +95,10 @@ class Topics:
         """Every device's output (``replica``: only the replies addressed to that replica)."""
         topic = f"{self.prefix}/devices/+/out"
         return f"{topic}/{_checked(replica)}" if replica else topic
+
+    @property
+    def all_task_control(self) -> str:
+        return f"{self.prefix}/tasks/+/control"
 
     @property
     def everything(self) -> str:

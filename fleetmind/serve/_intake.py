@@ -14,6 +14,10 @@ tasks under leases. A task whose replica stopped is taken over by another, which
 from then on exactly as it follows the tasks submitted to it: the client that submitted it
 keeps waiting on the task's topic and gets the result from the new owner. A replica that loses
 a task that way stops following it and says nothing more about it.
+
+A client cancels a task by publishing ``task_cancel`` on the task's control topic. Every
+replica that takes tasks hears it; the one that follows the task cancels it there, and the
+task's end goes out on its events topic as any end does. The others ignore it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from fleetmind.protocols import (
     Message,
     MqttConnection,
     SubmitPayload,
+    TaskCancelPayload,
     TaskEventPayload,
     Topics,
     encode,
@@ -70,7 +75,7 @@ class FleetIntake:
         self.fleet = fleet
         self.share_group = share_group
         self._accepted: dict[str, None] = {}
-        self._following: set[str] = set()
+        self._following: dict[str, TaskHandle] = {}
         self._link: DeviceLink | None = None
         self._taken: list[TaskHandle] = []
         """Tasks taken over before the link opened: followed once it is."""
@@ -102,6 +107,7 @@ class FleetIntake:
         async with MqttConnection(link.broker, client_id, session_expiry_s=0) as mqtt:
             mqtt.handle_messages(partial(self._received, link))
             await mqtt.subscribe(self.topic_filter(link.topics, mqtt.protocol))
+            await mqtt.subscribe(link.topics.all_task_control)
             yield
 
     def _received(self, link: DeviceLink, message: Message) -> None:
@@ -110,11 +116,29 @@ class FleetIntake:
         except ProtocolError as exc:
             log.warning("ignored a malformed message on %s: %s", message.topic, exc.message)
             return
+        if isinstance(payload, TaskCancelPayload):
+            if message.topic != link.topics.task_control(payload.task_id):
+                log.warning("ignored a cancel of task %s on %s", payload.task_id, message.topic)
+                return
+            self.cancel_requested(link, envelope.sender, payload)
+            return
         if not isinstance(payload, SubmitPayload) or message.topic != link.topics.submit:
             log.warning("ignored a %s message on %s", envelope.kind, message.topic)
             return
         with contextlib.suppress(FleetStateError):  # the link is closing: taken by no one
             self.submitted(link, envelope.sender, payload)
+
+    def cancel_requested(self, link: DeviceLink, sender: str, request: TaskCancelPayload) -> None:
+        """Cancel a task this replica follows; a task followed elsewhere (or ended) is left be."""
+        handle = self._following.get(request.task_id)
+        if handle is None:
+            log.debug(
+                "task %s is not driven here: its cancel is left to its owner", request.task_id
+            )
+            return
+        log.info("task %s: cancelled by %s (%s)", request.task_id, sender, request.reason)
+        with contextlib.suppress(FleetStateError):  # the link is closing: the task resumes later
+            link.spawn(_cancel(handle, request.reason))
 
     def topic_filter(self, topics: Topics, protocol: str) -> str:
         if self.share_group and protocol == "3.1.1":
@@ -229,7 +253,7 @@ class FleetIntake:
         task_id = handle.task_id
         if task_id in self._following:
             return
-        self._following.add(task_id)
+        self._following[task_id] = handle
         try:
             async for event in handle.events():
                 await _send_event(link, task_id, {**dataclasses.asdict(event)}, None)
@@ -254,7 +278,13 @@ class FleetIntake:
         except Exception:
             log.exception("task %s failed inside the fleet link", task_id)
         finally:
-            self._following.discard(task_id)
+            self._following.pop(task_id, None)
+
+
+async def _cancel(handle: TaskHandle, reason: str) -> None:
+    """Cancel a followed task; its follower reports how it ended (and any error). Never raises."""
+    with contextlib.suppress(Exception):
+        await handle.cancel(reason)
 
 
 async def _accept(link: DeviceLink, task_id: str, replica: str) -> None:

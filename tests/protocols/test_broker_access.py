@@ -49,6 +49,7 @@ def test_device_cannot_read_another_devices_inbox(env: Env, clients: Callable[..
     orch = connected(clients, env, "orchestrator")
     orch.publish(T.device_inbox("phone"), b"for the phone")
     orch.publish(T.card("phone", "notes"), b"a card")
+    orch.publish(T.task_control("t0123456789"), b"cancel")
     orch.publish(control, b"control")
     seen = device.until(control, b"control")
     assert {topic for topic, _ in seen} == {control}, seen
@@ -81,6 +82,7 @@ def test_device_cannot_write_as_another_device(env: Env, clients: Callable[..., 
         T.card("pi-7", "notes"),  # an agent the devices file does not give it
         T.device_inbox("phone"),
         T.task_events("t0123456789"),
+        T.task_control("t0123456789"),  # cancelling tasks is for orchestrator logins
     ]
     for topic in forbidden:
         code = device.publish(topic, b"spoofed")
