@@ -28,7 +28,14 @@ from fleetmind.orchestrator import (
     TaskGraph,
     parse_task_text,
 )
-from fleetmind.protocols import BrokerAddress, MqttConnection, TaskEventPayload, Topics
+from fleetmind.protocols import (
+    BrokerAddress,
+    MqttConnection,
+    TaskCancelPayload,
+    TaskEventPayload,
+    Topics,
+    encode,
+)
 from fleetmind.protocols import parse_envelope as _parse
 from fleetmind.serve._console_events import EventHub
 from fleetmind.serve._console_sources import POLL_S, ApiError, ConsoleSource
@@ -39,6 +46,8 @@ from fleetmind.serve._submit import ACCEPTED, submit_via_broker
 log = logging.getLogger("fleetmind.console")
 
 KEPT_TASKS = 500
+CANCEL_REASON = "cancelled from the console"
+_ENDED = ("done", "failed", "cancelled")
 """Tasks seen on the broker that a console without a store remembers (the newest)."""
 
 _STATUS_OF = {
@@ -299,9 +308,41 @@ class BrokerSource(ConsoleSource):
         )
 
     async def cancel(self, task_id: str) -> str:
-        raise ApiError(
-            501, "tasks on the broker's replicas cannot be cancelled from the console yet"
-        )
+        """Ask the replica that drives the task to cancel it (``task_cancel`` on the task's
+        control topic); the page sees the task end through its events."""
+        full_id, status = await self._status_of(task_id)
+        if status in _ENDED:
+            raise ApiError(409, f"task {full_id} has ended ({status})")
+        if status == "interrupted":
+            raise ApiError(
+                409,
+                f"task {full_id} is interrupted: a replica resumes it, then it can be cancelled",
+            )
+        request = TaskCancelPayload(task_id=full_id, reason=CANCEL_REASON)
+        client_id = self.broker.client_id("console-cancel", f"{os.getpid()}-{full_id}")
+        try:
+            async with MqttConnection(self.broker, client_id, session_expiry_s=0) as mqtt:
+                sender = f"console-{os.getpid()}"
+                await mqtt.publish(
+                    self.topics.task_control(full_id), encode("task_cancel", sender, request)
+                )
+        except (ProtocolError, OSError) as exc:
+            raise ApiError(
+                503, f"the cancel of task {full_id} did not reach the broker: {exc}"
+            ) from None
+        log.info("asked the replicas to cancel task %s", full_id)
+        return "cancelling"
+
+    async def _status_of(self, task_id: str) -> tuple[str, str]:
+        """A task's full id and its status, from the store or from what the broker showed."""
+        if self.has_store and task_id not in self._graphs:
+            full_id = await asyncio.to_thread(self._resolve, task_id)
+            record, _ = await asyncio.to_thread(self._guarded, lambda: self.store.load(full_id))
+            return full_id, record.status
+        seen = self._seen.get(task_id)
+        if seen is None:
+            raise ApiError(404, f"no task {task_id} seen on the broker since the console started")
+        return task_id, str(seen["status"])
 
     async def resume(self, task_id: str) -> str:
         raise ApiError(501, "the broker's replicas resume their interrupted tasks themselves")

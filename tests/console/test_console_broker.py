@@ -124,8 +124,8 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
                 assert (row["id"], row["status"], row["owner"]) == (task_id, "done", "r1")
 
                 cancel = client.post(f"/api/tasks/{task_id}/cancel", headers=POST)
-                assert cancel.status_code == 501
-                assert "cannot be cancelled from the console" in cancel.json()["error"]
+                assert cancel.status_code == 409
+                assert cancel.json()["error"] == f"task {task_id} has ended (done)"
                 assert client.post(f"/api/tasks/{task_id}/resume", headers=POST).status_code == 501
                 words = client.post("/api/tasks", json={"text": "say hi"}, headers=POST)
                 assert words.status_code == 400
@@ -159,6 +159,59 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
             reader.close()
         gone = client.get("/api/devices").json()["devices"]
         assert [(d["id"], d["online"]) for d in gone] == [(DEVICE, False)]
+        assert "Traceback" not in running.log_text()
+
+
+@pytest.mark.timeout(400)
+def test_a_task_is_cancelled_on_its_replica_from_the_page(
+    broker: LocalBroker, console_factory: Console, tmp_path: Path
+) -> None:
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    store = tmp_path / "replicas.db"
+    replica = [
+        *(FLEETMIND, "orchestrator", "serve", "--broker", url, "--fleet-name", FLEET),
+        *login(tmp_path, broker, "orchestrator"),
+        *("--store", str(store), "--replica-id", "r1", "--data-dir", str(tmp_path / "r1")),
+    ]
+    device = [  # no gate: the slow agent holds until it is cancelled
+        *(FLEETMIND, "agent", "serve", str(CONSOLE_FLEET), "--broker", url),
+        *("--fleet-name", FLEET, *login(tmp_path, broker, DEVICE)),
+    ]
+    with process(replica, tmp_path / "replica.log"), process(device, tmp_path / "device.log"):
+        running = console_factory(
+            *("--broker", url, "--fleet-name", FLEET, *login(tmp_path, broker, "orchestrator")),
+            *("--store", str(store)),
+        )
+        client = running.client()
+        reader = EventReader(running)
+        try:
+            task_id = _submit(client, "name: held\nsubtasks:\n  - {id: s, agent: slow}\n")
+            reader.wait_for(
+                lambda e: (
+                    e.event == "graph"
+                    and e.data["task_id"] == task_id
+                    and e.data["event"]["kind"] == "subtask_started"  # type: ignore[index]
+                )
+            )
+            cancel = client.post(f"/api/tasks/{task_id}/cancel", headers=POST)
+            assert (cancel.status_code, cancel.json()) == (200, {"status": "cancelling"})
+            reader.wait_for(
+                lambda e: (
+                    e.event == "task" and e.data == {"task_id": task_id, "status": "cancelled"}
+                )
+            )
+        finally:
+            reader.close()
+        view = client.get(f"/api/tasks/{task_id}").json()
+        assert view["status"] == "cancelled"
+        assert [(s["id"], s["status"]) for s in view["subtasks"]] == [("s", "cancelled")]
+        again = client.post(f"/api/tasks/{task_id}/cancel", headers=POST)
+        assert (again.status_code, again.json()["error"]) == (
+            409,
+            f"task {task_id} has ended (cancelled)",
+        )
+        assert client.post(f"/api/tasks/{task_id}/resume", headers=POST).status_code == 501
+        assert client.post("/api/tasks/tnosuchtask/cancel", headers=POST).status_code == 404
         assert "Traceback" not in running.log_text()
 
 
