@@ -75,7 +75,9 @@ class FleetIntake:
         self.fleet = fleet
         self.share_group = share_group
         self._accepted: dict[str, None] = {}
-        self._following: dict[str, TaskHandle] = {}
+        self._following: set[str] = set()
+        self._driving: dict[str, TaskHandle] = {}
+        """The tasks a cancel request here is for: those followed, and those about to be."""
         self._link: DeviceLink | None = None
         self._taken: list[TaskHandle] = []
         """Tasks taken over before the link opened: followed once it is."""
@@ -130,7 +132,7 @@ class FleetIntake:
 
     def cancel_requested(self, link: DeviceLink, sender: str, request: TaskCancelPayload) -> None:
         """Cancel a task this replica follows; a task followed elsewhere (or ended) is left be."""
-        handle = self._following.get(request.task_id)
+        handle = self._driving.get(request.task_id)
         if handle is None:
             log.debug(
                 "task %s is not driven here: its cancel is left to its owner", request.task_id
@@ -202,7 +204,12 @@ class FleetIntake:
         # Stored: from now on the task survives this replica (another takes it over), so the
         # client may stop sending it. Said before anything else, to leave it little time to
         # send it to another replica meanwhile.
-        await _accept(link, task_id, link.replica_id)
+        self._driving[task_id] = handle  # a cancel sent once it is accepted finds it
+        try:
+            await _accept(link, task_id, link.replica_id)
+        except BaseException:
+            self._driving.pop(task_id, None)
+            raise
         log.info("running task %s from %s on replica %s", task_id, sender, link.replica_id)
         await self.follow(link, handle)
 
@@ -253,7 +260,8 @@ class FleetIntake:
         task_id = handle.task_id
         if task_id in self._following:
             return
-        self._following[task_id] = handle
+        self._following.add(task_id)
+        self._driving[task_id] = handle
         try:
             async for event in handle.events():
                 await _send_event(link, task_id, {**dataclasses.asdict(event)}, None)
@@ -278,7 +286,8 @@ class FleetIntake:
         except Exception:
             log.exception("task %s failed inside the fleet link", task_id)
         finally:
-            self._following.pop(task_id, None)
+            self._following.discard(task_id)
+            self._driving.pop(task_id, None)
 
 
 async def _cancel(handle: TaskHandle, reason: str) -> None:
