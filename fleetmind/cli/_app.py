@@ -253,7 +253,7 @@ def run(
     every subtask succeeded, 1 when one failed, 2 for a mistake in what was given.
     """
     from fleetmind._ids import new_task_id
-    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._build import build_fleet, open_store, process_replica
     from fleetmind.cli._target import load_target, parse_params
 
     share_model_settings(models_file, data_dir)
@@ -278,13 +278,15 @@ def run(
             target, parse_params(param or []), fleet, remote_agents=broker is not None
         )
         apply_step_router(target_spec.agents, steps)
+        store = open_store(data_dir)
         the_fleet = build_fleet(
             target_spec.agents,
             target_spec.router,
             data_dir,
-            open_store(data_dir),
+            store,
             target_spec.tools,
             memory=memory_path(data_dir) if memory else None,
+            replica=process_replica(store),
         )
         graph, source, metadata = target_spec.graph, target_spec.source, target_spec.metadata
         check = graph
@@ -368,7 +370,7 @@ def _planned(
     memory: Path | None = None,
 ) -> tuple[Fleet, TaskGraph, str, dict[str, object]]:
     """Plan a request on the fleet's agents: the fleet, the graph, and how to resume it."""
-    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._build import build_fleet, open_store, process_replica
     from fleetmind.cli._target import load_fleet
 
     if fleet_ref is None:
@@ -381,14 +383,16 @@ def _planned(
     loaded = load_fleet(fleet_ref)
     apply_step_router(loaded.agents, steps)
     planner = planner_for(loaded, models_file, data_dir)
+    store = open_store(data_dir)
     the_fleet = build_fleet(
         loaded.agents,
         loaded.router,
         data_dir,
-        open_store(data_dir),
+        store,
         loaded.tools,
         planner,
         memory=memory,
+        replica=process_replica(store),
     )
     plan = make_plan(the_fleet, request)
     if show or confirm:
@@ -442,10 +446,12 @@ def resume(
     """Finish an interrupted or stopped task.
 
     Its done subtasks are kept and the rest run, on the agents, memory and step router the
-    task was started with; the time it was stopped counts in no duration. Exit 0 when every
-    subtask succeeded, 1 when one failed.
+    task was started with; the time it was stopped counts in no duration. A task that another
+    live process runs is left to it (exit 2); one whose process died is resumed once its lease
+    lapses (FLEETMIND_LEASE_S, 15 s by default). Exit 0 when every subtask succeeded, 1 when
+    one failed.
     """
-    from fleetmind.cli._build import build_fleet, open_store
+    from fleetmind.cli._build import build_fleet, open_store, process_replica
     from fleetmind.cli._target import reload_target
 
     store = open_store(data_dir)
@@ -470,7 +476,10 @@ def resume(
             _optional_float(record.metadata.get("cloud_budget")),
         ),
     )
-    the_fleet = build_fleet(agents, router, data_dir, store, tools, planner, memory=memory)
+    replica = process_replica(store)
+    the_fleet = build_fleet(
+        agents, router, data_dir, store, tools, planner, memory=memory, replica=replica
+    )
     _execute(
         the_fleet,
         lambda: the_fleet.submit_resume(task_id),

@@ -5,8 +5,11 @@ a planner from the model configuration."""
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
+import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fleetmind.agents import Agent, LLMClient
 from fleetmind.cli._options import home
@@ -14,6 +17,7 @@ from fleetmind.errors import ConfigError, FleetmindError, MissingExtra
 from fleetmind.orchestrator import (
     Fleet,
     Planner,
+    Replica,
     Router,
     SemanticRouter,
     SQLiteStore,
@@ -22,9 +26,6 @@ from fleetmind.orchestrator import (
 )
 from fleetmind.orchestrator import open_store as orchestrator_open_store
 from fleetmind.tools import ToolRegistry
-
-if TYPE_CHECKING:
-    from fleetmind.orchestrator import Replica
 
 
 def open_store(
@@ -59,6 +60,32 @@ def open_store(
         raise ConfigError(f"--store {shown}: {exc.message.replace(url, shown)}") from None
     except OSError as exc:
         raise ConfigError(f"--store {shown}: {exc.strerror or exc}") from None
+
+
+LEASE_ENV = "FLEETMIND_LEASE_S"
+"""How long (seconds) the lease of a task this process drives outlives the process."""
+
+
+def process_replica(store: Store | None) -> Replica | None:
+    """The owner this process leases the tasks it runs or resumes under, in a store that
+    several processes may share: another process then refuses to run them too while it
+    lives, and may resume them once its lease lapses (it crashed). It takes over no one's
+    tasks (orchestrator replicas do). None for a store that keeps no leases.
+
+    Raises:
+        ConfigError: ``FLEETMIND_LEASE_S`` is not a positive number of seconds.
+    """
+    if store is None or not store.shared:
+        return None
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")[:40] or "host"
+    raw = os.environ.get(LEASE_ENV, "").strip()
+    try:
+        lease_s = float(raw) if raw else 15.0
+    except ValueError:
+        lease_s = math.nan
+    if not (math.isfinite(lease_s) and lease_s > 0):
+        raise ConfigError(f"{LEASE_ENV}={raw!r} is not a positive number of seconds")
+    return Replica(f"run-{host}-{os.getpid()}", lease_s, adopt=False)
 
 
 def build_fleet(

@@ -162,7 +162,7 @@ def _source(
 def _fleet_source(
     fleet: str, store: Store, models_file: Path | None, data_dir: Path | None
 ) -> ConsoleSource:
-    from fleetmind.cli._build import build_fleet
+    from fleetmind.cli._build import build_fleet, process_replica
     from fleetmind.cli._llm_cmd import share_model_settings
     from fleetmind.cli._options import home
     from fleetmind.cli._plan_cmd import fleet_source, planner_for
@@ -176,7 +176,10 @@ def _fleet_source(
         planner = planner_for(loaded, models_file, data_dir)
     except ModelNotConfigured as exc:
         planner, no_planner = None, exc.message
-    the_fleet = build_fleet(loaded.agents, loaded.router, data_dir, store, loaded.tools, planner)
+    replica = process_replica(store)  # its tasks are leased: no other process runs them too
+    the_fleet = build_fleet(
+        loaded.agents, loaded.router, data_dir, store, loaded.tools, planner, replica=replica
+    )
     metadata: dict[str, object] = {"fleet": fleet_source(fleet), "submitted_from": "console"}
     if models_file is not None:
         metadata["models"] = str(models_file.resolve())  # a planned task replans on resume

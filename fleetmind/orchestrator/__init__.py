@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     )
     from fleetmind.orchestrator._export import to_dot, to_mermaid
     from fleetmind.orchestrator._fleet import Fleet
+    from fleetmind.orchestrator._fleet_stored import cancel_stored
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import TaskGraph
     from fleetmind.orchestrator._mcp_requests import ANSWER_SKILL, MCPRequests
@@ -156,6 +157,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
         "fleetmind.orchestrator._fleet": ("Fleet",),
+        "fleetmind.orchestrator._fleet_stored": ("cancel_stored",),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("TaskGraph",),
         "fleetmind.orchestrator._mcp_requests": ("ANSWER_SKILL", "MCPRequests"),
@@ -317,6 +319,7 @@ __all__ = [
     "TaskResumedEvent",
     "TaskSnapshot",
     "UpdateSubtask",
+    "cancel_stored",
     "capability_texts",
     "describe_event",
     "draft_rows",

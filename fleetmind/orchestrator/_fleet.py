@@ -397,7 +397,7 @@ class Fleet:
         assert self._tg is not None
         if self._ownership is not None:
             self._ownership.close()
-            if exc is not None:
+            if exc is not None and self._ownership.replica.adopt:  # else cancelled, as ever
                 for engine in list(self._ownership.owned.values()):
                     engine.hand_over()  # before their drivers are cancelled below
         try:

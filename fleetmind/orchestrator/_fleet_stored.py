@@ -10,11 +10,12 @@ epoch of its claim.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from fleetmind._ids import new_task_id
-from fleetmind._task_log import LogEntry
+from fleetmind._task_log import LogEntry, TaskCancelledEntry
 from fleetmind.agents import IncomingMessage
 from fleetmind.errors import FleetStateError, GraphError, MalformedMessage
 from fleetmind.memory import MemoryStore
@@ -75,7 +76,10 @@ def claim_resumable(store: Store, replica: Replica | None, record: TaskRecord) -
         store.set_status(record.id, "running")
     epoch = store.claim(record.id, replica.id, replica.lease_s)
     if epoch is None:
-        raise FleetStateError(f"task {record.id} is driven by another replica; it continues there")
+        owner = store.load(record.id)[0].owner
+        raise FleetStateError(
+            f"task {record.id} is running in another process (owner {owner}); it continues there"
+        )
     return epoch
 
 
@@ -106,6 +110,34 @@ def prepare_resume(
         stopped_at = max(stopped_at, record.updated_at)
         store.set_status(task_id, "running", **fence)
     return graph, stopped_at
+
+
+def cancel_stored(store: Store, replica: Replica | None, task_id: str, reason: str) -> str:
+    """Cancel a stored task that no process drives (its process crashed, or was interrupted):
+    its log ends with the cancel, as a running task's would, and its status is ``cancelled``.
+    A replica claims it first, so that a task another process still drives is left to it.
+
+    Returns the task's status now: ``cancelled``, or how it had ended meanwhile.
+
+    Raises:
+        FleetStateError: the task has ended, or another process drives it.
+    """
+    record, entries = store.load(task_id)
+    epoch = claim_resumable(store, replica, record)
+    fence = {} if epoch is None else {"epoch": epoch}
+    graph = TaskGraph.from_log(entries, name=record.name) if entries else None
+    try:
+        if graph is not None and graph.is_finished:  # ended, but its status was never written
+            store.set_status(task_id, graph.status, **fence)
+            return graph.status
+        if graph is not None:
+            entry = TaskCancelledEntry(reason=reason, at=time.time())
+            store.append(task_id, graph.version + 1, [entry], **fence)
+        store.set_status(task_id, "cancelled", **fence)
+        return "cancelled"
+    finally:
+        if replica is not None and epoch is not None:
+            store.release(task_id, replica.id, epoch)
 
 
 def stored_message(metadata: dict[str, Any]) -> IncomingMessage | None:

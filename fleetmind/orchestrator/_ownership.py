@@ -52,6 +52,9 @@ class Replica:
             of the tasks it drives.
         lease_s: How long a task whose owner renews nothing waits before another replica
             takes it over; the owner renews every third of it.
+        adopt: Whether it takes over the tasks whose leases lapsed. A process that only
+            drives the tasks it starts or resumes itself (``fleetmind run``, the console)
+            leases them so that no one else runs them twice, and adopts no one's.
 
     Raises:
         ConfigError: the id is not a valid id, or the lease is not a positive number.
@@ -59,6 +62,7 @@ class Replica:
 
     id: str
     lease_s: float = 15.0
+    adopt: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not is_valid_id(self.id):
@@ -286,7 +290,7 @@ class Ownership:
             return
         self._yielded.intersection_update(held)
         unrun = [task_id for task_id in held if task_id not in self._yielded]
-        orphans = await self._call(store.orphans, None)  # leases that lapsed
+        orphans = await self._call(store.orphans, None) if replica.adopt else []  # lapsed
         for task_id in dict.fromkeys([*unrun, *orphans]):
             if self.closing:
                 return

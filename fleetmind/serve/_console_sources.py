@@ -33,6 +33,7 @@ from fleetmind.orchestrator import (
     TaskGraph,
     TaskHandle,
     TaskRecord,
+    cancel_stored,
     parse_task_text,
 )
 from fleetmind.serve._console_events import EventHub
@@ -403,10 +404,26 @@ class FleetSource(ConsoleSource):
         full_id = await asyncio.to_thread(self._resolve, task_id)
         handle = self._followed.get(full_id)
         if handle is None or handle.done():
-            record, _ = await asyncio.to_thread(self._guarded, lambda: self.store.load(full_id))
-            raise ApiError(409, f"task {full_id} is not running here (it is {record.status})")
+            return await asyncio.to_thread(self._cancel_stored, full_id)
         result = await handle.cancel("cancelled from the console")
         return result.status
+
+    def _cancel_stored(self, task_id: str) -> str:
+        """Cancel a task no one here drives: one whose process crashed, or was interrupted
+        (another process that still drives it keeps it)."""
+        record, _ = self._guarded(lambda: self.store.load(task_id))
+        if record.status not in ("running", "interrupted"):
+            raise ApiError(409, f"task {task_id} is not running here (it is {record.status})")
+        if self.fleet.replica is None and record.status == "running":
+            raise ApiError(409, f"task {task_id} is not running here (it is {record.status})")
+        try:
+            return self._guarded(
+                lambda: cancel_stored(
+                    self.store, self.fleet.replica, task_id, "cancelled from the console"
+                )
+            )
+        except FleetStateError as exc:
+            raise ApiError(409, exc.message) from None
 
     async def resume(self, task_id: str) -> str:
         full_id = await asyncio.to_thread(self._resolve, task_id)
