@@ -1,6 +1,7 @@
 """Resume and cancel from the console of tasks it does not run, against real processes: a task
 a live `fleetmind run` drives is refused (409, naming that process), one whose `fleetmind run`
-was killed is resumed or cancelled once its lease has lapsed."""
+was killed is resumed or cancelled once its lease has lapsed, and one stored running without a
+lease (by an older version) is taken up as it always was."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from conftest import CONSOLE_FLEET, FLEETMIND, RunningConsole
 
 from fleetmind._task_log import TaskCancelledEntry
-from fleetmind.orchestrator import SQLiteStore, TaskRecord
+from fleetmind.orchestrator import SQLiteStore, TaskRecord, parse_task_text
 
 Console = Callable[..., RunningConsole]
 POST = {"X-Fleetmind-Console": "1"}
@@ -162,3 +163,31 @@ def test_the_task_of_a_killed_run_is_resumed_from_the_console(
     assert [s["status"] for s in view["subtasks"]] == ["done", "done"]
     (record,) = stored(console)
     assert record.status == "done"
+
+
+@pytest.mark.timeout(300)
+def test_a_running_task_that_was_never_leased_is_cancelled_and_one_is_resumed(
+    console_factory: Console,
+) -> None:
+    console = console_factory("--fleet", str(CONSOLE_FLEET))
+    client = console.client()
+    graph = parse_task_text(HELD, "held.yaml").graph
+    store = SQLiteStore(console.data_dir / "fleetmind.db")
+    try:
+        for task_id in ("told-to-stop", "told-to-go"):  # as an older version left them
+            store.create_task(TaskRecord(id=task_id, name="held"), graph.log)
+    finally:
+        store.close()
+
+    answer = post(client, "told-to-stop", "cancel")
+    assert (answer.status_code, answer.json()) == (200, {"status": "cancelled"})
+    console.gate.touch()
+    answer = post(client, "told-to-go", "resume")
+    assert (answer.status_code, answer.json()) == (200, {"id": "told-to-go"})
+    wait_until(
+        lambda: (
+            {r.id: r.status for r in stored(console)}
+            == {"told-to-stop": "cancelled", "told-to-go": "done"}
+        ),
+        "the tasks never ended as asked",
+    )
