@@ -8,7 +8,9 @@ export class ApiError extends Error {
   }
 }
 
-const SESSION_LOST = "no session: open the URL that `fleetmind console` printed (it carries the token)";
+/** What the page says once its session is gone (a restart on another data directory, or
+ * `fleetmind console --forget-sessions`). */
+export const SESSION_LOST = "session expired: open the URL that `fleetmind console` printed";
 
 /**
  * Call the API. POSTs carry the header the server asks of every change (its CSRF guard).

@@ -62,6 +62,13 @@ export class GraphView {
     this.cy.on("mouseover", "node", (event) => this.showTooltip(event.target));
     this.cy.on("mouseout", "node", () => this.hideTooltip());
     this.cy.on("viewport", () => this.hideTooltip());
+    // Once the user has panned or zoomed, the view is theirs; until then a graph that grows
+    // (a live edit, an expanded fan-out) is refitted so that its new nodes are in view.
+    this.userMoved = false;
+    this.cy.on("tapstart", (event) => {
+      if (event.target === this.cy) this.userMoved = true;
+    });
+    container.addEventListener("wheel", () => (this.userMoved = true), { passive: true });
   }
 
   /** Draw another task (or nothing, with null). */
@@ -73,6 +80,7 @@ export class GraphView {
     this.structure = "";
     this.pending = { nodes: [], edges: [], reveal: [] };
     this.layoutSeq += 1;
+    this.userMoved = false;
     this.cy.elements().remove();
     this.hideTooltip();
   }
@@ -172,7 +180,7 @@ export class GraphView {
     const visible = [...wanted].filter(([, want]) => !want.folded).map(([id]) => id);
     const structure = [...visible].sort().join("\n") + "\u0001" + [...wantedEdges.keys()].sort().join("\n");
     if (structure !== this.structure) {
-      this.fitPending ||= this.structure === "";
+      this.fitPending ||= this.structure === "" || !this.userMoved;
       this.structure = structure;
       this.requestLayout(visible, view.edges);
     }

@@ -3,7 +3,7 @@
 // Everything shown is re-fetched from the API; the event stream only says when to re-fetch (and
 // feeds the event lines), so a reconnect after a server restart catches up by fetching again.
 
-import { api } from "./api.js";
+import { api, SESSION_LOST } from "./api.js";
 import { describeMessage } from "./events.js";
 import { GraphView } from "./graph.js";
 import { EventLog, renderDevices, renderTasks } from "./panels.js";
@@ -11,8 +11,10 @@ import { EventLog, renderDevices, renderTasks } from "./panels.js";
 const GRAPH_DELAY_MS = 200;
 const TASKS_DELAY_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
+// A running task may be one that no live process drives any more (its process crashed): the
+// server decides, and its refusal (a 409 line) shows in the error line.
 const CANCELLABLE = new Set(["running", "pending"]);
-const RESUMABLE = new Set(["interrupted"]);
+const RESUMABLE = new Set(["interrupted", "running"]);
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
@@ -185,15 +187,36 @@ function connect() {
   source.onerror = () => {
     setConnected(false);
     if (source.readyState === EventSource.CLOSED) {
-      // The browser gives up on an answer that is not a stream (a 401 or a 502 while the
-      // server restarts): try again ourselves, more slowly each time.
-      setTimeout(connect, retryMs);
-      retryMs = Math.min(retryMs * 2, RECONNECT_MAX_MS);
+      // The browser gives up on an answer that is not a stream (a 401, or a 502 while the
+      // server restarts). A session that is gone cannot come back: say so and stop; anything
+      // else, try again ourselves, more slowly each time.
+      reconnectUnlessSignedOut();
     }
   };
   for (const type of ["task", "graph", "device"]) {
     source.addEventListener(type, (message) => onMessage(type, message));
   }
+}
+
+async function reconnectUnlessSignedOut() {
+  try {
+    await api("api/info");
+  } catch (error) {
+    if (error.status === 401) {
+      signedOut();
+      return;
+    }
+  }
+  setTimeout(connect, retryMs);
+  retryMs = Math.min(retryMs * 2, RECONNECT_MAX_MS);
+}
+
+function signedOut() {
+  const badge = $("connection-status");
+  badge.dataset.state = "signed-out";
+  badge.textContent = "signed out";
+  eventLog.add("connection", SESSION_LOST);
+  showError(SESSION_LOST);
 }
 
 function onMessage(type, message) {
@@ -303,6 +326,7 @@ window.fleetmindConsole = {
   expand: (parentId) => graph.expand(parentId),
   layoutStats: () => ({ ...graph.stats }),
   connected: () => $("connection-status").dataset.state === "live",
+  signedOut: () => $("connection-status").dataset.state === "signed-out",
 };
 
 async function start() {

@@ -77,6 +77,13 @@ def console(
     ] = "127.0.0.1",
     models_file: ModelsFile = None,
     data_dir: DataDir = None,
+    forget_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--forget-sessions",
+            help="Sign out every page signed in before (sessions last 30 days across restarts).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a live web page of tasks and devices.
 
@@ -85,7 +92,8 @@ def console(
     in the data directory's store, or --store). With --broker, the page shows the fleet's
     devices and hands tasks to its orchestrator replicas (their tasks come from --store).
     With --store alone, or nothing, the page only reads the store. It prints the URL to open,
-    with a token that is new each time; it serves until Ctrl-C.
+    with a token that is new each time and signs in once (restart the console for a new
+    one); it serves until Ctrl-C.
     """
     # The server first: without its extra, the import says what serving the console needs.
     from fleetmind.serve import ConsoleAuth, serve_console  # isort: skip
@@ -105,6 +113,8 @@ def console(
             fleet, broker, username, password_file, fleet_name, store, models_file, data_dir, log
         )
         auth = ConsoleAuth(sessions_file=home(data_dir) / SESSIONS_FILE)
+        if forget_sessions:
+            auth.forget_sessions()
         if not _is_loopback(host):
             log.print(
                 f"warning: the console listens on {host}, not only on this machine: whoever "

@@ -95,7 +95,7 @@ def build_console_app(
     async def page(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is not None:
-            if not auth.token_ok(token):
+            if not auth.redeem(token):
                 return HTMLResponse(_WRONG_TOKEN_PAGE, status_code=401, headers=_NO_API_HEADERS)
             response = RedirectResponse("/", status_code=303, headers=_NO_API_HEADERS)
             response.headers["set-cookie"] = set_cookie_header(auth.open_session())
@@ -116,7 +116,7 @@ def build_console_app(
 
     async def tasks(request: Request) -> Response:
         raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
-        if not raw.isdigit() or int(raw) < 1:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
             raise ApiError(400, f"limit must be a positive whole number, not {raw!r}")
         return _json({"tasks": await source.tasks(int(raw))})
 
@@ -243,6 +243,8 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
@@ -254,11 +256,21 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling: :func:`serve_console` owns SIGINT and SIGTERM."""
+    """uvicorn, minus its signal handling (:func:`serve_console` owns SIGINT and SIGTERM),
+    calling ``on_started`` once the app has started (its source is open) and it serves."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
 
 
 async def serve_console(
@@ -310,7 +322,7 @@ async def _serve(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = _Server(config)
+    server = _Server(config, lambda: ready(url) if ready is not None else None)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -321,23 +333,11 @@ async def _serve(
     for sig in signals:
         loop.add_signal_handler(sig, stop)
     try:
-        started = asyncio.create_task(_announce(server, url, ready))
         await server.serve(sockets=[sock])
-        started.cancel()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
     return server
-
-
-async def _announce(server: uvicorn.Server, url: str, ready: Callable[[str], None] | None) -> None:
-    """Say the URL once the app has started (its source is open) and the server listens."""
-    while not server.started:
-        if server.should_exit:
-            return
-        await asyncio.sleep(0.02)
-    if ready is not None:
-        ready(url)
 
 
 def listen(host: str, port: int) -> socket.socket:

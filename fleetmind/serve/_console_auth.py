@@ -1,9 +1,10 @@
 """Who may use the console: the holder of the token it printed, or of a session opened with it.
 
 The token is made fresh each time the console starts and printed once, in the URL. Opening
-that URL trades it for a session: a random id in an HttpOnly, SameSite=Strict cookie, so that
-the token leaves the address bar and scripts on other sites can neither read the session nor
-send it. Scripts and tests may send the token itself as ``Authorization: Bearer``.
+that URL trades it, once, for a session: a random id in an HttpOnly, SameSite=Strict cookie,
+so that the token leaves the address bar and scripts on other sites can neither read the
+session nor send it. The token is then spent: a copy in the browser's history or a terminal's
+scrollback opens nothing. A new token comes with each start of the console.
 
 Sessions are kept (as hashes) in a file of the data directory, so that a page open while the
 console restarts keeps working. Requests that change something must also carry the header
@@ -50,11 +51,21 @@ class ConsoleAuth:
     def __init__(self, token: str | None = None, sessions_file: Path | None = None) -> None:
         self.token = token or secrets.token_urlsafe(24)
         self._file = sessions_file
+        self._spent = False
         self._sessions: dict[str, float] = self._read()
 
-    def token_ok(self, given: str) -> bool:
-        """Whether ``given`` is the token (compared in constant time)."""
-        return hmac.compare_digest(given.encode(), self.token.encode())
+    def redeem(self, given: str) -> bool:
+        """Whether ``given`` is the token, not yet spent (compared in constant time); a
+        token that matches is spent by this call."""
+        if self._spent or not hmac.compare_digest(given.encode(), self.token.encode()):
+            return False
+        self._spent = True
+        return True
+
+    def forget_sessions(self) -> None:
+        """Drop every kept session: each open page must sign in again."""
+        self._sessions = {}
+        self._write()
 
     def open_session(self) -> str:
         """A new session id, for the cookie."""
@@ -74,12 +85,8 @@ class ConsoleAuth:
         return expires is not None and expires > time.time()
 
     def allows(self, scope: Scope) -> bool:
-        """Whether a request carries a live session cookie or the bearer token."""
+        """Whether a request carries a live session cookie."""
         headers = dict(scope.get("headers") or [])
-        bearer = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, credentials = bearer.partition(" ")
-        if scheme.lower() == "bearer" and self.token_ok(credentials.strip()):
-            return True
         session = session_cookie(headers.get(b"cookie", b"").decode("latin-1"))
         return session is not None and self.session_ok(session)
 
@@ -133,7 +140,7 @@ def _digest(session: str) -> str:
 
 
 class ConsoleGate:
-    """Lets through only requests with a session (or the token), and POSTs with the header.
+    """Lets through only requests with a session, and POSTs with the header.
 
     ``/`` (where the token is traded, and the page is served to a session) and ``/static/``
     (the page's scripts and styles, which hold no data) pass; so do non-HTTP scopes.
@@ -158,7 +165,11 @@ class ConsoleGate:
             what = "no console session: open the URL that `fleetmind console` printed"
             await refuse(send, path, 401, what)
             return
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+        method: str = scope["method"]
+        if method not in ("GET", "HEAD", "OPTIONS", "POST"):  # no route takes it: say that first
+            await refuse(send, path, 405, f"{method} is not allowed on {path}")
+            return
+        if method == "POST":
             headers = dict(scope.get("headers") or [])
             if headers.get(CSRF_HEADER.encode()) != b"1":
                 await refuse(send, path, 403, f"a console request must carry {CSRF_HEADER}: 1")
@@ -171,14 +182,27 @@ class ConsoleGate:
         await self.app(scope, receive, send)
 
 
+CYTOSCAPE_STYLE = "sha256-pgvDUBa4IjFA2yuSJ2cqcyxmNYJMborsd0ORcRv9vw8="
+"""The hash of the one ``<style>`` the graph library adds to the page
+(``.__________cytoscape_container { position: relative; }``)."""
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; worker-src 'self'; "
+    f"style-src 'self' '{CYTOSCAPE_STYLE}'; img-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""Only the console's own files run or style the page: a name rendered as markup by mistake
+could still not load or run anything."""
+
 SAFETY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"referrer-policy", b"no-referrer"),
 )
 """On every answer: no framing of the console by another site (its buttons cancel tasks),
-no guessing of content types, and no token leaking in a Referer."""
+nothing but its own scripts and styles, no guessing of content types, and no token leaking
+in a Referer."""
 
 
 def _guarded_headers(send: Send) -> Send:

@@ -265,9 +265,10 @@ class StoreWatch:
             state = (record.status, record.updated_at, record.owner)
             now[record.id] = state
             changed = states.get(record.id) != state
-            if changed and not first:
+            followed = self.live(record.id) is not None  # its follower says what changes
+            if changed and not first and not followed:
                 found.append(("task", {"task_id": record.id, "status": record.status}))
-            if not self.logs or self.live(record.id) is not None:
+            if not self.logs or followed:
                 continue
             if record.status == "running" or (changed and not first):
                 found += self._new_entries(record.id, baseline=first)

@@ -37,14 +37,11 @@ def graph_view(
     """A task with every subtask's state, how it was routed and its LLM steps, and its edges."""
     retries: Counter[str] = Counter()
     steps: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        kind, subtask_id = entry.kind, getattr(entry, "subtask_id", "")
-        if kind == "subtask_retried":
-            retries[subtask_id] += 1
-        elif kind == "subtask_progress":
-            step = getattr(entry, "step", None)
-            if isinstance(step, dict):
-                steps.setdefault(subtask_id, []).append({**step, "at": entry.at})
+    for entry in entries:  # a tagged union: its kind says which entry it is
+        if entry.kind == "subtask_retried":
+            retries[entry.subtask_id] += 1
+        elif entry.kind == "subtask_progress" and entry.step is not None:
+            steps.setdefault(entry.subtask_id, []).append({**entry.step, "at": entry.at})
     subtasks = []
     for subtask in graph:
         state = graph.state(subtask.id)

@@ -28,6 +28,7 @@ START_S = 90.0
 """How long a console may take to print its URL: these machines can be very loaded."""
 STOP_S = 30.0
 
+COOKIE = "fleetmind_console"
 _URL = re.compile(r"^(http://[^/\s]+)/\?token=(\S+)$", re.MULTILINE)
 
 
@@ -47,23 +48,28 @@ class RunningConsole:
     gate: Path
     """The file whose existence lets the fleet's ``slow`` agent finish."""
     clients: list[httpx.Client] = field(default_factory=list)
+    session: str | None = None
+    """The session the token was traded for (it signs in only once)."""
 
     @property
     def login_url(self) -> str:
-        """The URL it printed: opening it trades the token for a session cookie."""
+        """The URL it printed: opening it trades the token for a session cookie, once."""
         return f"{self.base_url}/?token={self.token}"
 
-    @property
-    def bearer(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def sign_in(self) -> str:
+        """The session cookie's value: the token traded for it on the first call."""
+        if self.session is None:
+            answer = httpx.get(self.login_url, follow_redirects=False, timeout=60.0)
+            assert answer.status_code == 303, answer.text
+            self.session = answer.cookies[COOKIE]
+        return self.session
 
     def client(self, *, login: bool = True) -> httpx.Client:
-        """An HTTP client; with ``login``, holding a session cookie opened with the token."""
+        """An HTTP client; with ``login``, holding the session cookie."""
         client = httpx.Client(base_url=self.base_url, timeout=60.0)
         self.clients.append(client)
         if login:
-            answer = client.get("/", params={"token": self.token}, follow_redirects=False)
-            assert answer.status_code == 303, answer.text
+            client.cookies.set(COOKIE, self.sign_in())
         return client
 
     def stop(self) -> int:
@@ -179,7 +185,7 @@ class EventReader:
         self.status: int | None = None
         self.content_type = ""
         self._client = httpx.Client(base_url=running.base_url, timeout=httpx.Timeout(60, read=None))
-        self._client.get("/", params={"token": running.token})
+        self._client.cookies.set(COOKIE, running.sign_in())
         self._stop = threading.Event()
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)

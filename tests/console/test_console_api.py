@@ -4,6 +4,7 @@ submitting good and bad task files, cancel, resume after a restart, and the read
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -103,12 +104,15 @@ def test_the_token_is_traded_for_a_strict_http_only_cookie(console_factory: Cons
     assert page.headers["content-type"].startswith("text/html")
     for answer in (page, traded, wrong, refused):  # no framing by other sites, no Referer
         assert answer.headers["x-frame-options"] == "DENY"
-        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert answer.headers["referrer-policy"] == "no-referrer"
         assert answer.headers["x-content-type-options"] == "nosniff"
     assert anonymous.get("/api/info").status_code == 200
-    bearer = httpx.get(f"{running.base_url}/api/info", headers=running.bearer)
-    assert bearer.status_code == 200
+    spent = httpx.get(running.login_url, follow_redirects=False)
+    assert (spent.status_code, "set-cookie" in spent.headers) == (401, False)  # signs in once
+    bearer = {"Authorization": f"Bearer {running.token}"}
+    assert httpx.get(f"{running.base_url}/api/info", headers=bearer).status_code == 401
     unknown = anonymous.get("/api/nothing")
     assert (unknown.status_code, unknown.json()) == (
         404,
@@ -131,6 +135,43 @@ def test_a_post_without_the_console_header_is_refused(console_factory: Console) 
     assert client.get("/api/tasks").json() == {"tasks": []}  # nothing was submitted
     wrong = client.post("/api/tasks", json=body, headers={"X-Fleetmind-Console": "yes"})
     assert wrong.status_code == 403
+
+
+def test_odd_requests_get_one_line_refusals(console_factory: Console) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET))
+    client = running.client()
+    limit = client.get("/api/tasks", params={"limit": "\u00b2"})  # a digit, but not 0-9
+    assert (limit.status_code, limit.json()) == (
+        400,
+        {"error": "limit must be a positive whole number, not '\u00b2'"},
+    )
+    nested = client.post("/api/tasks", content=b"[" * 100_000 + b"]" * 100_000, headers=POST)
+    assert (nested.status_code, nested.json()) == (
+        400,
+        {"error": "the request body is nested too deeply"},
+    )
+    deleted = client.delete("/api/tasks")  # no console header: the method is wrong first
+    assert (deleted.status_code, deleted.json()) == (
+        405,
+        {"error": "DELETE is not allowed on /api/tasks"},
+    )
+    large = b'{"text": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+    for body in (large, iter([large[i : i + 65536] for i in range(0, len(large), 65536)])):
+        too_large = client.post("/api/tasks", content=body, headers=POST)
+        assert too_large.status_code == 413
+        assert too_large.json()["error"].startswith("the request body is too large")
+    host, port = running.base_url.removeprefix("http://").rsplit(":", 1)
+    for path in ("/static/../_console_app.py", "/static/%2e%2e/_console_app.py"):
+        raw = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            raw.request("GET", path)  # sent as written: no client tidies the dots away
+            answer = raw.getresponse()
+            assert answer.status == 404, path
+            assert b"import" not in answer.read()
+        finally:
+            raw.close()
+    assert client.get("/api/tasks").json() == {"tasks": []}
+    assert "Traceback" not in running.log_text()
 
 
 # A fleet running here ----------------------------------------------------------------------
@@ -324,7 +365,7 @@ def test_a_task_interrupted_by_a_restart_is_resumed(console_factory: Console) ->
     page.cookies.update(cookies)  # the page open before the restart keeps its session
     rows = page.get("/api/tasks").json()["tasks"]
     assert [(r["id"], r["status"]) for r in rows] == [(task_id, "interrupted")]
-    stale = httpx.get(f"{second.base_url}/api/info", headers=first.bearer)
+    stale = httpx.get(f"{second.base_url}/?token={first.token}", follow_redirects=False)
     assert stale.status_code == 401  # the old token is not
 
     second.gate.touch()

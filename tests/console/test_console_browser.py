@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser import ConsolePage, browser_missing, open_browser
-from conftest import CONSOLE_FLEET, FLEETMIND, RunningConsole, process
+from conftest import CONSOLE_FLEET, COOKIE, FLEETMIND, RunningConsole, process
 
 from fleetmind.orchestrator import SQLiteStore
 from fleetmind.protocols import mosquitto_installed
@@ -68,19 +68,39 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture
 def tab(chromium: Browser) -> Iterator[ConsolePage]:
-    """A fresh browser context (no cookies) and a page in it."""
+    """A fresh browser context (no cookies) and a page in it; the test fails if the page's
+    Content-Security-Policy refused anything of the console's own (a script, a style, the
+    layout worker)."""
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    refused: list[str] = []
     try:
-        yield ConsolePage(context.new_page())
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda message: (
+                refused.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
+        yield ConsolePage(page)
     finally:
         context.close()
+    assert refused == []
 
 
 def sign_in(tab: ConsolePage, running: RunningConsole) -> None:
-    """Open the URL the console printed, as its user would, and wait for the live page."""
-    answer = tab.page.goto(running.login_url)
-    assert answer is not None and answer.status == 200
-    assert tab.page.url == f"{running.base_url}/"  # the token left the address bar
+    """Open the URL the console printed, as its user would, and wait for the live page (the
+    token signs in once: once spent, the tab is given the session it was traded for)."""
+    if running.session is None:
+        answer = tab.page.goto(running.login_url)
+        assert answer is not None and answer.status == 200
+        assert tab.page.url == f"{running.base_url}/"  # the token left the address bar
+        [cookie] = tab.page.context.cookies()
+        running.session = cookie["value"]
+    else:
+        session = {"name": COOKIE, "value": running.session, "url": running.base_url}
+        tab.page.context.add_cookies([session])  # type: ignore[list-item]
+        answer = tab.page.goto(f"{running.base_url}/")
+        assert answer is not None and answer.status == 200
     tab.connected()
 
 
@@ -101,7 +121,57 @@ def test_the_printed_url_signs_in_and_a_wrong_token_is_refused(
         "Strict",
     )
     assert tab.page.get_by_test_id("mode").text_content() == "fleet"
+    again = tab.page.goto(running.login_url)  # the printed URL is spent
+    assert again is not None and again.status == 401
     assert "Traceback" not in running.log_text()
+
+
+XSS = '<img src=x onerror="window.injected=1">'
+"""Markup that runs a script if a page ever renders a name or description as HTML."""
+
+
+def test_names_and_descriptions_are_shown_as_text_never_as_markup(
+    console_factory: Console, tab: ConsolePage
+) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET))
+    sign_in(tab, running)
+    task = (
+        f"name: {json.dumps(XSS)}\n"
+        "subtasks:\n"
+        f"  - {{id: a, agent: quick, description: {json.dumps(XSS)}, inputs: {{text: hi}}}}\n"
+    )
+    tab.submit_file("xss.yaml", task)
+    task_id = tab.opened_task()
+    tab.wait_row(task_id, "done")
+    tab.wait_statuses({"a": "done"})
+    row = tab.page.locator(f'[data-testid="task-row"][data-task-id="{task_id}"]')
+    assert XSS in (row.text_content() or "")
+    at = tab.page.evaluate("() => window.fleetmindConsole.nodeScreenPosition('a')")
+    tab.page.mouse.move(at["x"], at["y"])
+    tip = tab.wait(
+        """() => {
+            const tip = document.querySelector('[data-testid="tooltip"]');
+            return tip && !tip.hidden && tip.textContent ? tip.textContent : null;
+        }""",
+        what="the subtask's tooltip",
+    )
+    assert XSS in tip
+    assert tab.page.evaluate("() => document.querySelectorAll('img').length") == 0
+    assert tab.page.evaluate("() => window.injected") is None
+
+
+def test_a_page_whose_session_is_gone_says_so_and_stops_retrying(
+    console_factory: Console, tab: ConsolePage, tmp_path: Path
+) -> None:
+    running = console_factory("--fleet", str(CONSOLE_FLEET))
+    sign_in(tab, running)
+    port = int(running.base_url.rsplit(":", 1)[1])
+    assert running.stop() == 0
+    tab.wait("() => !window.fleetmindConsole.connected()", what="the stream lost")
+    # Back on the same port, with other sessions: the page's cookie opens nothing there.
+    console_factory("--fleet", str(CONSOLE_FLEET), port=port, data_dir=tmp_path / "other")
+    tab.wait("() => window.fleetmindConsole.signedOut()", what="the page signed out")
+    assert tab.error_line() == "session expired: open the URL that `fleetmind console` printed"
 
 
 def test_a_task_from_the_page_runs_to_done_and_a_live_edit_appears(

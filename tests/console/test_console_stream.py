@@ -52,8 +52,9 @@ async def test_heartbeats_ids_and_a_page_that_leaves_is_forgotten(tmp_path: Path
     hub = EventHub(heartbeat_s=0.05)
     async with (
         serving(tmp_path, hub) as url,
-        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client,
+        httpx.AsyncClient(base_url=url) as client,
     ):
+        assert (await client.get("/", params={"token": TOKEN})).status_code == 303
         async with client.stream("GET", "/api/events") as answer:
             assert answer.status_code == 200
             assert answer.headers["content-type"].startswith("text/event-stream")
