@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from replica_harness import replica_rig
 
 from fleetmind import TaskGraph
 from fleetmind.protocols import (
@@ -33,7 +34,7 @@ from fleetmind.testing import start_test_broker
 pytestmark = pytest.mark.timeout(300)
 
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
-FLEET = "farm"
+FLEET = "farm"  # the replica rig's fleet too
 DEVICE = "pi-1"
 DEADLINE_S = 120.0
 """How long any one condition is waited for: these machines can be very loaded."""
@@ -214,3 +215,35 @@ def test_a_cancel_on_the_control_topic_ends_the_task_cancelled(tmp_path: Path) -
         assert rig.runs().count("start a") == 1
         dropped = f"malformed message on {topics.task_control('tcancel0001')}"
         assert rig.output("replica").count(dropped) == 1
+
+
+def test_a_task_taken_over_is_cancelled_by_its_new_owner(tmp_path: Path) -> None:
+    """Two replicas on one PostgreSQL: the owner is killed mid-task, the other takes the task
+    over, and a cancel then reaches the new owner (the old one is gone; nobody else acts)."""
+    with replica_rig(tmp_path) as rig:
+        rig.start_replicas("r1", "r2")
+        rig.submit()
+        rig.until(lambda: rig.runs()["b"] == 1, "b runs on the device", alive=("r1", "r2"))
+        task = rig.the_task()
+        other = "r2" if task.owner == "r1" else "r1"
+        rig.kill(task.owner)
+        rig.until(lambda: rig.record(task.id).owner == other, "the other replica takes over")
+        request = TaskCancelPayload(task_id=task.id, reason="stopped after a takeover")
+        body = encode("task_cancel", "tester", request)
+        control = Topics(FLEET).task_control(task.id)
+        # Sent again until acted on: the new owner follows the task a moment after it claims it.
+        deadline = time.monotonic() + DEADLINE_S
+        resend_at = 0.0
+        while rig.record(task.id).status != "cancelled":
+            assert time.monotonic() < deadline, f"the task is not cancelled\n{rig.trace()}"
+            if time.monotonic() >= resend_at:
+                asyncio.run(publish(rig.address(), control, body))
+                resend_at = time.monotonic() + 2.0
+            time.sleep(0.05)
+        submit = rig.processes["submit"]
+        rig.until(lambda: submit.poll() is not None, "the submitter gets the end")
+        assert rig.record(task.id).owner == other
+        assert rig.alive(other), rig.trace()
+
+    assert '"status": "cancelled"' in rig.output("submit"), rig.output("submit")
+    assert rig.runs() == {"a": 1, "b": 1}  # c never started
