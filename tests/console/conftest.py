@@ -21,6 +21,9 @@ import httpx
 import pytest
 from repo_paths import FIXTURES
 
+from fleetmind.protocols import mosquitto_installed
+from fleetmind.testing import LocalBroker, start_test_broker
+
 FLEETMIND = str(Path(sys.executable).parent / "fleetmind")
 CONSOLE_FLEET = FIXTURES / "console_fleet.py"
 """quick (skill echo), slow (skill hold: waits for the gate file), flaky (fails once per key)."""
@@ -29,6 +32,11 @@ START_S = 90.0
 STOP_S = 30.0
 
 COOKIE = "fleetmind_console"
+FLEET = "farm"
+"""The fleet's name on the test broker."""
+DEVICE = "pi-1"
+"""The device the test broker has credentials for (it offers the console fleet's agents)."""
+
 _URL = re.compile(r"^(http://[^/\s]+)/\?token=(\S+)$", re.MULTILINE)
 
 
@@ -144,6 +152,29 @@ def console_factory(tmp_path: Path) -> Iterator[Callable[..., RunningConsole]]:
     finally:
         for running in started:
             running.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A real Mosquitto with users for an orchestrator and the device ``pi-1``."""
+    if not mosquitto_installed():
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs Mosquitto")
+        pytest.skip("needs Mosquitto")
+    started = start_test_broker(
+        tmp_path, {DEVICE: ["quick", "slow", "flaky", "expander"]}, fleet=FLEET
+    )
+    try:
+        yield started
+    finally:
+        started.handle.stop()
+
+
+def login_args(tmp_path: Path, broker: LocalBroker, user: str) -> list[str]:
+    """``--username U --password-file F`` for one of the broker's users."""
+    password = tmp_path / f"{user}.pw"
+    password.write_text(broker.credentials[user])
+    return ["--username", user, "--password-file", str(password)]
 
 
 @contextmanager

@@ -6,21 +6,27 @@ on the replica and the device, its events streamed from the broker."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import CONSOLE_FLEET, FLEETMIND, EventReader, RunningConsole, process
+from conftest import (
+    CONSOLE_FLEET,
+    DEVICE,
+    FLEET,
+    FLEETMIND,
+    EventReader,
+    RunningConsole,
+    login_args,
+    process,
+)
 
-from fleetmind.protocols import mosquitto_installed
-from fleetmind.testing import LocalBroker, start_test_broker
+from fleetmind.testing import LocalBroker
 
 Console = Callable[..., RunningConsole]
 POST = {"X-Fleetmind-Console": "1"}
-FLEET = "farm"
-DEVICE = "pi-1"
 DEADLINE_S = 120.0
 
 TASK = (
@@ -29,25 +35,6 @@ TASK = (
     "  - {id: a, agent: quick, inputs: {text: hello}}\n"
     "  - {id: b, agent: flaky, inputs: {key: b, after: '${a}'}}\n"
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    if not mosquitto_installed():
-        pytest.skip("needs Mosquitto")
-    started = start_test_broker(
-        tmp_path, {DEVICE: ["quick", "slow", "flaky", "expander"]}, fleet=FLEET
-    )
-    try:
-        yield started
-    finally:
-        started.handle.stop()
-
-
-def login(tmp_path: Path, broker: LocalBroker, user: str) -> list[str]:
-    password = tmp_path / f"{user}.pw"
-    password.write_text(broker.credentials[user])
-    return ["--username", user, "--password-file", str(password)]
 
 
 def wait_until(read: Callable[[], Any], ready: Callable[[Any], bool], what: str) -> Any:
@@ -68,16 +55,22 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
     store = tmp_path / "replicas.db"
     replica = [
         *(FLEETMIND, "orchestrator", "serve", "--broker", url, "--fleet-name", FLEET),
-        *login(tmp_path, broker, "orchestrator"),
+        *login_args(tmp_path, broker, "orchestrator"),
         *("--store", str(store), "--replica-id", "r1", "--data-dir", str(tmp_path / "r1")),
     ]
     device = [
         *(FLEETMIND, "agent", "serve", str(CONSOLE_FLEET), "--broker", url),
-        *("--fleet-name", FLEET, "--heartbeat", "0.5", *login(tmp_path, broker, DEVICE)),
+        *("--fleet-name", FLEET, "--heartbeat", "0.5", *login_args(tmp_path, broker, DEVICE)),
     ]
     with process(replica, tmp_path / "replica.log"):
         running = console_factory(
-            *("--broker", url, "--fleet-name", FLEET, *login(tmp_path, broker, "orchestrator")),
+            *(
+                "--broker",
+                url,
+                "--fleet-name",
+                FLEET,
+                *login_args(tmp_path, broker, "orchestrator"),
+            ),
             *("--store", str(store)),
         )
         client = running.client()
@@ -133,7 +126,7 @@ def test_devices_come_and_go_and_a_task_runs_on_the_replicas(
                 # Without the store, a console knows what it saw on the broker.
                 bare = console_factory(
                     *("--broker", url, "--fleet-name", FLEET),
-                    *login(tmp_path, broker, "orchestrator"),
+                    *login_args(tmp_path, broker, "orchestrator"),
                 ).client()
                 other = _submit(bare, TASK.replace("key: b", "key: b2"))
                 seen_bare = wait_until(
@@ -170,16 +163,22 @@ def test_a_task_is_cancelled_on_its_replica_from_the_page(
     store = tmp_path / "replicas.db"
     replica = [
         *(FLEETMIND, "orchestrator", "serve", "--broker", url, "--fleet-name", FLEET),
-        *login(tmp_path, broker, "orchestrator"),
+        *login_args(tmp_path, broker, "orchestrator"),
         *("--store", str(store), "--replica-id", "r1", "--data-dir", str(tmp_path / "r1")),
     ]
     device = [  # no gate: the slow agent holds until it is cancelled
         *(FLEETMIND, "agent", "serve", str(CONSOLE_FLEET), "--broker", url),
-        *("--fleet-name", FLEET, *login(tmp_path, broker, DEVICE)),
+        *("--fleet-name", FLEET, *login_args(tmp_path, broker, DEVICE)),
     ]
     with process(replica, tmp_path / "replica.log"), process(device, tmp_path / "device.log"):
         running = console_factory(
-            *("--broker", url, "--fleet-name", FLEET, *login(tmp_path, broker, "orchestrator")),
+            *(
+                "--broker",
+                url,
+                "--fleet-name",
+                FLEET,
+                *login_args(tmp_path, broker, "orchestrator"),
+            ),
             *("--store", str(store)),
         )
         client = running.client()

@@ -16,19 +16,25 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser import ConsolePage, browser_missing, open_browser
-from conftest import CONSOLE_FLEET, COOKIE, FLEETMIND, RunningConsole, process
+from conftest import (
+    CONSOLE_FLEET,
+    COOKIE,
+    DEVICE,
+    FLEET,
+    FLEETMIND,
+    RunningConsole,
+    login_args,
+    process,
+)
 
 from fleetmind.orchestrator import SQLiteStore
-from fleetmind.protocols import mosquitto_installed
-from fleetmind.testing import LocalBroker, start_test_broker
+from fleetmind.testing import LocalBroker
 
 if TYPE_CHECKING:  # Playwright may be missing: the tests then skip
     from playwright.sync_api import Browser
 
 Console = Callable[..., RunningConsole]
 DEADLINE_S = 120.0
-DEVICE = "pi-1"
-FLEET = "farm"
 
 GROWS = (
     "name: grows\n"
@@ -281,27 +287,6 @@ def test_the_page_rides_out_a_server_restart_and_catches_up(
     tab.page.locator(f'[data-testid="task-row"][data-task-id="{later}"]').click()
     tab.wait_statuses({"a": "done"})
     assert tab.page.url.startswith(f"{running.base_url}/")  # never sent back to sign in
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    if not mosquitto_installed():
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs Mosquitto")
-        pytest.skip("needs Mosquitto")
-    started = start_test_broker(
-        tmp_path, {DEVICE: ["quick", "slow", "flaky", "expander"]}, fleet=FLEET
-    )
-    try:
-        yield started
-    finally:
-        started.handle.stop()
-
-
-def login_args(tmp_path: Path, broker: LocalBroker, user: str) -> list[str]:
-    password = tmp_path / f"{user}.pw"
-    password.write_text(broker.credentials[user])
-    return ["--username", user, "--password-file", str(password)]
 
 
 @pytest.mark.timeout(400)

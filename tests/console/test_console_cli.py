@@ -98,3 +98,21 @@ def test_without_a_source_the_data_directory_store_is_read(console_factory: Cons
     assert client.get("/api/tasks").json() == {"tasks": []}
     assert (running.data_dir / "fleetmind.db").exists()
     assert "(read-only)" in running.log_text()
+
+
+def test_forget_sessions_signs_out_the_pages_signed_in_before(console_factory: Console) -> None:
+    first = console_factory("--fleet", str(CONSOLE_FLEET))
+    session = first.sign_in()
+    assert first.stop() == 0
+    kept = console_factory("--fleet", str(CONSOLE_FLEET), data_dir=first.data_dir)
+    page = kept.client(login=False)
+    page.cookies.set("fleetmind_console", session)
+    assert page.get("/api/info").status_code == 200  # kept across the restart
+    assert kept.stop() == 0
+    forgot = console_factory(
+        "--fleet", str(CONSOLE_FLEET), "--forget-sessions", data_dir=first.data_dir
+    )
+    page = forgot.client(login=False)
+    page.cookies.set("fleetmind_console", session)
+    assert page.get("/api/info").status_code == 401
+    assert forgot.client().get("/api/info").status_code == 200  # its own token still signs in
