@@ -8,6 +8,9 @@
 const LAYER_GAP = 70;
 const NODE_GAP = 14;
 const SWEEPS = 6;
+/** A layer of more nodes than this is drawn as several columns, so that an opened fan-out of
+ * hundreds is a block rather than one column too tall to see whole. */
+const WRAP_AT = 40;
 
 /**
  * Place the nodes of a directed graph in layers from left to right.
@@ -38,8 +41,13 @@ export function layeredLayout(nodes, edges) {
   let x = 0;
   for (const layer of layers) {
     const width = Math.max(...layer.map((i) => nodes[i].w));
-    for (const i of layer) positions[nodes[i].id] = { x: x + width / 2, y: y[i] };
-    x += width + LAYER_GAP;
+    const columns = Math.ceil(layer.length / WRAP_AT);
+    const rows = Math.ceil(layer.length / columns);
+    layer.forEach((i, k) => {
+      const column = Math.floor(k / rows); // a wrapped layer's columns (see stack)
+      positions[nodes[i].id] = { x: x + column * (width + NODE_GAP) + width / 2, y: y[i] };
+    });
+    x += columns * width + (columns - 1) * NODE_GAP + LAYER_GAP;
   }
   return positions;
 }
@@ -107,8 +115,18 @@ function placeVertically(layers, parents, children, nodes) {
   return y;
 }
 
-/** Place a layer's nodes top to bottom without overlap, as close to `wanted` as it allows. */
+/** Place a layer's nodes top to bottom without overlap, as close to `wanted` as it allows.
+ * A layer too tall to read (an opened fan-out of hundreds) is wrapped into columns of rows,
+ * centred where its nodes want to be; the caller puts each column beside the last. */
 function stack(layer, nodes, y, wanted) {
+  if (layer.length > WRAP_AT) {
+    const columns = Math.ceil(layer.length / WRAP_AT);
+    const rows = Math.ceil(layer.length / columns);
+    const height = Math.max(...layer.map((i) => nodes[i].h)) + NODE_GAP;
+    const middle = wanted ? wanted.reduce((sum, w) => sum + w, 0) / wanted.length : 0;
+    layer.forEach((i, k) => (y[i] = middle + ((k % rows) - (rows - 1) / 2) * height));
+    return;
+  }
   let bottom = -Infinity;
   const placed = layer.map((i, k) => {
     const half = nodes[i].h / 2;
