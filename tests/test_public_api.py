@@ -260,6 +260,8 @@ EXPECTED = {
         "TaskSnapshot",
         "UpdateSubtask",
         "cancel_stored",
+        "local_process_gone",
+        "local_process_owner",
         "capability_texts",
         "embedding_model",
         "to_dot",

@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import socket
 from pathlib import Path
 
 from fleetmind.agents import Agent, LLMClient
@@ -22,6 +20,7 @@ from fleetmind.orchestrator import (
     SemanticRouter,
     SQLiteStore,
     Store,
+    local_process_owner,
     redact_url,
 )
 from fleetmind.orchestrator import open_store as orchestrator_open_store
@@ -77,7 +76,6 @@ def process_replica(store: Store | None) -> Replica | None:
     """
     if store is None or not store.shared:
         return None
-    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")[:40] or "host"
     raw = os.environ.get(LEASE_ENV, "").strip()
     try:
         lease_s = float(raw) if raw else 15.0
@@ -85,7 +83,7 @@ def process_replica(store: Store | None) -> Replica | None:
         lease_s = math.nan
     if not (math.isfinite(lease_s) and lease_s > 0):
         raise ConfigError(f"{LEASE_ENV}={raw!r} is not a positive number of seconds")
-    return Replica(f"run-{host}-{os.getpid()}", lease_s, adopt=False)
+    return Replica(local_process_owner(), lease_s, adopt=False)
 
 
 def build_fleet(

@@ -60,7 +60,11 @@ if TYPE_CHECKING:
     )
     from fleetmind.orchestrator._export import to_dot, to_mermaid
     from fleetmind.orchestrator._fleet import Fleet
-    from fleetmind.orchestrator._fleet_stored import cancel_stored
+    from fleetmind.orchestrator._fleet_stored import (
+        cancel_stored,
+        local_process_gone,
+        local_process_owner,
+    )
     from fleetmind.orchestrator._fleet_view import AgentSummary, FleetView
     from fleetmind.orchestrator._graph import TaskGraph
     from fleetmind.orchestrator._mcp_requests import ANSWER_SKILL, MCPRequests
@@ -157,7 +161,11 @@ _EXPORTS: dict[str, str] = {
         ),
         "fleetmind.orchestrator._export": ("to_dot", "to_mermaid"),
         "fleetmind.orchestrator._fleet": ("Fleet",),
-        "fleetmind.orchestrator._fleet_stored": ("cancel_stored",),
+        "fleetmind.orchestrator._fleet_stored": (
+            "cancel_stored",
+            "local_process_gone",
+            "local_process_owner",
+        ),
         "fleetmind.orchestrator._fleet_view": ("AgentSummary", "FleetView"),
         "fleetmind.orchestrator._graph": ("TaskGraph",),
         "fleetmind.orchestrator._mcp_requests": ("ANSWER_SKILL", "MCPRequests"),
@@ -328,6 +336,8 @@ __all__ = [
     "held_out_scores",
     "labeled_rows_from",
     "load_step_router",
+    "local_process_gone",
+    "local_process_owner",
     "open_store",
     "outcome_rows",
     "parse_task_text",

@@ -10,6 +10,9 @@ epoch of its claim.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,31 @@ def check_not_ended(record: TaskRecord) -> None:
         raise FleetStateError(f"task {record.id} has already ended ({record.status})")
 
 
+def local_process_owner() -> str:
+    """The owner id under which this process leases the tasks it runs or resumes without
+    being an orchestrator replica: ``run-<host>-<pid>``."""
+    return f"run-{_host_token()}-{os.getpid()}"
+
+
+def _host_token() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")[:40] or "host"
+
+
+def local_process_gone(owner: str | None) -> bool:
+    """Whether ``owner`` names a process of this host (see :func:`local_process_owner`) that
+    no longer runs: its leases need not be waited out (it was killed, say, a moment ago)."""
+    prefix = f"run-{_host_token()}-"
+    if owner is None or not owner.startswith(prefix) or not owner[len(prefix) :].isdigit():
+        return False
+    try:
+        os.kill(int(owner[len(prefix) :]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 def claim_resumable(store: Store, replica: Replica | None, record: TaskRecord) -> int | None:
     """A replica's claim on a stored task it is to resume (an interrupted one is set running
     first: only a running task can be claimed); None without a replica.
@@ -76,7 +104,13 @@ def claim_resumable(store: Store, replica: Replica | None, record: TaskRecord) -
         store.set_status(record.id, "running")
     epoch = store.claim(record.id, replica.id, replica.lease_s)
     if epoch is None:
-        owner = store.load(record.id)[0].owner
+        held = store.load(record.id)[0]
+        owner = held.owner
+        if owner is not None and local_process_gone(owner):
+            # A process of this host that is gone holds it: its lease is let go at once.
+            store.release(record.id, owner, held.lease_epoch)
+            epoch = store.claim(record.id, replica.id, replica.lease_s)
+    if epoch is None:
         raise FleetStateError(
             f"task {record.id} is running in another process (owner {owner}); it continues there"
         )

@@ -31,7 +31,7 @@ from fleetmind.agents.remote import (
     LinkState,
 )
 from fleetmind.errors import FleetStateError, ProtocolError, StoreError
-from fleetmind.orchestrator import Fleet
+from fleetmind.orchestrator import Fleet, local_process_gone
 from fleetmind.protocols import BrokerAddress, MqttConnection, Topics
 from fleetmind.serve._device_memory_service import DeviceMemoryService, SharedAccess
 from fleetmind.serve._intake import FleetIntake
@@ -128,8 +128,10 @@ class MqttFleetLink:
             return  # unknown or unreadable: kept, as on a store of its own
         finally:
             self._checking.discard(task_id)
-        if record.status in ("running", "interrupted") and record.owner in (None, replica.id):
-            return
+        if record.status in ("running", "interrupted") and (
+            record.owner in (None, replica.id) or local_process_gone(record.owner)
+        ):
+            return  # driven here, or by a process of this host that is gone: resumable here
         dropped = self.dispatches.drop_task(task_id)
         ended = record.status in ("done", "failed", "cancelled")
         where = "it ended" if ended else f"replica {record.owner} drives it"

@@ -83,7 +83,7 @@ def test_tasks_json_lists_every_task_newest_first(workdir: Path) -> None:
     assert set(newest) == {"id", "name", "status", "started_at", "updated_at", "source", "owner"}
     assert newest["status"] == "failed" and rows[1]["status"] == "done"
     assert newest["source"] == str(workdir / "failing.yaml")
-    assert newest["owner"] is None  # a task of `fleetmind run` is no replica's
+    assert newest["owner"].startswith("run-")  # leased to the `fleetmind run` process
     started = datetime.fromisoformat(newest["started_at"])
     assert started.tzinfo is not None
     assert datetime.fromisoformat(newest["updated_at"]) >= started
